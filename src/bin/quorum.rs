@@ -1,0 +1,333 @@
+//! `quorum`: the command-line face of the library, working on a quorum home directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use quorum::replay::{self, ReplayOptions};
+use quorum::{
+    EnsembleConfig, Error, Features, InferenceEngine, MemberSpec, ModelKind, ModelRegistration,
+    OutputSpec, Registry, Result, StrategyKind, Task,
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "quorum", version, about = "Ensembles of ONNX models, in-process", long_about = None)]
+struct Cli {
+    /// The quorum home: models, ensembles and state live here.
+    #[arg(
+        long,
+        global = true,
+        default_value = "./quorum-home",
+        env = "QUORUM_HOME"
+    )]
+    home: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Register, list, show and remove models.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Create, list and show ensembles.
+    #[command(subcommand)]
+    Ensemble(EnsembleCommand),
+    /// Predict one request: prints the prediction as JSON.
+    Predict {
+        ensemble: String,
+        /// Features as a JSON object: '{"f1": 0.1, ...}'.
+        #[arg(long)]
+        features: String,
+    },
+    /// Walk forward through a CSV file: predict each row, then record its outcome.
+    Replay {
+        ensemble: String,
+        #[arg(long)]
+        data: PathBuf,
+        /// The column with each row's realised outcome.
+        #[arg(long)]
+        outcome: String,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCommand {
+    /// Copy a model into the registry as a new version.
+    Register {
+        name: String,
+        #[arg(long)]
+        file: PathBuf,
+        /// The model's input features, in input order: f1,f2,...
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+        /// Output holding the prediction, with its column: probabilities:1
+        #[arg(long, default_value = "probabilities:1")]
+        output: String,
+        /// technical, fundamental, sentiment or other.
+        #[arg(long, default_value = "other")]
+        kind: String,
+        /// classification or regression.
+        #[arg(long, default_value = "classification")]
+        task: String,
+        /// Version number (default: the next one).
+        #[arg(long)]
+        version: Option<u32>,
+        /// Make this version the default.
+        #[arg(long)]
+        set_default: bool,
+    },
+    /// List models and their versions.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a model's metadata (the default version unless --version).
+    Show {
+        name: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Make a version the default.
+    SetDefault { name: String, version: u32 },
+    /// Remove a model, or one version of it.
+    Remove {
+        name: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum EnsembleCommand {
+    /// Create an ensemble (or a new version of one).
+    Create {
+        name: String,
+        /// Members: model or model@version, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        /// One weight per member (default: equal).
+        #[arg(long, value_delimiter = ',')]
+        weights: Option<Vec<f32>>,
+        /// soft-vote or majority.
+        #[arg(long, default_value = "soft-vote")]
+        strategy: String,
+        /// Members that must answer (default: a majority).
+        #[arg(long)]
+        min_members: Option<usize>,
+        /// Replace NaN/±Inf features with this value instead of refusing the request.
+        #[arg(long)]
+        impute: Option<f32>,
+    },
+    /// List ensembles.
+    List,
+    /// Show an ensemble's latest configuration.
+    Show { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error[{}]: {e}", e.code());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn engine(home: &std::path::Path) -> Result<InferenceEngine> {
+    InferenceEngine::builder(home).build()
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::json("output", e))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let home = cli.home;
+    match cli.command {
+        Command::Models(cmd) => models(&home, cmd),
+        Command::Ensemble(cmd) => ensembles(&home, cmd),
+        Command::Predict { ensemble, features } => {
+            let features = Features::from_json(&features)?;
+            let prediction = engine(&home)?.predict(&ensemble, &features)?;
+            print_json(&prediction)
+        }
+        Command::Replay {
+            ensemble,
+            data,
+            outcome,
+            json,
+        } => {
+            let engine = engine(&home)?;
+            let report = replay::replay(&engine, &ensemble, &data, &ReplayOptions { outcome })?;
+            if json {
+                print_json(&report)
+            } else {
+                println!(
+                    "replay of {} through ensemble {ensemble:?}\n",
+                    data.display()
+                );
+                println!("{report}");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
+    match cmd {
+        ModelsCommand::Register {
+            name,
+            file,
+            features,
+            output,
+            kind,
+            task,
+            version,
+            set_default,
+        } => {
+            let features: Vec<String> = features
+                .into_iter()
+                .map(|f| f.trim().to_string())
+                .filter(|f| !f.is_empty())
+                .collect();
+            let mut registration = ModelRegistration::new(&name, file, features)
+                .with_output(output.parse::<OutputSpec>()?)
+                .with_kind(kind.parse::<ModelKind>()?)
+                .with_task(task.parse::<Task>()?);
+            if let Some(v) = version {
+                registration = registration.with_version(v);
+            }
+            let engine = engine(home)?;
+            let meta = engine.register_model(registration)?;
+            if set_default {
+                engine.registry().set_default(&meta.name, meta.version)?;
+            }
+            println!(
+                "registered {}@{} ({} features, sha256 {})",
+                meta.name,
+                meta.version,
+                meta.features.len(),
+                &meta.sha256[..12]
+            );
+            Ok(())
+        }
+        ModelsCommand::List { json } => {
+            let list = Registry::open(home)?.list()?;
+            if json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<20} {:<12} {:<15} {:>8}  versions",
+                "name", "kind", "task", "default"
+            );
+            for m in list {
+                let versions: Vec<String> = m.versions.iter().map(u32::to_string).collect();
+                println!(
+                    "{:<20} {:<12} {:<15} {:>8}  {}",
+                    m.name,
+                    format!("{:?}", m.kind).to_lowercase(),
+                    format!("{:?}", m.task).to_lowercase(),
+                    m.default_version,
+                    versions.join(",")
+                );
+            }
+            Ok(())
+        }
+        ModelsCommand::Show { name, version } => {
+            let registry = Registry::open(home)?;
+            let version = match version {
+                Some(v) => v,
+                None => registry.default_version(&name)?,
+            };
+            print_json(&registry.get(&name, version)?)
+        }
+        ModelsCommand::SetDefault { name, version } => {
+            Registry::open(home)?.set_default(&name, version)
+        }
+        ModelsCommand::Remove { name, version } => {
+            Registry::open(home)?.remove(&name, version)?;
+            match version {
+                Some(v) => println!("removed {name}@{v}"),
+                None => println!("removed {name}"),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn ensembles(home: &std::path::Path, cmd: EnsembleCommand) -> Result<()> {
+    match cmd {
+        EnsembleCommand::Create {
+            name,
+            members,
+            weights,
+            strategy,
+            min_members,
+            impute,
+        } => {
+            let members = members
+                .iter()
+                .map(|m| m.trim().parse::<MemberSpec>())
+                .collect::<Result<Vec<_>>>()?;
+            let mut config =
+                EnsembleConfig::new(name, members).with_strategy(strategy.parse::<StrategyKind>()?);
+            if let Some(w) = weights {
+                config = config.with_weights(w);
+            }
+            if let Some(min) = min_members {
+                config = config.with_min_members(min);
+            }
+            if let Some(value) = impute {
+                config = config.with_non_finite(quorum::NonFinitePolicy::Impute {
+                    value,
+                    per_feature: Default::default(),
+                });
+            }
+            let saved = engine(home)?.create_ensemble(config)?;
+            println!(
+                "created ensemble {}@{} ({} members, {})",
+                saved.name,
+                saved.version,
+                saved.members.len(),
+                serde_json::to_value(saved.strategy)
+                    .map(|v| v.as_str().unwrap_or("").to_string())
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        EnsembleCommand::List => {
+            let store = quorum::EnsembleStore::open(home)?;
+            for name in store.list()? {
+                let config = store.get(&name)?;
+                let members: Vec<String> = config
+                    .members
+                    .iter()
+                    .map(|m| format!("{}@{}", m.model, m.version))
+                    .collect();
+                println!("{name}@{}  {}", config.version, members.join(","));
+            }
+            Ok(())
+        }
+        EnsembleCommand::Show { name } => {
+            print_json(&quorum::EnsembleStore::open(home)?.get(&name)?)
+        }
+    }
+}

@@ -1,0 +1,651 @@
+//! [`InferenceEngine`]: loads ensembles from the quorum home and serves predictions from many threads.
+//!
+//! The path of one prediction: look up the loaded ensemble (one read lock, or none through an
+//! [`EnsembleHandle`]) → fill one dense row in the ensemble's schema order, checking NaN/±Inf → for each
+//! member, check a session out of its pool, gather its columns into the session's reusable input
+//! buffer and run ONNX Runtime (no lock held) → combine the answers with the strategy → log the
+//! prediction for outcome tracking → return [`Prediction`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use ort::value::TensorRef;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use crate::ensemble::{EnsembleConfig, EnsembleStore};
+use crate::error::{Error, Result};
+use crate::features::{gather, Batch, Features, Schema};
+use crate::registry::{self, ModelMetadata, ModelRegistration, Registry, Task};
+use crate::runtime::{Runtime, RuntimeOptions, SessionPool, Slot};
+use crate::strategy::{normalise_weights, Strategy};
+use crate::tracking::{EnsembleKey, EnsembleMetrics, Tracker, TrackingOptions};
+
+/// One member's part in a prediction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelContribution {
+    #[serde(skip)]
+    pub model: Arc<str>,
+    pub version: u32,
+    /// The member's own prediction; `None` when it failed.
+    pub prediction: Option<f32>,
+    /// The weight it carried in this prediction (renormalised over the members that answered).
+    pub weight: f32,
+    /// Wall time of the member's ONNX Runtime call (for a batch: the whole batch's call).
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer to one request (one row).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    pub request_id: u64,
+    pub ensemble: Arc<str>,
+    pub ensemble_version: u32,
+    pub strategy: &'static str,
+    /// Classification: probability of the positive class (or vote share, for majority voting).
+    /// Regression: the predicted value.
+    pub prediction: f32,
+    /// See [`crate::strategy`] for the definition.
+    pub confidence: f32,
+    /// Classification only: 1 when `prediction ≥ 0.5`, else 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<u8>,
+    #[serde(serialize_with = "contributions_by_model")]
+    pub model_contributions: Vec<ModelContribution>,
+    /// Wall time inside the engine (for a batch: the whole batch).
+    pub latency_ms: f64,
+}
+
+fn contributions_by_model<S: Serializer>(
+    list: &[ModelContribution],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(list.len()))?;
+    for c in list {
+        map.serialize_entry(&*c.model, c)?;
+    }
+    map.end()
+}
+
+/// A model with its pool of sessions.
+struct LoadedModel {
+    name: Arc<str>,
+    meta: ModelMetadata,
+    pool: SessionPool,
+}
+
+impl LoadedModel {
+    fn load(runtime: &Runtime, registry: &Registry, meta: ModelMetadata) -> Result<LoadedModel> {
+        let bytes = registry.read_verified(&meta)?;
+        let label = format!("{}@{}", meta.name, meta.version);
+        let sessions = runtime.options().sessions_per_model();
+        let mut slots = Vec::with_capacity(sessions);
+        for _ in 0..sessions {
+            let session = runtime.session(&label, &bytes)?;
+            if slots.is_empty() {
+                let load_error = |reason: String| Error::ModelLoad {
+                    model: label.clone(),
+                    reason,
+                };
+                if let Some(width) =
+                    registry::single_float_input_width(&session).map_err(load_error)?
+                {
+                    if width != meta.features.len() {
+                        return Err(load_error(format!(
+                            "its input takes {width} features but its metadata declares {}",
+                            meta.features.len()
+                        )));
+                    }
+                }
+                if !session
+                    .outputs()
+                    .iter()
+                    .any(|o| o.name() == meta.output.name)
+                {
+                    return Err(load_error(format!(
+                        "it has no output {:?}",
+                        meta.output.name
+                    )));
+                }
+            }
+            slots.push(Slot {
+                session,
+                input: Vec::with_capacity(meta.features.len()),
+            });
+        }
+        Ok(LoadedModel {
+            name: Arc::from(meta.name.as_str()),
+            meta,
+            pool: SessionPool::new(slots),
+        })
+    }
+
+    /// Runs `rows` rows (the member's columns, gathered from the dense schema rows) and writes the
+    /// predictions to `out[row * stride + offset]`.
+    fn run(
+        &self,
+        dense: &[f32],
+        schema_width: usize,
+        indices: &[usize],
+        rows: usize,
+        out: &mut [f32],
+        stride: usize,
+        offset: usize,
+    ) -> Result<()> {
+        let mut pooled = self.pool.checkout();
+        let slot: &mut Slot = &mut pooled;
+        gather(dense, schema_width, indices, &mut slot.input);
+        let tensor = TensorRef::from_array_view(([rows, indices.len()], slot.input.as_slice()))?;
+        let outputs = slot.session.run(ort::inputs![tensor])?;
+        let output = &self.meta.output;
+        let value = outputs
+            .get(&output.name)
+            .ok_or_else(|| Error::OutputShape {
+                model: self.meta.name.clone(),
+                expected: format!("an output named {:?}", output.name),
+                found: "no such output".into(),
+            })?;
+        let column = registry::read_output_column(&self.meta.name, value, output, rows)?;
+        for row in 0..rows {
+            let v = column.get(row);
+            if !v.is_finite() {
+                return Err(Error::OutputShape {
+                    model: self.meta.name.clone(),
+                    expected: "finite predictions".into(),
+                    found: format!("{v} in row {row}"),
+                });
+            }
+            out[row * stride + offset] = v;
+        }
+        Ok(())
+    }
+}
+
+struct Member {
+    model: Arc<LoadedModel>,
+    /// The member's features as positions in the ensemble schema.
+    indices: Vec<usize>,
+}
+
+/// An ensemble resolved against the registry, with its models loaded.
+struct LoadedEnsemble {
+    config: EnsembleConfig,
+    key: EnsembleKey,
+    task: Task,
+    strategy: Box<dyn Strategy>,
+    schema: Schema,
+    members: Vec<Member>,
+    weights: Vec<f32>,
+}
+
+/// Builds an [`InferenceEngine`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct EngineBuilder {
+    home: PathBuf,
+    runtime: RuntimeOptions,
+    tracking: Option<TrackingOptions>,
+}
+
+impl EngineBuilder {
+    pub fn with_runtime_options(mut self, options: RuntimeOptions) -> Self {
+        self.runtime = options;
+        self
+    }
+
+    /// Tracking bounds (tracking is on by default).
+    pub fn with_tracking(mut self, options: TrackingOptions) -> Self {
+        self.tracking = Some(options);
+        self
+    }
+
+    /// No outcome tracking: predictions are not logged and `record_outcome` is an error.
+    pub fn without_tracking(mut self) -> Self {
+        self.tracking = None;
+        self
+    }
+
+    pub fn build(self) -> Result<InferenceEngine> {
+        let registry = Registry::open(&self.home)?;
+        let ensembles = EnsembleStore::open(&self.home)?;
+        let runtime = Runtime::new(self.runtime)?;
+        let tracker = self.tracking.map(Tracker::new).transpose()?;
+        Ok(InferenceEngine {
+            inner: Arc::new(EngineInner {
+                home: self.home,
+                registry,
+                ensemble_store: ensembles,
+                runtime,
+                models: Mutex::new(HashMap::new()),
+                ensembles: RwLock::new(HashMap::new()),
+                tracker,
+                next_request_id: AtomicU64::new(1),
+            }),
+        })
+    }
+}
+
+struct EngineInner {
+    home: PathBuf,
+    registry: Registry,
+    ensemble_store: EnsembleStore,
+    runtime: Runtime,
+    /// Loaded models, shared by the ensembles that use them.
+    models: Mutex<HashMap<(String, u32), Arc<LoadedModel>>>,
+    ensembles: RwLock<HashMap<String, Arc<LoadedEnsemble>>>,
+    tracker: Option<Tracker>,
+    next_request_id: AtomicU64,
+}
+
+/// Runs ensembles of ONNX models in-process.
+///
+/// `Clone` is an `Arc` increment: clone it into every thread that predicts. All methods take `&self`
+/// and are safe to call concurrently; each model keeps a pool of ONNX Runtime sessions so concurrent
+/// predictions do not serialise on one lock.
+#[derive(Clone)]
+pub struct InferenceEngine {
+    inner: Arc<EngineInner>,
+}
+
+impl std::fmt::Debug for InferenceEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InferenceEngine")
+            .field("home", &self.inner.home)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InferenceEngine {
+    /// Starts building an engine over the quorum home `home` (created if absent).
+    pub fn builder(home: impl AsRef<Path>) -> EngineBuilder {
+        EngineBuilder {
+            home: home.as_ref().to_path_buf(),
+            runtime: RuntimeOptions::default(),
+            tracking: Some(TrackingOptions::default()),
+        }
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.inner.home
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn ensemble_store(&self) -> &EnsembleStore {
+        &self.inner.ensemble_store
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    /// Registers a model version (see [`Registry::register`]).
+    pub fn register_model(&self, registration: ModelRegistration) -> Result<ModelMetadata> {
+        self.inner
+            .registry
+            .register(&self.inner.runtime, registration)
+    }
+
+    /// Validates `config` against the registry, saves it as the ensemble's next version and loads it.
+    pub fn create_ensemble(&self, config: EnsembleConfig) -> Result<EnsembleConfig> {
+        config.validate()?;
+        self.check_members(&config)?;
+        let saved = self.inner.ensemble_store.save(config)?;
+        self.load_config(saved.clone())?;
+        Ok(saved)
+    }
+
+    fn check_members(&self, config: &EnsembleConfig) -> Result<Vec<ModelMetadata>> {
+        let metas = config
+            .members
+            .iter()
+            .map(|m| self.inner.registry.resolve(&m.model, m.version))
+            .collect::<Result<Vec<_>>>()?;
+        let task = metas[0].task;
+        if let Some(other) = metas.iter().find(|m| m.task != task) {
+            return Err(Error::Config(format!(
+                "ensemble {:?} mixes tasks: {} is {:?} but {} is {:?}",
+                config.name, metas[0].name, task, other.name, other.task
+            )));
+        }
+        config.strategy.check_task(task)?;
+        Ok(metas)
+    }
+
+    /// (Re)loads the latest saved version of an ensemble and makes it the one predictions use.
+    pub fn load_ensemble(&self, name: &str) -> Result<EnsembleHandle> {
+        let config = self.inner.ensemble_store.get(name)?;
+        self.load_config(config)
+    }
+
+    fn load_config(&self, config: EnsembleConfig) -> Result<EnsembleHandle> {
+        let metas = self.check_members(&config)?;
+        let schema = Schema::new(
+            metas
+                .iter()
+                .map(|m| (m.name.as_str(), m.features.as_slice())),
+            &config.non_finite,
+        );
+        let mut members = Vec::with_capacity(metas.len());
+        for meta in metas {
+            let indices = meta
+                .features
+                .iter()
+                .map(|f| {
+                    schema
+                        .index_of(f)
+                        .ok_or_else(|| Error::Config(format!("feature {f} missing from schema")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            members.push(Member {
+                model: self.model(meta)?,
+                indices,
+            });
+        }
+        let loaded = Arc::new(LoadedEnsemble {
+            key: EnsembleKey {
+                name: Arc::from(config.name.as_str()),
+                version: config.version,
+            },
+            task: members[0].model.meta.task,
+            strategy: config.strategy.build(),
+            schema,
+            weights: normalise_weights(config.weights.as_deref(), members.len())?,
+            members,
+            config,
+        });
+        self.inner
+            .ensembles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(loaded.config.name.clone(), Arc::clone(&loaded));
+        Ok(EnsembleHandle {
+            engine: self.clone(),
+            ensemble: loaded,
+        })
+    }
+
+    fn model(&self, meta: ModelMetadata) -> Result<Arc<LoadedModel>> {
+        let key = (meta.name.clone(), meta.version);
+        if let Some(model) = self
+            .inner
+            .models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(Arc::clone(model));
+        }
+        // Loaded outside the lock: building sessions takes milliseconds.
+        let model = Arc::new(LoadedModel::load(
+            &self.inner.runtime,
+            &self.inner.registry,
+            meta,
+        )?);
+        let mut models = self.inner.models.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Arc::clone(models.entry(key).or_insert(model)))
+    }
+
+    /// A handle on a loaded ensemble (loading it from the home on first use). Predicting through a
+    /// handle skips the by-name lookup.
+    pub fn ensemble(&self, name: &str) -> Result<EnsembleHandle> {
+        let found = self
+            .inner
+            .ensembles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(Arc::clone);
+        match found {
+            Some(ensemble) => Ok(EnsembleHandle {
+                engine: self.clone(),
+                ensemble,
+            }),
+            None => self.load_ensemble(name).map_err(|e| match e {
+                Error::NotFound {
+                    what: "ensemble", ..
+                } => Error::not_found("ensemble", name),
+                other => other,
+            }),
+        }
+    }
+
+    /// Predicts one request with the named ensemble.
+    pub fn predict(&self, ensemble: &str, features: &Features) -> Result<Prediction> {
+        self.ensemble(ensemble)?.predict(features)
+    }
+
+    /// Predicts every row of `batch`; each member runs once for the whole batch.
+    pub fn predict_batch(&self, ensemble: &str, batch: &Batch<'_>) -> Result<Vec<Prediction>> {
+        self.ensemble(ensemble)?.predict_batch(batch)
+    }
+
+    /// Joins a realised outcome with the prediction `request_id` (classification: 0 or 1).
+    pub fn record_outcome(&self, request_id: u64, outcome: f32) -> Result<()> {
+        let tracker = self
+            .inner
+            .tracker
+            .as_ref()
+            .ok_or_else(|| Error::Outcome("tracking is disabled for this engine".into()))?;
+        tracker.record_outcome(request_id, outcome, |key| {
+            let ensembles = self
+                .inner
+                .ensembles
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let loaded = ensembles.get(&*key.name).filter(|e| e.key == *key)?;
+            Some(
+                loaded
+                    .members
+                    .iter()
+                    .map(|m| Arc::clone(&m.model.name))
+                    .collect(),
+            )
+        })
+    }
+
+    pub fn tracking_enabled(&self) -> bool {
+        self.inner.tracker.is_some()
+    }
+
+    /// Tracked metrics of the ensemble's most recent tracked version.
+    pub fn metrics(&self, ensemble: &str) -> Result<EnsembleMetrics> {
+        let tracker = self
+            .inner
+            .tracker
+            .as_ref()
+            .ok_or_else(|| Error::Config("tracking is disabled for this engine".into()))?;
+        tracker
+            .metrics(ensemble)
+            .pop()
+            .ok_or_else(|| Error::not_found("tracked outcomes for ensemble", ensemble))
+    }
+
+    fn next_request_ids(&self, count: usize) -> u64 {
+        self.inner
+            .next_request_id
+            .fetch_add(count as u64, Ordering::Relaxed)
+    }
+}
+
+/// A loaded ensemble. Cheap to clone; holds its models loaded even if the engine later loads a newer
+/// version of the ensemble.
+#[derive(Clone)]
+pub struct EnsembleHandle {
+    engine: InferenceEngine,
+    ensemble: Arc<LoadedEnsemble>,
+}
+
+impl std::fmt::Debug for EnsembleHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnsembleHandle")
+            .field("name", &self.ensemble.config.name)
+            .field("version", &self.ensemble.config.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EnsembleHandle {
+    pub fn config(&self) -> &EnsembleConfig {
+        &self.ensemble.config
+    }
+
+    /// Every feature the ensemble consumes, in the order [`EnsembleHandle::predict_row`] expects.
+    pub fn feature_names(&self) -> &[String] {
+        self.ensemble.schema.names()
+    }
+
+    pub fn task(&self) -> Task {
+        self.ensemble.task
+    }
+
+    /// Predicts one request given by name.
+    pub fn predict(&self, features: &Features) -> Result<Prediction> {
+        let started = Instant::now();
+        let mut dense = Vec::with_capacity(self.ensemble.schema.names().len());
+        self.ensemble
+            .schema
+            .fill_from_features(features, &mut dense)?;
+        self.run_single(&dense, started)
+    }
+
+    /// Predicts one row given in [`EnsembleHandle::feature_names`] order (no name lookups).
+    pub fn predict_row(&self, row: &[f32]) -> Result<Prediction> {
+        let started = Instant::now();
+        let mut dense = Vec::with_capacity(row.len());
+        self.ensemble.schema.fill_from_dense(row, &mut dense)?;
+        self.run_single(&dense, started)
+    }
+
+    fn run_single(&self, dense: &[f32], started: Instant) -> Result<Prediction> {
+        let mut out = Vec::with_capacity(1);
+        self.run(dense, 1, started, &mut out)?;
+        out.pop()
+            .ok_or_else(|| Error::InvalidInput("no prediction produced".into()))
+    }
+
+    /// Predicts every row of `batch`; each member runs once for the whole batch.
+    pub fn predict_batch(&self, batch: &Batch<'_>) -> Result<Vec<Prediction>> {
+        let started = Instant::now();
+        let mut dense = Vec::new();
+        self.ensemble.schema.fill_from_batch(batch, &mut dense)?;
+        let mut out = Vec::with_capacity(batch.rows());
+        self.run(&dense, batch.rows(), started, &mut out)?;
+        Ok(out)
+    }
+
+    fn run(
+        &self,
+        dense: &[f32],
+        rows: usize,
+        started: Instant,
+        out: &mut Vec<Prediction>,
+    ) -> Result<()> {
+        let ens = &*self.ensemble;
+        let width = ens.schema.names().len();
+        let m = ens.members.len();
+        let mut values = vec![f32::NAN; rows * m];
+        let mut latencies = vec![0f64; m];
+        let mut failures: Vec<Option<String>> = vec![None; m];
+        for (i, member) in ens.members.iter().enumerate() {
+            let t = Instant::now();
+            let result = member
+                .model
+                .run(dense, width, &member.indices, rows, &mut values, m, i);
+            latencies[i] = t.elapsed().as_secs_f64() * 1e3;
+            if let Err(e) = result {
+                failures[i] = Some(e.to_string());
+            }
+        }
+        let answered = failures.iter().filter(|f| f.is_none()).count();
+        if answered < ens.config.required_members() {
+            return Err(Error::QuorumNotReached {
+                ensemble: ens.config.name.clone(),
+                succeeded: answered,
+                required: ens.config.required_members(),
+                first_failure: failures
+                    .iter()
+                    .flatten()
+                    .next()
+                    .cloned()
+                    .unwrap_or_default(),
+            });
+        }
+        let live_total: f32 = ens
+            .weights
+            .iter()
+            .zip(&failures)
+            .filter(|(_, f)| f.is_none())
+            .map(|(w, _)| w)
+            .sum();
+        let effective: Vec<f32> = ens
+            .weights
+            .iter()
+            .zip(&failures)
+            .map(|(w, f)| {
+                if f.is_none() && live_total > 0.0 {
+                    w / live_total
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let first_id = self.engine.next_request_ids(rows);
+        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        let (mut row_values, mut row_weights) = (Vec::with_capacity(m), Vec::with_capacity(m));
+        for row in 0..rows {
+            let member_values = &values[row * m..(row + 1) * m];
+            row_values.clear();
+            row_weights.clear();
+            for (i, &v) in member_values.iter().enumerate() {
+                if failures[i].is_none() {
+                    row_values.push(v);
+                    row_weights.push(effective[i]);
+                }
+            }
+            let combined = ens.strategy.combine(ens.task, &row_values, &row_weights);
+            let request_id = first_id + row as u64;
+            if let Some(tracker) = &self.engine.inner.tracker {
+                tracker.record_prediction(
+                    request_id,
+                    &ens.key,
+                    ens.task,
+                    combined.prediction,
+                    member_values.iter().copied(),
+                );
+            }
+            out.push(Prediction {
+                request_id,
+                ensemble: Arc::clone(&ens.key.name),
+                ensemble_version: ens.key.version,
+                strategy: ens.strategy.name(),
+                prediction: combined.prediction,
+                confidence: combined.confidence,
+                class: (ens.task == Task::Classification)
+                    .then_some(u8::from(combined.prediction >= 0.5)),
+                model_contributions: ens
+                    .members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, member)| ModelContribution {
+                        model: Arc::clone(&member.model.name),
+                        version: member.model.meta.version,
+                        prediction: failures[i].is_none().then_some(member_values[i]),
+                        weight: effective[i],
+                        latency_ms: latencies[i],
+                        error: failures[i].clone(),
+                    })
+                    .collect(),
+                latency_ms,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,249 @@
+//! Ensemble configuration: named, versioned, stored as `<home>/ensembles/<name>/<version>.json`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::features::NonFinitePolicy;
+use crate::registry::VersionSpec;
+use crate::store;
+use crate::strategy::{normalise_weights, StrategyKind};
+
+/// One member: a registered model and which of its versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSpec {
+    pub model: String,
+    #[serde(default)]
+    pub version: VersionSpec,
+}
+
+impl FromStr for MemberSpec {
+    type Err = Error;
+    /// Parses `model` or `model@version`.
+    fn from_str(s: &str) -> Result<Self> {
+        let (model, version) = match s.split_once('@') {
+            Some((m, v)) => (m, v.parse()?),
+            None => (s, VersionSpec::Default),
+        };
+        store::validate_name("model name", model)?;
+        Ok(MemberSpec {
+            model: model.to_string(),
+            version,
+        })
+    }
+}
+
+/// A named, versioned ensemble.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleConfig {
+    pub name: String,
+    /// Assigned when saved: 1, 2, ...
+    #[serde(default)]
+    pub version: u32,
+    pub members: Vec<MemberSpec>,
+    #[serde(default)]
+    pub strategy: StrategyKind,
+    /// Raw weights, one per member (normalised when the ensemble loads); equal when absent.
+    #[serde(default)]
+    pub weights: Option<Vec<f32>>,
+    #[serde(default)]
+    pub non_finite: NonFinitePolicy,
+    /// How many members must answer for a prediction to be returned (default: a majority,
+    /// `members / 2 + 1`). Members that fail at run time are left out, reported in the prediction's
+    /// contributions, and the others' weights renormalised.
+    #[serde(default)]
+    pub min_members: Option<usize>,
+    #[serde(default)]
+    pub created_at: String,
+}
+
+impl EnsembleConfig {
+    /// Equal-weight soft vote over `members`.
+    pub fn new(
+        name: impl Into<String>,
+        members: impl IntoIterator<Item = MemberSpec>,
+    ) -> EnsembleConfig {
+        EnsembleConfig {
+            name: name.into(),
+            version: 0,
+            members: members.into_iter().collect(),
+            strategy: StrategyKind::SoftVote,
+            weights: None,
+            non_finite: NonFinitePolicy::Refuse,
+            min_members: None,
+            created_at: String::new(),
+        }
+    }
+
+    #[must_use]
+    pub fn with_strategy(mut self, strategy: StrategyKind) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    #[must_use]
+    pub fn with_weights(mut self, weights: Vec<f32>) -> Self {
+        self.weights = Some(weights);
+        self
+    }
+
+    #[must_use]
+    pub fn with_non_finite(mut self, policy: NonFinitePolicy) -> Self {
+        self.non_finite = policy;
+        self
+    }
+
+    #[must_use]
+    pub fn with_min_members(mut self, min: usize) -> Self {
+        self.min_members = Some(min);
+        self
+    }
+
+    /// Parses and validates an ensemble JSON document.
+    pub fn from_json(bytes: &[u8]) -> Result<EnsembleConfig> {
+        let config: EnsembleConfig =
+            serde_json::from_slice(bytes).map_err(|e| Error::json("ensemble configuration", e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything that does not need the registry.
+    pub fn validate(&self) -> Result<()> {
+        store::validate_name("ensemble name", &self.name)?;
+        if self.members.is_empty() {
+            return Err(Error::Config(format!(
+                "ensemble {:?} has no members",
+                self.name
+            )));
+        }
+        for (i, m) in self.members.iter().enumerate() {
+            store::validate_name("model name", &m.model)?;
+            if self.members[..i].contains(m) {
+                return Err(Error::Config(format!(
+                    "ensemble {:?} lists {}@{} twice",
+                    self.name, m.model, m.version
+                )));
+            }
+        }
+        normalise_weights(self.weights.as_deref(), self.members.len())?;
+        if let Some(min) = self.min_members {
+            if min == 0 || min > self.members.len() {
+                return Err(Error::Config(format!(
+                    "min_members is {min} but the ensemble has {} members",
+                    self.members.len()
+                )));
+            }
+        }
+        if let NonFinitePolicy::Impute { value, per_feature } = &self.non_finite {
+            if !value.is_finite() || per_feature.values().any(|v| !v.is_finite()) {
+                return Err(Error::Config("imputed values must be finite".into()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn required_members(&self) -> usize {
+        self.min_members.unwrap_or(self.members.len() / 2 + 1)
+    }
+}
+
+/// Ensemble configurations on disk.
+#[derive(Debug, Clone)]
+pub struct EnsembleStore {
+    root: PathBuf,
+}
+
+impl EnsembleStore {
+    pub fn open(home: impl AsRef<Path>) -> Result<EnsembleStore> {
+        let root = home.as_ref().join("ensembles");
+        store::create_dir_all(&root)?;
+        Ok(EnsembleStore { root })
+    }
+
+    fn dir(&self, name: &str) -> Result<PathBuf> {
+        store::validate_name("ensemble name", name)?;
+        Ok(self.root.join(name))
+    }
+
+    /// Saves `config` as the next version of its name and returns it with version and time filled in.
+    pub fn save(&self, mut config: EnsembleConfig) -> Result<EnsembleConfig> {
+        config.validate()?;
+        let dir = self.dir(&config.name)?;
+        store::create_dir_all(&dir)?;
+        config.version = self.versions(&config.name)?.last().copied().unwrap_or(0) + 1;
+        config.created_at = store::now_rfc3339();
+        let path = dir.join(format!("{}.json", config.version));
+        if path.exists() {
+            return Err(Error::AlreadyExists {
+                what: "ensemble version",
+                name: format!("{}@{}", config.name, config.version),
+            });
+        }
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| Error::json("ensemble configuration", e))?;
+        store::write_atomic(&path, &json)?;
+        Ok(config)
+    }
+
+    pub fn versions(&self, name: &str) -> Result<Vec<u32>> {
+        let Ok(entries) = fs::read_dir(self.dir(name)?) else {
+            return Ok(Vec::new());
+        };
+        let mut versions: Vec<u32> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".json")?.parse::<u32>().ok()
+            })
+            .filter(|v| *v > 0)
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// The latest version of `name`.
+    pub fn get(&self, name: &str) -> Result<EnsembleConfig> {
+        let version = *self
+            .versions(name)?
+            .last()
+            .ok_or_else(|| Error::not_found("ensemble", name))?;
+        self.get_version(name, version)
+    }
+
+    pub fn get_version(&self, name: &str, version: u32) -> Result<EnsembleConfig> {
+        let path = self.dir(name)?.join(format!("{version}.json"));
+        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::not_found("ensemble version", format!("{name}@{version}"))
+            }
+            _ => Error::io(format!("reading {}", path.display()), e),
+        })?;
+        let config = EnsembleConfig::from_json(&bytes)?;
+        if config.name != name || config.version != version {
+            return Err(Error::Config(format!(
+                "{} describes {}@{}",
+                path.display(),
+                config.name,
+                config.version
+            )));
+        }
+        Ok(config)
+    }
+
+    /// Names of all ensembles with at least one version.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = fs::read_dir(&self.root)
+            .map_err(|e| Error::io(format!("listing {}", self.root.display()), e))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| store::validate_name("ensemble name", n).is_ok())
+            .collect();
+        names.retain(|n| self.versions(n).is_ok_and(|v| !v.is_empty()));
+        names.sort();
+        Ok(names)
+    }
+}

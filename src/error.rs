@@ -1,0 +1,152 @@
+//! One error type for the whole crate.
+//!
+//! Each variant is one category a caller can act on (and that the Python and Node bindings map 1:1
+//! to an exception class or error code). Messages say what was wrong and, where it helps, what to do.
+
+use std::path::PathBuf;
+
+/// Everything quorum can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The ONNX Runtime shared library could not be found or loaded.
+    #[error("ONNX Runtime is not available: {0}")]
+    RuntimeUnavailable(String),
+
+    /// A name or version that cannot be used as a registry path component.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidName {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+
+    /// The request's features cannot be turned into model inputs.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// A feature the model consumes is absent from the request.
+    #[error("missing feature {feature:?} (needed by model {model:?})")]
+    MissingFeature { feature: String, model: String },
+
+    /// A NaN or infinite feature value and a policy that refuses it.
+    #[error("feature {feature:?} is {value} in row {row}; non-finite values are refused (set the ensemble's non_finite policy to impute them)")]
+    NonFinite {
+        feature: String,
+        value: f32,
+        row: usize,
+    },
+
+    /// A model, version, ensemble or request id that does not exist.
+    #[error("{what} not found: {name}")]
+    NotFound { what: &'static str, name: String },
+
+    /// Something with that name and version already exists.
+    #[error("{what} already exists: {name}")]
+    AlreadyExists { what: &'static str, name: String },
+
+    /// An invalid configuration: ensemble, metadata, runtime options.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The artifact on disk does not match the sha256 recorded when it was registered.
+    #[error("checksum mismatch for {path}: metadata says {expected}, file has {actual}; the artifact was modified or corrupted, re-register it")]
+    ChecksumMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+
+    /// ONNX Runtime refused the model, or the model does not fit its declared metadata.
+    #[error("cannot load model {model:?}: {reason}")]
+    ModelLoad { model: String, reason: String },
+
+    /// A model produced an output that is not what its metadata declares.
+    #[error("model {model:?} returned {found}, expected {expected}")]
+    OutputShape {
+        model: String,
+        expected: String,
+        found: String,
+    },
+
+    /// ONNX Runtime failed while running a model.
+    #[error("inference failed: {0}")]
+    Inference(#[from] ort::Error),
+
+    /// Too few ensemble members produced a prediction.
+    #[error("ensemble {ensemble:?}: only {succeeded} of {required} required members produced a prediction; first failure: {first_failure}")]
+    QuorumNotReached {
+        ensemble: String,
+        succeeded: usize,
+        required: usize,
+        first_failure: String,
+    },
+
+    /// A tracked outcome that cannot be joined with a prediction.
+    #[error("outcome rejected: {0}")]
+    Outcome(String),
+
+    /// Reading or writing the quorum home failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A JSON document (metadata, ensemble config, request) could not be parsed.
+    #[error("invalid JSON in {context}: {source}")]
+    Json {
+        context: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// `Result` with quorum's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn json(context: impl Into<String>, source: serde_json::Error) -> Self {
+        Error::Json {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn not_found(what: &'static str, name: impl Into<String>) -> Self {
+        Error::NotFound {
+            what,
+            name: name.into(),
+        }
+    }
+
+    /// A stable, machine-readable code for the error's category (used by the bindings and the CLI).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::RuntimeUnavailable(_) => "runtime_unavailable",
+            Error::InvalidName { .. } => "invalid_name",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::MissingFeature { .. } => "missing_feature",
+            Error::NonFinite { .. } => "non_finite",
+            Error::NotFound { .. } => "not_found",
+            Error::AlreadyExists { .. } => "already_exists",
+            Error::Config(_) => "config",
+            Error::ChecksumMismatch { .. } => "checksum_mismatch",
+            Error::ModelLoad { .. } => "model_load",
+            Error::OutputShape { .. } => "output_shape",
+            Error::Inference(_) => "inference",
+            Error::QuorumNotReached { .. } => "quorum_not_reached",
+            Error::Outcome(_) => "outcome",
+            Error::Io { .. } => "io",
+            Error::Json { .. } => "json",
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Features in: named f32 values for one request, or a batch (row-major matrix or columns), and the
+//! policy for NaN / ±Inf.
+//!
+//! An ensemble has a *schema*: the union of its members' features in first-seen order. A request is
+//! turned into dense schema-ordered rows once; each member then gathers its own columns by index.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What to do with a NaN or infinite feature value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NonFinitePolicy {
+    /// Refuse the request with [`Error::NonFinite`] (the default: a NaN is almost always a data bug).
+    #[default]
+    Refuse,
+    /// Replace the value: by the feature's entry in `per_feature`, else by `value`.
+    Impute {
+        value: f32,
+        #[serde(default)]
+        per_feature: BTreeMap<String, f32>,
+    },
+}
+
+/// One request's named features.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Features {
+    values: HashMap<String, f32>,
+}
+
+impl Features {
+    pub fn new() -> Features {
+        Features::default()
+    }
+
+    /// Adds or replaces one feature.
+    #[must_use]
+    pub fn with(mut self, name: impl Into<String>, value: f32) -> Features {
+        self.values.insert(name.into(), value);
+        self
+    }
+
+    pub fn insert(&mut self, name: impl Into<String>, value: f32) {
+        self.values.insert(name.into(), value);
+    }
+
+    /// Builds from pairs; a name given twice is an error (it would silently hide one value).
+    pub fn from_pairs<K: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, f32)>,
+    ) -> Result<Features> {
+        let mut values = HashMap::new();
+        for (name, value) in pairs {
+            let name = name.into();
+            if values.insert(name.clone(), value).is_some() {
+                return Err(Error::InvalidInput(format!(
+                    "feature {name:?} is given twice"
+                )));
+            }
+        }
+        Ok(Features { values })
+    }
+
+    /// Parses `{"name": number, ...}`. Numbers beyond f32's range are refused rather than rounded to infinity.
+    pub fn from_json(text: &str) -> Result<Features> {
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+            .map_err(|e| Error::json("request features (expected {\"name\": number, ...})", e))?;
+        let mut values = HashMap::with_capacity(map.len());
+        for (name, value) in map {
+            let number = value.as_f64().ok_or_else(|| {
+                Error::InvalidInput(format!("feature {name:?} is {value}, not a number"))
+            })?;
+            let narrowed = number as f32;
+            if !narrowed.is_finite() {
+                return Err(Error::InvalidInput(format!(
+                    "feature {name:?} = {number} does not fit in f32"
+                )));
+            }
+            values.insert(name, narrowed);
+        }
+        Ok(Features { values })
+    }
+
+    pub fn get(&self, name: &str) -> Option<f32> {
+        self.values.get(name).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+impl<K: Into<String>> FromIterator<(K, f32)> for Features {
+    /// Later duplicates win; use [`Features::from_pairs`] to refuse them.
+    fn from_iter<I: IntoIterator<Item = (K, f32)>>(iter: I) -> Self {
+        Features {
+            values: iter.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Layout<'a> {
+    RowMajor(&'a [f32]),
+    Columnar,
+}
+
+/// Many rows at once. Each member of an ensemble runs once per batch, not once per row.
+#[derive(Debug, Clone)]
+pub struct Batch<'a> {
+    names: Vec<String>,
+    rows: usize,
+    layout: Layout<'a>,
+    columns: Vec<&'a [f32]>,
+}
+
+impl<'a> Batch<'a> {
+    /// A row-major matrix: `values.len() == rows × feature_names.len()`.
+    pub fn row_major<S: AsRef<str>>(feature_names: &[S], values: &'a [f32]) -> Result<Batch<'a>> {
+        let names = unique_names(feature_names.iter().map(AsRef::as_ref))?;
+        let width = names.len();
+        if values.is_empty() {
+            return Err(Error::InvalidInput("the batch is empty (no rows)".into()));
+        }
+        if values.len() % width != 0 {
+            return Err(Error::InvalidInput(format!(
+                "wrong row width: {} values do not split into rows of {width} features",
+                values.len()
+            )));
+        }
+        Ok(Batch {
+            names,
+            rows: values.len() / width,
+            layout: Layout::RowMajor(values),
+            columns: Vec::new(),
+        })
+    }
+
+    /// Named columns of equal length.
+    pub fn columnar<S: AsRef<str>>(columns: &[(S, &'a [f32])]) -> Result<Batch<'a>> {
+        let names = unique_names(columns.iter().map(|(n, _)| n.as_ref()))?;
+        let rows = columns[0].1.len();
+        if rows == 0 {
+            return Err(Error::InvalidInput("the batch is empty (no rows)".into()));
+        }
+        if let Some((name, col)) = columns.iter().find(|(_, c)| c.len() != rows) {
+            return Err(Error::InvalidInput(format!(
+                "column {:?} has {} rows but {:?} has {rows}",
+                name.as_ref(),
+                col.len(),
+                columns[0].0.as_ref()
+            )));
+        }
+        Ok(Batch {
+            names,
+            rows,
+            layout: Layout::Columnar,
+            columns: columns.iter().map(|(_, c)| *c).collect(),
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn feature_names(&self) -> &[String] {
+        &self.names
+    }
+
+    #[inline]
+    fn value(&self, row: usize, column: usize) -> f32 {
+        match self.layout {
+            Layout::RowMajor(values) => values[row * self.names.len() + column],
+            Layout::Columnar => self.columns[column][row],
+        }
+    }
+}
+
+fn unique_names<'s>(names: impl Iterator<Item = &'s str>) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        if out.iter().any(|n| n == name) {
+            return Err(Error::InvalidInput(format!(
+                "feature {name:?} is given twice"
+            )));
+        }
+        out.push(name.to_string());
+    }
+    if out.is_empty() {
+        return Err(Error::InvalidInput("the batch names no features".into()));
+    }
+    Ok(out)
+}
+
+/// The ensemble's feature schema and how to fill dense rows from requests.
+#[derive(Debug, Clone)]
+pub(crate) struct Schema {
+    names: Vec<String>,
+    /// For each schema column, the model that first needs it (for error messages).
+    needed_by: Vec<String>,
+    /// Replacement for each column when the policy imputes; `None` when it refuses.
+    imputed: Option<Vec<f32>>,
+}
+
+impl Schema {
+    pub fn new<'m>(
+        members: impl IntoIterator<Item = (&'m str, &'m [String])>,
+        policy: &NonFinitePolicy,
+    ) -> Schema {
+        let mut names: Vec<String> = Vec::new();
+        let mut needed_by = Vec::new();
+        for (model, features) in members {
+            for f in features {
+                if !names.contains(f) {
+                    names.push(f.clone());
+                    needed_by.push(model.to_string());
+                }
+            }
+        }
+        let imputed = match policy {
+            NonFinitePolicy::Refuse => None,
+            NonFinitePolicy::Impute { value, per_feature } => Some(
+                names
+                    .iter()
+                    .map(|n| per_feature.get(n).copied().unwrap_or(*value))
+                    .collect(),
+            ),
+        };
+        Schema {
+            names,
+            needed_by,
+            imputed,
+        }
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    #[inline]
+    fn admit(&self, column: usize, value: f32, row: usize) -> Result<f32> {
+        if value.is_finite() {
+            return Ok(value);
+        }
+        match &self.imputed {
+            Some(replacements) => Ok(replacements[column]),
+            None => Err(Error::NonFinite {
+                feature: self.names[column].clone(),
+                value,
+                row,
+            }),
+        }
+    }
+
+    /// Fills `out` (schema order) from named features.
+    pub fn fill_from_features(&self, features: &Features, out: &mut Vec<f32>) -> Result<()> {
+        out.clear();
+        for (column, name) in self.names.iter().enumerate() {
+            let value = features.get(name).ok_or_else(|| Error::MissingFeature {
+                feature: name.clone(),
+                model: self.needed_by[column].clone(),
+            })?;
+            out.push(self.admit(column, value, 0)?);
+        }
+        Ok(())
+    }
+
+    /// Checks and copies one dense row already in schema order.
+    pub fn fill_from_dense(&self, row: &[f32], out: &mut Vec<f32>) -> Result<()> {
+        if row.len() != self.names.len() {
+            return Err(Error::InvalidInput(format!(
+                "wrong row width: got {} values, the ensemble's schema has {} features ({})",
+                row.len(),
+                self.names.len(),
+                self.names.join(",")
+            )));
+        }
+        out.clear();
+        for (column, &value) in row.iter().enumerate() {
+            out.push(self.admit(column, value, 0)?);
+        }
+        Ok(())
+    }
+
+    /// Fills `out` with `batch.rows() × schema width` values, row-major in schema order.
+    pub fn fill_from_batch(&self, batch: &Batch<'_>, out: &mut Vec<f32>) -> Result<()> {
+        let source: Vec<usize> =
+            self.names
+                .iter()
+                .enumerate()
+                .map(|(column, name)| {
+                    batch.names.iter().position(|n| n == name).ok_or_else(|| {
+                        Error::MissingFeature {
+                            feature: name.clone(),
+                            model: self.needed_by[column].clone(),
+                        }
+                    })
+                })
+                .collect::<Result<_>>()?;
+        out.clear();
+        out.reserve(batch.rows * source.len());
+        for row in 0..batch.rows {
+            for (column, &from) in source.iter().enumerate() {
+                out.push(self.admit(column, batch.value(row, from), row)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copies each row's member columns (`indices` into the schema row) into a member's input buffer.
+#[inline]
+pub(crate) fn gather(dense: &[f32], schema_width: usize, indices: &[usize], out: &mut Vec<f32>) {
+    out.clear();
+    for row in dense.chunks_exact(schema_width) {
+        out.extend(indices.iter().map(|&i| row[i]));
+    }
+}

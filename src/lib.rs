@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+
+pub mod engine;
+pub mod ensemble;
+pub mod error;
+pub mod features;
+pub mod registry;
+pub mod replay;
+pub mod runtime;
+pub mod store;
+pub mod strategy;
+pub mod tracking;
+
+pub use engine::{EngineBuilder, EnsembleHandle, InferenceEngine, ModelContribution, Prediction};
+pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};
+pub use error::{Error, Result};
+pub use features::{Batch, Features, NonFinitePolicy};
+pub use registry::{
+    Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry, Task,
+    VersionSpec,
+};
+pub use replay::{ReplayOptions, ReplayReport};
+pub use runtime::{Runtime, RuntimeOptions};
+pub use strategy::{Combined, MajorityVote, SoftVote, Strategy, StrategyKind};
+pub use tracking::{EnsembleMetrics, Metrics, MetricsAccumulator, TrackedMetrics, TrackingOptions};

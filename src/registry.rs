@@ -1,0 +1,729 @@
+//! The on-disk model repository, laid out like Triton's:
+//!
+//! ```text
+//! <home>/models/<name>/<version>/model.onnx
+//! <home>/models/<name>/<version>/metadata.json
+//! <home>/models/<name>/default            (optional: the default version, else the latest)
+//! ```
+//!
+//! A version is published by writing it into a hidden temporary directory and renaming that directory
+//! into place, so a reader in another process sees a version completely or not at all. Entries whose
+//! names start with `.` are never listed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ort::value::{TensorElementType, TensorRef, ValueType};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::runtime::Runtime;
+use crate::store;
+
+const MODEL_FILE: &str = "model.onnx";
+const METADATA_FILE: &str = "metadata.json";
+const DEFAULT_FILE: &str = "default";
+
+/// What a model looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    Technical,
+    Fundamental,
+    Sentiment,
+    #[default]
+    Other,
+}
+
+/// What a model predicts: a probability of the positive class, or a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    #[default]
+    Classification,
+    Regression,
+}
+
+macro_rules! parse_snake_case_enum {
+    ($ty:ty, $what:literal, [$($text:literal => $variant:expr),+]) => {
+        impl FromStr for $ty {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($text => Ok($variant),)+
+                    other => Err(Error::Config(format!(
+                        concat!("unknown ", $what, " {:?}; expected one of: {}"),
+                        other,
+                        [$($text),+].join(", ")
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+parse_snake_case_enum!(ModelKind, "model kind", ["technical" => ModelKind::Technical, "fundamental" => ModelKind::Fundamental, "sentiment" => ModelKind::Sentiment, "other" => ModelKind::Other]);
+parse_snake_case_enum!(Task, "task", ["classification" => Task::Classification, "regression" => Task::Regression]);
+
+/// Which output of the model is its prediction, and which column of it.
+///
+/// sklearn-onnx classifiers emit `label` and `probabilities` `[N, classes]`; their prediction is
+/// `probabilities:1`. A regressor's `variable` `[N, 1]` is `variable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputSpec {
+    pub name: String,
+    #[serde(default)]
+    pub column: Option<usize>,
+}
+
+impl FromStr for OutputSpec {
+    type Err = Error;
+    /// Parses `name` or `name:column`.
+    fn from_str(s: &str) -> Result<Self> {
+        let (name, column) = match s.rsplit_once(':') {
+            Some((name, column)) => {
+                let column = column.parse().map_err(|_| {
+                    Error::Config(format!(
+                        "output {s:?}: column {column:?} is not a non-negative integer"
+                    ))
+                })?;
+                (name, Some(column))
+            }
+            None => (s, None),
+        };
+        if name.is_empty() {
+            return Err(Error::Config(format!(
+                "output {s:?}: the output name is empty"
+            )));
+        }
+        Ok(OutputSpec {
+            name: name.to_string(),
+            column,
+        })
+    }
+}
+
+impl fmt::Display for OutputSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.column {
+            Some(c) => write!(f, "{}:{c}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Where a version came from (filled by the optimizer; empty for a plain registration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    pub parent_version: Option<u32>,
+    pub method: String,
+    #[serde(default)]
+    pub details: BTreeMap<String, serde_json::Value>,
+}
+
+/// Everything quorum records about one model version (`metadata.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMetadata {
+    pub name: String,
+    pub version: u32,
+    pub kind: ModelKind,
+    pub task: Task,
+    /// The model's input columns, in the order its input tensor expects them.
+    pub features: Vec<String>,
+    pub output: OutputSpec,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub created_at: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub lineage: Option<Lineage>,
+}
+
+impl ModelMetadata {
+    /// Parses and validates a `metadata.json` document.
+    pub fn from_json(bytes: &[u8]) -> Result<ModelMetadata> {
+        let meta: ModelMetadata =
+            serde_json::from_slice(bytes).map_err(|e| Error::json("model metadata", e))?;
+        meta.validate()?;
+        Ok(meta)
+    }
+
+    fn validate(&self) -> Result<()> {
+        store::validate_name("model name", &self.name)?;
+        validate_version(self.version)?;
+        validate_features(&self.name, &self.features)?;
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Config(format!(
+                "model {:?}: sha256 {:?} is not 64 hex digits",
+                self.name, self.sha256
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn validate_version(version: u32) -> Result<()> {
+    if version == 0 {
+        return Err(Error::InvalidName {
+            what: "model version",
+            value: "0".into(),
+            reason: "versions start at 1",
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_features(model: &str, features: &[String]) -> Result<()> {
+    if features.is_empty() {
+        return Err(Error::Config(format!(
+            "model {model:?} declares no input features"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in features {
+        if f.is_empty() || f.chars().any(char::is_control) {
+            return Err(Error::Config(format!(
+                "model {model:?}: feature name {f:?} is empty or has control characters"
+            )));
+        }
+        if !seen.insert(f.as_str()) {
+            return Err(Error::Config(format!(
+                "model {model:?}: feature {f:?} is declared twice"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What to register: built with [`ModelRegistration::new`] and `with_*` setters.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ModelRegistration {
+    name: String,
+    file: PathBuf,
+    features: Vec<String>,
+    output: OutputSpec,
+    kind: ModelKind,
+    task: Task,
+    version: Option<u32>,
+    metadata: BTreeMap<String, serde_json::Value>,
+    lineage: Option<Lineage>,
+}
+
+impl ModelRegistration {
+    /// A classifier by default, whose prediction is `probabilities:1` (sklearn-onnx's convention).
+    pub fn new(
+        name: impl Into<String>,
+        file: impl Into<PathBuf>,
+        features: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        ModelRegistration {
+            name: name.into(),
+            file: file.into(),
+            features: features.into_iter().map(Into::into).collect(),
+            output: OutputSpec {
+                name: "probabilities".into(),
+                column: Some(1),
+            },
+            kind: ModelKind::Other,
+            task: Task::Classification,
+            version: None,
+            metadata: BTreeMap::new(),
+            lineage: None,
+        }
+    }
+    pub fn with_output(mut self, output: OutputSpec) -> Self {
+        self.output = output;
+        self
+    }
+    pub fn with_kind(mut self, kind: ModelKind) -> Self {
+        self.kind = kind;
+        self
+    }
+    pub fn with_task(mut self, task: Task) -> Self {
+        self.task = task;
+        self
+    }
+    /// An explicit version; by default the next after the highest registered one.
+    pub fn with_version(mut self, version: u32) -> Self {
+        self.version = Some(version);
+        self
+    }
+    pub fn with_metadata(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        self.metadata.insert(key.into(), value);
+        self
+    }
+    pub fn with_lineage(mut self, lineage: Lineage) -> Self {
+        self.lineage = Some(lineage);
+        self
+    }
+}
+
+/// One model name with its versions, as listed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelSummary {
+    pub name: String,
+    pub versions: Vec<u32>,
+    pub default_version: u32,
+    pub kind: ModelKind,
+    pub task: Task,
+}
+
+/// Which version of a model: the default one or a fixed number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum VersionSpec {
+    #[default]
+    Default,
+    Exact(u32),
+}
+
+impl FromStr for VersionSpec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "" | "default" => Ok(VersionSpec::Default),
+            n => match n.parse::<u32>() {
+                Ok(v) if v > 0 => Ok(VersionSpec::Exact(v)),
+                _ => Err(Error::InvalidName {
+                    what: "model version",
+                    value: n.to_string(),
+                    reason: "expected \"default\" or a positive integer",
+                }),
+            },
+        }
+    }
+}
+
+impl fmt::Display for VersionSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VersionSpec::Default => f.write_str("default"),
+            VersionSpec::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+impl Serialize for VersionSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            VersionSpec::Default => s.serialize_str("default"),
+            VersionSpec::Exact(v) => s.serialize_u32(*v),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u32),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(0) => Err(serde::de::Error::custom("model versions start at 1")),
+            Raw::Number(v) => Ok(VersionSpec::Exact(v)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A model repository rooted at `<home>/models`. Cheap to clone; safe to share across threads and
+/// processes (all writes are atomic renames).
+#[derive(Debug, Clone)]
+pub struct Registry {
+    root: PathBuf,
+}
+
+impl Registry {
+    /// Opens (creating if needed) the registry under `home`.
+    pub fn open(home: impl AsRef<Path>) -> Result<Registry> {
+        let root = home.as_ref().join("models");
+        store::create_dir_all(&root)?;
+        Ok(Registry { root })
+    }
+
+    fn model_dir(&self, name: &str) -> Result<PathBuf> {
+        store::validate_name("model name", name)?;
+        Ok(self.root.join(name))
+    }
+
+    fn version_dir(&self, name: &str, version: u32) -> Result<PathBuf> {
+        validate_version(version)?;
+        Ok(self.model_dir(name)?.join(version.to_string()))
+    }
+
+    /// Copies the artifact in after checking that ONNX Runtime loads it, that it has one float input
+    /// whose width matches the declared features, and that the declared output exists with a usable
+    /// shape (one row of zeros is run through it).
+    pub fn register(
+        &self,
+        runtime: &Runtime,
+        registration: ModelRegistration,
+    ) -> Result<ModelMetadata> {
+        let r = registration;
+        store::validate_name("model name", &r.name)?;
+        validate_features(&r.name, &r.features)?;
+        let bytes = fs::read(&r.file)
+            .map_err(|e| Error::io(format!("reading model file {}", r.file.display()), e))?;
+        check_model(runtime, &r.name, &bytes, &r.features, &r.output)?;
+
+        let model_dir = self.model_dir(&r.name)?;
+        store::create_dir_all(&model_dir)?;
+        let version = match r.version {
+            Some(v) => {
+                validate_version(v)?;
+                v
+            }
+            None => self.versions(&r.name)?.last().copied().unwrap_or(0) + 1,
+        };
+        let meta = ModelMetadata {
+            name: r.name.clone(),
+            version,
+            kind: r.kind,
+            task: r.task,
+            features: r.features,
+            output: r.output,
+            sha256: sha256_hex(&bytes),
+            size_bytes: bytes.len() as u64,
+            created_at: store::now_rfc3339(),
+            metadata: r.metadata,
+            lineage: r.lineage,
+        };
+        let final_dir = model_dir.join(version.to_string());
+        if final_dir.exists() {
+            return Err(Error::AlreadyExists {
+                what: "model version",
+                name: format!("{}@{version}", r.name),
+            });
+        }
+        let staging = model_dir.join(store::temporary_name(&version.to_string()));
+        let publish = || -> Result<()> {
+            store::create_dir_all(&staging)?;
+            store::write_synced(&staging.join(MODEL_FILE), &bytes)?;
+            let json =
+                serde_json::to_vec_pretty(&meta).map_err(|e| Error::json("model metadata", e))?;
+            store::write_synced(&staging.join(METADATA_FILE), &json)?;
+            store::sync_dir(&staging);
+            // rename(2) refuses to replace a non-empty directory: a concurrent registration of the
+            // same version loses cleanly instead of mixing files.
+            fs::rename(&staging, &final_dir).map_err(|e| {
+                if final_dir.exists() {
+                    Error::AlreadyExists {
+                        what: "model version",
+                        name: format!("{}@{version}", meta.name),
+                    }
+                } else {
+                    Error::io(format!("publishing {}", final_dir.display()), e)
+                }
+            })?;
+            store::sync_dir(&model_dir);
+            Ok(())
+        };
+        let published = publish();
+        if published.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        published?;
+        Ok(meta)
+    }
+
+    /// Every registered model, by name.
+    pub fn list(&self) -> Result<Vec<ModelSummary>> {
+        let mut names: Vec<String> = fs::read_dir(&self.root)
+            .map_err(|e| Error::io(format!("listing {}", self.root.display()), e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| store::validate_name("model name", n).is_ok())
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let versions = self.versions(&name)?;
+            let Some(&latest) = versions.last() else {
+                continue;
+            };
+            let default_version = self.default_version(&name)?;
+            let meta = self.get(&name, latest)?;
+            out.push(ModelSummary {
+                name,
+                versions,
+                default_version,
+                kind: meta.kind,
+                task: meta.task,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The published versions of `name`, ascending (empty when the model is unknown).
+    pub fn versions(&self, name: &str) -> Result<Vec<u32>> {
+        let dir = self.model_dir(name)?;
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut versions: Vec<u32> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+            .filter(|v| *v > 0 && dir.join(v.to_string()).join(METADATA_FILE).is_file())
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// The metadata of one version.
+    pub fn get(&self, name: &str, version: u32) -> Result<ModelMetadata> {
+        let path = self.version_dir(name, version)?.join(METADATA_FILE);
+        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::not_found("model version", format!("{name}@{version}"))
+            }
+            _ => Error::io(format!("reading {}", path.display()), e),
+        })?;
+        let meta = ModelMetadata::from_json(&bytes)?;
+        if meta.name != name || meta.version != version {
+            return Err(Error::Config(format!(
+                "{} describes {}@{}, not {name}@{version}",
+                path.display(),
+                meta.name,
+                meta.version
+            )));
+        }
+        Ok(meta)
+    }
+
+    /// The highest version of `name`.
+    pub fn latest(&self, name: &str) -> Result<ModelMetadata> {
+        let version = *self
+            .versions(name)?
+            .last()
+            .ok_or_else(|| Error::not_found("model", name))?;
+        self.get(name, version)
+    }
+
+    /// The version set with [`Registry::set_default`], else the latest.
+    pub fn default_version(&self, name: &str) -> Result<u32> {
+        let path = self.model_dir(name)?.join(DEFAULT_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let version = text.trim().parse::<u32>().map_err(|_| {
+                    Error::Config(format!(
+                        "{} holds {:?}, not a version",
+                        path.display(),
+                        text.trim()
+                    ))
+                })?;
+                Ok(version)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(self.latest(name)?.version),
+            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    /// Resolves a [`VersionSpec`] to registered metadata.
+    pub fn resolve(&self, name: &str, version: VersionSpec) -> Result<ModelMetadata> {
+        match version {
+            VersionSpec::Default => self.get(name, self.default_version(name)?),
+            VersionSpec::Exact(v) => self.get(name, v),
+        }
+    }
+
+    /// Makes `version` the one `default` resolves to.
+    pub fn set_default(&self, name: &str, version: u32) -> Result<()> {
+        self.get(name, version)?;
+        store::write_atomic(
+            &self.model_dir(name)?.join(DEFAULT_FILE),
+            format!("{version}\n").as_bytes(),
+        )
+    }
+
+    /// Removes one version, or the whole model when `version` is `None`.
+    pub fn remove(&self, name: &str, version: Option<u32>) -> Result<()> {
+        let model_dir = self.model_dir(name)?;
+        let (target, label) = match version {
+            Some(v) => {
+                self.get(name, v)?;
+                (self.version_dir(name, v)?, format!("{name}@{v}"))
+            }
+            None => {
+                if self.versions(name)?.is_empty() {
+                    return Err(Error::not_found("model", name));
+                }
+                (model_dir.clone(), name.to_string())
+            }
+        };
+        // Rename out of sight first: readers never see a half-deleted version.
+        let parent = target.parent().unwrap_or(&self.root).to_path_buf();
+        let trash = parent.join(store::temporary_name("removed"));
+        fs::rename(&target, &trash).map_err(|e| Error::io(format!("removing {label}"), e))?;
+        store::sync_dir(&parent);
+        let _ = fs::remove_dir_all(&trash);
+        if let Some(v) = version {
+            let default_path = model_dir.join(DEFAULT_FILE);
+            let pointed = fs::read_to_string(&default_path)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok());
+            if pointed == Some(v) {
+                let _ = fs::remove_file(&default_path);
+            }
+        }
+        Ok(())
+    }
+
+    /// Path of a version's ONNX file.
+    pub fn model_path(&self, name: &str, version: u32) -> Result<PathBuf> {
+        Ok(self.version_dir(name, version)?.join(MODEL_FILE))
+    }
+
+    /// Reads a version's ONNX bytes and verifies them against the recorded sha256.
+    pub fn read_verified(&self, meta: &ModelMetadata) -> Result<Vec<u8>> {
+        let path = self.model_path(&meta.name, meta.version)?;
+        let bytes =
+            fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let actual = sha256_hex(&bytes);
+        if !actual.eq_ignore_ascii_case(&meta.sha256) {
+            return Err(Error::ChecksumMismatch {
+                path,
+                expected: meta.sha256.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Loads `bytes` in ONNX Runtime and checks them against the declared features and output.
+pub(crate) fn check_model(
+    runtime: &Runtime,
+    name: &str,
+    bytes: &[u8],
+    features: &[String],
+    output: &OutputSpec,
+) -> Result<()> {
+    let mut session = runtime.session(name, bytes)?;
+    let load_error = |reason: String| Error::ModelLoad {
+        model: name.to_string(),
+        reason,
+    };
+    let input_width = single_float_input_width(&session).map_err(load_error)?;
+    if let Some(width) = input_width {
+        if width != features.len() {
+            return Err(load_error(format!(
+                "its input takes {width} features but {} were declared ({})",
+                features.len(),
+                features.join(",")
+            )));
+        }
+    }
+    let output_names: Vec<String> = session
+        .outputs()
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect();
+    if !output_names.contains(&output.name) {
+        return Err(load_error(format!(
+            "it has no output {:?} (outputs: {})",
+            output.name,
+            output_names.join(", ")
+        )));
+    }
+    let zeros = vec![0f32; features.len()];
+    let tensor = TensorRef::from_array_view(([1usize, features.len()], zeros.as_slice()))?;
+    let outputs = session
+        .run(ort::inputs![tensor])
+        .map_err(|e| load_error(format!("a trial run on one row of zeros failed: {e}")))?;
+    let value = outputs.get(&output.name).ok_or_else(|| {
+        load_error(format!(
+            "a trial run did not produce output {:?}",
+            output.name
+        ))
+    })?;
+    read_output_column(name, value, output, 1).map(|_| ())
+}
+
+/// `Ok(Some(width))` for a `[batch, width]` float input, `Ok(None)` when the width is dynamic.
+pub(crate) fn single_float_input_width(
+    session: &ort::session::Session,
+) -> std::result::Result<Option<usize>, String> {
+    let inputs = session.inputs();
+    if inputs.len() != 1 {
+        return Err(format!(
+            "quorum runs models with exactly one float32 input [batch, features]; this one has {} inputs ({})",
+            inputs.len(),
+            inputs.iter().map(|i| i.name().to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    match inputs[0].dtype() {
+        ValueType::Tensor {
+            ty: TensorElementType::Float32,
+            shape,
+            ..
+        } if shape.len() == 2 => Ok((shape[1] >= 0).then_some(shape[1] as usize)),
+        other => Err(format!(
+            "its input {:?} is {other:?}; quorum needs a float32 tensor [batch, features]",
+            inputs[0].name()
+        )),
+    }
+}
+
+/// Reads column `output.column` of a `[rows, C]` float output (or a `[rows]` / `[rows, 1]` output
+/// without a column) into `out`-compatible form; the closure receives each row's value.
+pub(crate) fn read_output_column<'v>(
+    model: &str,
+    value: &'v ort::value::DynValue,
+    output: &OutputSpec,
+    rows: usize,
+) -> Result<OutputColumn<'v>> {
+    let shape_error = |found: String| Error::OutputShape {
+        model: model.to_string(),
+        expected: match output.column {
+            Some(c) => format!("float32 {} of shape [{rows}, >{c}]", output.name),
+            None => format!("float32 {} of shape [{rows}] or [{rows}, 1]", output.name),
+        },
+        found,
+    };
+    let (shape, data) = value
+        .try_extract_tensor::<f32>()
+        .map_err(|_| shape_error(format!("{:?}", value.dtype())))?;
+    let dims: &[i64] = shape;
+    let found = || format!("shape {dims:?}");
+    let (stride, column) = match (dims, output.column) {
+        ([n], None | Some(0)) if *n as usize == rows => (1, 0),
+        ([n, c], None) if *n as usize == rows && *c == 1 => (1, 0),
+        ([n, c], Some(col)) if *n as usize == rows && (col as i64) < *c => (*c as usize, col),
+        _ => return Err(shape_error(found())),
+    };
+    Ok(OutputColumn {
+        data,
+        stride,
+        column,
+    })
+}
+
+/// A strided view of one output column.
+#[derive(Debug)]
+pub(crate) struct OutputColumn<'v> {
+    data: &'v [f32],
+    stride: usize,
+    column: usize,
+}
+
+impl OutputColumn<'_> {
+    #[inline]
+    pub fn get(&self, row: usize) -> f32 {
+        self.data[row * self.stride + self.column]
+    }
+}

@@ -1,0 +1,296 @@
+//! Walk-forward replay of a CSV file: predict each row in file order, then record its outcome, and
+//! report per-member and ensemble metrics, latency percentiles and throughput.
+//!
+//! The CSV has a header row; the columns the ensemble consumes and the outcome column must be numeric
+//! (`inf`, `-inf` and `NaN` are read as such; an empty cell is NaN). Other columns (dates, ids) are
+//! ignored. Rows the engine refuses are counted, the first refusal kept, and the replay goes on.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::engine::InferenceEngine;
+use crate::error::{Error, Result};
+use crate::tracking::{Metrics, MetricsAccumulator};
+
+/// What to replay.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// The column holding each row's realised outcome.
+    pub outcome: String,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LatencyPercentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+/// The result of a replay.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplayReport {
+    /// Data rows in the file.
+    pub rows: usize,
+    /// Rows the engine refused (they are not scored).
+    pub refused: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_refusal: Option<String>,
+    pub ensemble: Metrics,
+    pub members: BTreeMap<String, Metrics>,
+    pub latency_ms: LatencyPercentiles,
+    /// Predictions per second over the whole replay loop (one thread, predict + record outcome).
+    pub throughput: f64,
+}
+
+/// Numeric columns of a CSV file, read once.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub columns: Vec<String>,
+    /// Row-major cells; a cell that is not a number is kept as an error message.
+    cells: Vec<std::result::Result<f32, String>>,
+}
+
+impl Table {
+    pub fn read(path: &Path) -> Result<Table> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        Table::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Table> {
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let header = lines
+            .next()
+            .ok_or_else(|| Error::InvalidInput("the CSV file is empty".into()))?;
+        let columns: Vec<String> = header
+            .split(',')
+            .map(|c| c.trim().trim_matches('"').to_string())
+            .collect();
+        let mut cells = Vec::new();
+        for (i, line) in lines.enumerate() {
+            let fields: Vec<&str> = line.split(',').collect();
+            if fields.len() != columns.len() {
+                return Err(Error::InvalidInput(format!(
+                    "CSV line {}: {} fields, the header has {}",
+                    i + 2,
+                    fields.len(),
+                    columns.len()
+                )));
+            }
+            cells.extend(
+                fields
+                    .iter()
+                    .zip(&columns)
+                    .map(|(f, c)| parse_cell(f.trim(), c, i + 2)),
+            );
+        }
+        if cells.is_empty() {
+            return Err(Error::InvalidInput(
+                "the CSV file has a header but no rows".into(),
+            ));
+        }
+        Ok(Table { columns, cells })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.cells.len() / self.columns.len()
+    }
+
+    pub fn column_index(&self, name: &str) -> Result<usize> {
+        self.columns.iter().position(|c| c == name).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "the CSV file has no column {name:?} (columns: {})",
+                self.columns.join(",")
+            ))
+        })
+    }
+
+    pub fn cell(&self, row: usize, column: usize) -> std::result::Result<f32, &str> {
+        self.cells[row * self.columns.len() + column]
+            .as_ref()
+            .copied()
+            .map_err(String::as_str)
+    }
+}
+
+fn parse_cell(text: &str, column: &str, line: usize) -> std::result::Result<f32, String> {
+    if text.is_empty() {
+        return Ok(f32::NAN);
+    }
+    text.parse::<f32>()
+        .map_err(|_| format!("CSV line {line}, column {column:?}: {text:?} is not a number"))
+}
+
+/// Replays `data` through `ensemble` in file order.
+pub fn replay(
+    engine: &InferenceEngine,
+    ensemble: &str,
+    data: &Path,
+    options: &ReplayOptions,
+) -> Result<ReplayReport> {
+    let table = Table::read(data)?;
+    replay_table(engine, ensemble, &table, options)
+}
+
+/// Replays an already-read table.
+pub fn replay_table(
+    engine: &InferenceEngine,
+    ensemble: &str,
+    table: &Table,
+    options: &ReplayOptions,
+) -> Result<ReplayReport> {
+    let handle = engine.ensemble(ensemble)?;
+    let task = handle.task();
+    let outcome_column = table.column_index(&options.outcome)?;
+    let feature_columns = handle
+        .feature_names()
+        .iter()
+        .map(|f| table.column_index(f))
+        .collect::<Result<Vec<_>>>()?;
+    let mut ensemble_acc = MetricsAccumulator::default();
+    let mut member_acc: Vec<(String, MetricsAccumulator)> = Vec::new();
+    let mut latencies = Vec::with_capacity(table.rows());
+    let (mut refused, mut first_refusal) = (0, None);
+    let mut row_values = Vec::with_capacity(feature_columns.len());
+    let started = Instant::now();
+    for row in 0..table.rows() {
+        let attempt = (|| -> Result<(crate::Prediction, f32)> {
+            row_values.clear();
+            for &c in &feature_columns {
+                row_values.push(
+                    table
+                        .cell(row, c)
+                        .map_err(|e| Error::InvalidInput(e.to_string()))?,
+                );
+            }
+            let outcome = table
+                .cell(row, outcome_column)
+                .map_err(|e| Error::InvalidInput(e.to_string()))?;
+            if !outcome.is_finite() {
+                return Err(Error::InvalidInput(format!("the outcome is {outcome}")));
+            }
+            let t = Instant::now();
+            let prediction = handle.predict_row(&row_values)?;
+            latencies.push(t.elapsed().as_secs_f64() * 1e3);
+            // Replay works with tracking off too: its own accumulators make the report.
+            if engine.tracking_enabled() {
+                engine.record_outcome(prediction.request_id, outcome)?;
+            }
+            Ok((prediction, outcome))
+        })();
+        match attempt {
+            Ok((prediction, outcome)) => {
+                ensemble_acc.add(prediction.prediction, outcome);
+                if member_acc.is_empty() {
+                    member_acc = prediction
+                        .model_contributions
+                        .iter()
+                        .map(|c| (c.model.to_string(), MetricsAccumulator::default()))
+                        .collect();
+                }
+                for (c, (_, acc)) in prediction
+                    .model_contributions
+                    .iter()
+                    .zip(member_acc.iter_mut())
+                {
+                    if let Some(p) = c.prediction {
+                        acc.add(p, outcome);
+                    }
+                }
+            }
+            Err(e) => {
+                refused += 1;
+                first_refusal.get_or_insert_with(|| format!("data row {}: {e}", row + 1));
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let scored = table.rows() - refused;
+    Ok(ReplayReport {
+        rows: table.rows(),
+        refused,
+        first_refusal,
+        ensemble: ensemble_acc.metrics(task),
+        members: member_acc
+            .into_iter()
+            .map(|(n, a)| (n, a.metrics(task)))
+            .collect(),
+        latency_ms: percentiles(&mut latencies),
+        throughput: if elapsed > 0.0 {
+            scored as f64 / elapsed
+        } else {
+            0.0
+        },
+    })
+}
+
+/// Nearest-rank percentiles (0 when empty).
+pub fn percentiles(samples: &mut [f64]) -> LatencyPercentiles {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        if samples.is_empty() {
+            return 0.0;
+        }
+        let rank = (q * samples.len() as f64).ceil() as usize;
+        samples[rank.clamp(1, samples.len()) - 1]
+    };
+    LatencyPercentiles {
+        p50: at(0.50),
+        p95: at(0.95),
+        p99: at(0.99),
+    }
+}
+
+impl fmt::Display for ReplayReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.4}", v));
+        writeln!(
+            f,
+            "rows {}  scored {}  refused {}",
+            self.rows,
+            self.rows - self.refused,
+            self.refused
+        )?;
+        if let Some(first) = &self.first_refusal {
+            writeln!(f, "first refusal: {first}")?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<14} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "predictor", "count", "accuracy", "precision", "recall", "f1", "mae", "rmse"
+        )?;
+        let rows = std::iter::once(("ensemble", &self.ensemble))
+            .chain(self.members.iter().map(|(n, m)| (n.as_str(), m)));
+        for (name, m) in rows {
+            writeln!(
+                f,
+                "{:<14} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                name,
+                m.count,
+                pct(m.accuracy),
+                pct(m.precision),
+                pct(m.recall),
+                pct(m.f1_score),
+                pct(m.mae),
+                pct(m.rmse)
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "latency per prediction: p50 {:.4} ms  p95 {:.4} ms  p99 {:.4} ms",
+            self.latency_ms.p50, self.latency_ms.p95, self.latency_ms.p99
+        )?;
+        write!(
+            f,
+            "throughput: {:.0} predictions/s (one thread, predict + record outcome)",
+            self.throughput
+        )
+    }
+}

@@ -1,0 +1,365 @@
+//! ONNX Runtime: finding the shared library, threading, and pools of sessions.
+//!
+//! quorum links ONNX Runtime dynamically (ort's `load-dynamic`) and never downloads it. The library is
+//! looked up, in order, at:
+//! 1. the path given to [`RuntimeOptions::with_dylib_path`];
+//! 2. `ORT_DYLIB_PATH`;
+//! 3. the `onnxruntime` wheel of a virtualenv: `$VIRTUAL_ENV`, then `.venv/` in the working directory or
+//!    any parent, then `.venv/` of the quorum source tree this crate was built from;
+//! 4. the `onnxruntime-node` npm package under `node_modules/` in the working directory or any parent;
+//! 5. `libonnxruntime.so` on the system's library path.
+//!
+//! A process can hold one ONNX Runtime: the first successful load wins and later calls reuse it.
+//!
+//! Threading: every session runs with one intra-op thread and no spinning, so a prediction runs on the
+//! caller's thread and N concurrent callers use N cores, not N × (ORT pool) threads fighting over two.
+//! The models quorum targets take microseconds per row, which is less than handing work to a thread
+//! pool costs. The effect is measured by `cargo bench --bench ensemble` (`threads/*`); see README.md.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+
+use crate::error::{Error, Result};
+
+/// The command that installs a usable ONNX Runtime into the repository's virtualenv.
+pub const INSTALL_HINT: &str = "install it with `python3 -m venv .venv && .venv/bin/pip install onnxruntime==1.32.0` \
+(run `make venv` in the quorum repository), or point ORT_DYLIB_PATH at a libonnxruntime.so of version 1.30 to 1.32, \
+e.g. .venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.32.0";
+
+/// How ONNX Runtime is loaded and how sessions are configured.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RuntimeOptions {
+    dylib_path: Option<PathBuf>,
+    intra_threads: usize,
+    spinning: bool,
+    sessions_per_model: usize,
+    optimization: GraphOptimizationLevel,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        RuntimeOptions {
+            dylib_path: None,
+            intra_threads: 1,
+            spinning: false,
+            // One session per core lets every core run a prediction at once; more only costs memory.
+            sessions_per_model: cores.clamp(1, 8),
+            optimization: GraphOptimizationLevel::Level3,
+        }
+    }
+}
+
+impl RuntimeOptions {
+    /// Load ONNX Runtime from this file instead of searching for it.
+    pub fn with_dylib_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.dylib_path = Some(path.into());
+        self
+    }
+
+    /// Intra-op threads per session (default 1: the caller's own thread).
+    pub fn with_intra_threads(mut self, threads: usize) -> Self {
+        self.intra_threads = threads;
+        self
+    }
+
+    /// Whether idle intra-op threads spin waiting for work (default false).
+    pub fn with_spinning(mut self, spinning: bool) -> Self {
+        self.spinning = spinning;
+        self
+    }
+
+    /// Sessions kept per loaded model; this many predictions can run one model at once (default: cores, at most 8).
+    pub fn with_sessions_per_model(mut self, sessions: usize) -> Self {
+        self.sessions_per_model = sessions;
+        self
+    }
+
+    /// ONNX Runtime's graph optimisation level (default: all).
+    pub fn with_optimization_level(mut self, level: GraphOptimizationLevel) -> Self {
+        self.optimization = level;
+        self
+    }
+
+    pub fn sessions_per_model(&self) -> usize {
+        self.sessions_per_model
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.intra_threads == 0 {
+            return Err(Error::Config("intra_threads must be at least 1".into()));
+        }
+        if self.sessions_per_model == 0 {
+            return Err(Error::Config(
+                "sessions_per_model must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A loaded ONNX Runtime plus the session settings quorum uses. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    environment: Environment,
+    options: RuntimeOptions,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+static LOADED_FROM: OnceLock<PathBuf> = OnceLock::new();
+
+impl Runtime {
+    /// Loads ONNX Runtime (once per process) and prepares an environment.
+    pub fn new(options: RuntimeOptions) -> Result<Runtime> {
+        options.validate()?;
+        load_library(options.dylib_path.as_deref())?;
+        let environment = ort::init()
+            .with_name("quorum")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| {
+                Error::RuntimeUnavailable(format!("creating the environment failed: {e}"))
+            })?;
+        Ok(Runtime {
+            environment,
+            options,
+        })
+    }
+
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.options
+    }
+
+    /// Where the ONNX Runtime library in use was loaded from.
+    pub fn library_path() -> Option<&'static Path> {
+        LOADED_FROM.get().map(PathBuf::as_path)
+    }
+
+    /// Builds one session on `bytes` with quorum's threading settings.
+    pub(crate) fn session(&self, model: &str, bytes: &[u8]) -> Result<Session> {
+        let load_error = |reason: String| Error::ModelLoad {
+            model: model.to_string(),
+            reason,
+        };
+        let o = &self.options;
+        Session::builder(&self.environment)
+            .and_then(|b| {
+                b.with_intra_threads(o.intra_threads)
+                    .and_then(|b| b.with_inter_threads(1))
+                    .and_then(|b| b.with_intra_op_spinning(o.spinning))
+                    .and_then(|b| b.with_inter_op_spinning(o.spinning))
+                    .and_then(|b| b.with_optimization_level(o.optimization))
+                    .map_err(Into::into)
+            })
+            .map_err(|e: ort::Error| load_error(format!("session options: {e}")))?
+            .commit_from_memory(bytes)
+            .map_err(|e| load_error(e.to_string()))
+    }
+}
+
+fn load_library(explicit: Option<&Path>) -> Result<()> {
+    if LOADED_FROM.get().is_some() {
+        return Ok(());
+    }
+    let candidates = candidate_paths(explicit);
+    let mut tried = Vec::new();
+    for path in candidates {
+        if path.is_absolute() && !path.exists() {
+            tried.push(format!("{} (absent)", path.display()));
+            continue;
+        }
+        match ort::init_from(&path) {
+            Ok(_) => {
+                let _ = LOADED_FROM.set(path);
+                return Ok(());
+            }
+            Err(e) => {
+                // An explicit choice that fails is an error, not a reason to silently pick another library.
+                if explicit.is_some()
+                    || std::env::var_os("ORT_DYLIB_PATH").is_some_and(|v| !v.is_empty())
+                {
+                    return Err(Error::RuntimeUnavailable(format!("{e}; {INSTALL_HINT}")));
+                }
+                tried.push(format!("{} ({e})", path.display()));
+            }
+        }
+    }
+    Err(Error::RuntimeUnavailable(format!(
+        "no libonnxruntime found (tried: {}); {INSTALL_HINT}",
+        tried.join("; ")
+    )))
+}
+
+fn candidate_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(path) = explicit {
+        return vec![path.to_path_buf()];
+    }
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
+        return vec![PathBuf::from(path)];
+    }
+    let mut found = Vec::new();
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        found.extend(wheel_library(Path::new(&venv)));
+    }
+    let cwd = std::env::current_dir().ok();
+    for dir in cwd.iter().flat_map(|d| d.ancestors()) {
+        found.extend(wheel_library(&dir.join(".venv")));
+    }
+    found.extend(wheel_library(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"),
+    ));
+    for dir in cwd.iter().flat_map(|d| d.ancestors()) {
+        found.extend(node_library(
+            &dir.join("node_modules").join("onnxruntime-node"),
+        ));
+    }
+    found.push(PathBuf::from(format!(
+        "{}onnxruntime{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )));
+    found
+}
+
+/// `<venv>/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so.<version>`
+fn wheel_library(venv: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for python in read_dir_sorted(&venv.join("lib")) {
+        let capi = python
+            .join("site-packages")
+            .join("onnxruntime")
+            .join("capi");
+        found.extend(read_dir_sorted(&capi).into_iter().filter(|p| {
+            file_name_starts(p, "libonnxruntime.so.")
+                || file_name_starts(p, "libonnxruntime.")
+                    && p.extension().is_some_and(|e| e == "dylib")
+        }));
+    }
+    found
+}
+
+/// `onnxruntime-node/bin/napi-v*/<os>/<arch>/libonnxruntime.so.1`
+fn node_library(package: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let (os, arch) = (std::env::consts::OS, node_arch());
+    for napi in read_dir_sorted(&package.join("bin")) {
+        let dir = napi.join(os).join(arch);
+        found.extend(
+            read_dir_sorted(&dir)
+                .into_iter()
+                .filter(|p| file_name_starts(p, "libonnxruntime.so")),
+        );
+    }
+    found
+}
+
+fn node_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "x64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn file_name_starts(path: &Path, prefix: &str) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(prefix))
+}
+
+fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    // Newest version last in name order; prefer it.
+    entries.sort();
+    entries.reverse();
+    entries
+}
+
+/// A fixed set of sessions for one model, plus a reusable input buffer per session.
+///
+/// `Session::run` needs `&mut Session`, so each call checks a slot out; the mutex is held only to pop
+/// and push, never across an ONNX Runtime call.
+pub(crate) struct SessionPool {
+    idle: Mutex<Vec<Slot>>,
+    returned: Condvar,
+}
+
+pub(crate) struct Slot {
+    pub session: Session,
+    pub input: Vec<f32>,
+}
+
+impl SessionPool {
+    pub fn new(slots: Vec<Slot>) -> SessionPool {
+        SessionPool {
+            idle: Mutex::new(slots),
+            returned: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Slot>> {
+        // The guarded Vec is consistent even if a holder panicked (push/pop only).
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes a session, waiting while all are busy.
+    pub fn checkout(&self) -> PooledSlot<'_> {
+        let mut idle = self.lock();
+        loop {
+            if let Some(slot) = idle.pop() {
+                return PooledSlot {
+                    pool: self,
+                    slot: Some(slot),
+                };
+            }
+            idle = self
+                .returned
+                .wait(idle)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+}
+
+/// A checked-out session; goes back to its pool when dropped.
+pub(crate) struct PooledSlot<'p> {
+    pool: &'p SessionPool,
+    slot: Option<Slot>,
+}
+
+impl std::ops::Deref for PooledSlot<'_> {
+    type Target = Slot;
+    fn deref(&self) -> &Slot {
+        self.slot.as_ref().expect("slot present until drop")
+    }
+}
+
+impl std::ops::DerefMut for PooledSlot<'_> {
+    fn deref_mut(&mut self) -> &mut Slot {
+        self.slot.as_mut().expect("slot present until drop")
+    }
+}
+
+impl Drop for PooledSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.pool.lock().push(slot);
+            self.pool.returned.notify_one();
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! File-system helpers shared by the registry and the ensemble store: name validation, crash-safe
+//! writes (temporary name, fsync, rename) and timestamps.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+
+/// Longest accepted model or ensemble name.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Checks that `value` can be used as one path component: 1–128 characters of `A-Z a-z 0-9 . _ -`,
+/// not starting with `.` (hidden and temporary entries start with a dot) and not `.`/`..`.
+pub fn validate_name(what: &'static str, value: &str) -> Result<()> {
+    let invalid = |reason| {
+        Err(Error::InvalidName {
+            what,
+            value: value.to_string(),
+            reason,
+        })
+    };
+    if value.is_empty() {
+        return invalid("it is empty");
+    }
+    if value.len() > MAX_NAME_LEN {
+        return invalid("it is longer than 128 characters");
+    }
+    if value.starts_with('.') {
+        return invalid("it starts with '.'");
+    }
+    if value.chars().any(char::is_control) {
+        return invalid("it contains control characters");
+    }
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return invalid("only letters, digits, '.', '_' and '-' are allowed (no '/', spaces or other characters)");
+    }
+    Ok(())
+}
+
+/// A name for a temporary sibling that no reader lists (it starts with a dot) and no concurrent writer shares.
+pub fn temporary_name(base: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        ".tmp-{base}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Writes `bytes` to `path` so that readers see either the old file or the whole new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Config(format!("{} has no parent directory", path.display())))?;
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(temporary_name(file_name));
+    let result = write_synced(&tmp, bytes).and_then(|()| {
+        fs::rename(&tmp, path).map_err(|e| {
+            Error::io(
+                format!("renaming {} to {}", tmp.display(), path.display()),
+                e,
+            )
+        })
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Writes and fsyncs a new file.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let context = || format!("writing {}", path.display());
+    let mut file = File::create(path).map_err(|e| Error::io(context(), e))?;
+    file.write_all(bytes).map_err(|e| Error::io(context(), e))?;
+    file.sync_all().map_err(|e| Error::io(context(), e))
+}
+
+/// Makes a rename durable; best effort, since not every file system supports syncing a directory.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(handle) = File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
+pub fn create_dir_all(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))
+}
+
+/// Current UTC time as RFC 3339 (`2026-11-27T10:32:12Z`).
+pub fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+/// Formats seconds since the Unix epoch as RFC 3339 UTC (Howard Hinnant's civil-from-days).
+pub fn rfc3339(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_escape_or_confuse_are_refused() {
+        for bad in [
+            "",
+            "../x",
+            "/etc/passwd",
+            "a/b",
+            "..",
+            ".",
+            ".hidden",
+            "tab\there",
+            "nl\n",
+            "sp ace",
+            "é",
+        ] {
+            assert!(
+                validate_name("model name", bad).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        for good in ["technical", "tech-v2", "a.b_c", "X1"] {
+            validate_name("model name", good).unwrap_or_else(|e| panic!("{good:?} refused: {e}"));
+        }
+        assert!(validate_name("model name", &"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_775_532), "2026-11-27T10:32:12Z");
+    }
+}
