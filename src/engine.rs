@@ -61,10 +61,7 @@ pub struct Prediction {
     pub latency_ms: f64,
 }
 
-fn contributions_by_model<S: Serializer>(
-    list: &[ModelContribution],
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
+fn contributions_by_model<S: Serializer>(list: &[ModelContribution], s: S) -> std::result::Result<S::Ok, S::Error> {
     let mut map = s.serialize_map(Some(list.len()))?;
     for c in list {
         map.serialize_entry(&*c.model, c)?;
@@ -88,13 +85,8 @@ impl LoadedModel {
         for _ in 0..sessions {
             let session = runtime.session(&label, &bytes)?;
             if slots.is_empty() {
-                let load_error = |reason: String| Error::ModelLoad {
-                    model: label.clone(),
-                    reason,
-                };
-                if let Some(width) =
-                    registry::single_float_input_width(&session).map_err(load_error)?
-                {
+                let load_error = |reason: String| Error::ModelLoad { model: label.clone(), reason };
+                if let Some(width) = registry::single_float_input_width(&session).map_err(load_error)? {
                     if width != meta.features.len() {
                         return Err(load_error(format!(
                             "its input takes {width} features but its metadata declares {}",
@@ -102,27 +94,13 @@ impl LoadedModel {
                         )));
                     }
                 }
-                if !session
-                    .outputs()
-                    .iter()
-                    .any(|o| o.name() == meta.output.name)
-                {
-                    return Err(load_error(format!(
-                        "it has no output {:?}",
-                        meta.output.name
-                    )));
+                if !session.outputs().iter().any(|o| o.name() == meta.output.name) {
+                    return Err(load_error(format!("it has no output {:?}", meta.output.name)));
                 }
             }
-            slots.push(Slot {
-                session,
-                input: Vec::with_capacity(meta.features.len()),
-            });
+            slots.push(Slot { session, input: Vec::with_capacity(meta.features.len()) });
         }
-        Ok(LoadedModel {
-            name: Arc::from(meta.name.as_str()),
-            meta,
-            pool: SessionPool::new(slots),
-        })
+        Ok(LoadedModel { name: Arc::from(meta.name.as_str()), meta, pool: SessionPool::new(slots) })
     }
 
     /// Runs `rows` rows (the member's columns, gathered from the dense schema rows) and writes the
@@ -143,13 +121,11 @@ impl LoadedModel {
         let tensor = TensorRef::from_array_view(([rows, indices.len()], slot.input.as_slice()))?;
         let outputs = slot.session.run(ort::inputs![tensor])?;
         let output = &self.meta.output;
-        let value = outputs
-            .get(&output.name)
-            .ok_or_else(|| Error::OutputShape {
-                model: self.meta.name.clone(),
-                expected: format!("an output named {:?}", output.name),
-                found: "no such output".into(),
-            })?;
+        let value = outputs.get(&output.name).ok_or_else(|| Error::OutputShape {
+            model: self.meta.name.clone(),
+            expected: format!("an output named {:?}", output.name),
+            found: "no such output".into(),
+        })?;
         let column = registry::read_output_column(&self.meta.name, value, output, rows)?;
         for row in 0..rows {
             let v = column.get(row);
@@ -254,9 +230,7 @@ pub struct InferenceEngine {
 
 impl std::fmt::Debug for InferenceEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InferenceEngine")
-            .field("home", &self.inner.home)
-            .finish_non_exhaustive()
+        f.debug_struct("InferenceEngine").field("home", &self.inner.home).finish_non_exhaustive()
     }
 }
 
@@ -288,9 +262,7 @@ impl InferenceEngine {
 
     /// Registers a model version (see [`Registry::register`]).
     pub fn register_model(&self, registration: ModelRegistration) -> Result<ModelMetadata> {
-        self.inner
-            .registry
-            .register(&self.inner.runtime, registration)
+        self.inner.registry.register(&self.inner.runtime, registration)
     }
 
     /// Validates `config` against the registry, saves it as the ensemble's next version and loads it.
@@ -327,33 +299,18 @@ impl InferenceEngine {
 
     fn load_config(&self, config: EnsembleConfig) -> Result<EnsembleHandle> {
         let metas = self.check_members(&config)?;
-        let schema = Schema::new(
-            metas
-                .iter()
-                .map(|m| (m.name.as_str(), m.features.as_slice())),
-            &config.non_finite,
-        );
+        let schema = Schema::new(metas.iter().map(|m| (m.name.as_str(), m.features.as_slice())), &config.non_finite);
         let mut members = Vec::with_capacity(metas.len());
         for meta in metas {
             let indices = meta
                 .features
                 .iter()
-                .map(|f| {
-                    schema
-                        .index_of(f)
-                        .ok_or_else(|| Error::Config(format!("feature {f} missing from schema")))
-                })
+                .map(|f| schema.index_of(f).ok_or_else(|| Error::Config(format!("feature {f} missing from schema"))))
                 .collect::<Result<Vec<_>>>()?;
-            members.push(Member {
-                model: self.model(meta)?,
-                indices,
-            });
+            members.push(Member { model: self.model(meta)?, indices });
         }
         let loaded = Arc::new(LoadedEnsemble {
-            key: EnsembleKey {
-                name: Arc::from(config.name.as_str()),
-                version: config.version,
-            },
+            key: EnsembleKey { name: Arc::from(config.name.as_str()), version: config.version },
             task: members[0].model.meta.task,
             strategy: config.strategy.build(),
             schema,
@@ -366,29 +323,16 @@ impl InferenceEngine {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(loaded.config.name.clone(), Arc::clone(&loaded));
-        Ok(EnsembleHandle {
-            engine: self.clone(),
-            ensemble: loaded,
-        })
+        Ok(EnsembleHandle { engine: self.clone(), ensemble: loaded })
     }
 
     fn model(&self, meta: ModelMetadata) -> Result<Arc<LoadedModel>> {
         let key = (meta.name.clone(), meta.version);
-        if let Some(model) = self
-            .inner
-            .models
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(model) = self.inner.models.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(Arc::clone(model));
         }
         // Loaded outside the lock: building sessions takes milliseconds.
-        let model = Arc::new(LoadedModel::load(
-            &self.inner.runtime,
-            &self.inner.registry,
-            meta,
-        )?);
+        let model = Arc::new(LoadedModel::load(&self.inner.runtime, &self.inner.registry, meta)?);
         let mut models = self.inner.models.lock().unwrap_or_else(|p| p.into_inner());
         Ok(Arc::clone(models.entry(key).or_insert(model)))
     }
@@ -396,22 +340,11 @@ impl InferenceEngine {
     /// A handle on a loaded ensemble (loading it from the home on first use). Predicting through a
     /// handle skips the by-name lookup.
     pub fn ensemble(&self, name: &str) -> Result<EnsembleHandle> {
-        let found = self
-            .inner
-            .ensembles
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .map(Arc::clone);
+        let found = self.inner.ensembles.read().unwrap_or_else(|p| p.into_inner()).get(name).map(Arc::clone);
         match found {
-            Some(ensemble) => Ok(EnsembleHandle {
-                engine: self.clone(),
-                ensemble,
-            }),
+            Some(ensemble) => Ok(EnsembleHandle { engine: self.clone(), ensemble }),
             None => self.load_ensemble(name).map_err(|e| match e {
-                Error::NotFound {
-                    what: "ensemble", ..
-                } => Error::not_found("ensemble", name),
+                Error::NotFound { what: "ensemble", .. } => Error::not_found("ensemble", name),
                 other => other,
             }),
         }
@@ -429,25 +362,12 @@ impl InferenceEngine {
 
     /// Joins a realised outcome with the prediction `request_id` (classification: 0 or 1).
     pub fn record_outcome(&self, request_id: u64, outcome: f32) -> Result<()> {
-        let tracker = self
-            .inner
-            .tracker
-            .as_ref()
-            .ok_or_else(|| Error::Outcome("tracking is disabled for this engine".into()))?;
+        let tracker =
+            self.inner.tracker.as_ref().ok_or_else(|| Error::Outcome("tracking is disabled for this engine".into()))?;
         tracker.record_outcome(request_id, outcome, |key| {
-            let ensembles = self
-                .inner
-                .ensembles
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
+            let ensembles = self.inner.ensembles.read().unwrap_or_else(|p| p.into_inner());
             let loaded = ensembles.get(&*key.name).filter(|e| e.key == *key)?;
-            Some(
-                loaded
-                    .members
-                    .iter()
-                    .map(|m| Arc::clone(&m.model.name))
-                    .collect(),
-            )
+            Some(loaded.members.iter().map(|m| Arc::clone(&m.model.name)).collect())
         })
     }
 
@@ -457,21 +377,13 @@ impl InferenceEngine {
 
     /// Tracked metrics of the ensemble's most recent tracked version.
     pub fn metrics(&self, ensemble: &str) -> Result<EnsembleMetrics> {
-        let tracker = self
-            .inner
-            .tracker
-            .as_ref()
-            .ok_or_else(|| Error::Config("tracking is disabled for this engine".into()))?;
-        tracker
-            .metrics(ensemble)
-            .pop()
-            .ok_or_else(|| Error::not_found("tracked outcomes for ensemble", ensemble))
+        let tracker =
+            self.inner.tracker.as_ref().ok_or_else(|| Error::Config("tracking is disabled for this engine".into()))?;
+        tracker.metrics(ensemble).pop().ok_or_else(|| Error::not_found("tracked outcomes for ensemble", ensemble))
     }
 
     fn next_request_ids(&self, count: usize) -> u64 {
-        self.inner
-            .next_request_id
-            .fetch_add(count as u64, Ordering::Relaxed)
+        self.inner.next_request_id.fetch_add(count as u64, Ordering::Relaxed)
     }
 }
 
@@ -510,9 +422,7 @@ impl EnsembleHandle {
     pub fn predict(&self, features: &Features) -> Result<Prediction> {
         let started = Instant::now();
         let mut dense = Vec::with_capacity(self.ensemble.schema.names().len());
-        self.ensemble
-            .schema
-            .fill_from_features(features, &mut dense)?;
+        self.ensemble.schema.fill_from_features(features, &mut dense)?;
         self.run_single(&dense, started)
     }
 
@@ -527,8 +437,7 @@ impl EnsembleHandle {
     fn run_single(&self, dense: &[f32], started: Instant) -> Result<Prediction> {
         let mut out = Vec::with_capacity(1);
         self.run(dense, 1, started, &mut out)?;
-        out.pop()
-            .ok_or_else(|| Error::InvalidInput("no prediction produced".into()))
+        out.pop().ok_or_else(|| Error::InvalidInput("no prediction produced".into()))
     }
 
     /// Predicts every row of `batch`; each member runs once for the whole batch.
@@ -541,13 +450,7 @@ impl EnsembleHandle {
         Ok(out)
     }
 
-    fn run(
-        &self,
-        dense: &[f32],
-        rows: usize,
-        started: Instant,
-        out: &mut Vec<Prediction>,
-    ) -> Result<()> {
+    fn run(&self, dense: &[f32], rows: usize, started: Instant, out: &mut Vec<Prediction>) -> Result<()> {
         let ens = &*self.ensemble;
         let width = ens.schema.names().len();
         let m = ens.members.len();
@@ -556,9 +459,7 @@ impl EnsembleHandle {
         let mut failures: Vec<Option<String>> = vec![None; m];
         for (i, member) in ens.members.iter().enumerate() {
             let t = Instant::now();
-            let result = member
-                .model
-                .run(dense, width, &member.indices, rows, &mut values, m, i);
+            let result = member.model.run(dense, width, &member.indices, rows, &mut values, m, i);
             latencies[i] = t.elapsed().as_secs_f64() * 1e3;
             if let Err(e) = result {
                 failures[i] = Some(e.to_string());
@@ -570,32 +471,15 @@ impl EnsembleHandle {
                 ensemble: ens.config.name.clone(),
                 succeeded: answered,
                 required: ens.config.required_members(),
-                first_failure: failures
-                    .iter()
-                    .flatten()
-                    .next()
-                    .cloned()
-                    .unwrap_or_default(),
+                first_failure: failures.iter().flatten().next().cloned().unwrap_or_default(),
             });
         }
-        let live_total: f32 = ens
-            .weights
-            .iter()
-            .zip(&failures)
-            .filter(|(_, f)| f.is_none())
-            .map(|(w, _)| w)
-            .sum();
+        let live_total: f32 = ens.weights.iter().zip(&failures).filter(|(_, f)| f.is_none()).map(|(w, _)| w).sum();
         let effective: Vec<f32> = ens
             .weights
             .iter()
             .zip(&failures)
-            .map(|(w, f)| {
-                if f.is_none() && live_total > 0.0 {
-                    w / live_total
-                } else {
-                    0.0
-                }
-            })
+            .map(|(w, f)| if f.is_none() && live_total > 0.0 { w / live_total } else { 0.0 })
             .collect();
         let first_id = self.engine.next_request_ids(rows);
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -628,8 +512,7 @@ impl EnsembleHandle {
                 strategy: ens.strategy.name(),
                 prediction: combined.prediction,
                 confidence: combined.confidence,
-                class: (ens.task == Task::Classification)
-                    .then_some(u8::from(combined.prediction >= 0.5)),
+                class: (ens.task == Task::Classification).then_some(u8::from(combined.prediction >= 0.5)),
                 model_contributions: ens
                     .members
                     .iter()

@@ -29,10 +29,7 @@ impl FromStr for MemberSpec {
             None => (s, VersionSpec::Default),
         };
         store::validate_name("model name", model)?;
-        Ok(MemberSpec {
-            model: model.to_string(),
-            version,
-        })
+        Ok(MemberSpec { model: model.to_string(), version })
     }
 }
 
@@ -63,10 +60,7 @@ pub struct EnsembleConfig {
 
 impl EnsembleConfig {
     /// Equal-weight soft vote over `members`.
-    pub fn new(
-        name: impl Into<String>,
-        members: impl IntoIterator<Item = MemberSpec>,
-    ) -> EnsembleConfig {
+    pub fn new(name: impl Into<String>, members: impl IntoIterator<Item = MemberSpec>) -> EnsembleConfig {
         EnsembleConfig {
             name: name.into(),
             version: 0,
@@ -115,18 +109,12 @@ impl EnsembleConfig {
     pub fn validate(&self) -> Result<()> {
         store::validate_name("ensemble name", &self.name)?;
         if self.members.is_empty() {
-            return Err(Error::Config(format!(
-                "ensemble {:?} has no members",
-                self.name
-            )));
+            return Err(Error::Config(format!("ensemble {:?} has no members", self.name)));
         }
         for (i, m) in self.members.iter().enumerate() {
             store::validate_name("model name", &m.model)?;
             if self.members[..i].contains(m) {
-                return Err(Error::Config(format!(
-                    "ensemble {:?} lists {}@{} twice",
-                    self.name, m.model, m.version
-                )));
+                return Err(Error::Config(format!("ensemble {:?} lists {}@{} twice", self.name, m.model, m.version)));
             }
         }
         normalise_weights(self.weights.as_deref(), self.members.len())?;
@@ -183,8 +171,7 @@ impl EnsembleStore {
                 name: format!("{}@{}", config.name, config.version),
             });
         }
-        let json = serde_json::to_vec_pretty(&config)
-            .map_err(|e| Error::json("ensemble configuration", e))?;
+        let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::json("ensemble configuration", e))?;
         store::write_atomic(&path, &json)?;
         Ok(config)
     }
@@ -207,29 +194,19 @@ impl EnsembleStore {
 
     /// The latest version of `name`.
     pub fn get(&self, name: &str) -> Result<EnsembleConfig> {
-        let version = *self
-            .versions(name)?
-            .last()
-            .ok_or_else(|| Error::not_found("ensemble", name))?;
+        let version = *self.versions(name)?.last().ok_or_else(|| Error::not_found("ensemble", name))?;
         self.get_version(name, version)
     }
 
     pub fn get_version(&self, name: &str, version: u32) -> Result<EnsembleConfig> {
         let path = self.dir(name)?.join(format!("{version}.json"));
         let bytes = fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                Error::not_found("ensemble version", format!("{name}@{version}"))
-            }
+            std::io::ErrorKind::NotFound => Error::not_found("ensemble version", format!("{name}@{version}")),
             _ => Error::io(format!("reading {}", path.display()), e),
         })?;
         let config = EnsembleConfig::from_json(&bytes)?;
         if config.name != name || config.version != version {
-            return Err(Error::Config(format!(
-                "{} describes {}@{}",
-                path.display(),
-                config.name,
-                config.version
-            )));
+            return Err(Error::Config(format!("{} describes {}@{}", path.display(), config.name, config.version)));
         }
         Ok(config)
     }

@@ -15,11 +15,7 @@ pub enum Error {
 
     /// A name or version that cannot be used as a registry path component.
     #[error("invalid {what} {value:?}: {reason}")]
-    InvalidName {
-        what: &'static str,
-        value: String,
-        reason: &'static str,
-    },
+    InvalidName { what: &'static str, value: String, reason: &'static str },
 
     /// The request's features cannot be turned into model inputs.
     #[error("invalid input: {0}")]
@@ -31,11 +27,7 @@ pub enum Error {
 
     /// A NaN or infinite feature value and a policy that refuses it.
     #[error("feature {feature:?} is {value} in row {row}; non-finite values are refused (set the ensemble's non_finite policy to impute them)")]
-    NonFinite {
-        feature: String,
-        value: f32,
-        row: usize,
-    },
+    NonFinite { feature: String, value: f32, row: usize },
 
     /// A model, version, ensemble or request id that does not exist.
     #[error("{what} not found: {name}")]
@@ -51,11 +43,7 @@ pub enum Error {
 
     /// The artifact on disk does not match the sha256 recorded when it was registered.
     #[error("checksum mismatch for {path}: metadata says {expected}, file has {actual}; the artifact was modified or corrupted, re-register it")]
-    ChecksumMismatch {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    ChecksumMismatch { path: PathBuf, expected: String, actual: String },
 
     /// ONNX Runtime refused the model, or the model does not fit its declared metadata.
     #[error("cannot load model {model:?}: {reason}")]
@@ -63,11 +51,7 @@ pub enum Error {
 
     /// A model produced an output that is not what its metadata declares.
     #[error("model {model:?} returned {found}, expected {expected}")]
-    OutputShape {
-        model: String,
-        expected: String,
-        found: String,
-    },
+    OutputShape { model: String, expected: String, found: String },
 
     /// ONNX Runtime failed while running a model.
     #[error("inference failed: {0}")]
@@ -75,12 +59,7 @@ pub enum Error {
 
     /// Too few ensemble members produced a prediction.
     #[error("ensemble {ensemble:?}: only {succeeded} of {required} required members produced a prediction; first failure: {first_failure}")]
-    QuorumNotReached {
-        ensemble: String,
-        succeeded: usize,
-        required: usize,
-        first_failure: String,
-    },
+    QuorumNotReached { ensemble: String, succeeded: usize, required: usize, first_failure: String },
 
     /// A tracked outcome that cannot be joined with a prediction.
     #[error("outcome rejected: {0}")]
@@ -108,24 +87,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     pub fn json(context: impl Into<String>, source: serde_json::Error) -> Self {
-        Error::Json {
-            context: context.into(),
-            source,
-        }
+        Error::Json { context: context.into(), source }
     }
 
     pub(crate) fn not_found(what: &'static str, name: impl Into<String>) -> Self {
-        Error::NotFound {
-            what,
-            name: name.into(),
-        }
+        Error::NotFound { what, name: name.into() }
     }
 
     /// A stable, machine-readable code for the error's category (used by the bindings and the CLI).

@@ -48,16 +48,12 @@ impl Features {
     }
 
     /// Builds from pairs; a name given twice is an error (it would silently hide one value).
-    pub fn from_pairs<K: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, f32)>,
-    ) -> Result<Features> {
+    pub fn from_pairs<K: Into<String>>(pairs: impl IntoIterator<Item = (K, f32)>) -> Result<Features> {
         let mut values = HashMap::new();
         for (name, value) in pairs {
             let name = name.into();
             if values.insert(name.clone(), value).is_some() {
-                return Err(Error::InvalidInput(format!(
-                    "feature {name:?} is given twice"
-                )));
+                return Err(Error::InvalidInput(format!("feature {name:?} is given twice")));
             }
         }
         Ok(Features { values })
@@ -69,14 +65,12 @@ impl Features {
             .map_err(|e| Error::json("request features (expected {\"name\": number, ...})", e))?;
         let mut values = HashMap::with_capacity(map.len());
         for (name, value) in map {
-            let number = value.as_f64().ok_or_else(|| {
-                Error::InvalidInput(format!("feature {name:?} is {value}, not a number"))
-            })?;
+            let number = value
+                .as_f64()
+                .ok_or_else(|| Error::InvalidInput(format!("feature {name:?} is {value}, not a number")))?;
             let narrowed = number as f32;
             if !narrowed.is_finite() {
-                return Err(Error::InvalidInput(format!(
-                    "feature {name:?} = {number} does not fit in f32"
-                )));
+                return Err(Error::InvalidInput(format!("feature {name:?} = {number} does not fit in f32")));
             }
             values.insert(name, narrowed);
         }
@@ -99,9 +93,7 @@ impl Features {
 impl<K: Into<String>> FromIterator<(K, f32)> for Features {
     /// Later duplicates win; use [`Features::from_pairs`] to refuse them.
     fn from_iter<I: IntoIterator<Item = (K, f32)>>(iter: I) -> Self {
-        Features {
-            values: iter.into_iter().map(|(k, v)| (k.into(), v)).collect(),
-        }
+        Features { values: iter.into_iter().map(|(k, v)| (k.into(), v)).collect() }
     }
 }
 
@@ -134,12 +126,7 @@ impl<'a> Batch<'a> {
                 values.len()
             )));
         }
-        Ok(Batch {
-            names,
-            rows: values.len() / width,
-            layout: Layout::RowMajor(values),
-            columns: Vec::new(),
-        })
+        Ok(Batch { names, rows: values.len() / width, layout: Layout::RowMajor(values), columns: Vec::new() })
     }
 
     /// Named columns of equal length.
@@ -157,12 +144,7 @@ impl<'a> Batch<'a> {
                 columns[0].0.as_ref()
             )));
         }
-        Ok(Batch {
-            names,
-            rows,
-            layout: Layout::Columnar,
-            columns: columns.iter().map(|(_, c)| *c).collect(),
-        })
+        Ok(Batch { names, rows, layout: Layout::Columnar, columns: columns.iter().map(|(_, c)| *c).collect() })
     }
 
     pub fn rows(&self) -> usize {
@@ -186,9 +168,7 @@ fn unique_names<'s>(names: impl Iterator<Item = &'s str>) -> Result<Vec<String>>
     let mut out: Vec<String> = Vec::new();
     for name in names {
         if out.iter().any(|n| n == name) {
-            return Err(Error::InvalidInput(format!(
-                "feature {name:?} is given twice"
-            )));
+            return Err(Error::InvalidInput(format!("feature {name:?} is given twice")));
         }
         out.push(name.to_string());
     }
@@ -209,10 +189,7 @@ pub(crate) struct Schema {
 }
 
 impl Schema {
-    pub fn new<'m>(
-        members: impl IntoIterator<Item = (&'m str, &'m [String])>,
-        policy: &NonFinitePolicy,
-    ) -> Schema {
+    pub fn new<'m>(members: impl IntoIterator<Item = (&'m str, &'m [String])>, policy: &NonFinitePolicy) -> Schema {
         let mut names: Vec<String> = Vec::new();
         let mut needed_by = Vec::new();
         for (model, features) in members {
@@ -225,18 +202,11 @@ impl Schema {
         }
         let imputed = match policy {
             NonFinitePolicy::Refuse => None,
-            NonFinitePolicy::Impute { value, per_feature } => Some(
-                names
-                    .iter()
-                    .map(|n| per_feature.get(n).copied().unwrap_or(*value))
-                    .collect(),
-            ),
+            NonFinitePolicy::Impute { value, per_feature } => {
+                Some(names.iter().map(|n| per_feature.get(n).copied().unwrap_or(*value)).collect())
+            }
         };
-        Schema {
-            names,
-            needed_by,
-            imputed,
-        }
+        Schema { names, needed_by, imputed }
     }
 
     pub fn names(&self) -> &[String] {
@@ -254,11 +224,7 @@ impl Schema {
         }
         match &self.imputed {
             Some(replacements) => Ok(replacements[column]),
-            None => Err(Error::NonFinite {
-                feature: self.names[column].clone(),
-                value,
-                row,
-            }),
+            None => Err(Error::NonFinite { feature: self.names[column].clone(), value, row }),
         }
     }
 
@@ -294,19 +260,17 @@ impl Schema {
 
     /// Fills `out` with `batch.rows() × schema width` values, row-major in schema order.
     pub fn fill_from_batch(&self, batch: &Batch<'_>, out: &mut Vec<f32>) -> Result<()> {
-        let source: Vec<usize> =
-            self.names
-                .iter()
-                .enumerate()
-                .map(|(column, name)| {
-                    batch.names.iter().position(|n| n == name).ok_or_else(|| {
-                        Error::MissingFeature {
-                            feature: name.clone(),
-                            model: self.needed_by[column].clone(),
-                        }
-                    })
+        let source: Vec<usize> = self
+            .names
+            .iter()
+            .enumerate()
+            .map(|(column, name)| {
+                batch.names.iter().position(|n| n == name).ok_or_else(|| Error::MissingFeature {
+                    feature: name.clone(),
+                    model: self.needed_by[column].clone(),
                 })
-                .collect::<Result<_>>()?;
+            })
+            .collect::<Result<_>>()?;
         out.clear();
         out.reserve(batch.rows * source.len());
         for row in 0..batch.rows {

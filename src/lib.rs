@@ -16,8 +16,7 @@ pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};
 pub use error::{Error, Result};
 pub use features::{Batch, Features, NonFinitePolicy};
 pub use registry::{
-    Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry, Task,
-    VersionSpec,
+    Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry, Task, VersionSpec,
 };
 pub use replay::{ReplayOptions, ReplayReport};
 pub use runtime::{Runtime, RuntimeOptions};

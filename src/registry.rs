@@ -87,23 +87,16 @@ impl FromStr for OutputSpec {
         let (name, column) = match s.rsplit_once(':') {
             Some((name, column)) => {
                 let column = column.parse().map_err(|_| {
-                    Error::Config(format!(
-                        "output {s:?}: column {column:?} is not a non-negative integer"
-                    ))
+                    Error::Config(format!("output {s:?}: column {column:?} is not a non-negative integer"))
                 })?;
                 (name, Some(column))
             }
             None => (s, None),
         };
         if name.is_empty() {
-            return Err(Error::Config(format!(
-                "output {s:?}: the output name is empty"
-            )));
+            return Err(Error::Config(format!("output {s:?}: the output name is empty")));
         }
-        Ok(OutputSpec {
-            name: name.to_string(),
-            column,
-        })
+        Ok(OutputSpec { name: name.to_string(), column })
     }
 }
 
@@ -147,8 +140,7 @@ pub struct ModelMetadata {
 impl ModelMetadata {
     /// Parses and validates a `metadata.json` document.
     pub fn from_json(bytes: &[u8]) -> Result<ModelMetadata> {
-        let meta: ModelMetadata =
-            serde_json::from_slice(bytes).map_err(|e| Error::json("model metadata", e))?;
+        let meta: ModelMetadata = serde_json::from_slice(bytes).map_err(|e| Error::json("model metadata", e))?;
         meta.validate()?;
         Ok(meta)
     }
@@ -158,10 +150,7 @@ impl ModelMetadata {
         validate_version(self.version)?;
         validate_features(&self.name, &self.features)?;
         if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::Config(format!(
-                "model {:?}: sha256 {:?} is not 64 hex digits",
-                self.name, self.sha256
-            )));
+            return Err(Error::Config(format!("model {:?}: sha256 {:?} is not 64 hex digits", self.name, self.sha256)));
         }
         Ok(())
     }
@@ -169,20 +158,14 @@ impl ModelMetadata {
 
 fn validate_version(version: u32) -> Result<()> {
     if version == 0 {
-        return Err(Error::InvalidName {
-            what: "model version",
-            value: "0".into(),
-            reason: "versions start at 1",
-        });
+        return Err(Error::InvalidName { what: "model version", value: "0".into(), reason: "versions start at 1" });
     }
     Ok(())
 }
 
 pub(crate) fn validate_features(model: &str, features: &[String]) -> Result<()> {
     if features.is_empty() {
-        return Err(Error::Config(format!(
-            "model {model:?} declares no input features"
-        )));
+        return Err(Error::Config(format!("model {model:?} declares no input features")));
     }
     let mut seen = std::collections::HashSet::new();
     for f in features {
@@ -192,9 +175,7 @@ pub(crate) fn validate_features(model: &str, features: &[String]) -> Result<()> 
             )));
         }
         if !seen.insert(f.as_str()) {
-            return Err(Error::Config(format!(
-                "model {model:?}: feature {f:?} is declared twice"
-            )));
+            return Err(Error::Config(format!("model {model:?}: feature {f:?} is declared twice")));
         }
     }
     Ok(())
@@ -226,10 +207,7 @@ impl ModelRegistration {
             name: name.into(),
             file: file.into(),
             features: features.into_iter().map(Into::into).collect(),
-            output: OutputSpec {
-                name: "probabilities".into(),
-                column: Some(1),
-            },
+            output: OutputSpec { name: "probabilities".into(), column: Some(1) },
             kind: ModelKind::Other,
             task: Task::Classification,
             version: None,
@@ -361,16 +339,11 @@ impl Registry {
     /// Copies the artifact in after checking that ONNX Runtime loads it, that it has one float input
     /// whose width matches the declared features, and that the declared output exists with a usable
     /// shape (one row of zeros is run through it).
-    pub fn register(
-        &self,
-        runtime: &Runtime,
-        registration: ModelRegistration,
-    ) -> Result<ModelMetadata> {
+    pub fn register(&self, runtime: &Runtime, registration: ModelRegistration) -> Result<ModelMetadata> {
         let r = registration;
         store::validate_name("model name", &r.name)?;
         validate_features(&r.name, &r.features)?;
-        let bytes = fs::read(&r.file)
-            .map_err(|e| Error::io(format!("reading model file {}", r.file.display()), e))?;
+        let bytes = fs::read(&r.file).map_err(|e| Error::io(format!("reading model file {}", r.file.display()), e))?;
         check_model(runtime, &r.name, &bytes, &r.features, &r.output)?;
 
         let model_dir = self.model_dir(&r.name)?;
@@ -397,27 +370,20 @@ impl Registry {
         };
         let final_dir = model_dir.join(version.to_string());
         if final_dir.exists() {
-            return Err(Error::AlreadyExists {
-                what: "model version",
-                name: format!("{}@{version}", r.name),
-            });
+            return Err(Error::AlreadyExists { what: "model version", name: format!("{}@{version}", r.name) });
         }
         let staging = model_dir.join(store::temporary_name(&version.to_string()));
         let publish = || -> Result<()> {
             store::create_dir_all(&staging)?;
             store::write_synced(&staging.join(MODEL_FILE), &bytes)?;
-            let json =
-                serde_json::to_vec_pretty(&meta).map_err(|e| Error::json("model metadata", e))?;
+            let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::json("model metadata", e))?;
             store::write_synced(&staging.join(METADATA_FILE), &json)?;
             store::sync_dir(&staging);
             // rename(2) refuses to replace a non-empty directory: a concurrent registration of the
             // same version loses cleanly instead of mixing files.
             fs::rename(&staging, &final_dir).map_err(|e| {
                 if final_dir.exists() {
-                    Error::AlreadyExists {
-                        what: "model version",
-                        name: format!("{}@{version}", meta.name),
-                    }
+                    Error::AlreadyExists { what: "model version", name: format!("{}@{version}", meta.name) }
                 } else {
                     Error::io(format!("publishing {}", final_dir.display()), e)
                 }
@@ -451,13 +417,7 @@ impl Registry {
             };
             let default_version = self.default_version(&name)?;
             let meta = self.get(&name, latest)?;
-            out.push(ModelSummary {
-                name,
-                versions,
-                default_version,
-                kind: meta.kind,
-                task: meta.task,
-            });
+            out.push(ModelSummary { name, versions, default_version, kind: meta.kind, task: meta.task });
         }
         Ok(out)
     }
@@ -481,9 +441,7 @@ impl Registry {
     pub fn get(&self, name: &str, version: u32) -> Result<ModelMetadata> {
         let path = self.version_dir(name, version)?.join(METADATA_FILE);
         let bytes = fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                Error::not_found("model version", format!("{name}@{version}"))
-            }
+            std::io::ErrorKind::NotFound => Error::not_found("model version", format!("{name}@{version}")),
             _ => Error::io(format!("reading {}", path.display()), e),
         })?;
         let meta = ModelMetadata::from_json(&bytes)?;
@@ -500,10 +458,7 @@ impl Registry {
 
     /// The highest version of `name`.
     pub fn latest(&self, name: &str) -> Result<ModelMetadata> {
-        let version = *self
-            .versions(name)?
-            .last()
-            .ok_or_else(|| Error::not_found("model", name))?;
+        let version = *self.versions(name)?.last().ok_or_else(|| Error::not_found("model", name))?;
         self.get(name, version)
     }
 
@@ -512,13 +467,10 @@ impl Registry {
         let path = self.model_dir(name)?.join(DEFAULT_FILE);
         match fs::read_to_string(&path) {
             Ok(text) => {
-                let version = text.trim().parse::<u32>().map_err(|_| {
-                    Error::Config(format!(
-                        "{} holds {:?}, not a version",
-                        path.display(),
-                        text.trim()
-                    ))
-                })?;
+                let version = text
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|_| Error::Config(format!("{} holds {:?}, not a version", path.display(), text.trim())))?;
                 Ok(version)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(self.latest(name)?.version),
@@ -537,10 +489,7 @@ impl Registry {
     /// Makes `version` the one `default` resolves to.
     pub fn set_default(&self, name: &str, version: u32) -> Result<()> {
         self.get(name, version)?;
-        store::write_atomic(
-            &self.model_dir(name)?.join(DEFAULT_FILE),
-            format!("{version}\n").as_bytes(),
-        )
+        store::write_atomic(&self.model_dir(name)?.join(DEFAULT_FILE), format!("{version}\n").as_bytes())
     }
 
     /// Removes one version, or the whole model when `version` is `None`.
@@ -566,9 +515,7 @@ impl Registry {
         let _ = fs::remove_dir_all(&trash);
         if let Some(v) = version {
             let default_path = model_dir.join(DEFAULT_FILE);
-            let pointed = fs::read_to_string(&default_path)
-                .ok()
-                .and_then(|t| t.trim().parse::<u32>().ok());
+            let pointed = fs::read_to_string(&default_path).ok().and_then(|t| t.trim().parse::<u32>().ok());
             if pointed == Some(v) {
                 let _ = fs::remove_file(&default_path);
             }
@@ -584,25 +531,17 @@ impl Registry {
     /// Reads a version's ONNX bytes and verifies them against the recorded sha256.
     pub fn read_verified(&self, meta: &ModelMetadata) -> Result<Vec<u8>> {
         let path = self.model_path(&meta.name, meta.version)?;
-        let bytes =
-            fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let bytes = fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let actual = sha256_hex(&bytes);
         if !actual.eq_ignore_ascii_case(&meta.sha256) {
-            return Err(Error::ChecksumMismatch {
-                path,
-                expected: meta.sha256.clone(),
-                actual,
-            });
+            return Err(Error::ChecksumMismatch { path, expected: meta.sha256.clone(), actual });
         }
         Ok(bytes)
     }
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Loads `bytes` in ONNX Runtime and checks them against the declared features and output.
@@ -614,10 +553,7 @@ pub(crate) fn check_model(
     output: &OutputSpec,
 ) -> Result<()> {
     let mut session = runtime.session(name, bytes)?;
-    let load_error = |reason: String| Error::ModelLoad {
-        model: name.to_string(),
-        reason,
-    };
+    let load_error = |reason: String| Error::ModelLoad { model: name.to_string(), reason };
     let input_width = single_float_input_width(&session).map_err(load_error)?;
     if let Some(width) = input_width {
         if width != features.len() {
@@ -628,36 +564,23 @@ pub(crate) fn check_model(
             )));
         }
     }
-    let output_names: Vec<String> = session
-        .outputs()
-        .iter()
-        .map(|o| o.name().to_string())
-        .collect();
+    let output_names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
     if !output_names.contains(&output.name) {
-        return Err(load_error(format!(
-            "it has no output {:?} (outputs: {})",
-            output.name,
-            output_names.join(", ")
-        )));
+        return Err(load_error(format!("it has no output {:?} (outputs: {})", output.name, output_names.join(", "))));
     }
     let zeros = vec![0f32; features.len()];
     let tensor = TensorRef::from_array_view(([1usize, features.len()], zeros.as_slice()))?;
     let outputs = session
         .run(ort::inputs![tensor])
         .map_err(|e| load_error(format!("a trial run on one row of zeros failed: {e}")))?;
-    let value = outputs.get(&output.name).ok_or_else(|| {
-        load_error(format!(
-            "a trial run did not produce output {:?}",
-            output.name
-        ))
-    })?;
+    let value = outputs
+        .get(&output.name)
+        .ok_or_else(|| load_error(format!("a trial run did not produce output {:?}", output.name)))?;
     read_output_column(name, value, output, 1).map(|_| ())
 }
 
 /// `Ok(Some(width))` for a `[batch, width]` float input, `Ok(None)` when the width is dynamic.
-pub(crate) fn single_float_input_width(
-    session: &ort::session::Session,
-) -> std::result::Result<Option<usize>, String> {
+pub(crate) fn single_float_input_width(session: &ort::session::Session) -> std::result::Result<Option<usize>, String> {
     let inputs = session.inputs();
     if inputs.len() != 1 {
         return Err(format!(
@@ -667,11 +590,9 @@ pub(crate) fn single_float_input_width(
         ));
     }
     match inputs[0].dtype() {
-        ValueType::Tensor {
-            ty: TensorElementType::Float32,
-            shape,
-            ..
-        } if shape.len() == 2 => Ok((shape[1] >= 0).then_some(shape[1] as usize)),
+        ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } if shape.len() == 2 => {
+            Ok((shape[1] >= 0).then_some(shape[1] as usize))
+        }
         other => Err(format!(
             "its input {:?} is {other:?}; quorum needs a float32 tensor [batch, features]",
             inputs[0].name()
@@ -695,9 +616,7 @@ pub(crate) fn read_output_column<'v>(
         },
         found,
     };
-    let (shape, data) = value
-        .try_extract_tensor::<f32>()
-        .map_err(|_| shape_error(format!("{:?}", value.dtype())))?;
+    let (shape, data) = value.try_extract_tensor::<f32>().map_err(|_| shape_error(format!("{:?}", value.dtype())))?;
     let dims: &[i64] = shape;
     let found = || format!("shape {dims:?}");
     let (stride, column) = match (dims, output.column) {
@@ -706,11 +625,7 @@ pub(crate) fn read_output_column<'v>(
         ([n, c], Some(col)) if *n as usize == rows && (col as i64) < *c => (*c as usize, col),
         _ => return Err(shape_error(found())),
     };
-    Ok(OutputColumn {
-        data,
-        stride,
-        column,
-    })
+    Ok(OutputColumn { data, stride, column })
 }
 
 /// A strided view of one output column.

@@ -57,20 +57,14 @@ pub struct Table {
 
 impl Table {
     pub fn read(path: &Path) -> Result<Table> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         Table::parse(&text)
     }
 
     pub fn parse(text: &str) -> Result<Table> {
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let header = lines
-            .next()
-            .ok_or_else(|| Error::InvalidInput("the CSV file is empty".into()))?;
-        let columns: Vec<String> = header
-            .split(',')
-            .map(|c| c.trim().trim_matches('"').to_string())
-            .collect();
+        let header = lines.next().ok_or_else(|| Error::InvalidInput("the CSV file is empty".into()))?;
+        let columns: Vec<String> = header.split(',').map(|c| c.trim().trim_matches('"').to_string()).collect();
         let mut cells = Vec::new();
         for (i, line) in lines.enumerate() {
             let fields: Vec<&str> = line.split(',').collect();
@@ -82,17 +76,10 @@ impl Table {
                     columns.len()
                 )));
             }
-            cells.extend(
-                fields
-                    .iter()
-                    .zip(&columns)
-                    .map(|(f, c)| parse_cell(f.trim(), c, i + 2)),
-            );
+            cells.extend(fields.iter().zip(&columns).map(|(f, c)| parse_cell(f.trim(), c, i + 2)));
         }
         if cells.is_empty() {
-            return Err(Error::InvalidInput(
-                "the CSV file has a header but no rows".into(),
-            ));
+            return Err(Error::InvalidInput("the CSV file has a header but no rows".into()));
         }
         Ok(Table { columns, cells })
     }
@@ -103,18 +90,12 @@ impl Table {
 
     pub fn column_index(&self, name: &str) -> Result<usize> {
         self.columns.iter().position(|c| c == name).ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "the CSV file has no column {name:?} (columns: {})",
-                self.columns.join(",")
-            ))
+            Error::InvalidInput(format!("the CSV file has no column {name:?} (columns: {})", self.columns.join(",")))
         })
     }
 
     pub fn cell(&self, row: usize, column: usize) -> std::result::Result<f32, &str> {
-        self.cells[row * self.columns.len() + column]
-            .as_ref()
-            .copied()
-            .map_err(String::as_str)
+        self.cells[row * self.columns.len() + column].as_ref().copied().map_err(String::as_str)
     }
 }
 
@@ -122,17 +103,11 @@ fn parse_cell(text: &str, column: &str, line: usize) -> std::result::Result<f32,
     if text.is_empty() {
         return Ok(f32::NAN);
     }
-    text.parse::<f32>()
-        .map_err(|_| format!("CSV line {line}, column {column:?}: {text:?} is not a number"))
+    text.parse::<f32>().map_err(|_| format!("CSV line {line}, column {column:?}: {text:?} is not a number"))
 }
 
 /// Replays `data` through `ensemble` in file order.
-pub fn replay(
-    engine: &InferenceEngine,
-    ensemble: &str,
-    data: &Path,
-    options: &ReplayOptions,
-) -> Result<ReplayReport> {
+pub fn replay(engine: &InferenceEngine, ensemble: &str, data: &Path, options: &ReplayOptions) -> Result<ReplayReport> {
     let table = Table::read(data)?;
     replay_table(engine, ensemble, &table, options)
 }
@@ -147,11 +122,7 @@ pub fn replay_table(
     let handle = engine.ensemble(ensemble)?;
     let task = handle.task();
     let outcome_column = table.column_index(&options.outcome)?;
-    let feature_columns = handle
-        .feature_names()
-        .iter()
-        .map(|f| table.column_index(f))
-        .collect::<Result<Vec<_>>>()?;
+    let feature_columns = handle.feature_names().iter().map(|f| table.column_index(f)).collect::<Result<Vec<_>>>()?;
     let mut ensemble_acc = MetricsAccumulator::default();
     let mut member_acc: Vec<(String, MetricsAccumulator)> = Vec::new();
     let mut latencies = Vec::with_capacity(table.rows());
@@ -162,15 +133,9 @@ pub fn replay_table(
         let attempt = (|| -> Result<(crate::Prediction, f32)> {
             row_values.clear();
             for &c in &feature_columns {
-                row_values.push(
-                    table
-                        .cell(row, c)
-                        .map_err(|e| Error::InvalidInput(e.to_string()))?,
-                );
+                row_values.push(table.cell(row, c).map_err(|e| Error::InvalidInput(e.to_string()))?);
             }
-            let outcome = table
-                .cell(row, outcome_column)
-                .map_err(|e| Error::InvalidInput(e.to_string()))?;
+            let outcome = table.cell(row, outcome_column).map_err(|e| Error::InvalidInput(e.to_string()))?;
             if !outcome.is_finite() {
                 return Err(Error::InvalidInput(format!("the outcome is {outcome}")));
             }
@@ -193,11 +158,7 @@ pub fn replay_table(
                         .map(|c| (c.model.to_string(), MetricsAccumulator::default()))
                         .collect();
                 }
-                for (c, (_, acc)) in prediction
-                    .model_contributions
-                    .iter()
-                    .zip(member_acc.iter_mut())
-                {
+                for (c, (_, acc)) in prediction.model_contributions.iter().zip(member_acc.iter_mut()) {
                     if let Some(p) = c.prediction {
                         acc.add(p, outcome);
                     }
@@ -216,16 +177,9 @@ pub fn replay_table(
         refused,
         first_refusal,
         ensemble: ensemble_acc.metrics(task),
-        members: member_acc
-            .into_iter()
-            .map(|(n, a)| (n, a.metrics(task)))
-            .collect(),
+        members: member_acc.into_iter().map(|(n, a)| (n, a.metrics(task))).collect(),
         latency_ms: percentiles(&mut latencies),
-        throughput: if elapsed > 0.0 {
-            scored as f64 / elapsed
-        } else {
-            0.0
-        },
+        throughput: if elapsed > 0.0 { scored as f64 / elapsed } else { 0.0 },
     })
 }
 
@@ -239,23 +193,13 @@ pub fn percentiles(samples: &mut [f64]) -> LatencyPercentiles {
         let rank = (q * samples.len() as f64).ceil() as usize;
         samples[rank.clamp(1, samples.len()) - 1]
     };
-    LatencyPercentiles {
-        p50: at(0.50),
-        p95: at(0.95),
-        p99: at(0.99),
-    }
+    LatencyPercentiles { p50: at(0.50), p95: at(0.95), p99: at(0.99) }
 }
 
 impl fmt::Display for ReplayReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.4}", v));
-        writeln!(
-            f,
-            "rows {}  scored {}  refused {}",
-            self.rows,
-            self.rows - self.refused,
-            self.refused
-        )?;
+        writeln!(f, "rows {}  scored {}  refused {}", self.rows, self.rows - self.refused, self.refused)?;
         if let Some(first) = &self.first_refusal {
             writeln!(f, "first refusal: {first}")?;
         }
@@ -265,8 +209,8 @@ impl fmt::Display for ReplayReport {
             "{:<14} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "predictor", "count", "accuracy", "precision", "recall", "f1", "mae", "rmse"
         )?;
-        let rows = std::iter::once(("ensemble", &self.ensemble))
-            .chain(self.members.iter().map(|(n, m)| (n.as_str(), m)));
+        let rows =
+            std::iter::once(("ensemble", &self.ensemble)).chain(self.members.iter().map(|(n, m)| (n.as_str(), m)));
         for (name, m) in rows {
             writeln!(
                 f,
@@ -287,10 +231,6 @@ impl fmt::Display for ReplayReport {
             "latency per prediction: p50 {:.4} ms  p95 {:.4} ms  p99 {:.4} ms",
             self.latency_ms.p50, self.latency_ms.p95, self.latency_ms.p99
         )?;
-        write!(
-            f,
-            "throughput: {:.0} predictions/s (one thread, predict + record outcome)",
-            self.throughput
-        )
+        write!(f, "throughput: {:.0} predictions/s (one thread, predict + record outcome)", self.throughput)
     }
 }

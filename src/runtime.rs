@@ -95,9 +95,7 @@ impl RuntimeOptions {
             return Err(Error::Config("intra_threads must be at least 1".into()));
         }
         if self.sessions_per_model == 0 {
-            return Err(Error::Config(
-                "sessions_per_model must be at least 1".into(),
-            ));
+            return Err(Error::Config("sessions_per_model must be at least 1".into()));
         }
         Ok(())
     }
@@ -112,30 +110,34 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
-            .field("options", &self.options)
-            .finish_non_exhaustive()
+        f.debug_struct("Runtime").field("options", &self.options).finish_non_exhaustive()
     }
 }
 
 static LOADED_FROM: OnceLock<PathBuf> = OnceLock::new();
+
+/// ONNX Runtime allows one environment per process; every [`Runtime`] shares it.
+fn environment() -> Result<Environment> {
+    static ENVIRONMENT: Mutex<Option<Environment>> = Mutex::new(None);
+    let mut slot = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(env) = slot.as_ref() {
+        return Ok(env.clone());
+    }
+    let env = ort::init()
+        .with_name("quorum")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| Error::RuntimeUnavailable(format!("creating the ONNX Runtime environment failed: {e}")))?;
+    *slot = Some(env.clone());
+    Ok(env)
+}
 
 impl Runtime {
     /// Loads ONNX Runtime (once per process) and prepares an environment.
     pub fn new(options: RuntimeOptions) -> Result<Runtime> {
         options.validate()?;
         load_library(options.dylib_path.as_deref())?;
-        let environment = ort::init()
-            .with_name("quorum")
-            .with_telemetry(false)
-            .build()
-            .map_err(|e| {
-                Error::RuntimeUnavailable(format!("creating the environment failed: {e}"))
-            })?;
-        Ok(Runtime {
-            environment,
-            options,
-        })
+        Ok(Runtime { environment: environment()?, options })
     }
 
     pub fn options(&self) -> &RuntimeOptions {
@@ -149,10 +151,7 @@ impl Runtime {
 
     /// Builds one session on `bytes` with quorum's threading settings.
     pub(crate) fn session(&self, model: &str, bytes: &[u8]) -> Result<Session> {
-        let load_error = |reason: String| Error::ModelLoad {
-            model: model.to_string(),
-            reason,
-        };
+        let load_error = |reason: String| Error::ModelLoad { model: model.to_string(), reason };
         let o = &self.options;
         Session::builder(&self.environment)
             .and_then(|b| {
@@ -187,19 +186,14 @@ fn load_library(explicit: Option<&Path>) -> Result<()> {
             }
             Err(e) => {
                 // An explicit choice that fails is an error, not a reason to silently pick another library.
-                if explicit.is_some()
-                    || std::env::var_os("ORT_DYLIB_PATH").is_some_and(|v| !v.is_empty())
-                {
+                if explicit.is_some() || std::env::var_os("ORT_DYLIB_PATH").is_some_and(|v| !v.is_empty()) {
                     return Err(Error::RuntimeUnavailable(format!("{e}; {INSTALL_HINT}")));
                 }
                 tried.push(format!("{} ({e})", path.display()));
             }
         }
     }
-    Err(Error::RuntimeUnavailable(format!(
-        "no libonnxruntime found (tried: {}); {INSTALL_HINT}",
-        tried.join("; ")
-    )))
+    Err(Error::RuntimeUnavailable(format!("no libonnxruntime found (tried: {}); {INSTALL_HINT}", tried.join("; "))))
 }
 
 fn candidate_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
@@ -217,19 +211,11 @@ fn candidate_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
     for dir in cwd.iter().flat_map(|d| d.ancestors()) {
         found.extend(wheel_library(&dir.join(".venv")));
     }
-    found.extend(wheel_library(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"),
-    ));
+    found.extend(wheel_library(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv")));
     for dir in cwd.iter().flat_map(|d| d.ancestors()) {
-        found.extend(node_library(
-            &dir.join("node_modules").join("onnxruntime-node"),
-        ));
+        found.extend(node_library(&dir.join("node_modules").join("onnxruntime-node")));
     }
-    found.push(PathBuf::from(format!(
-        "{}onnxruntime{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    )));
+    found.push(PathBuf::from(format!("{}onnxruntime{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)));
     found
 }
 
@@ -237,14 +223,10 @@ fn candidate_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
 fn wheel_library(venv: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for python in read_dir_sorted(&venv.join("lib")) {
-        let capi = python
-            .join("site-packages")
-            .join("onnxruntime")
-            .join("capi");
+        let capi = python.join("site-packages").join("onnxruntime").join("capi");
         found.extend(read_dir_sorted(&capi).into_iter().filter(|p| {
             file_name_starts(p, "libonnxruntime.so.")
-                || file_name_starts(p, "libonnxruntime.")
-                    && p.extension().is_some_and(|e| e == "dylib")
+                || file_name_starts(p, "libonnxruntime.") && p.extension().is_some_and(|e| e == "dylib")
         }));
     }
     found
@@ -256,11 +238,7 @@ fn node_library(package: &Path) -> Vec<PathBuf> {
     let (os, arch) = (std::env::consts::OS, node_arch());
     for napi in read_dir_sorted(&package.join("bin")) {
         let dir = napi.join(os).join(arch);
-        found.extend(
-            read_dir_sorted(&dir)
-                .into_iter()
-                .filter(|p| file_name_starts(p, "libonnxruntime.so")),
-        );
+        found.extend(read_dir_sorted(&dir).into_iter().filter(|p| file_name_starts(p, "libonnxruntime.so")));
     }
     found
 }
@@ -274,15 +252,12 @@ fn node_arch() -> &'static str {
 }
 
 fn file_name_starts(path: &Path, prefix: &str) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(prefix))
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix))
 }
 
 fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     // Newest version last in name order; prefer it.
     entries.sort();
     entries.reverse();
@@ -305,17 +280,12 @@ pub(crate) struct Slot {
 
 impl SessionPool {
     pub fn new(slots: Vec<Slot>) -> SessionPool {
-        SessionPool {
-            idle: Mutex::new(slots),
-            returned: Condvar::new(),
-        }
+        SessionPool { idle: Mutex::new(slots), returned: Condvar::new() }
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Slot>> {
         // The guarded Vec is consistent even if a holder panicked (push/pop only).
-        self.idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Takes a session, waiting while all are busy.
@@ -323,15 +293,9 @@ impl SessionPool {
         let mut idle = self.lock();
         loop {
             if let Some(slot) = idle.pop() {
-                return PooledSlot {
-                    pool: self,
-                    slot: Some(slot),
-                };
+                return PooledSlot { pool: self, slot: Some(slot) };
             }
-            idle = self
-                .returned
-                .wait(idle)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            idle = self.returned.wait(idle).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
     }
 }

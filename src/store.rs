@@ -15,13 +15,7 @@ pub const MAX_NAME_LEN: usize = 128;
 /// Checks that `value` can be used as one path component: 1–128 characters of `A-Z a-z 0-9 . _ -`,
 /// not starting with `.` (hidden and temporary entries start with a dot) and not `.`/`..`.
 pub fn validate_name(what: &'static str, value: &str) -> Result<()> {
-    let invalid = |reason| {
-        Err(Error::InvalidName {
-            what,
-            value: value.to_string(),
-            reason,
-        })
-    };
+    let invalid = |reason| Err(Error::InvalidName { what, value: value.to_string(), reason });
     if value.is_empty() {
         return invalid("it is empty");
     }
@@ -34,10 +28,7 @@ pub fn validate_name(what: &'static str, value: &str) -> Result<()> {
     if value.chars().any(char::is_control) {
         return invalid("it contains control characters");
     }
-    if !value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+    if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
         return invalid("only letters, digits, '.', '_' and '-' are allowed (no '/', spaces or other characters)");
     }
     Ok(())
@@ -46,30 +37,17 @@ pub fn validate_name(what: &'static str, value: &str) -> Result<()> {
 /// A name for a temporary sibling that no reader lists (it starts with a dot) and no concurrent writer shares.
 pub fn temporary_name(base: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        ".tmp-{base}-{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!(".tmp-{base}-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Writes `bytes` to `path` so that readers see either the old file or the whole new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::Config(format!("{} has no parent directory", path.display())))?;
+    let dir = path.parent().ok_or_else(|| Error::Config(format!("{} has no parent directory", path.display())))?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(temporary_name(file_name));
     let result = write_synced(&tmp, bytes).and_then(|()| {
-        fs::rename(&tmp, path).map_err(|e| {
-            Error::io(
-                format!("renaming {} to {}", tmp.display(), path.display()),
-                e,
-            )
-        })
+        fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming {} to {}", tmp.display(), path.display()), e))
     });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -100,9 +78,7 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
 
 /// Current UTC time as RFC 3339 (`2026-11-27T10:32:12Z`).
 pub fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     rfc3339(secs)
 }
 
@@ -119,12 +95,7 @@ pub fn rfc3339(unix_secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -133,23 +104,8 @@ mod tests {
 
     #[test]
     fn names_that_escape_or_confuse_are_refused() {
-        for bad in [
-            "",
-            "../x",
-            "/etc/passwd",
-            "a/b",
-            "..",
-            ".",
-            ".hidden",
-            "tab\there",
-            "nl\n",
-            "sp ace",
-            "é",
-        ] {
-            assert!(
-                validate_name("model name", bad).is_err(),
-                "{bad:?} accepted"
-            );
+        for bad in ["", "../x", "/etc/passwd", "a/b", "..", ".", ".hidden", "tab\there", "nl\n", "sp ace", "é"] {
+            assert!(validate_name("model name", bad).is_err(), "{bad:?} accepted");
         }
         for good in ["technical", "tech-v2", "a.b_c", "X1"] {
             validate_name("model name", good).unwrap_or_else(|e| panic!("{good:?} refused: {e}"));

@@ -56,9 +56,7 @@ impl std::str::FromStr for StrategyKind {
         match s {
             "soft-vote" | "soft_vote" | "soft" => Ok(StrategyKind::SoftVote),
             "majority" | "hard-vote" | "hard_vote" => Ok(StrategyKind::Majority),
-            other => Err(Error::Config(format!(
-                "unknown strategy {other:?}; expected soft-vote or majority"
-            ))),
+            other => Err(Error::Config(format!("unknown strategy {other:?}; expected soft-vote or majority"))),
         }
     }
 }
@@ -104,10 +102,7 @@ impl Strategy for SoftVote {
                 }
             }
         };
-        Combined {
-            prediction: mean as f32,
-            confidence: clamp_unit(confidence),
-        }
+        Combined { prediction: mean as f32, confidence: clamp_unit(confidence) }
     }
 }
 
@@ -122,22 +117,14 @@ impl Strategy for MajorityVote {
 
     fn combine(&self, _task: Task, values: &[f32], weights: &[f32]) -> Combined {
         let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
-        let yes: f64 = values
-            .iter()
-            .zip(weights)
-            .filter(|(v, _)| **v >= 0.5)
-            .map(|(_, &w)| f64::from(w))
-            .sum();
+        let yes: f64 = values.iter().zip(weights).filter(|(v, _)| **v >= 0.5).map(|(_, &w)| f64::from(w)).sum();
         let mut share = if total > 0.0 { yes / total } else { 0.5 };
         if share == 0.5 {
             // Nudge toward the soft vote's side so the class is decided, without claiming confidence.
             let soft = weighted_mean(values, weights);
             share += (soft - 0.5).signum() * f64::from(f32::EPSILON);
         }
-        let votes: Vec<f64> = values
-            .iter()
-            .map(|&v| if v >= 0.5 { 1.0 } else { 0.0 })
-            .collect();
+        let votes: Vec<f64> = values.iter().map(|&v| if v >= 0.5 { 1.0 } else { 0.0 }).collect();
         let spread = weighted_std_f64(&votes, weights, share);
         Combined {
             prediction: share as f32,
@@ -160,11 +147,7 @@ fn clamp_unit(x: f64) -> f32 {
 
 fn weighted_mean(values: &[f32], weights: &[f32]) -> f64 {
     let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
-    let sum: f64 = values
-        .iter()
-        .zip(weights)
-        .map(|(&v, &w)| f64::from(v) * f64::from(w))
-        .sum();
+    let sum: f64 = values.iter().zip(weights).map(|(&v, &w)| f64::from(v) * f64::from(w)).sum();
     if total > 0.0 {
         sum / total
     } else {
@@ -174,33 +157,19 @@ fn weighted_mean(values: &[f32], weights: &[f32]) -> f64 {
 
 fn weighted_mean_abs(values: &[f32], weights: &[f32]) -> f64 {
     let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
-    values
-        .iter()
-        .zip(weights)
-        .map(|(&v, &w)| f64::from(v).abs() * f64::from(w))
-        .sum::<f64>()
-        / total
+    values.iter().zip(weights).map(|(&v, &w)| f64::from(v).abs() * f64::from(w)).sum::<f64>() / total
 }
 
 fn weighted_std(values: &[f32], weights: &[f32], mean: f64) -> f64 {
     let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
-    let var: f64 = values
-        .iter()
-        .zip(weights)
-        .map(|(&v, &w)| f64::from(w) * (f64::from(v) - mean).powi(2))
-        .sum::<f64>()
-        / total;
+    let var: f64 =
+        values.iter().zip(weights).map(|(&v, &w)| f64::from(w) * (f64::from(v) - mean).powi(2)).sum::<f64>() / total;
     var.max(0.0).sqrt()
 }
 
 fn weighted_std_f64(values: &[f64], weights: &[f32], mean: f64) -> f64 {
     let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
-    let var: f64 = values
-        .iter()
-        .zip(weights)
-        .map(|(&v, &w)| f64::from(w) * (v - mean).powi(2))
-        .sum::<f64>()
-        / total;
+    let var: f64 = values.iter().zip(weights).map(|(&v, &w)| f64::from(w) * (v - mean).powi(2)).sum::<f64>() / total;
     var.max(0.0).sqrt()
 }
 
@@ -210,21 +179,14 @@ pub fn normalise_weights(weights: Option<&[f32]>, members: usize) -> Result<Vec<
         return Ok(vec![1.0 / members as f32; members]);
     };
     if weights.len() != members {
-        return Err(Error::Config(format!(
-            "{} weights given for {members} members",
-            weights.len()
-        )));
+        return Err(Error::Config(format!("{} weights given for {members} members", weights.len())));
     }
     if let Some(w) = weights.iter().find(|w| !w.is_finite() || **w < 0.0) {
-        return Err(Error::Config(format!(
-            "weight {w} is not a finite non-negative number"
-        )));
+        return Err(Error::Config(format!("weight {w} is not a finite non-negative number")));
     }
     let total: f32 = weights.iter().sum();
     if total <= 0.0 {
-        return Err(Error::Config(
-            "weights sum to zero; at least one member needs a positive weight".into(),
-        ));
+        return Err(Error::Config("weights sum to zero; at least one member needs a positive weight".into()));
     }
     Ok(weights.iter().map(|w| w / total).collect())
 }
@@ -247,10 +209,7 @@ mod tests {
         let agreeing = soft.combine(Task::Classification, &[0.7, 0.7], &[0.5, 0.5]);
         let disagreeing = soft.combine(Task::Classification, &[0.5, 0.9], &[0.5, 0.5]);
         assert!((agreeing.prediction - disagreeing.prediction).abs() < 1e-6);
-        assert!(
-            agreeing.confidence > disagreeing.confidence,
-            "disagreement must lower confidence"
-        );
+        assert!(agreeing.confidence > disagreeing.confidence, "disagreement must lower confidence");
     }
 
     #[test]
@@ -277,10 +236,7 @@ mod tests {
 
     #[test]
     fn weights_are_validated_and_normalised() {
-        assert_eq!(
-            normalise_weights(Some(&[2.0, 2.0]), 2).unwrap(),
-            vec![0.5, 0.5]
-        );
+        assert_eq!(normalise_weights(Some(&[2.0, 2.0]), 2).unwrap(), vec![0.5, 0.5]);
         assert_eq!(normalise_weights(None, 4).unwrap(), vec![0.25; 4]);
         assert!(normalise_weights(Some(&[1.0]), 2).is_err());
         assert!(normalise_weights(Some(&[-1.0, 2.0]), 2).is_err());

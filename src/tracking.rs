@@ -28,11 +28,7 @@ pub struct TrackingOptions {
 
 impl Default for TrackingOptions {
     fn default() -> Self {
-        TrackingOptions {
-            pending_capacity: 1 << 16,
-            pending_ttl: Duration::from_secs(24 * 3600),
-            window: 500,
-        }
+        TrackingOptions { pending_capacity: 1 << 16, pending_ttl: Duration::from_secs(24 * 3600), window: 500 }
     }
 }
 
@@ -88,10 +84,7 @@ impl MetricsAccumulator {
 
     pub fn metrics(&self, task: Task) -> Metrics {
         let ratio = |num: u64, den: u64| (den > 0).then(|| num as f64 / den as f64);
-        let mut m = Metrics {
-            count: self.count,
-            ..Metrics::default()
-        };
+        let mut m = Metrics { count: self.count, ..Metrics::default() };
         if self.count == 0 {
             return m;
         }
@@ -147,10 +140,7 @@ impl Track {
     }
 
     fn metrics(&self, task: Task) -> TrackedMetrics {
-        TrackedMetrics {
-            all_time: self.all_time.metrics(task),
-            window: self.window.metrics(task),
-        }
+        TrackedMetrics { all_time: self.all_time.metrics(task), window: self.window.metrics(task) }
     }
 }
 
@@ -202,9 +192,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Tracker {
     pub fn new(options: TrackingOptions) -> Result<Tracker> {
         if options.pending_capacity == 0 || options.window == 0 {
-            return Err(Error::Config(
-                "tracking capacity and window must be at least 1".into(),
-            ));
+            return Err(Error::Config("tracking capacity and window must be at least 1".into()));
         }
         let now = Instant::now();
         let pending = (0..options.pending_capacity)
@@ -219,11 +207,7 @@ impl Tracker {
                 })
             })
             .collect();
-        Ok(Tracker {
-            options,
-            pending,
-            stats: Mutex::new(HashMap::new()),
-        })
+        Ok(Tracker { options, pending, stats: Mutex::new(HashMap::new()) })
     }
 
     fn slot(&self, request_id: u64) -> &Mutex<Pending> {
@@ -259,9 +243,7 @@ impl Tracker {
         member_names: impl FnOnce(&EnsembleKey) -> Option<Vec<Arc<str>>>,
     ) -> Result<()> {
         if !outcome.is_finite() {
-            return Err(Error::Outcome(format!(
-                "outcome {outcome} for request {request_id} is not finite"
-            )));
+            return Err(Error::Outcome(format!("outcome {outcome} for request {request_id} is not finite")));
         }
         let (key, task, prediction, members) = {
             let mut slot = lock(self.slot(request_id));
@@ -279,20 +261,14 @@ impl Tracker {
                 )));
             }
             slot.request_id = u64::MAX; // an outcome is counted once
-            let key = slot
-                .key
-                .clone()
-                .ok_or_else(|| Error::Outcome("slot without ensemble".into()))?;
+            let key = slot.key.clone().ok_or_else(|| Error::Outcome("slot without ensemble".into()))?;
             (key, slot.task, slot.prediction, slot.members.clone())
         };
         let window = self.options.window;
         let mut stats = lock(&self.stats);
         if !stats.contains_key(&key) {
-            let names = member_names(&key).unwrap_or_else(|| {
-                (0..members.len())
-                    .map(|i| Arc::from(format!("member{i}")))
-                    .collect()
-            });
+            let names = member_names(&key)
+                .unwrap_or_else(|| (0..members.len()).map(|i| Arc::from(format!("member{i}"))).collect());
             stats.insert(
                 key.clone(),
                 Stats {
@@ -359,72 +335,32 @@ mod tests {
 
     #[test]
     fn regression_metrics_and_window() {
-        let key = EnsembleKey {
-            name: "e".into(),
-            version: 1,
-        };
-        let tracker = Tracker::new(TrackingOptions {
-            window: 2,
-            ..TrackingOptions::default()
-        })
-        .unwrap();
-        for (id, (p, o)) in [(1.0f32, 0.0f32), (2.0, 2.0), (3.0, 1.0)]
-            .into_iter()
-            .enumerate()
-        {
-            tracker.record_prediction(
-                id as u64,
-                &key,
-                Task::Regression,
-                p,
-                [p, f32::NAN].into_iter(),
-            );
-            tracker
-                .record_outcome(id as u64, o, |_| Some(vec!["a".into(), "b".into()]))
-                .unwrap();
+        let key = EnsembleKey { name: "e".into(), version: 1 };
+        let tracker = Tracker::new(TrackingOptions { window: 2, ..TrackingOptions::default() }).unwrap();
+        for (id, (p, o)) in [(1.0f32, 0.0f32), (2.0, 2.0), (3.0, 1.0)].into_iter().enumerate() {
+            tracker.record_prediction(id as u64, &key, Task::Regression, p, [p, f32::NAN].into_iter());
+            tracker.record_outcome(id as u64, o, |_| Some(vec!["a".into(), "b".into()])).unwrap();
         }
         let m = &tracker.metrics("e")[0];
         assert_eq!(m.metrics.all_time.mae, Some(1.0));
         assert_eq!(m.metrics.window.count, 2);
         assert_eq!(m.metrics.window.mae, Some(1.0));
         assert!((m.metrics.window.rmse.unwrap() - 2f64.sqrt()).abs() < 1e-9);
-        assert_eq!(
-            m.members[1].1.all_time.count, 0,
-            "a member that did not answer is not scored"
-        );
+        assert_eq!(m.members[1].1.all_time.count, 0, "a member that did not answer is not scored");
     }
 
     #[test]
     fn unknown_expired_and_repeated_outcomes_are_errors() {
-        let key = EnsembleKey {
-            name: "e".into(),
-            version: 1,
-        };
-        let tracker = Tracker::new(TrackingOptions {
-            pending_capacity: 2,
-            ..TrackingOptions::default()
-        })
-        .unwrap();
+        let key = EnsembleKey { name: "e".into(), version: 1 };
+        let tracker = Tracker::new(TrackingOptions { pending_capacity: 2, ..TrackingOptions::default() }).unwrap();
         let names = |_: &EnsembleKey| Some(vec![Arc::from("m")]);
-        assert!(
-            tracker.record_outcome(7, 1.0, names).is_err(),
-            "never predicted"
-        );
+        assert!(tracker.record_outcome(7, 1.0, names).is_err(), "never predicted");
         for id in 0..3 {
             tracker.record_prediction(id, &key, Task::Classification, 0.7, [0.7].into_iter());
         }
-        assert!(
-            tracker.record_outcome(0, 1.0, names).is_err(),
-            "evicted by newer predictions"
-        );
-        assert!(
-            tracker.record_outcome(2, 0.5, names).is_err(),
-            "not a class"
-        );
+        assert!(tracker.record_outcome(0, 1.0, names).is_err(), "evicted by newer predictions");
+        assert!(tracker.record_outcome(2, 0.5, names).is_err(), "not a class");
         tracker.record_outcome(2, 1.0, names).unwrap();
-        assert!(
-            tracker.record_outcome(2, 1.0, names).is_err(),
-            "counted twice"
-        );
+        assert!(tracker.record_outcome(2, 1.0, names).is_err(), "counted twice");
     }
 }

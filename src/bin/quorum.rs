@@ -6,20 +6,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use quorum::replay::{self, ReplayOptions};
 use quorum::{
-    EnsembleConfig, Error, Features, InferenceEngine, MemberSpec, ModelKind, ModelRegistration,
-    OutputSpec, Registry, Result, StrategyKind, Task,
+    EnsembleConfig, Error, Features, InferenceEngine, MemberSpec, ModelKind, ModelRegistration, OutputSpec, Registry,
+    Result, StrategyKind, Task,
 };
 
 #[derive(Parser, Debug)]
 #[command(name = "quorum", version, about = "Ensembles of ONNX models, in-process", long_about = None)]
 struct Cli {
     /// The quorum home: models, ensembles and state live here.
-    #[arg(
-        long,
-        global = true,
-        default_value = "./quorum-home",
-        env = "QUORUM_HOME"
-    )]
+    #[arg(long, global = true, default_value = "./quorum-home", env = "QUORUM_HOME")]
     home: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -133,11 +128,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
     match run(cli) {
@@ -169,21 +160,13 @@ fn run(cli: Cli) -> Result<()> {
             let prediction = engine(&home)?.predict(&ensemble, &features)?;
             print_json(&prediction)
         }
-        Command::Replay {
-            ensemble,
-            data,
-            outcome,
-            json,
-        } => {
+        Command::Replay { ensemble, data, outcome, json } => {
             let engine = engine(&home)?;
             let report = replay::replay(&engine, &ensemble, &data, &ReplayOptions { outcome })?;
             if json {
                 print_json(&report)
             } else {
-                println!(
-                    "replay of {} through ensemble {ensemble:?}\n",
-                    data.display()
-                );
+                println!("replay of {} through ensemble {ensemble:?}\n", data.display());
                 println!("{report}");
                 Ok(())
             }
@@ -193,21 +176,9 @@ fn run(cli: Cli) -> Result<()> {
 
 fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
     match cmd {
-        ModelsCommand::Register {
-            name,
-            file,
-            features,
-            output,
-            kind,
-            task,
-            version,
-            set_default,
-        } => {
-            let features: Vec<String> = features
-                .into_iter()
-                .map(|f| f.trim().to_string())
-                .filter(|f| !f.is_empty())
-                .collect();
+        ModelsCommand::Register { name, file, features, output, kind, task, version, set_default } => {
+            let features: Vec<String> =
+                features.into_iter().map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect();
             let mut registration = ModelRegistration::new(&name, file, features)
                 .with_output(output.parse::<OutputSpec>()?)
                 .with_kind(kind.parse::<ModelKind>()?)
@@ -234,10 +205,7 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
             if json {
                 return print_json(&list);
             }
-            println!(
-                "{:<20} {:<12} {:<15} {:>8}  versions",
-                "name", "kind", "task", "default"
-            );
+            println!("{:<20} {:<12} {:<15} {:>8}  versions", "name", "kind", "task", "default");
             for m in list {
                 let versions: Vec<String> = m.versions.iter().map(u32::to_string).collect();
                 println!(
@@ -259,9 +227,7 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
             };
             print_json(&registry.get(&name, version)?)
         }
-        ModelsCommand::SetDefault { name, version } => {
-            Registry::open(home)?.set_default(&name, version)
-        }
+        ModelsCommand::SetDefault { name, version } => Registry::open(home)?.set_default(&name, version),
         ModelsCommand::Remove { name, version } => {
             Registry::open(home)?.remove(&name, version)?;
             match version {
@@ -275,20 +241,9 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
 
 fn ensembles(home: &std::path::Path, cmd: EnsembleCommand) -> Result<()> {
     match cmd {
-        EnsembleCommand::Create {
-            name,
-            members,
-            weights,
-            strategy,
-            min_members,
-            impute,
-        } => {
-            let members = members
-                .iter()
-                .map(|m| m.trim().parse::<MemberSpec>())
-                .collect::<Result<Vec<_>>>()?;
-            let mut config =
-                EnsembleConfig::new(name, members).with_strategy(strategy.parse::<StrategyKind>()?);
+        EnsembleCommand::Create { name, members, weights, strategy, min_members, impute } => {
+            let members = members.iter().map(|m| m.trim().parse::<MemberSpec>()).collect::<Result<Vec<_>>>()?;
+            let mut config = EnsembleConfig::new(name, members).with_strategy(strategy.parse::<StrategyKind>()?);
             if let Some(w) = weights {
                 config = config.with_weights(w);
             }
@@ -296,10 +251,8 @@ fn ensembles(home: &std::path::Path, cmd: EnsembleCommand) -> Result<()> {
                 config = config.with_min_members(min);
             }
             if let Some(value) = impute {
-                config = config.with_non_finite(quorum::NonFinitePolicy::Impute {
-                    value,
-                    per_feature: Default::default(),
-                });
+                config =
+                    config.with_non_finite(quorum::NonFinitePolicy::Impute { value, per_feature: Default::default() });
             }
             let saved = engine(home)?.create_ensemble(config)?;
             println!(
@@ -307,9 +260,7 @@ fn ensembles(home: &std::path::Path, cmd: EnsembleCommand) -> Result<()> {
                 saved.name,
                 saved.version,
                 saved.members.len(),
-                serde_json::to_value(saved.strategy)
-                    .map(|v| v.as_str().unwrap_or("").to_string())
-                    .unwrap_or_default()
+                serde_json::to_value(saved.strategy).map(|v| v.as_str().unwrap_or("").to_string()).unwrap_or_default()
             );
             Ok(())
         }
@@ -317,17 +268,12 @@ fn ensembles(home: &std::path::Path, cmd: EnsembleCommand) -> Result<()> {
             let store = quorum::EnsembleStore::open(home)?;
             for name in store.list()? {
                 let config = store.get(&name)?;
-                let members: Vec<String> = config
-                    .members
-                    .iter()
-                    .map(|m| format!("{}@{}", m.model, m.version))
-                    .collect();
+                let members: Vec<String> =
+                    config.members.iter().map(|m| format!("{}@{}", m.model, m.version)).collect();
                 println!("{name}@{}  {}", config.version, members.join(","));
             }
             Ok(())
         }
-        EnsembleCommand::Show { name } => {
-            print_json(&quorum::EnsembleStore::open(home)?.get(&name)?)
-        }
+        EnsembleCommand::Show { name } => print_json(&quorum::EnsembleStore::open(home)?.get(&name)?),
     }
 }

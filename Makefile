@@ -1,0 +1,69 @@
+# quorum: every install step lives here. `make demo` and `make test` work on a fresh machine with
+# Rust, Python 3 and access to PyPI (for the onnxruntime wheel).
+
+PYTHON ?= python3
+ORT_VERSION := 1.32.0
+# Older ONNX Runtime releases the test suite checks quorum against (the npm package ships 1.30).
+ORT_COMPAT_VERSIONS := 1.30.0 1.31.0
+VENV := .venv
+VENV_STAMP := $(VENV)/.onnxruntime-$(ORT_VERSION)
+ORT_DYLIB := $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*))
+HOME_DIR := quorum-home
+QUORUM := ./target/release/quorum --home $(HOME_DIR)
+MODELS := examples/models
+
+TECHNICAL_FEATURES := ret_1d,ret_5d,ret_20d,vol_20d,hl_range,rsi_14,volume_z,nasdaq_log_volume_chg
+FUNDAMENTAL_FEATURES := default_spread,default_spread_chg,core_cpi_yoy,ff_mkt_rf,ff_smb,ff_hml,ff_rf,wti_ret_20d
+SENTIMENT_FEATURES := vix,vix_chg_1d,vix_chg_5d,vix_rel_20d,vix_zscore_60d
+
+.PHONY: demo test venv ort-compat build models bench fuzz clean
+
+venv: $(VENV_STAMP)
+$(VENV_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet onnxruntime==$(ORT_VERSION)
+	touch $@
+
+# Extracts libonnxruntime from older wheels into .ort/<version>/ (no install, no dependencies).
+ort-compat: $(foreach v,$(ORT_COMPAT_VERSIONS),.ort/$(v)/.stamp)
+.ort/%/.stamp: $(VENV_STAMP)
+	mkdir -p .ort/wheels .ort/$*
+	$(VENV)/bin/pip download --quiet --no-deps --only-binary=:all: --dest .ort/wheels onnxruntime==$*
+	$(VENV)/bin/python scripts/extract_ort_dylib.py .ort/wheels/onnxruntime-$*-*.whl .ort/$*
+	touch $@
+
+build:
+	cargo build --release
+
+demo: venv build
+	rm -rf $(HOME_DIR)
+	$(QUORUM) models register technical --file $(MODELS)/technical.onnx --features $(TECHNICAL_FEATURES) --kind technical
+	$(QUORUM) models register fundamental --file $(MODELS)/fundamental.onnx --features $(FUNDAMENTAL_FEATURES) --kind fundamental
+	$(QUORUM) models register sentiment --file $(MODELS)/sentiment.onnx --features $(SENTIMENT_FEATURES) --kind sentiment
+	$(QUORUM) models list
+	$(QUORUM) ensemble create market --members technical,fundamental,sentiment --weights 0.4,0.4,0.2 --strategy soft-vote
+	$(QUORUM) replay market --data examples/data/holdout.csv --outcome next_day_up
+
+test: venv ort-compat
+	cargo fmt --all --check
+	cargo clippy --all-targets -- -D warnings
+	cargo test --all-targets
+	cargo test --doc
+
+bench: venv
+	cargo bench --bench ensemble
+
+# Rebuilds the example models and replay data from arch's bundled market data (build time only).
+models:
+	$(PYTHON) -m venv .venv-train
+	.venv-train/bin/pip install --quiet onnxruntime==$(ORT_VERSION) scikit-learn skl2onnx onnx arch pandas numpy
+	.venv-train/bin/python scripts/train_example_models.py
+	.venv-train/bin/python scripts/make_test_fixtures.py
+
+# Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
+fuzz:
+	cd fuzz && cargo +nightly fuzz run parse_inputs -- -max_total_time=60
+
+clean:
+	cargo clean
+	rm -rf $(HOME_DIR) .ort

@@ -1,0 +1,30 @@
+"""Small hand-built ONNX models for the error-path tests (run by `make models`).
+
+fragile.onnx: a one-feature "classifier" whose positive-class probability is sqrt(x) / (1 + sqrt(x)).
+For x < 0 ONNX Runtime returns NaN, which quorum must treat as that member failing at run time.
+"""
+
+import pathlib
+
+import onnx
+from onnx import TensorProto, helper
+
+OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])
+probabilities = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])
+one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+nodes = [
+    helper.make_node("Sqrt", ["x"], ["root"]),
+    helper.make_node("Add", ["root", "one"], ["denominator"]),
+    helper.make_node("Div", ["root", "denominator"], ["p"]),
+    helper.make_node("Sub", ["one", "p"], ["q"]),
+    helper.make_node("Concat", ["q", "p"], ["probabilities"], axis=1),
+]
+graph = helper.make_graph(nodes, "fragile", [x], [probabilities], initializer=[one])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="quorum-tests")
+model.ir_version = 8
+onnx.checker.check_model(model)
+OUT.mkdir(parents=True, exist_ok=True)
+onnx.save(model, OUT / "fragile.onnx")
+print(f"wrote {OUT / 'fragile.onnx'}")

@@ -1,0 +1,75 @@
+//! Shared by the integration tests: a fresh quorum home with the three real example models.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use quorum::{EnsembleConfig, Features, InferenceEngine, MemberSpec, ModelKind, ModelRegistration};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn model_file(name: &str) -> PathBuf {
+    repo().join("examples/models").join(format!("{name}.onnx"))
+}
+
+/// (name, kind, features) of each example model, read from the manifest the training script wrote.
+pub fn example_models() -> Vec<(String, ModelKind, Vec<String>)> {
+    let text = std::fs::read_to_string(repo().join("examples/models/manifest.json")).expect("manifest");
+    let manifest: serde_json::Value = serde_json::from_str(&text).expect("manifest json");
+    manifest["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .map(|m| {
+            let kind = m["kind"].as_str().expect("kind").parse().expect("kind");
+            let features = m["features"]
+                .as_array()
+                .expect("features")
+                .iter()
+                .map(|f| f.as_str().expect("f").to_string())
+                .collect();
+            (m["name"].as_str().expect("name").to_string(), kind, features)
+        })
+        .collect()
+}
+
+pub fn features_of(name: &str) -> Vec<String> {
+    example_models().into_iter().find(|m| m.0 == name).expect("model").2
+}
+
+pub fn engine(home: &Path) -> InferenceEngine {
+    InferenceEngine::builder(home).build().expect("engine")
+}
+
+/// Registers the three example models and the `market` soft-vote ensemble.
+pub fn market_engine(home: &Path) -> InferenceEngine {
+    let engine = engine(home);
+    for (name, kind, features) in example_models() {
+        engine
+            .register_model(ModelRegistration::new(&name, model_file(&name), features).with_kind(kind))
+            .expect("register");
+    }
+    let members = ["technical", "fundamental", "sentiment"].map(|m| m.parse::<MemberSpec>().expect("member"));
+    engine.create_ensemble(EnsembleConfig::new("market", members).with_weights(vec![0.4, 0.4, 0.2])).expect("ensemble");
+    engine
+}
+
+/// The held-out replay data: (column names, rows of f32, outcome column index).
+pub fn holdout() -> (Vec<String>, Vec<Vec<f32>>) {
+    let text = std::fs::read_to_string(repo().join("examples/data/holdout.csv")).expect("holdout");
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().expect("header").split(',').skip(1).map(str::to_string).collect();
+    let rows = lines.map(|l| l.split(',').skip(1).map(|c| c.parse::<f32>().expect("number")).collect()).collect();
+    (header, rows)
+}
+
+/// The first `n` finite rows of the holdout as named features (outcome excluded).
+pub fn holdout_features(n: usize) -> Vec<Features> {
+    let (header, rows) = holdout();
+    rows.into_iter()
+        .filter(|r| r.iter().all(|v| v.is_finite()))
+        .take(n)
+        .map(|r| header.iter().zip(r).filter(|(h, _)| *h != "next_day_up").map(|(h, v)| (h.clone(), v)).collect())
+        .collect()
+}
