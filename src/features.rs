@@ -81,6 +81,11 @@ impl Features {
         self.values.get(name).copied()
     }
 
+    /// The features, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f32)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
     pub fn len(&self) -> usize {
         self.values.len()
     }
@@ -288,5 +293,57 @@ pub(crate) fn gather(dense: &[f32], schema_width: usize, indices: &[usize], out:
     out.clear();
     for row in dense.chunks_exact(schema_width) {
         out.extend(indices.iter().map(|&i| row[i]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the schema, batch layout and column order, each member receives exactly its own
+        /// features, in its declared order, for every row.
+        #[test]
+        fn members_receive_their_own_columns_in_order(
+            width in 1usize..12,
+            rows in 1usize..6,
+            picks in prop::collection::vec(prop::collection::vec(0usize..12, 1..6), 1..4),
+            rotate in 0usize..12,
+            columnar in any::<bool>(),
+        ) {
+            let all: Vec<String> = (0..width).map(|i| format!("f{i}")).collect();
+            let members: Vec<Vec<String>> = picks
+                .iter()
+                .map(|p| {
+                    let mut seen = Vec::new();
+                    for &i in p {
+                        let name = all[i % width].clone();
+                        if !seen.contains(&name) {
+                            seen.push(name);
+                        }
+                    }
+                    seen
+                })
+                .collect();
+            let schema = Schema::new(members.iter().enumerate().map(|(i, f)| (if i == 0 { "a" } else { "b" }, f.as_slice())), &NonFinitePolicy::Refuse);
+            // The caller's column order differs from the schema's.
+            let mut order = all.clone();
+            order.rotate_left(rotate % width);
+            let value = |row: usize, name: &str| (row * 100) as f32 + name[1..].parse::<f32>().unwrap();
+            let matrix: Vec<f32> = (0..rows).flat_map(|r| order.iter().map(move |n| value(r, n))).collect();
+            let columns: Vec<Vec<f32>> = order.iter().map(|n| (0..rows).map(|r| value(r, n)).collect()).collect();
+            let named: Vec<(&str, &[f32])> = order.iter().zip(&columns).map(|(n, c)| (n.as_str(), c.as_slice())).collect();
+            let batch = if columnar { Batch::columnar(&named).unwrap() } else { Batch::row_major(&order, &matrix).unwrap() };
+            let mut dense = Vec::new();
+            schema.fill_from_batch(&batch, &mut dense).unwrap();
+            for features in &members {
+                let indices: Vec<usize> = features.iter().map(|f| schema.index_of(f).unwrap()).collect();
+                let mut input = Vec::new();
+                gather(&dense, schema.names().len(), &indices, &mut input);
+                let expected: Vec<f32> = (0..rows).flat_map(|r| features.iter().map(move |f| value(r, f))).collect();
+                prop_assert_eq!(input, expected);
+            }
+        }
     }
 }

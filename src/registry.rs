@@ -348,16 +348,9 @@ impl Registry {
 
         let model_dir = self.model_dir(&r.name)?;
         store::create_dir_all(&model_dir)?;
-        let version = match r.version {
-            Some(v) => {
-                validate_version(v)?;
-                v
-            }
-            None => self.versions(&r.name)?.last().copied().unwrap_or(0) + 1,
-        };
-        let meta = ModelMetadata {
+        let mut meta = ModelMetadata {
             name: r.name.clone(),
-            version,
+            version: 0,
             kind: r.kind,
             task: r.task,
             features: r.features,
@@ -368,35 +361,58 @@ impl Registry {
             metadata: r.metadata,
             lineage: r.lineage,
         };
+        if let Some(v) = r.version {
+            validate_version(v)?;
+            meta.version = v;
+            self.publish(&model_dir, &meta, &bytes)?;
+            return Ok(meta);
+        }
+        // Another writer may take the version we picked between listing and renaming: pick again.
+        for _ in 0..32 {
+            meta.version = highest_numbered_entry(&model_dir) + 1;
+            match self.publish(&model_dir, &meta, &bytes) {
+                Err(Error::AlreadyExists { .. }) => continue,
+                other => return other.map(|()| meta),
+            }
+        }
+        Err(Error::AlreadyExists {
+            what: "model version",
+            name: format!("{}@{} (32 attempts raced)", meta.name, meta.version),
+        })
+    }
+
+    /// Writes the version into a hidden staging directory, then renames it into place.
+    fn publish(&self, model_dir: &Path, meta: &ModelMetadata, bytes: &[u8]) -> Result<()> {
+        let version = meta.version;
+        let already = || Error::AlreadyExists { what: "model version", name: format!("{}@{version}", meta.name) };
         let final_dir = model_dir.join(version.to_string());
         if final_dir.exists() {
-            return Err(Error::AlreadyExists { what: "model version", name: format!("{}@{version}", r.name) });
+            return Err(already());
         }
         let staging = model_dir.join(store::temporary_name(&version.to_string()));
         let publish = || -> Result<()> {
             store::create_dir_all(&staging)?;
-            store::write_synced(&staging.join(MODEL_FILE), &bytes)?;
-            let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::json("model metadata", e))?;
+            store::write_synced(&staging.join(MODEL_FILE), bytes)?;
+            let json = serde_json::to_vec_pretty(meta).map_err(|e| Error::json("model metadata", e))?;
             store::write_synced(&staging.join(METADATA_FILE), &json)?;
             store::sync_dir(&staging);
             // rename(2) refuses to replace a non-empty directory: a concurrent registration of the
             // same version loses cleanly instead of mixing files.
             fs::rename(&staging, &final_dir).map_err(|e| {
                 if final_dir.exists() {
-                    Error::AlreadyExists { what: "model version", name: format!("{}@{version}", meta.name) }
+                    already()
                 } else {
                     Error::io(format!("publishing {}", final_dir.display()), e)
                 }
             })?;
-            store::sync_dir(&model_dir);
+            store::sync_dir(model_dir);
             Ok(())
         };
         let published = publish();
         if published.is_err() {
             let _ = fs::remove_dir_all(&staging);
         }
-        published?;
-        Ok(meta)
+        published
     }
 
     /// Every registered model, by name.
@@ -538,6 +554,13 @@ impl Registry {
         }
         Ok(bytes)
     }
+}
+
+/// The highest number among the entries of `dir`, complete versions or not (0 when none).
+fn highest_numbered_entry(dir: &Path) -> u32 {
+    fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).max().unwrap_or(0))
+        .unwrap_or(0)
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {

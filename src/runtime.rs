@@ -144,6 +144,11 @@ impl Runtime {
         &self.options
     }
 
+    /// ONNX Runtime's build string (it names the release, e.g. `git-branch=rel-1.32.0`).
+    pub fn build_info(&self) -> &'static str {
+        ort::info()
+    }
+
     /// Where the ONNX Runtime library in use was loaded from.
     pub fn library_path() -> Option<&'static Path> {
         LOADED_FROM.get().map(PathBuf::as_path)

@@ -35,6 +35,8 @@ enum Command {
         #[arg(long)]
         features: String,
     },
+    /// Show which ONNX Runtime library is loaded, and its build.
+    Runtime,
     /// Walk forward through a CSV file: predict each row, then record its outcome.
     Replay {
         ensemble: String,
@@ -159,6 +161,12 @@ fn run(cli: Cli) -> Result<()> {
             let features = Features::from_json(&features)?;
             let prediction = engine(&home)?.predict(&ensemble, &features)?;
             print_json(&prediction)
+        }
+        Command::Runtime => {
+            let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default())?;
+            let path = quorum::Runtime::library_path().map(|p| p.display().to_string()).unwrap_or_default();
+            println!("library: {path}\nbuild: {}\noptions: {:?}", runtime.build_info(), runtime.options());
+            Ok(())
         }
         Command::Replay { ensemble, data, outcome, json } => {
             let engine = engine(&home)?;

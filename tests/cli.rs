@@ -1,0 +1,197 @@
+//! The `quorum` binary: the documented command forms, JSON contracts, errors, and ONNX Runtime
+//! versions 1.30 to 1.32 (each run is its own process, so each can load a different library).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn quorum(home: &Path, args: &[&str]) -> Output {
+    quorum_with(home, &[], args)
+}
+
+fn quorum_with(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .envs(env.iter().copied())
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .expect("run quorum")
+}
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "quorum failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+fn setup(home: &Path, env: &[(&str, &str)]) {
+    for (name, kind, features) in common::example_models() {
+        let file = common::model_file(&name);
+        let kind = format!("{kind:?}").to_lowercase();
+        let args = ["models", "register", &name, "--file", file.to_str().unwrap(), "--features", &features.join(",")];
+        let options = ["--output", "probabilities:1", "--kind", &kind, "--task", "classification"];
+        ok(quorum_with(home, env, &[&args[..], &options[..]].concat()));
+    }
+    ok(quorum_with(
+        home,
+        env,
+        &[
+            "ensemble",
+            "create",
+            "market",
+            "--members",
+            "technical,fundamental,sentiment",
+            "--weights",
+            "0.5,0.3,0.2",
+            "--strategy",
+            "soft-vote",
+        ],
+    ));
+}
+
+fn holdout() -> String {
+    common::repo().join("examples/data/holdout.csv").to_string_lossy().to_string()
+}
+
+#[test]
+fn register_list_show_predict_and_replay_json() {
+    let home = tempfile::tempdir().unwrap();
+    setup(home.path(), &[]);
+    let list = ok(quorum(home.path(), &["models", "list"]));
+    assert!(list.contains("technical") && list.contains("fundamental") && list.contains("sentiment"), "{list}");
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(quorum(home.path(), &["models", "show", "technical"]))).unwrap();
+    assert_eq!(show["kind"], "technical");
+    assert_eq!(show["output"]["column"], 1);
+    let ensembles = ok(quorum(home.path(), &["ensemble", "list"]));
+    assert!(ensembles.contains("market@1"), "{ensembles}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(quorum(home.path(), &["ensemble", "show", "market"]))).unwrap();
+    assert_eq!(shown["weights"], serde_json::json!([0.5, 0.3, 0.2]));
+
+    let features: serde_json::Map<String, serde_json::Value> =
+        common::holdout_features(1).remove(0).iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+    let text = serde_json::Value::Object(features).to_string();
+    let p: serde_json::Value =
+        serde_json::from_str(&ok(quorum(home.path(), &["predict", "market", "--features", &text]))).unwrap();
+    for key in ["prediction", "confidence", "model_contributions", "latency_ms"] {
+        assert!(p.get(key).is_some(), "{key} missing: {p}");
+    }
+    assert_eq!(p["model_contributions"].as_object().unwrap().len(), 3);
+
+    let report: serde_json::Value = serde_json::from_str(&ok(quorum(
+        home.path(),
+        &["replay", "market", "--data", &holdout(), "--outcome", "next_day_up", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(report["rows"], 501);
+    assert_eq!(report["refused"], 2, "the two zero-volume NASDAQ days");
+    for section in [
+        &report["ensemble"],
+        &report["members"]["technical"],
+        &report["members"]["fundamental"],
+        &report["members"]["sentiment"],
+    ] {
+        for key in ["accuracy", "precision", "recall", "f1_score"] {
+            let v = section[key].as_f64().unwrap_or_else(|| panic!("{key} in {section}"));
+            assert!((0.0..=1.0).contains(&v));
+        }
+    }
+    for key in ["p50", "p95", "p99"] {
+        assert!(report["latency_ms"][key].as_f64().unwrap() > 0.0);
+    }
+    assert!(report["throughput"].as_f64().unwrap() > 0.0);
+    let table = ok(quorum(home.path(), &["replay", "market", "--data", &holdout(), "--outcome", "next_day_up"]));
+    assert!(table.contains("accuracy") && table.contains("p99"), "{table}");
+
+    ok(quorum(home.path(), &["models", "remove", "sentiment"]));
+    assert!(!ok(quorum(home.path(), &["models", "list"])).contains("sentiment"));
+}
+
+fn assert_clean_failure(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "panic: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one-line error: {stderr}");
+}
+
+#[test]
+fn bad_input_is_a_one_line_error_with_a_nonzero_exit() {
+    let home = tempfile::tempdir().unwrap();
+    setup(home.path(), &[]);
+    let h = home.path();
+    assert_clean_failure(&quorum(h, &["predict", "nope", "--features", "{}"]), "ensemble not found");
+    assert_clean_failure(&quorum(h, &["predict", "market", "--features", "{\"ret_1d\": 0.1}"]), "missing feature");
+    assert_clean_failure(&quorum(h, &["predict", "market", "--features", "not json"]), "invalid JSON");
+    assert_clean_failure(&quorum(h, &["models", "show", "../etc"]), "invalid model name");
+    assert_clean_failure(
+        &quorum(h, &["models", "register", "x", "--file", "/nonexistent.onnx", "--features", "a"]),
+        "reading model file",
+    );
+    assert_clean_failure(
+        &quorum(h, &["ensemble", "create", "e", "--members", "technical", "--weights", "1,2"]),
+        "2 weights given for 1 members",
+    );
+    assert_clean_failure(
+        &quorum(h, &["ensemble", "create", "e", "--members", "technical", "--strategy", "vibes"]),
+        "unknown strategy",
+    );
+    assert_clean_failure(
+        &quorum(h, &["replay", "market", "--data", &holdout(), "--outcome", "nope"]),
+        "no column \"nope\"",
+    );
+    assert_clean_failure(
+        &quorum(h, &["replay", "market", "--data", "/nonexistent.csv", "--outcome", "y"]),
+        "reading /nonexistent.csv",
+    );
+}
+
+#[test]
+fn missing_onnxruntime_says_how_to_get_it() {
+    let home = tempfile::tempdir().unwrap();
+    let out = quorum_with(
+        home.path(),
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
+        &["predict", "market", "--features", "{}"],
+    );
+    assert_clean_failure(&out, "pip install onnxruntime");
+}
+
+fn compat_library(version: &str) -> PathBuf {
+    let path = common::repo().join(format!(".ort/{version}/libonnxruntime.so.{version}"));
+    assert!(path.is_file(), "{} is missing: run `make ort-compat` (make test does)", path.display());
+    path
+}
+
+#[test]
+fn works_with_onnxruntime_1_30_and_1_31() {
+    let mut builds = vec![ok(quorum(Path::new("/nonexistent-home-unused"), &["runtime"]))
+        .lines()
+        .find(|l| l.starts_with("build:"))
+        .unwrap()
+        .to_string()];
+    for version in ["1.30.0", "1.31.0"] {
+        let lib = compat_library(version);
+        let home = tempfile::tempdir().unwrap();
+        let env = [("ORT_DYLIB_PATH", lib.to_str().unwrap())];
+        setup(home.path(), &env);
+        let out = quorum_with(
+            home.path(),
+            &env,
+            &["replay", "market", "--data", &holdout(), "--outcome", "next_day_up", "--json"],
+        );
+        let report: serde_json::Value = serde_json::from_str(&ok(out)).unwrap();
+        let runtime = ok(quorum_with(home.path(), &env, &["runtime"]));
+        assert!(
+            runtime.contains(&format!("library: {}", lib.display())),
+            "ORT {version} not the one loaded: {runtime}"
+        );
+        builds.push(runtime.lines().find(|l| l.starts_with("build:")).unwrap().to_string());
+        assert_eq!((report["rows"].as_u64(), report["refused"].as_u64()), (Some(501), Some(2)), "ORT {version}");
+    }
+    builds.dedup();
+    assert_eq!(builds.len(), 3, "three different ONNX Runtime builds were loaded: {builds:?}");
+}
