@@ -356,7 +356,7 @@ impl InferenceEngine {
     }
 
     /// Predicts every row of `batch`; each member runs once for the whole batch.
-    pub fn predict_batch(&self, ensemble: &str, batch: &Batch<'_>) -> Result<Vec<Prediction>> {
+    pub fn predict_batch(&self, ensemble: &str, batch: &Batch<'_>) -> Result<BatchPrediction> {
         self.ensemble(ensemble)?.predict_batch(batch)
     }
 
@@ -423,112 +423,175 @@ impl EnsembleHandle {
         let started = Instant::now();
         let mut dense = Vec::with_capacity(self.ensemble.schema.names().len());
         self.ensemble.schema.fill_from_features(features, &mut dense)?;
-        self.run_single(&dense, started)
+        Ok(self.run(&dense, 1, started)?.row(0))
     }
 
     /// Predicts one row given in [`EnsembleHandle::feature_names`] order (no name lookups).
     pub fn predict_row(&self, row: &[f32]) -> Result<Prediction> {
         let started = Instant::now();
-        let mut dense = Vec::with_capacity(row.len());
-        self.ensemble.schema.fill_from_dense(row, &mut dense)?;
-        self.run_single(&dense, started)
-    }
-
-    fn run_single(&self, dense: &[f32], started: Instant) -> Result<Prediction> {
-        let mut out = Vec::with_capacity(1);
-        self.run(dense, 1, started, &mut out)?;
-        out.pop().ok_or_else(|| Error::InvalidInput("no prediction produced".into()))
+        let dense = self.ensemble.schema.dense_row(row)?;
+        Ok(self.run(&dense, 1, started)?.row(0))
     }
 
     /// Predicts every row of `batch`; each member runs once for the whole batch.
-    pub fn predict_batch(&self, batch: &Batch<'_>) -> Result<Vec<Prediction>> {
+    pub fn predict_batch(&self, batch: &Batch<'_>) -> Result<BatchPrediction> {
         let started = Instant::now();
-        let mut dense = Vec::new();
-        self.ensemble.schema.fill_from_batch(batch, &mut dense)?;
-        let mut out = Vec::with_capacity(batch.rows());
-        self.run(&dense, batch.rows(), started, &mut out)?;
-        Ok(out)
+        let dense = self.ensemble.schema.dense_batch(batch)?;
+        self.run(&dense, batch.rows(), started)
     }
 
-    fn run(&self, dense: &[f32], rows: usize, started: Instant, out: &mut Vec<Prediction>) -> Result<()> {
+    fn run(&self, dense: &[f32], rows: usize, started: Instant) -> Result<BatchPrediction> {
         let ens = &*self.ensemble;
         let width = ens.schema.names().len();
         let m = ens.members.len();
-        let mut values = vec![f32::NAN; rows * m];
-        let mut latencies = vec![0f64; m];
-        let mut failures: Vec<Option<String>> = vec![None; m];
+        let mut member_predictions = vec![f32::NAN; rows * m];
+        let mut members: Vec<MemberRun> = Vec::with_capacity(m);
         for (i, member) in ens.members.iter().enumerate() {
             let t = Instant::now();
-            let result = member.model.run(dense, width, &member.indices, rows, &mut values, m, i);
-            latencies[i] = t.elapsed().as_secs_f64() * 1e3;
-            if let Err(e) = result {
-                failures[i] = Some(e.to_string());
-            }
+            let result = member.model.run(dense, width, &member.indices, rows, &mut member_predictions, m, i);
+            members.push(MemberRun {
+                model: Arc::clone(&member.model.name),
+                version: member.model.meta.version,
+                weight: 0.0,
+                latency_ms: t.elapsed().as_secs_f64() * 1e3,
+                error: result.err().map(|e| e.to_string()),
+            });
         }
-        let answered = failures.iter().filter(|f| f.is_none()).count();
+        let answered = members.iter().filter(|r| r.error.is_none()).count();
         if answered < ens.config.required_members() {
             return Err(Error::QuorumNotReached {
                 ensemble: ens.config.name.clone(),
                 succeeded: answered,
                 required: ens.config.required_members(),
-                first_failure: failures.iter().flatten().next().cloned().unwrap_or_default(),
+                first_failure: members.iter().find_map(|r| r.error.clone()).unwrap_or_default(),
             });
         }
-        let live_total: f32 = ens.weights.iter().zip(&failures).filter(|(_, f)| f.is_none()).map(|(w, _)| w).sum();
-        let effective: Vec<f32> = ens
-            .weights
-            .iter()
-            .zip(&failures)
-            .map(|(w, f)| if f.is_none() && live_total > 0.0 { w / live_total } else { 0.0 })
-            .collect();
-        let first_id = self.engine.next_request_ids(rows);
-        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        let (mut row_values, mut row_weights) = (Vec::with_capacity(m), Vec::with_capacity(m));
-        for row in 0..rows {
-            let member_values = &values[row * m..(row + 1) * m];
-            row_values.clear();
-            row_weights.clear();
-            for (i, &v) in member_values.iter().enumerate() {
-                if failures[i].is_none() {
-                    row_values.push(v);
-                    row_weights.push(effective[i]);
-                }
-            }
-            let combined = ens.strategy.combine(ens.task, &row_values, &row_weights);
-            let request_id = first_id + row as u64;
+        let live_total: f32 = ens.weights.iter().zip(&members).filter(|(_, r)| r.error.is_none()).map(|(w, _)| w).sum();
+        for (run, &w) in members.iter_mut().zip(&ens.weights) {
+            run.weight = if run.error.is_none() && live_total > 0.0 { w / live_total } else { 0.0 };
+        }
+        let first_request_id = self.engine.next_request_ids(rows);
+        let (mut predictions, mut confidences) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+        let all_answered = answered == m;
+        let weights: Vec<f32> = members.iter().filter(|r| r.error.is_none()).map(|r| r.weight).collect();
+        let mut row_values = Vec::with_capacity(if all_answered { 0 } else { m });
+        let now = Instant::now();
+        for (row, member_values) in member_predictions.chunks_exact(m).enumerate() {
+            let values = if all_answered {
+                member_values
+            } else {
+                row_values.clear();
+                row_values
+                    .extend(members.iter().zip(member_values).filter(|(r, _)| r.error.is_none()).map(|(_, &v)| v));
+                &row_values
+            };
+            let combined = ens.strategy.combine(ens.task, values, &weights);
             if let Some(tracker) = &self.engine.inner.tracker {
-                tracker.record_prediction(
-                    request_id,
-                    &ens.key,
-                    ens.task,
-                    combined.prediction,
-                    member_values.iter().copied(),
-                );
+                let id = first_request_id + row as u64;
+                tracker.record_prediction(id, now, &ens.key, ens.task, combined.prediction, member_values);
             }
-            out.push(Prediction {
-                request_id,
-                ensemble: Arc::clone(&ens.key.name),
-                ensemble_version: ens.key.version,
-                strategy: ens.strategy.name(),
-                prediction: combined.prediction,
-                confidence: combined.confidence,
-                class: (ens.task == Task::Classification).then_some(u8::from(combined.prediction >= 0.5)),
-                model_contributions: ens
-                    .members
-                    .iter()
-                    .enumerate()
-                    .map(|(i, member)| ModelContribution {
-                        model: Arc::clone(&member.model.name),
-                        version: member.model.meta.version,
-                        prediction: failures[i].is_none().then_some(member_values[i]),
-                        weight: effective[i],
-                        latency_ms: latencies[i],
-                        error: failures[i].clone(),
-                    })
-                    .collect(),
-                latency_ms,
-            });
+            predictions.push(combined.prediction);
+            confidences.push(combined.confidence);
         }
-        Ok(())
+        Ok(BatchPrediction {
+            ensemble: Arc::clone(&ens.key.name),
+            ensemble_version: ens.key.version,
+            strategy: ens.strategy.name(),
+            task: ens.task,
+            first_request_id,
+            predictions,
+            confidences,
+            member_predictions,
+            members,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}
+
+/// One member's run within a batch: shared by every row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemberRun {
+    pub model: Arc<str>,
+    pub version: u32,
+    /// Weight carried in this batch (renormalised over the members that answered; 0 if it failed).
+    pub weight: f32,
+    /// Wall time of the member's one ONNX Runtime call for the whole batch.
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answers to a batch, stored by column: one allocation per array, not per row.
+///
+/// [`BatchPrediction::row`] gives any row as a [`Prediction`]; serialised, a batch is the array of its
+/// rows in the single-prediction format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchPrediction {
+    pub ensemble: Arc<str>,
+    pub ensemble_version: u32,
+    pub strategy: &'static str,
+    pub task: Task,
+    /// Row `i` has request id `first_request_id + i`.
+    pub first_request_id: u64,
+    pub predictions: Vec<f32>,
+    pub confidences: Vec<f32>,
+    /// Row-major `rows × members`; NaN where a member failed.
+    pub member_predictions: Vec<f32>,
+    pub members: Vec<MemberRun>,
+    /// Wall time of the whole batch inside the engine.
+    pub latency_ms: f64,
+}
+
+impl BatchPrediction {
+    pub fn len(&self) -> usize {
+        self.predictions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.predictions.is_empty()
+    }
+
+    pub fn request_id(&self, row: usize) -> u64 {
+        self.first_request_id + row as u64
+    }
+
+    /// Row `row` as a standalone prediction (panics if `row >= len()`, like slice indexing).
+    pub fn row(&self, row: usize) -> Prediction {
+        let m = self.members.len();
+        let prediction = self.predictions[row];
+        Prediction {
+            request_id: self.request_id(row),
+            ensemble: Arc::clone(&self.ensemble),
+            ensemble_version: self.ensemble_version,
+            strategy: self.strategy,
+            prediction,
+            confidence: self.confidences[row],
+            class: (self.task == Task::Classification).then_some(u8::from(prediction >= 0.5)),
+            model_contributions: self
+                .members
+                .iter()
+                .zip(&self.member_predictions[row * m..(row + 1) * m])
+                .map(|(run, &value)| ModelContribution {
+                    model: Arc::clone(&run.model),
+                    version: run.version,
+                    prediction: run.error.is_none().then_some(value),
+                    weight: run.weight,
+                    latency_ms: run.latency_ms,
+                    error: run.error.clone(),
+                })
+                .collect(),
+            latency_ms: self.latency_ms,
+        }
+    }
+
+    /// Every row as a [`Prediction`].
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = Prediction> + '_ {
+        (0..self.len()).map(|i| self.row(i))
+    }
+}
+
+impl Serialize for BatchPrediction {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.rows())
     }
 }

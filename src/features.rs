@@ -4,6 +4,7 @@
 //! An ensemble has a *schema*: the union of its members' features in first-seen order. A request is
 //! turned into dense schema-ordered rows once; each member then gathers its own columns by index.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -159,14 +160,6 @@ impl<'a> Batch<'a> {
     pub fn feature_names(&self) -> &[String] {
         &self.names
     }
-
-    #[inline]
-    fn value(&self, row: usize, column: usize) -> f32 {
-        match self.layout {
-            Layout::RowMajor(values) => values[row * self.names.len() + column],
-            Layout::Columnar => self.columns[column][row],
-        }
-    }
 }
 
 fn unique_names<'s>(names: impl Iterator<Item = &'s str>) -> Result<Vec<String>> {
@@ -246,8 +239,8 @@ impl Schema {
         Ok(())
     }
 
-    /// Checks and copies one dense row already in schema order.
-    pub fn fill_from_dense(&self, row: &[f32], out: &mut Vec<f32>) -> Result<()> {
+    /// Checks one row already in schema order; borrows it unless values had to be imputed.
+    pub fn dense_row<'r>(&self, row: &'r [f32]) -> Result<Cow<'r, [f32]>> {
         if row.len() != self.names.len() {
             return Err(Error::InvalidInput(format!(
                 "wrong row width: got {} values, the ensemble's schema has {} features ({})",
@@ -256,15 +249,31 @@ impl Schema {
                 self.names.join(",")
             )));
         }
-        out.clear();
-        for (column, &value) in row.iter().enumerate() {
-            out.push(self.admit(column, value, 0)?);
-        }
-        Ok(())
+        self.admit_all(Cow::Borrowed(row))
     }
 
-    /// Fills `out` with `batch.rows() × schema width` values, row-major in schema order.
-    pub fn fill_from_batch(&self, batch: &Batch<'_>, out: &mut Vec<f32>) -> Result<()> {
+    /// Passes an all-finite block through untouched (the check vectorises); otherwise imputes or
+    /// refuses value by value.
+    fn admit_all<'r>(&self, mut values: Cow<'r, [f32]>) -> Result<Cow<'r, [f32]>> {
+        if values.iter().all(|v| v.is_finite()) {
+            return Ok(values);
+        }
+        let width = self.names.len();
+        for (i, value) in values.to_mut().iter_mut().enumerate() {
+            *value = self.admit(i % width, *value, i / width)?;
+        }
+        Ok(values)
+    }
+
+    /// The batch as `rows × schema width` values, row-major in schema order. A row-major batch whose
+    /// columns already are the schema (built from [`crate::EnsembleHandle::feature_names`]) is borrowed,
+    /// not copied.
+    pub fn dense_batch<'b>(&self, batch: &Batch<'b>) -> Result<Cow<'b, [f32]>> {
+        if let Layout::RowMajor(values) = batch.layout {
+            if batch.names == self.names {
+                return self.admit_all(Cow::Borrowed(values));
+            }
+        }
         let source: Vec<usize> = self
             .names
             .iter()
@@ -276,14 +285,20 @@ impl Schema {
                 })
             })
             .collect::<Result<_>>()?;
-        out.clear();
-        out.reserve(batch.rows * source.len());
-        for row in 0..batch.rows {
-            for (column, &from) in source.iter().enumerate() {
-                out.push(self.admit(column, batch.value(row, from), row)?);
+        let mut out = Vec::with_capacity(batch.rows * source.len());
+        match batch.layout {
+            Layout::RowMajor(values) => {
+                for row in values.chunks_exact(batch.names.len()) {
+                    out.extend(source.iter().map(|&from| row[from]));
+                }
+            }
+            Layout::Columnar => {
+                for row in 0..batch.rows {
+                    out.extend(source.iter().map(|&from| batch.columns[from][row]));
+                }
             }
         }
-        Ok(())
+        self.admit_all(Cow::Owned(out))
     }
 }
 
@@ -335,8 +350,7 @@ mod tests {
             let columns: Vec<Vec<f32>> = order.iter().map(|n| (0..rows).map(|r| value(r, n)).collect()).collect();
             let named: Vec<(&str, &[f32])> = order.iter().zip(&columns).map(|(n, c)| (n.as_str(), c.as_slice())).collect();
             let batch = if columnar { Batch::columnar(&named).unwrap() } else { Batch::row_major(&order, &matrix).unwrap() };
-            let mut dense = Vec::new();
-            schema.fill_from_batch(&batch, &mut dense).unwrap();
+            let dense = schema.dense_batch(&batch).unwrap();
             for features in &members {
                 let indices: Vec<usize> = features.iter().map(|f| schema.index_of(f).unwrap()).collect();
                 let mut input = Vec::new();

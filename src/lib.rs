@@ -11,7 +11,9 @@ pub mod store;
 pub mod strategy;
 pub mod tracking;
 
-pub use engine::{EngineBuilder, EnsembleHandle, InferenceEngine, ModelContribution, Prediction};
+pub use engine::{
+    BatchPrediction, EngineBuilder, EnsembleHandle, InferenceEngine, MemberRun, ModelContribution, Prediction,
+};
 pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};
 pub use error::{Error, Result};
 pub use features::{Batch, Features, NonFinitePolicy};

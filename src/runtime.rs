@@ -144,6 +144,11 @@ impl Runtime {
         &self.options
     }
 
+    /// The process-wide ONNX Runtime environment, for building sessions of your own beside quorum's.
+    pub fn environment(&self) -> &Environment {
+        &self.environment
+    }
+
     /// ONNX Runtime's build string (it names the release, e.g. `git-branch=rel-1.32.0`).
     pub fn build_info(&self) -> &'static str {
         ort::info()
@@ -272,10 +277,16 @@ fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
 /// A fixed set of sessions for one model, plus a reusable input buffer per session.
 ///
 /// `Session::run` needs `&mut Session`, so each call checks a slot out; the mutex is held only to pop
-/// and push, never across an ONNX Runtime call.
+/// and push, never across an ONNX Runtime call. The condition variable is signalled only when someone
+/// waits: an unconditional `notify_one` is a futex syscall, which cost more than the models themselves.
 pub(crate) struct SessionPool {
-    idle: Mutex<Vec<Slot>>,
+    state: Mutex<PoolState>,
     returned: Condvar,
+}
+
+struct PoolState {
+    idle: Vec<Slot>,
+    waiting: usize,
 }
 
 pub(crate) struct Slot {
@@ -285,22 +296,34 @@ pub(crate) struct Slot {
 
 impl SessionPool {
     pub fn new(slots: Vec<Slot>) -> SessionPool {
-        SessionPool { idle: Mutex::new(slots), returned: Condvar::new() }
+        SessionPool { state: Mutex::new(PoolState { idle: slots, waiting: 0 }), returned: Condvar::new() }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Slot>> {
-        // The guarded Vec is consistent even if a holder panicked (push/pop only).
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // The guarded state is consistent even if a holder panicked (push/pop and a counter).
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Takes a session, waiting while all are busy.
     pub fn checkout(&self) -> PooledSlot<'_> {
-        let mut idle = self.lock();
+        let mut state = self.lock();
         loop {
-            if let Some(slot) = idle.pop() {
+            if let Some(slot) = state.idle.pop() {
                 return PooledSlot { pool: self, slot: Some(slot) };
             }
-            idle = self.returned.wait(idle).unwrap_or_else(|poisoned| poisoned.into_inner());
+            state.waiting += 1;
+            state = self.returned.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            state.waiting -= 1;
+        }
+    }
+
+    fn give_back(&self, slot: Slot) {
+        let mut state = self.lock();
+        state.idle.push(slot);
+        let someone_waits = state.waiting > 0;
+        drop(state);
+        if someone_waits {
+            self.returned.notify_one();
         }
     }
 }
@@ -327,8 +350,7 @@ impl std::ops::DerefMut for PooledSlot<'_> {
 impl Drop for PooledSlot<'_> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            self.pool.lock().push(slot);
-            self.pool.returned.notify_one();
+            self.pool.give_back(slot);
         }
     }
 }

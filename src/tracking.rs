@@ -218,21 +218,23 @@ impl Tracker {
     pub fn record_prediction(
         &self,
         request_id: u64,
+        at: Instant,
         key: &EnsembleKey,
         task: Task,
         prediction: f32,
-        members: impl Iterator<Item = f32>,
+        members: &[f32],
     ) {
         let mut slot = lock(self.slot(request_id));
         slot.request_id = request_id;
-        slot.at = Instant::now();
-        if slot.key.as_ref() != Some(key) {
+        slot.at = at;
+        let same = slot.key.as_ref().is_some_and(|k| Arc::ptr_eq(&k.name, &key.name) && k.version == key.version);
+        if !same {
             slot.key = Some(key.clone());
         }
         slot.task = task;
         slot.prediction = prediction;
         slot.members.clear();
-        slot.members.extend(members);
+        slot.members.extend_from_slice(members);
     }
 
     /// Scores a logged prediction against its realised outcome (for classification, 0 or 1).
@@ -338,7 +340,7 @@ mod tests {
         let key = EnsembleKey { name: "e".into(), version: 1 };
         let tracker = Tracker::new(TrackingOptions { window: 2, ..TrackingOptions::default() }).unwrap();
         for (id, (p, o)) in [(1.0f32, 0.0f32), (2.0, 2.0), (3.0, 1.0)].into_iter().enumerate() {
-            tracker.record_prediction(id as u64, &key, Task::Regression, p, [p, f32::NAN].into_iter());
+            tracker.record_prediction(id as u64, Instant::now(), &key, Task::Regression, p, &[p, f32::NAN]);
             tracker.record_outcome(id as u64, o, |_| Some(vec!["a".into(), "b".into()])).unwrap();
         }
         let m = &tracker.metrics("e")[0];
@@ -356,7 +358,7 @@ mod tests {
         let names = |_: &EnsembleKey| Some(vec![Arc::from("m")]);
         assert!(tracker.record_outcome(7, 1.0, names).is_err(), "never predicted");
         for id in 0..3 {
-            tracker.record_prediction(id, &key, Task::Classification, 0.7, [0.7].into_iter());
+            tracker.record_prediction(id, Instant::now(), &key, Task::Classification, 0.7, &[0.7]);
         }
         assert!(tracker.record_outcome(0, 1.0, names).is_err(), "evicted by newer predictions");
         assert!(tracker.record_outcome(2, 0.5, names).is_err(), "not a class");

@@ -71,14 +71,20 @@ fn batch_matches_single_rows_in_both_layouts() {
         names.iter().zip(&columns).rev().map(|(n, c)| (n.as_str(), c.as_slice())).collect();
     let columnar = engine.predict_batch("market", &Batch::columnar(&named).unwrap()).unwrap();
     assert_eq!(batched.len(), 64);
-    for ((features, b), c) in rows.iter().zip(&batched).zip(&columnar) {
+    for ((features, b), c) in rows.iter().zip(batched.rows()).zip(columnar.rows()) {
         let single = engine.predict("market", features).unwrap();
         assert!((single.prediction - b.prediction).abs() < 1e-6);
         assert!((single.prediction - c.prediction).abs() < 1e-6);
         assert!((single.confidence - b.confidence).abs() < 1e-6);
     }
-    let ids: Vec<u64> = batched.iter().map(|p| p.request_id).collect();
+    let ids: Vec<u64> = batched.rows().map(|p| p.request_id).collect();
     assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "a batch gets consecutive request ids");
+    assert_eq!(batched.row(5).model_contributions.len(), 3);
+    let json = serde_json::to_value(&batched).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 64, "a batch serialises as its rows");
+    assert_eq!(json[3]["prediction"], serde_json::to_value(batched.predictions[3]).unwrap());
+    // Outcomes join with batch rows like with single predictions.
+    engine.record_outcome(batched.request_id(10), 1.0).unwrap();
 }
 
 #[test]
