@@ -62,7 +62,8 @@ models:
 
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
 fuzz:
-	cd fuzz && cargo +nightly fuzz run parse_inputs -- -max_total_time=60
+	mkdir -p fuzz/corpus/parse_inputs
+	cd fuzz && cargo +nightly fuzz run parse_inputs corpus/parse_inputs seeds/parse_inputs -- -max_total_time=60
 
 clean:
 	cargo clean

@@ -103,18 +103,11 @@ impl LoadedModel {
         Ok(LoadedModel { name: Arc::from(meta.name.as_str()), meta, pool: SessionPool::new(slots) })
     }
 
-    /// Runs `rows` rows (the member's columns, gathered from the dense schema rows) and writes the
-    /// predictions to `out[row * stride + offset]`.
-    fn run(
-        &self,
-        dense: &[f32],
-        schema_width: usize,
-        indices: &[usize],
-        rows: usize,
-        out: &mut [f32],
-        stride: usize,
-        offset: usize,
-    ) -> Result<()> {
+    /// Runs the member on every dense schema row (gathering its own columns) and writes its prediction
+    /// for row `r` to `out[r * members + member]`.
+    fn run(&self, dense: &[f32], schema_width: usize, indices: &[usize], out: &mut [f32], member: usize) -> Result<()> {
+        let rows = dense.len() / schema_width;
+        let members = out.len() / rows;
         let mut pooled = self.pool.checkout();
         let slot: &mut Slot = &mut pooled;
         gather(dense, schema_width, indices, &mut slot.input);
@@ -136,7 +129,7 @@ impl LoadedModel {
                     found: format!("{v} in row {row}"),
                 });
             }
-            out[row * stride + offset] = v;
+            out[row * members + member] = v;
         }
         Ok(())
     }
@@ -448,7 +441,7 @@ impl EnsembleHandle {
         let mut members: Vec<MemberRun> = Vec::with_capacity(m);
         for (i, member) in ens.members.iter().enumerate() {
             let t = Instant::now();
-            let result = member.model.run(dense, width, &member.indices, rows, &mut member_predictions, m, i);
+            let result = member.model.run(dense, width, &member.indices, &mut member_predictions, i);
             members.push(MemberRun {
                 model: Arc::clone(&member.model.name),
                 version: member.model.meta.version,

@@ -1,4 +1,6 @@
 #![doc = include_str!("../README.md")]
+// Library code reports errors; tests, benches and examples may unwrap.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod engine;
 pub mod ensemble;

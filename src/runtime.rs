@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 use ort::environment::Environment;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
 use crate::error::{Error, Result};
@@ -162,19 +162,27 @@ impl Runtime {
     /// Builds one session on `bytes` with quorum's threading settings.
     pub(crate) fn session(&self, model: &str, bytes: &[u8]) -> Result<Session> {
         let load_error = |reason: String| Error::ModelLoad { model: model.to_string(), reason };
-        let o = &self.options;
-        Session::builder(&self.environment)
-            .and_then(|b| {
-                b.with_intra_threads(o.intra_threads)
-                    .and_then(|b| b.with_inter_threads(1))
-                    .and_then(|b| b.with_intra_op_spinning(o.spinning))
-                    .and_then(|b| b.with_inter_op_spinning(o.spinning))
-                    .and_then(|b| b.with_optimization_level(o.optimization))
-                    .map_err(Into::into)
-            })
-            .map_err(|e: ort::Error| load_error(format!("session options: {e}")))?
+        self.configured_builder()
+            .map_err(|e| load_error(format!("session options: {e}")))?
             .commit_from_memory(bytes)
             .map_err(|e| load_error(e.to_string()))
+    }
+
+    fn configured_builder(&self) -> std::result::Result<SessionBuilder, String> {
+        let o = &self.options;
+        let text = |e: ort::Error<SessionBuilder>| e.to_string();
+        let builder = Session::builder(&self.environment).map_err(|e| e.to_string())?;
+        builder
+            .with_intra_threads(o.intra_threads)
+            .map_err(text)?
+            .with_inter_threads(1)
+            .map_err(text)?
+            .with_intra_op_spinning(o.spinning)
+            .map_err(text)?
+            .with_inter_op_spinning(o.spinning)
+            .map_err(text)?
+            .with_optimization_level(o.optimization)
+            .map_err(text)
     }
 }
 
