@@ -28,3 +28,14 @@ onnx.checker.check_model(model)
 OUT.mkdir(parents=True, exist_ok=True)
 onnx.save(model, OUT / "fragile.onnx")
 print(f"wrote {OUT / 'fragile.onnx'}")
+
+# linear.onnx: a regressor y = 2 * a + b, output `variable` [N, 1] like sklearn-onnx regressors.
+x2 = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])
+variable = helper.make_tensor_value_info("variable", TensorProto.FLOAT, ["N", 1])
+coefficients = helper.make_tensor("coefficients", TensorProto.FLOAT, [2, 1], [2.0, 1.0])
+graph = helper.make_graph([helper.make_node("MatMul", ["x", "coefficients"], ["variable"])], "linear", [x2], [variable], initializer=[coefficients])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="quorum-tests")
+model.ir_version = 8
+onnx.checker.check_model(model)
+onnx.save(model, OUT / "linear.onnx")
+print(f"wrote {OUT / 'linear.onnx'}")

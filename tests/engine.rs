@@ -191,3 +191,35 @@ fn ensembles_are_versioned_and_reloaded_from_the_home() {
     let other = common::engine(home.path());
     assert_eq!(other.predict("market", &f).unwrap().ensemble_version, 2);
 }
+
+#[test]
+fn regression_ensembles_average_values_and_track_mae() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::engine(home.path());
+    let linear = common::repo().join("tests/fixtures/linear.onnx");
+    let register = |name: &str, features: [&str; 2]| {
+        let reg = quorum::ModelRegistration::new(name, &linear, features)
+            .with_task(quorum::Task::Regression)
+            .with_output("variable".parse::<quorum::OutputSpec>().unwrap());
+        engine.register_model(reg).unwrap();
+    };
+    register("ab", ["a", "b"]);
+    register("ba", ["b", "a"]);
+    let members = ["ab", "ba"].map(|m| m.parse::<MemberSpec>().unwrap());
+    let majority = EnsembleConfig::new("vote", members.clone()).with_strategy(StrategyKind::Majority);
+    assert!(matches!(engine.create_ensemble(majority), Err(Error::Config(_))), "majority needs classes");
+    engine.create_ensemble(EnsembleConfig::new("values", members).with_weights(vec![3.0, 1.0])).unwrap();
+    let f = Features::new().with("a", 1.0).with("b", 10.0);
+    let p = engine.predict("values", &f).unwrap();
+    // ab = 2*1 + 10 = 12, ba = 2*10 + 1 = 21; weights 0.75 / 0.25.
+    let members: Vec<f32> = p.model_contributions.iter().map(|c| c.prediction.unwrap()).collect();
+    assert_eq!(members, vec![12.0, 21.0]);
+    assert!((p.prediction - 14.25).abs() < 1e-5);
+    assert_eq!(p.class, None);
+    assert!(p.confidence > 0.0 && p.confidence < 1.0);
+    engine.record_outcome(p.request_id, 15.25).unwrap();
+    let m = engine.metrics("values").unwrap();
+    assert_eq!(m.metrics.all_time.mae, Some(1.0));
+    assert_eq!(m.members[1].1.all_time.mae, Some(5.75));
+    assert_eq!(m.metrics.all_time.accuracy, None);
+}
