@@ -26,8 +26,9 @@ pub enum Error {
     MissingFeature { feature: String, model: String },
 
     /// A NaN or infinite feature value and a policy that refuses it.
-    #[error("feature {feature:?} is {value} in row {row}; non-finite values are refused (set the ensemble's non_finite policy to impute them)")]
-    NonFinite { feature: String, value: f32, row: usize },
+    #[error("feature {feature:?} is {value}{}; non-finite values are refused (set the ensemble's non_finite policy to impute them)",
+        row.map(|r| format!(" in batch row {r}")).unwrap_or_default())]
+    NonFinite { feature: String, value: f32, row: Option<usize> },
 
     /// A model, version, ensemble or request id that does not exist.
     #[error("{what} not found: {name}")]

@@ -216,7 +216,7 @@ impl Schema {
     }
 
     #[inline]
-    fn admit(&self, column: usize, value: f32, row: usize) -> Result<f32> {
+    fn admit(&self, column: usize, value: f32, row: Option<usize>) -> Result<f32> {
         if value.is_finite() {
             return Ok(value);
         }
@@ -234,7 +234,7 @@ impl Schema {
                 feature: name.clone(),
                 model: self.needed_by[column].clone(),
             })?;
-            out.push(self.admit(column, value, 0)?);
+            out.push(self.admit(column, value, None)?);
         }
         Ok(())
     }
@@ -249,18 +249,18 @@ impl Schema {
                 self.names.join(",")
             )));
         }
-        self.admit_all(Cow::Borrowed(row))
+        self.admit_all(Cow::Borrowed(row), false)
     }
 
     /// Passes an all-finite block through untouched (the check vectorises); otherwise imputes or
     /// refuses value by value.
-    fn admit_all<'r>(&self, mut values: Cow<'r, [f32]>) -> Result<Cow<'r, [f32]>> {
+    fn admit_all<'r>(&self, mut values: Cow<'r, [f32]>, batch: bool) -> Result<Cow<'r, [f32]>> {
         if values.iter().all(|v| v.is_finite()) {
             return Ok(values);
         }
         let width = self.names.len();
         for (i, value) in values.to_mut().iter_mut().enumerate() {
-            *value = self.admit(i % width, *value, i / width)?;
+            *value = self.admit(i % width, *value, batch.then_some(i / width))?;
         }
         Ok(values)
     }
@@ -271,7 +271,7 @@ impl Schema {
     pub fn dense_batch<'b>(&self, batch: &Batch<'b>) -> Result<Cow<'b, [f32]>> {
         if let Layout::RowMajor(values) = batch.layout {
             if batch.names == self.names {
-                return self.admit_all(Cow::Borrowed(values));
+                return self.admit_all(Cow::Borrowed(values), true);
             }
         }
         let source: Vec<usize> = self
@@ -298,7 +298,7 @@ impl Schema {
                 }
             }
         }
-        self.admit_all(Cow::Owned(out))
+        self.admit_all(Cow::Owned(out), true)
     }
 }
 

@@ -187,8 +187,15 @@ impl Runtime {
 }
 
 fn load_library(explicit: Option<&Path>) -> Result<()> {
-    if LOADED_FROM.get().is_some() {
-        return Ok(());
+    if let Some(loaded) = LOADED_FROM.get() {
+        return match explicit {
+            Some(wanted) if wanted != loaded => Err(Error::Config(format!(
+                "ONNX Runtime is already loaded from {} in this process; it cannot switch to {}",
+                loaded.display(),
+                wanted.display()
+            ))),
+            _ => Ok(()),
+        };
     }
     let candidates = candidate_paths(explicit);
     let mut tried = Vec::new();

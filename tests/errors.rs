@@ -229,3 +229,32 @@ fn a_failing_member_is_left_out_while_a_quorum_remains() {
         other => panic!("{other}"),
     }
 }
+
+#[test]
+fn a_non_finite_value_in_a_batch_names_its_row() {
+    let (_home, engine) = market();
+    let handle = engine.ensemble("market").unwrap();
+    let names = handle.feature_names().to_vec();
+    let mut values: Vec<f32> = common::holdout_features(5)
+        .iter()
+        .flat_map(|f| names.iter().map(|n| f.get(n).unwrap()).collect::<Vec<_>>())
+        .collect();
+    let vix = names.iter().position(|n| n == "vix").unwrap();
+    values[3 * names.len() + vix] = f32::NAN;
+    let batch = Batch::row_major(&names, &values).unwrap();
+    match handle.predict_batch(&batch).unwrap_err() {
+        Error::NonFinite { feature, row, .. } => assert_eq!((feature.as_str(), row), ("vix", Some(3))),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_second_onnxruntime_library_in_one_process_is_refused() {
+    let (_home, _engine) = market();
+    let other = common::repo().join(".ort/1.30.0/libonnxruntime.so.1.30.0");
+    let loaded = quorum::Runtime::library_path().unwrap().to_path_buf();
+    assert_ne!(loaded, other);
+    let err = quorum::Runtime::new(quorum::RuntimeOptions::default().with_dylib_path(&other)).unwrap_err();
+    assert!(matches!(err, Error::Config(_)) && err.to_string().contains("already loaded"), "{err}");
+    quorum::Runtime::new(quorum::RuntimeOptions::default().with_dylib_path(&loaded)).unwrap();
+}
