@@ -303,7 +303,11 @@ impl InferenceEngine {
             members.push(Member { model: self.model(meta)?, indices });
         }
         let loaded = Arc::new(LoadedEnsemble {
-            key: EnsembleKey { name: Arc::from(config.name.as_str()), version: config.version },
+            key: EnsembleKey {
+                name: Arc::from(config.name.as_str()),
+                version: config.version,
+                members: members.iter().map(|m| Arc::clone(&m.model.name)).collect(),
+            },
             task: members[0].model.meta.task,
             strategy: config.strategy.build(),
             schema,
@@ -357,11 +361,7 @@ impl InferenceEngine {
     pub fn record_outcome(&self, request_id: u64, outcome: f32) -> Result<()> {
         let tracker =
             self.inner.tracker.as_ref().ok_or_else(|| Error::Outcome("tracking is disabled for this engine".into()))?;
-        tracker.record_outcome(request_id, outcome, |key| {
-            let ensembles = self.inner.ensembles.read().unwrap_or_else(|p| p.into_inner());
-            let loaded = ensembles.get(&*key.name).filter(|e| e.key == *key)?;
-            Some(loaded.members.iter().map(|m| Arc::clone(&m.model.name)).collect())
-        })
+        tracker.record_outcome(request_id, outcome)
     }
 
     pub fn tracking_enabled(&self) -> bool {

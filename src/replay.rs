@@ -1,7 +1,8 @@
 //! Walk-forward replay of a CSV file: predict each row in file order, then record its outcome, and
 //! report per-member and ensemble metrics, latency percentiles and throughput.
 //!
-//! The CSV has a header row; the columns the ensemble consumes and the outcome column must be numeric
+//! The CSV is the simple numeric kind: comma-separated, no quoted fields with commas inside, a header
+//! row. The columns the ensemble consumes and the outcome column must be numeric
 //! (`inf`, `-inf` and `NaN` are read as such; an empty cell is NaN). Other columns (dates, ids) are
 //! ignored. Rows the engine refuses are counted, the first refusal kept, and the replay goes on.
 

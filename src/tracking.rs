@@ -160,11 +160,28 @@ struct Stats {
     member_tracks: Vec<Track>,
 }
 
-/// Identifies which ensemble (and version) a pending prediction belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Which ensemble version a pending prediction belongs to, with its member names (so an outcome can
+/// be scored even after the engine moved on to a newer version). Identity is name + version.
+#[derive(Debug, Clone)]
 pub(crate) struct EnsembleKey {
     pub name: Arc<str>,
     pub version: u32,
+    pub members: Arc<[Arc<str>]>,
+}
+
+impl PartialEq for EnsembleKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.version == other.version
+    }
+}
+
+impl Eq for EnsembleKey {}
+
+impl std::hash::Hash for EnsembleKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.version.hash(state);
+    }
 }
 
 struct Pending {
@@ -238,12 +255,7 @@ impl Tracker {
     }
 
     /// Scores a logged prediction against its realised outcome (for classification, 0 or 1).
-    pub fn record_outcome(
-        &self,
-        request_id: u64,
-        outcome: f32,
-        member_names: impl FnOnce(&EnsembleKey) -> Option<Vec<Arc<str>>>,
-    ) -> Result<()> {
+    pub fn record_outcome(&self, request_id: u64, outcome: f32) -> Result<()> {
         if !outcome.is_finite() {
             return Err(Error::Outcome(format!("outcome {outcome} for request {request_id} is not finite")));
         }
@@ -268,25 +280,16 @@ impl Tracker {
         };
         let window = self.options.window;
         let mut stats = lock(&self.stats);
-        if !stats.contains_key(&key) {
-            let names = member_names(&key)
-                .unwrap_or_else(|| (0..members.len()).map(|i| Arc::from(format!("member{i}"))).collect());
-            stats.insert(
-                key.clone(),
-                Stats {
-                    task,
-                    member_tracks: vec![Track::new(window); names.len()],
-                    members: names,
-                    ensemble: Track::new(window),
-                },
-            );
-        }
-        if let Some(s) = stats.get_mut(&key) {
-            s.ensemble.add(prediction, outcome, window);
-            for (track, &value) in s.member_tracks.iter_mut().zip(&members) {
-                if !value.is_nan() {
-                    track.add(value, outcome, window);
-                }
+        let s = stats.entry(key.clone()).or_insert_with(|| Stats {
+            task,
+            member_tracks: vec![Track::new(window); key.members.len()],
+            members: key.members.to_vec(),
+            ensemble: Track::new(window),
+        });
+        s.ensemble.add(prediction, outcome, window);
+        for (track, &value) in s.member_tracks.iter_mut().zip(&members) {
+            if !value.is_nan() {
+                track.add(value, outcome, window);
             }
         }
         Ok(())
@@ -337,11 +340,12 @@ mod tests {
 
     #[test]
     fn regression_metrics_and_window() {
-        let key = EnsembleKey { name: "e".into(), version: 1 };
+        let key =
+            EnsembleKey { name: "e".into(), version: 1, members: Arc::from(vec![Arc::from("a"), Arc::from("b")]) };
         let tracker = Tracker::new(TrackingOptions { window: 2, ..TrackingOptions::default() }).unwrap();
         for (id, (p, o)) in [(1.0f32, 0.0f32), (2.0, 2.0), (3.0, 1.0)].into_iter().enumerate() {
             tracker.record_prediction(id as u64, Instant::now(), &key, Task::Regression, p, &[p, f32::NAN]);
-            tracker.record_outcome(id as u64, o, |_| Some(vec!["a".into(), "b".into()])).unwrap();
+            tracker.record_outcome(id as u64, o).unwrap();
         }
         let m = &tracker.metrics("e")[0];
         assert_eq!(m.metrics.all_time.mae, Some(1.0));
@@ -353,16 +357,15 @@ mod tests {
 
     #[test]
     fn unknown_expired_and_repeated_outcomes_are_errors() {
-        let key = EnsembleKey { name: "e".into(), version: 1 };
+        let key = EnsembleKey { name: "e".into(), version: 1, members: Arc::from(vec![Arc::from("m")]) };
         let tracker = Tracker::new(TrackingOptions { pending_capacity: 2, ..TrackingOptions::default() }).unwrap();
-        let names = |_: &EnsembleKey| Some(vec![Arc::from("m")]);
-        assert!(tracker.record_outcome(7, 1.0, names).is_err(), "never predicted");
+        assert!(tracker.record_outcome(7, 1.0).is_err(), "never predicted");
         for id in 0..3 {
             tracker.record_prediction(id, Instant::now(), &key, Task::Classification, 0.7, &[0.7]);
         }
-        assert!(tracker.record_outcome(0, 1.0, names).is_err(), "evicted by newer predictions");
-        assert!(tracker.record_outcome(2, 0.5, names).is_err(), "not a class");
-        tracker.record_outcome(2, 1.0, names).unwrap();
-        assert!(tracker.record_outcome(2, 1.0, names).is_err(), "counted twice");
+        assert!(tracker.record_outcome(0, 1.0).is_err(), "evicted by newer predictions");
+        assert!(tracker.record_outcome(2, 0.5).is_err(), "not a class");
+        tracker.record_outcome(2, 1.0).unwrap();
+        assert!(tracker.record_outcome(2, 1.0).is_err(), "counted twice");
     }
 }

@@ -181,9 +181,14 @@ fn majority_vote_and_imputation() {
 fn ensembles_are_versioned_and_reloaded_from_the_home() {
     let home = tempfile::tempdir().unwrap();
     let engine = common::market_engine(home.path());
+    let before = engine.predict("market", &common::holdout_features(1)[0]).unwrap();
     let members = ["technical", "fundamental"].map(|m| m.parse::<MemberSpec>().unwrap());
     let v2 = engine.create_ensemble(EnsembleConfig::new("market", members)).unwrap();
     assert_eq!(v2.version, 2);
+    // An outcome that arrives after the switch is scored against the version that predicted.
+    engine.record_outcome(before.request_id, 1.0).unwrap();
+    let tracked = engine.metrics("market").unwrap();
+    assert_eq!((tracked.version, tracked.members.len()), (1, 3));
     let f: Features = common::holdout_features(1).remove(0);
     let p = engine.predict("market", &f).unwrap();
     assert_eq!((p.ensemble_version, p.model_contributions.len()), (2, 2));
