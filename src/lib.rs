@@ -2,6 +2,8 @@
 // Library code reports errors; tests, benches and examples may unwrap.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod backtest;
+mod chart;
 pub mod engine;
 pub mod ensemble;
 pub mod error;

@@ -106,6 +106,29 @@ fn register_list_show_predict_and_replay_json() {
     let table = ok(quorum(home.path(), &["replay", "market", "--data", &holdout(), "--outcome", "next_day_up"]));
     assert!(table.contains("accuracy") && table.contains("p99"), "{table}");
 
+    let dir = home.path().join("bt");
+    let backtest: serde_json::Value = serde_json::from_str(&ok(quorum(
+        home.path(),
+        &[
+            "backtest",
+            "market",
+            "--data",
+            &holdout(),
+            "--outcome",
+            "next_day_up",
+            "--json",
+            "--report-dir",
+            dir.to_str().unwrap(),
+        ],
+    )))
+    .unwrap();
+    assert_eq!(backtest["rows"], 501);
+    for method in ["technical", "equal", "static", "hedge", "boa", "stacking", "blending", "regime"] {
+        assert!(backtest["methods"][method]["log_loss"].is_number(), "{method}: {backtest}");
+    }
+    assert!(backtest["regimes"]["high"]["hedge"]["brier"].is_number());
+    assert!(dir.join("backtest.svg").is_file() && dir.join("backtest.json").is_file());
+
     ok(quorum(home.path(), &["models", "remove", "sentiment"]));
     assert!(!ok(quorum(home.path(), &["models", "list"])).contains("sentiment"));
 }

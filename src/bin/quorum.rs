@@ -35,6 +35,24 @@ enum Command {
         #[arg(long)]
         features: String,
     },
+    /// Walk-forward comparison of every way to combine the ensemble's members, in time order.
+    Backtest {
+        ensemble: String,
+        #[arg(long)]
+        data: PathBuf,
+        /// The column with each row's realised outcome (0 or 1).
+        #[arg(long)]
+        outcome: String,
+        /// The feature holding each period's return, for volatility regimes ("none" to disable).
+        #[arg(long, default_value = "ret_1d")]
+        regime_feature: String,
+        /// Where backtest.json and backtest.svg go (default: <home>/reports/<ensemble>).
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
+        /// Print {"rows", "methods", "regimes"} as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show which ONNX Runtime library is loaded, and its build.
     Runtime,
     /// Walk forward through a CSV file: predict each row, then record its outcome.
@@ -161,6 +179,24 @@ fn run(cli: Cli) -> Result<()> {
             let features = Features::from_json(&features)?;
             let prediction = engine(&home)?.predict(&ensemble, &features)?;
             print_json(&prediction)
+        }
+        Command::Backtest { ensemble, data, outcome, regime_feature, report_dir, json } => {
+            let engine = engine(&home)?;
+            let mut options = quorum::backtest::BacktestOptions::new(outcome);
+            if regime_feature != "none" {
+                options.regime = Some(quorum::regime::RegimeOptions::new(regime_feature));
+            }
+            let report = quorum::backtest::backtest(&engine, &ensemble, &data, &options)?;
+            let dir = report_dir.unwrap_or_else(|| home.join("reports").join(&ensemble));
+            let (json_path, svg_path) = report.write(&dir)?;
+            if json {
+                print_json(&report.summary())
+            } else {
+                println!("walk-forward backtest of {} through ensemble {ensemble:?}\n", data.display());
+                println!("{report}");
+                println!("report: {}\nchart:  {}", json_path.display(), svg_path.display());
+                Ok(())
+            }
         }
         Command::Runtime => {
             let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default())?;

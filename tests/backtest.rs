@@ -1,0 +1,129 @@
+//! Walk-forward backtest: JSON contract, no look-ahead, and no skill on shuffled outcomes.
+
+mod common;
+
+use quorum::backtest::{backtest_table, BacktestOptions, BacktestReport};
+use quorum::regime::RegimeOptions;
+use quorum::replay::Table;
+
+const METHODS: [&str; 10] =
+    ["technical", "fundamental", "sentiment", "equal", "static", "hedge", "boa", "stacking", "blending", "regime"];
+
+/// The holdout CSV with its outcome column rewritten by `rewrite(row_index, outcome)`.
+fn holdout_with(rewrite: impl Fn(usize, &str) -> String) -> Table {
+    let text = std::fs::read_to_string(common::repo().join("examples/data/holdout.csv")).unwrap();
+    let mut lines = text.lines();
+    let mut out = vec![lines.next().unwrap().to_string()];
+    for (i, line) in lines.enumerate() {
+        let (rest, outcome) = line.rsplit_once(',').unwrap();
+        out.push(format!("{rest},{}", rewrite(i, outcome)));
+    }
+    Table::parse(&out.join("\n")).unwrap()
+}
+
+fn options() -> BacktestOptions {
+    let mut o = BacktestOptions::new("next_day_up");
+    o.regime = Some(RegimeOptions::new("ret_1d"));
+    o
+}
+
+fn run(engine: &quorum::InferenceEngine, table: &Table) -> BacktestReport {
+    backtest_table(engine, "market", table, &options()).unwrap()
+}
+
+#[test]
+fn every_method_is_scored_on_the_same_rows() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let report = run(&engine, &holdout_with(|_, y| y.to_string()));
+    assert_eq!((report.rows, report.scored, report.refused), (501, 499, 2));
+    for name in METHODS {
+        let m = report.methods.get(name).unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(m.count, 499, "{name}");
+        assert!((0.0..=1.0).contains(&m.accuracy) && m.log_loss > 0.0 && m.brier > 0.0);
+    }
+    let per_regime: usize = report.regimes.values().map(|r| r["equal"].count).sum();
+    assert_eq!(per_regime, 499);
+    assert!(report.regimes.keys().all(|r| ["low", "normal", "high"].contains(&r.as_str())));
+    let summary = report.summary();
+    assert_eq!(summary["rows"], 501);
+    for name in METHODS {
+        for key in ["accuracy", "f1_score", "log_loss", "brier"] {
+            assert!(summary["methods"][name][key].is_number(), "{name}.{key}");
+        }
+    }
+    let dir = home.path().join("report");
+    let (json, svg) = report.write(&dir).unwrap();
+    assert!(std::fs::read_to_string(svg).unwrap().contains("<svg"));
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    assert_eq!(written["timeline"]["hedge_weights"].as_array().unwrap().len(), 499);
+}
+
+#[test]
+fn rewriting_future_outcomes_changes_no_earlier_prediction() {
+    // If any method peeked at row t's outcome (or later ones) before predicting row t, flipping the
+    // outcomes from row k on would change some prediction at a row ≤ k.
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let original = run(&engine, &holdout_with(|_, y| y.to_string()));
+    for k in [0usize, 100, 250, 400] {
+        let flipped = run(
+            &engine,
+            &holdout_with(|i, y| {
+                if i >= k {
+                    if y == "1" {
+                        "0".into()
+                    } else {
+                        "1".into()
+                    }
+                } else {
+                    y.to_string()
+                }
+            }),
+        );
+        let last_unaffected = original.timeline.row.iter().position(|&r| r >= k).unwrap();
+        for name in METHODS {
+            let (a, b) = (&original.timeline.predictions[name], &flipped.timeline.predictions[name]);
+            assert_eq!(
+                a[..=last_unaffected],
+                b[..=last_unaffected],
+                "{name} used outcomes from row {k} on before predicting row {k}"
+            );
+        }
+        assert_ne!(
+            original.timeline.predictions["hedge"], flipped.timeline.predictions["hedge"],
+            "the learners do learn"
+        );
+    }
+}
+
+#[test]
+fn with_shuffled_outcomes_no_method_beats_the_base_rate_beyond_noise() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let text = std::fs::read_to_string(common::repo().join("examples/data/holdout.csv")).unwrap();
+    let mut outcomes: Vec<String> = text.lines().skip(1).map(|l| l.rsplit_once(',').unwrap().1.to_string()).collect();
+    for seed in [1u64, 2, 3] {
+        // Fisher–Yates with a fixed xorshift stream: the same shuffles on every run.
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        for i in (1..outcomes.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            outcomes.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let report = run(&engine, &holdout_with(|i, _| outcomes[i].clone()));
+        let base = report.base_rate.max(1.0 - report.base_rate);
+        let noise = 3.0 * (base * (1.0 - base) / report.scored as f64).sqrt();
+        let base_brier = report.base_rate * (1.0 - report.base_rate);
+        for name in METHODS {
+            let m = report.methods[name];
+            assert!(
+                m.accuracy <= base + noise,
+                "seed {seed}: {name} accuracy {} beats base rate {base} + {noise}",
+                m.accuracy
+            );
+            assert!(m.brier >= base_brier - 0.02, "seed {seed}: {name} Brier {} beats {base_brier}", m.brier);
+        }
+    }
+}
