@@ -9,8 +9,14 @@
 //! Methods: each member alone; `equal` weights; `static` (the ensemble's configured weights); `hedge`
 //! (Hedge + Fixed-Share); `boa` (the parameter-free rule, opera's BOA); `stacking` (logistic regression
 //! on member logits, walk-forward); `blending` (convex weights on the recent window); `regime` (Hedge
-//! weights kept separately per volatility regime). Learners that have not been fitted yet predict with
-//! equal weights. Rows the engine refuses (non-finite features) are skipped by every method.
+//! weights kept separately per volatility regime). Stacking and blending predict with the configured
+//! weights until their first fit. Rows the engine refuses (non-finite features) are skipped by every
+//! method and never reach the regime detector, exactly as in the engine; a member that fails on a row
+//! is scored, for that row, with the equal-weight prediction of the others.
+//!
+//! The learners are the engine's own (`online`, `meta`, `regime`): an ensemble configured with
+//! `hedge`, `boa`, `stacking` or `blending` and fed its outcomes in order predicts what this backtest
+//! reports for that method (`tests/adaptive.rs` checks it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -235,11 +241,6 @@ pub fn backtest_table(
     let mut weights = vec![0.0; m];
     let mut predictions: Vec<(usize, f64)> = Vec::with_capacity(method_order.len());
     for row in 0..table.rows() {
-        // The regime sees this row's return whether or not the row can be predicted.
-        let regime = match (&mut detector, regime_column) {
-            (Some(d), Some(c)) => d.observe(table.cell(row, c).map_or(f64::NAN, f64::from)),
-            _ => Regime::Normal,
-        };
         let Ok(outcome) = table.cell(row, outcome_column) else {
             refused += 1;
             continue;
@@ -254,6 +255,10 @@ pub fn backtest_table(
         let Some(prediction) = prediction else {
             refused += 1;
             continue;
+        };
+        let regime = match (&mut detector, regime_column) {
+            (Some(d), Some(c)) => d.observe(table.cell(row, c).map_or(f64::NAN, f64::from)),
+            _ => Regime::Normal,
         };
         let y = f64::from(outcome);
         positives += y;
@@ -281,9 +286,9 @@ pub fn backtest_table(
         timeline.boa_weights.push(weights.clone());
         predictions.push((m + 3, weighted(&weights)));
         let complete: Option<Vec<f64>> = member_values.iter().copied().collect();
-        let stacked = complete.as_deref().and_then(|x| stacker.predict(x)).unwrap_or(equal);
+        let stacked = complete.as_deref().and_then(|x| stacker.predict(x)).unwrap_or_else(|| weighted(&static_weights));
         predictions.push((m + 4, stacked));
-        let blend = blender.weights().map(<[f64]>::to_vec).unwrap_or_else(|| vec![1.0 / m as f64; m]);
+        let blend = blender.weights().map_or_else(|| static_weights.clone(), <[f64]>::to_vec);
         timeline.blending_weights.push(blend.clone());
         predictions.push((m + 5, weighted(&blend)));
         per_regime[regime.index()].weights(&answered, &mut weights);

@@ -16,13 +16,16 @@ use ort::value::TensorRef;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
+use crate::adaptive::{Learning, Published};
 use crate::ensemble::{EnsembleConfig, EnsembleStore};
 use crate::error::{Error, Result};
 use crate::features::{gather, Batch, Features, Schema};
+use crate::meta::FitWindow;
+use crate::regime::Regime;
 use crate::registry::{self, ModelMetadata, ModelRegistration, Registry, Task};
 use crate::runtime::{Runtime, RuntimeOptions, SessionPool, Slot};
-use crate::strategy::{normalise_weights, Strategy};
-use crate::tracking::{EnsembleKey, EnsembleMetrics, Tracker, TrackingOptions};
+use crate::strategy::{normalise_weights, MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
+use crate::tracking::{DriftEvent, EnsembleKey, EnsembleMetrics, Tracker, TrackingOptions};
 
 /// One member's part in a prediction.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,10 +35,14 @@ pub struct ModelContribution {
     pub version: u32,
     /// The member's own prediction; `None` when it failed.
     pub prediction: Option<f32>,
-    /// The weight it carried in this prediction (renormalised over the members that answered).
+    /// The weight it carried in this prediction (renormalised over the members that answered); for
+    /// stacking, its coefficient on the member's logit.
     pub weight: f32,
     /// Wall time of the member's ONNX Runtime call (for a batch: the whole batch's call).
     pub latency_ms: f64,
+    /// Adaptive strategies: the member's recent squared error, which its weight follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_loss: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -57,6 +64,14 @@ pub struct Prediction {
     pub class: Option<u8>,
     #[serde(serialize_with = "contributions_by_model")]
     pub model_contributions: Vec<ModelContribution>,
+    /// The market regime in force, for ensembles with regimes configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regime: Option<Regime>,
+    /// Stacking and blending: the rows their current fit was made on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fit_window: Option<FitWindow>,
+    /// Increases whenever learning changes the weights.
+    pub weights_epoch: u64,
     /// Wall time inside the engine (for a batch: the whole batch).
     pub latency_ms: f64,
 }
@@ -146,10 +161,8 @@ struct LoadedEnsemble {
     config: EnsembleConfig,
     key: EnsembleKey,
     task: Task,
-    strategy: Box<dyn Strategy>,
     schema: Schema,
     members: Vec<Member>,
-    weights: Vec<f32>,
 }
 
 /// Builds an [`InferenceEngine`].
@@ -281,6 +294,9 @@ impl InferenceEngine {
             )));
         }
         config.strategy.check_task(task)?;
+        for strategy in config.regime.iter().flat_map(|r| r.strategies.values()) {
+            strategy.check_task(task)?;
+        }
         Ok(metas)
     }
 
@@ -302,16 +318,30 @@ impl InferenceEngine {
                 .collect::<Result<Vec<_>>>()?;
             members.push(Member { model: self.model(meta)?, indices });
         }
+        let weights = normalise_weights(config.weights.as_deref(), members.len())?;
+        let task = members[0].model.meta.task;
+        let regime = match &config.regime {
+            Some(r) => {
+                let column = schema.index_of(&r.detector.feature).ok_or_else(|| {
+                    Error::Config(format!(
+                        "ensemble {:?}: the regime feature {:?} is not an input of any member",
+                        config.name, r.detector.feature
+                    ))
+                })?;
+                Some((r, column))
+            }
+            None => None,
+        };
+        let learning = Learning::new(task, config.strategy, weights, regime, config.online, config.meta);
         let loaded = Arc::new(LoadedEnsemble {
             key: EnsembleKey {
                 name: Arc::from(config.name.as_str()),
                 version: config.version,
                 members: members.iter().map(|m| Arc::clone(&m.model.name)).collect(),
+                learning: Arc::new(learning),
             },
-            task: members[0].model.meta.task,
-            strategy: config.strategy.build(),
+            task,
             schema,
-            weights: normalise_weights(config.weights.as_deref(), members.len())?,
             members,
             config,
         });
@@ -361,7 +391,14 @@ impl InferenceEngine {
     pub fn record_outcome(&self, request_id: u64, outcome: f32) -> Result<()> {
         let tracker =
             self.inner.tracker.as_ref().ok_or_else(|| Error::Outcome("tracking is disabled for this engine".into()))?;
-        tracker.record_outcome(request_id, outcome)
+        let scored = tracker.record_outcome(request_id, outcome)?;
+        scored.key.learning.learn(scored.regime, &scored.members, outcome);
+        Ok(())
+    }
+
+    /// Members whose loss drifted upwards (Page-Hinkley), the most recent 1024, oldest first.
+    pub fn drift_events(&self) -> Vec<DriftEvent> {
+        self.inner.tracker.as_ref().map(Tracker::drift_events).unwrap_or_default()
     }
 
     pub fn tracking_enabled(&self) -> bool {
@@ -445,57 +482,80 @@ impl EnsembleHandle {
             members.push(MemberRun {
                 model: Arc::clone(&member.model.name),
                 version: member.model.meta.version,
-                weight: 0.0,
                 latency_ms: t.elapsed().as_secs_f64() * 1e3,
                 error: result.err().map(|e| e.to_string()),
             });
         }
-        let answered = members.iter().filter(|r| r.error.is_none()).count();
-        if answered < ens.config.required_members() {
+        let answered: Vec<bool> = members.iter().map(|r| r.error.is_none()).collect();
+        let live = answered.iter().filter(|a| **a).count();
+        if live < ens.config.required_members() {
             return Err(Error::QuorumNotReached {
                 ensemble: ens.config.name.clone(),
-                succeeded: answered,
+                succeeded: live,
                 required: ens.config.required_members(),
                 first_failure: members.iter().find_map(|r| r.error.clone()).unwrap_or_default(),
             });
         }
-        let live_total: f32 = ens.weights.iter().zip(&members).filter(|(_, r)| r.error.is_none()).map(|(w, _)| w).sum();
-        for (run, &w) in members.iter_mut().zip(&ens.weights) {
-            run.weight = if run.error.is_none() && live_total > 0.0 { w / live_total } else { 0.0 };
-        }
+        let learning = &ens.key.learning;
+        let published = learning.published();
         let first_request_id = self.engine.next_request_ids(rows);
         let (mut predictions, mut confidences) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
-        let all_answered = answered == m;
-        let weights: Vec<f32> = members.iter().filter(|r| r.error.is_none()).map(|r| r.weight).collect();
-        let mut row_values = Vec::with_capacity(if all_answered { 0 } else { m });
+        let mut regimes = Vec::with_capacity(rows);
+        let mut weights = vec![0f32; rows * m];
+        let (mut live_values, mut live_weights) = (Vec::with_capacity(m), Vec::with_capacity(m));
         let now = Instant::now();
         for (row, member_values) in member_predictions.chunks_exact(m).enumerate() {
-            let values = if all_answered {
-                member_values
-            } else {
-                row_values.clear();
-                row_values
-                    .extend(members.iter().zip(member_values).filter(|(r, _)| r.error.is_none()).map(|(_, &v)| v));
-                &row_values
+            let regime = learning.observe(&dense[row * width..(row + 1) * width]);
+            let choice = published.for_regime(regime);
+            let row_weights = &mut weights[row * m..(row + 1) * m];
+            let combined = match choice.intercept {
+                Some(intercept) if live == m => {
+                    row_weights.copy_from_slice(&choice.weights);
+                    Stacking { intercept }.combine(ens.task, member_values, row_weights)
+                }
+                _ => {
+                    // A weighted vote over the members that answered, weights renormalised over them.
+                    let total: f32 = choice.weights.iter().zip(&answered).filter(|(_, a)| **a).map(|(w, _)| w).sum();
+                    for ((w, &c), &a) in row_weights.iter_mut().zip(&choice.weights).zip(&answered) {
+                        *w = if a && total > 0.0 { c / total } else { 0.0 };
+                    }
+                    let strategy: &dyn Strategy =
+                        if choice.strategy == StrategyKind::Majority { &MajorityVote } else { &SoftVote };
+                    if live == m {
+                        strategy.combine(ens.task, member_values, row_weights)
+                    } else {
+                        live_values.clear();
+                        live_weights.clear();
+                        for ((&v, &w), &a) in member_values.iter().zip(row_weights.iter()).zip(&answered) {
+                            if a {
+                                live_values.push(v);
+                                live_weights.push(w);
+                            }
+                        }
+                        strategy.combine(ens.task, &live_values, &live_weights)
+                    }
+                }
             };
-            let combined = ens.strategy.combine(ens.task, values, &weights);
             if let Some(tracker) = &self.engine.inner.tracker {
                 let id = first_request_id + row as u64;
-                tracker.record_prediction(id, now, &ens.key, ens.task, combined.prediction, member_values);
+                tracker.record_prediction(id, now, &ens.key, ens.task, regime, combined.prediction, member_values);
             }
             predictions.push(combined.prediction);
             confidences.push(combined.confidence);
+            regimes.push(regime);
         }
         Ok(BatchPrediction {
             ensemble: Arc::clone(&ens.key.name),
             ensemble_version: ens.key.version,
-            strategy: ens.strategy.name(),
             task: ens.task,
             first_request_id,
             predictions,
             confidences,
             member_predictions,
+            weights,
+            regimes,
             members,
+            published,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
         })
     }
@@ -506,8 +566,6 @@ impl EnsembleHandle {
 pub struct MemberRun {
     pub model: Arc<str>,
     pub version: u32,
-    /// Weight carried in this batch (renormalised over the members that answered; 0 if it failed).
-    pub weight: f32,
     /// Wall time of the member's one ONNX Runtime call for the whole batch.
     pub latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -518,11 +576,10 @@ pub struct MemberRun {
 ///
 /// [`BatchPrediction::row`] gives any row as a [`Prediction`]; serialised, a batch is the array of its
 /// rows in the single-prediction format.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct BatchPrediction {
     pub ensemble: Arc<str>,
     pub ensemble_version: u32,
-    pub strategy: &'static str,
     pub task: Task,
     /// Row `i` has request id `first_request_id + i`.
     pub first_request_id: u64,
@@ -530,7 +587,13 @@ pub struct BatchPrediction {
     pub confidences: Vec<f32>,
     /// Row-major `rows × members`; NaN where a member failed.
     pub member_predictions: Vec<f32>,
+    /// Row-major `rows × members`: the weight (or stacking coefficient) each member carried.
+    pub weights: Vec<f32>,
+    /// The regime each row was predicted in (ensembles with regimes configured).
+    pub regimes: Vec<Option<Regime>>,
     pub members: Vec<MemberRun>,
+    /// The learning snapshot the batch was combined with (strategy, recent losses, fit windows).
+    published: Arc<Published>,
     /// Wall time of the whole batch inside the engine.
     pub latency_ms: f64,
 }
@@ -552,27 +615,34 @@ impl BatchPrediction {
     pub fn row(&self, row: usize) -> Prediction {
         let m = self.members.len();
         let prediction = self.predictions[row];
+        let regime = self.regimes[row];
+        let choice = self.published.for_regime(regime);
+        let fitted = choice.intercept.is_some() || choice.strategy != StrategyKind::Stacking;
         Prediction {
             request_id: self.request_id(row),
             ensemble: Arc::clone(&self.ensemble),
             ensemble_version: self.ensemble_version,
-            strategy: self.strategy,
+            strategy: if fitted { choice.strategy.as_str() } else { "stacking (unfitted: configured weights)" },
             prediction,
             confidence: self.confidences[row],
             class: (self.task == Task::Classification).then_some(u8::from(prediction >= 0.5)),
             model_contributions: self
                 .members
                 .iter()
-                .zip(&self.member_predictions[row * m..(row + 1) * m])
-                .map(|(run, &value)| ModelContribution {
+                .enumerate()
+                .map(|(i, run)| ModelContribution {
                     model: Arc::clone(&run.model),
                     version: run.version,
-                    prediction: run.error.is_none().then_some(value),
-                    weight: run.weight,
+                    prediction: run.error.is_none().then_some(self.member_predictions[row * m + i]),
+                    weight: self.weights[row * m + i],
                     latency_ms: run.latency_ms,
+                    recent_loss: choice.recent_loss[i],
                     error: run.error.clone(),
                 })
                 .collect(),
+            regime,
+            fit_window: choice.fit_window,
+            weights_epoch: self.published.epoch,
             latency_ms: self.latency_ms,
         }
     }

@@ -6,8 +6,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::adaptive::RegimeConfig;
 use crate::error::{Error, Result};
 use crate::features::NonFinitePolicy;
+use crate::meta::MetaOptions;
+use crate::online::OnlineOptions;
 use crate::registry::VersionSpec;
 use crate::store;
 use crate::strategy::{normalise_weights, StrategyKind};
@@ -54,6 +57,15 @@ pub struct EnsembleConfig {
     /// contributions, and the others' weights renormalised.
     #[serde(default)]
     pub min_members: Option<usize>,
+    /// Hedge / BOA settings (η, α, weight floor).
+    #[serde(default)]
+    pub online: OnlineOptions,
+    /// Stacking / blending settings (window, refit schedule, minimum rows, L2).
+    #[serde(default)]
+    pub meta: MetaOptions,
+    /// Market regimes: detection, and a strategy per regime.
+    #[serde(default)]
+    pub regime: Option<RegimeConfig>,
     #[serde(default)]
     pub created_at: String,
 }
@@ -69,6 +81,9 @@ impl EnsembleConfig {
             weights: None,
             non_finite: NonFinitePolicy::Refuse,
             min_members: None,
+            online: OnlineOptions::default(),
+            meta: MetaOptions::default(),
+            regime: None,
             created_at: String::new(),
         }
     }
@@ -88,6 +103,25 @@ impl EnsembleConfig {
     #[must_use]
     pub fn with_non_finite(mut self, policy: NonFinitePolicy) -> Self {
         self.non_finite = policy;
+        self
+    }
+
+    /// Detects market regimes from the return feature `regime.detector.feature`.
+    #[must_use]
+    pub fn with_regimes(mut self, regime: RegimeConfig) -> Self {
+        self.regime = Some(regime);
+        self
+    }
+
+    #[must_use]
+    pub fn with_online(mut self, online: OnlineOptions) -> Self {
+        self.online = online;
+        self
+    }
+
+    #[must_use]
+    pub fn with_meta(mut self, meta: MetaOptions) -> Self {
+        self.meta = meta;
         self
     }
 
@@ -125,6 +159,25 @@ impl EnsembleConfig {
                     self.members.len()
                 )));
             }
+        }
+        let o = &self.online;
+        if !(o.eta > 0.0 && o.eta.is_finite() && (0.0..1.0).contains(&o.alpha) && (0.0..1.0).contains(&o.floor)) {
+            return Err(Error::Config(format!("online options need eta > 0, 0 ≤ alpha < 1, 0 ≤ floor < 1: {o:?}")));
+        }
+        let meta = &self.meta;
+        if meta.window == 0
+            || meta.refit_every == 0
+            || meta.min_rows == 0
+            || meta.min_rows > meta.window
+            || meta.l2.is_nan()
+            || meta.l2 < 0.0
+        {
+            return Err(Error::Config(format!(
+                "meta options need window, refit_every, min_rows ≥ 1, min_rows ≤ window and l2 ≥ 0: {meta:?}"
+            )));
+        }
+        if let Some(r) = &self.regime {
+            r.detector.validate()?;
         }
         if let NonFinitePolicy::Impute { value, per_feature } = &self.non_finite {
             if !value.is_finite() || per_feature.values().any(|v| !v.is_finite()) {

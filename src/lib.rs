@@ -2,6 +2,7 @@
 // Library code reports errors; tests, benches and examples may unwrap.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod adaptive;
 pub mod backtest;
 mod chart;
 pub mod engine;
@@ -30,4 +31,7 @@ pub use registry::{
 pub use replay::{ReplayOptions, ReplayReport};
 pub use runtime::{Runtime, RuntimeOptions};
 pub use strategy::{Combined, MajorityVote, SoftVote, Strategy, StrategyKind};
-pub use tracking::{EnsembleMetrics, Metrics, MetricsAccumulator, TrackedMetrics, TrackingOptions};
+pub use tracking::{
+    DriftEvent, DriftOptions, EnsembleMetrics, GroupMetrics, Metrics, MetricsAccumulator, TrackedMetrics,
+    TrackingOptions,
+};

@@ -16,6 +16,7 @@ use crate::registry::Task;
 
 /// Refit schedule and window of a meta-learner.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MetaOptions {
     /// Rows kept for fitting: the most recent ones (default 250, about a trading year).
     pub window: usize,

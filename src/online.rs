@@ -28,6 +28,7 @@ pub trait OnlineWeights: Send + std::fmt::Debug {
 
 /// Settings shared by the online rules.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct OnlineOptions {
     /// Hedge's learning rate.
     pub eta: f64,

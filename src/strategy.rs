@@ -48,6 +48,14 @@ pub enum StrategyKind {
     SoftVote,
     /// Weighted majority of member classes; classification only.
     Majority,
+    /// Soft vote with Hedge + Fixed-Share weights, updated at every outcome.
+    Hedge,
+    /// Soft vote with Bernstein Online Aggregation weights (parameter-free), updated at every outcome.
+    Boa,
+    /// A logistic (or ridge) meta-model on member predictions, refitted walk-forward.
+    Stacking,
+    /// Soft vote with convex weights fitted on the most recent outcomes, refitted on a schedule.
+    Blending,
 }
 
 impl std::str::FromStr for StrategyKind {
@@ -56,17 +64,33 @@ impl std::str::FromStr for StrategyKind {
         match s {
             "soft-vote" | "soft_vote" | "soft" => Ok(StrategyKind::SoftVote),
             "majority" | "hard-vote" | "hard_vote" => Ok(StrategyKind::Majority),
-            other => Err(Error::Config(format!("unknown strategy {other:?}; expected soft-vote or majority"))),
+            "hedge" => Ok(StrategyKind::Hedge),
+            "boa" => Ok(StrategyKind::Boa),
+            "stacking" => Ok(StrategyKind::Stacking),
+            "blending" => Ok(StrategyKind::Blending),
+            other => Err(Error::Config(format!(
+                "unknown strategy {other:?}; expected soft-vote, majority, hedge, boa, stacking or blending"
+            ))),
         }
     }
 }
 
 impl StrategyKind {
-    pub fn build(self) -> Box<dyn Strategy> {
+    /// The name used in configuration and reports.
+    pub fn as_str(self) -> &'static str {
         match self {
-            StrategyKind::SoftVote => Box::new(SoftVote),
-            StrategyKind::Majority => Box::new(MajorityVote),
+            StrategyKind::SoftVote => "soft-vote",
+            StrategyKind::Majority => "majority",
+            StrategyKind::Hedge => "hedge",
+            StrategyKind::Boa => "boa",
+            StrategyKind::Stacking => "stacking",
+            StrategyKind::Blending => "blending",
         }
+    }
+
+    /// Whether the strategy learns from outcomes.
+    pub fn is_adaptive(self) -> bool {
+        !matches!(self, StrategyKind::SoftVote | StrategyKind::Majority)
     }
 
     pub(crate) fn check_task(self, task: Task) -> Result<()> {
@@ -171,6 +195,55 @@ fn weighted_std_f64(values: &[f64], weights: &[f32], mean: f64) -> f64 {
     let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
     let var: f64 = values.iter().zip(weights).map(|(&v, &w)| f64::from(w) * (v - mean).powi(2)).sum::<f64>() / total;
     var.max(0.0).sqrt()
+}
+
+/// Stacking's combination: `σ(intercept + Σ cᵢ·logit(pᵢ))` for classification, `intercept + Σ cᵢ·vᵢ`
+/// for regression, where `weights` are the meta-model's coefficients. Confidence is decisiveness times
+/// the members' agreement (their unweighted spread), as for the votes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stacking {
+    pub intercept: f32,
+}
+
+impl Strategy for Stacking {
+    fn name(&self) -> &'static str {
+        "stacking"
+    }
+
+    fn combine(&self, task: Task, values: &[f32], weights: &[f32]) -> Combined {
+        let equal = vec![1.0 / values.len().max(1) as f32; values.len()];
+        let mean = weighted_mean(values, &equal);
+        let spread = weighted_std(values, &equal, mean);
+        let z: f64 = f64::from(self.intercept)
+            + values
+                .iter()
+                .zip(weights)
+                .map(|(&v, &c)| {
+                    let x = match task {
+                        Task::Classification => {
+                            let p = f64::from(v).clamp(1e-6, 1.0 - 1e-6);
+                            (p / (1.0 - p)).ln()
+                        }
+                        Task::Regression => f64::from(v),
+                    };
+                    f64::from(c) * x
+                })
+                .sum::<f64>();
+        match task {
+            Task::Classification => {
+                let p = 1.0 / (1.0 + (-z).exp());
+                Combined {
+                    prediction: p as f32,
+                    confidence: clamp_unit(decisiveness(p) * (1.0 - (spread / 0.5).min(1.0))),
+                }
+            }
+            Task::Regression => {
+                let scale = weighted_mean_abs(values, &equal);
+                let confidence = if spread == 0.0 { 1.0 } else { 1.0 - spread / (spread + scale) };
+                Combined { prediction: z as f32, confidence: clamp_unit(confidence) }
+            }
+        }
+    }
 }
 
 /// Checks raw configured weights and returns them normalised to sum to 1 (equal when absent).

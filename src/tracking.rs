@@ -1,5 +1,6 @@
-//! Outcome tracking: join realised outcomes with logged predictions, and keep per-member and
-//! per-ensemble metrics over all time and over a sliding window.
+//! Outcome tracking: join realised outcomes with logged predictions, and keep per-member,
+//! per-ensemble and per-regime metrics over all time, over the last `window` outcomes and over the last
+//! `window_duration`; rank members; watch each member's loss stream for drift (Page-Hinkley).
 //!
 //! Pending predictions live in a fixed ring indexed by request id, so memory is bounded no matter how
 //! many outcomes never arrive: a prediction is forgotten when `capacity` newer ones have been made or
@@ -12,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::adaptive::Learning;
 use crate::error::{Error, Result};
+use crate::regime::Regime;
 use crate::registry::Task;
 
 /// Bounds of the tracker.
@@ -22,14 +25,81 @@ pub struct TrackingOptions {
     pub pending_capacity: usize,
     /// How long a prediction waits for its outcome (default 24 h).
     pub pending_ttl: Duration,
-    /// Outcomes in the sliding window (default 500).
+    /// Outcomes in the sliding window by count (default 500).
     pub window: usize,
+    /// Age of the outcomes in the sliding window by time (default 1 h).
+    pub window_duration: Duration,
+    /// Drift detection on each member's loss stream.
+    pub drift: DriftOptions,
 }
 
 impl Default for TrackingOptions {
     fn default() -> Self {
-        TrackingOptions { pending_capacity: 1 << 16, pending_ttl: Duration::from_secs(24 * 3600), window: 500 }
+        TrackingOptions {
+            pending_capacity: 1 << 16,
+            pending_ttl: Duration::from_secs(24 * 3600),
+            window: 500,
+            window_duration: Duration::from_secs(3600),
+            drift: DriftOptions::default(),
+        }
     }
+}
+
+/// Page-Hinkley test for an increase in a member's mean loss (squared error).
+///
+/// With `x̄ₜ` the running mean loss, `mₜ = Σ (xᵢ − x̄ᵢ − δ)` and `Mₜ = min mᵢ`, drift is signalled when
+/// `mₜ − Mₜ > λ` after at least `min_observations`; the test then restarts. Defaults: δ = 0.005,
+/// λ = 5 (a squared error is in [0, 1] for probabilities: a member whose loss rises by 0.25 is flagged
+/// within about 20 outcomes), 30 observations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DriftOptions {
+    pub delta: f64,
+    pub threshold: f64,
+    pub min_observations: u64,
+}
+
+impl Default for DriftOptions {
+    fn default() -> Self {
+        DriftOptions { delta: 0.005, threshold: 5.0, min_observations: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PageHinkley {
+    count: u64,
+    mean: f64,
+    cumulative: f64,
+    minimum: f64,
+}
+
+impl PageHinkley {
+    /// Adds one loss; `Some(statistic)` when drift is detected (and the test restarts).
+    fn add(&mut self, loss: f64, options: &DriftOptions) -> Option<f64> {
+        self.count += 1;
+        self.mean += (loss - self.mean) / self.count as f64;
+        self.cumulative += loss - self.mean - options.delta;
+        self.minimum = self.minimum.min(self.cumulative);
+        let statistic = self.cumulative - self.minimum;
+        if self.count >= options.min_observations && statistic > options.threshold {
+            *self = PageHinkley::default();
+            return Some(statistic);
+        }
+        None
+    }
+}
+
+/// A member whose loss rose significantly.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DriftEvent {
+    pub ensemble: String,
+    pub version: u32,
+    pub member: String,
+    /// Outcomes this member had been scored on in this ensemble version when drift was detected.
+    pub observations: u64,
+    /// The Page-Hinkley statistic that crossed the threshold.
+    pub statistic: f64,
+    /// Mean squared error over the member's count window when detected.
+    pub window_loss: f64,
 }
 
 /// Classification or regression metrics over some set of outcomes. Fields that do not apply to the
@@ -41,6 +111,10 @@ pub struct Metrics {
     pub precision: Option<f64>,
     pub recall: Option<f64>,
     pub f1_score: Option<f64>,
+    /// Mean binary cross-entropy (probabilities clipped to [1e-6, 1 − 1e-6]).
+    pub log_loss: Option<f64>,
+    /// Mean squared error of the probability.
+    pub brier: Option<f64>,
     pub mae: Option<f64>,
     pub rmse: Option<f64>,
 }
@@ -55,6 +129,7 @@ pub struct MetricsAccumulator {
     count: u64,
     abs_error: f64,
     sq_error: f64,
+    log_loss: f64,
 }
 
 impl MetricsAccumulator {
@@ -80,6 +155,9 @@ impl MetricsAccumulator {
         let error = f64::from(prediction) - f64::from(outcome);
         self.abs_error += sign as f64 * error.abs();
         self.sq_error += sign as f64 * error * error;
+        let p = f64::from(prediction).clamp(1e-6, 1.0 - 1e-6);
+        let y = f64::from(outcome).clamp(0.0, 1.0);
+        self.log_loss -= sign as f64 * (y * p.ln() + (1.0 - y) * (1.0 - p).ln());
     }
 
     pub fn metrics(&self, task: Task) -> Metrics {
@@ -94,6 +172,9 @@ impl MetricsAccumulator {
                 m.precision = ratio(self.tp, self.tp + self.fp);
                 m.recall = ratio(self.tp, self.tp + self.fn_);
                 m.f1_score = ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn_);
+                let n = self.count as f64;
+                m.log_loss = Some(self.log_loss.max(0.0) / n);
+                m.brier = Some(self.sq_error.max(0.0) / n);
             }
             Task::Regression => {
                 let n = self.count as f64;
@@ -109,39 +190,71 @@ impl MetricsAccumulator {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct TrackedMetrics {
     pub all_time: Metrics,
+    /// The last `window` outcomes.
     pub window: Metrics,
+    /// Outcomes recorded within the last `window_duration`.
+    pub recent: Metrics,
 }
 
 #[derive(Debug, Clone)]
 struct Track {
     all_time: MetricsAccumulator,
     window: MetricsAccumulator,
-    recent: VecDeque<(f32, f32)>,
+    last: VecDeque<(f32, f32)>,
+    timed: MetricsAccumulator,
+    timed_last: VecDeque<(Instant, f32, f32)>,
 }
 
 impl Track {
-    fn new(window: usize) -> Track {
+    fn new() -> Track {
         Track {
             all_time: MetricsAccumulator::default(),
             window: MetricsAccumulator::default(),
-            recent: VecDeque::with_capacity(window),
+            last: VecDeque::new(),
+            timed: MetricsAccumulator::default(),
+            timed_last: VecDeque::new(),
         }
     }
 
-    fn add(&mut self, prediction: f32, outcome: f32, window: usize) {
+    fn add(&mut self, prediction: f32, outcome: f32, now: Instant, options: &TrackingOptions) {
         self.all_time.add(prediction, outcome);
         self.window.add(prediction, outcome);
-        self.recent.push_back((prediction, outcome));
-        if self.recent.len() > window {
-            if let Some((p, o)) = self.recent.pop_front() {
+        self.last.push_back((prediction, outcome));
+        if self.last.len() > options.window {
+            if let Some((p, o)) = self.last.pop_front() {
                 self.window.remove(p, o);
             }
         }
+        self.timed.add(prediction, outcome);
+        self.timed_last.push_back((now, prediction, outcome));
+        self.expire(now, options.window_duration);
     }
 
-    fn metrics(&self, task: Task) -> TrackedMetrics {
-        TrackedMetrics { all_time: self.all_time.metrics(task), window: self.window.metrics(task) }
+    fn expire(&mut self, now: Instant, age: Duration) {
+        while let Some(&(at, p, o)) = self.timed_last.front() {
+            if now.duration_since(at) <= age {
+                break;
+            }
+            self.timed.remove(p, o);
+            self.timed_last.pop_front();
+        }
     }
+
+    fn metrics(&mut self, task: Task, now: Instant, options: &TrackingOptions) -> TrackedMetrics {
+        self.expire(now, options.window_duration);
+        TrackedMetrics {
+            all_time: self.all_time.metrics(task),
+            window: self.window.metrics(task),
+            recent: self.timed.metrics(task),
+        }
+    }
+}
+
+/// Metrics of the ensemble and of each member, for one regime or overall.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupMetrics {
+    pub metrics: TrackedMetrics,
+    pub members: Vec<(String, TrackedMetrics)>,
 }
 
 /// Metrics of one ensemble version and each of its members.
@@ -151,13 +264,50 @@ pub struct EnsembleMetrics {
     pub version: u32,
     pub metrics: TrackedMetrics,
     pub members: Vec<(String, TrackedMetrics)>,
+    /// Per regime in which outcomes were recorded (ensembles with regimes configured).
+    pub regimes: Vec<(Regime, GroupMetrics)>,
+    /// Members from best to worst by their count-window loss (log-loss for classification, RMSE for
+    /// regression); members with no scored outcome last.
+    pub ranking: Vec<String>,
+}
+
+struct Group {
+    ensemble: Track,
+    members: Vec<Track>,
+}
+
+impl Group {
+    fn new(members: usize) -> Group {
+        Group { ensemble: Track::new(), members: vec![Track::new(); members] }
+    }
+
+    fn add(&mut self, prediction: f32, members: &[f32], outcome: f32, now: Instant, options: &TrackingOptions) {
+        self.ensemble.add(prediction, outcome, now, options);
+        for (track, &value) in self.members.iter_mut().zip(members) {
+            if !value.is_nan() {
+                track.add(value, outcome, now, options);
+            }
+        }
+    }
+
+    fn metrics(&mut self, task: Task, names: &[Arc<str>], now: Instant, options: &TrackingOptions) -> GroupMetrics {
+        GroupMetrics {
+            metrics: self.ensemble.metrics(task, now, options),
+            members: names
+                .iter()
+                .zip(&mut self.members)
+                .map(|(n, t)| (n.to_string(), t.metrics(task, now, options)))
+                .collect(),
+        }
+    }
 }
 
 struct Stats {
     task: Task,
     members: Vec<Arc<str>>,
-    ensemble: Track,
-    member_tracks: Vec<Track>,
+    overall: Group,
+    regimes: std::collections::BTreeMap<Regime, Group>,
+    drift: Vec<PageHinkley>,
 }
 
 /// Which ensemble version a pending prediction belongs to, with its member names (so an outcome can
@@ -167,6 +317,7 @@ pub(crate) struct EnsembleKey {
     pub name: Arc<str>,
     pub version: u32,
     pub members: Arc<[Arc<str>]>,
+    pub learning: Arc<Learning>,
 }
 
 impl PartialEq for EnsembleKey {
@@ -189,6 +340,7 @@ struct Pending {
     at: Instant,
     key: Option<EnsembleKey>,
     task: Task,
+    regime: Option<Regime>,
     prediction: f32,
     /// NaN marks a member that did not answer (it is not scored).
     members: Vec<f32>,
@@ -199,6 +351,17 @@ pub(crate) struct Tracker {
     options: TrackingOptions,
     pending: Box<[Mutex<Pending>]>,
     stats: Mutex<HashMap<EnsembleKey, Stats>>,
+    drift_events: Mutex<VecDeque<DriftEvent>>,
+}
+
+/// Drift events kept for [`crate::InferenceEngine::drift_events`]; older ones are dropped.
+const DRIFT_EVENTS_KEPT: usize = 1024;
+
+/// A prediction joined with its outcome, handed back so the engine can teach the ensemble's learners.
+pub(crate) struct Scored {
+    pub key: EnsembleKey,
+    pub regime: Option<Regime>,
+    pub members: Vec<f32>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -219,12 +382,13 @@ impl Tracker {
                     at: now,
                     key: None,
                     task: Task::Classification,
+                    regime: None,
                     prediction: 0.0,
                     members: Vec::new(),
                 })
             })
             .collect();
-        Ok(Tracker { options, pending, stats: Mutex::new(HashMap::new()) })
+        Ok(Tracker { options, pending, stats: Mutex::new(HashMap::new()), drift_events: Mutex::new(VecDeque::new()) })
     }
 
     fn slot(&self, request_id: u64) -> &Mutex<Pending> {
@@ -232,12 +396,14 @@ impl Tracker {
     }
 
     /// Logs a prediction; `members[i]` is NaN where member `i` did not answer.
+    #[allow(clippy::too_many_arguments)] // one plain record, written field by field into a reused slot
     pub fn record_prediction(
         &self,
         request_id: u64,
         at: Instant,
         key: &EnsembleKey,
         task: Task,
+        regime: Option<Regime>,
         prediction: f32,
         members: &[f32],
     ) {
@@ -249,17 +415,18 @@ impl Tracker {
             slot.key = Some(key.clone());
         }
         slot.task = task;
+        slot.regime = regime;
         slot.prediction = prediction;
         slot.members.clear();
         slot.members.extend_from_slice(members);
     }
 
     /// Scores a logged prediction against its realised outcome (for classification, 0 or 1).
-    pub fn record_outcome(&self, request_id: u64, outcome: f32) -> Result<()> {
+    pub fn record_outcome(&self, request_id: u64, outcome: f32) -> Result<Scored> {
         if !outcome.is_finite() {
             return Err(Error::Outcome(format!("outcome {outcome} for request {request_id} is not finite")));
         }
-        let (key, task, prediction, members) = {
+        let (key, task, regime, prediction, members) = {
             let mut slot = lock(self.slot(request_id));
             let expired = slot.at.elapsed() > self.options.pending_ttl;
             if slot.request_id != request_id || slot.key.is_none() || expired {
@@ -276,51 +443,132 @@ impl Tracker {
             }
             slot.request_id = u64::MAX; // an outcome is counted once
             let key = slot.key.clone().ok_or_else(|| Error::Outcome("slot without ensemble".into()))?;
-            (key, slot.task, slot.prediction, slot.members.clone())
+            (key, slot.task, slot.regime, slot.prediction, slot.members.clone())
         };
-        let window = self.options.window;
-        let mut stats = lock(&self.stats);
-        let s = stats.entry(key.clone()).or_insert_with(|| Stats {
-            task,
-            member_tracks: vec![Track::new(window); key.members.len()],
-            members: key.members.to_vec(),
-            ensemble: Track::new(window),
-        });
-        s.ensemble.add(prediction, outcome, window);
-        for (track, &value) in s.member_tracks.iter_mut().zip(&members) {
-            if !value.is_nan() {
-                track.add(value, outcome, window);
+        let now = Instant::now();
+        let mut drifted = Vec::new();
+        {
+            let mut stats = lock(&self.stats);
+            let m = key.members.len();
+            let s = stats.entry(key.clone()).or_insert_with(|| Stats {
+                task,
+                members: key.members.to_vec(),
+                overall: Group::new(m),
+                regimes: std::collections::BTreeMap::new(),
+                drift: vec![PageHinkley::default(); m],
+            });
+            s.overall.add(prediction, &members, outcome, now, &self.options);
+            if let Some(r) = regime {
+                s.regimes.entry(r).or_insert_with(|| Group::new(m)).add(
+                    prediction,
+                    &members,
+                    outcome,
+                    now,
+                    &self.options,
+                );
+            }
+            for (i, &value) in members.iter().enumerate() {
+                if value.is_nan() {
+                    continue;
+                }
+                let loss = (f64::from(value) - f64::from(outcome)).powi(2);
+                if let Some(statistic) = s.drift[i].add(loss, &self.options.drift) {
+                    let track = &s.overall.members[i];
+                    drifted.push(DriftEvent {
+                        ensemble: key.name.to_string(),
+                        version: key.version,
+                        member: key.members[i].to_string(),
+                        observations: track.all_time.count,
+                        statistic,
+                        window_loss: track.window.sq_error.max(0.0) / track.window.count.max(1) as f64,
+                    });
+                }
             }
         }
-        Ok(())
+        if !drifted.is_empty() {
+            let mut events = lock(&self.drift_events);
+            for event in drifted {
+                if events.len() == DRIFT_EVENTS_KEPT {
+                    events.pop_front();
+                }
+                events.push_back(event);
+            }
+        }
+        Ok(Scored { key, regime, members })
     }
 
     /// Metrics of every tracked version of `ensemble`, oldest version first.
     pub fn metrics(&self, ensemble: &str) -> Vec<EnsembleMetrics> {
-        let stats = lock(&self.stats);
+        let now = Instant::now();
+        let mut stats = lock(&self.stats);
         let mut out: Vec<EnsembleMetrics> = stats
-            .iter()
+            .iter_mut()
             .filter(|(k, _)| &*k.name == ensemble)
-            .map(|(k, s)| EnsembleMetrics {
-                ensemble: k.name.to_string(),
-                version: k.version,
-                metrics: s.ensemble.metrics(s.task),
-                members: s
-                    .members
-                    .iter()
-                    .zip(&s.member_tracks)
-                    .map(|(n, t)| (n.to_string(), t.metrics(s.task)))
-                    .collect(),
+            .map(|(k, s)| {
+                let overall = s.overall.metrics(s.task, &s.members, now, &self.options);
+                let regimes = s
+                    .regimes
+                    .iter_mut()
+                    .map(|(r, g)| (*r, g.metrics(s.task, &s.members, now, &self.options)))
+                    .collect();
+                EnsembleMetrics {
+                    ensemble: k.name.to_string(),
+                    version: k.version,
+                    ranking: rank(&overall.members, s.task),
+                    metrics: overall.metrics,
+                    members: overall.members,
+                    regimes,
+                }
             })
             .collect();
         out.sort_by_key(|m| m.version);
         out
     }
+
+    /// Drift events so far (the most recent 1024), oldest first.
+    pub fn drift_events(&self) -> Vec<DriftEvent> {
+        lock(&self.drift_events).iter().cloned().collect()
+    }
+}
+
+/// Members from best to worst by windowed loss; unscored members last, in configuration order.
+fn rank(members: &[(String, TrackedMetrics)], task: Task) -> Vec<String> {
+    let loss = |m: &TrackedMetrics| match task {
+        Task::Classification => m.window.log_loss,
+        Task::Regression => m.window.rmse,
+    };
+    let mut order: Vec<&(String, TrackedMetrics)> = members.iter().collect();
+    order.sort_by(|a, b| match (loss(&a.1), loss(&b.1)) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    order.into_iter().map(|(n, _)| n.clone()).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::StrategyKind;
+
+    fn key(names: &[&str]) -> EnsembleKey {
+        let m = names.len();
+        let learning = Learning::new(
+            Task::Classification,
+            StrategyKind::SoftVote,
+            vec![1.0 / m as f32; m],
+            None,
+            Default::default(),
+            Default::default(),
+        );
+        EnsembleKey {
+            name: "e".into(),
+            version: 1,
+            members: names.iter().map(|n| Arc::from(*n)).collect(),
+            learning: Arc::new(learning),
+        }
+    }
 
     #[test]
     fn classification_metrics_match_hand_count() {
@@ -340,11 +588,10 @@ mod tests {
 
     #[test]
     fn regression_metrics_and_window() {
-        let key =
-            EnsembleKey { name: "e".into(), version: 1, members: Arc::from(vec![Arc::from("a"), Arc::from("b")]) };
+        let key = key(&["a", "b"]);
         let tracker = Tracker::new(TrackingOptions { window: 2, ..TrackingOptions::default() }).unwrap();
         for (id, (p, o)) in [(1.0f32, 0.0f32), (2.0, 2.0), (3.0, 1.0)].into_iter().enumerate() {
-            tracker.record_prediction(id as u64, Instant::now(), &key, Task::Regression, p, &[p, f32::NAN]);
+            tracker.record_prediction(id as u64, Instant::now(), &key, Task::Regression, None, p, &[p, f32::NAN]);
             tracker.record_outcome(id as u64, o).unwrap();
         }
         let m = &tracker.metrics("e")[0];
@@ -357,15 +604,57 @@ mod tests {
 
     #[test]
     fn unknown_expired_and_repeated_outcomes_are_errors() {
-        let key = EnsembleKey { name: "e".into(), version: 1, members: Arc::from(vec![Arc::from("m")]) };
+        let key = key(&["m"]);
         let tracker = Tracker::new(TrackingOptions { pending_capacity: 2, ..TrackingOptions::default() }).unwrap();
         assert!(tracker.record_outcome(7, 1.0).is_err(), "never predicted");
         for id in 0..3 {
-            tracker.record_prediction(id, Instant::now(), &key, Task::Classification, 0.7, &[0.7]);
+            tracker.record_prediction(id, Instant::now(), &key, Task::Classification, None, 0.7, &[0.7]);
         }
         assert!(tracker.record_outcome(0, 1.0).is_err(), "evicted by newer predictions");
         assert!(tracker.record_outcome(2, 0.5).is_err(), "not a class");
         tracker.record_outcome(2, 1.0).unwrap();
         assert!(tracker.record_outcome(2, 1.0).is_err(), "counted twice");
+    }
+
+    #[test]
+    fn log_loss_brier_regimes_ranking_and_time_window() {
+        let key = key(&["sharp", "dull"]);
+        let options = TrackingOptions { window_duration: Duration::from_millis(50), ..TrackingOptions::default() };
+        let tracker = Tracker::new(options).unwrap();
+        for id in 0..10u64 {
+            let y = (id % 2) as f32;
+            let regime = if id < 4 { Regime::Low } else { Regime::High };
+            let sharp = if y == 1.0 { 0.9 } else { 0.1 };
+            tracker.record_prediction(id, Instant::now(), &key, Task::Classification, Some(regime), 0.5, &[sharp, 0.5]);
+            tracker.record_outcome(id, y).unwrap();
+        }
+        let m = &tracker.metrics("e")[0];
+        let sharp = m.members[0].1.all_time;
+        assert!((sharp.log_loss.unwrap() - (-(0.9f64.ln()))).abs() < 1e-6);
+        assert!((sharp.brier.unwrap() - 0.01).abs() < 1e-6);
+        assert_eq!(m.ranking, vec!["sharp", "dull"]);
+        let counts: Vec<(Regime, u64)> = m.regimes.iter().map(|(r, g)| (*r, g.metrics.all_time.count)).collect();
+        assert_eq!(counts, vec![(Regime::Low, 4), (Regime::High, 6)]);
+        assert_eq!(m.metrics.recent.count, 10);
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(tracker.metrics("e")[0].metrics.recent.count, 0, "the time window forgets old outcomes");
+        assert_eq!(tracker.metrics("e")[0].metrics.all_time.count, 10);
+    }
+
+    #[test]
+    fn page_hinkley_flags_a_member_whose_loss_jumps_and_stays_quiet_otherwise() {
+        let key = key(&["steady", "breaks"]);
+        let tracker = Tracker::new(TrackingOptions::default()).unwrap();
+        for id in 0..400u64 {
+            let y = (id % 2) as f32;
+            let good = if y == 1.0 { 0.7 } else { 0.3 };
+            let breaks = if id < 300 { good } else { 1.0 - good };
+            tracker.record_prediction(id, Instant::now(), &key, Task::Classification, None, 0.5, &[good, breaks]);
+            tracker.record_outcome(id, y).unwrap();
+        }
+        let events = tracker.drift_events();
+        assert!(!events.is_empty(), "no drift flagged");
+        assert!(events.iter().all(|e| e.member == "breaks"), "{events:?}");
+        assert!(events[0].observations > 300 && events[0].observations < 340, "{events:?}");
     }
 }

@@ -1,0 +1,206 @@
+//! An ensemble's learning state in the engine: the regime detector, the online and meta learners for
+//! each regime, and the weights they publish for predictions.
+//!
+//! Predictions never wait for learning: they read an immutable [`Published`] snapshot (an `Arc` taken
+//! under a read lock held for a pointer copy) and, when regimes are configured, feed the detector one
+//! return (a mutex held for a few arithmetic operations). An outcome updates the learners of the
+//! regime its prediction was made in, in O(members) (a stacking or blending refit, on its schedule,
+//! costs O(window × members²)), then swaps in a new snapshot.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::meta::{Blender, FitWindow, MetaOptions, Stacker};
+use crate::online::{Boa, Hedge, OnlineOptions, OnlineWeights};
+use crate::regime::{Regime, RegimeDetector, RegimeOptions};
+use crate::registry::Task;
+use crate::strategy::StrategyKind;
+
+/// Regimes in an ensemble configuration: how to detect them, and which strategy each one uses
+/// (regimes not listed use the ensemble's strategy). Learners keep separate state per regime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegimeConfig {
+    #[serde(flatten)]
+    pub detector: RegimeOptions,
+    #[serde(default)]
+    pub strategies: BTreeMap<Regime, StrategyKind>,
+}
+
+/// What one regime publishes for predictions.
+#[derive(Debug, Clone)]
+pub(crate) struct RegimeWeights {
+    pub strategy: StrategyKind,
+    /// Member weights (summing to 1), or stacking's coefficients once fitted.
+    pub weights: Vec<f32>,
+    /// Stacking's intercept; `None` means "combine by weighted mean with `weights`".
+    pub intercept: Option<f32>,
+    /// Recent squared error per member (`None` before any outcome).
+    pub recent_loss: Vec<Option<f32>>,
+    pub fit_window: Option<FitWindow>,
+}
+
+/// The snapshot predictions read.
+#[derive(Debug, Clone)]
+pub(crate) struct Published {
+    /// Indexed by [`Regime::index`]; a single entry when no regimes are configured.
+    pub regimes: Vec<RegimeWeights>,
+    /// Increases with every change of weights.
+    pub epoch: u64,
+}
+
+impl Published {
+    pub fn for_regime(&self, regime: Option<Regime>) -> &RegimeWeights {
+        &self.regimes[regime.map_or(0, Regime::index).min(self.regimes.len() - 1)]
+    }
+}
+
+#[derive(Debug)]
+struct Learners {
+    strategy: StrategyKind,
+    hedge: Option<Hedge>,
+    boa: Option<Boa>,
+    stacker: Option<Stacker>,
+    blender: Option<Blender>,
+}
+
+impl Learners {
+    fn new(strategy: StrategyKind, task: Task, prior: &[f64], online: OnlineOptions, meta: MetaOptions) -> Learners {
+        let m = prior.len();
+        Learners {
+            strategy,
+            hedge: (strategy == StrategyKind::Hedge).then(|| Hedge::with_prior(prior, online)),
+            boa: (strategy == StrategyKind::Boa).then(|| Boa::new(m, online)),
+            stacker: (strategy == StrategyKind::Stacking).then(|| Stacker::new(task, meta)),
+            blender: (strategy == StrategyKind::Blending).then(|| Blender::new(task, meta)),
+        }
+    }
+
+    fn publish(&self, prior: &[f32]) -> RegimeWeights {
+        let m = prior.len();
+        let all = vec![true; m];
+        let mut w = vec![0.0f64; m];
+        let online: Option<&dyn OnlineWeights> = match (&self.hedge, &self.boa) {
+            (Some(h), _) => Some(h),
+            (_, Some(b)) => Some(b),
+            _ => None,
+        };
+        let mut out = RegimeWeights {
+            strategy: self.strategy,
+            weights: prior.to_vec(),
+            intercept: None,
+            recent_loss: vec![None; m],
+            fit_window: None,
+        };
+        if let Some(rule) = online {
+            rule.weights(&all, &mut w);
+            out.weights = w.iter().map(|&x| x as f32).collect();
+            out.recent_loss = rule.recent_loss().iter().map(|&l| (l > 0.0).then_some(l as f32)).collect();
+        }
+        if let Some(stacker) = &self.stacker {
+            if let Some(beta) = stacker.coefficients() {
+                out.intercept = Some(beta[0] as f32);
+                out.weights = beta[1..].iter().map(|&b| b as f32).collect();
+            }
+            out.fit_window = stacker.fit_window();
+        }
+        if let Some(blender) = &self.blender {
+            if let Some(weights) = blender.weights() {
+                out.weights = weights.iter().map(|&x| x as f32).collect();
+            }
+            out.fit_window = blender.fit_window();
+        }
+        out
+    }
+
+    fn update(&mut self, members: &[Option<f64>], outcome: f64) {
+        if let Some(h) = &mut self.hedge {
+            h.update(members, outcome);
+        }
+        if let Some(b) = &mut self.boa {
+            b.update(members, outcome);
+        }
+        // The meta-learners need every member's prediction for a row.
+        let complete: Option<Vec<f64>> = members.iter().copied().collect();
+        if let Some(x) = complete {
+            if let Some(s) = &mut self.stacker {
+                s.observe(&x, outcome);
+            }
+            if let Some(b) = &mut self.blender {
+                b.observe(&x, outcome);
+            }
+        }
+    }
+}
+
+/// An ensemble's learning state. Shared (`Arc`) by the loaded ensemble and its pending predictions,
+/// so an outcome that arrives after a reload still teaches the version that made the prediction.
+#[derive(Debug)]
+pub(crate) struct Learning {
+    prior: Vec<f32>,
+    detector: Option<(usize, Mutex<RegimeDetector>)>,
+    learners: Mutex<Vec<Learners>>,
+    published: RwLock<Arc<Published>>,
+    adaptive: bool,
+}
+
+impl Learning {
+    /// `regime_column` is the position of the regime feature in the ensemble's schema.
+    pub fn new(
+        task: Task,
+        strategy: StrategyKind,
+        prior: Vec<f32>,
+        regime: Option<(&RegimeConfig, usize)>,
+        online: OnlineOptions,
+        meta: MetaOptions,
+    ) -> Learning {
+        let prior64: Vec<f64> = prior.iter().map(|&w| f64::from(w)).collect();
+        let strategies: Vec<StrategyKind> = match regime {
+            Some((config, _)) => {
+                Regime::ALL.iter().map(|r| config.strategies.get(r).copied().unwrap_or(strategy)).collect()
+            }
+            None => vec![strategy],
+        };
+        let learners: Vec<Learners> =
+            strategies.iter().map(|&s| Learners::new(s, task, &prior64, online, meta)).collect();
+        let published = Published { regimes: learners.iter().map(|l| l.publish(&prior)).collect(), epoch: 0 };
+        Learning {
+            adaptive: strategies.iter().any(|s| s.is_adaptive()),
+            detector: regime.map(|(config, column)| (column, Mutex::new(RegimeDetector::new(config.detector.clone())))),
+            prior,
+            learners: Mutex::new(learners),
+            published: RwLock::new(Arc::new(published)),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn published(&self) -> Arc<Published> {
+        Arc::clone(&self.published.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Feeds the regime detector with a dense schema row; `None` when no regimes are configured.
+    pub fn observe(&self, dense_row: &[f32]) -> Option<Regime> {
+        let (column, detector) = self.detector.as_ref()?;
+        let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
+        Some(detector.observe(f64::from(dense_row[*column])))
+    }
+
+    /// Learns one outcome for a prediction made in `regime` (members: NaN = did not answer).
+    pub fn learn(&self, regime: Option<Regime>, members: &[f32], outcome: f32) {
+        if !self.adaptive {
+            return;
+        }
+        let members: Vec<Option<f64>> = members.iter().map(|&v| (!v.is_nan()).then_some(f64::from(v))).collect();
+        let mut learners = self.learners.lock().unwrap_or_else(|p| p.into_inner());
+        let index = regime.map_or(0, Regime::index).min(learners.len() - 1);
+        learners[index].update(&members, f64::from(outcome));
+        let fresh = learners[index].publish(&self.prior);
+        // Still holding the learners: concurrent outcomes publish in the order they learnt.
+        let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = Published::clone(&published);
+        next.regimes[index] = fresh;
+        next.epoch += 1;
+        *published = Arc::new(next);
+    }
+}

@@ -1,0 +1,141 @@
+//! Adaptive strategies in the engine: weights that learn from outcomes, regimes, explanations, and
+//! agreement with the walk-forward backtest of the same methods.
+
+mod common;
+
+use quorum::adaptive::RegimeConfig;
+use quorum::backtest::{backtest_table, BacktestOptions};
+use quorum::meta::MetaOptions;
+use quorum::regime::{Regime, RegimeOptions};
+use quorum::replay::Table;
+use quorum::{EnsembleConfig, MemberSpec, StrategyKind};
+
+fn members() -> [MemberSpec; 3] {
+    ["technical", "fundamental", "sentiment"].map(|m| m.parse().unwrap())
+}
+
+/// Replays the holdout through `ensemble`, recording each outcome right after its prediction;
+/// returns the ensemble's prediction for every row it accepted.
+fn replay(engine: &quorum::InferenceEngine, ensemble: &str) -> Vec<f32> {
+    let handle = engine.ensemble(ensemble).unwrap();
+    let table = Table::read(&common::repo().join("examples/data/holdout.csv")).unwrap();
+    let columns: Vec<usize> = handle.feature_names().iter().map(|f| table.column_index(f).unwrap()).collect();
+    let outcome = table.column_index("next_day_up").unwrap();
+    let mut out = Vec::new();
+    for row in 0..table.rows() {
+        let values: Vec<f32> = columns.iter().map(|&c| table.cell(row, c).unwrap()).collect();
+        let Ok(p) = handle.predict_row(&values) else { continue };
+        engine.record_outcome(p.request_id, table.cell(row, outcome).unwrap()).unwrap();
+        out.push(p.prediction);
+    }
+    out
+}
+
+#[test]
+fn engine_strategies_predict_what_the_backtest_reports() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let regimes = RegimeConfig { detector: RegimeOptions::new("ret_1d"), strategies: Default::default() };
+    let configs = [
+        ("hedge", EnsembleConfig::new("e-hedge", members()).with_strategy(StrategyKind::Hedge)),
+        ("boa", EnsembleConfig::new("e-boa", members()).with_strategy(StrategyKind::Boa)),
+        ("stacking", EnsembleConfig::new("e-stacking", members()).with_strategy(StrategyKind::Stacking)),
+        ("blending", EnsembleConfig::new("e-blending", members()).with_strategy(StrategyKind::Blending)),
+        ("regime", EnsembleConfig::new("e-regime", members()).with_strategy(StrategyKind::Hedge).with_regimes(regimes)),
+    ];
+    let mut options = BacktestOptions::new("next_day_up");
+    options.regime = Some(RegimeOptions::new("ret_1d"));
+    let table = Table::read(&common::repo().join("examples/data/holdout.csv")).unwrap();
+    let report = backtest_table(&engine, "market", &table, &options).unwrap();
+    for (method, config) in configs {
+        let name = config.name.clone();
+        engine.create_ensemble(config.with_weights(vec![0.4, 0.4, 0.2])).unwrap();
+        let live = replay(&engine, &name);
+        let offline = &report.timeline.predictions[method];
+        assert_eq!(live.len(), offline.len());
+        let worst = live.iter().zip(offline).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-4, "{method}: the engine and the backtest differ by {worst}");
+        let first_change = live.windows(2).position(|w| w[0] != w[1]);
+        assert!(first_change.is_some());
+    }
+}
+
+#[test]
+fn hedge_weights_follow_outcomes_and_are_explained() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    engine.create_ensemble(EnsembleConfig::new("adaptive", members()).with_strategy(StrategyKind::Hedge)).unwrap();
+    let rows = common::holdout_features(120);
+    let first = engine.predict("adaptive", &rows[0]).unwrap();
+    assert_eq!(first.weights_epoch, 0);
+    assert!(first.model_contributions.iter().all(|c| (c.weight - 1.0 / 3.0).abs() < 1e-6 && c.recent_loss.is_none()));
+    // Outcomes that always agree with the technical model: it must gain weight.
+    let mut last = first.clone();
+    for f in &rows {
+        let p = engine.predict("adaptive", f).unwrap();
+        let technical = p.model_contributions[0].prediction.unwrap();
+        engine.record_outcome(p.request_id, if technical >= 0.5 { 1.0 } else { 0.0 }).unwrap();
+        last = p;
+    }
+    let after = engine.predict("adaptive", &rows[0]).unwrap();
+    assert!(after.weights_epoch > last.weights_epoch.saturating_sub(1) && after.weights_epoch >= 120);
+    let w: Vec<f32> = after.model_contributions.iter().map(|c| c.weight).collect();
+    assert!(w[0] > 0.6 && w[0] > w[1] && w[0] > w[2], "{w:?}");
+    assert!((w.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    assert!(w.iter().all(|x| *x > 0.0), "the floor keeps every member in play: {w:?}");
+    let losses: Vec<f32> = after.model_contributions.iter().map(|c| c.recent_loss.unwrap()).collect();
+    assert!(losses[0] < losses[1] && losses[0] < losses[2], "{losses:?}");
+    let json = serde_json::to_value(&after).unwrap();
+    assert!(json["model_contributions"]["technical"]["recent_loss"].is_number());
+    assert_eq!(json["strategy"], "hedge");
+}
+
+#[test]
+fn stacking_reports_its_fit_window_once_fitted() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let meta = MetaOptions { window: 100, refit_every: 10, min_rows: 40, l2: 1.0 };
+    let config = EnsembleConfig::new("stacked", members()).with_strategy(StrategyKind::Stacking).with_meta(meta);
+    engine.create_ensemble(config).unwrap();
+    let rows = common::holdout_features(60);
+    let before = engine.predict("stacked", &rows[0]).unwrap();
+    assert!(before.fit_window.is_none() && before.strategy.starts_with("stacking (unfitted"));
+    for (i, f) in rows.iter().enumerate() {
+        let p = engine.predict("stacked", f).unwrap();
+        engine.record_outcome(p.request_id, (i % 2) as f32).unwrap();
+    }
+    let after = engine.predict("stacked", &rows[0]).unwrap();
+    assert_eq!(after.strategy, "stacking");
+    let window = after.fit_window.unwrap();
+    assert_eq!((window.fitted_at, window.rows), (60, 60));
+}
+
+#[test]
+fn regimes_pick_strategies_and_are_tracked() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let mut detector = RegimeOptions::new("ret_1d");
+    detector.warmup = 5;
+    let regimes = RegimeConfig { detector, strategies: [(Regime::High, StrategyKind::Majority)].into() };
+    engine.create_ensemble(EnsembleConfig::new("regimes", members()).with_regimes(regimes)).unwrap();
+    let rows = common::holdout_features(200);
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, f) in rows.iter().enumerate() {
+        let p = engine.predict("regimes", f).unwrap();
+        let regime = p.regime.unwrap();
+        seen.insert(regime);
+        let expected = if regime == Regime::High { "majority" } else { "soft-vote" };
+        assert_eq!(p.strategy, expected);
+        engine.record_outcome(p.request_id, (i % 2) as f32).unwrap();
+    }
+    assert!(seen.len() >= 2, "{seen:?}");
+    let m = engine.metrics("regimes").unwrap();
+    let per_regime: u64 = m.regimes.iter().map(|(_, g)| g.metrics.all_time.count).sum();
+    assert_eq!(per_regime, 200);
+    assert_eq!(m.ranking.len(), 3);
+    assert!(m.metrics.all_time.log_loss.is_some() && m.metrics.all_time.brier.is_some());
+
+    let bad = EnsembleConfig::new("bad", members())
+        .with_regimes(RegimeConfig { detector: RegimeOptions::new("not_a_feature"), strategies: Default::default() });
+    assert!(matches!(engine.create_ensemble(bad), Err(quorum::Error::Config(_))));
+}
