@@ -179,6 +179,10 @@ impl Learning {
         Arc::clone(&self.published.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    pub fn has_regimes(&self) -> bool {
+        self.detector.is_some()
+    }
+
     /// Feeds the regime detector with a dense schema row; `None` when no regimes are configured.
     pub fn observe(&self, dense_row: &[f32]) -> Option<Regime> {
         let (column, detector) = self.detector.as_ref()?;

@@ -16,7 +16,7 @@ use ort::value::TensorRef;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use crate::adaptive::{Learning, Published};
+use crate::adaptive::{Learning, Published, RegimeWeights};
 use crate::ensemble::{EnsembleConfig, EnsembleStore};
 use crate::error::{Error, Result};
 use crate::features::{gather, Batch, Features, Schema};
@@ -501,40 +501,41 @@ impl EnsembleHandle {
         let first_request_id = self.engine.next_request_ids(rows);
         let (mut predictions, mut confidences) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
         let mut regimes = Vec::with_capacity(rows);
-        let mut weights = vec![0f32; rows * m];
+        // Without regimes every row uses the same weights: keep one row of them, not `rows`.
+        let per_row = learning.has_regimes();
+        let mut weights = vec![0f32; if per_row { rows * m } else { m }];
+        if !per_row {
+            effective_weights(published.for_regime(None), &answered, &mut weights);
+        }
         let (mut live_values, mut live_weights) = (Vec::with_capacity(m), Vec::with_capacity(m));
         let now = Instant::now();
         for (row, member_values) in member_predictions.chunks_exact(m).enumerate() {
             let regime = learning.observe(&dense[row * width..(row + 1) * width]);
             let choice = published.for_regime(regime);
-            let row_weights = &mut weights[row * m..(row + 1) * m];
-            let combined = match choice.intercept {
-                Some(intercept) if live == m => {
-                    row_weights.copy_from_slice(&choice.weights);
-                    Stacking { intercept }.combine(ens.task, member_values, row_weights)
-                }
-                _ => {
-                    // A weighted vote over the members that answered, weights renormalised over them.
-                    let total: f32 = choice.weights.iter().zip(&answered).filter(|(_, a)| **a).map(|(w, _)| w).sum();
-                    for ((w, &c), &a) in row_weights.iter_mut().zip(&choice.weights).zip(&answered) {
-                        *w = if a && total > 0.0 { c / total } else { 0.0 };
-                    }
-                    let strategy: &dyn Strategy =
-                        if choice.strategy == StrategyKind::Majority { &MajorityVote } else { &SoftVote };
-                    if live == m {
-                        strategy.combine(ens.task, member_values, row_weights)
-                    } else {
-                        live_values.clear();
-                        live_weights.clear();
-                        for ((&v, &w), &a) in member_values.iter().zip(row_weights.iter()).zip(&answered) {
-                            if a {
-                                live_values.push(v);
-                                live_weights.push(w);
-                            }
-                        }
-                        strategy.combine(ens.task, &live_values, &live_weights)
+            let row_weights = if per_row {
+                let slice = &mut weights[row * m..(row + 1) * m];
+                effective_weights(choice, &answered, slice);
+                &*slice
+            } else {
+                &weights[..]
+            };
+            let strategy: &dyn Strategy = match (choice.strategy, choice.intercept) {
+                (_, Some(intercept)) if live == m => &Stacking { intercept },
+                (StrategyKind::Majority, _) => &MajorityVote,
+                _ => &SoftVote,
+            };
+            let combined = if live == m {
+                strategy.combine(ens.task, member_values, row_weights)
+            } else {
+                live_values.clear();
+                live_weights.clear();
+                for ((&v, &w), &a) in member_values.iter().zip(row_weights).zip(&answered) {
+                    if a {
+                        live_values.push(v);
+                        live_weights.push(w);
                     }
                 }
+                strategy.combine(ens.task, &live_values, &live_weights)
             };
             if let Some(tracker) = &self.engine.inner.tracker {
                 let id = first_request_id + row as u64;
@@ -558,6 +559,19 @@ impl EnsembleHandle {
             published,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
         })
+    }
+}
+
+/// The weights a row is combined with: stacking's coefficients once fitted and every member answered,
+/// otherwise the published weights renormalised over the members that answered (0 for the others).
+fn effective_weights(choice: &RegimeWeights, answered: &[bool], out: &mut [f32]) {
+    if choice.intercept.is_some() && answered.iter().all(|a| *a) {
+        out.copy_from_slice(&choice.weights);
+        return;
+    }
+    let total: f32 = choice.weights.iter().zip(answered).filter(|(_, a)| **a).map(|(w, _)| w).sum();
+    for ((w, &c), &a) in out.iter_mut().zip(&choice.weights).zip(answered) {
+        *w = if a && total > 0.0 { c / total } else { 0.0 };
     }
 }
 
@@ -587,7 +601,8 @@ pub struct BatchPrediction {
     pub confidences: Vec<f32>,
     /// Row-major `rows × members`; NaN where a member failed.
     pub member_predictions: Vec<f32>,
-    /// Row-major `rows × members`: the weight (or stacking coefficient) each member carried.
+    /// The weight (or stacking coefficient) each member carried: `members` values shared by every row,
+    /// or row-major `rows × members` when regimes give rows different weights. See [`BatchPrediction::weights_of`].
     pub weights: Vec<f32>,
     /// The regime each row was predicted in (ensembles with regimes configured).
     pub regimes: Vec<Option<Regime>>,
@@ -609,6 +624,16 @@ impl BatchPrediction {
 
     pub fn request_id(&self, row: usize) -> u64 {
         self.first_request_id + row as u64
+    }
+
+    /// The weights row `row` was combined with, one per member.
+    pub fn weights_of(&self, row: usize) -> &[f32] {
+        let m = self.members.len();
+        if self.weights.len() == m {
+            &self.weights
+        } else {
+            &self.weights[row * m..(row + 1) * m]
+        }
     }
 
     /// Row `row` as a standalone prediction (panics if `row >= len()`, like slice indexing).
@@ -634,7 +659,7 @@ impl BatchPrediction {
                     model: Arc::clone(&run.model),
                     version: run.version,
                     prediction: run.error.is_none().then_some(self.member_predictions[row * m + i]),
-                    weight: self.weights[row * m + i],
+                    weight: self.weights_of(row)[i],
                     latency_ms: run.latency_ms,
                     recent_loss: choice.recent_loss[i],
                     error: run.error.clone(),
