@@ -8,6 +8,7 @@
 //! costs O(window × members²)), then swaps in a new snapshot.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -56,7 +57,7 @@ impl Published {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Learners {
     strategy: StrategyKind,
     hedge: Option<Hedge>,
@@ -143,6 +144,25 @@ pub(crate) struct Learning {
     learners: Mutex<Vec<Learners>>,
     published: RwLock<Arc<Published>>,
     adaptive: bool,
+    /// The epoch last written to the state database.
+    flushed: AtomicU64,
+}
+
+/// What is saved to resume learning after a restart.
+#[derive(Debug, Serialize, Deserialize)]
+struct LearningState {
+    epoch: u64,
+    learners: Vec<Learners>,
+    detector: Option<RegimeDetector>,
+}
+
+/// A snapshot for the state database.
+#[derive(Debug)]
+pub(crate) struct LearningSnapshot {
+    pub epoch: u64,
+    pub strategy: &'static str,
+    pub weights: serde_json::Value,
+    pub state: String,
 }
 
 impl Learning {
@@ -171,7 +191,67 @@ impl Learning {
             prior,
             learners: Mutex::new(learners),
             published: RwLock::new(Arc::new(published)),
+            flushed: AtomicU64::new(0),
         }
+    }
+
+    /// The learners' state if it changed since the last call that was marked flushed (or always,
+    /// with `force`). Member names label the weights.
+    pub fn snapshot(&self, members: &[Arc<str>], force: bool) -> Option<LearningSnapshot> {
+        let learners = self.learners.lock().unwrap_or_else(|p| p.into_inner());
+        let published = self.published();
+        if !force && published.epoch == self.flushed.load(Ordering::Acquire) {
+            return None;
+        }
+        let named = |r: &RegimeWeights| -> serde_json::Value {
+            members
+                .iter()
+                .zip(&r.weights)
+                .map(|(m, w)| (m.to_string(), serde_json::json!(w)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        let weights = if self.detector.is_some() {
+            Regime::ALL
+                .iter()
+                .zip(&published.regimes)
+                .map(|(r, w)| (r.as_str().to_string(), named(w)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        } else {
+            named(&published.regimes[0])
+        };
+        let detector = self.detector.as_ref().map(|(_, d)| d.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        let state = LearningState { epoch: published.epoch, learners: Vec::new(), detector };
+        // Serialise the learners in place rather than cloning them (stacking keeps a window of rows).
+        let mut value = serde_json::to_value(&state).ok()?;
+        value["learners"] = serde_json::to_value(&*learners).ok()?;
+        let strategy = published.regimes[0].strategy.as_str();
+        Some(LearningSnapshot { epoch: published.epoch, strategy, weights, state: value.to_string() })
+    }
+
+    pub fn mark_flushed(&self, epoch: u64) {
+        self.flushed.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// Resumes from a saved state; a state that does not fit this configuration is ignored (returns false).
+    pub fn restore(&self, state: &str) -> bool {
+        let Ok(saved) = serde_json::from_str::<LearningState>(state) else { return false };
+        let mut learners = self.learners.lock().unwrap_or_else(|p| p.into_inner());
+        let fits = saved.learners.len() == learners.len()
+            && saved.learners.iter().zip(learners.iter()).all(|(a, b)| a.strategy == b.strategy);
+        if !fits {
+            return false;
+        }
+        *learners = saved.learners;
+        if let (Some((_, detector)), Some(saved)) = (&self.detector, saved.detector) {
+            *detector.lock().unwrap_or_else(|p| p.into_inner()) = saved;
+        }
+        let regimes = learners.iter().map(|l| l.publish(&self.prior)).collect();
+        *self.published.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Published { regimes, epoch: saved.epoch });
+        self.flushed.store(saved.epoch, Ordering::Release);
+        true
     }
 
     /// The current snapshot.

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use ort::value::TensorRef;
 use serde::ser::SerializeMap;
@@ -21,6 +21,7 @@ use crate::ensemble::{EnsembleConfig, EnsembleStore};
 use crate::error::{Error, Result};
 use crate::features::{gather, Batch, Features, Schema};
 use crate::meta::FitWindow;
+use crate::persist::{PersistOptions, StateStore, WeightsRow};
 use crate::regime::Regime;
 use crate::registry::{self, ModelMetadata, ModelRegistration, Registry, Task};
 use crate::runtime::{Runtime, RuntimeOptions, SessionPool, Slot};
@@ -172,6 +173,7 @@ pub struct EngineBuilder {
     home: PathBuf,
     runtime: RuntimeOptions,
     tracking: Option<TrackingOptions>,
+    persistence: Option<PersistOptions>,
 }
 
 impl EngineBuilder {
@@ -192,23 +194,95 @@ impl EngineBuilder {
         self
     }
 
+    /// When learnt weights and tracked metrics are written to `<home>/state.sqlite` (on by default).
+    pub fn with_persistence(mut self, options: PersistOptions) -> Self {
+        self.persistence = Some(options);
+        self
+    }
+
+    /// Keep learning state in memory only.
+    pub fn without_persistence(mut self) -> Self {
+        self.persistence = None;
+        self
+    }
+
     pub fn build(self) -> Result<InferenceEngine> {
         let registry = Registry::open(&self.home)?;
         let ensembles = EnsembleStore::open(&self.home)?;
         let runtime = Runtime::new(self.runtime)?;
         let tracker = self.tracking.map(Tracker::new).transpose()?;
-        Ok(InferenceEngine {
-            inner: Arc::new(EngineInner {
-                home: self.home,
-                registry,
-                ensemble_store: ensembles,
-                runtime,
-                models: Mutex::new(HashMap::new()),
-                ensembles: RwLock::new(HashMap::new()),
-                tracker,
-                next_request_id: AtomicU64::new(1),
-            }),
-        })
+        let state = match self.persistence {
+            Some(options) => Some((StateStore::open(&self.home)?, options)),
+            None => None,
+        };
+        let inner = Arc::new(EngineInner {
+            home: self.home,
+            registry,
+            ensemble_store: ensembles,
+            runtime,
+            models: Mutex::new(HashMap::new()),
+            ensembles: RwLock::new(HashMap::new()),
+            tracker,
+            next_request_id: AtomicU64::new(1),
+            last_history: Mutex::new(Instant::now()),
+            state,
+        });
+        if let Some((_, options)) = &inner.state {
+            spawn_flusher(Arc::downgrade(&inner), options.flush_interval);
+        }
+        Ok(InferenceEngine { inner })
+    }
+}
+
+/// Writes learning state every `interval` until the engine is dropped (it holds only a weak reference).
+fn spawn_flusher(engine: Weak<EngineInner>, interval: Duration) {
+    let spawned = std::thread::Builder::new().name("quorum-flush".into()).spawn(move || loop {
+        std::thread::sleep(interval);
+        let Some(inner) = engine.upgrade() else { break };
+        // A failed flush is retried at the next interval; the changes stay marked.
+        let _ = inner.flush();
+    });
+    // Without a thread, state is still written on drop and by `InferenceEngine::flush`.
+    drop(spawned);
+}
+
+impl EngineInner {
+    fn flush(&self) -> Result<()> {
+        let (Some((store, options)), Some(tracker)) = (&self.state, &self.tracker) else { return Ok(()) };
+        let history = {
+            let mut last = self.last_history.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.elapsed() >= options.history_interval;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        };
+        let (keys, mut flush) = tracker.take_changes(history);
+        let mut flushed = Vec::new();
+        for key in &keys {
+            if let Some(snapshot) = key.learning.snapshot(&key.members, false) {
+                flushed.push((Arc::clone(&key.learning), snapshot.epoch));
+                flush.weights.push(WeightsRow {
+                    ensemble: key.name.to_string(),
+                    version: key.version,
+                    strategy: snapshot.strategy.to_string(),
+                    weights: snapshot.weights,
+                    epoch: snapshot.epoch,
+                    learner_state: Some(snapshot.state),
+                });
+            }
+        }
+        store.write(&flush)?;
+        for (learning, epoch) in flushed {
+            learning.mark_flushed(epoch);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EngineInner {
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -222,6 +296,8 @@ struct EngineInner {
     ensembles: RwLock<HashMap<String, Arc<LoadedEnsemble>>>,
     tracker: Option<Tracker>,
     next_request_id: AtomicU64,
+    last_history: Mutex<Instant>,
+    state: Option<(StateStore, PersistOptions)>,
 }
 
 /// Runs ensembles of ONNX models in-process.
@@ -247,6 +323,7 @@ impl InferenceEngine {
             home: home.as_ref().to_path_buf(),
             runtime: RuntimeOptions::default(),
             tracking: Some(TrackingOptions::default()),
+            persistence: Some(PersistOptions::default()),
         }
     }
 
@@ -276,7 +353,22 @@ impl InferenceEngine {
         config.validate()?;
         self.check_members(&config)?;
         let saved = self.inner.ensemble_store.save(config)?;
-        self.load_config(saved.clone())?;
+        let handle = self.load_config(saved.clone())?;
+        if let Some((store, _)) = &self.inner.state {
+            // The first row of the weight history: the configured weights.
+            let key = &handle.ensemble.key;
+            if let Some(snapshot) = key.learning.snapshot(&key.members, true) {
+                let row = WeightsRow {
+                    ensemble: saved.name.clone(),
+                    version: saved.version,
+                    strategy: snapshot.strategy.to_string(),
+                    weights: snapshot.weights,
+                    epoch: snapshot.epoch,
+                    learner_state: Some(snapshot.state),
+                };
+                store.write(&crate::persist::Flush { weights: vec![row], ..Default::default() })?;
+            }
+        }
         Ok(saved)
     }
 
@@ -307,6 +399,8 @@ impl InferenceEngine {
     }
 
     fn load_config(&self, config: EnsembleConfig) -> Result<EnsembleHandle> {
+        // What a previous load of this version learnt must be on disk before it is read back.
+        self.inner.flush()?;
         let metas = self.check_members(&config)?;
         let schema = Schema::new(metas.iter().map(|m| (m.name.as_str(), m.features.as_slice())), &config.non_finite);
         let mut members = Vec::with_capacity(metas.len());
@@ -338,6 +432,7 @@ impl InferenceEngine {
                 name: Arc::from(config.name.as_str()),
                 version: config.version,
                 members: members.iter().map(|m| Arc::clone(&m.model.name)).collect(),
+                member_versions: members.iter().map(|m| m.model.meta.version).collect(),
                 learning: Arc::new(learning),
             },
             task,
@@ -345,6 +440,16 @@ impl InferenceEngine {
             members,
             config,
         });
+        if let Some((store, _)) = &self.inner.state {
+            // Resume what this ensemble version had learnt and tracked before a restart.
+            let key = &loaded.key;
+            if let Some((_, state)) = store.learner_state(&key.name, key.version)? {
+                key.learning.restore(&state);
+            }
+            if let (Some(tracker), Some(state)) = (&self.inner.tracker, store.tracking_state(&key.name, key.version)?) {
+                tracker.restore(key, &state);
+            }
+        }
         self.inner
             .ensembles
             .write()
@@ -399,6 +504,17 @@ impl InferenceEngine {
     /// Members whose loss drifted upwards (Page-Hinkley), the most recent 1024, oldest first.
     pub fn drift_events(&self) -> Vec<DriftEvent> {
         self.inner.tracker.as_ref().map(Tracker::drift_events).unwrap_or_default()
+    }
+
+    /// Writes learnt weights and tracked metrics to the state database now (the engine also does it
+    /// every `flush_interval` and when its last clone is dropped).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// The state database, when persistence is on.
+    pub fn state_store(&self) -> Option<&StateStore> {
+        self.inner.state.as_ref().map(|(s, _)| s)
     }
 
     pub fn tracking_enabled(&self) -> bool {

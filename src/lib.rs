@@ -11,6 +11,7 @@ pub mod error;
 pub mod features;
 pub mod meta;
 pub mod online;
+pub mod persist;
 pub mod regime;
 pub mod registry;
 pub mod replay;
@@ -25,6 +26,7 @@ pub use engine::{
 pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};
 pub use error::{Error, Result};
 pub use features::{Batch, Features, NonFinitePolicy};
+pub use persist::{PersistOptions, StateStore};
 pub use registry::{
     Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry, Task, VersionSpec,
 };

@@ -163,7 +163,7 @@ pub fn fit_simplex(rows: &[Vec<f64>], y: &[f64], task: Task) -> Option<Vec<f64>>
 }
 
 /// Walk-forward history of (member predictions, outcome) with a refit schedule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct History {
     options: MetaOptions,
     rows: VecDeque<(Vec<f64>, f64)>,
@@ -197,7 +197,7 @@ impl History {
 }
 
 /// What a fitted meta-learner was fitted on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FitWindow {
     /// Observations seen when the current fit was made.
     pub fitted_at: usize,
@@ -207,7 +207,7 @@ pub struct FitWindow {
 
 /// Stacking: a logistic (classification) or ridge (regression) meta-model on member predictions.
 /// Classification works on the members' logits, so the coefficients read as log-odds weights.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Stacker {
     task: Task,
     history: History,
@@ -261,7 +261,7 @@ impl Stacker {
 }
 
 /// Blending: convex member weights fitted on the most recent window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Blender {
     task: Task,
     history: History,

@@ -75,7 +75,7 @@ fn track_loss(recent: &mut [f64], seen: &mut [bool], predictions: &[Option<f64>]
 }
 
 /// Exponentially weighted average forecaster with Fixed-Share.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Hedge {
     options: OnlineOptions,
     weights: Vec<f64>,
@@ -151,7 +151,7 @@ impl OnlineWeights for Hedge {
 }
 
 /// Bernstein Online Aggregation (opera's `BOA`, square loss, gradient trick).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Boa {
     options: OnlineOptions,
     prior: Vec<f64>,

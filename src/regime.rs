@@ -98,7 +98,7 @@ impl RegimeOptions {
 }
 
 /// The P² running estimate of one quantile.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct P2 {
     p: f64,
     heights: [f64; 5],
@@ -180,7 +180,7 @@ impl P2 {
 }
 
 /// Online regime detector.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RegimeDetector {
     options: RegimeOptions,
     variance: Option<f64>,

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::adaptive::Learning;
 use crate::error::{Error, Result};
@@ -64,7 +64,7 @@ impl Default for DriftOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct PageHinkley {
     count: u64,
     mean: f64,
@@ -120,7 +120,7 @@ pub struct Metrics {
 }
 
 /// Running sums from which [`Metrics`] follow.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct MetricsAccumulator {
     tp: u64,
     fp: u64,
@@ -196,12 +196,15 @@ pub struct TrackedMetrics {
     pub recent: Metrics,
 }
 
-#[derive(Debug, Clone)]
+/// Persisted across restarts: all-time and count-window sums; the time window starts empty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Track {
     all_time: MetricsAccumulator,
     window: MetricsAccumulator,
     last: VecDeque<(f32, f32)>,
+    #[serde(skip)]
     timed: MetricsAccumulator,
+    #[serde(skip)]
     timed_last: VecDeque<(Instant, f32, f32)>,
 }
 
@@ -271,6 +274,7 @@ pub struct EnsembleMetrics {
     pub ranking: Vec<String>,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Group {
     ensemble: Track,
     members: Vec<Track>,
@@ -302,12 +306,16 @@ impl Group {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 struct Stats {
     task: Task,
     members: Vec<Arc<str>>,
     overall: Group,
     regimes: std::collections::BTreeMap<Regime, Group>,
     drift: Vec<PageHinkley>,
+    /// Changed since the last flush to the state database.
+    #[serde(skip)]
+    dirty: bool,
 }
 
 /// Which ensemble version a pending prediction belongs to, with its member names (so an outcome can
@@ -317,6 +325,7 @@ pub(crate) struct EnsembleKey {
     pub name: Arc<str>,
     pub version: u32,
     pub members: Arc<[Arc<str>]>,
+    pub member_versions: Arc<[u32]>,
     pub learning: Arc<Learning>,
 }
 
@@ -456,7 +465,9 @@ impl Tracker {
                 overall: Group::new(m),
                 regimes: std::collections::BTreeMap::new(),
                 drift: vec![PageHinkley::default(); m],
+                dirty: false,
             });
+            s.dirty = true;
             s.overall.add(prediction, &members, outcome, now, &self.options);
             if let Some(r) = regime {
                 s.regimes.entry(r).or_insert_with(|| Group::new(m)).add(
@@ -525,10 +536,75 @@ impl Tracker {
         out
     }
 
+    /// Serialises the sums of every ensemble version with new outcomes since the last call, and, with
+    /// `history`, their current metrics as `model_performance` rows. Returns the keys too, so the
+    /// caller can save their learners.
+    pub fn take_changes(&self, history: bool) -> (Vec<EnsembleKey>, crate::persist::Flush) {
+        let now = Instant::now();
+        let mut flush = crate::persist::Flush::default();
+        let mut keys = Vec::new();
+        let mut stats = lock(&self.stats);
+        for (key, s) in stats.iter_mut().filter(|(_, s)| s.dirty) {
+            s.dirty = false;
+            keys.push(key.clone());
+            if let Ok(state) = serde_json::to_string(&*s) {
+                flush.tracking.push((key.name.to_string(), key.version, state));
+            }
+            if !history {
+                continue;
+            }
+            let group = s.overall.metrics(s.task, &s.members, now, &self.options);
+            let predictors = std::iter::once((key.name.to_string(), key.version.to_string(), group.metrics)).chain(
+                group.members.iter().zip(key.member_versions.iter()).map(|((n, m), v)| (n.clone(), v.to_string(), *m)),
+            );
+            for (model_id, model_version, tracked) in predictors {
+                for (window, metrics) in [("all_time", tracked.all_time), ("window", tracked.window)] {
+                    let conditions = serde_json::json!({"ensemble": &*key.name, "ensemble_version": key.version, "window": window, "count": metrics.count});
+                    for (metric, value) in metric_values(&metrics) {
+                        flush.performance.push(crate::persist::PerformanceRow {
+                            model_id: model_id.clone(),
+                            model_version: model_version.clone(),
+                            metric,
+                            value,
+                            conditions: conditions.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        (keys, flush)
+    }
+
+    /// Puts back sums saved by [`Tracker::take_changes`] (ignored if they do not fit the ensemble).
+    pub fn restore(&self, key: &EnsembleKey, state: &str) -> bool {
+        let Ok(saved) = serde_json::from_str::<Stats>(state) else { return false };
+        if saved.members.len() != key.members.len() || saved.drift.len() != key.members.len() {
+            return false;
+        }
+        lock(&self.stats).entry(key.clone()).or_insert(saved);
+        true
+    }
+
     /// Drift events so far (the most recent 1024), oldest first.
     pub fn drift_events(&self) -> Vec<DriftEvent> {
         lock(&self.drift_events).iter().cloned().collect()
     }
+}
+
+fn metric_values(m: &Metrics) -> Vec<(&'static str, f64)> {
+    [
+        ("accuracy", m.accuracy),
+        ("precision", m.precision),
+        ("recall", m.recall),
+        ("f1_score", m.f1_score),
+        ("log_loss", m.log_loss),
+        ("brier", m.brier),
+        ("mae", m.mae),
+        ("rmse", m.rmse),
+    ]
+    .into_iter()
+    .filter_map(|(n, v)| v.map(|v| (n, v)))
+    .collect()
 }
 
 /// Members from best to worst by windowed loss; unscored members last, in configuration order.
@@ -566,6 +642,7 @@ mod tests {
             name: "e".into(),
             version: 1,
             members: names.iter().map(|n| Arc::from(*n)).collect(),
+            member_versions: names.iter().map(|_| 1).collect(),
             learning: Arc::new(learning),
         }
     }

@@ -1,0 +1,100 @@
+//! Learnt weights, weight history and tracked metrics survive a restart (SQLite in the home).
+
+mod common;
+
+use std::time::Duration;
+
+use quorum::{EnsembleConfig, InferenceEngine, MemberSpec, PersistOptions, StrategyKind};
+
+fn members() -> [MemberSpec; 3] {
+    ["technical", "fundamental", "sentiment"].map(|m| m.parse().unwrap())
+}
+
+fn teach(engine: &InferenceEngine, ensemble: &str, rows: &[quorum::Features]) -> quorum::Prediction {
+    for (i, f) in rows.iter().enumerate() {
+        let p = engine.predict(ensemble, f).unwrap();
+        engine.record_outcome(p.request_id, (i % 3 == 0) as u8 as f32).unwrap();
+    }
+    engine.predict(ensemble, &rows[0]).unwrap()
+}
+
+#[test]
+fn weights_and_metrics_resume_after_a_restart() {
+    let home = tempfile::tempdir().unwrap();
+    let rows = common::holdout_features(80);
+    let before = {
+        let engine = common::market_engine(home.path());
+        engine.create_ensemble(EnsembleConfig::new("learning", members()).with_strategy(StrategyKind::Boa)).unwrap();
+        teach(&engine, "learning", &rows)
+        // dropped here: the last clone flushes
+    };
+    assert_eq!(before.weights_epoch, 80);
+    let engine = common::engine(home.path());
+    let after = engine.predict("learning", &rows[0]).unwrap();
+    assert_eq!(after.weights_epoch, 80, "learning resumed where it stopped");
+    assert_eq!(after.prediction, before.prediction);
+    for (a, b) in after.model_contributions.iter().zip(&before.model_contributions) {
+        assert_eq!((a.weight, a.recent_loss), (b.weight, b.recent_loss));
+    }
+    let metrics = engine.metrics("learning").unwrap();
+    assert_eq!(metrics.metrics.all_time.count, 80, "tracked sums resumed");
+    assert_eq!(metrics.members[0].1.all_time.count, 80);
+
+    // It keeps learning from there.
+    let p = engine.predict("learning", &rows[1]).unwrap();
+    engine.record_outcome(p.request_id, 1.0).unwrap();
+    assert_eq!(engine.predict("learning", &rows[0]).unwrap().weights_epoch, 81);
+
+    let history = engine.state_store().unwrap().weight_history("learning").unwrap();
+    assert!(history.len() >= 2, "the configured weights, then at least one learnt row: {history:?}");
+    assert_eq!(history[0].1, 0);
+    assert!(history.last().unwrap().1 >= 80);
+    assert!(history[0].2["technical"].is_number());
+}
+
+#[test]
+fn the_background_flush_bounds_what_a_crash_loses() {
+    let home = tempfile::tempdir().unwrap();
+    let rows = common::holdout_features(30);
+    common::market_engine(home.path());
+    let options = PersistOptions { flush_interval: Duration::from_millis(50), history_interval: Duration::ZERO };
+    let engine = InferenceEngine::builder(home.path()).with_persistence(options).build().unwrap();
+    engine.create_ensemble(EnsembleConfig::new("learning", members()).with_strategy(StrategyKind::Hedge)).unwrap();
+    teach(&engine, "learning", &rows);
+    std::thread::sleep(Duration::from_millis(400));
+    // A crash: no drop, no final flush.
+    std::mem::forget(engine);
+    let restarted = common::engine(home.path());
+    assert_eq!(restarted.predict("learning", &rows[0]).unwrap().weights_epoch, 30);
+    assert_eq!(restarted.metrics("learning").unwrap().metrics.all_time.count, 30);
+    let db = rusqlite::Connection::open(home.path().join("state.sqlite")).unwrap();
+    let performance: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM model_performance WHERE model_id = 'technical' AND metric_name = 'accuracy'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(performance >= 2, "metric history rows (all_time and window)");
+    let active: i64 = db
+        .query_row("SELECT COUNT(*) FROM ensemble_config WHERE ensemble_name = 'learning' AND is_active", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(active, 1, "one active configuration per name");
+}
+
+#[test]
+fn a_new_ensemble_version_starts_fresh() {
+    let home = tempfile::tempdir().unwrap();
+    let rows = common::holdout_features(20);
+    {
+        let engine = common::market_engine(home.path());
+        engine.create_ensemble(EnsembleConfig::new("learning", members()).with_strategy(StrategyKind::Hedge)).unwrap();
+        teach(&engine, "learning", &rows);
+        engine.create_ensemble(EnsembleConfig::new("learning", members()).with_strategy(StrategyKind::Hedge)).unwrap();
+    }
+    let engine = common::engine(home.path());
+    let p = engine.predict("learning", &rows[0]).unwrap();
+    assert_eq!((p.ensemble_version, p.weights_epoch), (2, 0));
+}
