@@ -60,6 +60,10 @@ impl Published {
 #[derive(Debug, Serialize, Deserialize)]
 struct Learners {
     strategy: StrategyKind,
+    /// Exponentially weighted recent squared error per member (explanations), and whether seen.
+    recent: Vec<f64>,
+    seen: Vec<bool>,
+    loss_decay: f64,
     hedge: Option<Hedge>,
     boa: Option<Boa>,
     stacker: Option<Stacker>,
@@ -71,6 +75,9 @@ impl Learners {
         let m = prior.len();
         Learners {
             strategy,
+            recent: vec![0.0; m],
+            seen: vec![false; m],
+            loss_decay: online.loss_decay,
             hedge: (strategy == StrategyKind::Hedge).then(|| Hedge::with_prior(prior, online)),
             boa: (strategy == StrategyKind::Boa).then(|| Boa::new(m, online)),
             stacker: (strategy == StrategyKind::Stacking).then(|| Stacker::new(task, meta)),
@@ -97,7 +104,9 @@ impl Learners {
         if let Some(rule) = online {
             rule.weights(&all, &mut w);
             out.weights = w.iter().map(|&x| x as f32).collect();
-            out.recent_loss = rule.recent_loss().iter().map(|&l| (l > 0.0).then_some(l as f32)).collect();
+        }
+        if self.strategy.is_adaptive() {
+            out.recent_loss = self.recent.iter().zip(&self.seen).map(|(&l, &s)| s.then_some(l as f32)).collect();
         }
         if let Some(stacker) = &self.stacker {
             if let Some(beta) = stacker.coefficients() {
@@ -116,6 +125,7 @@ impl Learners {
     }
 
     fn update(&mut self, members: &[Option<f64>], outcome: f64) {
+        track_loss(&mut self.recent, &mut self.seen, members, outcome, self.loss_decay);
         if let Some(h) = &mut self.hedge {
             h.update(members, outcome);
         }
@@ -131,6 +141,17 @@ impl Learners {
             if let Some(b) = &mut self.blender {
                 b.observe(&x, outcome);
             }
+        }
+    }
+}
+
+/// Updates each answering member's exponentially weighted squared error.
+fn track_loss(recent: &mut [f64], seen: &mut [bool], predictions: &[Option<f64>], outcome: f64, decay: f64) {
+    for ((r, s), p) in recent.iter_mut().zip(seen.iter_mut()).zip(predictions) {
+        if let Some(p) = p {
+            let loss = (p - outcome).powi(2);
+            *r = if *s { decay * *r + (1.0 - decay) * loss } else { loss };
+            *s = true;
         }
     }
 }

@@ -22,8 +22,6 @@ pub trait OnlineWeights: Send + std::fmt::Debug {
     /// Learns from one round: `predictions[i]` is member `i`'s prediction (`None` if it did not
     /// answer), `outcome` the realised value.
     fn update(&mut self, predictions: &[Option<f64>], outcome: f64);
-    /// An exponentially weighted mean of each member's recent squared error (for explanations).
-    fn recent_loss(&self) -> &[f64];
 }
 
 /// Settings shared by the online rules.
@@ -36,7 +34,7 @@ pub struct OnlineOptions {
     pub alpha: f64,
     /// Minimum weight of a member that answers, before renormalisation.
     pub floor: f64,
-    /// Decay of the recent-loss average shown in explanations (0.95 ≈ the last 20 outcomes).
+    /// Decay of the recent-loss average the engine shows in explanations (0.95 ≈ the last 20 outcomes).
     pub loss_decay: f64,
 }
 
@@ -64,33 +62,16 @@ fn floored(raw: &[f64], answered: &[bool], floor: f64, out: &mut [f64]) {
     }
 }
 
-fn track_loss(recent: &mut [f64], seen: &mut [bool], predictions: &[Option<f64>], outcome: f64, decay: f64) {
-    for ((r, s), p) in recent.iter_mut().zip(seen.iter_mut()).zip(predictions) {
-        if let Some(p) = p {
-            let loss = (p - outcome).powi(2);
-            *r = if *s { decay * *r + (1.0 - decay) * loss } else { loss };
-            *s = true;
-        }
-    }
-}
-
 /// Exponentially weighted average forecaster with Fixed-Share.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Hedge {
     options: OnlineOptions,
     weights: Vec<f64>,
-    recent: Vec<f64>,
-    seen: Vec<bool>,
 }
 
 impl Hedge {
     pub fn new(members: usize, options: OnlineOptions) -> Hedge {
-        Hedge {
-            options,
-            weights: vec![1.0 / members as f64; members],
-            recent: vec![0.0; members],
-            seen: vec![false; members],
-        }
+        Hedge { options, weights: vec![1.0 / members as f64; members] }
     }
 
     /// Starts from given (non-negative) weights, e.g. the configured static ones.
@@ -119,7 +100,6 @@ impl OnlineWeights for Hedge {
     }
 
     fn update(&mut self, predictions: &[Option<f64>], outcome: f64) {
-        track_loss(&mut self.recent, &mut self.seen, predictions, outcome, self.options.loss_decay);
         let awake: Vec<usize> = (0..predictions.len()).filter(|&i| predictions[i].is_some()).collect();
         if awake.is_empty() {
             return;
@@ -144,10 +124,6 @@ impl OnlineWeights for Hedge {
             self.weights[i] = mass * (share + (1.0 - self.options.alpha) * u);
         }
     }
-
-    fn recent_loss(&self) -> &[f64] {
-        &self.recent
-    }
 }
 
 /// Bernstein Online Aggregation (opera's `BOA`, square loss, gradient trick).
@@ -157,20 +133,11 @@ pub struct Boa {
     prior: Vec<f64>,
     eta_inv2: Vec<f64>,
     regret: Vec<f64>,
-    recent: Vec<f64>,
-    seen: Vec<bool>,
 }
 
 impl Boa {
     pub fn new(members: usize, options: OnlineOptions) -> Boa {
-        Boa {
-            options,
-            prior: vec![1.0; members],
-            eta_inv2: vec![0.0; members],
-            regret: vec![0.0; members],
-            recent: vec![0.0; members],
-            seen: vec![false; members],
-        }
+        Boa { options, prior: vec![1.0; members], eta_inv2: vec![0.0; members], regret: vec![0.0; members] }
     }
 
     /// opera's weights before masking: members with no loss yet keep their prior weight; the others
@@ -207,7 +174,6 @@ impl OnlineWeights for Boa {
     }
 
     fn update(&mut self, predictions: &[Option<f64>], outcome: f64) {
-        track_loss(&mut self.recent, &mut self.seen, predictions, outcome, self.options.loss_decay);
         let answered: Vec<bool> = predictions.iter().map(Option::is_some).collect();
         if !answered.iter().any(|a| *a) {
             return;
@@ -226,10 +192,6 @@ impl OnlineWeights for Boa {
                 self.regret[i] += r - r * r / self.eta_inv2[i].sqrt();
             }
         }
-    }
-
-    fn recent_loss(&self) -> &[f64] {
-        &self.recent
     }
 }
 
@@ -282,7 +244,6 @@ mod tests {
         assert_eq!(w, [0.0, 1.0]);
         let mut boa = Boa::new(2, OnlineOptions::default());
         boa.update(&[None, Some(0.2)], 1.0);
-        assert_eq!(boa.eta_inv2[0], 0.0);
-        assert_eq!(boa.recent_loss()[0], 0.0);
+        assert_eq!((boa.eta_inv2[0], boa.regret[0]), (0.0, 0.0));
     }
 }

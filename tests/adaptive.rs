@@ -139,3 +139,26 @@ fn regimes_pick_strategies_and_are_tracked() {
         .with_regimes(RegimeConfig { detector: RegimeOptions::new("not_a_feature"), strategies: Default::default() });
     assert!(matches!(engine.create_ensemble(bad), Err(quorum::Error::Config(_))));
 }
+
+#[test]
+fn every_adaptive_strategy_explains_recent_losses() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let rows = common::holdout_features(10);
+    for strategy in [StrategyKind::Hedge, StrategyKind::Boa, StrategyKind::Stacking, StrategyKind::Blending] {
+        let name = format!("explained-{}", strategy.as_str());
+        engine.create_ensemble(EnsembleConfig::new(&name, members()).with_strategy(strategy)).unwrap();
+        assert!(engine.predict(&name, &rows[0]).unwrap().model_contributions.iter().all(|c| c.recent_loss.is_none()));
+        for (i, f) in rows.iter().enumerate() {
+            let p = engine.predict(&name, f).unwrap();
+            engine.record_outcome(p.request_id, (i % 2) as f32).unwrap();
+        }
+        let p = engine.predict(&name, &rows[0]).unwrap();
+        assert!(
+            p.model_contributions.iter().all(|c| c.recent_loss.is_some_and(|l| (0.0..=1.0).contains(&l))),
+            "{strategy:?}"
+        );
+    }
+    let static_vote = engine.predict("market", &rows[0]).unwrap();
+    assert!(static_vote.model_contributions.iter().all(|c| c.recent_loss.is_none()), "static weights explain nothing");
+}
