@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::meta::{Blender, FitWindow, MetaOptions, Stacker};
+use crate::meta::{FitWindow, MetaKind, MetaLearner, MetaOptions};
 use crate::online::{Boa, Hedge, OnlineOptions, OnlineWeights};
 use crate::regime::{Regime, RegimeDetector, RegimeOptions};
 use crate::registry::Task;
@@ -66,8 +66,10 @@ struct Learners {
     loss_decay: f64,
     hedge: Option<Hedge>,
     boa: Option<Boa>,
-    stacker: Option<Stacker>,
-    blender: Option<Blender>,
+    meta: Option<MetaLearner>,
+    /// A meta-learner refit is due and not yet done.
+    #[serde(skip)]
+    refit_due: bool,
 }
 
 impl Learners {
@@ -80,8 +82,12 @@ impl Learners {
             loss_decay: online.loss_decay,
             hedge: (strategy == StrategyKind::Hedge).then(|| Hedge::with_prior(prior, online)),
             boa: (strategy == StrategyKind::Boa).then(|| Boa::new(m, online)),
-            stacker: (strategy == StrategyKind::Stacking).then(|| Stacker::new(task, meta)),
-            blender: (strategy == StrategyKind::Blending).then(|| Blender::new(task, meta)),
+            meta: match strategy {
+                StrategyKind::Stacking => Some(MetaLearner::stacking(task, meta)),
+                StrategyKind::Blending => Some(MetaLearner::blending(task, meta)),
+                _ => None,
+            },
+            refit_due: false,
         }
     }
 
@@ -108,18 +114,16 @@ impl Learners {
         if self.strategy.is_adaptive() {
             out.recent_loss = self.recent.iter().zip(&self.seen).map(|(&l, &s)| s.then_some(l as f32)).collect();
         }
-        if let Some(stacker) = &self.stacker {
-            if let Some(beta) = stacker.coefficients() {
-                out.intercept = Some(beta[0] as f32);
-                out.weights = beta[1..].iter().map(|&b| b as f32).collect();
+        if let Some(meta) = &self.meta {
+            match (meta.kind(), meta.params()) {
+                (MetaKind::Stacking, Some(beta)) => {
+                    out.intercept = Some(beta[0] as f32);
+                    out.weights = beta[1..].iter().map(|&b| b as f32).collect();
+                }
+                (MetaKind::Blending, Some(weights)) => out.weights = weights.iter().map(|&x| x as f32).collect(),
+                (_, None) => {}
             }
-            out.fit_window = stacker.fit_window();
-        }
-        if let Some(blender) = &self.blender {
-            if let Some(weights) = blender.weights() {
-                out.weights = weights.iter().map(|&x| x as f32).collect();
-            }
-            out.fit_window = blender.fit_window();
+            out.fit_window = meta.fit_window();
         }
         out
     }
@@ -134,13 +138,8 @@ impl Learners {
         }
         // The meta-learners need every member's prediction for a row.
         let complete: Option<Vec<f64>> = members.iter().copied().collect();
-        if let Some(x) = complete {
-            if let Some(s) = &mut self.stacker {
-                s.observe(&x, outcome);
-            }
-            if let Some(b) = &mut self.blender {
-                b.observe(&x, outcome);
-            }
+        if let (Some(x), Some(meta)) = (complete, &mut self.meta) {
+            self.refit_due |= meta.observe(&x, outcome);
         }
     }
 }
@@ -292,19 +291,59 @@ impl Learning {
     }
 
     /// Learns one outcome for a prediction made in `regime` (members: NaN = did not answer).
-    pub fn learn(&self, regime: Option<Regime>, members: &[f32], outcome: f32) {
+    /// Returns true when a stacking or blending refit became due: the caller runs [`Learning::refit`]
+    /// (the engine does it on its background thread, so an outcome costs O(members)).
+    pub fn learn(&self, regime: Option<Regime>, members: &[f32], outcome: f32) -> bool {
         if !self.adaptive {
-            return;
+            return false;
         }
         let members: Vec<Option<f64>> = members.iter().map(|&v| (!v.is_nan()).then_some(f64::from(v))).collect();
         let mut learners = self.learners.lock().unwrap_or_else(|p| p.into_inner());
         let index = regime.map_or(0, Regime::index).min(learners.len() - 1);
         learners[index].update(&members, f64::from(outcome));
-        let fresh = learners[index].publish(&self.prior);
-        // Still holding the learners: concurrent outcomes publish in the order they learnt.
+        self.republish(&learners, &[index]);
+        learners[index].refit_due
+    }
+
+    /// Runs the due meta-learner fits. The data is copied out under the learners' lock and fitted
+    /// without it, so outcomes keep flowing meanwhile.
+    pub fn refit(&self) {
+        let prepared: Vec<(usize, crate::meta::PreparedFit)> = {
+            let mut learners = self.learners.lock().unwrap_or_else(|p| p.into_inner());
+            learners
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, l)| l.refit_due)
+                .filter_map(|(i, l)| {
+                    l.refit_due = false;
+                    l.meta.as_ref().map(|m| (i, m.prepare()))
+                })
+                .collect()
+        };
+        if prepared.is_empty() {
+            return;
+        }
+        let fitted: Vec<(usize, crate::meta::Fitted)> =
+            prepared.into_iter().filter_map(|(i, p)| p.fit().map(|f| (i, f))).collect();
+        let mut learners = self.learners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changed = Vec::new();
+        for (i, f) in fitted {
+            if let Some(meta) = &mut learners[i].meta {
+                meta.install(f);
+                changed.push(i);
+            }
+        }
+        self.republish(&learners, &changed);
+    }
+
+    /// Publishes the given regimes' weights as a new epoch. Called with the learners locked, so
+    /// concurrent updates publish in the order they learnt.
+    fn republish(&self, learners: &[Learners], regimes: &[usize]) {
         let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
         let mut next = Published::clone(&published);
-        next.regimes[index] = fresh;
+        for &i in regimes {
+            next.regimes[i] = learners[i].publish(&self.prior);
+        }
         next.epoch += 1;
         *published = Arc::new(next);
     }

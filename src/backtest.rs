@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::engine::InferenceEngine;
 use crate::error::{Error, Result};
-use crate::meta::{Blender, MetaOptions, Stacker};
+use crate::meta::{MetaLearner, MetaOptions};
 use crate::online::{Boa, Hedge, OnlineOptions, OnlineWeights};
 use crate::regime::{Regime, RegimeDetector, RegimeOptions};
 use crate::registry::Task;
@@ -232,8 +232,8 @@ pub fn backtest_table(
     let mut boa = Boa::new(m, options.online);
     let mut per_regime: Vec<Hedge> =
         Regime::ALL.iter().map(|_| Hedge::with_prior(&static_weights, options.online)).collect();
-    let mut stacker = Stacker::new(Task::Classification, options.meta);
-    let mut blender = Blender::new(Task::Classification, options.meta);
+    let mut stacker = MetaLearner::stacking(Task::Classification, options.meta);
+    let mut blender = MetaLearner::blending(Task::Classification, options.meta);
     let mut detector = options.regime.clone().map(RegimeDetector::new);
 
     let (mut refused, mut positives) = (0, 0.0);
@@ -288,7 +288,7 @@ pub fn backtest_table(
         let complete: Option<Vec<f64>> = member_values.iter().copied().collect();
         let stacked = complete.as_deref().and_then(|x| stacker.predict(x)).unwrap_or_else(|| weighted(&static_weights));
         predictions.push((m + 4, stacked));
-        let blend = blender.weights().map_or_else(|| static_weights.clone(), <[f64]>::to_vec);
+        let blend = blender.params().map_or_else(|| static_weights.clone(), <[f64]>::to_vec);
         timeline.blending_weights.push(blend.clone());
         predictions.push((m + 5, weighted(&blend)));
         per_regime[regime.index()].weights(&answered, &mut weights);
@@ -318,8 +318,11 @@ pub fn backtest_table(
         boa.update(&member_values, y);
         per_regime[regime.index()].update(&member_values, y);
         if let Some(x) = &complete {
-            stacker.observe(x, y);
-            blender.observe(x, y);
+            for learner in [&mut stacker, &mut blender] {
+                if learner.observe(x, y) {
+                    learner.refit();
+                }
+            }
         }
     }
     let scored = table.rows() - refused;

@@ -174,6 +174,7 @@ pub struct EngineBuilder {
     runtime: RuntimeOptions,
     tracking: Option<TrackingOptions>,
     persistence: Option<PersistOptions>,
+    synchronous_refits: bool,
 }
 
 impl EngineBuilder {
@@ -197,6 +198,14 @@ impl EngineBuilder {
     /// When learnt weights and tracked metrics are written to `<home>/state.sqlite` (on by default).
     pub fn with_persistence(mut self, options: PersistOptions) -> Self {
         self.persistence = Some(options);
+        self
+    }
+
+    /// Run stacking and blending refits inside `record_outcome` instead of on the background thread:
+    /// deterministic (each prediction sees every fit that was due before it, as in a backtest) at the
+    /// price of an occasional slow outcome.
+    pub fn with_synchronous_refits(mut self) -> Self {
+        self.synchronous_refits = true;
         self
     }
 
@@ -226,23 +235,84 @@ impl EngineBuilder {
             next_request_id: AtomicU64::new(1),
             last_history: Mutex::new(Instant::now()),
             state,
+            synchronous_refits: self.synchronous_refits,
+            background: Arc::new(Background::default()),
         });
-        if let Some((_, options)) = &inner.state {
-            spawn_flusher(Arc::downgrade(&inner), options.flush_interval);
+        let flush_interval = inner.state.as_ref().map(|(_, o)| o.flush_interval);
+        if flush_interval.is_some() || !inner.synchronous_refits {
+            spawn_background(Arc::downgrade(&inner), Arc::clone(&inner.background), flush_interval);
         }
         Ok(InferenceEngine { inner })
     }
 }
 
-/// Writes learning state every `interval` until the engine is dropped (it holds only a weak reference).
-fn spawn_flusher(engine: Weak<EngineInner>, interval: Duration) {
-    let spawned = std::thread::Builder::new().name("quorum-flush".into()).spawn(move || loop {
-        std::thread::sleep(interval);
-        let Some(inner) = engine.upgrade() else { break };
-        // A failed flush is retried at the next interval; the changes stay marked.
-        let _ = inner.flush();
+/// Work kept off the prediction and outcome paths: meta-learner refits and state flushes.
+#[derive(Default)]
+struct Background {
+    state: Mutex<BackgroundState>,
+    wake: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct BackgroundState {
+    refits: Vec<Arc<Learning>>,
+    closed: bool,
+}
+
+impl Background {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BackgroundState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn submit(&self, learning: Arc<Learning>) {
+        let mut state = self.lock();
+        if !state.refits.iter().any(|l| Arc::ptr_eq(l, &learning)) {
+            state.refits.push(learning);
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    fn close(&self) -> Vec<Arc<Learning>> {
+        let mut state = self.lock();
+        state.closed = true;
+        let pending = std::mem::take(&mut state.refits);
+        drop(state);
+        self.wake.notify_one();
+        pending
+    }
+}
+
+/// Runs refits as they are submitted and flushes state every `flush_interval`, until the engine is
+/// dropped (the thread holds only a weak reference to it).
+fn spawn_background(engine: Weak<EngineInner>, background: Arc<Background>, flush_interval: Option<Duration>) {
+    let tick = flush_interval.unwrap_or(Duration::from_secs(1));
+    let spawned = std::thread::Builder::new().name("quorum-background".into()).spawn(move || {
+        let mut last_flush = Instant::now();
+        loop {
+            let refits = {
+                let mut state = background.lock();
+                if state.refits.is_empty() && !state.closed {
+                    let wait = tick.saturating_sub(last_flush.elapsed());
+                    state = background.wake.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0;
+                }
+                if state.closed {
+                    break;
+                }
+                std::mem::take(&mut state.refits)
+            };
+            for learning in refits {
+                learning.refit();
+            }
+            if flush_interval.is_some() && last_flush.elapsed() >= tick {
+                last_flush = Instant::now();
+                let Some(inner) = engine.upgrade() else { break };
+                // A failed flush is retried at the next tick; the changes stay marked.
+                let _ = inner.flush();
+            }
+        }
     });
-    // Without a thread, state is still written on drop and by `InferenceEngine::flush`.
+    // Without the thread, refits still run at drop time and state is written on drop and by `flush`.
     drop(spawned);
 }
 
@@ -282,6 +352,9 @@ impl EngineInner {
 
 impl Drop for EngineInner {
     fn drop(&mut self) {
+        for learning in self.background.close() {
+            learning.refit();
+        }
         let _ = self.flush();
     }
 }
@@ -298,6 +371,8 @@ struct EngineInner {
     next_request_id: AtomicU64,
     last_history: Mutex<Instant>,
     state: Option<(StateStore, PersistOptions)>,
+    synchronous_refits: bool,
+    background: Arc<Background>,
 }
 
 /// Runs ensembles of ONNX models in-process.
@@ -324,6 +399,7 @@ impl InferenceEngine {
             runtime: RuntimeOptions::default(),
             tracking: Some(TrackingOptions::default()),
             persistence: Some(PersistOptions::default()),
+            synchronous_refits: false,
         }
     }
 
@@ -497,7 +573,14 @@ impl InferenceEngine {
         let tracker =
             self.inner.tracker.as_ref().ok_or_else(|| Error::Outcome("tracking is disabled for this engine".into()))?;
         let scored = tracker.record_outcome(request_id, outcome)?;
-        scored.key.learning.learn(scored.regime, &scored.members, outcome);
+        let learning = &scored.key.learning;
+        if learning.learn(scored.regime, &scored.members, outcome) {
+            if self.inner.synchronous_refits {
+                learning.refit();
+            } else {
+                self.inner.background.submit(Arc::clone(learning));
+            }
+        }
         Ok(())
     }
 

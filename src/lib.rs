@@ -32,7 +32,7 @@ pub use registry::{
 };
 pub use replay::{ReplayOptions, ReplayReport};
 pub use runtime::{Runtime, RuntimeOptions};
-pub use strategy::{Combined, MajorityVote, SoftVote, Strategy, StrategyKind};
+pub use strategy::{Combined, MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
 pub use tracking::{
     DriftEvent, DriftOptions, EnsembleMetrics, GroupMetrics, Metrics, MetricsAccumulator, TrackedMetrics,
     TrackingOptions,

@@ -2,9 +2,8 @@
 //! by IRLS for classification, ridge regression in closed form for regression) and blending (convex
 //! weights on the simplex).
 //!
-//! Both learn only from rows whose outcome is already known when they are refitted: a [`Stacker`] or
-//! [`Blender`] sees row t's outcome through `observe` after row t was predicted, keeps the most
-//! recent `window` rows, and refits every `refit_every` observations. The members were trained before
+//! Both learn only from rows whose outcome is already known when they are refitted: a [`MetaLearner`] sees row t's outcome through `observe` after row t was predicted, keeps the most
+//! recent `window` rows, and is refitted every `refit_every` observations. The members were trained before
 //! the first row they ever see, so every training row is out-of-fold and nothing comes from the future
 //! (unlike scikit-learn's shuffled K-fold stacking, which mixes time).
 
@@ -205,88 +204,128 @@ pub struct FitWindow {
     pub rows: usize,
 }
 
-/// Stacking: a logistic (classification) or ridge (regression) meta-model on member predictions.
-/// Classification works on the members' logits, so the coefficients read as log-odds weights.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Stacker {
+/// Which meta-model a [`MetaLearner`] fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaKind {
+    /// A logistic (classification) or ridge (regression) model on member predictions; classification
+    /// works on the members' logits, so the coefficients read as log-odds weights.
+    Stacking,
+    /// Convex member weights.
+    Blending,
+}
+
+/// A walk-forward meta-learner: keeps the most recent rows, refits on schedule.
+///
+/// `observe` only stores the row (O(members)) and says whether a refit is due; the fit itself
+/// (`refit`, or `prepare` → [`PreparedFit::fit`] → `install` to run it elsewhere, e.g. off the outcome
+/// path) costs O(window × members²).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetaLearner {
+    kind: MetaKind,
     task: Task,
     history: History,
-    coefficients: Option<Vec<f64>>,
+    /// Stacking: intercept then one coefficient per member. Blending: one weight per member.
+    params: Option<Vec<f64>>,
     window: Option<FitWindow>,
 }
 
-impl Stacker {
-    pub fn new(task: Task, options: MetaOptions) -> Stacker {
-        Stacker { task, history: History::new(options), coefficients: None, window: None }
+/// The data of one fit, detached from the learner.
+#[derive(Debug, Clone)]
+pub struct PreparedFit {
+    kind: MetaKind,
+    task: Task,
+    x: Vec<Vec<f64>>,
+    y: Vec<f64>,
+    l2: f64,
+    window: FitWindow,
+}
+
+/// The result of [`PreparedFit::fit`].
+#[derive(Debug, Clone)]
+pub struct Fitted {
+    params: Vec<f64>,
+    window: FitWindow,
+}
+
+impl PreparedFit {
+    pub fn fit(self) -> Option<Fitted> {
+        let params = match (self.kind, self.task) {
+            (MetaKind::Stacking, Task::Classification) => fit_logistic(&self.x, &self.y, self.l2),
+            (MetaKind::Stacking, Task::Regression) => fit_ridge(&self.x, &self.y, self.l2),
+            (MetaKind::Blending, task) => fit_simplex(&self.x, &self.y, task),
+        }?;
+        Some(Fitted { params, window: self.window })
+    }
+}
+
+impl MetaLearner {
+    pub fn stacking(task: Task, options: MetaOptions) -> MetaLearner {
+        MetaLearner { kind: MetaKind::Stacking, task, history: History::new(options), params: None, window: None }
     }
 
-    /// The meta-model's prediction, or `None` before the first fit (callers fall back to equal weights).
+    pub fn blending(task: Task, options: MetaOptions) -> MetaLearner {
+        MetaLearner { kind: MetaKind::Blending, task, history: History::new(options), params: None, window: None }
+    }
+
+    pub fn kind(&self) -> MetaKind {
+        self.kind
+    }
+
+    /// The meta-model's prediction, or `None` before the first fit.
     pub fn predict(&self, members: &[f64]) -> Option<f64> {
-        let beta = self.coefficients.as_ref()?;
-        let z = beta[0]
-            + members
-                .iter()
-                .zip(&beta[1..])
-                .map(|(x, b)| b * if self.task == Task::Classification { logit(*x) } else { *x })
-                .sum::<f64>();
-        Some(if self.task == Task::Classification { sigmoid(z) } else { z })
+        let params = self.params.as_ref()?;
+        Some(match self.kind {
+            MetaKind::Stacking => {
+                let logits = self.task == Task::Classification;
+                let z = params[0]
+                    + members
+                        .iter()
+                        .zip(&params[1..])
+                        .map(|(x, b)| b * if logits { logit(*x) } else { *x })
+                        .sum::<f64>();
+                if logits {
+                    sigmoid(z)
+                } else {
+                    z
+                }
+            }
+            MetaKind::Blending => members.iter().zip(params).map(|(x, w)| x * w).sum(),
+        })
     }
 
-    /// Learns row t's outcome (after row t was predicted); refits on schedule.
-    pub fn observe(&mut self, members: &[f64], outcome: f64) {
-        if self.history.push(members.to_vec(), outcome) {
-            let (x, y) = match self.task {
-                Task::Classification => self.history.split(logit),
-                Task::Regression => self.history.split(|v| v),
-            };
-            let fit = match self.task {
-                Task::Classification => fit_logistic(&x, &y, self.history.options.l2),
-                Task::Regression => fit_ridge(&x, &y, self.history.options.l2),
-            };
-            if let Some(beta) = fit {
-                self.coefficients = Some(beta);
-                self.window = Some(FitWindow { fitted_at: self.history.seen, rows: x.len() });
-            }
+    /// Stores row t's outcome (after row t was predicted); true when a refit is due.
+    pub fn observe(&mut self, members: &[f64], outcome: f64) -> bool {
+        self.history.push(members.to_vec(), outcome)
+    }
+
+    /// Copies out the data of a fit on the current window.
+    pub fn prepare(&self) -> PreparedFit {
+        let (x, y) = match (self.kind, self.task) {
+            (MetaKind::Stacking, Task::Classification) => self.history.split(logit),
+            _ => self.history.split(|v| v),
+        };
+        let window = FitWindow { fitted_at: self.history.seen, rows: x.len() };
+        PreparedFit { kind: self.kind, task: self.task, x, y, l2: self.history.options.l2, window }
+    }
+
+    /// Makes a fit the current one (unless a newer fit is already installed).
+    pub fn install(&mut self, fitted: Fitted) {
+        if self.window.is_none_or(|w| w.fitted_at <= fitted.window.fitted_at) {
+            self.params = Some(fitted.params);
+            self.window = Some(fitted.window);
         }
     }
 
-    /// Intercept first, then one coefficient per member.
-    pub fn coefficients(&self) -> Option<&[f64]> {
-        self.coefficients.as_deref()
-    }
-
-    pub fn fit_window(&self) -> Option<FitWindow> {
-        self.window
-    }
-}
-
-/// Blending: convex member weights fitted on the most recent window.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Blender {
-    task: Task,
-    history: History,
-    weights: Option<Vec<f64>>,
-    window: Option<FitWindow>,
-}
-
-impl Blender {
-    pub fn new(task: Task, options: MetaOptions) -> Blender {
-        Blender { task, history: History::new(options), weights: None, window: None }
-    }
-
-    /// The current weights, or `None` before the first fit.
-    pub fn weights(&self) -> Option<&[f64]> {
-        self.weights.as_deref()
-    }
-
-    pub fn observe(&mut self, members: &[f64], outcome: f64) {
-        if self.history.push(members.to_vec(), outcome) {
-            let (x, y) = self.history.split(|v| v);
-            if let Some(w) = fit_simplex(&x, &y, self.task) {
-                self.weights = Some(w);
-                self.window = Some(FitWindow { fitted_at: self.history.seen, rows: x.len() });
-            }
+    /// Fits now, on the current window.
+    pub fn refit(&mut self) {
+        if let Some(fitted) = self.prepare().fit() {
+            self.install(fitted);
         }
+    }
+
+    /// Stacking: intercept first, then one coefficient per member. Blending: the member weights.
+    pub fn params(&self) -> Option<&[f64]> {
+        self.params.as_deref()
     }
 
     pub fn fit_window(&self) -> Option<FitWindow> {
@@ -353,20 +392,22 @@ mod tests {
     #[test]
     fn learners_wait_for_enough_rows_and_refit_on_schedule() {
         let options = MetaOptions { window: 100, refit_every: 10, min_rows: 30, l2: 1.0 };
-        let mut stacker = Stacker::new(Task::Classification, options);
-        let mut blender = Blender::new(Task::Classification, options);
+        let mut stacker = MetaLearner::stacking(Task::Classification, options);
+        let mut blender = MetaLearner::blending(Task::Classification, options);
         let mut seed = 3;
         for t in 0..29 {
             let y = f64::from(t % 2 == 0);
             let row = [0.5 + 0.3 * (y - 0.5), noise(&mut seed)];
-            stacker.observe(&row, y);
-            blender.observe(&row, y);
+            assert!(!stacker.observe(&row, y));
+            assert!(!blender.observe(&row, y));
         }
-        assert!(stacker.predict(&[0.6, 0.5]).is_none() && blender.weights().is_none());
-        stacker.observe(&[0.65, 0.5], 1.0);
-        blender.observe(&[0.65, 0.5], 1.0);
+        assert!(stacker.predict(&[0.6, 0.5]).is_none() && blender.params().is_none());
+        assert!(stacker.observe(&[0.65, 0.5], 1.0), "a refit is due at min_rows");
+        assert!(blender.observe(&[0.65, 0.5], 1.0));
+        stacker.refit();
+        blender.refit();
         assert_eq!(stacker.fit_window(), Some(FitWindow { fitted_at: 30, rows: 30 }));
         assert!(stacker.predict(&[0.65, 0.5]).unwrap() > 0.5);
-        assert!(blender.weights().unwrap()[0] > 0.5);
+        assert!(blender.params().unwrap()[0] > 0.5);
     }
 }

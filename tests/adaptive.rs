@@ -34,7 +34,9 @@ fn replay(engine: &quorum::InferenceEngine, ensemble: &str) -> Vec<f32> {
 #[test]
 fn engine_strategies_predict_what_the_backtest_reports() {
     let home = tempfile::tempdir().unwrap();
-    let engine = common::market_engine(home.path());
+    common::market_engine(home.path());
+    // Refits inside record_outcome: every prediction sees the fits due before it, as in the backtest.
+    let engine = quorum::InferenceEngine::builder(home.path()).with_synchronous_refits().build().unwrap();
     let regimes = RegimeConfig { detector: RegimeOptions::new("ret_1d"), strategies: Default::default() };
     let configs = [
         ("hedge", EnsembleConfig::new("e-hedge", members()).with_strategy(StrategyKind::Hedge)),
@@ -93,7 +95,8 @@ fn hedge_weights_follow_outcomes_and_are_explained() {
 #[test]
 fn stacking_reports_its_fit_window_once_fitted() {
     let home = tempfile::tempdir().unwrap();
-    let engine = common::market_engine(home.path());
+    common::market_engine(home.path());
+    let engine = quorum::InferenceEngine::builder(home.path()).with_synchronous_refits().build().unwrap();
     let meta = MetaOptions { window: 100, refit_every: 10, min_rows: 40, l2: 1.0 };
     let config = EnsembleConfig::new("stacked", members()).with_strategy(StrategyKind::Stacking).with_meta(meta);
     engine.create_ensemble(config).unwrap();
@@ -161,4 +164,30 @@ fn every_adaptive_strategy_explains_recent_losses() {
     }
     let static_vote = engine.predict("market", &rows[0]).unwrap();
     assert!(static_vote.model_contributions.iter().all(|c| c.recent_loss.is_none()), "static weights explain nothing");
+}
+
+#[test]
+fn background_refits_arrive_without_slowing_outcomes() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let meta = MetaOptions { window: 100, refit_every: 10, min_rows: 40, l2: 1.0 };
+    engine
+        .create_ensemble(EnsembleConfig::new("async", members()).with_strategy(StrategyKind::Blending).with_meta(meta))
+        .unwrap();
+    let rows = common::holdout_features(40);
+    for (i, f) in rows.iter().enumerate() {
+        let p = engine.predict("async", f).unwrap();
+        engine.record_outcome(p.request_id, (i % 2) as f32).unwrap();
+    }
+    // The fit due at the 40th outcome runs on the engine's background thread.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let p = engine.predict("async", &rows[0]).unwrap();
+        if let Some(window) = p.fit_window {
+            assert_eq!((window.fitted_at, window.rows), (40, 40));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the background refit never arrived");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
