@@ -129,6 +129,23 @@ fn register_list_show_predict_and_replay_json() {
     assert!(backtest["regimes"]["high"]["hedge"]["brier"].is_number());
     assert!(dir.join("backtest.svg").is_file() && dir.join("backtest.json").is_file());
 
+    // Adaptive ensemble with regimes; its tracked metrics outlive the replay's process.
+    ok(quorum(
+        home.path(),
+        &["ensemble", "create", "adaptive", "--members", "technical,fundamental,sentiment", "--strategy", "hedge"],
+    ));
+    let create_regimes = ["ensemble", "create", "regimes", "--members", "technical,fundamental,sentiment"];
+    ok(quorum(
+        home.path(),
+        &[&create_regimes[..], &["--regime-feature", "ret_1d", "--regime-strategy", "high=boa"]].concat(),
+    ));
+    ok(quorum(home.path(), &["replay", "regimes", "--data", &holdout(), "--outcome", "next_day_up"]));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&ok(quorum(home.path(), &["metrics", "regimes", "--json"]))).unwrap();
+    assert_eq!(metrics["metrics"]["all_time"]["count"], 499, "{metrics}");
+    assert_eq!(metrics["ranking"].as_array().unwrap().len(), 3);
+    assert!(metrics["regimes"].as_array().unwrap().len() >= 2);
+
     ok(quorum(home.path(), &["models", "remove", "sentiment"]));
     assert!(!ok(quorum(home.path(), &["models", "list"])).contains("sentiment"));
 }

@@ -53,6 +53,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Tracked metrics of an ensemble (restored from the home's state database): per member, per
+    /// regime, windows, ranking.
+    Metrics {
+        ensemble: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show which ONNX Runtime library is loaded, and its build.
     Runtime,
     /// Walk forward through a CSV file: predict each row, then record its outcome.
@@ -127,9 +134,15 @@ enum EnsembleCommand {
         /// One weight per member (default: equal).
         #[arg(long, value_delimiter = ',')]
         weights: Option<Vec<f32>>,
-        /// soft-vote or majority.
+        /// soft-vote, majority, hedge, boa, stacking or blending.
         #[arg(long, default_value = "soft-vote")]
         strategy: String,
+        /// Detect volatility regimes from this return feature (e.g. ret_1d).
+        #[arg(long)]
+        regime_feature: Option<String>,
+        /// A strategy per regime: high=majority,low=hedge (needs --regime-feature).
+        #[arg(long, value_delimiter = ',')]
+        regime_strategy: Vec<String>,
         /// Members that must answer (default: a majority).
         #[arg(long)]
         min_members: Option<usize>,
@@ -197,6 +210,43 @@ fn run(cli: Cli) -> Result<()> {
                 println!("report: {}\nchart:  {}", json_path.display(), svg_path.display());
                 Ok(())
             }
+        }
+        Command::Metrics { ensemble, json } => {
+            let engine = engine(&home)?;
+            engine.ensemble(&ensemble)?;
+            let metrics = engine.metrics(&ensemble)?;
+            if json {
+                return print_json(&metrics);
+            }
+            let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
+            println!(
+                "ensemble {}@{}  (all time; win_acc: accuracy over the count window)",
+                metrics.ensemble, metrics.version
+            );
+            println!(
+                "{:<14} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "predictor", "count", "accuracy", "f1", "log_loss", "brier", "win_acc"
+            );
+            let rows =
+                std::iter::once(("ensemble".to_string(), metrics.metrics)).chain(metrics.members.iter().cloned());
+            for (name, m) in rows {
+                let a = m.all_time;
+                println!(
+                    "{name:<14} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                    a.count,
+                    pct(a.accuracy),
+                    pct(a.f1_score),
+                    pct(a.log_loss),
+                    pct(a.brier),
+                    pct(m.window.accuracy)
+                );
+            }
+            println!("ranking (best first, by windowed loss): {}", metrics.ranking.join(", "));
+            for (regime, group) in &metrics.regimes {
+                let all = group.metrics.all_time;
+                println!("regime {regime}: {} outcomes, accuracy {}", all.count, pct(all.accuracy));
+            }
+            Ok(())
         }
         Command::Runtime => {
             let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default())?;
@@ -285,7 +335,16 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
 
 fn ensembles(home: &std::path::Path, cmd: EnsembleCommand) -> Result<()> {
     match cmd {
-        EnsembleCommand::Create { name, members, weights, strategy, min_members, impute } => {
+        EnsembleCommand::Create {
+            name,
+            members,
+            weights,
+            strategy,
+            min_members,
+            impute,
+            regime_feature,
+            regime_strategy,
+        } => {
             let members = members.iter().map(|m| m.trim().parse::<MemberSpec>()).collect::<Result<Vec<_>>>()?;
             let mut config = EnsembleConfig::new(name, members).with_strategy(strategy.parse::<StrategyKind>()?);
             if let Some(w) = weights {
@@ -293,6 +352,25 @@ fn ensembles(home: &std::path::Path, cmd: EnsembleCommand) -> Result<()> {
             }
             if let Some(min) = min_members {
                 config = config.with_min_members(min);
+            }
+            if let Some(feature) = regime_feature {
+                let mut strategies = std::collections::BTreeMap::new();
+                for pair in regime_strategy {
+                    let (regime, strategy) = pair.split_once('=').ok_or_else(|| {
+                        Error::Config(format!(
+                            "--regime-strategy {pair:?}: expected REGIME=STRATEGY, e.g. high=majority"
+                        ))
+                    })?;
+                    let regime: quorum::regime::Regime =
+                        serde_json::from_value(serde_json::json!(regime)).map_err(|_| {
+                            Error::Config(format!("unknown regime {regime:?}; expected low, normal or high"))
+                        })?;
+                    strategies.insert(regime, strategy.parse::<StrategyKind>()?);
+                }
+                let detector = quorum::regime::RegimeOptions::new(feature);
+                config = config.with_regimes(quorum::adaptive::RegimeConfig { detector, strategies });
+            } else if !regime_strategy.is_empty() {
+                return Err(Error::Config("--regime-strategy needs --regime-feature".into()));
             }
             if let Some(value) = impute {
                 config =
