@@ -16,7 +16,7 @@ TECHNICAL_FEATURES := ret_1d,ret_5d,ret_20d,vol_20d,hl_range,rsi_14,volume_z,nas
 FUNDAMENTAL_FEATURES := default_spread,default_spread_chg,core_cpi_yoy,ff_mkt_rf,ff_smb,ff_hml,ff_rf,wti_ret_20d
 SENTIMENT_FEATURES := vix,vix_chg_1d,vix_chg_5d,vix_rel_20d,vix_zscore_60d
 
-.PHONY: demo test venv ort-compat build models bench fuzz clean
+.PHONY: demo test venv ort-compat build models bench bench-python python-wheel python-test fuzz clean
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -46,9 +46,30 @@ demo: venv build
 
 test: venv ort-compat
 	cargo fmt --all --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --all-targets
 	cargo test --doc
+	$(MAKE) python-test
+
+# The Python package: an abi3 wheel built with maturin, installed into a fresh virtualenv (with its
+# onnxruntime dependency from PyPI), then its tests, the README's Python example and a stub check.
+PY_BUILD := .venv-py
+PY_TEST := .venv-pytest
+python-wheel:
+	test -x $(PY_BUILD)/bin/maturin || ($(PYTHON) -m venv $(PY_BUILD) && $(PY_BUILD)/bin/pip install --quiet "maturin>=1.5,<2")
+	rm -rf dist
+	$(PY_BUILD)/bin/maturin build --release --strip --quiet -m bindings/python/Cargo.toml -o dist/
+
+python-test: python-wheel
+	rm -rf $(PY_TEST)
+	$(PYTHON) -m venv $(PY_TEST)
+	$(PY_TEST)/bin/pip install --quiet dist/quorum-*.whl pytest mypy
+	cd bindings/python/tests && ../../../$(PY_TEST)/bin/python -m pytest -q -p no:cacheprovider
+	$(PY_TEST)/bin/python -m mypy.stubtest quorum._quorum
+	$(PY_TEST)/bin/python -m mypy -p quorum
+
+bench-python: python-test
+	$(PY_TEST)/bin/python bindings/python/bench.py
 
 bench: venv
 	cargo bench --bench ensemble

@@ -1,0 +1,88 @@
+"""quorum through Python against the same three models called with Python's onnxruntime plus the
+weighted average written in Python, in one run. `make bench-python` (or run with the package installed).
+
+Goal: the binding at least 3x faster for a single row, and no slower for a 1024-row batch."""
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy
+import onnxruntime
+
+import quorum
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = REPO / "examples" / "models"
+WEIGHTS = {"technical": 0.4, "fundamental": 0.4, "sentiment": 0.2}
+
+
+def timed(fn, repeat):
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def main():
+    manifest = {m["name"]: m for m in json.loads((MODELS / "manifest.json").read_text())["models"]}
+    engine = quorum.InferenceEngine(tempfile.mkdtemp(), tracking=False, persistence=False)
+    for name, m in manifest.items():
+        engine.register_model(name, MODELS / f"{name}.onnx", m["features"], kind=m["kind"])
+    engine.create_ensemble({"name": "market", "members": list(WEIGHTS), "weights": list(WEIGHTS.values())})
+    names = engine.feature_names("market")
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sessions = {n: onnxruntime.InferenceSession(str(MODELS / f"{n}.onnx"), options, providers=["CPUExecutionProvider"]) for n in WEIGHTS}
+    inputs = {n: s.get_inputs()[0].name for n, s in sessions.items()}
+    columns = {n: [names.index(f) for f in manifest[n]["features"]] for n in WEIGHTS}
+
+    rng = numpy.random.default_rng(7)
+    matrix = rng.normal(size=(1024, len(names))).astype(numpy.float32)
+    row = {n: float(v) for n, v in zip(names, matrix[0])}
+
+    def raw_single():
+        total = 0.0
+        for n, s in sessions.items():
+            x = numpy.array([[row[f] for f in manifest[n]["features"]]], dtype=numpy.float32)
+            total += WEIGHTS[n] * s.run(["probabilities"], {inputs[n]: x})[0][0, 1]
+        return total
+
+    def raw_batch():
+        total = numpy.zeros(len(matrix), dtype=numpy.float32)
+        for n, s in sessions.items():
+            x = numpy.ascontiguousarray(matrix[:, columns[n]])
+            total += WEIGHTS[n] * s.run(["probabilities"], {inputs[n]: x})[0][:, 1]
+        return total
+
+    assert abs(raw_single() - engine.predict("market", row).prediction) < 1e-5
+    numpy.testing.assert_allclose(raw_batch(), engine.predict_batch("market", matrix).predictions, atol=1e-5)
+
+    results = {}
+    for label, fn, repeat in [
+        ("single_row/onnxruntime_python", raw_single, 3000),
+        ("single_row/quorum_python", lambda: engine.predict("market", row), 3000),
+        ("batch_1024/onnxruntime_python", raw_batch, 200),
+        ("batch_1024/quorum_python", lambda: engine.predict_batch("market", matrix), 200),
+    ]:
+        for _ in range(50):
+            fn()
+        results[label] = timed(fn, repeat) * 1e6
+    for label, micros in results.items():
+        print(f"{label:<32} {micros:10.1f} µs (median)")
+    single = results["single_row/onnxruntime_python"] / results["single_row/quorum_python"]
+    batch = results["batch_1024/onnxruntime_python"] / results["batch_1024/quorum_python"]
+    print(f"single row: quorum {single:.2f}x faster; 1024 rows: {batch:.2f}x (ONNX Runtime {onnxruntime.__version__})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""quorum: ensembles of ONNX models in your own process.
+
+    import quorum
+    engine = quorum.InferenceEngine("./quorum-home")
+    p = engine.predict("market", {"ret_1d": 0.001, ...})
+
+ONNX Runtime comes from the `onnxruntime` package this one depends on (or `onnxruntime-gpu`, if that
+is what is installed): its bundled library is loaded, so nothing else needs installing.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+from typing import Optional, Sequence
+
+import numpy
+
+from . import errors
+from ._quorum import BatchPrediction, Prediction, __version__
+from ._quorum import InferenceEngine as _NativeEngine
+from .errors import *  # noqa: F401,F403  (the exception classes are part of the package's API)
+
+
+def onnxruntime_library() -> Optional[str]:
+    """The ONNX Runtime shared library inside the installed `onnxruntime` package, if any."""
+    explicit = os.environ.get("ORT_DYLIB_PATH")
+    if explicit:
+        return explicit
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        found = sorted(glob.glob(os.path.join(location, "capi", "libonnxruntime.so*")))
+        found += sorted(glob.glob(os.path.join(location, "capi", "libonnxruntime*.dylib")))
+        found += sorted(glob.glob(os.path.join(location, "capi", "onnxruntime.dll")))
+        if found:
+            return found[-1]
+    return None
+
+
+class InferenceEngine(_NativeEngine):
+    """An engine over a quorum home (created if absent). Share one per process across threads."""
+
+    def __new__(
+        cls,
+        home: "str | os.PathLike[str]",
+        ort_library: "Optional[str | os.PathLike[str]]" = None,
+        tracking: bool = True,
+        persistence: bool = True,
+        sessions_per_model: Optional[int] = None,
+        synchronous_refits: bool = False,
+    ) -> "InferenceEngine":
+        return super().__new__(
+            cls,
+            os.fspath(home),
+            os.fspath(ort_library) if ort_library is not None else onnxruntime_library(),
+            tracking,
+            persistence,
+            sessions_per_model,
+            synchronous_refits,
+        )
+
+    def predict_batch(self, ensemble: str, rows, feature_names: Optional[Sequence[str]] = None) -> BatchPrediction:
+        """Predicts every row of a 2-D array (any array-like). A C-contiguous float32 array is read in
+        place; anything else is converted once (numpy.ascontiguousarray)."""
+        matrix = numpy.ascontiguousarray(rows, dtype=numpy.float32)
+        if matrix.ndim != 2:
+            raise errors.InvalidInputError(f"rows must be 2-D (rows x features), got {matrix.ndim}-D", "invalid_input")
+        names = list(feature_names) if feature_names is not None else None
+        return super().predict_batch(ensemble, matrix, names)
+
+
+__all__ = ["InferenceEngine", "Prediction", "BatchPrediction", "errors", "onnxruntime_library", "__version__"]
+__all__ += errors.__all__

@@ -1,0 +1,319 @@
+//! `quorum.InferenceEngine`, `Prediction` and `BatchPrediction`: thin wrappers over the core engine.
+
+use std::collections::HashMap;
+
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::conversion::{from_python, guarded, to_py_err, to_python};
+
+/// An engine over a quorum home. Thread-safe: share one per process; predictions release the GIL.
+#[pyclass(module = "quorum._quorum", frozen, subclass)]
+pub struct InferenceEngine {
+    inner: quorum::InferenceEngine,
+}
+
+#[pymethods]
+impl InferenceEngine {
+    #[new]
+    #[pyo3(signature = (home, ort_library=None, tracking=true, persistence=true, sessions_per_model=None, synchronous_refits=false))]
+    fn new(
+        py: Python<'_>,
+        home: std::path::PathBuf,
+        ort_library: Option<std::path::PathBuf>,
+        tracking: bool,
+        persistence: bool,
+        sessions_per_model: Option<usize>,
+        synchronous_refits: bool,
+    ) -> PyResult<Self> {
+        let mut runtime = quorum::RuntimeOptions::default();
+        if let Some(path) = ort_library {
+            runtime = runtime.with_dylib_path(path);
+        }
+        if let Some(n) = sessions_per_model {
+            runtime = runtime.with_sessions_per_model(n);
+        }
+        let mut builder = quorum::InferenceEngine::builder(home).with_runtime_options(runtime);
+        if !tracking {
+            builder = builder.without_tracking();
+        }
+        if !persistence {
+            builder = builder.without_persistence();
+        }
+        if synchronous_refits {
+            builder = builder.with_synchronous_refits();
+        }
+        let inner = guarded(py, || builder.build())?;
+        Ok(InferenceEngine { inner })
+    }
+
+    /// Copies a model into the registry as a new version; returns its metadata.
+    #[pyo3(signature = (name, file, features, output="probabilities:1", kind="other", task="classification", version=None))]
+    #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python method
+    fn register_model<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        file: std::path::PathBuf,
+        features: Vec<String>,
+        output: &str,
+        kind: &str,
+        task: &str,
+        version: Option<u32>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let parse = || -> quorum::Result<quorum::ModelRegistration> {
+            let mut r = quorum::ModelRegistration::new(name, file, features)
+                .with_output(output.parse()?)
+                .with_kind(kind.parse()?)
+                .with_task(task.parse()?);
+            if let Some(v) = version {
+                r = r.with_version(v);
+            }
+            Ok(r)
+        };
+        let registration = parse().map_err(to_py_err)?;
+        let meta = guarded(py, || self.inner.register_model(registration))?;
+        to_python(py, &meta)
+    }
+
+    /// Every registered model: name, versions, default version, kind, task.
+    fn list_models<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let list = guarded(py, || self.inner.registry().list())?;
+        to_python(py, &list)
+    }
+
+    /// A model version's metadata (the default version when `version` is None).
+    #[pyo3(signature = (name, version=None))]
+    fn model<'py>(&self, py: Python<'py>, name: &str, version: Option<u32>) -> PyResult<Bound<'py, PyAny>> {
+        let spec = version.map_or(quorum::VersionSpec::Default, quorum::VersionSpec::Exact);
+        let meta = guarded(py, || self.inner.registry().resolve(name, spec))?;
+        to_python(py, &meta)
+    }
+
+    fn set_default_version(&self, py: Python<'_>, name: &str, version: u32) -> PyResult<()> {
+        guarded(py, || self.inner.registry().set_default(name, version))
+    }
+
+    #[pyo3(signature = (name, version=None))]
+    fn remove_model(&self, py: Python<'_>, name: &str, version: Option<u32>) -> PyResult<()> {
+        guarded(py, || self.inner.registry().remove(name, version))
+    }
+
+    /// Creates (a new version of) an ensemble from a configuration dict with the keys of quorum's
+    /// ensemble JSON: `name`, `members` (list of "model" / "model@version" strings or
+    /// `{"model", "version"}` dicts), and optionally `strategy`, `weights`, `min_members`,
+    /// `non_finite`, `online`, `meta`, `regime`. Returns the saved configuration.
+    fn create_ensemble<'py>(&self, py: Python<'py>, config: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
+        let normalised = PyDict::new(py);
+        for (k, v) in config.iter() {
+            normalised.set_item(k, v)?;
+        }
+        if let Some(members) = config.get_item("members")? {
+            let list = pyo3::types::PyList::empty(py);
+            for m in members.try_iter()? {
+                let m = m?;
+                if let Ok(text) = m.extract::<String>() {
+                    let spec: quorum::MemberSpec = text.parse().map_err(to_py_err)?;
+                    list.append(to_python(py, &serde_json::json!({"model": spec.model, "version": spec.version}))?)?;
+                } else {
+                    list.append(m)?;
+                }
+            }
+            normalised.set_item("members", list)?;
+        }
+        let parsed: quorum::EnsembleConfig = from_python(py, normalised.as_any(), "ensemble configuration")?;
+        let saved = guarded(py, || self.inner.create_ensemble(parsed))?;
+        to_python(py, &saved)
+    }
+
+    /// The features an ensemble consumes, in the column order `predict_batch` and `predict_row` use.
+    fn feature_names(&self, py: Python<'_>, ensemble: &str) -> PyResult<Vec<String>> {
+        guarded(py, || Ok(self.inner.ensemble(ensemble)?.feature_names().to_vec()))
+    }
+
+    /// Predicts one request given as `{feature name: value}`.
+    fn predict(&self, py: Python<'_>, ensemble: &str, features: HashMap<String, f32>) -> PyResult<Prediction> {
+        let features: quorum::Features = features.into_iter().collect();
+        let inner = guarded(py, || self.inner.predict(ensemble, &features))?;
+        Ok(Prediction { inner })
+    }
+
+    /// Predicts every row of a float32 matrix whose columns are `feature_names` (default: the
+    /// ensemble's own order). A C-contiguous float32 array is read in place, without a copy.
+    #[pyo3(signature = (ensemble, rows, feature_names=None))]
+    fn predict_batch(
+        &self,
+        py: Python<'_>,
+        ensemble: &str,
+        rows: PyReadonlyArray2<'_, f32>,
+        feature_names: Option<Vec<String>>,
+    ) -> PyResult<BatchPrediction> {
+        // A Fortran-ordered array is contiguous too, but its rows are not consecutive.
+        let c_order = rows.is_c_contiguous();
+        let values = rows.as_slice().ok().filter(|_| c_order).ok_or_else(|| {
+            to_py_err(quorum::Error::InvalidInput(
+                "rows must be a C-contiguous float32 array (use numpy.ascontiguousarray(rows, dtype=numpy.float32))"
+                    .into(),
+            ))
+        })?;
+        let width = rows.shape()[1];
+        let inner = guarded(py, || {
+            let handle = self.inner.ensemble(ensemble)?;
+            let names = match &feature_names {
+                Some(names) => names.clone(),
+                None => handle.feature_names().to_vec(),
+            };
+            if names.len() != width {
+                return Err(quorum::Error::InvalidInput(format!(
+                    "wrong row width: the array has {width} columns but {} feature names apply",
+                    names.len()
+                )));
+            }
+            handle.predict_batch(&quorum::Batch::row_major(&names, values)?)
+        })?;
+        Ok(BatchPrediction { inner })
+    }
+
+    /// Joins a realised outcome with the prediction `request_id` (classification: 0 or 1).
+    fn record_outcome(&self, py: Python<'_>, request_id: u64, outcome: f32) -> PyResult<()> {
+        guarded(py, || self.inner.record_outcome(request_id, outcome))
+    }
+
+    /// Tracked metrics of an ensemble: all-time, windows, per member, per regime, ranking.
+    fn metrics<'py>(&self, py: Python<'py>, ensemble: &str) -> PyResult<Bound<'py, PyAny>> {
+        let metrics = guarded(py, || self.inner.metrics(ensemble))?;
+        to_python(py, &metrics)
+    }
+
+    /// Members whose loss drifted upwards (Page-Hinkley), oldest first.
+    fn drift_events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, &self.inner.drift_events())
+    }
+
+    /// Writes learnt weights and tracked metrics to the home's state database now.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        guarded(py, || self.inner.flush())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("InferenceEngine(home={:?})", self.inner.home())
+    }
+}
+
+/// One prediction: `prediction`, `confidence`, `model_contributions`, `latency_ms`, …
+#[pyclass(module = "quorum._quorum", frozen)]
+pub struct Prediction {
+    inner: quorum::Prediction,
+}
+
+#[pymethods]
+impl Prediction {
+    #[getter]
+    fn request_id(&self) -> u64 {
+        self.inner.request_id
+    }
+    #[getter]
+    fn ensemble(&self) -> &str {
+        &self.inner.ensemble
+    }
+    #[getter]
+    fn ensemble_version(&self) -> u32 {
+        self.inner.ensemble_version
+    }
+    #[getter]
+    fn strategy(&self) -> &str {
+        self.inner.strategy
+    }
+    #[getter]
+    fn prediction(&self) -> f32 {
+        self.inner.prediction
+    }
+    #[getter]
+    fn confidence(&self) -> f32 {
+        self.inner.confidence
+    }
+    #[getter]
+    fn label(&self) -> Option<u8> {
+        self.inner.class
+    }
+    #[getter]
+    fn regime(&self) -> Option<&'static str> {
+        self.inner.regime.map(|r| r.as_str())
+    }
+    #[getter]
+    fn weights_epoch(&self) -> u64 {
+        self.inner.weights_epoch
+    }
+    #[getter]
+    fn latency_ms(&self) -> f64 {
+        self.inner.latency_ms
+    }
+    /// `{model: {"version", "prediction", "weight", "latency_ms", "recent_loss"?, "error"?}}`
+    #[getter]
+    fn model_contributions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.to_dict(py)?.get_item("model_contributions")
+    }
+    /// The prediction in the story's JSON shape, as a dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, &self.inner)
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "Prediction(request_id={}, prediction={:.6}, confidence={:.6}, ensemble={:?})",
+            self.inner.request_id, self.inner.prediction, self.inner.confidence, &*self.inner.ensemble
+        )
+    }
+}
+
+/// A batch's answers by column, as numpy arrays.
+#[pyclass(module = "quorum._quorum", frozen)]
+pub struct BatchPrediction {
+    inner: quorum::BatchPrediction,
+}
+
+#[pymethods]
+impl BatchPrediction {
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+    #[getter]
+    fn predictions<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
+        self.inner.predictions.clone().into_pyarray(py)
+    }
+    #[getter]
+    fn confidences<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
+        self.inner.confidences.clone().into_pyarray(py)
+    }
+    /// `rows × members`; NaN where a member failed.
+    #[getter]
+    fn member_predictions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let m = self.inner.members.len();
+        self.inner.member_predictions.clone().into_pyarray(py).reshape([self.inner.len(), m])
+    }
+    #[getter]
+    fn request_ids<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u64>> {
+        (0..self.inner.len()).map(|r| self.inner.request_id(r)).collect::<Vec<_>>().into_pyarray(py)
+    }
+    #[getter]
+    fn members(&self) -> Vec<String> {
+        self.inner.members.iter().map(|m| m.model.to_string()).collect()
+    }
+    #[getter]
+    fn latency_ms(&self) -> f64 {
+        self.inner.latency_ms
+    }
+    /// Row `index` as a `Prediction`.
+    fn row(&self, index: usize) -> PyResult<Prediction> {
+        if index >= self.inner.len() {
+            return Err(to_py_err(quorum::Error::InvalidInput(format!(
+                "row {index} is out of range for a batch of {}",
+                self.inner.len()
+            ))));
+        }
+        Ok(Prediction { inner: self.inner.row(index) })
+    }
+    fn __repr__(&self) -> String {
+        format!("BatchPrediction(rows={}, ensemble={:?})", self.inner.len(), &*self.inner.ensemble)
+    }
+}

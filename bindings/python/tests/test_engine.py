@@ -1,0 +1,66 @@
+import numpy
+import pytest
+
+import quorum
+
+
+def features(engine, row):
+    return {name: row[name] for name in engine.feature_names("market")}
+
+
+def test_predict_returns_the_story_fields(engine, rows):
+    p = engine.predict("market", features(engine, rows[0]))
+    assert 0.0 <= p.prediction <= 1.0 and 0.0 <= p.confidence <= 1.0
+    assert p.label == int(p.prediction >= 0.5)
+    contributions = p.model_contributions
+    assert set(contributions) == {"technical", "fundamental", "sentiment"}
+    weighted = sum(c["weight"] * c["prediction"] for c in contributions.values())
+    assert weighted == pytest.approx(p.prediction, abs=1e-5)
+    d = p.to_dict()
+    for key in ("prediction", "confidence", "model_contributions", "latency_ms", "request_id"):
+        assert key in d
+
+
+def test_batch_matches_single_rows_and_reads_numpy_in_place(engine, rows):
+    names = engine.feature_names("market")
+    matrix = numpy.array([[r[n] for n in names] for r in rows[:64]], dtype=numpy.float32)
+    batch = engine.predict_batch("market", matrix)
+    assert len(batch) == 64
+    assert batch.member_predictions.shape == (64, 3)
+    assert batch.members == ["technical", "fundamental", "sentiment"]
+    singles = numpy.array([engine.predict("market", features(engine, r)).prediction for r in rows[:64]])
+    numpy.testing.assert_allclose(batch.predictions, singles, atol=1e-6)
+    assert batch.row(3).prediction == pytest.approx(batch.predictions[3])
+    # Other layouts and dtypes are converted, with the right result.
+    numpy.testing.assert_allclose(engine.predict_batch("market", numpy.asfortranarray(matrix)).predictions, singles, atol=1e-6)
+    numpy.testing.assert_allclose(engine.predict_batch("market", matrix.astype(numpy.float64)).predictions, singles, atol=1e-6)
+    # Columns in another order, named.
+    reordered = matrix[:, ::-1].copy()
+    out = engine.predict_batch("market", reordered, feature_names=names[::-1])
+    numpy.testing.assert_allclose(out.predictions, singles, atol=1e-6)
+
+
+def test_outcomes_metrics_and_registry(engine, rows):
+    for i, r in enumerate(rows[:30]):
+        p = engine.predict("market", features(engine, r))
+        engine.record_outcome(p.request_id, float(i % 2))
+    m = engine.metrics("market")
+    assert m["metrics"]["all_time"]["count"] == 30
+    assert len(m["ranking"]) == 3
+    models = engine.list_models()
+    assert [x["name"] for x in models] == ["fundamental", "sentiment", "technical"]
+    assert engine.model("technical")["kind"] == "technical"
+    assert engine.drift_events() == []
+    engine.flush()
+
+
+def test_adaptive_strategy_learns_through_the_binding(engine, rows):
+    engine.create_ensemble({"name": "adaptive", "members": ["technical", "fundamental", "sentiment"], "strategy": "hedge"})
+    for r in rows[:50]:
+        p = engine.predict("adaptive", features(engine, r))
+        technical = p.model_contributions["technical"]["prediction"]
+        engine.record_outcome(p.request_id, 1.0 if technical >= 0.5 else 0.0)
+    p = engine.predict("adaptive", features(engine, rows[0]))
+    assert p.weights_epoch == 50
+    weights = {k: v["weight"] for k, v in p.model_contributions.items()}
+    assert weights["technical"] == max(weights.values())
