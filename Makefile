@@ -16,7 +16,7 @@ TECHNICAL_FEATURES := ret_1d,ret_5d,ret_20d,vol_20d,hl_range,rsi_14,volume_z,nas
 FUNDAMENTAL_FEATURES := default_spread,default_spread_chg,core_cpi_yoy,ff_mkt_rf,ff_smb,ff_hml,ff_rf,wti_ret_20d
 SENTIMENT_FEATURES := vix,vix_chg_1d,vix_chg_5d,vix_rel_20d,vix_zscore_60d
 
-.PHONY: demo test venv ort-compat build models bench bench-python python-wheel python-test fuzz clean
+.PHONY: demo test venv ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -50,6 +50,7 @@ test: venv ort-compat
 	cargo test --all-targets
 	cargo test --doc
 	$(MAKE) python-test
+	$(MAKE) node-test
 
 # The Python package: an abi3 wheel built with maturin, installed into a fresh virtualenv (with its
 # onnxruntime dependency from PyPI), then its tests, the README's Python example and a stub check.
@@ -67,6 +68,26 @@ python-test: python-wheel
 	cd bindings/python/tests && ../../../$(PY_TEST)/bin/python -m pytest -q -p no:cacheprovider
 	$(PY_TEST)/bin/python -m mypy.stubtest quorum._quorum
 	$(PY_TEST)/bin/python -m mypy -p quorum
+
+# The Node package: napi-rs addon built by @napi-rs/cli, its generated native.d.ts checked against the
+# committed one, packed with npm and installed from the tarball into an empty directory (with its
+# onnxruntime-node dependency, whose postinstall download is skipped), then its node:test suite.
+NODE_DIR := bindings/node
+NODE_TEST := .node-test
+node-build:
+	cd $(NODE_DIR) && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
+	cd $(NODE_DIR) && npx napi build --release --strip --platform --no-js --dts native.d.ts --output-dir .
+	git diff --exit-code -- $(NODE_DIR)/native.d.ts || (echo "native.d.ts drifted from the Rust code: commit the regenerated file"; exit 1)
+
+node-test: node-build
+	rm -rf $(NODE_TEST) && mkdir -p $(NODE_TEST)
+	cd $(NODE_DIR) && npm pack --silent --pack-destination $(CURDIR)/$(NODE_TEST)
+	echo '{"name": "quorum-node-test", "private": true}' > $(NODE_TEST)/package.json
+	cd $(NODE_TEST) && ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund --loglevel=error ./quorum-engine-*.tgz
+	NODE_PATH=$(CURDIR)/$(NODE_TEST)/node_modules QUORUM_REPO=$(CURDIR) node --test $(NODE_DIR)/test/*.test.js
+
+bench-node: node-test
+	NODE_PATH=$(CURDIR)/$(NODE_TEST)/node_modules QUORUM_REPO=$(CURDIR) node $(NODE_DIR)/bench.js
 
 bench-python: python-test
 	$(PY_TEST)/bin/python bindings/python/bench.py

@@ -48,6 +48,7 @@ def main():
     rng = numpy.random.default_rng(7)
     matrix = rng.normal(size=(1024, len(names))).astype(numpy.float32)
     row = {n: float(v) for n, v in zip(names, matrix[0])}
+    row_values = [float(v) for v in matrix[0]]
 
     def raw_single():
         total = 0.0
@@ -70,6 +71,7 @@ def main():
     for label, fn, repeat in [
         ("single_row/onnxruntime_python", raw_single, 3000),
         ("single_row/quorum_python", lambda: engine.predict("market", row), 3000),
+        ("single_row/quorum_python_row", lambda: engine.predict_row("market", row_values), 3000),
         ("batch_1024/onnxruntime_python", raw_batch, 200),
         ("batch_1024/quorum_python", lambda: engine.predict_batch("market", matrix), 200),
     ]:

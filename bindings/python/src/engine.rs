@@ -139,6 +139,13 @@ impl InferenceEngine {
         Ok(Prediction { inner })
     }
 
+    /// Predicts one row given as a sequence of floats in `feature_names(ensemble)` order (no per-name
+    /// lookups).
+    fn predict_row(&self, py: Python<'_>, ensemble: &str, row: Vec<f32>) -> PyResult<Prediction> {
+        let inner = guarded(py, || self.inner.ensemble(ensemble)?.predict_row(&row))?;
+        Ok(Prediction { inner })
+    }
+
     /// Predicts every row of a float32 matrix whose columns are `feature_names` (default: the
     /// ensemble's own order). A C-contiguous float32 array is read in place, without a copy.
     #[pyo3(signature = (ensemble, rows, feature_names=None))]

@@ -16,6 +16,8 @@ def test_predict_returns_the_story_fields(engine, rows):
     assert set(contributions) == {"technical", "fundamental", "sentiment"}
     weighted = sum(c["weight"] * c["prediction"] for c in contributions.values())
     assert weighted == pytest.approx(p.prediction, abs=1e-5)
+    names = engine.feature_names("market")
+    assert engine.predict_row("market", [rows[0][n] for n in names]).prediction == pytest.approx(p.prediction, abs=1e-6)
     d = p.to_dict()
     for key in ("prediction", "confidence", "model_contributions", "latency_ms", "request_id"):
         assert key in d

@@ -1,0 +1,367 @@
+//! The `quorum-engine` Node addon. Logic lives in the core crate; this is conversions only.
+//!
+//! Every error is thrown as `[code] message`; `index.js` moves the code into `error.code`, for
+//! synchronous calls and rejected Promises alike.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+/// quorum's error as a JS error carrying its stable code.
+fn js_error(error: quorum::Error) -> napi::Error {
+    napi::Error::new(Status::GenericFailure, format!("[{}] {error}", error.code()))
+}
+
+/// Runs `f`, turning its error — or a panic, which must never cross into JS — into a JS error.
+fn guarded<T>(f: impl FnOnce() -> quorum::Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result.map_err(js_error),
+        Err(_) => Err(js_error(quorum::Error::Config("internal error (please report): a panic was caught".into()))),
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| js_error(quorum::Error::json("result", e)))
+}
+
+/// One member's part in a prediction.
+#[napi(object)]
+pub struct Contribution {
+    pub version: u32,
+    /// The member's own prediction; absent when it failed.
+    pub prediction: Option<f64>,
+    /// Its weight in this prediction (stacking: its coefficient).
+    pub weight: f64,
+    pub latency_ms: f64,
+    /// Adaptive strategies: the member's recent squared error.
+    pub recent_loss: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// One prediction: the story's fields, in JavaScript's camelCase.
+#[napi(object)]
+pub struct Prediction {
+    pub request_id: f64,
+    pub ensemble: String,
+    pub ensemble_version: u32,
+    pub strategy: String,
+    /// Classification: probability of the positive class. Regression: the value.
+    pub prediction: f64,
+    pub confidence: f64,
+    /// Classification: 1 when `prediction >= 0.5`, else 0.
+    pub label: Option<u32>,
+    pub model_contributions: HashMap<String, Contribution>,
+    pub regime: Option<String>,
+    pub weights_epoch: f64,
+    pub latency_ms: f64,
+}
+
+fn prediction(p: quorum::Prediction) -> Prediction {
+    Prediction {
+        request_id: p.request_id as f64,
+        ensemble: p.ensemble.to_string(),
+        ensemble_version: p.ensemble_version,
+        strategy: p.strategy.to_string(),
+        prediction: f64::from(p.prediction),
+        confidence: f64::from(p.confidence),
+        label: p.class.map(u32::from),
+        model_contributions: p
+            .model_contributions
+            .into_iter()
+            .map(|c| {
+                let contribution = Contribution {
+                    version: c.version,
+                    prediction: c.prediction.map(f64::from),
+                    weight: f64::from(c.weight),
+                    latency_ms: c.latency_ms,
+                    recent_loss: c.recent_loss.map(f64::from),
+                    error: c.error,
+                };
+                (c.model.to_string(), contribution)
+            })
+            .collect(),
+        regime: p.regime.map(|r| r.as_str().to_string()),
+        weights_epoch: p.weights_epoch as f64,
+        latency_ms: p.latency_ms,
+    }
+}
+
+/// Options of `new InferenceEngine(home, options)`.
+#[napi(object)]
+pub struct EngineOptions {
+    /// Path of libonnxruntime (default: the one bundled in `onnxruntime-node`).
+    pub ort_library: Option<String>,
+    pub tracking: Option<bool>,
+    pub persistence: Option<bool>,
+    pub sessions_per_model: Option<u32>,
+    pub synchronous_refits: Option<bool>,
+}
+
+/// Options of `registerModel`.
+#[napi(object)]
+pub struct ModelOptions {
+    /// Output holding the prediction, `name` or `name:column` (default `probabilities:1`).
+    pub output: Option<String>,
+    /// technical, fundamental, sentiment or other.
+    pub kind: Option<String>,
+    /// classification or regression.
+    pub task: Option<String>,
+    pub version: Option<u32>,
+}
+
+/// A batch's answers by column.
+#[napi(object)]
+pub struct BatchResult {
+    pub predictions: Float32Array,
+    pub confidences: Float32Array,
+    /// Row-major `rows × members`; NaN where a member failed.
+    pub member_predictions: Float32Array,
+    pub members: Vec<String>,
+    /// Row `i` has request id `firstRequestId + i`.
+    pub first_request_id: f64,
+    pub latency_ms: f64,
+}
+
+fn batch_result(b: quorum::BatchPrediction) -> BatchResult {
+    BatchResult {
+        members: b.members.iter().map(|m| m.model.to_string()).collect(),
+        first_request_id: b.first_request_id as f64,
+        latency_ms: b.latency_ms,
+        predictions: Float32Array::new(b.predictions),
+        confidences: Float32Array::new(b.confidences),
+        member_predictions: Float32Array::new(b.member_predictions),
+    }
+}
+
+fn features_of(features: HashMap<String, f64>) -> quorum::Features {
+    features.into_iter().map(|(k, v)| (k, v as f32)).collect()
+}
+
+/// An engine over a quorum home. One per process; calls are synchronous or, with `…Async`, run on
+/// the libuv thread pool and return Promises.
+#[napi(js_name = "InferenceEngine")]
+pub struct JsInferenceEngine {
+    inner: quorum::InferenceEngine,
+}
+
+#[napi]
+impl JsInferenceEngine {
+    #[napi(constructor)]
+    pub fn new(home: String, options: Option<EngineOptions>) -> Result<Self> {
+        let o = options.unwrap_or(EngineOptions {
+            ort_library: None,
+            tracking: None,
+            persistence: None,
+            sessions_per_model: None,
+            synchronous_refits: None,
+        });
+        let mut runtime = quorum::RuntimeOptions::default();
+        if let Some(path) = o.ort_library {
+            runtime = runtime.with_dylib_path(path);
+        }
+        if let Some(n) = o.sessions_per_model {
+            runtime = runtime.with_sessions_per_model(n as usize);
+        }
+        let mut builder = quorum::InferenceEngine::builder(home).with_runtime_options(runtime);
+        if o.tracking == Some(false) {
+            builder = builder.without_tracking();
+        }
+        if o.persistence == Some(false) {
+            builder = builder.without_persistence();
+        }
+        if o.synchronous_refits == Some(true) {
+            builder = builder.with_synchronous_refits();
+        }
+        Ok(JsInferenceEngine { inner: guarded(|| builder.build())? })
+    }
+
+    /// Copies a model into the registry as a new version; returns its metadata.
+    #[napi]
+    pub fn register_model(
+        &self,
+        name: String,
+        file: String,
+        features: Vec<String>,
+        options: Option<ModelOptions>,
+    ) -> Result<serde_json::Value> {
+        let meta = guarded(|| {
+            let mut r = quorum::ModelRegistration::new(name, file, features);
+            if let Some(o) = options {
+                if let Some(output) = o.output {
+                    r = r.with_output(output.parse()?);
+                }
+                if let Some(kind) = o.kind {
+                    r = r.with_kind(kind.parse()?);
+                }
+                if let Some(task) = o.task {
+                    r = r.with_task(task.parse()?);
+                }
+                if let Some(v) = o.version {
+                    r = r.with_version(v);
+                }
+            }
+            self.inner.register_model(r)
+        })?;
+        to_json(&meta)
+    }
+
+    /// Every registered model.
+    #[napi]
+    pub fn list_models(&self) -> Result<serde_json::Value> {
+        to_json(&guarded(|| self.inner.registry().list())?)
+    }
+
+    /// Creates (a new version of) an ensemble from quorum's ensemble JSON: `{name, members, strategy?,
+    /// weights?, minMembers?, ...}`; members are "model" / "model@version" strings or objects.
+    #[napi]
+    pub fn create_ensemble(&self, config: serde_json::Value) -> Result<serde_json::Value> {
+        let saved = guarded(|| {
+            let mut config = config;
+            if let Some(members) = config.get_mut("members").and_then(|m| m.as_array_mut()) {
+                for member in members.iter_mut() {
+                    if let Some(text) = member.as_str() {
+                        let spec: quorum::MemberSpec = text.parse()?;
+                        *member = serde_json::json!({"model": spec.model, "version": spec.version});
+                    }
+                }
+            }
+            if let Some(min) = config.as_object_mut().and_then(|o| o.remove("minMembers")) {
+                config["min_members"] = min;
+            }
+            let parsed: quorum::EnsembleConfig =
+                serde_json::from_value(config).map_err(|e| quorum::Error::json("ensemble configuration", e))?;
+            self.inner.create_ensemble(parsed)
+        })?;
+        to_json(&saved)
+    }
+
+    /// The features an ensemble consumes, in the column order of `predictBatch`.
+    #[napi]
+    pub fn feature_names(&self, ensemble: String) -> Result<Vec<String>> {
+        guarded(|| Ok(self.inner.ensemble(&ensemble)?.feature_names().to_vec()))
+    }
+
+    /// Predicts one request `{featureName: value}`.
+    #[napi]
+    pub fn predict(&self, ensemble: String, features: HashMap<String, f64>) -> Result<Prediction> {
+        guarded(|| self.inner.predict(&ensemble, &features_of(features))).map(prediction)
+    }
+
+    /// Predicts one row given as a Float32Array in `featureNames(ensemble)` order: no per-name lookups,
+    /// the fastest single-row call.
+    #[napi]
+    pub fn predict_row(&self, ensemble: String, row: Float32Array) -> Result<Prediction> {
+        guarded(|| self.inner.ensemble(&ensemble)?.predict_row(&row)).map(prediction)
+    }
+
+    /// `predict` on the libuv thread pool.
+    #[napi]
+    pub fn predict_async(&self, ensemble: String, features: HashMap<String, f64>) -> AsyncTask<PredictTask> {
+        AsyncTask::new(PredictTask { engine: self.inner.clone(), ensemble, features: features_of(features) })
+    }
+
+    /// Predicts every row of a row-major Float32Array whose columns are `featureNames` (default: the
+    /// ensemble's own order).
+    #[napi]
+    pub fn predict_batch(
+        &self,
+        ensemble: String,
+        rows: Float32Array,
+        feature_names: Option<Vec<String>>,
+    ) -> Result<BatchResult> {
+        let b = guarded(|| run_batch(&self.inner, &ensemble, &rows, feature_names))?;
+        Ok(batch_result(b))
+    }
+
+    /// `predictBatch` on the libuv thread pool.
+    #[napi]
+    pub fn predict_batch_async(
+        &self,
+        ensemble: String,
+        rows: Float32Array,
+        feature_names: Option<Vec<String>>,
+    ) -> AsyncTask<BatchTask> {
+        AsyncTask::new(BatchTask { engine: self.inner.clone(), ensemble, rows: rows.to_vec(), feature_names })
+    }
+
+    /// Joins a realised outcome with the prediction `requestId` (classification: 0 or 1).
+    #[napi]
+    pub fn record_outcome(&self, request_id: f64, outcome: f64) -> Result<()> {
+        guarded(|| {
+            if !(request_id >= 0.0 && request_id.fract() == 0.0 && request_id < 9_007_199_254_740_992.0) {
+                return Err(quorum::Error::Outcome(format!("request id {request_id} is not a non-negative integer")));
+            }
+            self.inner.record_outcome(request_id as u64, outcome as f32)
+        })
+    }
+
+    /// Tracked metrics of an ensemble.
+    #[napi]
+    pub fn metrics(&self, ensemble: String) -> Result<serde_json::Value> {
+        to_json(&guarded(|| self.inner.metrics(&ensemble))?)
+    }
+
+    /// Members whose loss drifted upwards (Page-Hinkley), oldest first.
+    #[napi]
+    pub fn drift_events(&self) -> Result<serde_json::Value> {
+        to_json(&self.inner.drift_events())
+    }
+
+    /// Writes learnt weights and tracked metrics to the home's state database now.
+    #[napi]
+    pub fn flush(&self) -> Result<()> {
+        guarded(|| self.inner.flush())
+    }
+}
+
+fn run_batch(
+    engine: &quorum::InferenceEngine,
+    ensemble: &str,
+    rows: &[f32],
+    feature_names: Option<Vec<String>>,
+) -> quorum::Result<quorum::BatchPrediction> {
+    let handle = engine.ensemble(ensemble)?;
+    let names = feature_names.unwrap_or_else(|| handle.feature_names().to_vec());
+    handle.predict_batch(&quorum::Batch::row_major(&names, rows)?)
+}
+
+pub struct PredictTask {
+    engine: quorum::InferenceEngine,
+    ensemble: String,
+    features: quorum::Features,
+}
+
+impl Task for PredictTask {
+    type Output = quorum::Prediction;
+    type JsValue = Prediction;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        guarded(|| self.engine.predict(&self.ensemble, &self.features))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(prediction(output))
+    }
+}
+
+pub struct BatchTask {
+    engine: quorum::InferenceEngine,
+    ensemble: String,
+    rows: Vec<f32>,
+    feature_names: Option<Vec<String>>,
+}
+
+impl Task for BatchTask {
+    type Output = quorum::BatchPrediction;
+    type JsValue = BatchResult;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        guarded(|| run_batch(&self.engine, &self.ensemble, &self.rows, self.feature_names.take()))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(batch_result(output))
+    }
+}
