@@ -342,7 +342,11 @@ impl EngineInner {
                 });
             }
         }
-        store.write(&flush)?;
+        if let Err(e) = store.write(&flush) {
+            // Keep the changes pending: the next flush writes them.
+            tracker.mark_dirty(&keys);
+            return Err(e);
+        }
         for (learning, epoch) in flushed {
             learning.mark_flushed(epoch);
         }

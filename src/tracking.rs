@@ -575,6 +575,16 @@ impl Tracker {
         (keys, flush)
     }
 
+    /// Marks ensemble versions as changed again (after a failed write).
+    pub fn mark_dirty(&self, keys: &[EnsembleKey]) {
+        let mut stats = lock(&self.stats);
+        for key in keys {
+            if let Some(s) = stats.get_mut(key) {
+                s.dirty = true;
+            }
+        }
+    }
+
     /// Puts back sums saved by [`Tracker::take_changes`] (ignored if they do not fit the ensemble).
     pub fn restore(&self, key: &EnsembleKey, state: &str) -> bool {
         let Ok(saved) = serde_json::from_str::<Stats>(state) else { return false };
