@@ -7,8 +7,9 @@
 //! prediction for outcome tracking → return [`Prediction`].
 
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -17,13 +18,14 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::adaptive::{Learning, Published, RegimeWeights};
+use crate::breaker::{BreakerOptions, BreakerState, CircuitBreaker};
 use crate::ensemble::{EnsembleConfig, EnsembleStore};
 use crate::error::{Error, Result};
 use crate::features::{gather, Batch, Features, Schema};
 use crate::meta::FitWindow;
 use crate::persist::{PersistOptions, StateStore, WeightsRow};
 use crate::regime::Regime;
-use crate::registry::{self, ModelMetadata, ModelRegistration, Registry, Task};
+use crate::registry::{self, ModelMetadata, ModelRegistration, Registry, Task, VersionSpec};
 use crate::runtime::{Runtime, RuntimeOptions, SessionPool, Slot};
 use crate::strategy::{normalise_weights, MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
 use crate::tracking::{DriftEvent, EnsembleKey, EnsembleMetrics, Tracker, TrackingOptions};
@@ -44,8 +46,12 @@ pub struct ModelContribution {
     /// Adaptive strategies: the member's recent squared error, which its weight follows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recent_loss: Option<f32>,
+    /// Why the member did not answer itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The fallback model whose prediction stood in for the member's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Arc<str>>,
 }
 
 /// The answer to one request (one row).
@@ -73,6 +79,11 @@ pub struct Prediction {
     pub fit_window: Option<FitWindow>,
     /// Increases whenever learning changes the weights.
     pub weights_epoch: u64,
+    /// True when a member failed, was skipped by its circuit breaker, or was replaced by its fallback.
+    pub degraded: bool,
+    /// Members that gave no prediction (neither they nor a fallback answered).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Arc<str>>,
     /// Wall time inside the engine (for a batch: the whole batch).
     pub latency_ms: f64,
 }
@@ -90,10 +101,28 @@ struct LoadedModel {
     name: Arc<str>,
     meta: ModelMetadata,
     pool: SessionPool,
+    breaker: CircuitBreaker,
+    /// Fault injection for tests (see [`Fault`]): 0 none, 1 fail, 2 panic, 3 slow.
+    fault: AtomicU8,
+    fault_delay_us: AtomicU64,
+}
+
+/// A fault injected into a model (for tests of degraded operation): every call to the model fails,
+/// panics, or sleeps first, until cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Fail,
+    Panic,
+    Slow(Duration),
 }
 
 impl LoadedModel {
-    fn load(runtime: &Runtime, registry: &Registry, meta: ModelMetadata) -> Result<LoadedModel> {
+    fn load(
+        runtime: &Runtime,
+        registry: &Registry,
+        meta: ModelMetadata,
+        breaker: BreakerOptions,
+    ) -> Result<LoadedModel> {
         let bytes = registry.read_verified(&meta)?;
         let label = format!("{}@{}", meta.name, meta.version);
         let sessions = runtime.options().sessions_per_model();
@@ -116,7 +145,54 @@ impl LoadedModel {
             }
             slots.push(Slot { session, input: Vec::with_capacity(meta.features.len()) });
         }
-        Ok(LoadedModel { name: Arc::from(meta.name.as_str()), meta, pool: SessionPool::new(slots) })
+        Ok(LoadedModel {
+            name: Arc::from(meta.name.as_str()),
+            meta,
+            pool: SessionPool::new(slots),
+            breaker: CircuitBreaker::new(breaker),
+            fault: AtomicU8::new(0),
+            fault_delay_us: AtomicU64::new(0),
+        })
+    }
+
+    /// [`LoadedModel::run`] behind the model's circuit breaker, with injected faults applied and a
+    /// panic turned into this call's failure (the session goes back to its pool while unwinding).
+    fn call(
+        &self,
+        dense: &[f32],
+        schema_width: usize,
+        indices: &[usize],
+        out: &mut [f32],
+        member: usize,
+    ) -> Result<()> {
+        let unavailable = |reason: String| Error::MemberUnavailable { model: self.meta.name.clone(), reason };
+        let Some(permit) = self.breaker.try_acquire() else {
+            return Err(unavailable("its circuit breaker is open".into()));
+        };
+        let started = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            match self.fault.load(Ordering::Relaxed) {
+                1 => return Err(unavailable("injected failure".into())),
+                2 => panic!("injected panic in model {}", self.meta.name),
+                3 => std::thread::sleep(Duration::from_micros(self.fault_delay_us.load(Ordering::Relaxed))),
+                _ => {}
+            }
+            self.run(dense, schema_width, indices, out, member)
+        }))
+        .unwrap_or_else(|_| Err(unavailable("it panicked".into())));
+        self.breaker.record(permit, started.elapsed(), result.is_err());
+        result
+    }
+
+    fn inject(&self, fault: Option<Fault>) {
+        let (code, delay) = match fault {
+            None => (0, 0),
+            Some(Fault::Fail) => (1, 0),
+            Some(Fault::Panic) => (2, 0),
+            Some(Fault::Slow(d)) => (3, d.as_micros() as u64),
+        };
+        self.fault_delay_us.store(delay, Ordering::Relaxed);
+        self.fault.store(code, Ordering::Relaxed);
     }
 
     /// Runs the member on every dense schema row (gathering its own columns) and writes its prediction
@@ -155,6 +231,8 @@ struct Member {
     model: Arc<LoadedModel>,
     /// The member's features as positions in the ensemble schema.
     indices: Vec<usize>,
+    /// A model that stands in when this one fails or its breaker is open, with its feature positions.
+    fallback: Option<(Arc<LoadedModel>, Vec<usize>)>,
 }
 
 /// An ensemble resolved against the registry, with its models loaded.
@@ -175,6 +253,7 @@ pub struct EngineBuilder {
     tracking: Option<TrackingOptions>,
     persistence: Option<PersistOptions>,
     synchronous_refits: bool,
+    breaker: BreakerOptions,
 }
 
 impl EngineBuilder {
@@ -209,6 +288,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Settings of the circuit breaker each model gets (see [`crate::breaker`] for the defaults).
+    pub fn with_circuit_breaker(mut self, options: BreakerOptions) -> Self {
+        self.breaker = options;
+        self
+    }
+
     /// Keep learning state in memory only.
     pub fn without_persistence(mut self) -> Self {
         self.persistence = None;
@@ -220,6 +305,7 @@ impl EngineBuilder {
         let ensembles = EnsembleStore::open(&self.home)?;
         let runtime = Runtime::new(self.runtime)?;
         let tracker = self.tracking.map(Tracker::new).transpose()?;
+        self.breaker.validate()?;
         let state = match self.persistence {
             Some(options) => Some((StateStore::open(&self.home)?, options)),
             None => None,
@@ -229,7 +315,7 @@ impl EngineBuilder {
             registry,
             ensemble_store: ensembles,
             runtime,
-            models: Mutex::new(HashMap::new()),
+            models: Mutex::new(Models::default()),
             ensembles: RwLock::new(HashMap::new()),
             tracker,
             next_request_id: AtomicU64::new(1),
@@ -237,6 +323,7 @@ impl EngineBuilder {
             state,
             synchronous_refits: self.synchronous_refits,
             background: Arc::new(Background::default()),
+            breaker: self.breaker,
         });
         let flush_interval = inner.state.as_ref().map(|(_, o)| o.flush_interval);
         if flush_interval.is_some() || !inner.synchronous_refits {
@@ -363,13 +450,19 @@ impl Drop for EngineInner {
     }
 }
 
+#[derive(Default)]
+struct Models {
+    loaded: HashMap<(String, u32), Arc<LoadedModel>>,
+    faults: HashMap<String, Option<Fault>>,
+}
+
 struct EngineInner {
     home: PathBuf,
     registry: Registry,
     ensemble_store: EnsembleStore,
     runtime: Runtime,
-    /// Loaded models, shared by the ensembles that use them.
-    models: Mutex<HashMap<(String, u32), Arc<LoadedModel>>>,
+    /// Loaded models, shared by the ensembles that use them, and injected faults.
+    models: Mutex<Models>,
     ensembles: RwLock<HashMap<String, Arc<LoadedEnsemble>>>,
     tracker: Option<Tracker>,
     next_request_id: AtomicU64,
@@ -377,6 +470,7 @@ struct EngineInner {
     state: Option<(StateStore, PersistOptions)>,
     synchronous_refits: bool,
     background: Arc<Background>,
+    breaker: BreakerOptions,
 }
 
 /// Runs ensembles of ONNX models in-process.
@@ -404,6 +498,7 @@ impl InferenceEngine {
             tracking: Some(TrackingOptions::default()),
             persistence: Some(PersistOptions::default()),
             synchronous_refits: false,
+            breaker: BreakerOptions::default(),
         }
     }
 
@@ -482,15 +577,38 @@ impl InferenceEngine {
         // What a previous load of this version learnt must be on disk before it is read back.
         self.inner.flush()?;
         let metas = self.check_members(&config)?;
-        let schema = Schema::new(metas.iter().map(|m| (m.name.as_str(), m.features.as_slice())), &config.non_finite);
-        let mut members = Vec::with_capacity(metas.len());
-        for meta in metas {
-            let indices = meta
-                .features
+        let fallbacks = config
+            .members
+            .iter()
+            .map(|m| m.fallback.as_ref().map(|f| self.inner.registry.resolve(f, VersionSpec::Default)).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(f) = fallbacks.iter().flatten().find(|f| f.task != metas[0].task) {
+            return Err(Error::Config(format!(
+                "fallback {} is {:?}, the ensemble is {:?}",
+                f.name, f.task, metas[0].task
+            )));
+        }
+        let schema = Schema::new(
+            metas.iter().chain(fallbacks.iter().flatten()).map(|m| (m.name.as_str(), m.features.as_slice())),
+            &config.non_finite,
+        );
+        let positions = |meta: &ModelMetadata| {
+            meta.features
                 .iter()
                 .map(|f| schema.index_of(f).ok_or_else(|| Error::Config(format!("feature {f} missing from schema"))))
-                .collect::<Result<Vec<_>>>()?;
-            members.push(Member { model: self.model(meta)?, indices });
+                .collect::<Result<Vec<_>>>()
+        };
+        let mut members = Vec::with_capacity(metas.len());
+        for (meta, fallback) in metas.into_iter().zip(fallbacks) {
+            let indices = positions(&meta)?;
+            let fallback = match fallback {
+                Some(f) => {
+                    let indices = positions(&f)?;
+                    Some((self.model(f)?, indices))
+                }
+                None => None,
+            };
+            members.push(Member { model: self.model(meta)?, indices, fallback });
         }
         let weights = normalise_weights(config.weights.as_deref(), members.len())?;
         let task = members[0].model.meta.task;
@@ -540,13 +658,16 @@ impl InferenceEngine {
 
     fn model(&self, meta: ModelMetadata) -> Result<Arc<LoadedModel>> {
         let key = (meta.name.clone(), meta.version);
-        if let Some(model) = self.inner.models.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(model) = self.inner.models.lock().unwrap_or_else(|p| p.into_inner()).loaded.get(&key) {
             return Ok(Arc::clone(model));
         }
         // Loaded outside the lock: building sessions takes milliseconds.
-        let model = Arc::new(LoadedModel::load(&self.inner.runtime, &self.inner.registry, meta)?);
+        let model = Arc::new(LoadedModel::load(&self.inner.runtime, &self.inner.registry, meta, self.inner.breaker)?);
         let mut models = self.inner.models.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(Arc::clone(models.entry(key).or_insert(model)))
+        if let Some(fault) = models.faults.get(&key.0) {
+            model.inject(*fault);
+        }
+        Ok(Arc::clone(models.loaded.entry(key).or_insert(model)))
     }
 
     /// A handle on a loaded ensemble (loading it from the home on first use). Predicting through a
@@ -602,6 +723,26 @@ impl InferenceEngine {
     /// The state database, when persistence is on.
     pub fn state_store(&self) -> Option<&StateStore> {
         self.inner.state.as_ref().map(|(s, _)| s)
+    }
+
+    /// Makes every call to the loaded model `model` (all versions) fail, panic or slow down, or
+    /// (`None`) behave again. For tests of degraded operation.
+    pub fn inject_fault(&self, model: &str, fault: Option<Fault>) {
+        let mut models = self.inner.models.lock().unwrap_or_else(|p| p.into_inner());
+        // Kept for versions loaded later, too.
+        models.faults.insert(model.to_string(), fault);
+        for loaded in models.loaded.values().filter(|m| &*m.name == model) {
+            loaded.inject(fault);
+        }
+    }
+
+    /// The circuit breaker state of each loaded version of `model`.
+    pub fn breaker_state(&self, model: &str) -> Vec<(u32, BreakerState)> {
+        let models = self.inner.models.lock().unwrap_or_else(|p| p.into_inner());
+        let mut states: Vec<(u32, BreakerState)> =
+            models.loaded.values().filter(|m| &*m.name == model).map(|m| (m.meta.version, m.breaker.state())).collect();
+        states.sort_by_key(|s| s.0);
+        states
     }
 
     pub fn tracking_enabled(&self) -> bool {
@@ -681,22 +822,31 @@ impl EnsembleHandle {
         let mut members: Vec<MemberRun> = Vec::with_capacity(m);
         for (i, member) in ens.members.iter().enumerate() {
             let t = Instant::now();
-            let result = member.model.run(dense, width, &member.indices, &mut member_predictions, i);
+            let result = member.model.call(dense, width, &member.indices, &mut member_predictions, i);
+            let mut fallback = None;
+            if result.is_err() {
+                if let Some((stand_in, indices)) = &member.fallback {
+                    if stand_in.call(dense, width, indices, &mut member_predictions, i).is_ok() {
+                        fallback = Some(Arc::clone(&stand_in.name));
+                    }
+                }
+            }
             members.push(MemberRun {
                 model: Arc::clone(&member.model.name),
                 version: member.model.meta.version,
                 latency_ms: t.elapsed().as_secs_f64() * 1e3,
                 error: result.err().map(|e| e.to_string()),
+                fallback,
             });
         }
-        let answered: Vec<bool> = members.iter().map(|r| r.error.is_none()).collect();
+        let answered: Vec<bool> = members.iter().map(MemberRun::answered).collect();
         let live = answered.iter().filter(|a| **a).count();
         if live < ens.config.required_members() {
             return Err(Error::QuorumNotReached {
                 ensemble: ens.config.name.clone(),
                 succeeded: live,
                 required: ens.config.required_members(),
-                first_failure: members.iter().find_map(|r| r.error.clone()).unwrap_or_default(),
+                first_failure: members.iter().find(|r| !r.answered()).and_then(|r| r.error.clone()).unwrap_or_default(),
             });
         }
         let learning = &ens.key.learning;
@@ -783,10 +933,21 @@ fn effective_weights(choice: &RegimeWeights, answered: &[bool], out: &mut [f32])
 pub struct MemberRun {
     pub model: Arc<str>,
     pub version: u32,
-    /// Wall time of the member's one ONNX Runtime call for the whole batch.
+    /// Wall time of the member's call(s) for the whole batch (its fallback's included).
     pub latency_ms: f64,
+    /// Why the member itself did not answer (failure, open circuit breaker, panic).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The model that answered in its place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Arc<str>>,
+}
+
+impl MemberRun {
+    /// Whether the member (or its fallback) produced predictions.
+    pub fn answered(&self) -> bool {
+        self.error.is_none() || self.fallback.is_some()
+    }
 }
 
 /// The answers to a batch, stored by column: one allocation per array, not per row.
@@ -861,13 +1022,16 @@ impl BatchPrediction {
                 .map(|(i, run)| ModelContribution {
                     model: Arc::clone(&run.model),
                     version: run.version,
-                    prediction: run.error.is_none().then_some(self.member_predictions[row * m + i]),
+                    prediction: run.answered().then_some(self.member_predictions[row * m + i]),
                     weight: self.weights_of(row)[i],
                     latency_ms: run.latency_ms,
                     recent_loss: choice.recent_loss[i],
                     error: run.error.clone(),
+                    fallback: run.fallback.clone(),
                 })
                 .collect(),
+            degraded: self.members.iter().any(|r| r.error.is_some()),
+            skipped: self.members.iter().filter(|r| !r.answered()).map(|r| Arc::clone(&r.model)).collect(),
             regime,
             fit_window: choice.fit_window,
             weights_epoch: self.published.epoch,

@@ -21,6 +21,9 @@ pub struct MemberSpec {
     pub model: String,
     #[serde(default)]
     pub version: VersionSpec,
+    /// A model (its default version) that stands in when this member fails or its breaker is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 impl FromStr for MemberSpec {
@@ -32,7 +35,7 @@ impl FromStr for MemberSpec {
             None => (s, VersionSpec::Default),
         };
         store::validate_name("model name", model)?;
-        Ok(MemberSpec { model: model.to_string(), version })
+        Ok(MemberSpec { model: model.to_string(), version, fallback: None })
     }
 }
 

@@ -58,6 +58,11 @@ pub enum Error {
     #[error("inference failed: {0}")]
     Inference(#[from] ort::Error),
 
+    /// A member was not run or did not finish: its circuit breaker is open, it panicked, or a fault
+    /// was injected.
+    #[error("model {model:?} is unavailable: {reason}")]
+    MemberUnavailable { model: String, reason: String },
+
     /// Too few ensemble members produced a prediction.
     #[error("ensemble {ensemble:?}: only {succeeded} of {required} required members produced a prediction; first failure: {first_failure}")]
     QuorumNotReached { ensemble: String, succeeded: usize, required: usize, first_failure: String },
@@ -114,6 +119,7 @@ impl Error {
             Error::ModelLoad { .. } => "model_load",
             Error::OutputShape { .. } => "output_shape",
             Error::Inference(_) => "inference",
+            Error::MemberUnavailable { .. } => "member_unavailable",
             Error::QuorumNotReached { .. } => "quorum_not_reached",
             Error::Outcome(_) => "outcome",
             Error::Io { .. } => "io",

@@ -4,6 +4,7 @@
 
 pub mod adaptive;
 pub mod backtest;
+pub mod breaker;
 mod chart;
 pub mod engine;
 pub mod ensemble;
@@ -20,8 +21,9 @@ pub mod store;
 pub mod strategy;
 pub mod tracking;
 
+pub use breaker::{BreakerOptions, BreakerState, SlidingWindow};
 pub use engine::{
-    BatchPrediction, EngineBuilder, EnsembleHandle, InferenceEngine, MemberRun, ModelContribution, Prediction,
+    BatchPrediction, EngineBuilder, EnsembleHandle, Fault, InferenceEngine, MemberRun, ModelContribution, Prediction,
 };
 pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};
 pub use error::{Error, Result};

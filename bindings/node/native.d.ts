@@ -67,7 +67,10 @@ export interface Contribution {
   latencyMs: number
   /** Adaptive strategies: the member's recent squared error. */
   recentLoss?: number
+  /** Why the member did not answer itself. */
   error?: string
+  /** The fallback model that answered in its place. */
+  fallback?: string
 }
 
 /** Options of `new InferenceEngine(home, options)`. */
@@ -105,5 +108,9 @@ export interface Prediction {
   modelContributions: Record<string, Contribution>
   regime?: string
   weightsEpoch: number
+  /** A member failed, was skipped by its circuit breaker, or was replaced by its fallback. */
+  degraded: boolean
+  /** Members that gave no prediction. */
+  skipped: Array<string>
   latencyMs: number
 }

@@ -37,7 +37,10 @@ pub struct Contribution {
     pub latency_ms: f64,
     /// Adaptive strategies: the member's recent squared error.
     pub recent_loss: Option<f64>,
+    /// Why the member did not answer itself.
     pub error: Option<String>,
+    /// The fallback model that answered in its place.
+    pub fallback: Option<String>,
 }
 
 /// One prediction: the story's fields, in JavaScript's camelCase.
@@ -55,6 +58,10 @@ pub struct Prediction {
     pub model_contributions: HashMap<String, Contribution>,
     pub regime: Option<String>,
     pub weights_epoch: f64,
+    /// A member failed, was skipped by its circuit breaker, or was replaced by its fallback.
+    pub degraded: bool,
+    /// Members that gave no prediction.
+    pub skipped: Vec<String>,
     pub latency_ms: f64,
 }
 
@@ -78,12 +85,15 @@ fn prediction(p: quorum::Prediction) -> Prediction {
                     latency_ms: c.latency_ms,
                     recent_loss: c.recent_loss.map(f64::from),
                     error: c.error,
+                    fallback: c.fallback.map(|f| f.to_string()),
                 };
                 (c.model.to_string(), contribution)
             })
             .collect(),
         regime: p.regime.map(|r| r.as_str().to_string()),
         weights_epoch: p.weights_epoch as f64,
+        degraded: p.degraded,
+        skipped: p.skipped.iter().map(|s| s.to_string()).collect(),
         latency_ms: p.latency_ms,
     }
 }

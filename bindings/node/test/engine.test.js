@@ -15,6 +15,8 @@ test('predict returns the story fields', () => {
   const weighted = Object.values(p.modelContributions).reduce((s, c) => s + c.weight * c.prediction, 0)
   assert.ok(Math.abs(weighted - p.prediction) < 1e-5)
   assert.equal(typeof p.latencyMs, 'number')
+  assert.equal(p.degraded, false)
+  assert.deepEqual(p.skipped, [])
   const names = engine.featureNames('market')
   const viaRow = engine.predictRow('market', new Float32Array(names.map((n) => rows[0][n])))
   assert.ok(Math.abs(viaRow.prediction - p.prediction) < 1e-6)

@@ -20,6 +20,7 @@ fn class_name(error: &quorum::Error) -> &'static str {
         "model_load" => "ModelLoadError",
         "output_shape" => "OutputShapeError",
         "inference" => "InferenceError",
+        "member_unavailable" => "MemberUnavailableError",
         "quorum_not_reached" => "QuorumNotReachedError",
         "outcome" => "OutcomeError",
         "io" => "StorageError",

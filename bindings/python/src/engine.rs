@@ -252,6 +252,16 @@ impl Prediction {
     fn weights_epoch(&self) -> u64 {
         self.inner.weights_epoch
     }
+    /// A member failed, was skipped by its circuit breaker, or was replaced by its fallback.
+    #[getter]
+    fn degraded(&self) -> bool {
+        self.inner.degraded
+    }
+    /// Members that gave no prediction.
+    #[getter]
+    fn skipped(&self) -> Vec<String> {
+        self.inner.skipped.iter().map(|s| s.to_string()).collect()
+    }
     #[getter]
     fn latency_ms(&self) -> f64 {
         self.inner.latency_ms

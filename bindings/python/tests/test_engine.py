@@ -12,6 +12,7 @@ def test_predict_returns_the_story_fields(engine, rows):
     p = engine.predict("market", features(engine, rows[0]))
     assert 0.0 <= p.prediction <= 1.0 and 0.0 <= p.confidence <= 1.0
     assert p.label == int(p.prediction >= 0.5)
+    assert p.degraded is False and p.skipped == []
     contributions = p.model_contributions
     assert set(contributions) == {"technical", "fundamental", "sentiment"}
     weighted = sum(c["weight"] * c["prediction"] for c in contributions.values())

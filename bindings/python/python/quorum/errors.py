@@ -61,6 +61,10 @@ class InferenceError(QuorumError, RuntimeError):
     """ONNX Runtime failed while running a model."""
 
 
+class MemberUnavailableError(InferenceError):
+    """A member was skipped (open circuit breaker) or failed (panic, injected fault)."""
+
+
 class QuorumNotReachedError(QuorumError, RuntimeError):
     """Too few ensemble members produced a prediction."""
 
