@@ -19,6 +19,7 @@ use serde::{Serialize, Serializer};
 
 use crate::adaptive::{Learning, Published, RegimeWeights};
 use crate::breaker::{BreakerOptions, BreakerState, CircuitBreaker};
+use crate::cache::{CacheOptions, CacheStats, PredictionCache};
 use crate::ensemble::{EnsembleConfig, EnsembleStore};
 use crate::error::{Error, Result};
 use crate::features::{gather, Batch, Features, Schema};
@@ -81,6 +82,9 @@ pub struct Prediction {
     pub weights_epoch: u64,
     /// True when a member failed, was skipped by its circuit breaker, or was replaced by its fallback.
     pub degraded: bool,
+    /// Served from the prediction cache (a new request id; the rest as first computed).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
     /// Members that gave no prediction (neither they nor a fallback answered).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<Arc<str>>,
@@ -237,6 +241,8 @@ struct Member {
 
 /// An ensemble resolved against the registry, with its models loaded.
 struct LoadedEnsemble {
+    /// Unique per load: pins the ensemble version and its members' versions in cache keys.
+    id: u64,
     config: EnsembleConfig,
     key: EnsembleKey,
     task: Task,
@@ -254,6 +260,7 @@ pub struct EngineBuilder {
     persistence: Option<PersistOptions>,
     synchronous_refits: bool,
     breaker: BreakerOptions,
+    cache: Option<CacheOptions>,
 }
 
 impl EngineBuilder {
@@ -294,6 +301,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Puts a prediction cache in front of every ensemble's single-row predictions (off by default).
+    pub fn with_prediction_cache(mut self, options: CacheOptions) -> Self {
+        self.cache = Some(options);
+        self
+    }
+
     /// Keep learning state in memory only.
     pub fn without_persistence(mut self) -> Self {
         self.persistence = None;
@@ -306,6 +319,7 @@ impl EngineBuilder {
         let runtime = Runtime::new(self.runtime)?;
         let tracker = self.tracking.map(Tracker::new).transpose()?;
         self.breaker.validate()?;
+        let cache = self.cache.map(PredictionCache::new).transpose()?;
         let state = match self.persistence {
             Some(options) => Some((StateStore::open(&self.home)?, options)),
             None => None,
@@ -324,6 +338,7 @@ impl EngineBuilder {
             synchronous_refits: self.synchronous_refits,
             background: Arc::new(Background::default()),
             breaker: self.breaker,
+            cache,
         });
         let flush_interval = inner.state.as_ref().map(|(_, o)| o.flush_interval);
         if flush_interval.is_some() || !inner.synchronous_refits {
@@ -471,6 +486,7 @@ struct EngineInner {
     synchronous_refits: bool,
     background: Arc<Background>,
     breaker: BreakerOptions,
+    cache: Option<PredictionCache>,
 }
 
 /// Runs ensembles of ONNX models in-process.
@@ -499,6 +515,7 @@ impl InferenceEngine {
             persistence: Some(PersistOptions::default()),
             synchronous_refits: false,
             breaker: BreakerOptions::default(),
+            cache: None,
         }
     }
 
@@ -625,7 +642,9 @@ impl InferenceEngine {
             None => None,
         };
         let learning = Learning::new(task, config.strategy, weights, regime, config.online, config.meta);
+        static LOADS: AtomicU64 = AtomicU64::new(1);
         let loaded = Arc::new(LoadedEnsemble {
+            id: LOADS.fetch_add(1, Ordering::Relaxed),
             key: EnsembleKey {
                 name: Arc::from(config.name.as_str()),
                 version: config.version,
@@ -745,6 +764,11 @@ impl InferenceEngine {
         states
     }
 
+    /// Hit and miss counts of the prediction cache, when there is one.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.inner.cache.as_ref().map(PredictionCache::stats)
+    }
+
     pub fn tracking_enabled(&self) -> bool {
         self.inner.tracker.is_some()
     }
@@ -797,14 +821,40 @@ impl EnsembleHandle {
         let started = Instant::now();
         let mut dense = Vec::with_capacity(self.ensemble.schema.names().len());
         self.ensemble.schema.fill_from_features(features, &mut dense)?;
-        Ok(self.run(&dense, 1, started)?.row(0))
+        self.run_single(&dense, started)
     }
 
     /// Predicts one row given in [`EnsembleHandle::feature_names`] order (no name lookups).
     pub fn predict_row(&self, row: &[f32]) -> Result<Prediction> {
         let started = Instant::now();
         let dense = self.ensemble.schema.dense_row(row)?;
-        Ok(self.run(&dense, 1, started)?.row(0))
+        self.run_single(&dense, started)
+    }
+
+    /// One row, through the prediction cache when the engine has one.
+    fn run_single(&self, dense: &[f32], started: Instant) -> Result<Prediction> {
+        let ens = &*self.ensemble;
+        let cache = self.engine.inner.cache.as_ref().filter(|_| !ens.key.learning.has_regimes());
+        let Some(cache) = cache else { return Ok(self.run(dense, 1, started)?.row(0)) };
+        let key = cache.key(ens.id, ens.key.learning.published().epoch, dense);
+        if let Some(hit) = cache.get(&key) {
+            let mut p = Prediction::clone(&hit);
+            p.request_id = self.engine.next_request_ids(1);
+            p.cached = true;
+            // The hit is a prediction like any other: its outcome can be recorded.
+            if let Some(tracker) = &self.engine.inner.tracker {
+                let members: Vec<f32> =
+                    p.model_contributions.iter().map(|c| c.prediction.unwrap_or(f32::NAN)).collect();
+                tracker.record_prediction(p.request_id, started, &ens.key, ens.task, None, p.prediction, &members);
+            }
+            p.latency_ms = started.elapsed().as_secs_f64() * 1e3;
+            return Ok(p);
+        }
+        let p = self.run(dense, 1, started)?.row(0);
+        if !p.degraded {
+            cache.insert(key, Arc::new(p.clone()));
+        }
+        Ok(p)
     }
 
     /// Predicts every row of `batch`; each member runs once for the whole batch.
@@ -1031,6 +1081,7 @@ impl BatchPrediction {
                 })
                 .collect(),
             degraded: self.members.iter().any(|r| r.error.is_some()),
+            cached: false,
             skipped: self.members.iter().filter(|r| !r.answered()).map(|r| Arc::clone(&r.model)).collect(),
             regime,
             fit_window: choice.fit_window,

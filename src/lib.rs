@@ -5,6 +5,7 @@
 pub mod adaptive;
 pub mod backtest;
 pub mod breaker;
+pub mod cache;
 mod chart;
 pub mod engine;
 pub mod ensemble;
@@ -22,6 +23,7 @@ pub mod strategy;
 pub mod tracking;
 
 pub use breaker::{BreakerOptions, BreakerState, SlidingWindow};
+pub use cache::{CacheOptions, CacheStats};
 pub use engine::{
     BatchPrediction, EngineBuilder, EnsembleHandle, Fault, InferenceEngine, MemberRun, ModelContribution, Prediction,
 };
