@@ -81,6 +81,10 @@ export interface EngineOptions {
   persistence?: boolean
   sessionsPerModel?: number
   synchronousRefits?: boolean
+  /** Entries of the prediction cache (no cache when absent). */
+  cacheCapacity?: number
+  /** How long a cached prediction may be served, in milliseconds (default 1000). */
+  cacheTtlMs?: number
 }
 
 /** Options of `registerModel`. */
@@ -110,6 +114,8 @@ export interface Prediction {
   weightsEpoch: number
   /** A member failed, was skipped by its circuit breaker, or was replaced by its fallback. */
   degraded: boolean
+  /** Served from the prediction cache. */
+  cached: boolean
   /** Members that gave no prediction. */
   skipped: Array<string>
   latencyMs: number

@@ -60,6 +60,8 @@ pub struct Prediction {
     pub weights_epoch: f64,
     /// A member failed, was skipped by its circuit breaker, or was replaced by its fallback.
     pub degraded: bool,
+    /// Served from the prediction cache.
+    pub cached: bool,
     /// Members that gave no prediction.
     pub skipped: Vec<String>,
     pub latency_ms: f64,
@@ -93,6 +95,7 @@ fn prediction(p: quorum::Prediction) -> Prediction {
         regime: p.regime.map(|r| r.as_str().to_string()),
         weights_epoch: p.weights_epoch as f64,
         degraded: p.degraded,
+        cached: p.cached,
         skipped: p.skipped.iter().map(|s| s.to_string()).collect(),
         latency_ms: p.latency_ms,
     }
@@ -107,6 +110,10 @@ pub struct EngineOptions {
     pub persistence: Option<bool>,
     pub sessions_per_model: Option<u32>,
     pub synchronous_refits: Option<bool>,
+    /// Entries of the prediction cache (no cache when absent).
+    pub cache_capacity: Option<u32>,
+    /// How long a cached prediction may be served, in milliseconds (default 1000).
+    pub cache_ttl_ms: Option<f64>,
 }
 
 /// Options of `registerModel`.
@@ -166,6 +173,8 @@ impl JsInferenceEngine {
             persistence: None,
             sessions_per_model: None,
             synchronous_refits: None,
+            cache_capacity: None,
+            cache_ttl_ms: None,
         });
         let mut runtime = quorum::RuntimeOptions::default();
         if let Some(path) = o.ort_library {
@@ -183,6 +192,16 @@ impl JsInferenceEngine {
         }
         if o.synchronous_refits == Some(true) {
             builder = builder.with_synchronous_refits();
+        }
+        if let Some(capacity) = o.cache_capacity {
+            let ttl_ms = o.cache_ttl_ms.unwrap_or(1000.0);
+            let ttl = std::time::Duration::try_from_secs_f64(ttl_ms / 1000.0)
+                .map_err(|_| js_error(quorum::Error::Config(format!("cacheTtlMs {ttl_ms} is not a duration"))))?;
+            builder = builder.with_prediction_cache(quorum::CacheOptions {
+                capacity: capacity as usize,
+                ttl,
+                precision: None,
+            });
         }
         Ok(JsInferenceEngine { inner: guarded(|| builder.build())? })
     }

@@ -53,6 +53,14 @@ test('many concurrent promises agree with synchronous calls', async () => {
   results.forEach((p, i) => assert.equal(p.prediction, expected[i % 40]))
 })
 
+test('prediction cache', () => {
+  const { home } = marketEngine(quorum)
+  const engine = new quorum.InferenceEngine(home, { cacheCapacity: 100 })
+  const f = featuresOf(engine, rows[0])
+  assert.equal(engine.predict('market', f).cached, false)
+  assert.equal(engine.predict('market', f).cached, true)
+})
+
 test('outcomes, metrics and adaptive weights', () => {
   const { engine } = marketEngine(quorum)
   engine.createEnsemble({ name: 'adaptive', members: ['technical', 'fundamental', 'sentiment'], strategy: 'hedge' })

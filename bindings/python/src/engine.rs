@@ -17,7 +17,8 @@ pub struct InferenceEngine {
 #[pymethods]
 impl InferenceEngine {
     #[new]
-    #[pyo3(signature = (home, ort_library=None, tracking=true, persistence=true, sessions_per_model=None, synchronous_refits=false))]
+    #[pyo3(signature = (home, ort_library=None, tracking=true, persistence=true, sessions_per_model=None, synchronous_refits=false, cache_capacity=None, cache_ttl_seconds=1.0))]
+    #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python constructor
     fn new(
         py: Python<'_>,
         home: std::path::PathBuf,
@@ -26,6 +27,8 @@ impl InferenceEngine {
         persistence: bool,
         sessions_per_model: Option<usize>,
         synchronous_refits: bool,
+        cache_capacity: Option<usize>,
+        cache_ttl_seconds: f64,
     ) -> PyResult<Self> {
         let mut runtime = quorum::RuntimeOptions::default();
         if let Some(path) = ort_library {
@@ -43,6 +46,12 @@ impl InferenceEngine {
         }
         if synchronous_refits {
             builder = builder.with_synchronous_refits();
+        }
+        if let Some(capacity) = cache_capacity {
+            let ttl = std::time::Duration::try_from_secs_f64(cache_ttl_seconds).map_err(|_| {
+                to_py_err(quorum::Error::Config(format!("cache_ttl_seconds {cache_ttl_seconds} is not a duration")))
+            })?;
+            builder = builder.with_prediction_cache(quorum::CacheOptions { capacity, ttl, precision: None });
         }
         let inner = guarded(py, || builder.build())?;
         Ok(InferenceEngine { inner })
@@ -256,6 +265,11 @@ impl Prediction {
     #[getter]
     fn degraded(&self) -> bool {
         self.inner.degraded
+    }
+    /// Served from the prediction cache.
+    #[getter]
+    fn cached(&self) -> bool {
+        self.inner.cached
     }
     /// Members that gave no prediction.
     #[getter]

@@ -43,6 +43,18 @@ def test_batch_matches_single_rows_and_reads_numpy_in_place(engine, rows):
     numpy.testing.assert_allclose(out.predictions, singles, atol=1e-6)
 
 
+def test_prediction_cache(tmp_path, rows):
+    from conftest import MODELS, manifest
+
+    e = quorum.InferenceEngine(tmp_path / "cached", cache_capacity=100)
+    for m in manifest():
+        e.register_model(m["name"], MODELS / f"{m['name']}.onnx", m["features"])
+    e.create_ensemble({"name": "market", "members": ["technical", "fundamental", "sentiment"]})
+    f = {n: rows[0][n] for n in e.feature_names("market")}
+    assert not e.predict("market", f).cached
+    assert e.predict("market", f).cached
+
+
 def test_outcomes_metrics_and_registry(engine, rows):
     for i, r in enumerate(rows[:30]):
         p = engine.predict("market", features(engine, r))

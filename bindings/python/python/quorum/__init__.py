@@ -51,6 +51,8 @@ class InferenceEngine(_NativeEngine):
         persistence: bool = True,
         sessions_per_model: Optional[int] = None,
         synchronous_refits: bool = False,
+        cache_capacity: Optional[int] = None,
+        cache_ttl_seconds: float = 1.0,
     ) -> "InferenceEngine":
         return super().__new__(
             cls,
@@ -60,6 +62,8 @@ class InferenceEngine(_NativeEngine):
             persistence,
             sessions_per_model,
             synchronous_refits,
+            cache_capacity,
+            cache_ttl_seconds,
         )
 
     def predict_batch(self, ensemble: str, rows, feature_names: Optional[Sequence[str]] = None) -> BatchPrediction:

@@ -32,6 +32,8 @@ class Prediction:
     @property
     def skipped(self) -> list[str]: ...
     @property
+    def cached(self) -> bool: ...
+    @property
     def latency_ms(self) -> float: ...
     @property
     def model_contributions(self) -> dict[str, dict[str, Any]]: ...
@@ -64,6 +66,8 @@ class InferenceEngine:
         persistence: bool = True,
         sessions_per_model: Optional[int] = None,
         synchronous_refits: bool = False,
+        cache_capacity: Optional[int] = None,
+        cache_ttl_seconds: float = 1.0,
     ) -> Self: ...
     def register_model(
         self,
