@@ -695,10 +695,7 @@ impl InferenceEngine {
         let found = self.inner.ensembles.read().unwrap_or_else(|p| p.into_inner()).get(name).map(Arc::clone);
         match found {
             Some(ensemble) => Ok(EnsembleHandle { engine: self.clone(), ensemble }),
-            None => self.load_ensemble(name).map_err(|e| match e {
-                Error::NotFound { what: "ensemble", .. } => Error::not_found("ensemble", name),
-                other => other,
-            }),
+            None => self.load_ensemble(name),
         }
     }
 
@@ -835,8 +832,10 @@ impl EnsembleHandle {
     fn run_single(&self, dense: &[f32], started: Instant) -> Result<Prediction> {
         let ens = &*self.ensemble;
         let cache = self.engine.inner.cache.as_ref().filter(|_| !ens.key.learning.has_regimes());
-        let Some(cache) = cache else { return Ok(self.run(dense, 1, started)?.row(0)) };
-        let key = cache.key(ens.id, ens.key.learning.published().epoch, dense);
+        let published = ens.key.learning.published();
+        let Some(cache) = cache else { return Ok(self.run(dense, 1, started, published)?.row(0)) };
+        // The key's epoch is the snapshot's the prediction is computed with.
+        let key = cache.key(ens.id, published.epoch, dense);
         if let Some(hit) = cache.get(&key) {
             let mut p = Prediction::clone(&hit);
             p.request_id = self.engine.next_request_ids(1);
@@ -850,7 +849,7 @@ impl EnsembleHandle {
             p.latency_ms = started.elapsed().as_secs_f64() * 1e3;
             return Ok(p);
         }
-        let p = self.run(dense, 1, started)?.row(0);
+        let p = self.run(dense, 1, started, published)?.row(0);
         if !p.degraded {
             cache.insert(key, Arc::new(p.clone()));
         }
@@ -861,10 +860,10 @@ impl EnsembleHandle {
     pub fn predict_batch(&self, batch: &Batch<'_>) -> Result<BatchPrediction> {
         let started = Instant::now();
         let dense = self.ensemble.schema.dense_batch(batch)?;
-        self.run(&dense, batch.rows(), started)
+        self.run(&dense, batch.rows(), started, self.ensemble.key.learning.published())
     }
 
-    fn run(&self, dense: &[f32], rows: usize, started: Instant) -> Result<BatchPrediction> {
+    fn run(&self, dense: &[f32], rows: usize, started: Instant, published: Arc<Published>) -> Result<BatchPrediction> {
         let ens = &*self.ensemble;
         let width = ens.schema.names().len();
         let m = ens.members.len();
@@ -900,7 +899,6 @@ impl EnsembleHandle {
             });
         }
         let learning = &ens.key.learning;
-        let published = learning.published();
         let first_request_id = self.engine.next_request_ids(rows);
         let (mut predictions, mut confidences) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
         let mut regimes = Vec::with_capacity(rows);
@@ -910,7 +908,8 @@ impl EnsembleHandle {
         if !per_row {
             effective_weights(published.for_regime(None), &answered, &mut weights);
         }
-        let (mut live_values, mut live_weights) = (Vec::with_capacity(m), Vec::with_capacity(m));
+        // Only filled when a member failed: no allocation on the common path.
+        let (mut live_values, mut live_weights) = (Vec::new(), Vec::new());
         let now = Instant::now();
         for (row, member_values) in member_predictions.chunks_exact(m).enumerate() {
             let regime = learning.observe(&dense[row * width..(row + 1) * width]);

@@ -623,8 +623,8 @@ pub(crate) fn single_float_input_width(session: &ort::session::Session) -> std::
     }
 }
 
-/// Reads column `output.column` of a `[rows, C]` float output (or a `[rows]` / `[rows, 1]` output
-/// without a column) into `out`-compatible form; the closure receives each row's value.
+/// A view of column `output.column` of a `[rows, C]` float output (or of a `[rows]` / `[rows, 1]`
+/// output without a column); any other shape or type is an [`Error::OutputShape`].
 pub(crate) fn read_output_column<'v>(
     model: &str,
     value: &'v ort::value::DynValue,
