@@ -6,20 +6,24 @@
 //! buffer and run ONNX Runtime (no lock held) → combine the answers with the strategy → log the
 //! prediction for outcome tracking → return [`Prediction`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use ort::value::TensorRef;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::adaptive::{Learning, Published, RegimeWeights};
+use crate::batching::{BatchModel, Batcher, BatchingOptions, Completion, MemberResult};
 use crate::breaker::{BreakerOptions, BreakerState, CircuitBreaker};
-use crate::cache::{CacheOptions, CacheStats, PredictionCache};
+use crate::cache::{CacheKey, CacheOptions, CacheStats, PredictionCache};
 use crate::ensemble::{EnsembleConfig, EnsembleStore};
 use crate::error::{Error, Result};
 use crate::features::{gather, Batch, Features, Schema};
@@ -27,7 +31,8 @@ use crate::meta::FitWindow;
 use crate::persist::{PersistOptions, StateStore, WeightsRow};
 use crate::regime::Regime;
 use crate::registry::{self, ModelMetadata, ModelRegistration, Registry, Task, VersionSpec};
-use crate::runtime::{Runtime, RuntimeOptions, SessionPool, Slot};
+use crate::replicas::{self, ModelOptions, ReplicaPool, ReplicaStatus, RunOutcome, ScaleDecision};
+use crate::runtime::{Runtime, RuntimeOptions};
 use crate::strategy::{normalise_weights, MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
 use crate::tracking::{DriftEvent, EnsembleKey, EnsembleMetrics, Tracker, TrackingOptions};
 
@@ -85,6 +90,10 @@ pub struct Prediction {
     /// Served from the prediction cache (a new request id; the rest as first computed).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
+    /// The ensemble lost its quorum and this is the last good prediction for the same features
+    /// (ensembles with `serve_stale`); `degraded` is set too.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
     /// Members that gave no prediction (neither they nor a fallback answered).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<Arc<str>>,
@@ -100,11 +109,15 @@ fn contributions_by_model<S: Serializer>(list: &[ModelContribution], s: S) -> st
     map.end()
 }
 
-/// A model with its pool of sessions.
+/// A model with its replicas, its request queue and its circuit breaker.
 struct LoadedModel {
     name: Arc<str>,
     meta: ModelMetadata,
-    pool: SessionPool,
+    pool: ReplicaPool,
+    /// Serves queued requests: batched synchronous callers and every asynchronous one.
+    batcher: Arc<Batcher>,
+    /// Whether synchronous single-row callers queue under contention (batching configured).
+    batching: bool,
     breaker: CircuitBreaker,
     /// Fault injection for tests (see [`Fault`]): 0 none, 1 fail, 2 panic, 3 slow.
     fault: AtomicU8,
@@ -120,39 +133,38 @@ pub enum Fault {
     Slow(Duration),
 }
 
+/// The rows a model call runs on: the ensemble's dense rows (the member picks its columns) or rows
+/// already in the model's own column order (a queued batch).
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    Schema { dense: &'a [f32], width: usize, indices: &'a [usize] },
+    Gathered(&'a [f32]),
+}
+
+impl Drop for LoadedModel {
+    fn drop(&mut self) {
+        self.batcher.close();
+    }
+}
+
 impl LoadedModel {
     fn load(
         runtime: &Runtime,
         registry: &Registry,
         meta: ModelMetadata,
         breaker: BreakerOptions,
+        options: &ModelOptions,
     ) -> Result<LoadedModel> {
-        let bytes = registry.read_verified(&meta)?;
-        let label = format!("{}@{}", meta.name, meta.version);
-        let sessions = runtime.options().sessions_per_model();
-        let mut slots = Vec::with_capacity(sessions);
-        for _ in 0..sessions {
-            let session = runtime.session(&label, &bytes)?;
-            if slots.is_empty() {
-                let load_error = |reason: String| Error::ModelLoad { model: label.clone(), reason };
-                if let Some(width) = registry::single_float_input_width(&session).map_err(load_error)? {
-                    if width != meta.features.len() {
-                        return Err(load_error(format!(
-                            "its input takes {width} features but its metadata declares {}",
-                            meta.features.len()
-                        )));
-                    }
-                }
-                if !session.outputs().iter().any(|o| o.name() == meta.output.name) {
-                    return Err(load_error(format!("it has no output {:?}", meta.output.name)));
-                }
-            }
-            slots.push(Slot { session, input: Vec::with_capacity(meta.features.len()) });
-        }
+        let range = options.validate(runtime.options().sessions_per_model())?;
+        let width = meta.features.len();
+        let pool = ReplicaPool::new(runtime, registry, meta.clone(), options, range)?;
+        let batching = options.batching.unwrap_or(BatchingOptions { max_batch: 1, max_delay: Duration::ZERO });
         Ok(LoadedModel {
             name: Arc::from(meta.name.as_str()),
+            batcher: Arc::new(Batcher::new(&meta.name, width, batching, range.1)),
+            batching: options.batching.is_some(),
             meta,
-            pool: SessionPool::new(slots),
+            pool,
             breaker: CircuitBreaker::new(breaker),
             fault: AtomicU8::new(0),
             fault_delay_us: AtomicU64::new(0),
@@ -160,15 +172,9 @@ impl LoadedModel {
     }
 
     /// [`LoadedModel::run`] behind the model's circuit breaker, with injected faults applied and a
-    /// panic turned into this call's failure (the session goes back to its pool while unwinding).
-    fn call(
-        &self,
-        dense: &[f32],
-        schema_width: usize,
-        indices: &[usize],
-        out: &mut [f32],
-        member: usize,
-    ) -> Result<()> {
+    /// panic turned into this call's failure (the replica goes back to its pool while unwinding).
+    /// Writes row `r`'s prediction to `out[r * stride + member]`, `stride = out.len() / count`.
+    fn call(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize) -> Result<()> {
         let unavailable = |reason: String| Error::MemberUnavailable { model: self.meta.name.clone(), reason };
         let Some(permit) = self.breaker.try_acquire() else {
             return Err(unavailable("its circuit breaker is open".into()));
@@ -178,14 +184,30 @@ impl LoadedModel {
             match self.fault.load(Ordering::Relaxed) {
                 1 => return Err(unavailable("injected failure".into())),
                 2 => panic!("injected panic in model {}", self.meta.name),
-                3 => std::thread::sleep(Duration::from_micros(self.fault_delay_us.load(Ordering::Relaxed))),
+                3 => {
+                    let delay = Duration::from_micros(self.fault_delay_us.load(Ordering::Relaxed));
+                    match self.pool.timeout() {
+                        Some(timeout) if delay > timeout => {
+                            std::thread::sleep(timeout);
+                            return Err(self.timed_out(timeout));
+                        }
+                        _ => std::thread::sleep(delay),
+                    }
+                }
                 _ => {}
             }
-            self.run(dense, schema_width, indices, out, member)
+            self.run(rows, count, out, member, started)
         }))
         .unwrap_or_else(|_| Err(unavailable("it panicked".into())));
         self.breaker.record(permit, started.elapsed(), result.is_err());
         result
+    }
+
+    fn timed_out(&self, timeout: Duration) -> Error {
+        Error::MemberUnavailable {
+            model: self.meta.name.clone(),
+            reason: format!("timed out after {:.3} ms", timeout.as_secs_f64() * 1e3),
+        }
     }
 
     fn inject(&self, fault: Option<Fault>) {
@@ -199,35 +221,55 @@ impl LoadedModel {
         self.fault.store(code, Ordering::Relaxed);
     }
 
-    /// Runs the member on every dense schema row (gathering its own columns) and writes its prediction
-    /// for row `r` to `out[r * members + member]`.
-    fn run(&self, dense: &[f32], schema_width: usize, indices: &[usize], out: &mut [f32], member: usize) -> Result<()> {
-        let rows = dense.len() / schema_width;
-        let members = out.len() / rows;
-        let mut pooled = self.pool.checkout();
-        let slot: &mut Slot = &mut pooled;
-        gather(dense, schema_width, indices, &mut slot.input);
-        let tensor = TensorRef::from_array_view(([rows, indices.len()], slot.input.as_slice()))?;
-        let outputs = slot.session.run(ort::inputs![tensor])?;
+    /// Runs the model once on `count` rows on an idle replica, under its timeout.
+    fn run(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize, started: Instant) -> Result<()> {
+        let stride = out.len() / count;
+        let mut replica = self.pool.checkout(started)?;
+        let columns = self.meta.features.len();
         let output = &self.meta.output;
-        let value = outputs.get(&output.name).ok_or_else(|| Error::OutputShape {
-            model: self.meta.name.clone(),
-            expected: format!("an output named {:?}", output.name),
-            found: "no such output".into(),
-        })?;
-        let column = registry::read_output_column(&self.meta.name, value, output, rows)?;
-        for row in 0..rows {
-            let v = column.get(row);
-            if !v.is_finite() {
-                return Err(Error::OutputShape {
-                    model: self.meta.name.clone(),
-                    expected: "finite predictions".into(),
-                    found: format!("{v} in row {row}"),
-                });
+        let model = &self.meta.name;
+        let outcome = replica.run(self.pool.timeout(), |session, input, options| -> Result<()> {
+            match rows {
+                Rows::Schema { dense, width, indices } => gather(dense, width, indices, input),
+                Rows::Gathered(gathered) => {
+                    input.clear();
+                    input.extend_from_slice(gathered);
+                }
             }
-            out[row * members + member] = v;
+            let tensor = TensorRef::from_array_view(([count, columns], input.as_slice()))?;
+            let outputs = match options {
+                Some(options) => session.run_with_options(ort::inputs![tensor], options)?,
+                None => session.run(ort::inputs![tensor])?,
+            };
+            let value = outputs.get(&output.name).ok_or_else(|| Error::OutputShape {
+                model: model.clone(),
+                expected: format!("an output named {:?}", output.name),
+                found: "no such output".into(),
+            })?;
+            let column = registry::read_output_column(model, value, output, count)?;
+            for row in 0..count {
+                let v = column.get(row);
+                if !v.is_finite() {
+                    return Err(Error::OutputShape {
+                        model: model.clone(),
+                        expected: "finite predictions".into(),
+                        found: format!("{v} in row {row}"),
+                    });
+                }
+                out[row * stride + member] = v;
+            }
+            Ok(())
+        });
+        match outcome {
+            RunOutcome::Done(result) => result,
+            RunOutcome::TimedOut => Err(self.timed_out(self.pool.timeout().unwrap_or_default())),
         }
-        Ok(())
+    }
+}
+
+impl BatchModel for LoadedModel {
+    fn run_rows(&self, input: &[f32], rows: usize, out: &mut [f32]) -> Result<()> {
+        self.call(Rows::Gathered(input), rows, out, 0)
     }
 }
 
@@ -248,7 +290,20 @@ struct LoadedEnsemble {
     task: Task,
     schema: Schema,
     members: Vec<Member>,
+    /// Some member batches: synchronous single rows go through the queues under contention.
+    batched: bool,
+    /// The last good prediction per feature row, when the ensemble serves stale answers below quorum.
+    last_good: Option<Arc<LastGood>>,
 }
+
+/// Last good predictions keyed by the exact bits of the dense feature row.
+type LastGood = quick_cache::sync::Cache<Box<[u32]>, Arc<Prediction>>;
+
+/// How many rows' last good predictions an ensemble with `serve_stale` keeps.
+const LAST_GOOD_ROWS: usize = 10_000;
+
+/// The slot an ensemble's current load lives in; handles read it, a reload (hot swap) replaces it.
+type EnsembleSlot = ArcSwap<LoadedEnsemble>;
 
 /// Builds an [`InferenceEngine`].
 #[derive(Debug, Clone)]
@@ -261,9 +316,51 @@ pub struct EngineBuilder {
     synchronous_refits: bool,
     breaker: BreakerOptions,
     cache: Option<CacheOptions>,
+    default_model_options: ModelOptions,
+    model_options: HashMap<String, ModelOptions>,
+    memory_budget: Option<u64>,
+    autoscale: AutoscaleSettings,
+}
+
+/// How often the autoscaler looks at the pools, and how long a pool must be quiet before it shrinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoscaleSettings {
+    pub interval: Duration,
+    pub quiet_for: Duration,
+}
+
+impl Default for AutoscaleSettings {
+    fn default() -> Self {
+        AutoscaleSettings { interval: Duration::from_millis(100), quiet_for: Duration::from_secs(5) }
+    }
 }
 
 impl EngineBuilder {
+    /// How every model without options of its own is served (replicas, batching, timeout, loading).
+    pub fn with_default_model_options(mut self, options: ModelOptions) -> Self {
+        self.default_model_options = options;
+        self
+    }
+
+    /// How the model `name` (every version) is served.
+    pub fn with_model_options(mut self, name: impl Into<String>, options: ModelOptions) -> Self {
+        self.model_options.insert(name.into(), options);
+        self
+    }
+
+    /// Unload idle models, least recently used first, while the replicas' estimated memory (the
+    /// model file's size per replica) exceeds `bytes`; they load again on their next call.
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// The autoscaler's tick and shrink hysteresis (defaults: 100 ms, 5 s).
+    pub fn with_autoscale_settings(mut self, settings: AutoscaleSettings) -> Self {
+        self.autoscale = settings;
+        self
+    }
+
     pub fn with_runtime_options(mut self, options: RuntimeOptions) -> Self {
         self.runtime = options;
         self
@@ -319,6 +416,18 @@ impl EngineBuilder {
         let runtime = Runtime::new(self.runtime)?;
         let tracker = self.tracking.map(Tracker::new).transpose()?;
         self.breaker.validate()?;
+        let default_replicas = runtime.options().sessions_per_model();
+        for options in self.model_options.values().chain([&self.default_model_options]) {
+            options.validate(default_replicas)?;
+        }
+        if self.autoscale.interval.is_zero() {
+            return Err(Error::Config("the autoscale interval must be positive".into()));
+        }
+        let scaling = self
+            .model_options
+            .values()
+            .chain([&self.default_model_options])
+            .any(|o| o.validate(default_replicas).is_ok_and(|(min, max)| min < max));
         let cache = self.cache.map(PredictionCache::new).transpose()?;
         let state = match self.persistence {
             Some(options) => Some((StateStore::open(&self.home)?, options)),
@@ -339,7 +448,13 @@ impl EngineBuilder {
             background: Arc::new(Background::default()),
             breaker: self.breaker,
             cache,
+            default_model_options: self.default_model_options,
+            model_options: self.model_options,
+            memory_budget: self.memory_budget,
         });
+        if scaling || inner.memory_budget.is_some() {
+            spawn_housekeeping(Arc::downgrade(&inner), self.autoscale);
+        }
         let flush_interval = inner.state.as_ref().map(|(_, o)| o.flush_interval);
         if flush_interval.is_some() || !inner.synchronous_refits {
             spawn_background(Arc::downgrade(&inner), Arc::clone(&inner.background), flush_interval);
@@ -383,6 +498,21 @@ impl Background {
         self.wake.notify_one();
         pending
     }
+}
+
+/// Autoscaling, the memory budget and dropping models no ensemble uses any more, every `interval`,
+/// until the engine is dropped.
+fn spawn_housekeeping(engine: Weak<EngineInner>, settings: AutoscaleSettings) {
+    let spawned = std::thread::Builder::new().name("quorum-replicas".into()).spawn(move || {
+        let mut quiet_since: HashMap<(String, u32), Instant> = HashMap::new();
+        loop {
+            std::thread::sleep(settings.interval);
+            let Some(inner) = engine.upgrade() else { break };
+            inner.housekeep(&mut quiet_since, settings.quiet_for);
+        }
+    });
+    // Without the thread pools keep their size and nothing is unloaded; predictions still work.
+    drop(spawned);
 }
 
 /// Runs refits as they are submitted and flushes state every `flush_interval`, until the engine is
@@ -456,6 +586,76 @@ impl EngineInner {
     }
 }
 
+impl EngineInner {
+    fn housekeep(&self, quiet_since: &mut HashMap<(String, u32), Instant>, quiet_for: Duration) {
+        self.drop_unused_models();
+        let models: Vec<Arc<LoadedModel>> = self.lock_models().loaded.values().cloned().collect();
+        quiet_since.retain(|key, _| models.iter().any(|m| m.meta.name == key.0 && m.meta.version == key.1));
+        for model in models.iter().filter(|m| m.pool.scales()) {
+            let (peak_waiting, p95) = model.pool.take_load();
+            let now = Instant::now();
+            let since = quiet_since.entry((model.meta.name.clone(), model.meta.version)).or_insert(now);
+            match replicas::decide(peak_waiting, p95, model.pool.latency_target, *since, quiet_for) {
+                ScaleDecision::Grow => {
+                    *since = now;
+                    let within_budget = self.memory_budget.is_none_or(|budget| {
+                        models.iter().map(|m| m.pool.estimated_bytes()).sum::<u64>() + model.meta.size_bytes <= budget
+                    });
+                    if within_budget {
+                        // A failed build leaves the pool as it was; the next tick tries again.
+                        let _ = model.pool.grow();
+                    }
+                }
+                ScaleDecision::Shrink => {
+                    if model.pool.shrink() {
+                        *since = now;
+                    }
+                }
+                ScaleDecision::Hold => {}
+            }
+        }
+        if let Some(budget) = self.memory_budget {
+            enforce_budget(&models, budget);
+        }
+    }
+
+    fn lock_models(&self) -> std::sync::MutexGuard<'_, Models> {
+        self.models.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets loaded models that no loaded ensemble (and no running prediction) holds any more.
+    fn drop_unused_models(&self) {
+        let unused: Vec<Arc<LoadedModel>> = {
+            let mut models = self.lock_models();
+            let keys: Vec<(String, u32)> =
+                models.loaded.iter().filter(|(_, m)| Arc::strong_count(m) == 1).map(|(k, _)| k.clone()).collect();
+            keys.iter().filter_map(|k| models.loaded.remove(k)).collect()
+        };
+        // Sessions are released outside the lock.
+        drop(unused);
+    }
+}
+
+/// Unloads idle models, least recently used first, until the estimate fits `budget`.
+fn enforce_budget(models: &[Arc<LoadedModel>], budget: u64) {
+    let mut total: u64 = models.iter().map(|m| m.pool.estimated_bytes()).sum();
+    if total <= budget {
+        return;
+    }
+    let mut by_age: Vec<(Instant, &Arc<LoadedModel>)> =
+        models.iter().filter(|m| m.pool.estimated_bytes() > 0).map(|m| (m.pool.last_used(), m)).collect();
+    by_age.sort_by_key(|(used, _)| *used);
+    for (_, model) in by_age {
+        if total <= budget {
+            break;
+        }
+        let held = model.pool.estimated_bytes();
+        if model.pool.unload() > 0 {
+            total -= held;
+        }
+    }
+}
+
 impl Drop for EngineInner {
     fn drop(&mut self) {
         for learning in self.background.close() {
@@ -478,7 +678,7 @@ struct EngineInner {
     runtime: Runtime,
     /// Loaded models, shared by the ensembles that use them, and injected faults.
     models: Mutex<Models>,
-    ensembles: RwLock<HashMap<String, Arc<LoadedEnsemble>>>,
+    ensembles: RwLock<HashMap<String, Arc<EnsembleSlot>>>,
     tracker: Option<Tracker>,
     next_request_id: AtomicU64,
     last_history: Mutex<Instant>,
@@ -487,6 +687,9 @@ struct EngineInner {
     background: Arc<Background>,
     breaker: BreakerOptions,
     cache: Option<PredictionCache>,
+    default_model_options: ModelOptions,
+    model_options: HashMap<String, ModelOptions>,
+    memory_budget: Option<u64>,
 }
 
 /// Runs ensembles of ONNX models in-process.
@@ -516,6 +719,10 @@ impl InferenceEngine {
             synchronous_refits: false,
             breaker: BreakerOptions::default(),
             cache: None,
+            default_model_options: ModelOptions::default(),
+            model_options: HashMap::new(),
+            memory_budget: None,
+            autoscale: AutoscaleSettings::default(),
         }
     }
 
@@ -548,7 +755,8 @@ impl InferenceEngine {
         let handle = self.load_config(saved.clone())?;
         if let Some((store, _)) = &self.inner.state {
             // The first row of the weight history: the configured weights.
-            let key = &handle.ensemble.key;
+            let loaded = handle.slot.load();
+            let key = &loaded.key;
             if let Some(snapshot) = key.learning.snapshot(&key.members, true) {
                 let row = WeightsRow {
                     ensemble: saved.name.clone(),
@@ -641,7 +849,20 @@ impl InferenceEngine {
             }
             None => None,
         };
-        let learning = Learning::new(task, config.strategy, weights, regime, config.online, config.meta);
+        // A reload of the same ensemble version (hot swap of a member's default version) keeps what it
+        // learnt and its last good predictions; a new version starts from its configuration.
+        let previous = self.loaded_ensemble(&config.name).filter(|p| {
+            p.config.version == config.version
+                && p.members.iter().map(|m| &m.model.name).eq(members.iter().map(|m| &m.model.name))
+        });
+        let learning = match &previous {
+            Some(p) => Arc::clone(&p.key.learning),
+            None => Arc::new(Learning::new(task, config.strategy, weights, regime, config.online, config.meta)),
+        };
+        let last_good = match &previous {
+            Some(p) => p.last_good.clone(),
+            None => config.serve_stale.then(|| Arc::new(LastGood::new(LAST_GOOD_ROWS))),
+        };
         static LOADS: AtomicU64 = AtomicU64::new(1);
         let loaded = Arc::new(LoadedEnsemble {
             id: LOADS.fetch_add(1, Ordering::Relaxed),
@@ -650,14 +871,16 @@ impl InferenceEngine {
                 version: config.version,
                 members: members.iter().map(|m| Arc::clone(&m.model.name)).collect(),
                 member_versions: members.iter().map(|m| m.model.meta.version).collect(),
-                learning: Arc::new(learning),
+                learning,
             },
             task,
             schema,
+            batched: members.iter().any(|m| m.model.batching),
             members,
             config,
+            last_good,
         });
-        if let Some((store, _)) = &self.inner.state {
+        if let (Some((store, _)), None) = (&self.inner.state, &previous) {
             // Resume what this ensemble version had learnt and tracked before a restart.
             let key = &loaded.key;
             if let Some((_, state)) = store.learner_state(&key.name, key.version)? {
@@ -667,12 +890,77 @@ impl InferenceEngine {
                 tracker.restore(key, &state);
             }
         }
-        self.inner
-            .ensembles
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(loaded.config.name.clone(), Arc::clone(&loaded));
-        Ok(EnsembleHandle { engine: self.clone(), ensemble: loaded })
+        let slot = {
+            let mut ensembles = self.inner.ensembles.write().unwrap_or_else(|p| p.into_inner());
+            match ensembles.get(&loaded.config.name) {
+                // Handles read the slot on every call: from now on they predict with this load, while
+                // calls already running finish on the one they started with.
+                Some(slot) => {
+                    slot.store(loaded);
+                    Arc::clone(slot)
+                }
+                None => {
+                    let slot = Arc::new(ArcSwap::new(loaded));
+                    ensembles.insert(slot.load().config.name.clone(), Arc::clone(&slot));
+                    slot
+                }
+            }
+        };
+        Ok(EnsembleHandle { engine: self.clone(), slot })
+    }
+
+    fn loaded_ensemble(&self, name: &str) -> Option<Arc<LoadedEnsemble>> {
+        self.inner.ensembles.read().unwrap_or_else(|p| p.into_inner()).get(name).map(|slot| slot.load_full())
+    }
+
+    /// Makes `version` the default version of `model` and moves every loaded ensemble that uses the
+    /// model's default version onto it (a hot swap): new predictions use the new version at once,
+    /// predictions already running finish on the old one, none is dropped or failed. Returns the
+    /// ensembles reloaded.
+    pub fn set_default_version(&self, model: &str, version: u32) -> Result<Vec<String>> {
+        self.inner.registry.set_default(model, version)?;
+        let affected: Vec<EnsembleConfig> = {
+            let ensembles = self.inner.ensembles.read().unwrap_or_else(|p| p.into_inner());
+            ensembles
+                .values()
+                .map(|slot| slot.load_full())
+                .filter(|e| {
+                    e.config.members.iter().any(|m| {
+                        (m.model == model && m.version == VersionSpec::Default) || m.fallback.as_deref() == Some(model)
+                    })
+                })
+                .map(|e| e.config.clone())
+                .collect()
+        };
+        let mut reloaded = Vec::with_capacity(affected.len());
+        for config in affected {
+            reloaded.push(config.name.clone());
+            self.load_config(config)?;
+        }
+        self.inner.drop_unused_models();
+        Ok(reloaded)
+    }
+
+    /// The replica pools of every loaded version of `model` (all models when `None`).
+    pub fn replicas(&self, model: Option<&str>) -> Vec<ReplicaStatus> {
+        let mut list: Vec<ReplicaStatus> = self
+            .inner
+            .lock_models()
+            .loaded
+            .values()
+            .filter(|m| model.is_none_or(|name| &*m.name == name))
+            .map(|m| ReplicaStatus { queued: m.batcher.queued(), ..m.pool.status() })
+            .collect();
+        list.sort_by(|a, b| (&a.model, a.version).cmp(&(&b.model, b.version)));
+        list
+    }
+
+    /// Drops every replica of `model` that is idle now (it loads again on its next call); returns how
+    /// many were dropped. A version with a call running is left alone.
+    pub fn unload_model(&self, model: &str) -> usize {
+        let models: Vec<Arc<LoadedModel>> =
+            self.inner.lock_models().loaded.values().filter(|m| &*m.name == model).cloned().collect();
+        models.iter().map(|m| m.pool.unload()).sum()
     }
 
     fn model(&self, meta: ModelMetadata) -> Result<Arc<LoadedModel>> {
@@ -681,7 +969,9 @@ impl InferenceEngine {
             return Ok(Arc::clone(model));
         }
         // Loaded outside the lock: building sessions takes milliseconds.
-        let model = Arc::new(LoadedModel::load(&self.inner.runtime, &self.inner.registry, meta, self.inner.breaker)?);
+        let options = self.inner.model_options.get(&meta.name).unwrap_or(&self.inner.default_model_options);
+        let model =
+            Arc::new(LoadedModel::load(&self.inner.runtime, &self.inner.registry, meta, self.inner.breaker, options)?);
         let mut models = self.inner.models.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(fault) = models.faults.get(&key.0) {
             model.inject(*fault);
@@ -694,7 +984,7 @@ impl InferenceEngine {
     pub fn ensemble(&self, name: &str) -> Result<EnsembleHandle> {
         let found = self.inner.ensembles.read().unwrap_or_else(|p| p.into_inner()).get(name).map(Arc::clone);
         match found {
-            Some(ensemble) => Ok(EnsembleHandle { engine: self.clone(), ensemble }),
+            Some(slot) => Ok(EnsembleHandle { engine: self.clone(), slot }),
             None => self.load_ensemble(name),
         }
     }
@@ -782,100 +1072,276 @@ impl InferenceEngine {
     }
 }
 
-/// A loaded ensemble. Cheap to clone; holds its models loaded even if the engine later loads a newer
-/// version of the ensemble.
+/// A loaded ensemble. Cheap to clone. It follows the engine: when the ensemble is reloaded (a new
+/// version, or a member's default version swapped by [`InferenceEngine::set_default_version`]), the
+/// next call uses the new load while calls already running finish on the old one.
 #[derive(Clone)]
 pub struct EnsembleHandle {
     engine: InferenceEngine,
-    ensemble: Arc<LoadedEnsemble>,
+    slot: Arc<EnsembleSlot>,
 }
 
 impl std::fmt::Debug for EnsembleHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ensemble = self.slot.load();
         f.debug_struct("EnsembleHandle")
-            .field("name", &self.ensemble.config.name)
-            .field("version", &self.ensemble.config.version)
+            .field("name", &ensemble.config.name)
+            .field("version", &ensemble.config.version)
             .finish_non_exhaustive()
     }
 }
 
+/// A single-row request after the cache was consulted.
+enum Lookup {
+    Hit(Prediction),
+    Miss(Option<CacheKey>),
+}
+
+/// Members' answers to one queued row: each slot filled by an inline run or a dispatcher.
+type MemberResults = Vec<Option<MemberResult>>;
+
 impl EnsembleHandle {
-    pub fn config(&self) -> &EnsembleConfig {
-        &self.ensemble.config
+    /// The configuration of the ensemble's current load.
+    pub fn config(&self) -> EnsembleConfig {
+        self.slot.load().config.clone()
     }
 
     /// Every feature the ensemble consumes, in the order [`EnsembleHandle::predict_row`] expects.
-    pub fn feature_names(&self) -> &[String] {
-        self.ensemble.schema.names()
+    /// A reload can change it (a new member version with other features): read it again after one.
+    pub fn feature_names(&self) -> Vec<String> {
+        self.slot.load().schema.names().to_vec()
     }
 
     pub fn task(&self) -> Task {
-        self.ensemble.task
+        self.slot.load().task
     }
 
     /// Predicts one request given by name.
     pub fn predict(&self, features: &Features) -> Result<Prediction> {
         let started = Instant::now();
-        let mut dense = Vec::with_capacity(self.ensemble.schema.names().len());
-        self.ensemble.schema.fill_from_features(features, &mut dense)?;
-        self.run_single(&dense, started)
+        let ens = self.slot.load_full();
+        let mut dense = Vec::with_capacity(ens.schema.names().len());
+        ens.schema.fill_from_features(features, &mut dense)?;
+        self.single(&ens, &dense, started, None)
     }
 
     /// Predicts one row given in [`EnsembleHandle::feature_names`] order (no name lookups).
     pub fn predict_row(&self, row: &[f32]) -> Result<Prediction> {
         let started = Instant::now();
-        let dense = self.ensemble.schema.dense_row(row)?;
-        self.run_single(&dense, started)
+        let ens = self.slot.load();
+        let dense = ens.schema.dense_row(row)?;
+        self.single(&ens, &dense, started, None)
     }
 
-    /// One row, through the prediction cache when the engine has one.
-    fn run_single(&self, dense: &[f32], started: Instant) -> Result<Prediction> {
-        let ens = &*self.ensemble;
-        let cache = self.engine.inner.cache.as_ref().filter(|_| !ens.key.learning.has_regimes());
+    /// [`EnsembleHandle::predict_row`] that must finish by `deadline`: a request that cannot (it
+    /// would queue past it, or the deadline has passed) fails with [`Error::DeadlineExceeded`].
+    pub fn predict_row_by(&self, row: &[f32], deadline: Instant) -> Result<Prediction> {
+        let started = Instant::now();
+        let ens = self.slot.load();
+        let dense = ens.schema.dense_row(row)?;
+        self.single(&ens, &dense, started, Some(deadline))
+    }
+
+    /// Predicts one row without blocking the calling executor: every member's call is queued to the
+    /// model's dispatcher threads (batched with other queued rows when the model batches) and the
+    /// future resolves when they answer. Runtime-agnostic (tokio, async-std, a hand-rolled executor).
+    pub fn predict_row_async(&self, row: &[f32]) -> impl Future<Output = Result<Prediction>> + Send + 'static {
+        self.predict_row_async_inner(row, None)
+    }
+
+    /// [`EnsembleHandle::predict_row_async`] with a deadline, as in [`EnsembleHandle::predict_row_by`].
+    pub fn predict_row_async_by(
+        &self,
+        row: &[f32],
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
+        self.predict_row_async_inner(row, Some(deadline))
+    }
+
+    /// [`EnsembleHandle::predict`] without blocking the calling executor.
+    pub fn predict_async(&self, features: &Features) -> impl Future<Output = Result<Prediction>> + Send + 'static {
+        let started = Instant::now();
+        let ens = self.slot.load_full();
+        let mut dense = Vec::with_capacity(ens.schema.names().len());
+        let filled = ens.schema.fill_from_features(features, &mut dense);
+        self.clone().finish_async(ens, filled.map(|()| dense), started, None)
+    }
+
+    fn predict_row_async_inner(
+        &self,
+        row: &[f32],
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
+        let started = Instant::now();
+        let ens = self.slot.load_full();
+        let dense = ens.schema.dense_row(row).map(Cow::into_owned);
+        self.clone().finish_async(ens, dense, started, deadline)
+    }
+
+    async fn finish_async(
+        self,
+        ens: Arc<LoadedEnsemble>,
+        dense: Result<Vec<f32>>,
+        started: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<Prediction> {
+        let dense = dense?;
         let published = ens.key.learning.published();
-        let Some(cache) = cache else { return Ok(self.run(dense, 1, started, published)?.row(0)) };
+        let key = match self.lookup(&ens, &dense, started, &published) {
+            Lookup::Hit(p) => return Ok(p),
+            Lookup::Miss(key) => key,
+        };
+        check_deadline(&ens, deadline)?;
+        let completion = self.submit(&ens, &dense, deadline, false);
+        let results = completion.wait_async().await;
+        let (mut values, mut runs, failed) = collect_member_results(&ens, results)?;
+        if !failed.is_empty() {
+            // Fallbacks are queued too: nothing runs on the executor's thread.
+            let completion = Completion::new(ens.members.len());
+            let mut row = Vec::new();
+            for &i in &failed {
+                if let Some((stand_in, indices)) = &ens.members[i].fallback {
+                    gather(&dense, ens.schema.names().len(), indices, &mut row);
+                    completion.expect(1);
+                    stand_in.batcher.enqueue(stand_in, &row, &completion, i, deadline);
+                }
+            }
+            apply_fallbacks(&ens, completion.wait_async().await, &mut values, &mut runs);
+        }
+        let outcome = self.combine(&ens, &dense, 1, started, published, values, runs);
+        self.settle(&ens, &dense, started, key, outcome)
+    }
+
+    /// One row: the cache, then the members (inline, or through the queues under contention when
+    /// some member batches), then the last good answer if quorum was lost.
+    fn single(&self, ens: &Arc<LoadedEnsemble>, dense: &[f32], started: Instant, deadline: Option<Instant>) -> Result<Prediction> {
+        let published = ens.key.learning.published();
+        let key = match self.lookup(ens, dense, started, &published) {
+            Lookup::Hit(p) => return Ok(p),
+            Lookup::Miss(key) => key,
+        };
+        let outcome = if ens.batched {
+            check_deadline(ens, deadline)?;
+            let results = self.submit(ens, dense, deadline, true).wait();
+            collect_member_results(ens, results).and_then(|(mut values, mut runs, failed)| {
+                run_fallbacks_inline(ens, dense, &failed, &mut values, &mut runs);
+                self.combine(ens, dense, 1, started, published, values, runs)
+            })
+        } else {
+            self.run(ens, dense, 1, started, published, deadline)
+        };
+        self.settle(ens, dense, started, key, outcome)
+    }
+
+    /// A cache hit (tracked like any prediction, under a new request id), or the key to store under.
+    fn lookup(&self, ens: &LoadedEnsemble, dense: &[f32], started: Instant, published: &Published) -> Lookup {
+        let Some(cache) = self.engine.inner.cache.as_ref().filter(|_| !ens.key.learning.has_regimes()) else {
+            return Lookup::Miss(None);
+        };
         // The key's epoch is the snapshot's the prediction is computed with.
         let key = cache.key(ens.id, published.epoch, dense);
-        if let Some(hit) = cache.get(&key) {
-            let mut p = Prediction::clone(&hit);
-            p.request_id = self.engine.next_request_ids(1);
-            p.cached = true;
-            // The hit is a prediction like any other: its outcome can be recorded.
-            if let Some(tracker) = &self.engine.inner.tracker {
-                let members: Vec<f32> =
-                    p.model_contributions.iter().map(|c| c.prediction.unwrap_or(f32::NAN)).collect();
-                tracker.record_prediction(p.request_id, started, &ens.key, ens.task, None, p.prediction, &members);
+        let Some(hit) = cache.get(&key) else { return Lookup::Miss(Some(key)) };
+        let mut p = Prediction::clone(&hit);
+        p.request_id = self.engine.next_request_ids(1);
+        p.cached = true;
+        if let Some(tracker) = &self.engine.inner.tracker {
+            let members: Vec<f32> = p.model_contributions.iter().map(|c| c.prediction.unwrap_or(f32::NAN)).collect();
+            tracker.record_prediction(p.request_id, started, &ens.key, ens.task, None, p.prediction, &members);
+        }
+        p.latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        Lookup::Hit(p)
+    }
+
+    /// Stores a good answer (cache, last good) or, below quorum, serves the last good one as stale.
+    fn settle(
+        &self,
+        ens: &LoadedEnsemble,
+        dense: &[f32],
+        started: Instant,
+        key: Option<CacheKey>,
+        outcome: Result<BatchPrediction>,
+    ) -> Result<Prediction> {
+        match outcome {
+            Ok(batch) => {
+                let p = batch.row(0);
+                if !p.degraded {
+                    if let (Some(cache), Some(key)) = (&self.engine.inner.cache, key) {
+                        cache.insert(key, Arc::new(p.clone()));
+                    }
+                    if let Some(last_good) = &ens.last_good {
+                        last_good.insert(row_bits(dense), Arc::new(p.clone()));
+                    }
+                }
+                Ok(p)
             }
-            p.latency_ms = started.elapsed().as_secs_f64() * 1e3;
-            return Ok(p);
+            Err(error @ Error::QuorumNotReached { .. }) => {
+                let Some(good) = ens.last_good.as_ref().and_then(|l| l.get(&row_bits(dense))) else { return Err(error) };
+                let mut p = Prediction::clone(&good);
+                p.request_id = self.engine.next_request_ids(1);
+                p.stale = true;
+                p.degraded = true;
+                p.cached = false;
+                p.latency_ms = started.elapsed().as_secs_f64() * 1e3;
+                Ok(p)
+            }
+            Err(other) => Err(other),
         }
-        let p = self.run(dense, 1, started, published)?.row(0);
-        if !p.degraded {
-            cache.insert(key, Arc::new(p.clone()));
+    }
+
+    /// Starts every member on one dense row: inline when allowed and the model is quiet (or does not
+    /// batch), otherwise queued. The returned completion resolves when the queued ones answer.
+    fn submit(&self, ens: &LoadedEnsemble, dense: &[f32], deadline: Option<Instant>, inline: bool) -> Arc<Completion> {
+        let width = ens.schema.names().len();
+        let completion = Completion::new(ens.members.len());
+        let mut row = Vec::new();
+        for (i, member) in ens.members.iter().enumerate() {
+            let model = &member.model;
+            if inline && (!model.batching || (model.batcher.is_empty() && model.pool.has_idle())) {
+                let t = Instant::now();
+                let mut value = [f32::NAN];
+                let result = model.call(Rows::Schema { dense, width, indices: &member.indices }, 1, &mut value, 0);
+                completion.set(i, (result.map(|()| value[0]), t.elapsed().as_secs_f64() * 1e3));
+            } else {
+                gather(dense, width, &member.indices, &mut row);
+                completion.expect(1);
+                model.batcher.enqueue(model, &row, &completion, i, deadline);
+            }
         }
-        Ok(p)
+        completion
     }
 
     /// Predicts every row of `batch`; each member runs once for the whole batch.
     pub fn predict_batch(&self, batch: &Batch<'_>) -> Result<BatchPrediction> {
         let started = Instant::now();
-        let dense = self.ensemble.schema.dense_batch(batch)?;
-        self.run(&dense, batch.rows(), started, self.ensemble.key.learning.published())
+        let ens = self.slot.load();
+        let dense = ens.schema.dense_batch(batch)?;
+        self.run(&ens, &dense, batch.rows(), started, ens.key.learning.published(), None)
     }
 
-    fn run(&self, dense: &[f32], rows: usize, started: Instant, published: Arc<Published>) -> Result<BatchPrediction> {
-        let ens = &*self.ensemble;
+    /// Every member on every row, inline, then [`EnsembleHandle::combine`].
+    fn run(
+        &self,
+        ens: &LoadedEnsemble,
+        dense: &[f32],
+        rows: usize,
+        started: Instant,
+        published: Arc<Published>,
+        deadline: Option<Instant>,
+    ) -> Result<BatchPrediction> {
         let width = ens.schema.names().len();
         let m = ens.members.len();
         let mut member_predictions = vec![f32::NAN; rows * m];
         let mut members: Vec<MemberRun> = Vec::with_capacity(m);
         for (i, member) in ens.members.iter().enumerate() {
+            check_deadline(ens, deadline)?;
             let t = Instant::now();
-            let result = member.model.call(dense, width, &member.indices, &mut member_predictions, i);
+            let rows_in = Rows::Schema { dense, width, indices: &member.indices };
+            let result = member.model.call(rows_in, rows, &mut member_predictions, i);
             let mut fallback = None;
             if result.is_err() {
                 if let Some((stand_in, indices)) = &member.fallback {
-                    if stand_in.call(dense, width, indices, &mut member_predictions, i).is_ok() {
+                    let rows_in = Rows::Schema { dense, width, indices };
+                    if stand_in.call(rows_in, rows, &mut member_predictions, i).is_ok() {
                         fallback = Some(Arc::clone(&stand_in.name));
                     }
                 }
@@ -888,6 +1354,24 @@ impl EnsembleHandle {
                 fallback,
             });
         }
+        self.combine(ens, dense, rows, started, published, member_predictions, members)
+    }
+
+    /// Checks the quorum, then combines each row's member predictions with the strategy and logs it
+    /// for outcome tracking.
+    #[allow(clippy::too_many_arguments)]
+    fn combine(
+        &self,
+        ens: &LoadedEnsemble,
+        dense: &[f32],
+        rows: usize,
+        started: Instant,
+        published: Arc<Published>,
+        member_predictions: Vec<f32>,
+        members: Vec<MemberRun>,
+    ) -> Result<BatchPrediction> {
+        let width = ens.schema.names().len();
+        let m = ens.members.len();
         let answered: Vec<bool> = members.iter().map(MemberRun::answered).collect();
         let live = answered.iter().filter(|a| **a).count();
         if live < ens.config.required_members() {
@@ -975,6 +1459,85 @@ fn effective_weights(choice: &RegimeWeights, answered: &[bool], out: &mut [f32])
     for ((w, &c), &a) in out.iter_mut().zip(&choice.weights).zip(answered) {
         *w = if a && total > 0.0 { c / total } else { 0.0 };
     }
+}
+
+/// Refuses a request whose deadline has passed.
+fn check_deadline(ens: &LoadedEnsemble, deadline: Option<Instant>) -> Result<()> {
+    match deadline {
+        Some(deadline) if Instant::now() >= deadline => Err(Error::DeadlineExceeded {
+            what: format!("ensemble {:?}", ens.config.name),
+            detail: "the deadline passed before the members ran".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The row's dense values as exact bits: the key of the last good prediction.
+fn row_bits(dense: &[f32]) -> Box<[u32]> {
+    dense.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Member answers of one queued row as prediction values and runs; a member refused for its
+/// deadline refuses the whole request. Also returns the members that failed and have a fallback.
+fn collect_member_results(
+    ens: &LoadedEnsemble,
+    results: MemberResults,
+) -> Result<(Vec<f32>, Vec<MemberRun>, Vec<usize>)> {
+    let m = ens.members.len();
+    let mut values = vec![f32::NAN; m];
+    let mut runs = Vec::with_capacity(m);
+    let mut failed = Vec::new();
+    for (i, (member, result)) in ens.members.iter().zip(results).enumerate() {
+        let (result, latency_ms) = result.unwrap_or_else(|| {
+            (Err(Error::MemberUnavailable { model: member.model.meta.name.clone(), reason: "no answer".into() }), 0.0)
+        });
+        let error = match result {
+            Ok(v) => {
+                values[i] = v;
+                None
+            }
+            Err(e @ Error::DeadlineExceeded { .. }) => return Err(e),
+            Err(e) => {
+                if member.fallback.is_some() {
+                    failed.push(i);
+                }
+                Some(e.to_string())
+            }
+        };
+        runs.push(MemberRun {
+            model: Arc::clone(&member.model.name),
+            version: member.model.meta.version,
+            latency_ms,
+            error,
+            fallback: None,
+        });
+    }
+    Ok((values, runs, failed))
+}
+
+/// Fills in the answers of fallbacks that stood in for failed members.
+fn apply_fallbacks(ens: &LoadedEnsemble, results: MemberResults, values: &mut [f32], runs: &mut [MemberRun]) {
+    for (i, result) in results.into_iter().enumerate() {
+        if let Some((Ok(v), latency_ms)) = result {
+            values[i] = v;
+            runs[i].latency_ms += latency_ms;
+            runs[i].fallback = ens.members[i].fallback.as_ref().map(|(f, _)| Arc::clone(&f.name));
+        }
+    }
+}
+
+fn run_fallbacks_inline(ens: &LoadedEnsemble, dense: &[f32], failed: &[usize], values: &mut [f32], runs: &mut [MemberRun]) {
+    let width = ens.schema.names().len();
+    let mut results: MemberResults = (0..ens.members.len()).map(|_| None).collect();
+    for &i in failed {
+        if let Some((stand_in, indices)) = &ens.members[i].fallback {
+            let t = Instant::now();
+            let mut value = [f32::NAN];
+            let result = stand_in.call(Rows::Schema { dense, width, indices }, 1, &mut value, 0);
+            results[i] = Some((result.map(|()| value[0]), t.elapsed().as_secs_f64() * 1e3));
+        }
+    }
+    apply_fallbacks(ens, results, values, runs);
 }
 
 /// One member's run within a batch: shared by every row.
@@ -1081,6 +1644,7 @@ impl BatchPrediction {
                 .collect(),
             degraded: self.members.iter().any(|r| r.error.is_some()),
             cached: false,
+            stale: false,
             skipped: self.members.iter().filter(|r| !r.answered()).map(|r| Arc::clone(&r.model)).collect(),
             regime,
             fit_window: choice.fit_window,

@@ -69,6 +69,10 @@ pub struct EnsembleConfig {
     /// Market regimes: detection, and a strategy per regime.
     #[serde(default)]
     pub regime: Option<RegimeConfig>,
+    /// Below `min_members`, answer a single-row request with the last good prediction for the same
+    /// feature values, marked `stale`, instead of failing (when there is one; the last 10 000 rows).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub serve_stale: bool,
     #[serde(default)]
     pub created_at: String,
 }
@@ -87,6 +91,7 @@ impl EnsembleConfig {
             online: OnlineOptions::default(),
             meta: MetaOptions::default(),
             regime: None,
+            serve_stale: false,
             created_at: String::new(),
         }
     }

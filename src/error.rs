@@ -67,6 +67,10 @@ pub enum Error {
     #[error("ensemble {ensemble:?}: only {succeeded} of {required} required members produced a prediction; first failure: {first_failure}")]
     QuorumNotReached { ensemble: String, succeeded: usize, required: usize, first_failure: String },
 
+    /// A request whose deadline passed, or could not be met, before it ran: refused rather than late.
+    #[error("deadline exceeded for {what}: {detail}")]
+    DeadlineExceeded { what: String, detail: String },
+
     /// A tracked outcome that cannot be joined with a prediction.
     #[error("outcome rejected: {0}")]
     Outcome(String),
@@ -121,6 +125,7 @@ impl Error {
             Error::Inference(_) => "inference",
             Error::MemberUnavailable { .. } => "member_unavailable",
             Error::QuorumNotReached { .. } => "quorum_not_reached",
+            Error::DeadlineExceeded { .. } => "deadline_exceeded",
             Error::Outcome(_) => "outcome",
             Error::Io { .. } => "io",
             Error::Json { .. } => "json",

@@ -4,6 +4,7 @@
 
 pub mod adaptive;
 pub mod backtest;
+pub mod batching;
 pub mod breaker;
 pub mod cache;
 mod chart;
@@ -17,11 +18,13 @@ pub mod persist;
 pub mod regime;
 pub mod registry;
 pub mod replay;
+pub mod replicas;
 pub mod runtime;
 pub mod store;
 pub mod strategy;
 pub mod tracking;
 
+pub use batching::BatchingOptions;
 pub use breaker::{BreakerOptions, BreakerState, SlidingWindow};
 pub use cache::{CacheOptions, CacheStats};
 pub use engine::{
@@ -35,6 +38,7 @@ pub use registry::{
     Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry, Task, VersionSpec,
 };
 pub use replay::{ReplayOptions, ReplayReport};
+pub use replicas::{LoadPolicy, ModelOptions, ReplicaStatus};
 pub use runtime::{Runtime, RuntimeOptions};
 pub use strategy::{Combined, MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
 pub use tracking::{

@@ -575,7 +575,7 @@ pub(crate) fn check_model(
     features: &[String],
     output: &OutputSpec,
 ) -> Result<()> {
-    let mut session = runtime.session(name, bytes)?;
+    let mut session = runtime.session(name, bytes, None)?;
     let load_error = |reason: String| Error::ModelLoad { model: name.to_string(), reason };
     let input_width = single_float_input_width(&session).map_err(load_error)?;
     if let Some(width) = input_width {

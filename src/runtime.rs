@@ -17,10 +17,10 @@
 //! pool costs. The effect is measured by `cargo bench --bench ensemble` (`threads/*`); see README.md.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
-use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
 use ort::session::Session;
 
 use crate::error::{Error, Result};
@@ -159,11 +159,15 @@ impl Runtime {
         LOADED_FROM.get().map(PathBuf::as_path)
     }
 
-    /// Builds one session on `bytes` with quorum's threading settings.
-    pub(crate) fn session(&self, model: &str, bytes: &[u8]) -> Result<Session> {
+    /// Builds one session on `bytes` with quorum's threading settings, sharing `prepacked` weights
+    /// with the model's other sessions.
+    pub(crate) fn session(&self, model: &str, bytes: &[u8], prepacked: Option<&PrepackedWeights>) -> Result<Session> {
         let load_error = |reason: String| Error::ModelLoad { model: model.to_string(), reason };
-        self.configured_builder()
-            .map_err(|e| load_error(format!("session options: {e}")))?
+        let mut builder = self.configured_builder().map_err(|e| load_error(format!("session options: {e}")))?;
+        if let Some(weights) = prepacked {
+            builder = builder.with_prepacked_weights(weights).map_err(|e| load_error(format!("session options: {e}")))?;
+        }
+        builder
             .commit_from_memory(bytes)
             .map_err(|e| load_error(e.to_string()))
     }
@@ -287,85 +291,4 @@ fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
     entries.sort();
     entries.reverse();
     entries
-}
-
-/// A fixed set of sessions for one model, plus a reusable input buffer per session.
-///
-/// `Session::run` needs `&mut Session`, so each call checks a slot out; the mutex is held only to pop
-/// and push, never across an ONNX Runtime call. The condition variable is signalled only when someone
-/// waits: an unconditional `notify_one` is a futex syscall, which cost more than the models themselves.
-pub(crate) struct SessionPool {
-    state: Mutex<PoolState>,
-    returned: Condvar,
-}
-
-struct PoolState {
-    idle: Vec<Slot>,
-    waiting: usize,
-}
-
-pub(crate) struct Slot {
-    pub session: Session,
-    pub input: Vec<f32>,
-}
-
-impl SessionPool {
-    pub fn new(slots: Vec<Slot>) -> SessionPool {
-        SessionPool { state: Mutex::new(PoolState { idle: slots, waiting: 0 }), returned: Condvar::new() }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
-        // The guarded state is consistent even if a holder panicked (push/pop and a counter).
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Takes a session, waiting while all are busy.
-    pub fn checkout(&self) -> PooledSlot<'_> {
-        let mut state = self.lock();
-        loop {
-            if let Some(slot) = state.idle.pop() {
-                return PooledSlot { pool: self, slot: Some(slot) };
-            }
-            state.waiting += 1;
-            state = self.returned.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
-            state.waiting -= 1;
-        }
-    }
-
-    fn give_back(&self, slot: Slot) {
-        let mut state = self.lock();
-        state.idle.push(slot);
-        let someone_waits = state.waiting > 0;
-        drop(state);
-        if someone_waits {
-            self.returned.notify_one();
-        }
-    }
-}
-
-/// A checked-out session; goes back to its pool when dropped.
-pub(crate) struct PooledSlot<'p> {
-    pool: &'p SessionPool,
-    slot: Option<Slot>,
-}
-
-impl std::ops::Deref for PooledSlot<'_> {
-    type Target = Slot;
-    fn deref(&self) -> &Slot {
-        self.slot.as_ref().expect("slot present until drop")
-    }
-}
-
-impl std::ops::DerefMut for PooledSlot<'_> {
-    fn deref_mut(&mut self) -> &mut Slot {
-        self.slot.as_mut().expect("slot present until drop")
-    }
-}
-
-impl Drop for PooledSlot<'_> {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            self.pool.give_back(slot);
-        }
-    }
 }

@@ -1,0 +1,607 @@
+//! Replicas: each model runs as an elastic pool of ONNX Runtime sessions.
+//!
+//! * A replica is one session plus its reusable input buffer; it runs one call at a time
+//!   (`Session::run` takes `&mut self`). A call takes an idle replica — one with nothing in flight,
+//!   so the least-loaded by construction — and waits in FIFO-ish order when every replica is busy.
+//! * Replicas of a model share ONNX Runtime's prepacked weights (one `PrepackedWeights` container per
+//!   model), so an extra replica costs a fraction of the first (`examples/replica_memory.rs`).
+//! * The pool holds between `min` and `max` replicas. The autoscaler (engine background thread) adds
+//!   one when calls queued or the p95 latency exceeded the target, and removes an idle one after a
+//!   quiet period (hysteresis). Only idle replicas are ever removed, so scaling cannot drop a call.
+//! * Lazy models start with no replica and load one on first use; idle models can be unloaded (every
+//!   replica dropped) and load again on demand.
+//! * A per-call timeout is enforced by a watchdog thread that sets ONNX Runtime's terminate flag on
+//!   the run's `RunOptions`; the mutex is never held across an ONNX Runtime call.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use ort::session::builder::PrepackedWeights;
+use ort::session::{RunOptions, Session};
+use serde::Serialize;
+
+use crate::batching::BatchingOptions;
+use crate::error::{Error, Result};
+use crate::registry::{self, ModelMetadata, Registry};
+use crate::runtime::Runtime;
+
+/// When a model's sessions are created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadPolicy {
+    /// When an ensemble using it loads (errors surface then).
+    #[default]
+    Eager,
+    /// On the first prediction that needs it.
+    Lazy,
+}
+
+/// How one model is served. Set per model name with
+/// [`EngineBuilder::with_model_options`](crate::EngineBuilder::with_model_options), or for every model
+/// with [`EngineBuilder::with_default_model_options`](crate::EngineBuilder::with_default_model_options).
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub struct ModelOptions {
+    pub(crate) replicas: Option<(usize, usize)>,
+    pub(crate) load: LoadPolicy,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) batching: Option<BatchingOptions>,
+    pub(crate) latency_target: Duration,
+    pub(crate) share_weights: bool,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            replicas: None,
+            load: LoadPolicy::Eager,
+            timeout: None,
+            batching: None,
+            latency_target: Duration::from_millis(1),
+            share_weights: true,
+        }
+    }
+}
+
+impl ModelOptions {
+    /// Between `min` and `max` replicas; the autoscaler moves within the range (default: a fixed pool
+    /// of [`RuntimeOptions::sessions_per_model`](crate::RuntimeOptions::sessions_per_model)).
+    pub fn with_replicas(mut self, min: usize, max: usize) -> Self {
+        self.replicas = Some((min, max));
+        self
+    }
+
+    pub fn with_load_policy(mut self, load: LoadPolicy) -> Self {
+        self.load = load;
+        self
+    }
+
+    /// Each call to the model is cut off after `timeout` (ONNX Runtime's terminate flag) and counts
+    /// as the member's failure.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Coalesce concurrent single-row requests into one ONNX Runtime call (see [`crate::batching`]).
+    pub fn with_batching(mut self, batching: BatchingOptions) -> Self {
+        self.batching = Some(batching);
+        self
+    }
+
+    /// The p95 call latency (queueing included) the autoscaler aims to stay under (default 1 ms).
+    pub fn with_latency_target(mut self, target: Duration) -> Self {
+        self.latency_target = target;
+        self
+    }
+
+    /// Whether replicas share prepacked weights (default true; off only to measure what it saves).
+    pub fn with_shared_weights(mut self, share: bool) -> Self {
+        self.share_weights = share;
+        self
+    }
+
+    pub(crate) fn validate(&self, default_replicas: usize) -> Result<(usize, usize)> {
+        let (min, max) = self.replicas.unwrap_or((default_replicas, default_replicas));
+        if max == 0 || min > max {
+            return Err(Error::Config(format!("replicas: need 0 ≤ min ≤ max and max ≥ 1, got min {min}, max {max}")));
+        }
+        if self.load == LoadPolicy::Eager && min == 0 {
+            return Err(Error::Config("replicas: an eagerly loaded model needs min ≥ 1 (or LoadPolicy::Lazy)".into()));
+        }
+        if self.timeout.is_some_and(|t| t.is_zero()) || self.latency_target.is_zero() {
+            return Err(Error::Config("timeout and latency target must be positive".into()));
+        }
+        if let Some(b) = &self.batching {
+            b.validate()?;
+        }
+        Ok((min, max))
+    }
+}
+
+/// What a pool needs to build a replica at any time (autoscaling, reload after unload).
+struct ReplicaSource {
+    runtime: Runtime,
+    registry: Registry,
+    meta: ModelMetadata,
+    prepacked: Option<PrepackedWeights>,
+    timeout: Option<Duration>,
+}
+
+impl ReplicaSource {
+    fn label(&self) -> String {
+        format!("{}@{}", self.meta.name, self.meta.version)
+    }
+
+    fn build(&self) -> Result<Replica> {
+        let bytes = self.registry.read_verified(&self.meta)?;
+        let label = self.label();
+        let session = self.runtime.session(&label, &bytes, self.prepacked.as_ref())?;
+        let load_error = |reason: String| Error::ModelLoad { model: label.clone(), reason };
+        if let Some(width) = registry::single_float_input_width(&session).map_err(load_error)? {
+            if width != self.meta.features.len() {
+                return Err(load_error(format!(
+                    "its input takes {width} features but its metadata declares {}",
+                    self.meta.features.len()
+                )));
+            }
+        }
+        if !session.outputs().iter().any(|o| o.name() == self.meta.output.name) {
+            return Err(load_error(format!("it has no output {:?}", self.meta.output.name)));
+        }
+        let watch = match self.timeout {
+            Some(_) => Some(Watchdog::register(RunOptions::new().map_err(|e| load_error(e.to_string()))?)),
+            None => None,
+        };
+        Ok(Replica { session, input: Vec::with_capacity(self.meta.features.len()), watch })
+    }
+}
+
+/// One session and what a call needs besides it.
+pub(crate) struct Replica {
+    session: Session,
+    input: Vec<f32>,
+    /// Present when the model has a timeout: the run options the watchdog can terminate.
+    watch: Option<Arc<Watch>>,
+}
+
+/// A run that ONNX Runtime reported, or that the watchdog cut off.
+pub(crate) enum RunOutcome<T> {
+    Done(T),
+    TimedOut,
+}
+
+impl Replica {
+    /// Runs `f` on the session and its input buffer, under the watchdog when a timeout is set.
+    pub fn run<T>(
+        &mut self,
+        timeout: Option<Duration>,
+        f: impl FnOnce(&mut Session, &mut Vec<f32>, Option<&RunOptions>) -> T,
+    ) -> RunOutcome<T> {
+        match (&self.watch, timeout) {
+            (Some(watch), Some(timeout)) => {
+                watch.arm(timeout);
+                let result = f(&mut self.session, &mut self.input, Some(&watch.options));
+                if watch.disarm() {
+                    RunOutcome::TimedOut
+                } else {
+                    RunOutcome::Done(result)
+                }
+            }
+            _ => RunOutcome::Done(f(&mut self.session, &mut self.input, None)),
+        }
+    }
+}
+
+/// A model's replicas and the figures the autoscaler steers by.
+pub(crate) struct ReplicaPool {
+    source: ReplicaSource,
+    state: Mutex<PoolState>,
+    returned: Condvar,
+    pub min: usize,
+    pub max: usize,
+    pub latency_target: Duration,
+    /// Call latencies (µs, queueing included), recorded only when the pool can scale.
+    latencies: LatencyRing,
+    calls: AtomicU64,
+    /// `calls` when the autoscaler last looked: no new calls means no fresh latency figure.
+    seen_calls: AtomicU64,
+}
+
+struct PoolState {
+    idle: Vec<Replica>,
+    /// Replicas in existence: idle or running a call.
+    total: usize,
+    waiting: usize,
+    /// The most callers that waited at once since the autoscaler last looked.
+    peak_waiting: usize,
+    /// A replica is being built for a caller that found the pool unloaded.
+    loading: bool,
+    growing: bool,
+    last_used: Instant,
+}
+
+/// A pool's state as reported by [`InferenceEngine::replicas`](crate::InferenceEngine::replicas).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplicaStatus {
+    pub model: String,
+    pub version: u32,
+    pub replicas: usize,
+    pub idle: usize,
+    pub in_flight: usize,
+    pub waiting: usize,
+    /// Rows queued for the model's dispatchers (batching and asynchronous callers).
+    pub queued: usize,
+    pub min: usize,
+    pub max: usize,
+    /// p95 of recent call latencies (queueing included), when the pool scales and has seen calls.
+    pub p95_ms: Option<f64>,
+    pub calls: u64,
+    /// Estimated memory: the model file's size per replica (weights dominate a session's memory).
+    pub estimated_bytes: u64,
+    pub idle_for_ms: f64,
+}
+
+impl ReplicaPool {
+    /// Builds `min` replicas now unless the policy is lazy.
+    pub fn new(
+        runtime: &Runtime,
+        registry: &Registry,
+        meta: ModelMetadata,
+        options: &ModelOptions,
+        (min, max): (usize, usize),
+    ) -> Result<ReplicaPool> {
+        let source = ReplicaSource {
+            runtime: runtime.clone(),
+            registry: registry.clone(),
+            meta,
+            prepacked: options.share_weights.then(PrepackedWeights::new),
+            timeout: options.timeout,
+        };
+        let eager = if options.load == LoadPolicy::Eager { min.max(1) } else { 0 };
+        let idle = (0..eager).map(|_| source.build()).collect::<Result<Vec<_>>>()?;
+        Ok(ReplicaPool {
+            source,
+            state: Mutex::new(PoolState {
+                total: idle.len(),
+                idle,
+                waiting: 0,
+                peak_waiting: 0,
+                loading: false,
+                growing: false,
+                last_used: Instant::now(),
+            }),
+            returned: Condvar::new(),
+            min,
+            max,
+            latency_target: options.latency_target,
+            latencies: LatencyRing::default(),
+            calls: AtomicU64::new(0),
+            seen_calls: AtomicU64::new(0),
+        })
+    }
+
+    pub fn timeout(&self) -> Option<Duration> {
+        self.source.timeout
+    }
+
+    pub fn scales(&self) -> bool {
+        self.min < self.max
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // The state is a stack and counters, consistent even if a holder panicked.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes an idle replica, loading one if the pool is unloaded, waiting while all are busy.
+    pub fn checkout(&self, now: Instant) -> Result<PooledReplica<'_>> {
+        let mut state = self.lock();
+        loop {
+            if let Some(replica) = state.idle.pop() {
+                state.last_used = now;
+                return Ok(PooledReplica { pool: self, replica: Some(replica), started: now });
+            }
+            if state.total == 0 && !state.loading {
+                state.loading = true;
+                drop(state);
+                let built = self.source.build();
+                state = self.lock();
+                state.loading = false;
+                state.last_used = now;
+                return match built {
+                    Ok(replica) => {
+                        state.total += 1;
+                        Ok(PooledReplica { pool: self, replica: Some(replica), started: now })
+                    }
+                    Err(e) => {
+                        // Waiters retry the load themselves (and get its error if it fails again).
+                        drop(state);
+                        self.returned.notify_all();
+                        Err(e)
+                    }
+                };
+            }
+            state.waiting += 1;
+            state.peak_waiting = state.peak_waiting.max(state.waiting);
+            state = self.returned.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            state.waiting -= 1;
+        }
+    }
+
+    /// Whether a call would find a replica idle right now (no waiting).
+    pub fn has_idle(&self) -> bool {
+        !self.lock().idle.is_empty()
+    }
+
+    fn give_back(&self, replica: Replica, started: Instant) {
+        if self.scales() {
+            self.latencies.record(started.elapsed());
+            self.calls.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut state = self.lock();
+        state.idle.push(replica);
+        let someone_waits = state.waiting > 0;
+        drop(state);
+        if someone_waits {
+            self.returned.notify_one();
+        }
+    }
+
+    /// Adds one replica (built outside the lock) if below `max`; false when at `max` or already growing.
+    pub fn grow(&self) -> Result<bool> {
+        {
+            let mut state = self.lock();
+            if state.total >= self.max || state.growing || state.total == 0 {
+                return Ok(false);
+            }
+            state.growing = true;
+        }
+        let built = self.source.build();
+        let mut state = self.lock();
+        state.growing = false;
+        let replica = built?;
+        state.total += 1;
+        state.idle.push(replica);
+        let someone_waits = state.waiting > 0;
+        drop(state);
+        if someone_waits {
+            self.returned.notify_one();
+        }
+        Ok(true)
+    }
+
+    /// Drops one idle replica if above `min`. Never touches a replica that is running a call.
+    pub fn shrink(&self) -> bool {
+        let mut state = self.lock();
+        if state.total <= self.min.max(1) {
+            return false;
+        }
+        let Some(replica) = state.idle.pop() else { return false };
+        state.total -= 1;
+        drop(state);
+        drop(replica);
+        true
+    }
+
+    /// Drops every replica if none is running a call and nobody waits; returns the replicas dropped.
+    pub fn unload(&self) -> usize {
+        let mut state = self.lock();
+        if state.total == 0 || state.idle.len() != state.total || state.waiting > 0 || state.loading {
+            return 0;
+        }
+        let replicas = std::mem::take(&mut state.idle);
+        state.total = 0;
+        drop(state);
+        replicas.len()
+    }
+
+    /// Estimated bytes held now (file size per replica).
+    pub fn estimated_bytes(&self) -> u64 {
+        self.lock().total as u64 * self.source.meta.size_bytes
+    }
+
+    pub fn last_used(&self) -> Instant {
+        self.lock().last_used
+    }
+
+    /// The autoscaler's inputs since its last look: the most callers that waited at once, and the p95
+    /// of the latest calls (`None` when no call completed since).
+    pub fn take_load(&self) -> (usize, Option<Duration>) {
+        let peak = std::mem::take(&mut self.lock().peak_waiting);
+        let calls = self.calls.load(Ordering::Relaxed);
+        let fresh = self.seen_calls.swap(calls, Ordering::Relaxed) != calls;
+        (peak, if fresh { self.latencies.p95() } else { None })
+    }
+
+    pub fn status(&self) -> ReplicaStatus {
+        let state = self.lock();
+        let in_flight = state.total - state.idle.len();
+        ReplicaStatus {
+            model: self.source.meta.name.clone(),
+            version: self.source.meta.version,
+            replicas: state.total,
+            idle: state.idle.len(),
+            in_flight,
+            waiting: state.waiting,
+            queued: 0,
+            min: self.min,
+            max: self.max,
+            p95_ms: self.latencies.p95().map(|d| d.as_secs_f64() * 1e3),
+            calls: self.calls.load(Ordering::Relaxed),
+            estimated_bytes: state.total as u64 * self.source.meta.size_bytes,
+            idle_for_ms: if in_flight == 0 { state.last_used.elapsed().as_secs_f64() * 1e3 } else { 0.0 },
+        }
+    }
+}
+
+/// A checked-out replica; goes back to its pool when dropped (also while unwinding from a panic).
+pub(crate) struct PooledReplica<'p> {
+    pool: &'p ReplicaPool,
+    replica: Option<Replica>,
+    started: Instant,
+}
+
+impl std::ops::Deref for PooledReplica<'_> {
+    type Target = Replica;
+    fn deref(&self) -> &Replica {
+        self.replica.as_ref().expect("replica present until drop")
+    }
+}
+
+impl std::ops::DerefMut for PooledReplica<'_> {
+    fn deref_mut(&mut self) -> &mut Replica {
+        self.replica.as_mut().expect("replica present until drop")
+    }
+}
+
+impl Drop for PooledReplica<'_> {
+    fn drop(&mut self) {
+        if let Some(replica) = self.replica.take() {
+            self.pool.give_back(replica, self.started);
+        }
+    }
+}
+
+/// The last 256 call latencies in µs; a lock-free ring (a relaxed increment and a store per call).
+struct LatencyRing {
+    slots: [AtomicU32; 256],
+    next: AtomicUsize,
+}
+
+impl Default for LatencyRing {
+    fn default() -> Self {
+        LatencyRing { slots: std::array::from_fn(|_| AtomicU32::new(0)), next: AtomicUsize::new(0) }
+    }
+}
+
+impl LatencyRing {
+    fn record(&self, elapsed: Duration) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        // 0 marks an empty slot, so record at least 1 µs.
+        self.slots[i].store(elapsed.as_micros().clamp(1, u32::MAX as u128) as u32, Ordering::Relaxed);
+    }
+
+    fn p95(&self) -> Option<Duration> {
+        let mut values: Vec<u32> =
+            self.slots.iter().map(|s| s.load(Ordering::Relaxed)).filter(|v| *v > 0).collect::<Vec<_>>();
+        if values.len() < 20 {
+            return None;
+        }
+        values.sort_unstable();
+        let index = ((values.len() as f64) * 0.95).ceil() as usize - 1;
+        Some(Duration::from_micros(u64::from(values[index.min(values.len() - 1)])))
+    }
+}
+
+/// What the autoscaler does to one pool, given what it saw since its last look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScaleDecision {
+    Grow,
+    Shrink,
+    Hold,
+}
+
+/// Hysteresis: grow at once under pressure; shrink only after `quiet_for` without any.
+pub(crate) fn decide(
+    peak_waiting: usize,
+    p95: Option<Duration>,
+    target: Duration,
+    quiet_since: Instant,
+    quiet_for: Duration,
+) -> ScaleDecision {
+    let pressed = peak_waiting > 0 || p95.is_some_and(|p| p > target);
+    if pressed {
+        ScaleDecision::Grow
+    } else if quiet_since.elapsed() >= quiet_for {
+        ScaleDecision::Shrink
+    } else {
+        ScaleDecision::Hold
+    }
+}
+
+/// Cuts off runs that outlive their timeout by setting ONNX Runtime's terminate flag.
+///
+/// Each replica with a timeout owns a [`Watch`]: arming it is one atomic store of the deadline, so
+/// the call path takes no lock. One thread checks every armed watch each millisecond.
+struct Watchdog {
+    watches: Mutex<Vec<Weak<Watch>>>,
+}
+
+struct Watch {
+    options: RunOptions,
+    /// µs since [`Watchdog::epoch`] when the run must end; 0 when idle; [`FIRING`] once terminated.
+    deadline_us: AtomicU64,
+    /// Set by the watchdog after it has called `terminate`.
+    fired: AtomicBool,
+}
+
+const FIRING: u64 = u64::MAX;
+
+impl Watchdog {
+    fn epoch() -> Instant {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    fn now_us() -> u64 {
+        Self::epoch().elapsed().as_micros() as u64 + 1
+    }
+
+    fn global() -> &'static Watchdog {
+        static WATCHDOG: OnceLock<Watchdog> = OnceLock::new();
+        WATCHDOG.get_or_init(|| {
+            let spawned = std::thread::Builder::new().name("quorum-watchdog".into()).spawn(|| loop {
+                std::thread::sleep(Duration::from_millis(1));
+                Watchdog::global().tick();
+            });
+            // Without the thread timeouts are not enforced; calls still complete.
+            drop(spawned);
+            Watchdog { watches: Mutex::new(Vec::new()) }
+        })
+    }
+
+    fn register(options: RunOptions) -> Arc<Watch> {
+        let watch = Arc::new(Watch { options, deadline_us: AtomicU64::new(0), fired: AtomicBool::new(false) });
+        let mut watches = Self::global().watches.lock().unwrap_or_else(|p| p.into_inner());
+        watches.retain(|w| w.strong_count() > 0);
+        watches.push(Arc::downgrade(&watch));
+        watch
+    }
+
+    fn tick(&self) {
+        let now = Self::now_us();
+        let watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        for watch in watches.iter().filter_map(Weak::upgrade) {
+            let deadline = watch.deadline_us.load(Ordering::Acquire);
+            if deadline != 0
+                && deadline != FIRING
+                && now >= deadline
+                && watch.deadline_us.compare_exchange(deadline, FIRING, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            {
+                let _ = watch.options.terminate();
+                watch.fired.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl Watch {
+    fn arm(&self, timeout: Duration) {
+        self.deadline_us.store(Watchdog::now_us() + timeout.as_micros() as u64, Ordering::Release);
+    }
+
+    /// Ends the watch; true when the watchdog terminated the run. Leaves the options reusable.
+    fn disarm(&self) -> bool {
+        if self.deadline_us.swap(0, Ordering::AcqRel) != FIRING {
+            return false;
+        }
+        // The watchdog is between its compare-exchange and `fired`: a few instructions.
+        while !self.fired.swap(false, Ordering::AcqRel) {
+            std::hint::spin_loop();
+        }
+        let _ = self.options.unterminate();
+        true
+    }
+}
