@@ -39,3 +39,41 @@ model.ir_version = 8
 onnx.checker.check_model(model)
 onnx.save(model, OUT / "linear.onnx")
 print(f"wrote {OUT / 'linear.onnx'}")
+
+# slow.onnx: a one-feature classifier that burns ~1 s of CPU in 60 chained 512×512 MatMuls before
+# answering sigmoid(x). The work depends on the input, so ONNX Runtime cannot constant-fold it away,
+# and it is split into many nodes because ONNX Runtime checks its terminate flag between nodes: the
+# per-call timeout tests cut it off.
+SIZE, STEPS = 512, 60
+nodes = [
+    helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+    helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+    helper.make_node("ConstantOfShape", ["square"], ["filled"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0 / SIZE])),
+    helper.make_node("Add", ["filled", "nothing"], ["m0"]),
+]
+for step in range(STEPS):
+    nodes.append(helper.make_node("MatMul", [f"m{step}", "m0"], [f"m{step + 1}"]))
+nodes += [
+    helper.make_node("ReduceSum", [f"m{STEPS}"], ["burnt"], keepdims=0),
+    helper.make_node("Mul", ["burnt", "zero"], ["no_effect"]),
+    helper.make_node("Add", ["x", "no_effect"], ["logit"]),
+    helper.make_node("Sigmoid", ["logit"], ["p"]),
+    helper.make_node("Sub", ["one", "p"], ["q"]),
+    helper.make_node("Concat", ["q", "p"], ["probabilities"], axis=1),
+]
+graph = helper.make_graph(
+    nodes,
+    "slow",
+    [x],
+    [probabilities],
+    initializer=[
+        one,
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("square", TensorProto.INT64, [2], [SIZE, SIZE]),
+    ],
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="quorum-tests")
+model.ir_version = 8
+onnx.checker.check_model(model)
+onnx.save(model, OUT / "slow.onnx")
+print(f"wrote {OUT / 'slow.onnx'}")

@@ -170,6 +170,9 @@ pub(crate) struct Batcher {
     spawned: OnceLock<()>,
     /// Mean µs of recent batch runs (an EWMA), to refuse requests whose deadline cannot be met.
     recent_batch_us: AtomicU64,
+    /// Dispatched calls and the rows they carried: rows / batches is the mean batch size.
+    batches: AtomicU64,
+    batched_rows: AtomicU64,
 }
 
 struct Queue {
@@ -198,6 +201,8 @@ impl Batcher {
             arrived: Condvar::new(),
             spawned: OnceLock::new(),
             recent_batch_us: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batched_rows: AtomicU64::new(0),
         }
     }
 
@@ -211,6 +216,11 @@ impl Batcher {
 
     pub fn queued(&self) -> usize {
         self.lock().tickets.len()
+    }
+
+    /// (calls dispatched, rows they carried) so far.
+    pub fn dispatched(&self) -> (u64, u64) {
+        (self.batches.load(Ordering::Relaxed), self.batched_rows.load(Ordering::Relaxed))
     }
 
     /// Queues one gathered row; its answer goes to `completion` slot `slot`, which must have been
@@ -236,7 +246,12 @@ impl Batcher {
             return;
         }
         queue.rows.extend(row.iter().copied());
-        queue.tickets.push_back(Ticket { completion: Arc::clone(completion), slot, deadline, enqueued: Instant::now() });
+        queue.tickets.push_back(Ticket {
+            completion: Arc::clone(completion),
+            slot,
+            deadline,
+            enqueued: Instant::now(),
+        });
         let wake = queue.idle > queue.notified;
         if wake {
             queue.notified += 1;
@@ -311,7 +326,10 @@ fn spawn_dispatchers<M: BatchModel>(batcher: &Arc<Batcher>, model: &Weak<M>, cou
     (0..count)
         .filter(|i| {
             let (batcher, model) = (Arc::clone(batcher), Weak::clone(model));
-            std::thread::Builder::new().name(format!("quorum-batch-{i}")).spawn(move || dispatch(&batcher, &model)).is_ok()
+            std::thread::Builder::new()
+                .name(format!("quorum-batch-{i}"))
+                .spawn(move || dispatch(&batcher, &model))
+                .is_ok()
         })
         .count()
 }
@@ -374,6 +392,8 @@ fn dispatch<M: BatchModel>(batcher: &Batcher, model: &Weak<M>) {
         let result = strong.run_rows(&kept_rows, kept.len(), &mut out);
         let elapsed = started.elapsed();
         batcher.note_batch(elapsed);
+        batcher.batches.fetch_add(1, Ordering::Relaxed);
+        batcher.batched_rows.fetch_add(kept.len() as u64, Ordering::Relaxed);
         let ms = elapsed.as_secs_f64() * 1e3;
         for (ticket, value) in kept.into_iter().zip(&out) {
             let answer = match &result {

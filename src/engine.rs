@@ -184,16 +184,6 @@ impl LoadedModel {
             match self.fault.load(Ordering::Relaxed) {
                 1 => return Err(unavailable("injected failure".into())),
                 2 => panic!("injected panic in model {}", self.meta.name),
-                3 => {
-                    let delay = Duration::from_micros(self.fault_delay_us.load(Ordering::Relaxed));
-                    match self.pool.timeout() {
-                        Some(timeout) if delay > timeout => {
-                            std::thread::sleep(timeout);
-                            return Err(self.timed_out(timeout));
-                        }
-                        _ => std::thread::sleep(delay),
-                    }
-                }
                 _ => {}
             }
             self.run(rows, count, out, member, started)
@@ -225,6 +215,17 @@ impl LoadedModel {
     fn run(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize, started: Instant) -> Result<()> {
         let stride = out.len() / count;
         let mut replica = self.pool.checkout(started)?;
+        if self.fault.load(Ordering::Relaxed) == 3 {
+            // An injected slow call holds its replica, as a slow model would, and obeys the timeout.
+            let delay = Duration::from_micros(self.fault_delay_us.load(Ordering::Relaxed));
+            match self.pool.timeout() {
+                Some(timeout) if delay > timeout => {
+                    std::thread::sleep(timeout);
+                    return Err(self.timed_out(timeout));
+                }
+                _ => std::thread::sleep(delay),
+            }
+        }
         let columns = self.meta.features.len();
         let output = &self.meta.output;
         let model = &self.meta.name;
@@ -588,8 +589,7 @@ impl EngineInner {
 
 impl EngineInner {
     fn housekeep(&self, quiet_since: &mut HashMap<(String, u32), Instant>, quiet_for: Duration) {
-        self.drop_unused_models();
-        let models: Vec<Arc<LoadedModel>> = self.lock_models().loaded.values().cloned().collect();
+        let models = self.lock_models().live();
         quiet_since.retain(|key, _| models.iter().any(|m| m.meta.name == key.0 && m.meta.version == key.1));
         for model in models.iter().filter(|m| m.pool.scales()) {
             let (peak_waiting, p95) = model.pool.take_load();
@@ -622,18 +622,6 @@ impl EngineInner {
     fn lock_models(&self) -> std::sync::MutexGuard<'_, Models> {
         self.models.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// Forgets loaded models that no loaded ensemble (and no running prediction) holds any more.
-    fn drop_unused_models(&self) {
-        let unused: Vec<Arc<LoadedModel>> = {
-            let mut models = self.lock_models();
-            let keys: Vec<(String, u32)> =
-                models.loaded.iter().filter(|(_, m)| Arc::strong_count(m) == 1).map(|(k, _)| k.clone()).collect();
-            keys.iter().filter_map(|k| models.loaded.remove(k)).collect()
-        };
-        // Sessions are released outside the lock.
-        drop(unused);
-    }
 }
 
 /// Unloads idle models, least recently used first, until the estimate fits `budget`.
@@ -665,9 +653,17 @@ impl Drop for EngineInner {
     }
 }
 
+impl Models {
+    fn live(&self) -> Vec<Arc<LoadedModel>> {
+        self.loaded.values().filter_map(Weak::upgrade).collect()
+    }
+}
+
 #[derive(Default)]
 struct Models {
-    loaded: HashMap<(String, u32), Arc<LoadedModel>>,
+    /// Weak: a model lives as long as a loaded ensemble (or a running prediction) holds it, so a
+    /// version that a hot swap or a new ensemble version left unused is released with its sessions.
+    loaded: HashMap<(String, u32), Weak<LoadedModel>>,
     faults: HashMap<String, Option<Fault>>,
 }
 
@@ -937,7 +933,6 @@ impl InferenceEngine {
             reloaded.push(config.name.clone());
             self.load_config(config)?;
         }
-        self.inner.drop_unused_models();
         Ok(reloaded)
     }
 
@@ -946,10 +941,13 @@ impl InferenceEngine {
         let mut list: Vec<ReplicaStatus> = self
             .inner
             .lock_models()
-            .loaded
-            .values()
+            .live()
+            .into_iter()
             .filter(|m| model.is_none_or(|name| &*m.name == name))
-            .map(|m| ReplicaStatus { queued: m.batcher.queued(), ..m.pool.status() })
+            .map(|m| {
+                let (batches, batched_rows) = m.batcher.dispatched();
+                ReplicaStatus { queued: m.batcher.queued(), batches, batched_rows, ..m.pool.status() }
+            })
             .collect();
         list.sort_by(|a, b| (&a.model, a.version).cmp(&(&b.model, b.version)));
         list
@@ -959,14 +957,14 @@ impl InferenceEngine {
     /// many were dropped. A version with a call running is left alone.
     pub fn unload_model(&self, model: &str) -> usize {
         let models: Vec<Arc<LoadedModel>> =
-            self.inner.lock_models().loaded.values().filter(|m| &*m.name == model).cloned().collect();
+            self.inner.lock_models().live().into_iter().filter(|m| &*m.name == model).collect();
         models.iter().map(|m| m.pool.unload()).sum()
     }
 
     fn model(&self, meta: ModelMetadata) -> Result<Arc<LoadedModel>> {
         let key = (meta.name.clone(), meta.version);
-        if let Some(model) = self.inner.models.lock().unwrap_or_else(|p| p.into_inner()).loaded.get(&key) {
-            return Ok(Arc::clone(model));
+        if let Some(model) = self.inner.lock_models().loaded.get(&key).and_then(Weak::upgrade) {
+            return Ok(model);
         }
         // Loaded outside the lock: building sessions takes milliseconds.
         let options = self.inner.model_options.get(&meta.name).unwrap_or(&self.inner.default_model_options);
@@ -976,7 +974,15 @@ impl InferenceEngine {
         if let Some(fault) = models.faults.get(&key.0) {
             model.inject(*fault);
         }
-        Ok(Arc::clone(models.loaded.entry(key).or_insert(model)))
+        models.loaded.retain(|_, m| m.strong_count() > 0);
+        match models.loaded.get(&key).and_then(Weak::upgrade) {
+            // Another thread loaded it meanwhile: share theirs.
+            Some(theirs) => Ok(theirs),
+            None => {
+                models.loaded.insert(key, Arc::downgrade(&model));
+                Ok(model)
+            }
+        }
     }
 
     /// A handle on a loaded ensemble (loading it from the home on first use). Predicting through a
@@ -1037,7 +1043,7 @@ impl InferenceEngine {
         let mut models = self.inner.models.lock().unwrap_or_else(|p| p.into_inner());
         // Kept for versions loaded later, too.
         models.faults.insert(model.to_string(), fault);
-        for loaded in models.loaded.values().filter(|m| &*m.name == model) {
+        for loaded in models.live().into_iter().filter(|m| &*m.name == model) {
             loaded.inject(fault);
         }
     }
@@ -1046,7 +1052,7 @@ impl InferenceEngine {
     pub fn breaker_state(&self, model: &str) -> Vec<(u32, BreakerState)> {
         let models = self.inner.models.lock().unwrap_or_else(|p| p.into_inner());
         let mut states: Vec<(u32, BreakerState)> =
-            models.loaded.values().filter(|m| &*m.name == model).map(|m| (m.meta.version, m.breaker.state())).collect();
+            models.live().iter().filter(|m| &*m.name == model).map(|m| (m.meta.version, m.breaker.state())).collect();
         states.sort_by_key(|s| s.0);
         states
     }
@@ -1214,7 +1220,13 @@ impl EnsembleHandle {
 
     /// One row: the cache, then the members (inline, or through the queues under contention when
     /// some member batches), then the last good answer if quorum was lost.
-    fn single(&self, ens: &Arc<LoadedEnsemble>, dense: &[f32], started: Instant, deadline: Option<Instant>) -> Result<Prediction> {
+    fn single(
+        &self,
+        ens: &Arc<LoadedEnsemble>,
+        dense: &[f32],
+        started: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<Prediction> {
         let published = ens.key.learning.published();
         let key = match self.lookup(ens, dense, started, &published) {
             Lookup::Hit(p) => return Ok(p),
@@ -1275,7 +1287,9 @@ impl EnsembleHandle {
                 Ok(p)
             }
             Err(error @ Error::QuorumNotReached { .. }) => {
-                let Some(good) = ens.last_good.as_ref().and_then(|l| l.get(&row_bits(dense))) else { return Err(error) };
+                let Some(good) = ens.last_good.as_ref().and_then(|l| l.get(&row_bits(dense))) else {
+                    return Err(error);
+                };
                 let mut p = Prediction::clone(&good);
                 p.request_id = self.engine.next_request_ids(1);
                 p.stale = true;
@@ -1526,7 +1540,13 @@ fn apply_fallbacks(ens: &LoadedEnsemble, results: MemberResults, values: &mut [f
     }
 }
 
-fn run_fallbacks_inline(ens: &LoadedEnsemble, dense: &[f32], failed: &[usize], values: &mut [f32], runs: &mut [MemberRun]) {
+fn run_fallbacks_inline(
+    ens: &LoadedEnsemble,
+    dense: &[f32],
+    failed: &[usize],
+    values: &mut [f32],
+    runs: &mut [MemberRun],
+) {
     let width = ens.schema.names().len();
     let mut results: MemberResults = (0..ens.members.len()).map(|_| None).collect();
     for &i in failed {

@@ -28,7 +28,8 @@ pub use batching::BatchingOptions;
 pub use breaker::{BreakerOptions, BreakerState, SlidingWindow};
 pub use cache::{CacheOptions, CacheStats};
 pub use engine::{
-    BatchPrediction, EngineBuilder, EnsembleHandle, Fault, InferenceEngine, MemberRun, ModelContribution, Prediction,
+    AutoscaleSettings, BatchPrediction, EngineBuilder, EnsembleHandle, Fault, InferenceEngine, MemberRun,
+    ModelContribution, Prediction,
 };
 pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};
 pub use error::{Error, Result};

@@ -233,6 +233,9 @@ pub struct ReplicaStatus {
     pub waiting: usize,
     /// Rows queued for the model's dispatchers (batching and asynchronous callers).
     pub queued: usize,
+    /// Calls the dispatchers made and the queued rows they carried (their ratio: the mean batch).
+    pub batches: u64,
+    pub batched_rows: u64,
     pub min: usize,
     pub max: usize,
     /// p95 of recent call latencies (queueing included), when the pool scales and has seen calls.
@@ -426,6 +429,8 @@ impl ReplicaPool {
             in_flight,
             waiting: state.waiting,
             queued: 0,
+            batches: 0,
+            batched_rows: 0,
             min: self.min,
             max: self.max,
             p95_ms: self.latencies.p95().map(|d| d.as_secs_f64() * 1e3),

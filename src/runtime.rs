@@ -165,11 +165,10 @@ impl Runtime {
         let load_error = |reason: String| Error::ModelLoad { model: model.to_string(), reason };
         let mut builder = self.configured_builder().map_err(|e| load_error(format!("session options: {e}")))?;
         if let Some(weights) = prepacked {
-            builder = builder.with_prepacked_weights(weights).map_err(|e| load_error(format!("session options: {e}")))?;
+            builder =
+                builder.with_prepacked_weights(weights).map_err(|e| load_error(format!("session options: {e}")))?;
         }
-        builder
-            .commit_from_memory(bytes)
-            .map_err(|e| load_error(e.to_string()))
+        builder.commit_from_memory(bytes).map_err(|e| load_error(e.to_string()))
     }
 
     fn configured_builder(&self) -> std::result::Result<SessionBuilder, String> {
