@@ -1,75 +1,279 @@
-//! Concurrent load on the example ensemble: N caller threads predicting single rows as fast as they
-//! can, for each session threading setting. Prints throughput and latency percentiles.
+//! Load test: C concurrent async callers (tokio tasks) predicting single rows for T seconds.
 //!
-//! `cargo run --release --example load -- [seconds per run, default 2]`
+//! ```text
+//! cargo run --release --example load -- [--home DIR] [--ensemble NAME] [--data FILE.csv]
+//!     [--concurrency C] [--seconds T] [--batching on|off] [--max-batch N] [--max-delay-us US]
+//!     [--cache on|off] [--baseline] [--json]
+//! ```
+//!
+//! Without `--home`, a temporary home gets the three example models and the `market` ensemble; the
+//! default data is the held-out S&P 500 file. Rows are matched to the ensemble's features by column
+//! name; rows with non-finite values are skipped (counted in the report). `--baseline` (market
+//! ensemble only) also measures the three models called directly through ort, one thread per core,
+//! at the mean batch size the batched run reached: the ceiling batching is measured against.
+//!
+//! Prints throughput, p50/p95/p99 and the counts of successes and failures; `--json` prints
+//! `{"throughput", "p50_ms", "p95_ms", "p99_ms", "ok", "failed", ...}`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../benches/support/direct.rs"]
+mod direct;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quorum::replay::percentiles;
-use quorum::{InferenceEngine, RuntimeOptions};
+use quorum::{BatchingOptions, CacheOptions, Error, InferenceEngine, ModelOptions, Result};
 
-fn main() -> quorum::Result<()> {
-    let seconds: f64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2.0);
-    let home = tempfile::tempdir().map_err(|e| quorum::Error::io("temporary home", e))?;
-    common::market_engine(home.path());
-    let rows: Arc<Vec<Vec<f32>>> = {
-        let engine = common::engine(home.path());
-        let schema = engine.ensemble("market")?.feature_names().to_vec();
-        Arc::new(
-            common::holdout_features(256)
-                .iter()
-                .map(|f| schema.iter().map(|n| f.get(n).unwrap_or(0.0)).collect())
-                .collect(),
-        )
+struct Args {
+    home: Option<PathBuf>,
+    ensemble: String,
+    data: PathBuf,
+    concurrency: usize,
+    seconds: f64,
+    batching: bool,
+    max_batch: usize,
+    max_delay_us: u64,
+    cache: bool,
+    baseline: bool,
+    json: bool,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        home: None,
+        ensemble: "market".into(),
+        data: common::repo().join("examples/data/holdout.csv"),
+        concurrency: 64,
+        seconds: 5.0,
+        batching: true,
+        max_batch: 256,
+        max_delay_us: 0,
+        cache: false,
+        baseline: false,
+        json: false,
     };
-    println!(
-        "{} cores; {seconds} s per run; single-row predictions of the 3-model ensemble",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    println!("{:<16} {:>7} {:>12} {:>10} {:>10} {:>10}", "sessions", "callers", "pred/s", "p50 µs", "p95 µs", "p99 µs");
-    for (label, intra, spin) in [("intra1-nospin", 1, false), ("intra2-spin", 2, true)] {
-        let options = RuntimeOptions::default().with_intra_threads(intra).with_spinning(spin);
-        let engine = InferenceEngine::builder(home.path()).with_runtime_options(options).without_tracking().build()?;
-        for callers in [1, 2, 4, 8] {
-            let stop = Arc::new(AtomicBool::new(false));
-            let workers: Vec<_> = (0..callers)
-                .map(|t| {
-                    let (handle, rows, stop) = (engine.ensemble("market"), Arc::clone(&rows), Arc::clone(&stop));
-                    std::thread::spawn(move || -> quorum::Result<Vec<f64>> {
-                        let handle = handle?;
-                        let mut latencies = Vec::new();
-                        let mut i = t;
-                        while !stop.load(Ordering::Relaxed) {
-                            let start = Instant::now();
-                            handle.predict_row(&rows[i % rows.len()])?;
-                            latencies.push(start.elapsed().as_secs_f64() * 1e6);
-                            i += callers;
+    let mut it = std::env::args().skip(1);
+    let bad = |what: &str| Error::Config(format!("load: {what} (see the header of examples/load.rs)"));
+    let on_off = |v: Option<String>, flag: &str| match v.as_deref() {
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        _ => Err(bad(&format!("{flag} takes on or off"))),
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| bad(&format!("{flag} needs a value")));
+        match flag.as_str() {
+            "--home" => args.home = Some(value()?.into()),
+            "--ensemble" => args.ensemble = value()?,
+            "--data" => args.data = value()?.into(),
+            "--concurrency" => args.concurrency = value()?.parse().map_err(|_| bad("--concurrency takes a count"))?,
+            "--seconds" => args.seconds = value()?.parse().map_err(|_| bad("--seconds takes a number"))?,
+            "--batching" => args.batching = on_off(it.next(), "--batching")?,
+            "--max-batch" => args.max_batch = value()?.parse().map_err(|_| bad("--max-batch takes a count"))?,
+            "--max-delay-us" => args.max_delay_us = value()?.parse().map_err(|_| bad("--max-delay-us takes µs"))?,
+            "--cache" => args.cache = on_off(it.next(), "--cache")?,
+            "--baseline" => args.baseline = true,
+            "--json" => args.json = true,
+            other => return Err(bad(&format!("unknown argument {other:?}"))),
+        }
+    }
+    if args.concurrency == 0 || args.seconds <= 0.0 {
+        return Err(bad("--concurrency and --seconds must be positive"));
+    }
+    Ok(args)
+}
+
+/// The file's rows in `names` order, by header; rows with a non-finite value are dropped.
+fn read_rows(path: &PathBuf, names: &[String]) -> Result<(Vec<Vec<f32>>, usize)> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').map(str::trim).collect();
+    let columns = names
+        .iter()
+        .map(|n| {
+            header
+                .iter()
+                .position(|h| h == n)
+                .ok_or_else(|| Error::Config(format!("{} has no column {n}", path.display())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (mut rows, mut skipped) = (Vec::new(), 0);
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let row: Option<Vec<f32>> =
+            columns.iter().map(|&c| cells.get(c).and_then(|v| v.trim().parse::<f32>().ok())).collect();
+        match row {
+            Some(r) if r.iter().all(|v| v.is_finite()) => rows.push(r),
+            _ => skipped += 1,
+        }
+    }
+    if rows.is_empty() {
+        return Err(Error::Config(format!("{} has no usable rows", path.display())));
+    }
+    Ok((rows, skipped))
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let temporary = tempfile::tempdir().map_err(|e| Error::io("temporary home", e))?;
+    let home = match &args.home {
+        Some(home) => home.clone(),
+        None => {
+            common::market_engine(temporary.path());
+            temporary.path().to_path_buf()
+        }
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model_options = if args.batching {
+        ModelOptions::default().with_batching(BatchingOptions {
+            max_batch: args.max_batch,
+            max_delay: Duration::from_micros(args.max_delay_us),
+            ..BatchingOptions::default()
+        })
+    } else {
+        ModelOptions::default()
+    };
+    let mut builder = InferenceEngine::builder(&home).without_persistence().with_default_model_options(model_options);
+    if args.cache {
+        builder = builder.with_prediction_cache(CacheOptions::default());
+    }
+    let engine = builder.build()?;
+    let handle = engine.ensemble(&args.ensemble)?;
+    let (rows, skipped) = read_rows(&args.data, &handle.feature_names())?;
+    let rows = Arc::new(rows);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_time()
+        .build()
+        .map_err(|e| Error::io("starting tokio", e))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let (latencies, failures, first_error) = runtime.block_on(async {
+        let tasks: Vec<_> = (0..args.concurrency)
+            .map(|t| {
+                let (handle, rows, stop) = (handle.clone(), Arc::clone(&rows), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let (mut latencies, mut failures, mut first_error) = (Vec::new(), 0usize, None);
+                    let mut i = t;
+                    while !stop.load(Ordering::Relaxed) {
+                        let start = Instant::now();
+                        match handle.predict_row_async(&rows[i % rows.len()]).await {
+                            Ok(_) => latencies.push(start.elapsed().as_secs_f64() * 1e3),
+                            Err(e) => {
+                                failures += 1;
+                                first_error.get_or_insert(e.to_string());
+                            }
                         }
-                        Ok(latencies)
-                    })
+                        i += args.concurrency;
+                    }
+                    (latencies, failures, first_error)
                 })
-                .collect();
-            std::thread::sleep(Duration::from_secs_f64(seconds));
-            stop.store(true, Ordering::Relaxed);
-            let mut all = Vec::new();
-            for w in workers {
-                all.extend(w.join().map_err(|_| quorum::Error::Config("worker panicked".into()))??);
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+        stop.store(true, Ordering::Relaxed);
+        let (mut all, mut failures, mut first_error) = (Vec::new(), 0, None);
+        for task in tasks {
+            // A panicking task counts as a failure rather than hiding the figures of the others.
+            match task.await {
+                Ok((l, f, e)) => {
+                    all.extend(l);
+                    failures += f;
+                    first_error = first_error.or(e);
+                }
+                Err(e) => {
+                    failures += 1;
+                    first_error.get_or_insert(e.to_string());
+                }
             }
-            let count = all.len();
-            let p = percentiles(&mut all);
+        }
+        (all, failures, first_error)
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let ok = latencies.len();
+    let mut latencies = latencies;
+    let p = percentiles(&mut latencies);
+    let replicas = engine.replicas(None);
+    let (batches, batched_rows) = replicas.iter().fold((0, 0), |(b, r), s| (b + s.batches, r + s.batched_rows));
+    let mean_batch = if batches > 0 { batched_rows as f64 / batches as f64 } else { 1.0 };
+    let baseline = if args.baseline && args.ensemble == "market" && args.home.is_none() {
+        Some(direct_throughput(&engine, &handle.feature_names(), &rows, mean_batch.round() as usize, cores)?)
+    } else {
+        None
+    };
+    let throughput = ok as f64 / elapsed;
+    if args.json {
+        let report = serde_json::json!({
+            "throughput": throughput,
+            "p50_ms": p.p50,
+            "p95_ms": p.p95,
+            "p99_ms": p.p99,
+            "ok": ok,
+            "failed": failures,
+            "concurrency": args.concurrency,
+            "batching": args.batching,
+            "cache": args.cache,
+            "mean_batch": mean_batch,
+            "baseline_throughput": baseline,
+            "first_error": first_error,
+        });
+        println!("{report}");
+    } else {
+        println!(
+            "{} async callers for {elapsed:.1} s on {cores} cores, batching {}, cache {} ({} rows, {skipped} skipped as non-finite)",
+            args.concurrency,
+            if args.batching { "on" } else { "off" },
+            if args.cache { "on" } else { "off" },
+            rows.len()
+        );
+        println!("throughput {throughput:.0} predictions/s; mean batch {mean_batch:.1} rows per model call");
+        println!("latency p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms", p.p50, p.p95, p.p99);
+        println!("ok {ok}, failed {failures}{}", first_error.map(|e| format!(" (first: {e})")).unwrap_or_default());
+        if let Some(b) = baseline {
             println!(
-                "{label:<16} {callers:>7} {:>12.0} {:>10.1} {:>10.1} {:>10.1}",
-                count as f64 / seconds,
-                p.p50,
-                p.p95,
-                p.p99
+                "baseline: the three models through raw ort at batch {:.0}: {b:.0} rows/s, {cores} threads; quorum reaches {:.1}%",
+                mean_batch.round(),
+                100.0 * throughput / b
             );
         }
     }
     Ok(())
+}
+
+/// Rows per second of the three example models called directly through ort on `batch`-row batches,
+/// one thread (with its own sessions) per core, for two seconds.
+fn direct_throughput(
+    engine: &InferenceEngine,
+    schema: &[String],
+    rows: &[Vec<f32>],
+    batch: usize,
+    threads: usize,
+) -> Result<f64> {
+    let batch = batch.max(1);
+    let dense: Vec<f32> = rows.iter().cycle().take(batch).flatten().copied().collect();
+    let seconds = 2.0;
+    let done: usize = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let dense = &dense;
+                scope.spawn(move || {
+                    let mut direct = direct::Direct::new(engine, schema);
+                    let mut out = Vec::new();
+                    let until = Instant::now() + Duration::from_secs_f64(seconds);
+                    let mut n = 0;
+                    while Instant::now() < until {
+                        direct.predict(dense, batch, &mut out);
+                        n += batch;
+                    }
+                    n
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
+    });
+    Ok(done as f64 / seconds)
 }

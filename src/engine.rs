@@ -158,10 +158,11 @@ impl LoadedModel {
         let range = options.validate(runtime.options().sessions_per_model())?;
         let width = meta.features.len();
         let pool = ReplicaPool::new(runtime, registry, meta.clone(), options, range)?;
-        let batching = options.batching.unwrap_or(BatchingOptions { max_batch: 1, max_delay: Duration::ZERO });
+        // Without batching, queued (asynchronous) requests still go through the queue, one row per call.
+        let batching = options.batching.unwrap_or(BatchingOptions { max_batch: 1, ..BatchingOptions::default() });
         Ok(LoadedModel {
             name: Arc::from(meta.name.as_str()),
-            batcher: Arc::new(Batcher::new(&meta.name, width, batching, range.1)),
+            batcher: Arc::new(Batcher::new(&meta.name, width, batching)),
             batching: options.batching.is_some(),
             meta,
             pool,

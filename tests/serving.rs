@@ -21,7 +21,7 @@ fn rows(engine: &InferenceEngine, n: usize) -> Vec<Vec<f32>> {
 }
 
 fn batching() -> ModelOptions {
-    ModelOptions::default().with_batching(BatchingOptions { max_batch: 64, max_delay: Duration::ZERO })
+    ModelOptions::default().with_batching(BatchingOptions { max_batch: 64, ..BatchingOptions::default() })
 }
 
 fn engine_with(home: &std::path::Path, options: ModelOptions) -> InferenceEngine {
@@ -345,7 +345,7 @@ fn bad_model_options_are_config_errors() {
         ModelOptions::default().with_replicas(0, 0),
         ModelOptions::default().with_replicas(0, 2),
         ModelOptions::default().with_timeout(Duration::ZERO),
-        ModelOptions::default().with_batching(BatchingOptions { max_batch: 0, max_delay: Duration::ZERO }),
+        ModelOptions::default().with_batching(BatchingOptions { max_batch: 0, ..BatchingOptions::default() }),
     ] {
         let err =
             InferenceEngine::builder(home.path()).with_default_model_options(options.clone()).build().unwrap_err();
