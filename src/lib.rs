@@ -12,6 +12,7 @@ pub mod engine;
 pub mod ensemble;
 pub mod error;
 pub mod features;
+mod initializers;
 pub mod meta;
 pub mod online;
 pub mod persist;

@@ -3,8 +3,9 @@
 //! * A replica is one session plus its reusable input buffer; it runs one call at a time
 //!   (`Session::run` takes `&mut self`). A call takes an idle replica — one with nothing in flight,
 //!   so the least-loaded by construction — and waits in FIFO-ish order when every replica is busy.
-//! * Replicas of a model share ONNX Runtime's prepacked weights (one `PrepackedWeights` container per
-//!   model), so an extra replica costs a fraction of the first (`examples/replica_memory.rs`).
+//! * Replicas of a model share its weights: the large initializers are handed to every session as one
+//!   set of values, so an extra replica costs a fraction of the first (`src/initializers.rs`,
+//!   `examples/replica_memory.rs`).
 //! * The pool holds between `min` and `max` replicas. The autoscaler (engine background thread) adds
 //!   one when calls queued or the p95 latency exceeded the target, and removes an idle one after a
 //!   quiet period (hysteresis). Only idle replicas are ever removed, so scaling cannot drop a call.
@@ -17,12 +18,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use ort::session::builder::PrepackedWeights;
 use ort::session::{RunOptions, Session};
 use serde::Serialize;
 
 use crate::batching::BatchingOptions;
 use crate::error::{Error, Result};
+use crate::initializers::SharedInitializers;
 use crate::registry::{self, ModelMetadata, Registry};
 use crate::runtime::Runtime;
 
@@ -125,7 +126,9 @@ struct ReplicaSource {
     runtime: Runtime,
     registry: Registry,
     meta: ModelMetadata,
-    prepacked: Option<PrepackedWeights>,
+    share_weights: bool,
+    /// Built with the first replica, dropped with the last (an unloaded model holds no weights).
+    sharing: Mutex<Option<Arc<SharedInitializers>>>,
     timeout: Option<Duration>,
 }
 
@@ -137,7 +140,11 @@ impl ReplicaSource {
     fn build(&self) -> Result<Replica> {
         let bytes = self.registry.read_verified(&self.meta)?;
         let label = self.label();
-        let session = self.runtime.session(&label, &bytes, self.prepacked.as_ref())?;
+        let sharing = self.share_weights.then(|| {
+            let mut slot = self.sharing.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(slot.get_or_insert_with(|| Arc::new(SharedInitializers::from_model(&bytes))))
+        });
+        let session = self.runtime.session(&label, &bytes, sharing.as_deref())?;
         let load_error = |reason: String| Error::ModelLoad { model: label.clone(), reason };
         if let Some(width) = registry::single_float_input_width(&session).map_err(load_error)? {
             if width != self.meta.features.len() {
@@ -259,7 +266,8 @@ impl ReplicaPool {
             runtime: runtime.clone(),
             registry: registry.clone(),
             meta,
-            prepacked: options.share_weights.then(PrepackedWeights::new),
+            share_weights: options.share_weights,
+            sharing: Mutex::new(None),
             timeout: options.timeout,
         };
         let eager = if options.load == LoadPolicy::Eager { min.max(1) } else { 0 };
@@ -396,7 +404,10 @@ impl ReplicaPool {
         }
         let replicas = std::mem::take(&mut state.idle);
         state.total = 0;
+        // The shared weights go with the last replica (they are rebuilt by the next load).
+        let sharing = self.source.sharing.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(state);
+        drop(sharing);
         replicas.len()
     }
 

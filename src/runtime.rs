@@ -17,13 +17,14 @@
 //! pool costs. The effect is measured by `cargo bench --bench ensemble` (`threads/*`); see README.md.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ort::environment::Environment;
-use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
 use crate::error::{Error, Result};
+use crate::initializers::SharedInitializers;
 
 /// The command that installs a usable ONNX Runtime into the repository's virtualenv.
 pub const INSTALL_HINT: &str = "install it with `python3 -m venv .venv && .venv/bin/pip install onnxruntime==1.32.0` \
@@ -159,14 +160,18 @@ impl Runtime {
         LOADED_FROM.get().map(PathBuf::as_path)
     }
 
-    /// Builds one session on `bytes` with quorum's threading settings, sharing `prepacked` weights
-    /// with the model's other sessions.
-    pub(crate) fn session(&self, model: &str, bytes: &[u8], prepacked: Option<&PrepackedWeights>) -> Result<Session> {
+    /// Builds one session on `bytes` with quorum's threading settings, using `shared` weights (one
+    /// copy for every replica of the model) instead of its own when given.
+    pub(crate) fn session(&self, model: &str, bytes: &[u8], shared: Option<&SharedInitializers>) -> Result<Session> {
         let load_error = |reason: String| Error::ModelLoad { model: model.to_string(), reason };
+        let options_error = |e: ort::Error<SessionBuilder>| load_error(format!("session options: {e}"));
         let mut builder = self.configured_builder().map_err(|e| load_error(format!("session options: {e}")))?;
-        if let Some(weights) = prepacked {
-            builder =
-                builder.with_prepacked_weights(weights).map_err(|e| load_error(format!("session options: {e}")))?;
+        if let Some(shared) = shared.filter(|s| !s.values.is_empty()) {
+            // A prepacked weight is a private copy: off, so the shared one is what runs.
+            builder = builder.with_prepacking(false).map_err(options_error)?;
+            for (name, value) in &shared.values {
+                builder = builder.with_initializer(name, Arc::clone(value)).map_err(options_error)?;
+            }
         }
         builder.commit_from_memory(bytes).map_err(|e| load_error(e.to_string()))
     }
