@@ -77,3 +77,29 @@ model.ir_version = 8
 onnx.checker.check_model(model)
 onnx.save(model, OUT / "slow.onnx")
 print(f"wrote {OUT / 'slow.onnx'}")
+
+# dense.onnx: a small random MLP (8 → 512 → 2) whose first weight matrix (16 KiB) is large enough for
+# replicas to share it; the tests compare shared and private weights.
+import numpy as np
+from onnx import numpy_helper
+
+rng = np.random.default_rng(3)
+w1 = (rng.standard_normal((8, 512)) / np.sqrt(8)).astype(np.float32)
+w2 = (rng.standard_normal((512, 2)) / np.sqrt(512)).astype(np.float32)
+graph = helper.make_graph(
+    [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["a"]),
+        helper.make_node("MatMul", ["a", "w2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ],
+    "dense",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+    [probabilities],
+    initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="quorum-tests")
+model.ir_version = 8
+onnx.checker.check_model(model)
+onnx.save(model, OUT / "dense.onnx")
+print(f"wrote {OUT / 'dense.onnx'}")

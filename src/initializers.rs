@@ -223,6 +223,16 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_weights_of_a_real_onnx_file() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dense.onnx");
+        let found = float_initializers(&std::fs::read(path).unwrap()).unwrap();
+        // w1 (8 × 512, 16 KiB) is shared; w2 (512 × 2) is too small to bother.
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].name.as_str(), found[0].dims.as_slice()), ("w1", &[8i64, 512][..]));
+        assert!(found[0].data.iter().all(|v| v.is_finite()) && found[0].data.iter().any(|v| *v != 0.0));
+    }
+
+    #[test]
     fn malformed_bytes_share_nothing_and_never_panic() {
         for bytes in [&b""[..], &[0xff; 12], &[0x3a, 0x80], &[0x3a, 0x05, 0x2a, 0x10], &[0x0f]] {
             assert!(float_initializers(bytes).is_none_or(|v| v.is_empty()));

@@ -352,3 +352,43 @@ fn bad_model_options_are_config_errors() {
         assert!(matches!(err, Error::Config(_)), "{options:?}: {err}");
     }
 }
+
+#[test]
+fn replicas_sharing_one_copy_of_the_weights_answer_exactly_like_private_ones() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    // dense.onnx's first weight matrix (16 KiB) is large enough to be shared.
+    let features = ["ret_1d", "ret_5d", "ret_20d", "vol_20d", "hl_range", "rsi_14", "vix", "vix_chg_1d"];
+    let dense = common::repo().join("tests/fixtures/dense.onnx");
+    engine.register_model(ModelRegistration::new("dense", dense, features)).unwrap();
+    let members = ["technical", "dense"].map(|m| m.parse::<MemberSpec>().unwrap());
+    engine.create_ensemble(EnsembleConfig::new("with-dense", members)).unwrap();
+    let answers = |shared: bool| {
+        let engine = InferenceEngine::builder(home.path())
+            .without_persistence()
+            .with_model_options("dense", ModelOptions::default().with_replicas(3, 3).with_shared_weights(shared))
+            .build()
+            .unwrap();
+        let handle = engine.ensemble("with-dense").unwrap();
+        let f = common::holdout_features(40);
+        // Threads so that several replicas answer.
+        let threads: Vec<_> = f
+            .chunks(10)
+            .map(|chunk| {
+                let (handle, chunk) = (handle.clone(), chunk.to_vec());
+                std::thread::spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|x| handle.predict(x).unwrap().model_contributions[1].prediction.unwrap())
+                        .collect::<Vec<f32>>()
+                })
+            })
+            .collect::<Vec<_>>();
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect::<Vec<f32>>()
+    };
+    let (shared, private) = (answers(true), answers(false));
+    assert_eq!(shared.len(), 40);
+    for (s, p) in shared.iter().zip(&private) {
+        assert!((s - p).abs() < 1e-6, "{s} vs {p}");
+    }
+}
