@@ -27,11 +27,15 @@ pub struct CacheOptions {
     pub ttl: Duration,
     /// Round feature values to this many decimal digits before keying (default: exact values).
     pub precision: Option<u32>,
+    /// Bound the cache by the estimated bytes of its entries instead of their count (`capacity` then
+    /// only sizes the initial table). The bound is split over the cache's shards, so it should be
+    /// large against one entry (a few hundred bytes).
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for CacheOptions {
     fn default() -> Self {
-        CacheOptions { capacity: 10_000, ttl: Duration::from_secs(1), precision: None }
+        CacheOptions { capacity: 10_000, ttl: Duration::from_secs(1), precision: None, max_bytes: None }
     }
 }
 
@@ -56,24 +60,53 @@ struct Entry {
     prediction: Arc<Prediction>,
 }
 
+/// How an entry counts against the bound: one per entry, or its estimated bytes.
+#[derive(Debug, Clone, Copy)]
+enum EntryWeight {
+    One,
+    Bytes,
+}
+
+impl quick_cache::Weighter<CacheKey, Entry> for EntryWeight {
+    fn weight(&self, key: &CacheKey, entry: &Entry) -> u64 {
+        match self {
+            EntryWeight::One => 1,
+            EntryWeight::Bytes => {
+                let p = &entry.prediction;
+                let contributions = p.model_contributions.len() * std::mem::size_of::<crate::ModelContribution>();
+                (std::mem::size_of::<CacheKey>()
+                    + key.values.len() * 8
+                    + std::mem::size_of::<Entry>()
+                    + std::mem::size_of::<Prediction>()
+                    + contributions) as u64
+            }
+        }
+    }
+}
+
 pub(crate) struct PredictionCache {
     options: CacheOptions,
     scale: Option<f64>,
-    map: quick_cache::sync::Cache<CacheKey, Entry>,
+    map: quick_cache::sync::Cache<CacheKey, Entry, EntryWeight>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
 impl PredictionCache {
     pub fn new(options: CacheOptions) -> crate::Result<PredictionCache> {
-        if options.capacity == 0 || options.precision.is_some_and(|p| p > 9) {
+        if options.capacity == 0 || options.precision.is_some_and(|p| p > 9) || options.max_bytes == Some(0) {
             return Err(crate::Error::Config(format!(
-                "prediction cache: capacity ≥ 1 and precision ≤ 9 digits: {options:?}"
+                "prediction cache: capacity ≥ 1, max_bytes ≥ 1 and precision ≤ 9 digits: {options:?}"
             )));
         }
         Ok(PredictionCache {
             scale: options.precision.map(|p| 10f64.powi(p as i32)),
-            map: quick_cache::sync::Cache::new(options.capacity),
+            map: match options.max_bytes {
+                Some(bytes) => quick_cache::sync::Cache::with_weighter(options.capacity, bytes, EntryWeight::Bytes),
+                None => {
+                    quick_cache::sync::Cache::with_weighter(options.capacity, options.capacity as u64, EntryWeight::One)
+                }
+            },
             options,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),

@@ -69,3 +69,22 @@ fn rounding_and_expiry() {
         .build()
         .is_err());
 }
+
+#[test]
+fn a_byte_bound_keeps_the_cache_within_it() {
+    let home = tempfile::tempdir().unwrap();
+    // Each entry weighs several hundred bytes: 40 kB holds far fewer than the 300 rows predicted,
+    // although the entry count (10 000 by default) would hold them all.
+    let options = CacheOptions { max_bytes: Some(40_000), ttl: Duration::from_secs(60), ..CacheOptions::default() };
+    let engine = cached_engine(home.path(), options);
+    for f in common::holdout_features(300) {
+        engine.predict("market", &f).unwrap();
+    }
+    let entries = engine.cache_stats().unwrap().entries;
+    assert!(entries > 0 && entries < 100, "{entries} entries");
+    let err = InferenceEngine::builder(home.path())
+        .with_prediction_cache(CacheOptions { max_bytes: Some(0), ..CacheOptions::default() })
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, quorum::Error::Config(_)), "{err}");
+}

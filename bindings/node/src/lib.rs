@@ -200,7 +200,7 @@ impl JsInferenceEngine {
             builder = builder.with_prediction_cache(quorum::CacheOptions {
                 capacity: capacity as usize,
                 ttl,
-                precision: None,
+                ..Default::default()
             });
         }
         Ok(JsInferenceEngine { inner: guarded(|| builder.build())? })

@@ -51,7 +51,7 @@ impl InferenceEngine {
             let ttl = std::time::Duration::try_from_secs_f64(cache_ttl_seconds).map_err(|_| {
                 to_py_err(quorum::Error::Config(format!("cache_ttl_seconds {cache_ttl_seconds} is not a duration")))
             })?;
-            builder = builder.with_prediction_cache(quorum::CacheOptions { capacity, ttl, precision: None });
+            builder = builder.with_prediction_cache(quorum::CacheOptions { capacity, ttl, ..Default::default() });
         }
         let inner = guarded(py, || builder.build())?;
         Ok(InferenceEngine { inner })
