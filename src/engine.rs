@@ -1132,6 +1132,15 @@ impl EnsembleHandle {
         self.single(&ens, &dense, started, None)
     }
 
+    /// [`EnsembleHandle::predict`] that must finish by `deadline` (see [`EnsembleHandle::predict_row_by`]).
+    pub fn predict_by(&self, features: &Features, deadline: Instant) -> Result<Prediction> {
+        let started = Instant::now();
+        let ens = self.slot.load_full();
+        let mut dense = Vec::with_capacity(ens.schema.names().len());
+        ens.schema.fill_from_features(features, &mut dense)?;
+        self.single(&ens, &dense, started, Some(deadline))
+    }
+
     /// Predicts one row given in [`EnsembleHandle::feature_names`] order (no name lookups).
     pub fn predict_row(&self, row: &[f32]) -> Result<Prediction> {
         let started = Instant::now();

@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use ort::session::{RunOptions, Session};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::batching::BatchingOptions;
 use crate::error::{Error, Result};
@@ -28,7 +28,7 @@ use crate::registry::{self, ModelMetadata, Registry};
 use crate::runtime::Runtime;
 
 /// When a model's sessions are created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadPolicy {
     /// When an ensemble using it loads (errors surface then).
@@ -38,10 +38,14 @@ pub enum LoadPolicy {
     Lazy,
 }
 
-/// How one model is served. Set per model name with
+/// How one model is served; also read from JSON (the bindings' `models` option):
+/// `{"replicas": [min, max], "load": "eager"|"lazy", "timeout_ms": 5, "latency_target_ms": 1,
+/// "share_weights": true, "batching": {"max_batch": 256, "max_delay_us": 0, "dispatchers": 1}}`,
+/// every key optional. Set per model name with
 /// [`EngineBuilder::with_model_options`](crate::EngineBuilder::with_model_options), or for every model
 /// with [`EngineBuilder::with_default_model_options`](crate::EngineBuilder::with_default_model_options).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "ModelOptionsDocument")]
 #[must_use]
 pub struct ModelOptions {
     pub(crate) replicas: Option<(usize, usize)>,
@@ -105,8 +109,10 @@ impl ModelOptions {
 
     pub(crate) fn validate(&self, default_replicas: usize) -> Result<(usize, usize)> {
         let (min, max) = self.replicas.unwrap_or((default_replicas, default_replicas));
-        if max == 0 || min > max {
-            return Err(Error::Config(format!("replicas: need 0 ≤ min ≤ max and max ≥ 1, got min {min}, max {max}")));
+        if max == 0 || min > max || max > 1024 {
+            return Err(Error::Config(format!(
+                "replicas: need 0 ≤ min ≤ max and 1 ≤ max ≤ 1024, got min {min}, max {max}"
+            )));
         }
         if self.load == LoadPolicy::Eager && min == 0 {
             return Err(Error::Config("replicas: an eagerly loaded model needs min ≥ 1 (or LoadPolicy::Lazy)".into()));
@@ -118,6 +124,55 @@ impl ModelOptions {
             b.validate()?;
         }
         Ok((min, max))
+    }
+}
+
+/// The JSON form of [`ModelOptions`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelOptionsDocument {
+    replicas: Option<(usize, usize)>,
+    #[serde(default)]
+    load: LoadPolicy,
+    timeout_ms: Option<f64>,
+    latency_target_ms: Option<f64>,
+    share_weights: Option<bool>,
+    batching: Option<BatchingDocument>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchingDocument {
+    max_batch: Option<usize>,
+    max_delay_us: Option<u64>,
+    dispatchers: Option<usize>,
+}
+
+fn millis(what: &str, ms: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(ms / 1e3).map_err(|_| Error::Config(format!("{what} {ms} is not a duration in ms")))
+}
+
+impl TryFrom<ModelOptionsDocument> for ModelOptions {
+    type Error = Error;
+
+    fn try_from(d: ModelOptionsDocument) -> Result<ModelOptions> {
+        let defaults = ModelOptions::default();
+        let batch_defaults = BatchingOptions::default();
+        Ok(ModelOptions {
+            replicas: d.replicas,
+            load: d.load,
+            timeout: d.timeout_ms.map(|ms| millis("timeout_ms", ms)).transpose()?,
+            batching: d.batching.map(|b| BatchingOptions {
+                max_batch: b.max_batch.unwrap_or(batch_defaults.max_batch),
+                max_delay: b.max_delay_us.map_or(batch_defaults.max_delay, Duration::from_micros),
+                dispatchers: b.dispatchers.unwrap_or(batch_defaults.dispatchers),
+            }),
+            latency_target: match d.latency_target_ms {
+                Some(ms) => millis("latency_target_ms", ms)?,
+                None => defaults.latency_target,
+            },
+            share_weights: d.share_weights.unwrap_or(defaults.share_weights),
+        })
     }
 }
 
@@ -619,5 +674,50 @@ impl Watch {
         }
         let _ = self.options.unterminate();
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_options_read_from_json_with_defaults_for_missing_keys() {
+        let o: ModelOptions = serde_json::from_str(
+            r#"{"replicas": [1, 4], "load": "lazy", "timeout_ms": 2.5, "batching": {"max_batch": 32}}"#,
+        )
+        .unwrap();
+        assert_eq!(o.replicas, Some((1, 4)));
+        assert_eq!(o.load, LoadPolicy::Lazy);
+        assert_eq!(o.timeout, Some(Duration::from_micros(2500)));
+        assert_eq!(o.batching, Some(BatchingOptions { max_batch: 32, ..BatchingOptions::default() }));
+        assert_eq!(serde_json::from_str::<ModelOptions>("{}").unwrap(), ModelOptions::default());
+        for bad in [r#"{"replica": [1, 2]}"#, r#"{"timeout_ms": -1}"#, r#"{"load": "sometimes"}"#] {
+            assert!(serde_json::from_str::<ModelOptions>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_autoscaler_grows_under_pressure_and_shrinks_only_after_a_quiet_period() {
+        let target = Duration::from_millis(1);
+        let long_ago = Instant::now() - Duration::from_secs(10);
+        let quiet_for = Duration::from_secs(5);
+        assert_eq!(decide(1, None, target, long_ago, quiet_for), ScaleDecision::Grow);
+        assert_eq!(decide(0, Some(Duration::from_millis(2)), target, long_ago, quiet_for), ScaleDecision::Grow);
+        assert_eq!(decide(0, Some(Duration::from_micros(500)), target, long_ago, quiet_for), ScaleDecision::Shrink);
+        assert_eq!(decide(0, None, target, Instant::now(), quiet_for), ScaleDecision::Hold);
+    }
+
+    #[test]
+    fn the_latency_ring_reports_a_p95_once_it_has_enough_calls() {
+        let ring = LatencyRing::default();
+        for us in 1..=19 {
+            ring.record(Duration::from_micros(us));
+        }
+        assert_eq!(ring.p95(), None);
+        for us in 20..=100 {
+            ring.record(Duration::from_micros(us));
+        }
+        assert_eq!(ring.p95(), Some(Duration::from_micros(95)));
     }
 }

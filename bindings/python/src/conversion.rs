@@ -22,6 +22,7 @@ fn class_name(error: &quorum::Error) -> &'static str {
         "inference" => "InferenceError",
         "member_unavailable" => "MemberUnavailableError",
         "quorum_not_reached" => "QuorumNotReachedError",
+        "deadline_exceeded" => "DeadlineExceededError",
         "outcome" => "OutcomeError",
         "io" => "StorageError",
         "json" => "JSONError",

@@ -17,7 +17,7 @@ pub struct InferenceEngine {
 #[pymethods]
 impl InferenceEngine {
     #[new]
-    #[pyo3(signature = (home, ort_library=None, tracking=true, persistence=true, sessions_per_model=None, synchronous_refits=false, cache_capacity=None, cache_ttl_seconds=1.0))]
+    #[pyo3(signature = (home, ort_library=None, tracking=true, persistence=true, sessions_per_model=None, synchronous_refits=false, cache_capacity=None, cache_ttl_seconds=1.0, default_model=None, models=None, memory_budget_bytes=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python constructor
     fn new(
         py: Python<'_>,
@@ -29,6 +29,9 @@ impl InferenceEngine {
         synchronous_refits: bool,
         cache_capacity: Option<usize>,
         cache_ttl_seconds: f64,
+        default_model: Option<Bound<'_, PyAny>>,
+        models: Option<HashMap<String, Bound<'_, PyAny>>>,
+        memory_budget_bytes: Option<u64>,
     ) -> PyResult<Self> {
         let mut runtime = quorum::RuntimeOptions::default();
         if let Some(path) = ort_library {
@@ -52,6 +55,16 @@ impl InferenceEngine {
                 to_py_err(quorum::Error::Config(format!("cache_ttl_seconds {cache_ttl_seconds} is not a duration")))
             })?;
             builder = builder.with_prediction_cache(quorum::CacheOptions { capacity, ttl, ..Default::default() });
+        }
+        if let Some(options) = default_model {
+            builder = builder.with_default_model_options(from_python(py, &options, "default_model options")?);
+        }
+        for (name, options) in models.unwrap_or_default() {
+            builder = builder
+                .with_model_options(name.clone(), from_python(py, &options, &format!("options of model {name}"))?);
+        }
+        if let Some(bytes) = memory_budget_bytes {
+            builder = builder.with_memory_budget(bytes);
         }
         let inner = guarded(py, || builder.build())?;
         Ok(InferenceEngine { inner })
@@ -100,8 +113,22 @@ impl InferenceEngine {
         to_python(py, &meta)
     }
 
-    fn set_default_version(&self, py: Python<'_>, name: &str, version: u32) -> PyResult<()> {
-        guarded(py, || self.inner.registry().set_default(name, version))
+    /// Makes `version` the model's default and moves loaded ensembles onto it (a hot swap: running
+    /// predictions finish on the old version). Returns the ensembles reloaded.
+    fn set_default_version(&self, py: Python<'_>, name: &str, version: u32) -> PyResult<Vec<String>> {
+        guarded(py, || self.inner.set_default_version(name, version))
+    }
+
+    /// The replica pools of every loaded version of `model` (all models when None): replicas, idle,
+    /// in flight, waiting, queued, batches, p95, estimated bytes.
+    #[pyo3(signature = (model=None))]
+    fn replicas<'py>(&self, py: Python<'py>, model: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, &self.inner.replicas(model))
+    }
+
+    /// Drops the idle replicas of `model` (it loads again on its next call); returns how many.
+    fn unload_model(&self, py: Python<'_>, name: &str) -> PyResult<usize> {
+        guarded(py, || Ok(self.inner.unload_model(name)))
     }
 
     #[pyo3(signature = (name, version=None))]
@@ -141,17 +168,46 @@ impl InferenceEngine {
         guarded(py, || Ok(self.inner.ensemble(ensemble)?.feature_names().to_vec()))
     }
 
-    /// Predicts one request given as `{feature name: value}`.
-    fn predict(&self, py: Python<'_>, ensemble: &str, features: HashMap<String, f32>) -> PyResult<Prediction> {
+    /// Predicts one request given as `{feature name: value}`. With `deadline_ms`, a request that
+    /// cannot finish within it raises DeadlineExceededError instead of answering late.
+    #[pyo3(signature = (ensemble, features, deadline_ms=None))]
+    fn predict(
+        &self,
+        py: Python<'_>,
+        ensemble: &str,
+        features: HashMap<String, f32>,
+        deadline_ms: Option<f64>,
+    ) -> PyResult<Prediction> {
         let features: quorum::Features = features.into_iter().collect();
-        let inner = guarded(py, || self.inner.predict(ensemble, &features))?;
+        let deadline = deadline(deadline_ms)?;
+        let inner = guarded(py, || {
+            let handle = self.inner.ensemble(ensemble)?;
+            match deadline {
+                Some(d) => handle.predict_by(&features, d),
+                None => handle.predict(&features),
+            }
+        })?;
         Ok(Prediction { inner })
     }
 
     /// Predicts one row given as a sequence of floats in `feature_names(ensemble)` order (no per-name
-    /// lookups).
-    fn predict_row(&self, py: Python<'_>, ensemble: &str, row: Vec<f32>) -> PyResult<Prediction> {
-        let inner = guarded(py, || self.inner.ensemble(ensemble)?.predict_row(&row))?;
+    /// lookups); `deadline_ms` as in `predict`.
+    #[pyo3(signature = (ensemble, row, deadline_ms=None))]
+    fn predict_row(
+        &self,
+        py: Python<'_>,
+        ensemble: &str,
+        row: Vec<f32>,
+        deadline_ms: Option<f64>,
+    ) -> PyResult<Prediction> {
+        let deadline = deadline(deadline_ms)?;
+        let inner = guarded(py, || {
+            let handle = self.inner.ensemble(ensemble)?;
+            match deadline {
+                Some(d) => handle.predict_row_by(&row, d),
+                None => handle.predict_row(&row),
+            }
+        })?;
         Ok(Prediction { inner })
     }
 
@@ -271,6 +327,11 @@ impl Prediction {
     fn cached(&self) -> bool {
         self.inner.cached
     }
+    /// Quorum was lost and this is the last good prediction for the same features.
+    #[getter]
+    fn stale(&self) -> bool {
+        self.inner.stale
+    }
     /// Members that gave no prediction.
     #[getter]
     fn skipped(&self) -> Vec<String> {
@@ -347,4 +408,16 @@ impl BatchPrediction {
     fn __repr__(&self) -> String {
         format!("BatchPrediction(rows={}, ensemble={:?})", self.inner.len(), &*self.inner.ensemble)
     }
+}
+
+/// `deadline_ms` from now as an instant; a negative, NaN or absurd value is invalid input.
+fn deadline(deadline_ms: Option<f64>) -> PyResult<Option<std::time::Instant>> {
+    deadline_ms
+        .map(|ms| {
+            std::time::Duration::try_from_secs_f64(ms / 1e3)
+                .ok()
+                .and_then(|d| std::time::Instant::now().checked_add(d))
+                .ok_or_else(|| to_py_err(quorum::Error::InvalidInput(format!("deadline_ms {ms} is not a duration"))))
+        })
+        .transpose()
 }

@@ -53,7 +53,14 @@ class InferenceEngine(_NativeEngine):
         synchronous_refits: bool = False,
         cache_capacity: Optional[int] = None,
         cache_ttl_seconds: float = 1.0,
+        default_model: Optional[dict] = None,
+        models: Optional[dict] = None,
+        memory_budget_bytes: Optional[int] = None,
     ) -> "InferenceEngine":
+        """`default_model` and `models` (by model name) say how models are served, each a dict with
+        any of: `replicas` ([min, max]; the autoscaler moves within), `load` ("eager" | "lazy"),
+        `timeout_ms`, `latency_target_ms`, `share_weights`, and `batching` ({`max_batch`,
+        `max_delay_us`, `dispatchers`}). `memory_budget_bytes` unloads idle models over it."""
         return super().__new__(
             cls,
             os.fspath(home),
@@ -64,6 +71,9 @@ class InferenceEngine(_NativeEngine):
             synchronous_refits,
             cache_capacity,
             cache_ttl_seconds,
+            default_model,
+            models,
+            memory_budget_bytes,
         )
 
     def predict_batch(self, ensemble: str, rows, feature_names: Optional[Sequence[str]] = None) -> BatchPrediction:

@@ -69,6 +69,10 @@ class QuorumNotReachedError(QuorumError, RuntimeError):
     """Too few ensemble members produced a prediction."""
 
 
+class DeadlineExceededError(QuorumError, TimeoutError):
+    """A request whose deadline passed, or could not be met, before it ran: refused, not late."""
+
+
 class OutcomeError(QuorumError, ValueError):
     """An outcome that cannot be joined with a prediction (unknown or expired id, not a class)."""
 

@@ -1,0 +1,71 @@
+"""The production runtime through the binding: per-model options, replicas, deadlines, hot swap."""
+
+import threading
+
+import pytest
+
+import quorum
+from conftest import MODELS, manifest
+
+
+def make_engine(home, **options):
+    e = quorum.InferenceEngine(home, persistence=False, **options)
+    for m in manifest():
+        e.register_model(m["name"], MODELS / f"{m['name']}.onnx", m["features"], kind=m["kind"])
+    e.create_ensemble({"name": "market", "members": ["technical", "fundamental", "sentiment"]})
+    return e
+
+
+def test_model_options_batching_and_replicas(tmp_path, rows):
+    e = make_engine(
+        tmp_path / "home",
+        default_model={"replicas": [1, 2], "batching": {"max_batch": 32}},
+        models={"sentiment": {"load": "lazy", "replicas": [0, 1], "timeout_ms": 1000}},
+    )
+    names = e.feature_names("market")
+    expected = [e.predict_row("market", [r[n] for n in names]).prediction for r in rows[:40]]
+    got = [None] * 40
+
+    def work(offset):
+        for i in range(offset, 40, 4):
+            got[i] = e.predict_row("market", [rows[i][n] for n in names]).prediction
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == pytest.approx(expected, abs=1e-5)
+    status = {s["model"]: s for s in e.replicas()}
+    assert set(status) == {"technical", "fundamental", "sentiment"}
+    assert status["technical"]["min"] == 1 and status["technical"]["max"] == 2
+    assert status["sentiment"]["replicas"] <= 1
+    assert e.unload_model("sentiment") in (0, 1)
+    assert not e.predict_row("market", [rows[0][n] for n in names]).degraded
+
+
+def test_bad_model_options_are_config_errors(tmp_path):
+    for options in [{"replicas": [3, 1]}, {"replica": [1, 2]}, {"timeout_ms": -5}, {"batching": {"max_batch": 0}}]:
+        with pytest.raises((quorum.ConfigError, quorum.JSONError)):
+            quorum.InferenceEngine(tmp_path / "bad", default_model=options)
+
+
+def test_a_deadline_that_cannot_be_met_raises_deadline_exceeded(engine, rows):
+    f = {n: rows[0][n] for n in engine.feature_names("market")}
+    assert engine.predict("market", f, deadline_ms=5000).prediction > 0
+    with pytest.raises(quorum.DeadlineExceededError) as caught:
+        engine.predict("market", f, deadline_ms=0)
+    assert caught.value.code == "deadline_exceeded"
+    assert isinstance(caught.value, TimeoutError)
+    with pytest.raises(quorum.InvalidInputError):
+        engine.predict("market", f, deadline_ms=-1)
+
+
+def test_hot_swap_moves_the_ensemble_to_the_new_default(engine, rows):
+    technical = next(m for m in manifest() if m["name"] == "technical")
+    engine.register_model("technical", MODELS / "technical.onnx", technical["features"])
+    f = {n: rows[0][n] for n in engine.feature_names("market")}
+    assert engine.predict("market", f).model_contributions["technical"]["version"] == 1
+    assert engine.set_default_version("technical", 2) == ["market"]
+    assert engine.predict("market", f).model_contributions["technical"]["version"] == 2
+    assert [s["version"] for s in engine.replicas("technical")] == [2]
