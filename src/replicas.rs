@@ -134,16 +134,22 @@ struct ModelOptionsDocument {
     replicas: Option<(usize, usize)>,
     #[serde(default)]
     load: LoadPolicy,
+    #[serde(alias = "timeoutMs")]
     timeout_ms: Option<f64>,
+    #[serde(alias = "latencyTargetMs")]
     latency_target_ms: Option<f64>,
+    #[serde(alias = "shareWeights")]
     share_weights: Option<bool>,
     batching: Option<BatchingDocument>,
 }
 
+/// Keys in snake_case, or camelCase as JavaScript writes them.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BatchingDocument {
+    #[serde(alias = "maxBatch")]
     max_batch: Option<usize>,
+    #[serde(alias = "maxDelayUs")]
     max_delay_us: Option<u64>,
     dispatchers: Option<usize>,
 }

@@ -18,13 +18,25 @@ export declare class InferenceEngine {
   createEnsemble(config: any): any
   /** The features an ensemble consumes, in the column order of `predictBatch`. */
   featureNames(ensemble: string): Array<string>
-  /** Predicts one request `{featureName: value}`. */
-  predict(ensemble: string, features: Record<string, number>): Prediction
+  /**
+   * Predicts one request `{featureName: value}`. With `deadlineMs`, a request that cannot finish
+   * within it throws `deadline_exceeded` instead of answering late.
+   */
+  predict(ensemble: string, features: Record<string, number>, deadlineMs?: number | undefined | null): Prediction
   /**
    * Predicts one row given as a Float32Array in `featureNames(ensemble)` order: no per-name lookups,
-   * the fastest single-row call.
+   * the fastest single-row call. `deadlineMs` as in `predict`.
    */
-  predictRow(ensemble: string, row: Float32Array): Prediction
+  predictRow(ensemble: string, row: Float32Array, deadlineMs?: number | undefined | null): Prediction
+  /**
+   * Makes `version` the model's default and moves loaded ensembles onto it (a hot swap: running
+   * predictions finish on the old version). Returns the ensembles reloaded.
+   */
+  setDefaultVersion(model: string, version: number): Array<string>
+  /** The replica pools of every loaded version of `model` (all models when absent). */
+  replicas(model?: string | undefined | null): any
+  /** Drops the idle replicas of `model` (it loads again on its next call); returns how many. */
+  unloadModel(model: string): number
   /** `predict` on the libuv thread pool. */
   predictAsync(ensemble: string, features: Record<string, number>): Promise<unknown>
   /**
@@ -85,6 +97,15 @@ export interface EngineOptions {
   cacheCapacity?: number
   /** How long a cached prediction may be served, in milliseconds (default 1000). */
   cacheTtlMs?: number
+  /**
+   * How every model is served: `{replicas?: [min, max], load?: "eager" | "lazy", timeoutMs?,
+   * latencyTargetMs?, shareWeights?, batching?: {maxBatch?, maxDelayUs?, dispatchers?}}`.
+   */
+  defaultModel?: any
+  /** The same, per model name. */
+  models?: Record<string, any>
+  /** Unload idle models (least recently used first) while their estimated memory exceeds this. */
+  memoryBudgetBytes?: number
 }
 
 /** Options of `registerModel`. */
@@ -116,6 +137,8 @@ export interface Prediction {
   degraded: boolean
   /** Served from the prediction cache. */
   cached: boolean
+  /** Quorum was lost and this is the last good prediction for the same features. */
+  stale: boolean
   /** Members that gave no prediction. */
   skipped: Array<string>
   latencyMs: number

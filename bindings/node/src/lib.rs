@@ -62,6 +62,8 @@ pub struct Prediction {
     pub degraded: bool,
     /// Served from the prediction cache.
     pub cached: bool,
+    /// Quorum was lost and this is the last good prediction for the same features.
+    pub stale: bool,
     /// Members that gave no prediction.
     pub skipped: Vec<String>,
     pub latency_ms: f64,
@@ -96,6 +98,7 @@ fn prediction(p: quorum::Prediction) -> Prediction {
         weights_epoch: p.weights_epoch as f64,
         degraded: p.degraded,
         cached: p.cached,
+        stale: p.stale,
         skipped: p.skipped.iter().map(|s| s.to_string()).collect(),
         latency_ms: p.latency_ms,
     }
@@ -114,6 +117,13 @@ pub struct EngineOptions {
     pub cache_capacity: Option<u32>,
     /// How long a cached prediction may be served, in milliseconds (default 1000).
     pub cache_ttl_ms: Option<f64>,
+    /// How every model is served: `{replicas?: [min, max], load?: "eager" | "lazy", timeoutMs?,
+    /// latencyTargetMs?, shareWeights?, batching?: {maxBatch?, maxDelayUs?, dispatchers?}}`.
+    pub default_model: Option<serde_json::Value>,
+    /// The same, per model name.
+    pub models: Option<HashMap<String, serde_json::Value>>,
+    /// Unload idle models (least recently used first) while their estimated memory exceeds this.
+    pub memory_budget_bytes: Option<f64>,
 }
 
 /// Options of `registerModel`.
@@ -175,6 +185,9 @@ impl JsInferenceEngine {
             synchronous_refits: None,
             cache_capacity: None,
             cache_ttl_ms: None,
+            default_model: None,
+            models: None,
+            memory_budget_bytes: None,
         });
         let mut runtime = quorum::RuntimeOptions::default();
         if let Some(path) = o.ort_library {
@@ -202,6 +215,24 @@ impl JsInferenceEngine {
                 ttl,
                 ..Default::default()
             });
+        }
+        let model_options = |what: &str, value: serde_json::Value| -> Result<quorum::ModelOptions> {
+            serde_json::from_value(value).map_err(|e| js_error(quorum::Error::json(what, e)))
+        };
+        if let Some(options) = o.default_model {
+            builder = builder.with_default_model_options(model_options("defaultModel options", options)?);
+        }
+        for (name, options) in o.models.unwrap_or_default() {
+            let parsed = model_options(&format!("options of model {name}"), options)?;
+            builder = builder.with_model_options(name, parsed);
+        }
+        if let Some(bytes) = o.memory_budget_bytes {
+            if !(bytes >= 1.0 && bytes.fract() == 0.0 && bytes < 9_007_199_254_740_992.0) {
+                return Err(js_error(quorum::Error::Config(format!(
+                    "memoryBudgetBytes {bytes} is not a positive integer"
+                ))));
+            }
+            builder = builder.with_memory_budget(bytes as u64);
         }
         Ok(JsInferenceEngine { inner: guarded(|| builder.build())? })
     }
@@ -272,17 +303,59 @@ impl JsInferenceEngine {
         guarded(|| Ok(self.inner.ensemble(&ensemble)?.feature_names().to_vec()))
     }
 
-    /// Predicts one request `{featureName: value}`.
+    /// Predicts one request `{featureName: value}`. With `deadlineMs`, a request that cannot finish
+    /// within it throws `deadline_exceeded` instead of answering late.
     #[napi]
-    pub fn predict(&self, ensemble: String, features: HashMap<String, f64>) -> Result<Prediction> {
-        guarded(|| self.inner.predict(&ensemble, &features_of(features))).map(prediction)
+    pub fn predict(
+        &self,
+        ensemble: String,
+        features: HashMap<String, f64>,
+        deadline_ms: Option<f64>,
+    ) -> Result<Prediction> {
+        let deadline = deadline(deadline_ms)?;
+        guarded(|| {
+            let handle = self.inner.ensemble(&ensemble)?;
+            let features = features_of(features);
+            match deadline {
+                Some(d) => handle.predict_by(&features, d),
+                None => handle.predict(&features),
+            }
+        })
+        .map(prediction)
     }
 
     /// Predicts one row given as a Float32Array in `featureNames(ensemble)` order: no per-name lookups,
-    /// the fastest single-row call.
+    /// the fastest single-row call. `deadlineMs` as in `predict`.
     #[napi]
-    pub fn predict_row(&self, ensemble: String, row: Float32Array) -> Result<Prediction> {
-        guarded(|| self.inner.ensemble(&ensemble)?.predict_row(&row)).map(prediction)
+    pub fn predict_row(&self, ensemble: String, row: Float32Array, deadline_ms: Option<f64>) -> Result<Prediction> {
+        let deadline = deadline(deadline_ms)?;
+        guarded(|| {
+            let handle = self.inner.ensemble(&ensemble)?;
+            match deadline {
+                Some(d) => handle.predict_row_by(&row, d),
+                None => handle.predict_row(&row),
+            }
+        })
+        .map(prediction)
+    }
+
+    /// Makes `version` the model's default and moves loaded ensembles onto it (a hot swap: running
+    /// predictions finish on the old version). Returns the ensembles reloaded.
+    #[napi]
+    pub fn set_default_version(&self, model: String, version: u32) -> Result<Vec<String>> {
+        guarded(|| self.inner.set_default_version(&model, version))
+    }
+
+    /// The replica pools of every loaded version of `model` (all models when absent).
+    #[napi]
+    pub fn replicas(&self, model: Option<String>) -> Result<serde_json::Value> {
+        to_json(&self.inner.replicas(model.as_deref()))
+    }
+
+    /// Drops the idle replicas of `model` (it loads again on its next call); returns how many.
+    #[napi]
+    pub fn unload_model(&self, model: String) -> u32 {
+        self.inner.unload_model(&model) as u32
     }
 
     /// `predict` on the libuv thread pool.
@@ -393,4 +466,16 @@ impl Task for BatchTask {
     fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
         Ok(batch_result(output))
     }
+}
+
+/// `deadlineMs` from now as an instant; a negative, NaN or absurd value is invalid input.
+fn deadline(deadline_ms: Option<f64>) -> Result<Option<std::time::Instant>> {
+    deadline_ms
+        .map(|ms| {
+            std::time::Duration::try_from_secs_f64(ms / 1e3)
+                .ok()
+                .and_then(|d| std::time::Instant::now().checked_add(d))
+                .ok_or_else(|| js_error(quorum::Error::InvalidInput(format!("deadlineMs {ms} is not a duration"))))
+        })
+        .transpose()
 }

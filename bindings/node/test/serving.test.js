@@ -1,0 +1,65 @@
+'use strict'
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const quorum = require('quorum-engine')
+const { MODELS, manifest, holdoutRows, marketEngine, featuresOf } = require('./helpers')
+
+const rows = holdoutRows()
+
+function engineWith(options) {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'quorum-node-serving-'))
+  const engine = new quorum.InferenceEngine(home, { persistence: false, ...options })
+  for (const m of manifest()) {
+    engine.registerModel(m.name, path.join(MODELS, `${m.name}.onnx`), m.features, { kind: m.kind })
+  }
+  engine.createEnsemble({ name: 'market', members: ['technical', 'fundamental', 'sentiment'] })
+  return engine
+}
+
+test('per-model options: batching, replicas, lazy loading, unloading', () => {
+  const engine = engineWith({
+    defaultModel: { replicas: [1, 2], batching: { maxBatch: 32 } },
+    models: { sentiment: { load: 'lazy', replicas: [0, 1], timeoutMs: 1000 } },
+    memoryBudgetBytes: 100e6,
+  })
+  const names = engine.featureNames('market')
+  const row = new Float32Array(names.map((n) => rows[0][n]))
+  const first = engine.predictRow('market', row)
+  assert.equal(first.degraded, false)
+  const status = Object.fromEntries(engine.replicas().map((s) => [s.model, s]))
+  assert.deepEqual(Object.keys(status).sort(), ['fundamental', 'sentiment', 'technical'])
+  assert.equal(status.technical.max, 2)
+  assert.ok(engine.unloadModel('sentiment') <= 1)
+  assert.equal(engine.predictRow('market', row).prediction, first.prediction)
+})
+
+test('bad model options are coded errors', () => {
+  for (const options of [{ replicas: [3, 1] }, { replica: [1, 2] }, { timeoutMs: -1 }]) {
+    assert.throws(
+      () => new quorum.InferenceEngine(fs.mkdtempSync(path.join(os.tmpdir(), 'q-')), { defaultModel: options }),
+      (e) => ['config', 'json'].includes(e.code),
+    )
+  }
+})
+
+test('a deadline that cannot be met is refused with deadline_exceeded', () => {
+  const { engine } = marketEngine(quorum)
+  const f = featuresOf(engine, rows[0])
+  assert.ok(engine.predict('market', f, 5000).prediction > 0)
+  assert.throws(() => engine.predict('market', f, 0), (e) => e.code === 'deadline_exceeded')
+  assert.throws(() => engine.predict('market', f, -1), (e) => e.code === 'invalid_input')
+})
+
+test('setDefaultVersion hot-swaps the loaded ensemble', () => {
+  const { engine } = marketEngine(quorum)
+  const technical = manifest().find((m) => m.name === 'technical')
+  engine.registerModel('technical', path.join(MODELS, 'technical.onnx'), technical.features)
+  const f = featuresOf(engine, rows[0])
+  assert.equal(engine.predict('market', f).modelContributions.technical.version, 1)
+  assert.deepEqual(engine.setDefaultVersion('technical', 2), ['market'])
+  assert.equal(engine.predict('market', f).modelContributions.technical.version, 2)
+  assert.equal(engine.predict('market', f).stale, false)
+})
