@@ -16,7 +16,7 @@ TECHNICAL_FEATURES := ret_1d,ret_5d,ret_20d,vol_20d,hl_range,rsi_14,volume_z,nas
 FUNDAMENTAL_FEATURES := default_spread,default_spread_chg,core_cpi_yoy,ff_mkt_rf,ff_smb,ff_hml,ff_rf,wti_ret_20d
 SENTIMENT_FEATURES := vix,vix_chg_1d,vix_chg_5d,vix_rel_20d,vix_zscore_60d
 
-.PHONY: demo test venv ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load
+.PHONY: demo test venv ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -106,6 +106,10 @@ replica-memory:
 # Load on the example ensemble from async callers (see examples/load.rs for the flags).
 load: venv
 	cargo run --release --example load -- --concurrency 64 --seconds 5 --batching on --baseline
+
+# Batching on and off at 1, 8, 64, 512 callers, and 10 000 callers: a markdown table.
+load-matrix: venv
+	benches/load_matrix.sh
 
 # Rebuilds the example models and replay data from arch's bundled market data (build time only).
 models:

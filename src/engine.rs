@@ -133,12 +133,12 @@ pub enum Fault {
     Slow(Duration),
 }
 
-/// The rows a model call runs on: the ensemble's dense rows (the member picks its columns) or rows
-/// already in the model's own column order (a queued batch).
-#[derive(Clone, Copy)]
+/// The rows a model call runs on: the ensemble's dense rows (the member picks its columns), or rows
+/// a queue's dispatcher selects once a replica is in hand (so that requests whose deadline passed
+/// while it waited are refused, not run) and writes into the replica's input buffer.
 enum Rows<'a> {
     Schema { dense: &'a [f32], width: usize, indices: &'a [usize] },
-    Gathered(&'a [f32]),
+    Selected(&'a mut dyn FnMut(&mut Vec<f32>) -> usize),
 }
 
 impl Drop for LoadedModel {
@@ -175,7 +175,7 @@ impl LoadedModel {
     /// [`LoadedModel::run`] behind the model's circuit breaker, with injected faults applied and a
     /// panic turned into this call's failure (the replica goes back to its pool while unwinding).
     /// Writes row `r`'s prediction to `out[r * stride + member]`, `stride = out.len() / count`.
-    fn call(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize) -> Result<()> {
+    fn call(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize) -> Result<usize> {
         let unavailable = |reason: String| Error::MemberUnavailable { model: self.meta.name.clone(), reason };
         let Some(permit) = self.breaker.try_acquire() else {
             return Err(unavailable("its circuit breaker is open".into()));
@@ -213,8 +213,9 @@ impl LoadedModel {
     }
 
     /// Runs the model once on `count` rows on an idle replica, under its timeout.
-    fn run(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize, started: Instant) -> Result<()> {
-        let stride = out.len() / count;
+    /// Returns the rows run (`count`, or what a `Selected` dispatcher chose).
+    fn run(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize, started: Instant) -> Result<usize> {
+        let stride = if matches!(rows, Rows::Selected(_)) { 1 } else { out.len() / count };
         let mut replica = self.pool.checkout(started)?;
         if self.fault.load(Ordering::Relaxed) == 3 {
             // An injected slow call holds its replica, as a slow model would, and obeys the timeout.
@@ -230,13 +231,16 @@ impl LoadedModel {
         let columns = self.meta.features.len();
         let output = &self.meta.output;
         let model = &self.meta.name;
-        let outcome = replica.run(self.pool.timeout(), |session, input, options| -> Result<()> {
-            match rows {
-                Rows::Schema { dense, width, indices } => gather(dense, width, indices, input),
-                Rows::Gathered(gathered) => {
-                    input.clear();
-                    input.extend_from_slice(gathered);
+        let outcome = replica.run(self.pool.timeout(), |session, input, options| -> Result<usize> {
+            let count = match rows {
+                Rows::Schema { dense, width, indices } => {
+                    gather(dense, width, indices, input);
+                    count
                 }
+                Rows::Selected(select) => select(input),
+            };
+            if count == 0 {
+                return Ok(0);
             }
             let tensor = TensorRef::from_array_view(([count, columns], input.as_slice()))?;
             let outputs = match options {
@@ -260,7 +264,7 @@ impl LoadedModel {
                 }
                 out[row * stride + member] = v;
             }
-            Ok(())
+            Ok(count)
         });
         match outcome {
             RunOutcome::Done(result) => result,
@@ -270,8 +274,8 @@ impl LoadedModel {
 }
 
 impl BatchModel for LoadedModel {
-    fn run_rows(&self, input: &[f32], rows: usize, out: &mut [f32]) -> Result<()> {
-        self.call(Rows::Gathered(input), rows, out, 0)
+    fn run_selected(&self, select: &mut dyn FnMut(&mut Vec<f32>) -> usize, out: &mut [f32]) -> Result<usize> {
+        self.call(Rows::Selected(select), out.len(), out, 0)
     }
 }
 
@@ -1324,7 +1328,7 @@ impl EnsembleHandle {
                 let t = Instant::now();
                 let mut value = [f32::NAN];
                 let result = model.call(Rows::Schema { dense, width, indices: &member.indices }, 1, &mut value, 0);
-                completion.set(i, (result.map(|()| value[0]), t.elapsed().as_secs_f64() * 1e3));
+                completion.set(i, (result.map(|_| value[0]), t.elapsed().as_secs_f64() * 1e3));
             } else {
                 gather(dense, width, &member.indices, &mut row);
                 completion.expect(1);
@@ -1564,7 +1568,7 @@ fn run_fallbacks_inline(
             let t = Instant::now();
             let mut value = [f32::NAN];
             let result = stand_in.call(Rows::Schema { dense, width, indices }, 1, &mut value, 0);
-            results[i] = Some((result.map(|()| value[0]), t.elapsed().as_secs_f64() * 1e3));
+            results[i] = Some((result.map(|_| value[0]), t.elapsed().as_secs_f64() * 1e3));
         }
     }
     apply_fallbacks(ens, results, values, runs);
