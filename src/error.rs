@@ -71,6 +71,11 @@ pub enum Error {
     #[error("deadline exceeded for {what}: {detail}")]
     DeadlineExceeded { what: String, detail: String },
 
+    /// The optimizer cannot read, rewrite or judge a model (not ONNX, external data, nothing to
+    /// quantize, no data to measure on).
+    #[error("optimizer: {0}")]
+    Optimize(String),
+
     /// A tracked outcome that cannot be joined with a prediction.
     #[error("outcome rejected: {0}")]
     Outcome(String),
@@ -126,6 +131,7 @@ impl Error {
             Error::MemberUnavailable { .. } => "member_unavailable",
             Error::QuorumNotReached { .. } => "quorum_not_reached",
             Error::DeadlineExceeded { .. } => "deadline_exceeded",
+            Error::Optimize(_) => "optimize",
             Error::Outcome(_) => "outcome",
             Error::Io { .. } => "io",
             Error::Json { .. } => "json",
