@@ -16,7 +16,7 @@ TECHNICAL_FEATURES := ret_1d,ret_5d,ret_20d,vol_20d,hl_range,rsi_14,volume_z,nas
 FUNDAMENTAL_FEATURES := default_spread,default_spread_chg,core_cpi_yoy,ff_mkt_rf,ff_smb,ff_hml,ff_rf,wti_ret_20d
 SENTIMENT_FEATURES := vix,vix_chg_1d,vix_chg_5d,vix_rel_20d,vix_zscore_60d
 
-.PHONY: demo test venv ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix
+.PHONY: demo test venv ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -94,6 +94,11 @@ bench-python: python-test
 
 bench: venv
 	cargo bench --bench ensemble
+
+# Regenerates src/onnx/proto.rs from the vendored proto/onnx-ml.proto (prost + protox; no protoc).
+onnx-proto:
+	cd tools/onnx-proto && cargo run --release --quiet -- $(CURDIR)
+	cargo fmt -- src/onnx/proto.rs
 
 # What an extra replica costs in memory, with and without shared weights, on a 68 MB MLP.
 replica-memory:

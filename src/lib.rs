@@ -16,6 +16,7 @@ mod initializers;
 pub mod meta;
 pub mod online;
 pub mod onnx;
+pub mod optimizer;
 pub mod persist;
 pub mod quantize;
 pub mod regime;
@@ -37,6 +38,7 @@ pub use engine::{
 pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};
 pub use error::{Error, Result};
 pub use features::{Batch, Features, NonFinitePolicy};
+pub use optimizer::{OptimizeOptions, OptimizeReport, Optimizer};
 pub use persist::{PersistOptions, StateStore};
 pub use registry::{
     Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry, Task, VersionSpec,

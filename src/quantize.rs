@@ -208,7 +208,7 @@ pub fn quantize_dynamic(model: &[u8], granularity: Granularity) -> Result<Rewrit
     graph.node = nodes;
     // A weight replaced everywhere it was read is dropped; one still read elsewhere stays.
     let still_read: HashSet<&str> = graph.node.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
-    graph.initializer.retain(|t| !(replaced_weights.contains(t.name()) && !still_read.contains(t.name())));
+    graph.initializer.retain(|t| !replaced_weights.contains(t.name()) || still_read.contains(t.name()));
     graph.initializer.extend(new_initializers);
     Ok(Rewritten { bytes: onnx::encode(&model), nodes: report })
 }

@@ -176,6 +176,21 @@ impl Runtime {
         builder.commit_from_memory(bytes).map_err(|e| load_error(e.to_string()))
     }
 
+    /// Applies ONNX Runtime's graph optimisations (all levels) to `bytes` and saves the result at `path`.
+    pub(crate) fn save_optimized(&self, bytes: &[u8], path: &Path) -> Result<()> {
+        let optimize_error =
+            |reason: String| Error::Optimize(format!("ONNX Runtime's graph optimisation failed: {reason}"));
+        let text = |e: ort::Error<SessionBuilder>| optimize_error(e.to_string());
+        let builder = self.configured_builder().map_err(optimize_error)?;
+        let builder = builder.with_optimization_level(GraphOptimizationLevel::Level3).map_err(text)?;
+        builder
+            .with_optimized_model_path(path)
+            .map_err(text)?
+            .commit_from_memory(bytes)
+            .map_err(|e| optimize_error(e.to_string()))?;
+        Ok(())
+    }
+
     fn configured_builder(&self) -> std::result::Result<SessionBuilder, String> {
         let o = &self.options;
         let text = |e: ort::Error<SessionBuilder>| e.to_string();

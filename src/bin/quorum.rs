@@ -35,6 +35,40 @@ enum Command {
         #[arg(long)]
         features: String,
     },
+    /// Build quantized / optimised candidates of a model, benchmark them on data, and register the
+    /// fastest one within the accuracy threshold as a new version (or keep the original).
+    Optimize {
+        /// `name` or `name@version` (default version when absent).
+        model: String,
+        #[arg(long)]
+        data: PathBuf,
+        /// The column with each row's outcome (accuracy is measured against it).
+        #[arg(long)]
+        outcome: String,
+        /// Largest accuracy loss accepted, absolute (0.01 = one point).
+        #[arg(long, default_value_t = 0.01)]
+        accuracy_threshold: f64,
+        /// p50 single-row latency a deployment needs, in ms (deployment_ready requires it).
+        #[arg(long)]
+        target_latency_ms: Option<f64>,
+        /// Methods to try, comma-separated: fp32-optimized, int8-dynamic, int8-dynamic-per-channel, fp16.
+        #[arg(long, value_delimiter = ',')]
+        method: Vec<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmark a model on data: latency at batch 1/8/64/512, throughput, size, memory, accuracy.
+    Benchmark {
+        /// `name` or `name@version`.
+        model: String,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        outcome: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Walk-forward comparison of every way to combine the ensemble's members, in time order.
     Backtest {
         ensemble: String,
@@ -245,6 +279,88 @@ fn run(cli: Cli) -> Result<()> {
             for (regime, group) in &metrics.regimes {
                 let all = group.metrics.all_time;
                 println!("regime {regime}: {} outcomes, accuracy {}", all.count, pct(all.accuracy));
+            }
+            Ok(())
+        }
+        Command::Optimize { model, data, outcome, accuracy_threshold, target_latency_ms, method, json } => {
+            let engine = engine(&home)?;
+            let spec: MemberSpec = model.parse()?;
+            let methods = method.iter().map(|m| m.parse()).collect::<Result<Vec<quorum::optimizer::Method>>>()?;
+            let target = target_latency_ms
+                .map(|ms| {
+                    std::time::Duration::try_from_secs_f64(ms / 1e3)
+                        .map_err(|_| Error::Config(format!("--target-latency-ms {ms} is not a duration")))
+                })
+                .transpose()?;
+            let options = quorum::OptimizeOptions {
+                accuracy_threshold,
+                target_latency: target,
+                methods: (!methods.is_empty()).then_some(methods),
+                ..Default::default()
+            };
+            let report =
+                quorum::Optimizer::new(&engine).optimize(&spec.model, spec.version, &data, &outcome, &options)?;
+            if json {
+                return print_json(&report);
+            }
+            let ms = |m: Option<f64>| m.map_or("-".into(), |v| format!("{v:.4}"));
+            let pct = |a: Option<f64>| a.map_or("-".into(), |v| format!("{:.2}%", v * 100.0));
+            println!(
+                "{}@{}: accuracy {}, p50 at batch 1 {} ms, {} bytes",
+                report.model,
+                report.version,
+                pct(report.original.accuracy),
+                ms(report.original.p50_ms(1)),
+                report.original.size_bytes
+            );
+            println!(
+                "{:<26} {:>9} {:>9} {:>11} {:>11} {:>10}  decision",
+                "candidate", "accuracy", "agreement", "p50 b=1 ms", "p50 b=64 ms", "bytes"
+            );
+            for c in &report.candidates {
+                println!(
+                    "{:<26} {:>9} {:>9} {:>11} {:>11} {:>10}  {}",
+                    c.method.as_str(),
+                    pct(c.accuracy),
+                    pct(c.agreement),
+                    ms(c.latency_ms.get("1").copied()),
+                    ms(c.latency_ms.get("64").copied()),
+                    c.size_bytes,
+                    if c.accepted { "accepted".to_string() } else { c.reason.clone().unwrap_or_default() }
+                );
+            }
+            match &report.chosen {
+                Some(chosen) => println!(
+                    "chosen: {} registered as {}@{} ({:.1}% faster; default version unchanged)",
+                    chosen.method.as_str(),
+                    report.model,
+                    chosen.version,
+                    report.performance_improvement * 100.0
+                ),
+                None => println!("kept the original: no candidate was both faster and accurate enough"),
+            }
+            println!("deployment_ready: {}", report.deployment_ready);
+            Ok(())
+        }
+        Command::Benchmark { model, data, outcome, json } => {
+            let engine = engine(&home)?;
+            let spec: MemberSpec = model.parse()?;
+            let bench =
+                quorum::Optimizer::new(&engine).benchmark(&spec.model, spec.version, &data, outcome.as_deref())?;
+            if json {
+                return print_json(&bench);
+            }
+            println!(
+                "{model}: {} bytes{}",
+                bench.size_bytes,
+                bench.accuracy.map(|a| format!(", accuracy {:.2}%", a * 100.0)).unwrap_or_default()
+            );
+            println!("{:>6} {:>10} {:>10} {:>10} {:>14}", "batch", "p50 ms", "p95 ms", "p99 ms", "rows/s");
+            for l in &bench.latency {
+                println!(
+                    "{:>6} {:>10.4} {:>10.4} {:>10.4} {:>14.0}",
+                    l.batch, l.p50_ms, l.p95_ms, l.p99_ms, l.throughput
+                );
             }
             Ok(())
         }

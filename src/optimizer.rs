@@ -1,0 +1,592 @@
+//! [`Optimizer`]: benchmarks a registered model and candidates rewritten from it, and keeps the
+//! fastest one that stays within the accuracy threshold — or the original.
+//!
+//! Candidates: ONNX Runtime's offline graph optimisation (all levels, saved), INT8 dynamic per tensor
+//! and per channel ([`crate::quantize`]), and FP16 when a GPU execution provider is configured (on
+//! CPU a float16 model runs behind casts and is slower, so it is not tried). Each is benchmarked on the
+//! caller's data exactly like the original: latency p50/p95/p99 at batch 1, 8, 64 and 512, throughput,
+//! file size, resident memory of a loaded session, and accuracy against the outcomes plus agreement
+//! and score differences against the float32 original. A candidate is accepted when it loads, loses
+//! no more than `accuracy_threshold` accuracy, and is at least `min_speedup` faster at batch 1 (the
+//! engine's main use); INT8 on a CPU without VNNI is often slower for small models, and the decision
+//! then says no. The chosen model is registered as a new version with its lineage; the model's
+//! default version is left as it was (make it the default, a hot swap, when you are ready).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ort::value::TensorRef;
+use serde::Serialize;
+
+use crate::engine::InferenceEngine;
+use crate::error::{Error, Result};
+use crate::quantize::{self, Granularity, NodeReport};
+use crate::registry::{self, Lineage, ModelMetadata, ModelRegistration, OutputSpec, Task, VersionSpec};
+use crate::replay::{percentiles, Table};
+use crate::runtime::Runtime;
+
+/// Batch sizes every benchmark measures.
+pub const BATCH_SIZES: [usize; 4] = [1, 8, 64, 512];
+
+/// A rewrite the optimizer can try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// ONNX Runtime's graph optimisations applied offline and saved (float32).
+    Fp32Optimized,
+    Int8Dynamic,
+    Int8DynamicPerChannel,
+    Fp16,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Fp32Optimized => "fp32-optimized",
+            Method::Int8Dynamic => "int8-dynamic",
+            Method::Int8DynamicPerChannel => "int8-dynamic-per-channel",
+            Method::Fp16 => "fp16",
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Method> {
+        Ok(match s {
+            "fp32-optimized" => Method::Fp32Optimized,
+            "int8-dynamic" => Method::Int8Dynamic,
+            "int8-dynamic-per-channel" => Method::Int8DynamicPerChannel,
+            "fp16" => Method::Fp16,
+            other => {
+                return Err(Error::Config(format!(
+                "unknown optimization method {other:?} (fp32-optimized, int8-dynamic, int8-dynamic-per-channel, fp16)"
+            )))
+            }
+        })
+    }
+}
+
+/// Rows to measure on: features in the model's input order, and the outcomes when known.
+#[derive(Debug, Clone)]
+pub struct BenchmarkData {
+    rows: Vec<f32>,
+    width: usize,
+    outcomes: Option<Vec<f32>>,
+}
+
+impl BenchmarkData {
+    /// The model's features (and `outcome`, if given) from a CSV table; rows with a missing or
+    /// non-finite value are skipped. Errors when no row is left.
+    pub fn from_table(table: &Table, features: &[String], outcome: Option<&str>) -> Result<BenchmarkData> {
+        let columns = features.iter().map(|f| table.column_index(f)).collect::<Result<Vec<_>>>()?;
+        let outcome_column = outcome.map(|o| table.column_index(o)).transpose()?;
+        let (mut rows, mut outcomes) = (Vec::new(), Vec::new());
+        for r in 0..table.rows() {
+            let values: Option<Vec<f32>> =
+                columns.iter().map(|&c| table.cell(r, c).ok().filter(|v| v.is_finite())).collect();
+            let label = match outcome_column {
+                Some(c) => match table.cell(r, c) {
+                    Ok(v) if v.is_finite() => Some(v),
+                    _ => continue,
+                },
+                None => None,
+            };
+            if let Some(values) = values {
+                rows.extend(values);
+                outcomes.extend(label);
+            }
+        }
+        if rows.is_empty() {
+            return Err(Error::Optimize("the data has no row with finite values for every feature".into()));
+        }
+        Ok(BenchmarkData { rows, width: features.len(), outcomes: outcome_column.map(|_| outcomes) })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len() / self.width
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// Latency of one batch size.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchLatency {
+    pub batch: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    /// Rows per second at this batch size (one thread).
+    pub throughput: f64,
+}
+
+/// What [`benchmark_model`] measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelBenchmark {
+    pub size_bytes: u64,
+    /// Resident memory added by creating the session and running it once (Linux; noisy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_memory_bytes: Option<u64>,
+    pub latency: Vec<BatchLatency>,
+    /// Classification accuracy against the data's outcomes (threshold 0.5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Share of rows whose predicted class matches the float32 original's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_abs_diff: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_abs_diff: Option<f64>,
+    #[serde(skip)]
+    scores: Vec<f32>,
+}
+
+impl ModelBenchmark {
+    pub fn p50_ms(&self, batch: usize) -> Option<f64> {
+        self.latency.iter().find(|l| l.batch == batch).map(|l| l.p50_ms)
+    }
+}
+
+/// Benchmarks `model` (ONNX bytes) with quorum's session settings; `reference` is the float32
+/// original's benchmark, for agreement and score differences.
+pub fn benchmark_model(
+    runtime: &Runtime,
+    model: &[u8],
+    output: &OutputSpec,
+    task: Task,
+    data: &BenchmarkData,
+    reference: Option<&ModelBenchmark>,
+) -> Result<ModelBenchmark> {
+    let mut measured = benchmark_models(runtime, &[model], output, task, data)?;
+    let mut bench = measured.remove(0)?;
+    if let Some(r) = reference {
+        compare(&mut bench, r, task);
+    }
+    Ok(bench)
+}
+
+/// Benchmarks several models side by side: their latency samples are taken in interleaved rounds,
+/// so that warm-up and the machine's other load fall on all of them alike (measured one after the
+/// other, whichever ran first looked ~40% slower on this machine). The first model is the reference
+/// of the others' agreement and score differences. A model that does not load or run gets its error.
+pub fn benchmark_models(
+    runtime: &Runtime,
+    models: &[&[u8]],
+    output: &OutputSpec,
+    task: Task,
+    data: &BenchmarkData,
+) -> Result<Vec<Result<ModelBenchmark>>> {
+    let mut sessions: Vec<Result<Loaded>> = Vec::with_capacity(models.len());
+    for model in models {
+        let before = resident_bytes();
+        let built = runtime.session("benchmark", model, None).and_then(|mut session| {
+            let mut scores = Vec::with_capacity(data.len());
+            for chunk in data.rows.chunks(512 * data.width) {
+                scores.extend(run_scores(&mut session, output, chunk, data.width)?);
+            }
+            let memory = before.zip(resident_bytes()).map(|(b, a)| a.saturating_sub(b));
+            Ok((session, scores, memory))
+        });
+        sessions.push(built);
+    }
+    let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); BATCH_SIZES.len()]; models.len()];
+    let mut failures: Vec<Option<Error>> = (0..models.len()).map(|_| None).collect();
+    for (b, batch) in BATCH_SIZES.iter().enumerate() {
+        let input: Vec<f32> = data.rows.iter().copied().cycle().take(batch * data.width).collect();
+        let started = Instant::now();
+        let mut round = 0;
+        // 10 runs per model per round; at least 3 rounds, up to 30 or about 0.3 s per model.
+        while round < 3 || (round < 30 && started.elapsed() < Duration::from_millis(300) * models.len() as u32) {
+            for (m, session) in sessions.iter_mut().enumerate() {
+                let (Ok((session, _, _)), None) = (session, &failures[m]) else { continue };
+                for i in 0..12 {
+                    let t = Instant::now();
+                    if let Err(e) = run_scores(session, output, &input, data.width) {
+                        failures[m] = Some(e);
+                        break;
+                    }
+                    // The first two runs of a round warm the session back up after the others ran.
+                    if i >= 2 {
+                        samples[m][b].push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+            }
+            round += 1;
+        }
+    }
+    let classify = |s: f32| if s >= 0.5 { 1.0 } else { 0.0 };
+    let mut results = Vec::with_capacity(models.len());
+    for (m, (session, failure)) in sessions.into_iter().zip(failures).enumerate() {
+        let (_, scores, session_memory_bytes) = match (session, failure) {
+            (Err(e), _) | (Ok(_), Some(e)) => {
+                results.push(Err(e));
+                continue;
+            }
+            (Ok(s), None) => s,
+        };
+        let latency = BATCH_SIZES
+            .iter()
+            .zip(&mut samples[m])
+            .map(|(&batch, samples)| {
+                let mean = samples.iter().sum::<f64>() / samples.len().max(1) as f64;
+                let p = percentiles(samples);
+                BatchLatency {
+                    batch,
+                    p50_ms: p.p50,
+                    p95_ms: p.p95,
+                    p99_ms: p.p99,
+                    throughput: batch as f64 / (mean / 1e3),
+                }
+            })
+            .collect();
+        let accuracy = match (&data.outcomes, task) {
+            (Some(outcomes), Task::Classification) => Some(
+                scores.iter().zip(outcomes).filter(|(s, o)| classify(**s) == **o).count() as f64 / scores.len() as f64,
+            ),
+            _ => None,
+        };
+        results.push(Ok(ModelBenchmark {
+            size_bytes: models[m].len() as u64,
+            session_memory_bytes,
+            latency,
+            accuracy,
+            agreement: None,
+            max_abs_diff: None,
+            mean_abs_diff: None,
+            scores,
+        }));
+    }
+    if let Some(Ok(reference)) = results.first().map(|r| r.as_ref().cloned()) {
+        for r in results.iter_mut().skip(1).flatten() {
+            compare(r, &reference, task);
+        }
+    }
+    Ok(results)
+}
+
+/// A benchmarked model's session, its scores on the data, and the memory its creation added.
+type Loaded = (ort::session::Session, Vec<f32>, Option<u64>);
+
+/// Agreement of predicted classes and score differences against the reference's scores.
+fn compare(bench: &mut ModelBenchmark, reference: &ModelBenchmark, task: Task) {
+    let classify = |s: f32| if s >= 0.5 { 1.0 } else { 0.0 };
+    let diffs: Vec<f64> = bench.scores.iter().zip(&reference.scores).map(|(a, b)| f64::from((a - b).abs())).collect();
+    let agree = bench.scores.iter().zip(&reference.scores).filter(|(a, b)| classify(**a) == classify(**b)).count();
+    bench.agreement = (task == Task::Classification).then(|| agree as f64 / bench.scores.len().max(1) as f64);
+    bench.max_abs_diff = diffs.iter().copied().reduce(f64::max);
+    bench.mean_abs_diff = Some(diffs.iter().sum::<f64>() / diffs.len().max(1) as f64);
+}
+
+fn run_scores(
+    session: &mut ort::session::Session,
+    output: &OutputSpec,
+    rows: &[f32],
+    width: usize,
+) -> Result<Vec<f32>> {
+    let n = rows.len() / width;
+    let tensor = TensorRef::from_array_view(([n, width], rows))?;
+    let outputs = session.run(ort::inputs![tensor])?;
+    let value = outputs.get(&output.name).ok_or_else(|| Error::OutputShape {
+        model: "benchmark".into(),
+        expected: format!("an output named {:?}", output.name),
+        found: "no such output".into(),
+    })?;
+    let column = registry::read_output_column("benchmark", value, output, n)?;
+    Ok((0..n).map(|r| column.get(r)).collect())
+}
+
+/// Resident set size from /proc (Linux only).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The decision's settings.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub struct OptimizeOptions {
+    /// Largest accuracy loss accepted, absolute (0.01 = one percentage point).
+    pub accuracy_threshold: f64,
+    /// A candidate must be at least this much faster at batch 1 (0.05 = 5%) to replace the original:
+    /// smaller gains are within this machine's noise. Negative accepts a slower candidate (−0.1: up to
+    /// 10% slower), e.g. to trade speed for a smaller model.
+    pub min_speedup: f64,
+    /// The p50 single-row latency a deployment needs; `deployment_ready` requires it when set.
+    pub target_latency: Option<Duration>,
+    /// Methods to try (default: every method that suits the configured providers).
+    pub methods: Option<Vec<Method>>,
+    /// Whether a GPU execution provider will run the model (FP16 is only tried then).
+    pub gpu: bool,
+}
+
+impl Default for OptimizeOptions {
+    fn default() -> Self {
+        OptimizeOptions { accuracy_threshold: 0.01, min_speedup: 0.05, target_latency: None, methods: None, gpu: false }
+    }
+}
+
+/// One candidate as the decision saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    pub method: Method,
+    pub accepted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<f64>,
+    /// p50 latency per batch size ("1", "8", "64", "512").
+    pub latency_ms: BTreeMap<String, f64>,
+    pub size_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub benchmark: Option<ModelBenchmark>,
+    /// Per node: rewritten or left float, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeReport>,
+}
+
+/// The chosen candidate, registered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Chosen {
+    pub method: Method,
+    pub version: u32,
+}
+
+/// What [`Optimizer::optimize`] decided, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OptimizeReport {
+    pub model: String,
+    pub version: u32,
+    pub original: ModelBenchmark,
+    pub candidates: Vec<Candidate>,
+    /// `None` when the original is kept.
+    pub chosen: Option<Chosen>,
+    /// Fractional p50 single-row latency gain of the chosen model (0 when the original is kept).
+    pub performance_improvement: f64,
+    /// The model to deploy (chosen or original) is within the accuracy threshold and meets the target
+    /// latency, if one was given.
+    pub deployment_ready: bool,
+}
+
+/// Benchmarks and optimizes registered models.
+#[derive(Debug, Clone)]
+pub struct Optimizer {
+    engine: InferenceEngine,
+}
+
+impl Optimizer {
+    pub fn new(engine: &InferenceEngine) -> Optimizer {
+        Optimizer { engine: engine.clone() }
+    }
+
+    /// Benchmarks a registered model on a CSV file (`outcome`: the column to score accuracy on).
+    pub fn benchmark(
+        &self,
+        model: &str,
+        version: VersionSpec,
+        data: &Path,
+        outcome: Option<&str>,
+    ) -> Result<ModelBenchmark> {
+        let meta = self.engine.registry().resolve(model, version)?;
+        let bytes = self.engine.registry().read_verified(&meta)?;
+        let data = BenchmarkData::from_table(&Table::read(data)?, &meta.features, outcome)?;
+        benchmark_model(self.engine.runtime(), &bytes, &meta.output, meta.task, &data, None)
+    }
+
+    /// Builds, benchmarks and judges every candidate; registers the winner as a new version.
+    pub fn optimize(
+        &self,
+        model: &str,
+        version: VersionSpec,
+        data: &Path,
+        outcome: &str,
+        options: &OptimizeOptions,
+    ) -> Result<OptimizeReport> {
+        let valid = (0.0..=1.0).contains(&options.accuracy_threshold)
+            && options.min_speedup < 1.0
+            && options.min_speedup > -1e6;
+        if !valid {
+            return Err(Error::Config("accuracy_threshold must be in [0, 1] and min_speedup below 1".into()));
+        }
+        let meta = self.engine.registry().resolve(model, version)?;
+        let bytes = self.engine.registry().read_verified(&meta)?;
+        let data = BenchmarkData::from_table(&Table::read(data)?, &meta.features, Some(outcome))?;
+        let runtime = self.engine.runtime();
+        let methods = options.methods.clone().unwrap_or_else(|| {
+            let mut all = vec![Method::Fp32Optimized, Method::Int8Dynamic, Method::Int8DynamicPerChannel];
+            if options.gpu {
+                all.push(Method::Fp16);
+            }
+            all
+        });
+        let mut candidates = Vec::new();
+        let mut rewrites: Vec<(Method, quantize::Rewritten)> = Vec::new();
+        for method in methods {
+            let rewritten = match method {
+                Method::Fp32Optimized => {
+                    optimized_graph(runtime, &bytes).map(|b| quantize::Rewritten { bytes: b, nodes: vec![] })
+                }
+                Method::Int8Dynamic => quantize::quantize_dynamic(&bytes, Granularity::PerTensor),
+                Method::Int8DynamicPerChannel => quantize::quantize_dynamic(&bytes, Granularity::PerChannel),
+                Method::Fp16 => quantize::convert_fp16(&bytes),
+            };
+            match rewritten {
+                Ok(r) => rewrites.push((method, r)),
+                Err(e) => candidates.push(rejected(method, e.to_string(), Vec::new())),
+            }
+        }
+        let models: Vec<&[u8]> =
+            std::iter::once(bytes.as_slice()).chain(rewrites.iter().map(|(_, r)| r.bytes.as_slice())).collect();
+        let mut measured = benchmark_models(runtime, &models, &meta.output, meta.task, &data)?.into_iter();
+        let original = measured.next().ok_or_else(|| Error::Optimize("no benchmark of the original".into()))??;
+        let base_p50 = original.p50_ms(1).unwrap_or(f64::INFINITY);
+        let mut built: Vec<(Method, Vec<u8>, f64)> = Vec::new();
+        for ((method, rewritten), bench) in rewrites.into_iter().zip(measured) {
+            let bench = match bench {
+                Ok(b) => b,
+                Err(e) => {
+                    candidates.push(rejected(method, format!("does not run: {e}"), rewritten.nodes));
+                    continue;
+                }
+            };
+            let p50 = bench.p50_ms(1).unwrap_or(f64::INFINITY);
+            let speedup = 1.0 - p50 / base_p50;
+            let loss = original.accuracy.zip(bench.accuracy).map(|(a, b)| a - b).unwrap_or(0.0);
+            let reason = if loss > options.accuracy_threshold {
+                Some(format!(
+                    "accuracy drops by {:.2} points (threshold {:.2})",
+                    loss * 100.0,
+                    options.accuracy_threshold * 100.0
+                ))
+            } else if speedup < options.min_speedup {
+                Some(format!(
+                    "not faster: p50 at batch 1 {p50:.4} ms vs {base_p50:.4} ms ({:+.1}%, needs ≥ {:.0}% faster)",
+                    -speedup * 100.0,
+                    options.min_speedup * 100.0
+                ))
+            } else {
+                None
+            };
+            if reason.is_none() {
+                built.push((method, rewritten.bytes.clone(), p50));
+            }
+            candidates.push(Candidate {
+                method,
+                accepted: reason.is_none(),
+                reason,
+                accuracy: bench.accuracy,
+                agreement: bench.agreement,
+                latency_ms: bench.latency.iter().map(|l| (l.batch.to_string(), l.p50_ms)).collect(),
+                size_bytes: bench.size_bytes,
+                benchmark: Some(bench),
+                nodes: rewritten.nodes,
+            });
+        }
+        built.sort_by(|a, b| a.2.total_cmp(&b.2));
+        let target_met = |p50: f64| options.target_latency.is_none_or(|t| p50 <= t.as_secs_f64() * 1e3);
+        let Some((method, winner, p50)) = built.into_iter().next() else {
+            return Ok(OptimizeReport {
+                model: meta.name.clone(),
+                version: meta.version,
+                deployment_ready: target_met(base_p50),
+                original,
+                candidates,
+                chosen: None,
+                performance_improvement: 0.0,
+            });
+        };
+        let improvement = 1.0 - p50 / base_p50;
+        let candidate = candidates.iter().find(|c| c.method == method).cloned();
+        let registered = self.register(&meta, method, &winner, improvement, target_met(p50), candidate.as_ref())?;
+        Ok(OptimizeReport {
+            model: meta.name.clone(),
+            version: meta.version,
+            original,
+            candidates,
+            chosen: Some(Chosen { method, version: registered.version }),
+            performance_improvement: improvement,
+            deployment_ready: target_met(p50),
+        })
+    }
+
+    fn register(
+        &self,
+        parent: &ModelMetadata,
+        method: Method,
+        bytes: &[u8],
+        improvement: f64,
+        ready: bool,
+        candidate: Option<&Candidate>,
+    ) -> Result<ModelMetadata> {
+        let registry = self.engine.registry();
+        // Registering must not change which version ensembles get: pin the current default.
+        let default = registry.default_version(&parent.name)?;
+        registry.set_default(&parent.name, default)?;
+        let dir = tempdir()?;
+        let file = dir.join("model.onnx");
+        std::fs::write(&file, bytes).map_err(|e| Error::io(format!("writing {}", file.display()), e))?;
+        let mut details = BTreeMap::new();
+        if let Some(c) = candidate {
+            details.insert("accuracy".into(), serde_json::json!(c.accuracy));
+            details.insert("agreement".into(), serde_json::json!(c.agreement));
+            details.insert("latency_ms".into(), serde_json::json!(c.latency_ms));
+            details.insert("size_bytes".into(), serde_json::json!(c.size_bytes));
+        }
+        details.insert("parent".into(), serde_json::json!(format!("{}@{}", parent.name, parent.version)));
+        let registration = ModelRegistration::new(&parent.name, &file, parent.features.clone())
+            .with_output(parent.output.clone())
+            .with_kind(parent.kind)
+            .with_task(parent.task)
+            .with_lineage(Lineage { parent_version: Some(parent.version), method: method.as_str().into(), details })
+            .with_metadata("performance_improvement", serde_json::json!(improvement))
+            .with_metadata("deployment_ready", serde_json::json!(ready));
+        let registered = self.engine.register_model(registration);
+        let _ = std::fs::remove_dir_all(&dir);
+        registered
+    }
+}
+
+fn rejected(method: Method, reason: String, nodes: Vec<NodeReport>) -> Candidate {
+    Candidate {
+        method,
+        accepted: false,
+        reason: Some(reason),
+        accuracy: None,
+        agreement: None,
+        latency_ms: BTreeMap::new(),
+        size_bytes: 0,
+        benchmark: None,
+        nodes,
+    }
+}
+
+/// ONNX Runtime's graph optimisations (all levels) applied and saved as a model file.
+fn optimized_graph(runtime: &Runtime, bytes: &[u8]) -> Result<Vec<u8>> {
+    let dir = tempdir()?;
+    let path = dir.join("optimized.onnx");
+    let result = runtime
+        .save_optimized(bytes, &path)
+        .and_then(|()| std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e)));
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn tempdir() -> Result<std::path::PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "quorum-optimize-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    Ok(dir)
+}
