@@ -7,6 +7,7 @@ pub mod backtest;
 pub mod batching;
 pub mod breaker;
 pub mod cache;
+pub mod calibrate;
 mod chart;
 pub mod engine;
 pub mod ensemble;

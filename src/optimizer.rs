@@ -2,7 +2,9 @@
 //! fastest one that stays within the accuracy threshold — or the original.
 //!
 //! Candidates: ONNX Runtime's offline graph optimisation (all levels, saved), INT8 dynamic per tensor
-//! and per channel ([`crate::quantize`]), and FP16 when a GPU execution provider is configured (on
+//! and per channel, INT8 static (QDQ) calibrated on the data's first 256 rows by MinMax, Percentile
+//! and Entropy ([`crate::quantize`], [`crate::calibrate`]), and FP16 when a GPU execution provider is
+//! configured (on
 //! CPU a float16 model runs behind casts and is slower, so it is not tried). Each is benchmarked on the
 //! caller's data exactly like the original: latency p50/p95/p99 at batch 1, 8, 64 and 512, throughput,
 //! file size, resident memory of a loaded session, and accuracy against the outcomes plus agreement
@@ -19,12 +21,16 @@ use std::time::{Duration, Instant};
 use ort::value::TensorRef;
 use serde::Serialize;
 
+use crate::calibrate::Calibrator;
 use crate::engine::InferenceEngine;
 use crate::error::{Error, Result};
 use crate::quantize::{self, Granularity, NodeReport};
 use crate::registry::{self, Lineage, ModelMetadata, ModelRegistration, OutputSpec, Task, VersionSpec};
 use crate::replay::{percentiles, Table};
 use crate::runtime::Runtime;
+
+/// Rows static quantization calibrates on (the first ones of the data).
+pub const CALIBRATION_ROWS: usize = 256;
 
 /// Batch sizes every benchmark measures.
 pub const BATCH_SIZES: [usize; 4] = [1, 8, 64, 512];
@@ -37,6 +43,10 @@ pub enum Method {
     Fp32Optimized,
     Int8Dynamic,
     Int8DynamicPerChannel,
+    /// INT8 static (QDQ), activations calibrated by min/max.
+    Int8StaticMinmax,
+    Int8StaticPercentile,
+    Int8StaticEntropy,
     Fp16,
 }
 
@@ -46,7 +56,20 @@ impl Method {
             Method::Fp32Optimized => "fp32-optimized",
             Method::Int8Dynamic => "int8-dynamic",
             Method::Int8DynamicPerChannel => "int8-dynamic-per-channel",
+            Method::Int8StaticMinmax => "int8-static-minmax",
+            Method::Int8StaticPercentile => "int8-static-percentile",
+            Method::Int8StaticEntropy => "int8-static-entropy",
             Method::Fp16 => "fp16",
+        }
+    }
+
+    /// The calibrator of a static method.
+    pub fn calibrator(self) -> Option<Calibrator> {
+        match self {
+            Method::Int8StaticMinmax => Some(Calibrator::MIN_MAX),
+            Method::Int8StaticPercentile => Some(Calibrator::PERCENTILE),
+            Method::Int8StaticEntropy => Some(Calibrator::ENTROPY),
+            _ => None,
         }
     }
 }
@@ -58,11 +81,15 @@ impl std::str::FromStr for Method {
             "fp32-optimized" => Method::Fp32Optimized,
             "int8-dynamic" => Method::Int8Dynamic,
             "int8-dynamic-per-channel" => Method::Int8DynamicPerChannel,
+            "int8-static-minmax" => Method::Int8StaticMinmax,
+            "int8-static-percentile" => Method::Int8StaticPercentile,
+            "int8-static-entropy" => Method::Int8StaticEntropy,
             "fp16" => Method::Fp16,
             other => {
                 return Err(Error::Config(format!(
-                "unknown optimization method {other:?} (fp32-optimized, int8-dynamic, int8-dynamic-per-channel, fp16)"
-            )))
+                    "unknown optimization method {other:?} (fp32-optimized, int8-dynamic, int8-dynamic-per-channel, \
+                     int8-static-minmax, int8-static-percentile, int8-static-entropy, fp16)"
+                )))
             }
         })
     }
@@ -106,6 +133,11 @@ impl BenchmarkData {
 
     pub fn len(&self) -> usize {
         self.rows.len() / self.width
+    }
+
+    /// The rows static quantization calibrates on: the first 256 (in file order).
+    pub fn calibration_rows(&self) -> &[f32] {
+        &self.rows[..self.rows.len().min(CALIBRATION_ROWS * self.width)]
     }
 
     pub fn is_empty(&self) -> bool {
@@ -421,7 +453,14 @@ impl Optimizer {
         let data = BenchmarkData::from_table(&Table::read(data)?, &meta.features, Some(outcome))?;
         let runtime = self.engine.runtime();
         let methods = options.methods.clone().unwrap_or_else(|| {
-            let mut all = vec![Method::Fp32Optimized, Method::Int8Dynamic, Method::Int8DynamicPerChannel];
+            let mut all = vec![
+                Method::Fp32Optimized,
+                Method::Int8Dynamic,
+                Method::Int8DynamicPerChannel,
+                Method::Int8StaticMinmax,
+                Method::Int8StaticPercentile,
+                Method::Int8StaticEntropy,
+            ];
             if options.gpu {
                 all.push(Method::Fp16);
             }
@@ -436,6 +475,11 @@ impl Optimizer {
                 }
                 Method::Int8Dynamic => quantize::quantize_dynamic(&bytes, Granularity::PerTensor),
                 Method::Int8DynamicPerChannel => quantize::quantize_dynamic(&bytes, Granularity::PerChannel),
+                Method::Int8StaticMinmax | Method::Int8StaticPercentile | Method::Int8StaticEntropy => {
+                    let calibrator = method.calibrator().unwrap_or(Calibrator::MIN_MAX);
+                    let rows = data.calibration_rows();
+                    quantize::quantize_static(runtime, &bytes, rows, data.width, calibrator, Granularity::PerTensor)
+                }
                 Method::Fp16 => quantize::convert_fp16(&bytes),
             };
             match rewritten {
@@ -541,6 +585,9 @@ impl Optimizer {
             details.insert("size_bytes".into(), serde_json::json!(c.size_bytes));
         }
         details.insert("parent".into(), serde_json::json!(format!("{}@{}", parent.name, parent.version)));
+        if let Some(calibrator) = method.calibrator() {
+            details.insert("calibrator".into(), serde_json::json!(calibrator));
+        }
         let registration = ModelRegistration::new(&parent.name, &file, parent.features.clone())
             .with_output(parent.output.clone())
             .with_kind(parent.kind)

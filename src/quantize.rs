@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::calibrate::Calibrator;
 use crate::error::{Error, Result};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{NodeProto, TensorProto};
@@ -287,6 +288,238 @@ fn plan_integer_matmul(
         return Err("an empty weight".into());
     }
     Ok(plan)
+}
+
+/// INT8 static quantization in ONNX Runtime's QDQ format, calibrated on `calibration` (row-major rows
+/// of the model's single float input, `width` columns).
+///
+/// Every `MatMul` / `Gemm` with a constant 2-D weight gets: its activation input and its output
+/// quantized asymmetrically to uint8 over the calibrator's range (`QuantizeLinear → DequantizeLinear`
+/// pairs, shared by all readers of the tensor), its weight stored as symmetric int8 behind a
+/// `DequantizeLinear` (per tensor or per output channel), and a constant Gemm bias as int32 with
+/// `scale = s_input · s_weight`. ONNX Runtime fuses the pattern into `QLinearMatMul` and friends when
+/// it loads the model.
+pub fn quantize_static(
+    runtime: &crate::runtime::Runtime,
+    model: &[u8],
+    calibration: &[f32],
+    width: usize,
+    calibrator: Calibrator,
+    granularity: Granularity,
+) -> Result<Rewritten> {
+    let mut model = onnx::decode(model)?;
+    let opset = onnx::default_opset(&model).unwrap_or(0);
+    let needed = if granularity == Granularity::PerChannel { 13 } else { 10 };
+    if opset < needed {
+        return Err(Error::Optimize(format!(
+            "INT8 static quantization ({granularity:?}) needs opset {needed} or later; the model has {opset}"
+        )));
+    }
+    if width == 0 || calibration.is_empty() || calibration.len() % width != 0 {
+        return Err(Error::Optimize("static quantization needs calibration rows".into()));
+    }
+    let graph = model.graph.as_ref().ok_or_else(|| Error::Optimize("the model has no graph".into()))?;
+    let initializers: HashMap<String, TensorProto> =
+        graph.initializer.iter().map(|t| (t.name().to_string(), t.clone())).collect();
+    let graph_outputs: HashSet<String> = graph.output.iter().map(|o| o.name().to_string()).collect();
+    let input_name = graph
+        .input
+        .iter()
+        .find(|i| !initializers.contains_key(i.name()))
+        .map(|i| i.name().to_string())
+        .ok_or_else(|| Error::Optimize("the model has no input".into()))?;
+    // Which nodes are quantized, and which tensors need a range.
+    let mut report = Vec::new();
+    let mut quantized: Vec<(usize, String)> = Vec::new();
+    let mut tensors: Vec<String> = Vec::new();
+    for (index, node) in graph.node.iter().enumerate() {
+        let label =
+            if node.name().is_empty() { format!("{}_{index}", node.op_type()) } else { node.name().to_string() };
+        match plan_integer_matmul(node, &initializers) {
+            Ok(_) => {
+                for t in [&node.input[0], &node.output[0]] {
+                    if !graph_outputs.contains(t) && !tensors.contains(t) {
+                        tensors.push(t.clone());
+                    }
+                }
+                quantized.push((index, label.clone()));
+                report.push(NodeReport {
+                    node: label,
+                    op_type: node.op_type().to_string(),
+                    rewritten: true,
+                    reason: None,
+                });
+            }
+            Err(reason) => report.push(NodeReport {
+                node: label,
+                op_type: node.op_type().to_string(),
+                rewritten: false,
+                reason: Some(reason),
+            }),
+        }
+    }
+    if quantized.is_empty() {
+        return Err(nothing_to_rewrite("quantize", &report));
+    }
+    let values = collect_activations(runtime, &model, &input_name, &tensors, calibration, width)?;
+    let params: HashMap<String, (f32, u8)> = tensors
+        .iter()
+        .map(|t| {
+            let (rmin, rmax) = calibrator.range(&values[t]);
+            let (scale, zero_point) = scale_zero_point(rmin, rmax, 0, 255, false);
+            (t.clone(), (scale, zero_point as u8))
+        })
+        .collect();
+    let graph = model.graph.as_mut().ok_or_else(|| Error::Optimize("the model has no graph".into()))?;
+    let quantized_nodes: HashSet<usize> = quantized.iter().map(|(i, _)| *i).collect();
+    let dq = |t: &str| format!("{t}_DequantizeLinear_Output");
+    let mut new_initializers = Vec::new();
+    let mut nodes = Vec::with_capacity(graph.node.len() * 3);
+    let mut paired: HashSet<String> = HashSet::new();
+    let mut replaced_weights = HashSet::new();
+    let old_nodes = std::mem::take(&mut graph.node);
+    for (index, mut node) in old_nodes.into_iter().enumerate() {
+        // A calibrated tensor gets its Q/DQ pair just before its first reader.
+        for input in node.input.clone() {
+            if let Some((scale, zero_point)) = params.get(&input) {
+                if paired.insert(input.clone()) {
+                    let (s, z, q) = (
+                        format!("{input}_scale"),
+                        format!("{input}_zero_point"),
+                        format!("{input}_QuantizeLinear_Output"),
+                    );
+                    new_initializers.push(onnx::f32_tensor(&s, &[], &[*scale]));
+                    new_initializers.push(onnx::u8_tensor(&z, &[], &[*zero_point]));
+                    nodes.push(onnx::node(
+                        "QuantizeLinear",
+                        &[&input, &s, &z],
+                        &[&q],
+                        &format!("{input}_QuantizeLinear"),
+                    ));
+                    nodes.push(onnx::node(
+                        "DequantizeLinear",
+                        &[&q, &s, &z],
+                        &[&dq(&input)],
+                        &format!("{input}_DequantizeLinear"),
+                    ));
+                }
+            }
+        }
+        for input in node.input.iter_mut() {
+            if params.contains_key(input.as_str()) {
+                *input = dq(input);
+            }
+        }
+        if quantized_nodes.contains(&index) {
+            let weight = node.input[1].clone();
+            let tensor = &initializers[&weight];
+            let values = onnx::float_values(tensor).unwrap_or_default();
+            let (d0, d1) = (tensor.dims[0] as usize, tensor.dims[1] as usize);
+            let trans_b = node.op_type() == "Gemm" && onnx::attribute_i(&node, "transB", 0) != 0;
+            // Channels are the output columns: axis 1 of B, or axis 0 of a transposed Gemm weight.
+            let (k, n) = if trans_b { (d1, d0) } else { (d0, d1) };
+            let as_kn: Vec<f32> =
+                if trans_b { (0..k * n).map(|i| values[(i % n) * k + i / n]).collect() } else { values };
+            let (q_kn, scales) = quantize_weight(&as_kn, k, n, granularity);
+            let q: Vec<i8> = if trans_b { (0..k * n).map(|i| q_kn[(i % k) * n + i / k]).collect() } else { q_kn };
+            let (wq, ws, wz) =
+                (format!("{weight}_quantized"), format!("{weight}_scale"), format!("{weight}_zero_point"));
+            let channel_dims: Vec<i64> = if scales.len() == 1 { vec![] } else { vec![n as i64] };
+            new_initializers.push(onnx::i8_tensor(&wq, &tensor.dims, &q));
+            new_initializers.push(onnx::f32_tensor(&ws, &channel_dims, &scales));
+            new_initializers.push(onnx::i8_tensor(&wz, &channel_dims, &vec![0; scales.len()]));
+            let mut dequantize = onnx::node(
+                "DequantizeLinear",
+                &[&wq, &ws, &wz],
+                &[&dq(&weight)],
+                &format!("{weight}_DequantizeLinear"),
+            );
+            if scales.len() > 1 {
+                dequantize.attribute.push(onnx::int_attribute("axis", if trans_b { 0 } else { 1 }));
+            }
+            nodes.push(dequantize);
+            node.input[1] = dq(&weight);
+            replaced_weights.insert(weight.clone());
+            // A constant Gemm bias (alpha = beta = 1) as int32 at scale s_input · s_weight.
+            let activation = node.input[0].trim_end_matches("_DequantizeLinear_Output").to_string();
+            let plain_gemm =
+                onnx::attribute_f(&node, "alpha", 1.0) == 1.0 && onnx::attribute_f(&node, "beta", 1.0) == 1.0;
+            if let (Some(bias), Some((a_scale, _)), true) =
+                (node.input.get(2).cloned(), params.get(&activation), plain_gemm)
+            {
+                if let Some(b) = initializers.get(&bias).and_then(onnx::float_values).filter(|b| b.len() == n) {
+                    let bias_scales: Vec<f32> =
+                        (0..n).map(|c| a_scale * scales[if scales.len() == 1 { 0 } else { c }]).collect();
+                    let q: Vec<i32> =
+                        b.iter().zip(&bias_scales).map(|(v, s)| (v / s).round_ties_even() as i32).collect();
+                    let (bq, bs) = (format!("{bias}_quantized"), format!("{bias}_scale"));
+                    new_initializers.push(onnx::i32_tensor(&bq, &[n as i64], &q));
+                    new_initializers.push(onnx::f32_tensor(&bs, &[n as i64], &bias_scales));
+                    let mut dequantize =
+                        onnx::node("DequantizeLinear", &[&bq, &bs], &[&dq(&bias)], &format!("{bias}_DequantizeLinear"));
+                    dequantize.attribute.push(onnx::int_attribute("axis", 0));
+                    nodes.push(dequantize);
+                    node.input[2] = dq(&bias);
+                    replaced_weights.insert(bias);
+                }
+            }
+        }
+        nodes.push(node);
+    }
+    graph.node = nodes;
+    let still_read: HashSet<&str> = graph.node.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
+    graph.initializer.retain(|t| !replaced_weights.contains(t.name()) || still_read.contains(t.name()));
+    graph.initializer.extend(new_initializers);
+    Ok(Rewritten { bytes: onnx::encode(&model), nodes: report })
+}
+
+/// Runs the float model on the calibration rows with `tensors` exposed as extra outputs and returns
+/// every value each took.
+fn collect_activations(
+    runtime: &crate::runtime::Runtime,
+    model: &crate::onnx::proto::ModelProto,
+    input: &str,
+    tensors: &[String],
+    rows: &[f32],
+    width: usize,
+) -> Result<HashMap<String, Vec<f32>>> {
+    use crate::onnx::proto::{type_proto, TypeProto, ValueInfoProto};
+    let mut augmented = model.clone();
+    let graph = augmented.graph.as_mut().ok_or_else(|| Error::Optimize("the model has no graph".into()))?;
+    let exposed: Vec<&String> = tensors.iter().filter(|t| t.as_str() != input).collect();
+    for t in &exposed {
+        graph.output.push(ValueInfoProto {
+            name: Some((*t).clone()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(DataType::Float as i32),
+                    shape: None,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let bytes = onnx::encode(&augmented);
+    let mut session = runtime.session("calibration", &bytes, None)?;
+    let mut values: HashMap<String, Vec<f32>> = tensors.iter().map(|t| (t.clone(), Vec::new())).collect();
+    for chunk in rows.chunks(512 * width) {
+        let n = chunk.len() / width;
+        let tensor = ort::value::TensorRef::from_array_view(([n, width], chunk))?;
+        let outputs = session.run(ort::inputs![input => tensor])?;
+        for t in &exposed {
+            let value =
+                outputs.get(t.as_str()).ok_or_else(|| Error::Optimize(format!("calibration: no output {t}")))?;
+            let (_, data) = value
+                .try_extract_tensor::<f32>()
+                .map_err(|e| Error::Optimize(format!("calibration: tensor {t} is not float32: {e}")))?;
+            values.get_mut(t.as_str()).map(|v| v.extend_from_slice(data));
+        }
+        if let Some(v) = values.get_mut(input) {
+            v.extend_from_slice(chunk);
+        }
+    }
+    Ok(values)
 }
 
 /// Converts a model to float16 (see the module documentation).

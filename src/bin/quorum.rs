@@ -51,7 +51,8 @@ enum Command {
         /// p50 single-row latency a deployment needs, in ms (deployment_ready requires it).
         #[arg(long)]
         target_latency_ms: Option<f64>,
-        /// Methods to try, comma-separated: fp32-optimized, int8-dynamic, int8-dynamic-per-channel, fp16.
+        /// Methods to try, comma-separated: fp32-optimized, int8-dynamic, int8-dynamic-per-channel,
+        /// int8-static-minmax, int8-static-percentile, int8-static-entropy, fp16 (default: all but fp16).
         #[arg(long, value_delimiter = ',')]
         method: Vec<String>,
         /// Print the report as JSON.

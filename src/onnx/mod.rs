@@ -79,6 +79,14 @@ pub fn i8_tensor(name: &str, dims: &[i64], values: &[i8]) -> TensorProto {
     tensor(name, dims, DataType::Int8, values.iter().map(|v| *v as u8).collect())
 }
 
+pub fn u8_tensor(name: &str, dims: &[i64], values: &[u8]) -> TensorProto {
+    tensor(name, dims, DataType::Uint8, values.to_vec())
+}
+
+pub fn i32_tensor(name: &str, dims: &[i64], values: &[i32]) -> TensorProto {
+    tensor(name, dims, DataType::Int32, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+}
+
 pub fn f16_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     let raw = values.iter().flat_map(|v| half::f16::from_f32(clamp_to_f16(*v)).to_le_bytes()).collect();
     tensor(name, dims, DataType::Float16, raw)
