@@ -16,7 +16,7 @@ TECHNICAL_FEATURES := ret_1d,ret_5d,ret_20d,vol_20d,hl_range,rsi_14,volume_z,nas
 FUNDAMENTAL_FEATURES := default_spread,default_spread_chg,core_cpi_yoy,ff_mkt_rf,ff_smb,ff_hml,ff_rf,wti_ret_20d
 SENTIMENT_FEATURES := vix,vix_chg_1d,vix_chg_5d,vix_rel_20d,vix_zscore_60d
 
-.PHONY: demo test venv ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto
+.PHONY: demo test venv ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -100,6 +100,12 @@ onnx-proto:
 	cd tools/onnx-proto && cargo run --release --quiet -- $(CURDIR)
 	cargo fmt -- src/onnx/proto.rs
 
+# quorum's INT8 rewrites next to onnxruntime.quantization's on the same models and data (a table).
+quantization-reference: build
+	$(PYTHON) -m venv .venv-tools
+	.venv-tools/bin/pip install --quiet onnxruntime==$(ORT_VERSION) onnx numpy
+	.venv-tools/bin/python benches/quantization_reference.py target/release/quorum
+
 # What an extra replica costs in memory, with and without shared weights, on a 68 MB MLP.
 replica-memory:
 	$(PYTHON) -m venv .venv-tools
@@ -121,6 +127,7 @@ models:
 	$(PYTHON) -m venv .venv-train
 	.venv-train/bin/pip install --quiet onnxruntime==$(ORT_VERSION) scikit-learn skl2onnx onnx arch pandas numpy
 	.venv-train/bin/python scripts/train_example_models.py
+	cd scripts && ../.venv-train/bin/python train_wide_model.py
 	.venv-train/bin/python scripts/make_test_fixtures.py
 
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).

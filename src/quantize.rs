@@ -242,7 +242,7 @@ fn plan_integer_matmul(
     }
     let op = node.op_type();
     if !onnx::is_default_domain(node) || !matches!(op, "MatMul" | "Gemm") {
-        return Err(format!("{op} is not quantized by INT8 dynamic (MatMul and Gemm only)"));
+        return Err(format!("{op} is not quantized (MatMul and Gemm only)"));
     }
     let weight_name = node.input.get(1).ok_or("no weight input")?;
     let tensor = initializers.get(weight_name).ok_or("the weight is not a constant initializer")?;

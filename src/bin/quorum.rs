@@ -59,6 +59,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite one ONNX file with one method (no registry, no decision): prints the per-node report.
+    Quantize {
+        /// The float32 model.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// int8-dynamic, int8-dynamic-per-channel, int8-static-minmax, int8-static-percentile,
+        /// int8-static-entropy or fp16.
+        #[arg(long)]
+        method: String,
+        /// Static methods: calibrate on these rows (CSV) ...
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// ... of these columns, in the model's input order (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+        /// Static methods: quantize weights per output channel.
+        #[arg(long)]
+        per_channel: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmark a model on data: latency at batch 1/8/64/512, throughput, size, memory, accuracy.
     Benchmark {
         /// `name` or `name@version`.
@@ -341,6 +364,49 @@ fn run(cli: Cli) -> Result<()> {
                 None => println!("kept the original: no candidate was both faster and accurate enough"),
             }
             println!("deployment_ready: {}", report.deployment_ready);
+            Ok(())
+        }
+        Command::Quantize { model, out, method, data, features, per_channel, json } => {
+            use quorum::optimizer::Method;
+            use quorum::quantize::{self, Granularity};
+            let bytes = std::fs::read(&model).map_err(|e| Error::io(format!("reading {}", model.display()), e))?;
+            let method: Method = method.parse()?;
+            let granularity = if per_channel { Granularity::PerChannel } else { Granularity::PerTensor };
+            let rewritten = match method {
+                Method::Int8Dynamic => quantize::quantize_dynamic(&bytes, Granularity::PerTensor)?,
+                Method::Int8DynamicPerChannel => quantize::quantize_dynamic(&bytes, Granularity::PerChannel)?,
+                Method::Fp16 => quantize::convert_fp16(&bytes)?,
+                Method::Fp32Optimized => {
+                    return Err(Error::Config("fp32-optimized is applied by `quorum optimize`".into()));
+                }
+                static_method => {
+                    let data =
+                        data.ok_or_else(|| Error::Config("static quantization needs --data and --features".into()))?;
+                    let table = replay::Table::read(&data)?;
+                    let rows = quorum::optimizer::BenchmarkData::from_table(&table, &features, None)?;
+                    let calibrator = static_method.calibrator().unwrap_or(quorum::calibrate::Calibrator::MIN_MAX);
+                    let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default())?;
+                    quantize::quantize_static(
+                        &runtime,
+                        &bytes,
+                        rows.calibration_rows(),
+                        features.len(),
+                        calibrator,
+                        granularity,
+                    )?
+                }
+            };
+            std::fs::write(&out, &rewritten.bytes).map_err(|e| Error::io(format!("writing {}", out.display()), e))?;
+            if json {
+                return print_json(
+                    &serde_json::json!({"out": out, "bytes": rewritten.bytes.len(), "nodes": rewritten.nodes}),
+                );
+            }
+            for n in &rewritten.nodes {
+                let what = if n.rewritten { "rewritten".to_string() } else { n.reason.clone().unwrap_or_default() };
+                println!("{:<28} {:<24} {what}", n.node, n.op_type);
+            }
+            println!("wrote {} ({} bytes)", out.display(), rewritten.bytes.len());
             Ok(())
         }
         Command::Benchmark { model, data, outcome, json } => {
