@@ -123,13 +123,13 @@ fn entropy_threshold(values: &[f32], lo: f32, hi: f32, bins: usize, quantized_bi
         let tail_start = (quantized_bins * merged).min(sliced.len());
         quantized[quantized_bins - 1] += sliced[tail_start..].iter().map(|c| *c as f64).sum::<f64>();
         let mut q = vec![0f64; p.len()];
-        for index in 0..quantized_bins {
+        for (index, total) in quantized.iter().enumerate() {
             let s = (index * merged).min(p.len());
             let e = (s + merged).min(p.len());
             let norm = nonzero[s..e].iter().filter(|n| **n).count();
             if norm != 0 {
                 // numpy assigns the float quotient into an int64 array: truncated.
-                let value = (quantized[index] / norm as f64).trunc();
+                let value = (total / norm as f64).trunc();
                 q[s..e].iter_mut().for_each(|x| *x = value);
             }
         }

@@ -45,7 +45,7 @@ pub use registry::{
     Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry, Task, VersionSpec,
 };
 pub use replay::{ReplayOptions, ReplayReport};
-pub use replicas::{LoadPolicy, ModelOptions, ReplicaStatus};
+pub use replicas::{ExecutionProvider, LoadPolicy, ModelOptions, ProviderFallback, ReplicaStatus};
 pub use runtime::{Runtime, RuntimeOptions};
 pub use strategy::{Combined, MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
 pub use tracking::{

@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::quantize::{self, Granularity, NodeReport};
 use crate::registry::{self, Lineage, ModelMetadata, ModelRegistration, OutputSpec, Task, VersionSpec};
 use crate::replay::{percentiles, Table};
+use crate::replicas::{ExecutionProvider, ProviderFallback};
 use crate::runtime::Runtime;
 
 /// Rows static quantization calibrates on (the first ones of the data).
@@ -194,7 +195,7 @@ pub fn benchmark_model(
     data: &BenchmarkData,
     reference: Option<&ModelBenchmark>,
 ) -> Result<ModelBenchmark> {
-    let mut measured = benchmark_models(runtime, &[model], output, task, data)?;
+    let mut measured = benchmark_models(runtime, &[model], output, task, data, &ExecutionProvider::Cpu)?;
     let mut bench = measured.remove(0)?;
     if let Some(r) = reference {
         compare(&mut bench, r, task);
@@ -212,18 +213,21 @@ pub fn benchmark_models(
     output: &OutputSpec,
     task: Task,
     data: &BenchmarkData,
+    provider: &ExecutionProvider,
 ) -> Result<Vec<Result<ModelBenchmark>>> {
     let mut sessions: Vec<Result<Loaded>> = Vec::with_capacity(models.len());
     for model in models {
         let before = resident_bytes();
-        let built = runtime.session("benchmark", model, None).and_then(|mut session| {
-            let mut scores = Vec::with_capacity(data.len());
-            for chunk in data.rows.chunks(512 * data.width) {
-                scores.extend(run_scores(&mut session, output, chunk, data.width)?);
-            }
-            let memory = before.zip(resident_bytes()).map(|(b, a)| a.saturating_sub(b));
-            Ok((session, scores, memory))
-        });
+        let built = runtime.session_on("benchmark", model, None, provider, ProviderFallback::Fail).and_then(
+            |(mut session, _)| {
+                let mut scores = Vec::with_capacity(data.len());
+                for chunk in data.rows.chunks(512 * data.width) {
+                    scores.extend(run_scores(&mut session, output, chunk, data.width)?);
+                }
+                let memory = before.zip(resident_bytes()).map(|(b, a)| a.saturating_sub(b));
+                Ok((session, scores, memory))
+            },
+        );
         sessions.push(built);
     }
     let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); BATCH_SIZES.len()]; models.len()];
@@ -354,13 +358,20 @@ pub struct OptimizeOptions {
     pub target_latency: Option<Duration>,
     /// Methods to try (default: every method that suits the configured providers).
     pub methods: Option<Vec<Method>>,
-    /// Whether a GPU execution provider will run the model (FP16 is only tried then).
-    pub gpu: bool,
+    /// Where the model will run: every benchmark runs there (and fails if it is unavailable). FP16 is
+    /// tried only on a GPU provider.
+    pub provider: ExecutionProvider,
 }
 
 impl Default for OptimizeOptions {
     fn default() -> Self {
-        OptimizeOptions { accuracy_threshold: 0.01, min_speedup: 0.05, target_latency: None, methods: None, gpu: false }
+        OptimizeOptions {
+            accuracy_threshold: 0.01,
+            min_speedup: 0.05,
+            target_latency: None,
+            methods: None,
+            provider: ExecutionProvider::Cpu,
+        }
     }
 }
 
@@ -461,7 +472,7 @@ impl Optimizer {
                 Method::Int8StaticPercentile,
                 Method::Int8StaticEntropy,
             ];
-            if options.gpu {
+            if options.provider.is_gpu() {
                 all.push(Method::Fp16);
             }
             all
@@ -489,7 +500,8 @@ impl Optimizer {
         }
         let models: Vec<&[u8]> =
             std::iter::once(bytes.as_slice()).chain(rewrites.iter().map(|(_, r)| r.bytes.as_slice())).collect();
-        let mut measured = benchmark_models(runtime, &models, &meta.output, meta.task, &data)?.into_iter();
+        let mut measured =
+            benchmark_models(runtime, &models, &meta.output, meta.task, &data, &options.provider)?.into_iter();
         let original = measured.next().ok_or_else(|| Error::Optimize("no benchmark of the original".into()))??;
         let base_p50 = original.p50_ms(1).unwrap_or(f64::INFINITY);
         let mut built: Vec<(Method, Vec<u8>, f64)> = Vec::new();

@@ -513,7 +513,9 @@ fn collect_activations(
             let (_, data) = value
                 .try_extract_tensor::<f32>()
                 .map_err(|e| Error::Optimize(format!("calibration: tensor {t} is not float32: {e}")))?;
-            values.get_mut(t.as_str()).map(|v| v.extend_from_slice(data));
+            if let Some(v) = values.get_mut(t.as_str()) {
+                v.extend_from_slice(data);
+            }
         }
         if let Some(v) = values.get_mut(input) {
             v.extend_from_slice(chunk);

@@ -38,9 +38,90 @@ pub enum LoadPolicy {
     Lazy,
 }
 
+/// Where a model's sessions run. GPU providers need an ONNX Runtime built with them (PyPI's
+/// `onnxruntime-gpu`, for instance); quorum's cargo features `cuda` / `tensorrt` are only needed when
+/// ort itself provides the library.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum ExecutionProvider {
+    #[default]
+    Cpu,
+    Cuda {
+        #[serde(default)]
+        device_id: i32,
+    },
+    /// TensorRT, with CUDA behind it for the nodes TensorRT does not take.
+    TensorRt {
+        #[serde(default)]
+        device_id: i32,
+        #[serde(default)]
+        fp16: bool,
+        #[serde(default)]
+        int8: bool,
+        /// Where built engines are cached (rebuilding one takes seconds to minutes).
+        #[serde(default)]
+        engine_cache: Option<std::path::PathBuf>,
+    },
+}
+
+impl ExecutionProvider {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ExecutionProvider::Cpu => "cpu",
+            ExecutionProvider::Cuda { .. } => "cuda",
+            ExecutionProvider::TensorRt { .. } => "tensorrt",
+        }
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        !matches!(self, ExecutionProvider::Cpu)
+    }
+
+    /// ort's registrations, failing loudly (the caller decides about falling back); an error when
+    /// this build of quorum lacks the provider's cargo feature.
+    pub(crate) fn dispatch(&self) -> std::result::Result<Vec<ort::ep::ExecutionProviderDispatch>, String> {
+        match self {
+            ExecutionProvider::Cpu => Ok(Vec::new()),
+            #[cfg(feature = "cuda")]
+            ExecutionProvider::Cuda { device_id } => {
+                Ok(vec![ort::ep::CUDA::default().with_device_id(*device_id).build().error_on_failure()])
+            }
+            #[cfg(all(feature = "tensorrt", feature = "cuda"))]
+            ExecutionProvider::TensorRt { device_id, fp16, int8, engine_cache } => {
+                let mut trt = ort::ep::TensorRT::default().with_device_id(*device_id).with_fp16(*fp16).with_int8(*int8);
+                if let Some(dir) = engine_cache {
+                    trt = trt.with_engine_cache(true).with_engine_cache_path(dir.display());
+                }
+                Ok(vec![
+                    trt.build().error_on_failure(),
+                    ort::ep::CUDA::default().with_device_id(*device_id).build().error_on_failure(),
+                ])
+            }
+            #[allow(unreachable_patterns)]
+            other => Err(format!(
+                "this build of quorum has no {} support (build it with the cargo feature `{}`)",
+                other.name(),
+                if matches!(other, ExecutionProvider::TensorRt { .. }) { "tensorrt" } else { "cuda" }
+            )),
+        }
+    }
+}
+
+/// What happens when a model's execution provider cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderFallback {
+    /// Run on the CPU; the model's status says so and why.
+    #[default]
+    Cpu,
+    /// Refuse to load the model.
+    Fail,
+}
+
 /// How one model is served; also read from JSON (the bindings' `models` option):
 /// `{"replicas": [min, max], "load": "eager"|"lazy", "timeout_ms": 5, "latency_target_ms": 1,
-/// "share_weights": true, "batching": {"max_batch": 256, "max_delay_us": 0, "dispatchers": 1}}`,
+/// "share_weights": true, "batching": {"max_batch": 256, "max_delay_us": 0, "dispatchers": 1},
+/// "provider": {"kind": "cuda", "device_id": 0}, "provider_fallback": "cpu"|"fail"}`,
 /// every key optional. Set per model name with
 /// [`EngineBuilder::with_model_options`](crate::EngineBuilder::with_model_options), or for every model
 /// with [`EngineBuilder::with_default_model_options`](crate::EngineBuilder::with_default_model_options).
@@ -54,6 +135,8 @@ pub struct ModelOptions {
     pub(crate) batching: Option<BatchingOptions>,
     pub(crate) latency_target: Duration,
     pub(crate) share_weights: bool,
+    pub(crate) provider: ExecutionProvider,
+    pub(crate) provider_fallback: ProviderFallback,
 }
 
 impl Default for ModelOptions {
@@ -65,6 +148,8 @@ impl Default for ModelOptions {
             batching: None,
             latency_target: Duration::from_millis(1),
             share_weights: true,
+            provider: ExecutionProvider::Cpu,
+            provider_fallback: ProviderFallback::Cpu,
         }
     }
 }
@@ -98,6 +183,13 @@ impl ModelOptions {
     /// The p95 call latency (queueing included) the autoscaler aims to stay under (default 1 ms).
     pub fn with_latency_target(mut self, target: Duration) -> Self {
         self.latency_target = target;
+        self
+    }
+
+    /// Where the model runs, and what to do when that provider is unavailable (default: CPU).
+    pub fn with_execution_provider(mut self, provider: ExecutionProvider, fallback: ProviderFallback) -> Self {
+        self.provider = provider;
+        self.provider_fallback = fallback;
         self
     }
 
@@ -141,6 +233,10 @@ struct ModelOptionsDocument {
     #[serde(alias = "shareWeights")]
     share_weights: Option<bool>,
     batching: Option<BatchingDocument>,
+    #[serde(default)]
+    provider: ExecutionProvider,
+    #[serde(default, alias = "providerFallback")]
+    provider_fallback: ProviderFallback,
 }
 
 /// Keys in snake_case, or camelCase as JavaScript writes them.
@@ -178,6 +274,8 @@ impl TryFrom<ModelOptionsDocument> for ModelOptions {
                 None => defaults.latency_target,
             },
             share_weights: d.share_weights.unwrap_or(defaults.share_weights),
+            provider: d.provider,
+            provider_fallback: d.provider_fallback,
         })
     }
 }
@@ -191,6 +289,10 @@ struct ReplicaSource {
     /// Built with the first replica, dropped with the last (an unloaded model holds no weights).
     sharing: Mutex<Option<Arc<SharedInitializers>>>,
     timeout: Option<Duration>,
+    provider: ExecutionProvider,
+    provider_fallback: ProviderFallback,
+    /// Why the last replica built runs on the CPU instead of the configured provider.
+    fell_back: Mutex<Option<String>>,
 }
 
 impl ReplicaSource {
@@ -205,7 +307,9 @@ impl ReplicaSource {
             let mut slot = self.sharing.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(slot.get_or_insert_with(|| Arc::new(SharedInitializers::from_model(&bytes))))
         });
-        let session = self.runtime.session(&label, &bytes, sharing.as_deref())?;
+        let (session, fell_back) =
+            self.runtime.session_on(&label, &bytes, sharing.as_deref(), &self.provider, self.provider_fallback)?;
+        *self.fell_back.lock().unwrap_or_else(|p| p.into_inner()) = fell_back;
         let load_error = |reason: String| Error::ModelLoad { model: label.clone(), reason };
         if let Some(width) = registry::single_float_input_width(&session).map_err(load_error)? {
             if width != self.meta.features.len() {
@@ -312,6 +416,11 @@ pub struct ReplicaStatus {
     /// Estimated memory: the model file's size per replica (weights dominate a session's memory).
     pub estimated_bytes: u64,
     pub idle_for_ms: f64,
+    /// The configured execution provider ("cpu", "cuda", "tensorrt").
+    pub provider: &'static str,
+    /// Set when the replicas run on the CPU instead: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_fallback: Option<String>,
 }
 
 impl ReplicaPool {
@@ -330,6 +439,9 @@ impl ReplicaPool {
             share_weights: options.share_weights,
             sharing: Mutex::new(None),
             timeout: options.timeout,
+            provider: options.provider.clone(),
+            provider_fallback: options.provider_fallback,
+            fell_back: Mutex::new(None),
         };
         let eager = if options.load == LoadPolicy::Eager { min.max(1) } else { 0 };
         let idle = (0..eager).map(|_| source.build()).collect::<Result<Vec<_>>>()?;
@@ -509,6 +621,8 @@ impl ReplicaPool {
             calls: self.calls.load(Ordering::Relaxed),
             estimated_bytes: state.total as u64 * self.source.meta.size_bytes,
             idle_for_ms: if in_flight == 0 { state.last_used.elapsed().as_secs_f64() * 1e3 } else { 0.0 },
+            provider: self.source.provider.name(),
+            provider_fallback: self.source.fell_back.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 }

@@ -25,6 +25,7 @@ use ort::session::Session;
 
 use crate::error::{Error, Result};
 use crate::initializers::SharedInitializers;
+use crate::replicas::{ExecutionProvider, ProviderFallback};
 
 /// The command that installs a usable ONNX Runtime into the repository's virtualenv.
 pub const INSTALL_HINT: &str = "install it with `python3 -m venv .venv && .venv/bin/pip install onnxruntime==1.32.0` \
@@ -160,9 +161,23 @@ impl Runtime {
         LOADED_FROM.get().map(PathBuf::as_path)
     }
 
-    /// Builds one session on `bytes` with quorum's threading settings, using `shared` weights (one
-    /// copy for every replica of the model) instead of its own when given.
+    /// Builds one session on `bytes` with quorum's threading settings, on the CPU, using `shared`
+    /// weights (one copy for every replica of the model) instead of its own when given.
     pub(crate) fn session(&self, model: &str, bytes: &[u8], shared: Option<&SharedInitializers>) -> Result<Session> {
+        self.session_on(model, bytes, shared, &ExecutionProvider::Cpu, ProviderFallback::Fail).map(|(s, _)| s)
+    }
+
+    /// [`Runtime::session`] on `provider`. When the provider cannot be registered (the loaded ONNX
+    /// Runtime lacks it, or no device), `fallback` decides: run on the CPU and say why (the second
+    /// value), or fail with [`Error::ModelLoad`].
+    pub(crate) fn session_on(
+        &self,
+        model: &str,
+        bytes: &[u8],
+        shared: Option<&SharedInitializers>,
+        provider: &ExecutionProvider,
+        fallback: ProviderFallback,
+    ) -> Result<(Session, Option<String>)> {
         let load_error = |reason: String| Error::ModelLoad { model: model.to_string(), reason };
         let options_error = |e: ort::Error<SessionBuilder>| load_error(format!("session options: {e}"));
         let mut builder = self.configured_builder().map_err(|e| load_error(format!("session options: {e}")))?;
@@ -173,7 +188,25 @@ impl Runtime {
                 builder = builder.with_initializer(name, Arc::clone(value)).map_err(options_error)?;
             }
         }
-        builder.commit_from_memory(bytes).map_err(|e| load_error(e.to_string()))
+        let mut fell_back = None;
+        match provider.dispatch() {
+            Ok(dispatch) if dispatch.is_empty() => {}
+            Ok(dispatch) => match builder.with_execution_providers(&dispatch) {
+                Ok(b) => builder = b,
+                Err(e) => {
+                    let reason = format!("the {} execution provider is unavailable: {e}", provider.name());
+                    if fallback == ProviderFallback::Fail {
+                        return Err(load_error(reason));
+                    }
+                    fell_back = Some(reason);
+                    builder = e.recover();
+                }
+            },
+            Err(reason) if fallback == ProviderFallback::Fail => return Err(load_error(reason)),
+            Err(reason) => fell_back = Some(reason),
+        }
+        let session = builder.commit_from_memory(bytes).map_err(|e| load_error(e.to_string()))?;
+        Ok((session, fell_back))
     }
 
     /// Applies ONNX Runtime's graph optimisations (all levels) to `bytes` and saves the result at `path`.

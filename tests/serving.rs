@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use quorum::engine::AutoscaleSettings;
 use quorum::{
-    BatchingOptions, EnsembleConfig, Error, Fault, InferenceEngine, LoadPolicy, MemberSpec, ModelOptions,
-    ModelRegistration, NonFinitePolicy,
+    BatchingOptions, EnsembleConfig, Error, ExecutionProvider, Fault, InferenceEngine, LoadPolicy, MemberSpec,
+    ModelOptions, ModelRegistration, NonFinitePolicy, ProviderFallback,
 };
 
 /// The first `n` finite holdout rows in the market ensemble's schema order.
@@ -391,4 +391,46 @@ fn replicas_sharing_one_copy_of_the_weights_answer_exactly_like_private_ones() {
     for (s, p) in shared.iter().zip(&private) {
         assert!((s - p).abs() < 1e-6, "{s} vs {p}");
     }
+}
+
+#[test]
+fn an_unavailable_gpu_provider_falls_back_to_cpu_visibly_or_fails_as_configured() {
+    // This machine's ONNX Runtime (PyPI's CPU build) has no CUDA provider, whatever quorum's features.
+    let home = tempfile::tempdir().unwrap();
+    common::market_engine(home.path());
+    let cuda = ExecutionProvider::Cuda { device_id: 0 };
+    let engine = InferenceEngine::builder(home.path())
+        .without_persistence()
+        .with_model_options(
+            "technical",
+            ModelOptions::default().with_execution_provider(cuda.clone(), ProviderFallback::Cpu),
+        )
+        .build()
+        .unwrap();
+    let handle = engine.ensemble("market").unwrap();
+    assert!(!handle.predict(&common::holdout_features(1)[0]).unwrap().degraded);
+    let status = &engine.replicas(Some("technical"))[0];
+    assert_eq!(status.provider, "cuda");
+    let reason = status.provider_fallback.as_deref().unwrap();
+    assert!(reason.contains("cuda"), "{reason}");
+    assert!(engine.replicas(Some("fundamental"))[0].provider_fallback.is_none());
+
+    let strict = InferenceEngine::builder(home.path())
+        .without_persistence()
+        .with_model_options("technical", ModelOptions::default().with_execution_provider(cuda, ProviderFallback::Fail))
+        .build()
+        .unwrap();
+    let err = strict.ensemble("market").unwrap_err();
+    assert!(matches!(err, Error::ModelLoad { .. }) && err.to_string().contains("cuda"), "{err}");
+    // The JSON form the bindings use.
+    let options: ModelOptions =
+        serde_json::from_str(r#"{"provider": {"kind": "tensor_rt", "fp16": true}, "provider_fallback": "fail"}"#)
+            .unwrap();
+    assert_eq!(
+        options,
+        ModelOptions::default().with_execution_provider(
+            ExecutionProvider::TensorRt { device_id: 0, fp16: true, int8: false, engine_cache: None },
+            ProviderFallback::Fail
+        )
+    );
 }

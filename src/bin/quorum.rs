@@ -55,6 +55,10 @@ enum Command {
         /// int8-static-minmax, int8-static-percentile, int8-static-entropy, fp16 (default: all but fp16).
         #[arg(long, value_delimiter = ',')]
         method: Vec<String>,
+        /// Where the model will run, and so where it is benchmarked: cpu, cuda or tensorrt (device 0);
+        /// fp16 is tried on a GPU provider only.
+        #[arg(long, default_value = "cpu")]
+        provider: String,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -306,7 +310,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Optimize { model, data, outcome, accuracy_threshold, target_latency_ms, method, json } => {
+        Command::Optimize { model, data, outcome, accuracy_threshold, target_latency_ms, method, provider, json } => {
+            let provider = match provider.as_str() {
+                "cpu" => quorum::ExecutionProvider::Cpu,
+                "cuda" => quorum::ExecutionProvider::Cuda { device_id: 0 },
+                "tensorrt" => {
+                    quorum::ExecutionProvider::TensorRt { device_id: 0, fp16: true, int8: false, engine_cache: None }
+                }
+                other => return Err(Error::Config(format!("--provider {other:?}: cpu, cuda or tensorrt"))),
+            };
             let engine = engine(&home)?;
             let spec: MemberSpec = model.parse()?;
             let methods = method.iter().map(|m| m.parse()).collect::<Result<Vec<quorum::optimizer::Method>>>()?;
@@ -320,6 +332,7 @@ fn run(cli: Cli) -> Result<()> {
                 accuracy_threshold,
                 target_latency: target,
                 methods: (!methods.is_empty()).then_some(methods),
+                provider,
                 ..Default::default()
             };
             let report =
