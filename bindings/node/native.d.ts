@@ -52,6 +52,17 @@ export declare class InferenceEngine {
   metrics(ensemble: string): any
   /** Members whose loss drifted upwards (Page-Hinkley), oldest first. */
   driftEvents(): any
+  /**
+   * Builds INT8 / optimised candidates of a registered model (`name` or `name@version`),
+   * benchmarks them on a CSV file and registers the fastest one within the accuracy threshold as a
+   * new version (or keeps the original). Returns the report.
+   */
+  optimize(model: string, data: string, outcome: string, options?: OptimizeOptions | undefined | null): any
+  /**
+   * Latency at batch 1/8/64/512, throughput, size, session memory and (with `outcome`) accuracy
+   * of a registered model (`name` or `name@version`) on a CSV file.
+   */
+  benchmark(model: string, data: string, outcome?: string | undefined | null): any
   /** Writes learnt weights and tracked metrics to the home's state database now. */
   flush(): void
 }
@@ -117,6 +128,19 @@ export interface ModelOptions {
   /** classification or regression. */
   task?: string
   version?: number
+}
+
+/** Options of `optimize`. */
+export interface OptimizeOptions {
+  /** Largest accuracy loss accepted, absolute (default 0.01: one point). */
+  accuracyThreshold?: number
+  /**
+   * Methods to try (default: all for the CPU): fp32-optimized, int8-dynamic,
+   * int8-dynamic-per-channel, int8-static-minmax, int8-static-percentile, int8-static-entropy.
+   */
+  methods?: Array<string>
+  /** The p50 single-row latency a deployment needs (deploymentReady requires it). */
+  targetLatencyMs?: number
 }
 
 /** One prediction: the story's fields, in JavaScript's camelCase. */

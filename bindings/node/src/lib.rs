@@ -126,6 +126,18 @@ pub struct EngineOptions {
     pub memory_budget_bytes: Option<f64>,
 }
 
+/// Options of `optimize`.
+#[napi(object)]
+pub struct OptimizeOptions {
+    /// Largest accuracy loss accepted, absolute (default 0.01: one point).
+    pub accuracy_threshold: Option<f64>,
+    /// Methods to try (default: all for the CPU): fp32-optimized, int8-dynamic,
+    /// int8-dynamic-per-channel, int8-static-minmax, int8-static-percentile, int8-static-entropy.
+    pub methods: Option<Vec<String>>,
+    /// The p50 single-row latency a deployment needs (deploymentReady requires it).
+    pub target_latency_ms: Option<f64>,
+}
+
 /// Options of `registerModel`.
 #[napi(object)]
 pub struct ModelOptions {
@@ -409,6 +421,61 @@ impl JsInferenceEngine {
     #[napi]
     pub fn drift_events(&self) -> Result<serde_json::Value> {
         to_json(&self.inner.drift_events())
+    }
+
+    /// Builds INT8 / optimised candidates of a registered model (`name` or `name@version`),
+    /// benchmarks them on a CSV file and registers the fastest one within the accuracy threshold as a
+    /// new version (or keeps the original). Returns the report.
+    #[napi]
+    pub fn optimize(
+        &self,
+        model: String,
+        data: String,
+        outcome: String,
+        options: Option<OptimizeOptions>,
+    ) -> Result<serde_json::Value> {
+        let report = guarded(|| {
+            let spec: quorum::MemberSpec = model.parse()?;
+            let mut o = quorum::OptimizeOptions::default();
+            if let Some(options) = options {
+                if let Some(threshold) = options.accuracy_threshold {
+                    o.accuracy_threshold = threshold;
+                }
+                if let Some(methods) = options.methods {
+                    o.methods = Some(methods.iter().map(|m| m.parse()).collect::<quorum::Result<Vec<_>>>()?);
+                }
+                if let Some(ms) = options.target_latency_ms {
+                    o.target_latency = Some(
+                        std::time::Duration::try_from_secs_f64(ms / 1e3)
+                            .map_err(|_| quorum::Error::Config(format!("targetLatencyMs {ms} is not a duration")))?,
+                    );
+                }
+            }
+            quorum::Optimizer::new(&self.inner).optimize(
+                &spec.model,
+                spec.version,
+                std::path::Path::new(&data),
+                &outcome,
+                &o,
+            )
+        })?;
+        to_json(&report)
+    }
+
+    /// Latency at batch 1/8/64/512, throughput, size, session memory and (with `outcome`) accuracy
+    /// of a registered model (`name` or `name@version`) on a CSV file.
+    #[napi]
+    pub fn benchmark(&self, model: String, data: String, outcome: Option<String>) -> Result<serde_json::Value> {
+        let bench = guarded(|| {
+            let spec: quorum::MemberSpec = model.parse()?;
+            quorum::Optimizer::new(&self.inner).benchmark(
+                &spec.model,
+                spec.version,
+                std::path::Path::new(&data),
+                outcome.as_deref(),
+            )
+        })?;
+        to_json(&bench)
     }
 
     /// Writes learnt weights and tracked metrics to the home's state database now.

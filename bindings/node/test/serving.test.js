@@ -63,3 +63,14 @@ test('setDefaultVersion hot-swaps the loaded ensemble', () => {
   assert.equal(engine.predict('market', f).modelContributions.technical.version, 2)
   assert.equal(engine.predict('market', f).stale, false)
 })
+
+test('optimize and benchmark a registered model', () => {
+  const { engine } = marketEngine(quorum)
+  const data = path.join(require('./helpers').REPO, 'examples', 'data', 'holdout.csv')
+  const report = engine.optimize('technical', data, 'next_day_up', { accuracyThreshold: 0.01, methods: ['int8-dynamic'] })
+  assert.deepEqual(report.candidates.map((c) => c.method), ['int8-dynamic'])
+  for (const key of ['chosen', 'performance_improvement', 'deployment_ready']) assert.ok(key in report, key)
+  const bench = engine.benchmark('technical', data, 'next_day_up')
+  assert.deepEqual(bench.latency.map((l) => l.batch), [1, 8, 64, 512])
+  assert.throws(() => engine.optimize('technical', data, 'next_day_up', { methods: ['int4'] }), (e) => e.code === 'config')
+})

@@ -23,6 +23,7 @@ fn class_name(error: &quorum::Error) -> &'static str {
         "member_unavailable" => "MemberUnavailableError",
         "quorum_not_reached" => "QuorumNotReachedError",
         "deadline_exceeded" => "DeadlineExceededError",
+        "optimize" => "OptimizeError",
         "outcome" => "OutcomeError",
         "io" => "StorageError",
         "json" => "JSONError",

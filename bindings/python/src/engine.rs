@@ -263,6 +263,58 @@ impl InferenceEngine {
         to_python(py, &self.inner.drift_events())
     }
 
+    /// Builds INT8 / optimised candidates of a registered model, benchmarks them on a CSV file and
+    /// registers the fastest one within `accuracy_threshold` as a new version (or keeps the
+    /// original). Returns the report: `candidates`, `chosen`, `performance_improvement`,
+    /// `deployment_ready`.
+    #[pyo3(signature = (model, data, outcome, accuracy_threshold=0.01, methods=None, target_latency_ms=None, version=None))]
+    #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python method
+    fn optimize<'py>(
+        &self,
+        py: Python<'py>,
+        model: &str,
+        data: std::path::PathBuf,
+        outcome: &str,
+        accuracy_threshold: f64,
+        methods: Option<Vec<String>>,
+        target_latency_ms: Option<f64>,
+        version: Option<u32>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let target = target_latency_ms
+            .map(|ms| {
+                std::time::Duration::try_from_secs_f64(ms / 1e3)
+                    .map_err(|_| to_py_err(quorum::Error::Config(format!("target_latency_ms {ms} is not a duration"))))
+            })
+            .transpose()?;
+        let methods = methods
+            .map(|m| m.iter().map(|s| s.parse()).collect::<quorum::Result<Vec<quorum::optimizer::Method>>>())
+            .transpose()
+            .map_err(to_py_err)?;
+        let options =
+            quorum::OptimizeOptions { accuracy_threshold, target_latency: target, methods, ..Default::default() };
+        let spec = version.map_or(quorum::VersionSpec::Default, quorum::VersionSpec::Exact);
+        let report =
+            guarded(py, || quorum::Optimizer::new(&self.inner).optimize(model, spec, &data, outcome, &options))?;
+        to_python(py, &report)
+    }
+
+    /// Latency at batch 1/8/64/512, throughput, size, session memory and (with `outcome`) accuracy of
+    /// a registered model on a CSV file.
+    #[pyo3(signature = (model, data, outcome=None, version=None))]
+    fn benchmark<'py>(
+        &self,
+        py: Python<'py>,
+        model: &str,
+        data: std::path::PathBuf,
+        outcome: Option<String>,
+        version: Option<u32>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let spec = version.map_or(quorum::VersionSpec::Default, quorum::VersionSpec::Exact);
+        let bench =
+            guarded(py, || quorum::Optimizer::new(&self.inner).benchmark(model, spec, &data, outcome.as_deref()))?;
+        to_python(py, &bench)
+    }
+
     /// Writes learnt weights and tracked metrics to the home's state database now.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         guarded(py, || self.inner.flush())

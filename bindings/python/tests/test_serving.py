@@ -69,3 +69,22 @@ def test_hot_swap_moves_the_ensemble_to_the_new_default(engine, rows):
     assert engine.set_default_version("technical", 2) == ["market"]
     assert engine.predict("market", f).model_contributions["technical"]["version"] == 2
     assert [s["version"] for s in engine.replicas("technical")] == [2]
+
+
+def test_optimize_and_benchmark(tmp_path):
+    from conftest import HOLDOUT
+
+    technical = next(m for m in manifest() if m["name"] == "technical")
+    e = quorum.InferenceEngine(tmp_path / "opt", persistence=False)
+    e.register_model("technical", MODELS / "technical.onnx", technical["features"])
+    report = e.optimize("technical", HOLDOUT, "next_day_up", accuracy_threshold=0.01, methods=["int8-dynamic"])
+    assert [c["method"] for c in report["candidates"]] == ["int8-dynamic"]
+    assert set(report) >= {"candidates", "chosen", "performance_improvement", "deployment_ready"}
+    bench = e.benchmark("technical", HOLDOUT, outcome="next_day_up")
+    assert [l["batch"] for l in bench["latency"]] == [1, 8, 64, 512]
+    fundamental = next(m for m in manifest() if m["name"] == "fundamental")
+    e.register_model("fundamental", MODELS / "fundamental.onnx", fundamental["features"])
+    report = e.optimize("fundamental", HOLDOUT, "next_day_up", methods=["int8-dynamic"])
+    assert report["chosen"] is None and "nothing to quantize" in report["candidates"][0]["reason"]
+    with pytest.raises(quorum.ConfigError):
+        e.optimize("technical", HOLDOUT, "next_day_up", methods=["int4"])

@@ -73,6 +73,10 @@ class DeadlineExceededError(QuorumError, TimeoutError):
     """A request whose deadline passed, or could not be met, before it ran: refused, not late."""
 
 
+class OptimizeError(QuorumError):
+    """The optimizer cannot read, rewrite or judge a model (not ONNX, external data, nothing to quantize)."""
+
+
 class OutcomeError(QuorumError, ValueError):
     """An outcome that cannot be joined with a prediction (unknown or expired id, not a class)."""
 
