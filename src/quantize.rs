@@ -244,6 +244,9 @@ fn plan_integer_matmul(
     if !onnx::is_default_domain(node) || !matches!(op, "MatMul" | "Gemm") {
         return Err(format!("{op} is not quantized (MatMul and Gemm only)"));
     }
+    if node.output.first().is_none_or(|o| o.is_empty()) || node.input.first().is_none_or(|i| i.is_empty()) {
+        return Err("no input or output".into());
+    }
     let weight_name = node.input.get(1).ok_or("no weight input")?;
     let tensor = initializers.get(weight_name).ok_or("the weight is not a constant initializer")?;
     let values = onnx::float_values(tensor).ok_or("the weight is not float32")?;

@@ -340,3 +340,26 @@ fn int8_static_qdq_models_calibrated_each_way_load_and_stay_close_to_float() {
             .unwrap_err();
     assert!(err.to_string().contains("nothing to quantize"), "{err}");
 }
+
+/// Damaged model bytes — truncated or with bytes overwritten — are errors or valid rewrites, never
+/// panics.
+#[test]
+fn damaged_models_never_panic_the_rewriters() {
+    use proptest::prelude::*;
+    let bytes = std::fs::read(common::model_file("technical")).unwrap();
+    let len = bytes.len();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 300, ..ProptestConfig::default() });
+    runner
+        .run(&(0..len, proptest::collection::vec((0..len, any::<u8>()), 0..8)), |(cut, edits)| {
+            let mut damaged = bytes[..cut.max(1)].to_vec();
+            for (at, byte) in edits {
+                if at < damaged.len() {
+                    damaged[at] = byte;
+                }
+            }
+            let _ = quantize::quantize_dynamic(&damaged, Granularity::PerChannel);
+            let _ = quantize::convert_fp16(&damaged);
+            Ok(())
+        })
+        .unwrap();
+}
