@@ -40,7 +40,8 @@ pub const BATCH_SIZES: [usize; 4] = [1, 8, 64, 512];
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// ONNX Runtime's graph optimisations applied offline and saved (float32).
+    /// ONNX Runtime's graph optimisations applied offline and saved (float32), up to
+    /// [`OptimizeOptions::graph_level`].
     Fp32Optimized,
     Int8Dynamic,
     Int8DynamicPerChannel,
@@ -93,6 +94,42 @@ impl std::str::FromStr for Method {
                 )))
             }
         })
+    }
+}
+
+/// How far ONNX Runtime's graph optimisations go in the saved `fp32-optimized` candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphLevel {
+    /// Constant folding, redundant node elimination.
+    Basic,
+    /// Plus fusions (GELU, layer norm, MatMul + Add...). Portable: the default for a saved model.
+    #[default]
+    Extended,
+    /// Plus layout changes for this machine's CPU (NCHWc): fastest here, may not suit another machine.
+    All,
+}
+
+impl GraphLevel {
+    fn ort(self) -> ort::session::builder::GraphOptimizationLevel {
+        use ort::session::builder::GraphOptimizationLevel as L;
+        match self {
+            GraphLevel::Basic => L::Level1,
+            GraphLevel::Extended => L::Level2,
+            GraphLevel::All => L::Level3,
+        }
+    }
+}
+
+impl std::str::FromStr for GraphLevel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<GraphLevel> {
+        match s {
+            "basic" => Ok(GraphLevel::Basic),
+            "extended" => Ok(GraphLevel::Extended),
+            "all" => Ok(GraphLevel::All),
+            other => Err(Error::Config(format!("graph level {other:?}: basic, extended or all"))),
+        }
     }
 }
 
@@ -361,6 +398,8 @@ pub struct OptimizeOptions {
     /// Where the model will run: every benchmark runs there (and fails if it is unavailable). FP16 is
     /// tried only on a GPU provider.
     pub provider: ExecutionProvider,
+    /// The graph optimisation level of the saved `fp32-optimized` candidate.
+    pub graph_level: GraphLevel,
 }
 
 impl Default for OptimizeOptions {
@@ -371,6 +410,7 @@ impl Default for OptimizeOptions {
             target_latency: None,
             methods: None,
             provider: ExecutionProvider::Cpu,
+            graph_level: GraphLevel::Extended,
         }
     }
 }
@@ -481,9 +521,8 @@ impl Optimizer {
         let mut rewrites: Vec<(Method, quantize::Rewritten)> = Vec::new();
         for method in methods {
             let rewritten = match method {
-                Method::Fp32Optimized => {
-                    optimized_graph(runtime, &bytes).map(|b| quantize::Rewritten { bytes: b, nodes: vec![] })
-                }
+                Method::Fp32Optimized => optimized_graph(runtime, &bytes, options.graph_level)
+                    .map(|b| quantize::Rewritten { bytes: b, nodes: vec![] }),
                 Method::Int8Dynamic => quantize::quantize_dynamic(&bytes, Granularity::PerTensor),
                 Method::Int8DynamicPerChannel => quantize::quantize_dynamic(&bytes, Granularity::PerChannel),
                 Method::Int8StaticMinmax | Method::Int8StaticPercentile | Method::Int8StaticEntropy => {
@@ -627,12 +666,12 @@ fn rejected(method: Method, reason: String, nodes: Vec<NodeReport>) -> Candidate
     }
 }
 
-/// ONNX Runtime's graph optimisations (all levels) applied and saved as a model file.
-fn optimized_graph(runtime: &Runtime, bytes: &[u8]) -> Result<Vec<u8>> {
+/// ONNX Runtime's graph optimisations up to `level` applied and saved as a model file.
+fn optimized_graph(runtime: &Runtime, bytes: &[u8], level: GraphLevel) -> Result<Vec<u8>> {
     let dir = tempdir()?;
     let path = dir.join("optimized.onnx");
     let result = runtime
-        .save_optimized(bytes, &path)
+        .save_optimized(bytes, &path, level.ort())
         .and_then(|()| std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e)));
     let _ = std::fs::remove_dir_all(&dir);
     result

@@ -209,13 +209,13 @@ impl Runtime {
         Ok((session, fell_back))
     }
 
-    /// Applies ONNX Runtime's graph optimisations (all levels) to `bytes` and saves the result at `path`.
-    pub(crate) fn save_optimized(&self, bytes: &[u8], path: &Path) -> Result<()> {
+    /// Applies ONNX Runtime's graph optimisations up to `level` to `bytes` and saves the result at `path`.
+    pub(crate) fn save_optimized(&self, bytes: &[u8], path: &Path, level: GraphOptimizationLevel) -> Result<()> {
         let optimize_error =
             |reason: String| Error::Optimize(format!("ONNX Runtime's graph optimisation failed: {reason}"));
         let text = |e: ort::Error<SessionBuilder>| optimize_error(e.to_string());
         let builder = self.configured_builder().map_err(optimize_error)?;
-        let builder = builder.with_optimization_level(GraphOptimizationLevel::Level3).map_err(text)?;
+        let builder = builder.with_optimization_level(level).map_err(text)?;
         builder
             .with_optimized_model_path(path)
             .map_err(text)?

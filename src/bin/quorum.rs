@@ -59,6 +59,10 @@ enum Command {
         /// fp16 is tried on a GPU provider only.
         #[arg(long, default_value = "cpu")]
         provider: String,
+        /// Graph optimisation level of the saved fp32-optimized candidate: basic, extended (portable)
+        /// or all (this machine's CPU layout).
+        #[arg(long, default_value = "extended")]
+        graph_level: String,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -310,7 +314,17 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Optimize { model, data, outcome, accuracy_threshold, target_latency_ms, method, provider, json } => {
+        Command::Optimize {
+            model,
+            data,
+            outcome,
+            accuracy_threshold,
+            target_latency_ms,
+            method,
+            provider,
+            graph_level,
+            json,
+        } => {
             let provider = match provider.as_str() {
                 "cpu" => quorum::ExecutionProvider::Cpu,
                 "cuda" => quorum::ExecutionProvider::Cuda { device_id: 0 },
@@ -333,6 +347,7 @@ fn run(cli: Cli) -> Result<()> {
                 target_latency: target,
                 methods: (!methods.is_empty()).then_some(methods),
                 provider,
+                graph_level: graph_level.parse()?,
                 ..Default::default()
             };
             let report =
