@@ -232,7 +232,8 @@ impl Batcher {
     }
 
     /// Queues one gathered row; its answer goes to `completion` slot `slot`, which must have been
-    /// told to [`Completion::expect`] it.
+    /// told to [`Completion::expect`] it. `enqueued` is when the request began (one clock read per
+    /// request, not per member).
     pub fn enqueue<M: BatchModel>(
         self: &Arc<Self>,
         model: &Arc<M>,
@@ -240,6 +241,7 @@ impl Batcher {
         completion: &Arc<Completion>,
         slot: usize,
         deadline: Option<Instant>,
+        enqueued: Instant,
     ) {
         self.spawned.get_or_init(|| {
             if spawn_dispatchers(self, &Arc::downgrade(model), self.dispatchers) == 0 {
@@ -254,12 +256,7 @@ impl Batcher {
             return;
         }
         queue.rows.extend(row.iter().copied());
-        queue.tickets.push_back(Ticket {
-            completion: Arc::clone(completion),
-            slot,
-            deadline,
-            enqueued: Instant::now(),
-        });
+        queue.tickets.push_back(Ticket { completion: Arc::clone(completion), slot, deadline, enqueued });
         let wake = queue.idle > queue.notified;
         if wake {
             queue.notified += 1;

@@ -1212,7 +1212,7 @@ impl EnsembleHandle {
             Lookup::Miss(key) => key,
         };
         check_deadline(&ens, deadline)?;
-        let completion = self.submit(&ens, &dense, deadline, false);
+        let completion = self.submit(&ens, &dense, started, deadline, false);
         let results = completion.wait_async().await;
         let (mut values, mut runs, failed) = collect_member_results(&ens, results)?;
         if !failed.is_empty() {
@@ -1223,7 +1223,7 @@ impl EnsembleHandle {
                 if let Some((stand_in, indices)) = &ens.members[i].fallback {
                     gather(&dense, ens.schema.names().len(), indices, &mut row);
                     completion.expect(1);
-                    stand_in.batcher.enqueue(stand_in, &row, &completion, i, deadline);
+                    stand_in.batcher.enqueue(stand_in, &row, &completion, i, deadline, Instant::now());
                 }
             }
             apply_fallbacks(&ens, completion.wait_async().await, &mut values, &mut runs);
@@ -1248,7 +1248,7 @@ impl EnsembleHandle {
         };
         let outcome = if ens.batched {
             check_deadline(ens, deadline)?;
-            let results = self.submit(ens, dense, deadline, true).wait();
+            let results = self.submit(ens, dense, started, deadline, true).wait();
             collect_member_results(ens, results).and_then(|(mut values, mut runs, failed)| {
                 run_fallbacks_inline(ens, dense, &failed, &mut values, &mut runs);
                 self.combine(ens, dense, 1, started, published, values, runs)
@@ -1318,7 +1318,14 @@ impl EnsembleHandle {
 
     /// Starts every member on one dense row: inline when allowed and the model is quiet (or does not
     /// batch), otherwise queued. The returned completion resolves when the queued ones answer.
-    fn submit(&self, ens: &LoadedEnsemble, dense: &[f32], deadline: Option<Instant>, inline: bool) -> Arc<Completion> {
+    fn submit(
+        &self,
+        ens: &LoadedEnsemble,
+        dense: &[f32],
+        started: Instant,
+        deadline: Option<Instant>,
+        inline: bool,
+    ) -> Arc<Completion> {
         let width = ens.schema.names().len();
         let completion = Completion::new(ens.members.len());
         let mut row = Vec::new();
@@ -1332,7 +1339,7 @@ impl EnsembleHandle {
             } else {
                 gather(dense, width, &member.indices, &mut row);
                 completion.expect(1);
-                model.batcher.enqueue(model, &row, &completion, i, deadline);
+                model.batcher.enqueue(model, &row, &completion, i, deadline, started);
             }
         }
         completion
