@@ -390,7 +390,7 @@ fn dispatch<M: BatchModel>(batcher: &Batcher, model: &Weak<M>) {
         // `select` never ran (open breaker, injected failure, a failed load): every request gets the error.
         for ticket in tickets.drain(..) {
             let error = match &result {
-                Err(e) => share_error(e),
+                Err(e) => share_error(batcher, e),
                 Ok(_) => batcher.closed_error(),
             };
             ticket.completion.complete(ticket.slot, (Err(error), 0.0));
@@ -406,7 +406,7 @@ fn dispatch<M: BatchModel>(batcher: &Batcher, model: &Weak<M>) {
         for (ticket, value) in kept.drain(..).zip(&out) {
             let answer = match &result {
                 Ok(_) => Ok(*value),
-                Err(e) => Err(share_error(e)),
+                Err(e) => Err(share_error(batcher, e)),
             };
             ticket.completion.complete(ticket.slot, (answer, ms));
         }
@@ -428,12 +428,13 @@ fn deadline_error(batcher: &Batcher, ticket: &Ticket, deadline: Instant, now: In
     }
 }
 
-/// The same failure for every request of a failed batch (errors are not `Clone`: ort's is not).
-fn share_error(error: &Error) -> Error {
+/// The same failure for every request of a failed batch (errors are not `Clone`: ort's is not),
+/// as the model's unavailability with the original message.
+fn share_error(batcher: &Batcher, error: &Error) -> Error {
     match error {
         Error::MemberUnavailable { model, reason } => {
             Error::MemberUnavailable { model: model.clone(), reason: reason.clone() }
         }
-        other => Error::MemberUnavailable { model: String::new(), reason: other.to_string() },
+        other => Error::MemberUnavailable { model: batcher.model.clone(), reason: other.to_string() },
     }
 }
