@@ -427,7 +427,7 @@ pub struct Candidate {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agreement: Option<f64>,
     /// p50 latency per batch size ("1", "8", "64", "512").
-    pub latency_ms: BTreeMap<String, f64>,
+    pub latency_ms: BTreeMap<usize, f64>,
     pub size_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub benchmark: Option<ModelBenchmark>,
@@ -443,6 +443,41 @@ pub struct Chosen {
     pub version: u32,
 }
 
+/// The story's `performance_improvement` object: the chosen model against the original, as measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PerformanceImprovement {
+    /// Fractional cut of the p50 single-row latency (0.1 = 10% faster).
+    pub latency_reduction: f64,
+    /// Original p50 / chosen p50 per batch size ("1", "8", "64", "512").
+    pub speedup: BTreeMap<usize, f64>,
+    /// Fractional cut of the model file's size.
+    pub size_reduction: f64,
+    /// Accuracy change in points (chosen − original).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy_change: Option<f64>,
+}
+
+impl PerformanceImprovement {
+    fn none() -> PerformanceImprovement {
+        PerformanceImprovement {
+            latency_reduction: 0.0,
+            speedup: BATCH_SIZES.iter().map(|&b| (b, 1.0)).collect(),
+            size_reduction: 0.0,
+            accuracy_change: None,
+        }
+    }
+
+    fn between(original: &ModelBenchmark, chosen: &ModelBenchmark) -> PerformanceImprovement {
+        let p50 = |b: &ModelBenchmark, batch| b.p50_ms(batch).unwrap_or(f64::NAN);
+        PerformanceImprovement {
+            latency_reduction: 1.0 - p50(chosen, 1) / p50(original, 1),
+            speedup: BATCH_SIZES.iter().map(|&b| (b, p50(original, b) / p50(chosen, b))).collect(),
+            size_reduction: 1.0 - chosen.size_bytes as f64 / original.size_bytes as f64,
+            accuracy_change: original.accuracy.zip(chosen.accuracy).map(|(o, c)| (c - o) * 100.0),
+        }
+    }
+}
+
 /// What [`Optimizer::optimize`] decided, and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OptimizeReport {
@@ -452,8 +487,8 @@ pub struct OptimizeReport {
     pub candidates: Vec<Candidate>,
     /// `None` when the original is kept.
     pub chosen: Option<Chosen>,
-    /// Fractional p50 single-row latency gain of the chosen model (0 when the original is kept).
-    pub performance_improvement: f64,
+    /// What the chosen model gains over the original (all neutral when the original is kept).
+    pub performance_improvement: PerformanceImprovement,
     /// The model to deploy (chosen or original) is within the accuracy threshold and meets the target
     /// latency, if one was given.
     pub deployment_ready: bool,
@@ -579,7 +614,7 @@ impl Optimizer {
                 reason,
                 accuracy: bench.accuracy,
                 agreement: bench.agreement,
-                latency_ms: bench.latency.iter().map(|l| (l.batch.to_string(), l.p50_ms)).collect(),
+                latency_ms: bench.latency.iter().map(|l| (l.batch, l.p50_ms)).collect(),
                 size_bytes: bench.size_bytes,
                 benchmark: Some(bench),
                 nodes: rewritten.nodes,
@@ -595,12 +630,15 @@ impl Optimizer {
                 original,
                 candidates,
                 chosen: None,
-                performance_improvement: 0.0,
+                performance_improvement: PerformanceImprovement::none(),
             });
         };
-        let improvement = 1.0 - p50 / base_p50;
         let candidate = candidates.iter().find(|c| c.method == method).cloned();
-        let registered = self.register(&meta, method, &winner, improvement, target_met(p50), candidate.as_ref())?;
+        let improvement = match candidate.as_ref().and_then(|c| c.benchmark.as_ref()) {
+            Some(bench) => PerformanceImprovement::between(&original, bench),
+            None => PerformanceImprovement::none(),
+        };
+        let registered = self.register(&meta, method, &winner, &improvement, target_met(p50), candidate.as_ref())?;
         Ok(OptimizeReport {
             model: meta.name.clone(),
             version: meta.version,
@@ -617,7 +655,7 @@ impl Optimizer {
         parent: &ModelMetadata,
         method: Method,
         bytes: &[u8],
-        improvement: f64,
+        improvement: &PerformanceImprovement,
         ready: bool,
         candidate: Option<&Candidate>,
     ) -> Result<ModelMetadata> {

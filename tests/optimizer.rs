@@ -209,12 +209,14 @@ fn optimize_judges_every_candidate_on_the_data_and_keeps_or_registers_consistent
     match &report.chosen {
         None => {
             assert!(report.candidates.iter().all(|c| !c.accepted));
-            assert_eq!(report.performance_improvement, 0.0);
+            assert_eq!(report.performance_improvement.latency_reduction, 0.0);
+            assert!(report.performance_improvement.speedup.values().all(|s| *s == 1.0));
             assert_eq!(engine.registry().list().unwrap()[0].versions, vec![1]);
         }
         Some(chosen) => {
             assert!(report.candidates.iter().any(|c| c.method == chosen.method && c.accepted));
-            assert!(report.performance_improvement >= 0.05);
+            assert!(report.performance_improvement.latency_reduction >= 0.05);
+            assert_eq!(report.performance_improvement.speedup.len(), 4);
             assert_eq!(chosen.version, 2);
         }
     }
@@ -242,7 +244,10 @@ fn the_chosen_model_is_registered_with_its_lineage_and_the_story_fields() {
     let lineage = meta.lineage.unwrap();
     assert_eq!((lineage.parent_version, lineage.method.as_str()), (Some(1), "int8-dynamic"));
     assert_eq!(lineage.details["parent"], "technical@1");
-    assert!(meta.metadata.contains_key("performance_improvement"));
+    let improvement = &meta.metadata["performance_improvement"];
+    for key in ["latency_reduction", "speedup", "size_reduction", "accuracy_change"] {
+        assert!(improvement.get(key).is_some(), "{key}: {improvement}");
+    }
     assert_eq!(meta.metadata["deployment_ready"], true);
     assert_eq!(engine.registry().default_version("technical").unwrap(), 1);
     // The registered model runs in an ensemble like any other version.

@@ -375,8 +375,8 @@ fn run(cli: Cli) -> Result<()> {
                     c.method.as_str(),
                     pct(c.accuracy),
                     pct(c.agreement),
-                    ms(c.latency_ms.get("1").copied()),
-                    ms(c.latency_ms.get("64").copied()),
+                    ms(c.latency_ms.get(&1).copied()),
+                    ms(c.latency_ms.get(&64).copied()),
                     c.size_bytes,
                     if c.accepted { "accepted".to_string() } else { c.reason.clone().unwrap_or_default() }
                 );
@@ -387,7 +387,7 @@ fn run(cli: Cli) -> Result<()> {
                     chosen.method.as_str(),
                     report.model,
                     chosen.version,
-                    report.performance_improvement * 100.0
+                    report.performance_improvement.latency_reduction * 100.0
                 ),
                 None => println!("kept the original: no candidate was both faster and accurate enough"),
             }
