@@ -1130,7 +1130,7 @@ impl EnsembleHandle {
     /// Predicts one request given by name.
     pub fn predict(&self, features: &Features) -> Result<Prediction> {
         let started = Instant::now();
-        let ens = self.slot.load_full();
+        let ens = self.slot.load();
         let mut dense = Vec::with_capacity(ens.schema.names().len());
         ens.schema.fill_from_features(features, &mut dense)?;
         self.single(&ens, &dense, started, None)
@@ -1139,7 +1139,7 @@ impl EnsembleHandle {
     /// [`EnsembleHandle::predict`] that must finish by `deadline` (see [`EnsembleHandle::predict_row_by`]).
     pub fn predict_by(&self, features: &Features, deadline: Instant) -> Result<Prediction> {
         let started = Instant::now();
-        let ens = self.slot.load_full();
+        let ens = self.slot.load();
         let mut dense = Vec::with_capacity(ens.schema.names().len());
         ens.schema.fill_from_features(features, &mut dense)?;
         self.single(&ens, &dense, started, Some(deadline))

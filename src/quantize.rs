@@ -333,19 +333,19 @@ pub fn quantize_static(
         .ok_or_else(|| Error::Optimize("the model has no input".into()))?;
     // Which nodes are quantized, and which tensors need a range.
     let mut report = Vec::new();
-    let mut quantized: Vec<(usize, String)> = Vec::new();
+    let mut plans: HashMap<usize, IntegerMatMul> = HashMap::new();
     let mut tensors: Vec<String> = Vec::new();
     for (index, node) in graph.node.iter().enumerate() {
         let label =
             if node.name().is_empty() { format!("{}_{index}", node.op_type()) } else { node.name().to_string() };
         match plan_integer_matmul(node, &initializers) {
-            Ok(_) => {
+            Ok(plan) => {
                 for t in [&node.input[0], &node.output[0]] {
                     if !graph_outputs.contains(t) && !tensors.contains(t) {
                         tensors.push(t.clone());
                     }
                 }
-                quantized.push((index, label.clone()));
+                plans.insert(index, plan);
                 report.push(NodeReport {
                     node: label,
                     op_type: node.op_type().to_string(),
@@ -361,7 +361,7 @@ pub fn quantize_static(
             }),
         }
     }
-    if quantized.is_empty() {
+    if plans.is_empty() {
         return Err(nothing_to_rewrite("quantize", &report));
     }
     let values = collect_activations(runtime, &model, &input_name, &tensors, calibration, width)?;
@@ -374,7 +374,6 @@ pub fn quantize_static(
         })
         .collect();
     let graph = model.graph.as_mut().ok_or_else(|| Error::Optimize("the model has no graph".into()))?;
-    let quantized_nodes: HashSet<usize> = quantized.iter().map(|(i, _)| *i).collect();
     let dq = |t: &str| format!("{t}_DequantizeLinear_Output");
     let mut new_initializers = Vec::new();
     let mut nodes = Vec::with_capacity(graph.node.len() * 3);
@@ -408,27 +407,22 @@ pub fn quantize_static(
                 }
             }
         }
+        let activation = node.input[0].clone();
         for input in node.input.iter_mut() {
             if params.contains_key(input.as_str()) {
                 *input = dq(input);
             }
         }
-        if quantized_nodes.contains(&index) {
-            let weight = node.input[1].clone();
-            let tensor = &initializers[&weight];
-            let values = onnx::float_values(tensor).unwrap_or_default();
-            let (d0, d1) = (tensor.dims[0] as usize, tensor.dims[1] as usize);
-            let trans_b = node.op_type() == "Gemm" && onnx::attribute_i(&node, "transB", 0) != 0;
-            // Channels are the output columns: axis 1 of B, or axis 0 of a transposed Gemm weight.
-            let (k, n) = if trans_b { (d1, d0) } else { (d0, d1) };
-            let as_kn: Vec<f32> =
-                if trans_b { (0..k * n).map(|i| values[(i % n) * k + i / n]).collect() } else { values };
-            let (q_kn, scales) = quantize_weight(&as_kn, k, n, granularity);
-            let q: Vec<i8> = if trans_b { (0..k * n).map(|i| q_kn[(i % k) * n + i / k]).collect() } else { q_kn };
+        if let Some(plan) = plans.remove(&index) {
+            // The plan holds the weight as [k, n] (a transposed Gemm weight already turned back), so
+            // the Gemm drops transB and the channels are always axis 1.
+            let (weight, k, n) = (plan.weight_name.clone(), plan.k, plan.n);
+            node.attribute.retain(|a| a.name() != "transB");
+            let (q, scales) = quantize_weight(&plan.weight, k, n, granularity);
             let (wq, ws, wz) =
                 (format!("{weight}_quantized"), format!("{weight}_scale"), format!("{weight}_zero_point"));
             let channel_dims: Vec<i64> = if scales.len() == 1 { vec![] } else { vec![n as i64] };
-            new_initializers.push(onnx::i8_tensor(&wq, &tensor.dims, &q));
+            new_initializers.push(onnx::i8_tensor(&wq, &[k as i64, n as i64], &q));
             new_initializers.push(onnx::f32_tensor(&ws, &channel_dims, &scales));
             new_initializers.push(onnx::i8_tensor(&wz, &channel_dims, &vec![0; scales.len()]));
             let mut dequantize = onnx::node(
@@ -438,13 +432,12 @@ pub fn quantize_static(
                 &format!("{weight}_DequantizeLinear"),
             );
             if scales.len() > 1 {
-                dequantize.attribute.push(onnx::int_attribute("axis", if trans_b { 0 } else { 1 }));
+                dequantize.attribute.push(onnx::int_attribute("axis", 1));
             }
             nodes.push(dequantize);
             node.input[1] = dq(&weight);
             replaced_weights.insert(weight.clone());
             // A constant Gemm bias (alpha = beta = 1) as int32 at scale s_input · s_weight.
-            let activation = node.input[0].trim_end_matches("_DequantizeLinear_Output").to_string();
             let plain_gemm =
                 onnx::attribute_f(&node, "alpha", 1.0) == 1.0 && onnx::attribute_f(&node, "beta", 1.0) == 1.0;
             if let (Some(bias), Some((a_scale, _)), true) =

@@ -675,14 +675,12 @@ impl LatencyRing {
     }
 
     fn p95(&self) -> Option<Duration> {
-        let mut values: Vec<u32> =
-            self.slots.iter().map(|s| s.load(Ordering::Relaxed)).filter(|v| *v > 0).collect::<Vec<_>>();
-        if values.len() < 20 {
+        let mut micros: Vec<f64> =
+            self.slots.iter().map(|s| s.load(Ordering::Relaxed)).filter(|v| *v > 0).map(f64::from).collect();
+        if micros.len() < 20 {
             return None;
         }
-        values.sort_unstable();
-        let index = ((values.len() as f64) * 0.95).ceil() as usize - 1;
-        Some(Duration::from_micros(u64::from(values[index.min(values.len() - 1)])))
+        Some(Duration::from_micros(crate::replay::percentiles(&mut micros).p95 as u64))
     }
 }
 

@@ -116,6 +116,17 @@ fn gemm_with_transposed_weights_and_bias_is_quantized_correctly() {
     let (real, _) = inputs(&dense_features());
     let diff = max_diff(&scores(&runtime, &gemm, &real, 8), &scores(&runtime, &q.bytes, &real, 8));
     assert!(diff < 0.05, "max |Δp| {diff}");
+    // Static QDQ on the same Gemm: weight turned back to [k, n], per-channel axis 1, int32 bias.
+    for granularity in [Granularity::PerTensor, Granularity::PerChannel] {
+        let q =
+            quantize::quantize_static(&runtime, &gemm, &real[..100 * 8], 8, Calibrator::MIN_MAX, granularity).unwrap();
+        let model = quorum::onnx::decode(&q.bytes).unwrap();
+        let graph = model.graph.as_ref().unwrap();
+        assert!(graph.initializer.iter().any(|t| t.name() == "c1_quantized"), "the bias is int32");
+        let diff =
+            max_diff(&scores(&runtime, &gemm, &real[100 * 8..], 8), &scores(&runtime, &q.bytes, &real[100 * 8..], 8));
+        assert!(diff < 0.05, "static {granularity:?}: max |Δp| {diff}");
+    }
 }
 
 #[test]
@@ -346,14 +357,22 @@ fn int8_static_qdq_models_calibrated_each_way_load_and_stay_close_to_float() {
     assert!(err.to_string().contains("nothing to quantize"), "{err}");
 }
 
-/// Damaged model bytes — truncated or with bytes overwritten — are errors or valid rewrites, never
-/// panics.
+/// Damaged models are errors or valid rewrites, never panics: damaged bytes (which mostly fail to
+/// decode), and decodable models with damaged structure (nodes without inputs or outputs, weights
+/// whose shape disagrees with their data, unknown tensor types).
 #[test]
 fn damaged_models_never_panic_the_rewriters() {
     use proptest::prelude::*;
+    let runtime = runtime();
     let bytes = std::fs::read(common::model_file("technical")).unwrap();
+    let rewrite_all = |model: &[u8]| {
+        let _ = quantize::quantize_dynamic(model, Granularity::PerChannel);
+        let _ = quantize::convert_fp16(model);
+        let _ =
+            quantize::quantize_static(&runtime, model, &[0.5; 16], 8, Calibrator::PERCENTILE, Granularity::PerChannel);
+    };
     let len = bytes.len();
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 300, ..ProptestConfig::default() });
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 200, ..ProptestConfig::default() });
     runner
         .run(&(0..len, proptest::collection::vec((0..len, any::<u8>()), 0..8)), |(cut, edits)| {
             let mut damaged = bytes[..cut.max(1)].to_vec();
@@ -362,9 +381,35 @@ fn damaged_models_never_panic_the_rewriters() {
                     damaged[at] = byte;
                 }
             }
-            let _ = quantize::quantize_dynamic(&damaged, Granularity::PerChannel);
-            let _ = quantize::convert_fp16(&damaged);
+            rewrite_all(&damaged);
             Ok(())
         })
         .unwrap();
+    let model = quorum::onnx::decode(&bytes).unwrap();
+    let node_count = model.graph.as_ref().unwrap().node.len();
+    let initializer_count = model.graph.as_ref().unwrap().initializer.len();
+    for i in 0..node_count {
+        for damage in 0..3 {
+            let mut m = model.clone();
+            let node = &mut m.graph.as_mut().unwrap().node[i];
+            match damage {
+                0 => node.input.clear(),
+                1 => node.output.clear(),
+                _ => node.input.truncate(1),
+            }
+            rewrite_all(&quorum::onnx::encode(&m));
+        }
+    }
+    for i in 0..initializer_count {
+        for damage in 0..3 {
+            let mut m = model.clone();
+            let t = &mut m.graph.as_mut().unwrap().initializer[i];
+            match damage {
+                0 => t.dims.push(3),
+                1 => t.dims = vec![-1, 4],
+                _ => t.data_type = Some(99),
+            }
+            rewrite_all(&quorum::onnx::encode(&m));
+        }
+    }
 }
