@@ -4,7 +4,8 @@
 //! 2-D float initializer into the integer pattern ONNX Runtime's `quantize_dynamic` emits and its
 //! optimizer fuses into `DynamicQuantizeMatMul`:
 //! `DynamicQuantizeLinear(A) → MatMulInteger(A_q, B_q, A_zp, B_zp) → Cast(float) → Mul(A_scale·B_scale)`.
-//! Weights are symmetric int8 in [-127, 127], per tensor or per output column, with ONNX Runtime's
+//! Weights are symmetric int8 in [-127, 127] (7 bits, [-64, 64], on x86-64 CPUs without VNNI: see
+//! [`weight_qmax`]), per tensor or per output column, with ONNX Runtime's
 //! arithmetic: the range widened to include 0, `scale = (rmax − rmin) / (qmax − qmin)` (computed in
 //! f64, stored f32), zero point 0, `q = clip(round_half_even(w / scale))`. Activations are quantized at
 //! run time by `DynamicQuantizeLinear` (uint8, asymmetric).
@@ -85,9 +86,25 @@ pub fn quantize_value(v: f32, scale: f32, zero_point: i32, qmin: i32, qmax: i32)
     ((v / scale).round_ties_even() as i32 + zero_point).clamp(qmin, qmax)
 }
 
-/// Symmetric int8 quantization of a `[k, n]` row-major weight: (values, scales, one per tensor or column).
-pub fn quantize_weight(values: &[f32], k: usize, n: usize, granularity: Granularity) -> (Vec<i8>, Vec<f32>) {
-    let (qmin, qmax) = (-127, 127);
+/// The largest int8 weight magnitude for models quantized on this machine: 127, or 64 (onnxruntime's
+/// `reduce_range`) on x86-64 without VNNI, where ONNX Runtime's AVX2 uint8 × int8 kernel adds pairs of
+/// products in saturating 16-bit lanes (`vpmaddubsw`: 255 · 127 · 2 overflows, 255 · 64 · 2 does not).
+/// Measured on an AVX2-only EPYC: per-channel INT8 of the technical MLP moved probabilities by up to
+/// 0.134 with full-range weights.
+pub fn weight_qmax() -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !std::arch::is_x86_feature_detected!("avx512vnni") && !std::arch::is_x86_feature_detected!("avxvnni") {
+            return 64;
+        }
+    }
+    127
+}
+
+/// Symmetric int8 quantization of a `[k, n]` row-major weight into [-qmax, qmax]: (values, scales,
+/// one per tensor or column).
+pub fn quantize_weight(values: &[f32], k: usize, n: usize, granularity: Granularity, qmax: i32) -> (Vec<i8>, Vec<f32>) {
+    let qmin = -qmax;
     let range = |iter: &mut dyn Iterator<Item = f32>| {
         iter.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
     };
@@ -154,7 +171,7 @@ pub fn quantize_dynamic(model: &[u8], granularity: Granularity) -> Result<Rewrit
                         names
                     })
                     .clone();
-                let (q, scales) = quantize_weight(&plan.weight, plan.k, plan.n, granularity);
+                let (q, scales) = quantize_weight(&plan.weight, plan.k, plan.n, granularity, weight_qmax());
                 let b = &plan.weight_name;
                 let (b_q, b_scale, b_zp) = (format!("{b}_quantized"), format!("{b}_scale"), format!("{b}_zero_point"));
                 let channel_dims: Vec<i64> = if scales.len() == 1 { vec![] } else { vec![plan.n as i64] };
@@ -418,7 +435,7 @@ pub fn quantize_static(
             // the Gemm drops transB and the channels are always axis 1.
             let (weight, k, n) = (plan.weight_name.clone(), plan.k, plan.n);
             node.attribute.retain(|a| a.name() != "transB");
-            let (q, scales) = quantize_weight(&plan.weight, k, n, granularity);
+            let (q, scales) = quantize_weight(&plan.weight, k, n, granularity, weight_qmax());
             let (wq, ws, wz) =
                 (format!("{weight}_quantized"), format!("{weight}_scale"), format!("{weight}_zero_point"));
             let channel_dims: Vec<i64> = if scales.len() == 1 { vec![] } else { vec![n as i64] };
@@ -681,10 +698,10 @@ mod tests {
     #[test]
     fn per_channel_weights_get_a_scale_per_column() {
         // [2, 2]: column 0 spans ±1, column 1 spans ±10.
-        let (q, scales) = quantize_weight(&[1.0, 10.0, -0.5, -5.0], 2, 2, Granularity::PerChannel);
+        let (q, scales) = quantize_weight(&[1.0, 10.0, -0.5, -5.0], 2, 2, Granularity::PerChannel, 127);
         assert_eq!(scales, vec![1.0 / 127.0, 10.0 / 127.0]);
         assert_eq!(q, vec![127, 127, -64, -64]);
-        let (q, scales) = quantize_weight(&[1.0, 10.0, -0.5, -5.0], 2, 2, Granularity::PerTensor);
+        let (q, scales) = quantize_weight(&[1.0, 10.0, -0.5, -5.0], 2, 2, Granularity::PerTensor, 127);
         assert_eq!(scales, vec![10.0 / 127.0]);
         assert_eq!(q, vec![13, 127, -6, -64]);
     }
