@@ -27,6 +27,10 @@ fn bench(c: &mut Criterion) {
     let batch_values = rows(1024, &schema);
     let batch = Batch::row_major(&schema, &batch_values).unwrap();
     let mut out = Vec::new();
+    // The same engine with the members run one by one instead of as one fused model.
+    let unfused = InferenceEngine::builder(home.path()).with_fusion(false).build().unwrap();
+    let unfused = unfused.ensemble("market").unwrap();
+    assert!(handle.fusion().fused && !unfused.fusion().fused);
 
     // The engine and the baseline must compute the same thing.
     direct.predict(&one, 1, &mut out);
@@ -39,12 +43,16 @@ fn bench(c: &mut Criterion) {
     single
         .bench_function("engine_predict_named", |b| b.iter(|| engine.predict("market", black_box(&features)).unwrap()));
     single.bench_function("engine_handle_predict_row", |b| b.iter(|| handle.predict_row(black_box(&one)).unwrap()));
+    single.bench_function("engine_unfused_predict_row", |b| b.iter(|| unfused.predict_row(black_box(&one)).unwrap()));
     single.finish();
 
     let mut batched = c.benchmark_group("batch_1024");
     batched.throughput(Throughput::Elements(1024));
     batched.bench_function("direct_ort", |b| b.iter(|| direct.predict(black_box(&batch_values), 1024, &mut out)));
     batched.bench_function("engine_predict_batch", |b| b.iter(|| handle.predict_batch(black_box(&batch)).unwrap()));
+    batched.bench_function("engine_unfused_predict_batch", |b| {
+        b.iter(|| unfused.predict_batch(black_box(&batch)).unwrap())
+    });
     batched.finish();
 
     // Threading: one caller, the engine's choice (1 intra-op thread, no spinning) against a 2-thread

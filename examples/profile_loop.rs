@@ -1,4 +1,6 @@
-//! Interleaved engine-vs-direct timing (development aid; the criterion bench is the reference).
+//! Interleaved engine-vs-direct timing (development aid; the criterion bench is the reference):
+//! the three example models through raw ort, the engine (members fused), the engine with fusion off,
+//! and the engine without tracking, alternating call by call so that machine noise hits all alike.
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "../benches/support/direct.rs"]
@@ -13,30 +15,32 @@ fn main() {
     let rows: usize = std::env::args().nth(1).map_or(1, |a| a.parse().unwrap());
     let values = direct::rows(rows, &schema);
     let batch = quorum::Batch::row_major(&schema, &values).unwrap();
+    let unfused = quorum::InferenceEngine::builder(home.path()).with_fusion(false).build().unwrap();
+    let unfused = unfused.ensemble("market").unwrap();
     let untracked = quorum::InferenceEngine::builder(home.path()).without_tracking().build().unwrap();
     let untracked = untracked.ensemble("market").unwrap();
     let mut out = Vec::new();
-    let (mut e, mut d, mut u) = (Vec::new(), Vec::new(), Vec::new());
+    let mut samples: [Vec<f64>; 4] = Default::default();
     let n = (200_000 / rows).max(200);
     for _ in 0..n {
         let t = Instant::now();
-        std::hint::black_box(handle.predict_batch(&batch).unwrap());
-        e.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
         direct.predict(&values, rows, &mut out);
-        d.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        std::hint::black_box(untracked.predict_batch(&batch).unwrap());
-        u.push(t.elapsed().as_secs_f64());
+        samples[0].push(t.elapsed().as_secs_f64());
+        for (k, h) in [(1, &handle), (2, &unfused), (3, &untracked)] {
+            let t = Instant::now();
+            std::hint::black_box(h.predict_batch(&batch).unwrap());
+            samples[k].push(t.elapsed().as_secs_f64());
+        }
     }
-    let median = |mut v: Vec<f64>| {
+    let [d, e, u, t] = samples.map(|mut v| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2] * 1e6
-    };
-    let (me, md, mu) = (median(e), median(d), median(u));
+    });
+    let vs = |x: f64| (x / d - 1.0) * 100.0;
     println!(
-        "rows {rows}: direct ort {md:.2} µs | engine {me:.2} µs ({:+.1}%) | engine without tracking {mu:.2} µs ({:+.1}%)",
-        (me / md - 1.0) * 100.0,
-        (mu / md - 1.0) * 100.0
+        "rows {rows}: direct ort {d:.2} µs | engine {e:.2} µs ({:+.1}%) | unfused {u:.2} µs ({:+.1}%) | untracked {t:.2} µs ({:+.1}%)",
+        vs(e),
+        vs(u),
+        vs(t)
     );
 }

@@ -149,6 +149,17 @@ impl CircuitBreaker {
         }
     }
 
+    /// Whether calls pass freely now, without a permit count (closed).
+    pub fn is_closed(&self) -> bool {
+        self.state() == BreakerState::Closed
+    }
+
+    /// Records a successful call made while the breaker was closed without taking a permit (a fused
+    /// ensemble call, made only when every member's breaker is closed); changes nothing otherwise.
+    pub(crate) fn record_success(&self, elapsed: Duration) {
+        self.record(Permit { half_open: false }, elapsed, false);
+    }
+
     /// `Some(permit)` if a call may be made now.
     pub fn try_acquire(&self) -> Option<Permit> {
         let mut inner = self.lock();

@@ -1,10 +1,11 @@
 //! [`InferenceEngine`]: loads ensembles from the quorum home and serves predictions from many threads.
 //!
 //! The path of one prediction: look up the loaded ensemble (one read lock, or none through an
-//! [`EnsembleHandle`]) → fill one dense row in the ensemble's schema order, checking NaN/±Inf → for each
-//! member, check a session out of its pool, gather its columns into the session's reusable input
-//! buffer and run ONNX Runtime (no lock held) → combine the answers with the strategy → log the
-//! prediction for outcome tracking → return [`Prediction`].
+//! [`EnsembleHandle`]) → fill one dense row in the ensemble's schema order, checking NaN/±Inf → run
+//! every member in one call of the ensemble's fused model when it has one (see [`crate::fusion`]),
+//! otherwise for each member check a session out of its pool, gather its columns into the session's
+//! reusable input buffer and run ONNX Runtime (no lock held) → combine the answers with the strategy →
+//! log the prediction for outcome tracking → return [`Prediction`].
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use ort::session::SessionInputValue;
 use ort::value::TensorRef;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
@@ -27,11 +29,14 @@ use crate::cache::{CacheKey, CacheOptions, CacheStats, PredictionCache};
 use crate::ensemble::{EnsembleConfig, EnsembleStore};
 use crate::error::{Error, Result};
 use crate::features::{gather, Batch, Features, Schema};
+use crate::fusion::{self, FusedSession, FusedSessions, FusionMember, FUSION_MAX_BYTES};
 use crate::meta::FitWindow;
 use crate::persist::{PersistOptions, StateStore, WeightsRow};
 use crate::regime::Regime;
 use crate::registry::{self, ModelMetadata, ModelRegistration, Registry, Task, VersionSpec};
-use crate::replicas::{self, ModelOptions, ReplicaPool, ReplicaStatus, RunOutcome, ScaleDecision};
+use crate::replicas::{
+    self, ExecutionProvider, LoadPolicy, ModelOptions, ReplicaPool, ReplicaStatus, RunOutcome, ScaleDecision,
+};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::strategy::{normalise_weights, MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
 use crate::tracking::{DriftEvent, EnsembleKey, EnsembleMetrics, Tracker, TrackingOptions};
@@ -94,6 +99,10 @@ pub struct Prediction {
     /// (ensembles with `serve_stale`); `degraded` is set too.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stale: bool,
+    /// Every member ran in one call of the ensemble's fused model (see [`EnsembleHandle::fusion`]);
+    /// each member's `latency_ms` is then that call's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fused: bool,
     /// Members that gave no prediction (neither they nor a fallback answered).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<Arc<str>>,
@@ -107,6 +116,17 @@ fn contributions_by_model<S: Serializer>(list: &[ModelContribution], s: S) -> st
         map.serialize_entry(&*c.model, c)?;
     }
     map.end()
+}
+
+/// See [`EnsembleHandle::fusion`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FusionStatus {
+    pub fused: bool,
+    /// Fused sessions built so far (they grow on demand up to the members' largest replica count).
+    pub sessions: usize,
+    /// Why the members are not fused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A model with its replicas, its request queue and its circuit breaker.
@@ -300,6 +320,8 @@ struct LoadedEnsemble {
     batched: bool,
     /// The last good prediction per feature row, when the ensemble serves stale answers below quorum.
     last_good: Option<Arc<LastGood>>,
+    /// The members as one fused model, or why they are not.
+    fused: std::result::Result<FusedSessions, String>,
 }
 
 /// Last good predictions keyed by the exact bits of the dense feature row.
@@ -326,6 +348,7 @@ pub struct EngineBuilder {
     model_options: HashMap<String, ModelOptions>,
     memory_budget: Option<u64>,
     autoscale: AutoscaleSettings,
+    fusion: bool,
 }
 
 /// How often the autoscaler looks at the pools, and how long a pool must be quiet before it shrinks.
@@ -410,6 +433,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Whether ensembles run their members as one fused ONNX model when they can (on by default; see
+    /// [`EnsembleHandle::fusion`]). Off: every member is its own ONNX Runtime call, always.
+    pub fn with_fusion(mut self, fuse: bool) -> Self {
+        self.fusion = fuse;
+        self
+    }
+
     /// Keep learning state in memory only.
     pub fn without_persistence(mut self) -> Self {
         self.persistence = None;
@@ -457,6 +487,7 @@ impl EngineBuilder {
             default_model_options: self.default_model_options,
             model_options: self.model_options,
             memory_budget: self.memory_budget,
+            fusion: self.fusion,
         });
         if scaling || inner.memory_budget.is_some() {
             spawn_housekeeping(Arc::downgrade(&inner), self.autoscale);
@@ -691,6 +722,7 @@ struct EngineInner {
     default_model_options: ModelOptions,
     model_options: HashMap<String, ModelOptions>,
     memory_budget: Option<u64>,
+    fusion: bool,
 }
 
 /// Runs ensembles of ONNX models in-process.
@@ -724,6 +756,7 @@ impl InferenceEngine {
             model_options: HashMap::new(),
             memory_budget: None,
             autoscale: AutoscaleSettings::default(),
+            fusion: true,
         }
     }
 
@@ -864,6 +897,7 @@ impl InferenceEngine {
             Some(p) => p.last_good.clone(),
             None => config.serve_stale.then(|| Arc::new(LastGood::new(LAST_GOOD_ROWS))),
         };
+        let fused = self.fuse_members(&members, &schema, &config.name);
         static LOADS: AtomicU64 = AtomicU64::new(1);
         let loaded = Arc::new(LoadedEnsemble {
             id: LOADS.fetch_add(1, Ordering::Relaxed),
@@ -877,6 +911,7 @@ impl InferenceEngine {
             task,
             schema,
             batched: members.iter().any(|m| m.model.batching),
+            fused,
             members,
             config,
             last_good,
@@ -908,6 +943,90 @@ impl InferenceEngine {
             }
         };
         Ok(EnsembleHandle { engine: self.clone(), slot })
+    }
+
+    /// The members as one fused model (see [`crate::fusion`]), checked against the members on probe
+    /// rows; `Err` says why the ensemble runs its members one by one.
+    fn fuse_members(
+        &self,
+        members: &[Member],
+        schema: &Schema,
+        ensemble: &str,
+    ) -> std::result::Result<FusedSessions, String> {
+        if !self.inner.fusion {
+            return Err("fusion is off (EngineBuilder::with_fusion)".into());
+        }
+        if members.len() < 2 {
+            return Err("one member: nothing to fuse".into());
+        }
+        for member in members {
+            let meta = &member.model.meta;
+            let options = self.inner.model_options.get(&meta.name).unwrap_or(&self.inner.default_model_options);
+            let reason = if options.timeout.is_some() {
+                "has a per-call timeout"
+            } else if !matches!(options.provider, ExecutionProvider::Cpu) {
+                "runs on another execution provider than the CPU"
+            } else if options.load == LoadPolicy::Lazy {
+                "loads lazily"
+            } else {
+                continue;
+            };
+            return Err(format!("model {} {reason}", meta.name));
+        }
+        let total: u64 = members.iter().map(|m| m.model.meta.size_bytes).sum();
+        if total > FUSION_MAX_BYTES {
+            return Err(format!("the members' files total {total} bytes, over the fusion limit of {FUSION_MAX_BYTES}"));
+        }
+        let files = members
+            .iter()
+            .map(|m| self.inner.registry.read_verified(&m.model.meta))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| e.to_string())?;
+        let parts: Vec<FusionMember<'_>> =
+            members.iter().zip(&files).map(|(m, bytes)| FusionMember { bytes, output: &m.model.meta.output }).collect();
+        let width = schema.names().len();
+        let model = fusion::fuse(&parts)?;
+        let most_replicas = members.iter().map(|m| m.model.pool.max).max().unwrap_or(1);
+        let fused = FusedSessions::new(&self.inner.runtime, format!("{ensemble} (fused)"), model, most_replicas)
+            .map_err(|e| e.to_string())?;
+        // The proof that fusion changes nothing: the fused model and the members, each on its own,
+        // give the same answers on probe rows (zeros, halves, ones, a ramp; non-negative, as rates and
+        // volatilities are). A row some member cannot answer is skipped; at least one must compare.
+        let probes: Vec<Vec<f32>> = [0.0f32, 0.5, 1.0]
+            .iter()
+            .map(|v| vec![*v; width])
+            .chain(std::iter::once((0..width).map(|c| (c + 1) as f32 / width as f32).collect()))
+            .collect();
+        let m = members.len();
+        let mut compared = 0;
+        for probe in &probes {
+            let mut separate = vec![f32::NAN; m];
+            let answered = members.iter().enumerate().all(|(i, member)| {
+                // Past the breaker: probing is not traffic and must not move its statistics.
+                let rows_in = Rows::Schema { dense: probe, width, indices: &member.indices };
+                let run = || member.model.run(rows_in, 1, &mut separate, i, Instant::now());
+                matches!(catch_unwind(AssertUnwindSafe(run)), Ok(Ok(_)))
+            });
+            if !answered {
+                continue;
+            }
+            let mut together = vec![f32::NAN; m];
+            let mut session = fused.checkout().ok_or("no fused session")?;
+            let ran = run_fused_session(&mut session, &fused, members, probe, 1, &mut together);
+            fused.give_back(session);
+            ran.map_err(|e| format!("probe run of the fused model: {e}"))?;
+            for (i, (a, b)) in separate.iter().zip(&together).enumerate() {
+                if (a - b).abs() > 1e-5 * a.abs().max(1.0) {
+                    let model = &members[i].model.meta.name;
+                    return Err(format!("the fused model answered {b} where member {model} answered {a}"));
+                }
+            }
+            compared += 1;
+        }
+        if compared == 0 {
+            return Err("no probe row that every member could answer".into());
+        }
+        Ok(fused)
     }
 
     fn loaded_ensemble(&self, name: &str) -> Option<Arc<LoadedEnsemble>> {
@@ -1121,6 +1240,21 @@ impl EnsembleHandle {
     /// A reload can change it (a new member version with other features): read it again after one.
     pub fn feature_names(&self) -> Vec<String> {
         self.slot.load().schema.names().to_vec()
+    }
+
+    /// Whether the ensemble's members run as one fused ONNX model, and why not when they do not.
+    ///
+    /// Fusion merges the members' graphs into one model that one ONNX Runtime call runs (see
+    /// [`crate::fusion`]): for small models, whose cost is mostly ONNX Runtime's per-call overhead,
+    /// it makes a prediction markedly faster. It is used for inline predictions (`predict`,
+    /// `predict_row`, `predict_batch`) while every member's breaker is closed; queued (batched or
+    /// asynchronous) requests, and any call the fused model fails, run the members one by one.
+    pub fn fusion(&self) -> FusionStatus {
+        let ens = self.slot.load();
+        match &ens.fused {
+            Ok(fused) => FusionStatus { fused: true, sessions: fused.sessions(), reason: None },
+            Err(reason) => FusionStatus { fused: false, sessions: 0, reason: Some(reason.clone()) },
+        }
     }
 
     pub fn task(&self) -> Task {
@@ -1366,6 +1500,26 @@ impl EnsembleHandle {
         let width = ens.schema.names().len();
         let m = ens.members.len();
         let mut member_predictions = vec![f32::NAN; rows * m];
+        if let Ok(fused) = &ens.fused {
+            check_deadline(ens, deadline)?;
+            if let Some(elapsed) = run_fused(fused, ens, dense, rows, &mut member_predictions) {
+                let latency_ms = elapsed.as_secs_f64() * 1e3;
+                let members = ens
+                    .members
+                    .iter()
+                    .map(|member| MemberRun {
+                        model: Arc::clone(&member.model.name),
+                        version: member.model.meta.version,
+                        latency_ms,
+                        error: None,
+                        fallback: None,
+                    })
+                    .collect();
+                let mut batch = self.combine(ens, dense, rows, started, published, member_predictions, members)?;
+                batch.fused = true;
+                return Ok(batch);
+            }
+        }
         let mut members: Vec<MemberRun> = Vec::with_capacity(m);
         for (i, member) in ens.members.iter().enumerate() {
             check_deadline(ens, deadline)?;
@@ -1478,6 +1632,7 @@ impl EnsembleHandle {
             regimes,
             members,
             published,
+            fused: false,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
         })
     }
@@ -1494,6 +1649,75 @@ fn effective_weights(choice: &RegimeWeights, answered: &[bool], out: &mut [f32])
     for ((w, &c), &a) in out.iter_mut().zip(&choice.weights).zip(answered) {
         *w = if a && total > 0.0 { c / total } else { 0.0 };
     }
+}
+
+/// Every member in one call of the fused model, writing `out[row * members + member]`. `None` when
+/// the fused model is not used for this call — a member's breaker is not closed or a fault is
+/// injected (the members' own path reports them), every fused session is busy — or when it failed;
+/// the members then run one by one, so a failure is still isolated to the member that caused it.
+fn run_fused(
+    fused: &FusedSessions,
+    ens: &LoadedEnsemble,
+    dense: &[f32],
+    rows: usize,
+    out: &mut [f32],
+) -> Option<Duration> {
+    let healthy = ens.members.iter().all(|m| m.model.fault.load(Ordering::Relaxed) == 0 && m.model.breaker.is_closed());
+    if !healthy {
+        return None;
+    }
+    let mut session = fused.checkout()?;
+    let started = Instant::now();
+    let ran = catch_unwind(AssertUnwindSafe(|| run_fused_session(&mut session, fused, &ens.members, dense, rows, out)));
+    fused.give_back(session);
+    let elapsed = started.elapsed();
+    if !matches!(ran, Ok(Ok(()))) {
+        return None;
+    }
+    for member in &ens.members {
+        member.model.breaker.record_success(elapsed);
+    }
+    Some(elapsed)
+}
+
+fn run_fused_session(
+    session: &mut FusedSession,
+    fused: &FusedSessions,
+    members: &[Member],
+    dense: &[f32],
+    rows: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let width = dense.len() / rows;
+    let mut inputs = Vec::with_capacity(members.len());
+    for ((member, buffer), name) in members.iter().zip(&mut session.inputs).zip(&fused.inputs) {
+        gather(dense, width, &member.indices, buffer);
+        let tensor = TensorRef::from_array_view(([rows, member.indices.len()], buffer.as_slice()))?;
+        inputs.push((Cow::Borrowed(name.as_str()), SessionInputValue::from(tensor)));
+    }
+    let outputs = session.session.run(inputs)?;
+    let m = members.len();
+    for (i, (member, name)) in members.iter().zip(&fused.outputs).enumerate() {
+        let meta = &member.model.meta;
+        let value = outputs.get(name).ok_or_else(|| Error::OutputShape {
+            model: meta.name.clone(),
+            expected: format!("a fused output named {name:?}"),
+            found: "no such output".into(),
+        })?;
+        let column = registry::read_output_column(&meta.name, value, &meta.output, rows)?;
+        for row in 0..rows {
+            let v = column.get(row);
+            if !v.is_finite() {
+                return Err(Error::OutputShape {
+                    model: meta.name.clone(),
+                    expected: "finite predictions".into(),
+                    found: format!("{v} in row {row}"),
+                });
+            }
+            out[row * m + i] = v;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a request whose deadline has passed.
@@ -1626,6 +1850,8 @@ pub struct BatchPrediction {
     pub members: Vec<MemberRun>,
     /// The learning snapshot the batch was combined with (strategy, recent losses, fit windows).
     published: Arc<Published>,
+    /// Every member ran in one call of the ensemble's fused model.
+    pub fused: bool,
     /// Wall time of the whole batch inside the engine.
     pub latency_ms: f64,
 }
@@ -1686,6 +1912,7 @@ impl BatchPrediction {
             degraded: self.members.iter().any(|r| r.error.is_some()),
             cached: false,
             stale: false,
+            fused: self.fused,
             skipped: self.members.iter().filter(|r| !r.answered()).map(|r| Arc::clone(&r.model)).collect(),
             regime,
             fit_window: choice.fit_window,

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod ensemble;
 pub mod error;
 pub mod features;
+mod fusion;
 mod initializers;
 pub mod meta;
 pub mod online;
@@ -33,7 +34,7 @@ pub use batching::BatchingOptions;
 pub use breaker::{BreakerOptions, BreakerState, SlidingWindow};
 pub use cache::{CacheOptions, CacheStats};
 pub use engine::{
-    AutoscaleSettings, BatchPrediction, EngineBuilder, EnsembleHandle, Fault, InferenceEngine, MemberRun,
+    AutoscaleSettings, BatchPrediction, EngineBuilder, EnsembleHandle, Fault, FusionStatus, InferenceEngine, MemberRun,
     ModelContribution, Prediction,
 };
 pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};

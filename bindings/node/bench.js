@@ -30,9 +30,17 @@ async function timed(fn, repeat) {
 
 async function main() {
   const manifest = Object.fromEntries(JSON.parse(fs.readFileSync(path.join(MODELS, 'manifest.json'), 'utf8')).models.map((m) => [m.name, m]))
-  const engine = new quorum.InferenceEngine(fs.mkdtempSync(path.join(os.tmpdir(), 'quorum-bench-')), { tracking: false, persistence: false })
-  for (const name of Object.keys(WEIGHTS)) engine.registerModel(name, path.join(MODELS, `${name}.onnx`), manifest[name].features, { kind: manifest[name].kind })
-  engine.createEnsemble({ name: 'market', members: Object.keys(WEIGHTS), weights: Object.values(WEIGHTS) })
+  function makeEngine(fusion) {
+    const engine = new quorum.InferenceEngine(fs.mkdtempSync(path.join(os.tmpdir(), 'quorum-bench-')), { tracking: false, persistence: false, fusion })
+    for (const name of Object.keys(WEIGHTS)) engine.registerModel(name, path.join(MODELS, `${name}.onnx`), manifest[name].features, { kind: manifest[name].kind })
+    engine.createEnsemble({ name: 'market', members: Object.keys(WEIGHTS), weights: Object.values(WEIGHTS) })
+    return engine
+  }
+  // quorum fuses the three members into one ONNX model by default; the unfused engine runs them one by
+  // one, as the JavaScript baseline does.
+  const engine = makeEngine(true)
+  const unfused = makeEngine(false)
+  if (!engine.fusion('market').fused) throw new Error(`not fused: ${engine.fusion('market').reason}`)
   const names = engine.featureNames('market')
 
   const options = { intraOpNumThreads: 1, interOpNumThreads: 1, executionProviders: ['cpu'] }
@@ -77,13 +85,16 @@ async function main() {
     'single_row/quorum_node_sync': await timed(() => engine.predict('market', row), 3000),
     'single_row/quorum_node_row': await timed(() => engine.predictRow('market', oneRow), 3000),
     'single_row/quorum_node_async': await timed(() => engine.predictAsync('market', row), 3000),
+    'single_row/quorum_node_unfused': await timed(() => unfused.predict('market', row), 3000),
     'batch_1024/onnxruntime_node': await timed(rawBatch, 200),
     'batch_1024/quorum_node_sync': await timed(() => engine.predictBatch('market', matrix), 200),
+    'batch_1024/quorum_node_unfused': await timed(() => unfused.predictBatch('market', matrix), 200),
   }
   for (const [label, micros] of Object.entries(results)) console.log(`${label.padEnd(32)} ${micros.toFixed(1).padStart(10)} µs (median)`)
   const single = results['single_row/onnxruntime_node'] / results['single_row/quorum_node_sync']
   const batch = results['batch_1024/onnxruntime_node'] / results['batch_1024/quorum_node_sync']
-  console.log(`single row: quorum ${single.toFixed(2)}x faster; 1024 rows: ${batch.toFixed(2)}x (onnxruntime-node ${require('onnxruntime-node/package.json').version})`)
+  const unfusedSingle = results['single_row/onnxruntime_node'] / results['single_row/quorum_node_unfused']
+  console.log(`single row: quorum ${single.toFixed(2)}x faster (${unfusedSingle.toFixed(2)}x unfused); 1024 rows: ${batch.toFixed(2)}x (onnxruntime-node ${require('onnxruntime-node/package.json').version})`)
 }
 
 main().catch((error) => {

@@ -31,10 +31,17 @@ def timed(fn, repeat):
 
 def main():
     manifest = {m["name"]: m for m in json.loads((MODELS / "manifest.json").read_text())["models"]}
-    engine = quorum.InferenceEngine(tempfile.mkdtemp(), tracking=False, persistence=False)
-    for name, m in manifest.items():
-        engine.register_model(name, MODELS / f"{name}.onnx", m["features"], kind=m["kind"])
-    engine.create_ensemble({"name": "market", "members": list(WEIGHTS), "weights": list(WEIGHTS.values())})
+    def make_engine(fusion):
+        engine = quorum.InferenceEngine(tempfile.mkdtemp(), tracking=False, persistence=False, fusion=fusion)
+        for name, m in manifest.items():
+            engine.register_model(name, MODELS / f"{name}.onnx", m["features"], kind=m["kind"])
+        engine.create_ensemble({"name": "market", "members": list(WEIGHTS), "weights": list(WEIGHTS.values())})
+        return engine
+
+    # quorum fuses the three members into one ONNX model by default; the unfused engine runs them one
+    # by one, as the Python baseline does.
+    engine, unfused = make_engine(True), make_engine(False)
+    assert engine.fusion("market")["fused"], engine.fusion("market")
     names = engine.feature_names("market")
 
     options = onnxruntime.SessionOptions()
@@ -72,8 +79,10 @@ def main():
         ("single_row/onnxruntime_python", raw_single, 3000),
         ("single_row/quorum_python", lambda: engine.predict("market", row), 3000),
         ("single_row/quorum_python_row", lambda: engine.predict_row("market", row_values), 3000),
+        ("single_row/quorum_python_unfused", lambda: unfused.predict("market", row), 3000),
         ("batch_1024/onnxruntime_python", raw_batch, 200),
         ("batch_1024/quorum_python", lambda: engine.predict_batch("market", matrix), 200),
+        ("batch_1024/quorum_python_unfused", lambda: unfused.predict_batch("market", matrix), 200),
     ]:
         for _ in range(50):
             fn()
@@ -82,7 +91,11 @@ def main():
         print(f"{label:<32} {micros:10.1f} µs (median)")
     single = results["single_row/onnxruntime_python"] / results["single_row/quorum_python"]
     batch = results["batch_1024/onnxruntime_python"] / results["batch_1024/quorum_python"]
-    print(f"single row: quorum {single:.2f}x faster; 1024 rows: {batch:.2f}x (ONNX Runtime {onnxruntime.__version__})")
+    unfused_single = results["single_row/onnxruntime_python"] / results["single_row/quorum_python_unfused"]
+    print(
+        f"single row: quorum {single:.2f}x faster ({unfused_single:.2f}x unfused); 1024 rows: {batch:.2f}x "
+        f"(ONNX Runtime {onnxruntime.__version__})"
+    )
     return 0
 
 

@@ -64,6 +64,8 @@ pub struct Prediction {
     pub cached: bool,
     /// Quorum was lost and this is the last good prediction for the same features.
     pub stale: bool,
+    /// Every member ran in one call of the ensemble's fused model.
+    pub fused: bool,
     /// Members that gave no prediction.
     pub skipped: Vec<String>,
     pub latency_ms: f64,
@@ -99,6 +101,7 @@ fn prediction(p: quorum::Prediction) -> Prediction {
         degraded: p.degraded,
         cached: p.cached,
         stale: p.stale,
+        fused: p.fused,
         skipped: p.skipped.iter().map(|s| s.to_string()).collect(),
         latency_ms: p.latency_ms,
     }
@@ -124,6 +127,8 @@ pub struct EngineOptions {
     pub models: Option<HashMap<String, serde_json::Value>>,
     /// Unload idle models (least recently used first) while their estimated memory exceeds this.
     pub memory_budget_bytes: Option<f64>,
+    /// Run each ensemble's members as one fused ONNX model when they can be (default true).
+    pub fusion: Option<bool>,
 }
 
 /// Options of `optimize`.
@@ -200,6 +205,7 @@ impl JsInferenceEngine {
             default_model: None,
             models: None,
             memory_budget_bytes: None,
+            fusion: None,
         });
         let mut runtime = quorum::RuntimeOptions::default();
         if let Some(path) = o.ort_library {
@@ -208,7 +214,8 @@ impl JsInferenceEngine {
         if let Some(n) = o.sessions_per_model {
             runtime = runtime.with_sessions_per_model(n as usize);
         }
-        let mut builder = quorum::InferenceEngine::builder(home).with_runtime_options(runtime);
+        let mut builder =
+            quorum::InferenceEngine::builder(home).with_runtime_options(runtime).with_fusion(o.fusion.unwrap_or(true));
         if o.tracking == Some(false) {
             builder = builder.without_tracking();
         }
@@ -362,6 +369,13 @@ impl JsInferenceEngine {
     #[napi]
     pub fn replicas(&self, model: Option<String>) -> Result<serde_json::Value> {
         to_json(&self.inner.replicas(model.as_deref()))
+    }
+
+    /// Whether the ensemble's members run as one fused ONNX model: `fused`, `sessions`, and
+    /// `reason` when they do not.
+    #[napi]
+    pub fn fusion(&self, ensemble: String) -> Result<serde_json::Value> {
+        to_json(&guarded(|| Ok(self.inner.ensemble(&ensemble)?.fusion()))?)
     }
 
     /// Drops the idle replicas of `model` (it loads again on its next call); returns how many.

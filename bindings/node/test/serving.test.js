@@ -74,3 +74,21 @@ test('optimize and benchmark a registered model', () => {
   assert.deepEqual(bench.latency.map((l) => l.batch), [1, 8, 64, 512])
   assert.throws(() => engine.optimize('technical', data, 'next_day_up', { methods: ['int4'] }), (e) => e.code === 'config')
 })
+
+test('fused members answer as separate ones', () => {
+  const fused = engineWith({})
+  const separate = engineWith({ fusion: false })
+  assert.equal(fused.fusion('market').fused, true)
+  const status = separate.fusion('market')
+  assert.equal(status.fused, false)
+  assert.match(status.reason, /with_fusion/)
+  for (const row of rows.slice(0, 50)) {
+    const a = fused.predict('market', featuresOf(fused, row))
+    const b = separate.predict('market', featuresOf(separate, row))
+    assert.equal(a.fused, true)
+    assert.equal(b.fused, false)
+    assert.equal(a.prediction, b.prediction)
+    assert.equal(a.confidence, b.confidence)
+  }
+  assert.throws(() => fused.fusion('nope'), (e) => e.code === 'not_found')
+})

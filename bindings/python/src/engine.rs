@@ -17,7 +17,7 @@ pub struct InferenceEngine {
 #[pymethods]
 impl InferenceEngine {
     #[new]
-    #[pyo3(signature = (home, ort_library=None, tracking=true, persistence=true, sessions_per_model=None, synchronous_refits=false, cache_capacity=None, cache_ttl_seconds=1.0, default_model=None, models=None, memory_budget_bytes=None))]
+    #[pyo3(signature = (home, ort_library=None, tracking=true, persistence=true, sessions_per_model=None, synchronous_refits=false, cache_capacity=None, cache_ttl_seconds=1.0, default_model=None, models=None, memory_budget_bytes=None, fusion=true))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python constructor
     fn new(
         py: Python<'_>,
@@ -32,6 +32,7 @@ impl InferenceEngine {
         default_model: Option<Bound<'_, PyAny>>,
         models: Option<HashMap<String, Bound<'_, PyAny>>>,
         memory_budget_bytes: Option<u64>,
+        fusion: bool,
     ) -> PyResult<Self> {
         let mut runtime = quorum::RuntimeOptions::default();
         if let Some(path) = ort_library {
@@ -40,7 +41,7 @@ impl InferenceEngine {
         if let Some(n) = sessions_per_model {
             runtime = runtime.with_sessions_per_model(n);
         }
-        let mut builder = quorum::InferenceEngine::builder(home).with_runtime_options(runtime);
+        let mut builder = quorum::InferenceEngine::builder(home).with_runtime_options(runtime).with_fusion(fusion);
         if !tracking {
             builder = builder.without_tracking();
         }
@@ -124,6 +125,13 @@ impl InferenceEngine {
     #[pyo3(signature = (model=None))]
     fn replicas<'py>(&self, py: Python<'py>, model: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
         to_python(py, &self.inner.replicas(model))
+    }
+
+    /// Whether the ensemble's members run as one fused ONNX model: `fused`, `sessions`, and `reason`
+    /// when they do not.
+    fn fusion<'py>(&self, py: Python<'py>, ensemble: &str) -> PyResult<Bound<'py, PyAny>> {
+        let status = guarded(py, || Ok(self.inner.ensemble(ensemble)?.fusion()))?;
+        to_python(py, &status)
     }
 
     /// Drops the idle replicas of `model` (it loads again on its next call); returns how many.
@@ -383,6 +391,11 @@ impl Prediction {
     #[getter]
     fn stale(&self) -> bool {
         self.inner.stale
+    }
+    /// Every member ran in one call of the ensemble's fused model.
+    #[getter]
+    fn fused(&self) -> bool {
+        self.inner.fused
     }
     /// Members that gave no prediction.
     #[getter]

@@ -1,0 +1,117 @@
+//! Ensemble fusion: the members run as one ONNX model when they can, with the same answers as when
+//! they run one by one, and the members' own path whenever one of them is in trouble.
+
+mod common;
+
+use std::time::Duration;
+
+use quorum::{Batch, EnsembleConfig, Fault, InferenceEngine, MemberSpec, ModelOptions, ModelRegistration, Prediction};
+
+fn contributions(p: &Prediction) -> Vec<(Option<f32>, f32)> {
+    p.model_contributions.iter().map(|c| (c.prediction, c.weight)).collect()
+}
+
+#[test]
+fn fused_members_answer_exactly_as_separate_ones() {
+    let home = tempfile::tempdir().unwrap();
+    let fused = common::market_engine(home.path());
+    let separate = InferenceEngine::builder(home.path()).with_fusion(false).build().unwrap();
+    let (f, s) = (fused.ensemble("market").unwrap(), separate.ensemble("market").unwrap());
+    let status = f.fusion();
+    assert!(status.fused && status.reason.is_none() && status.sessions >= 1, "{status:?}");
+    assert!(!s.fusion().fused);
+    assert!(s.fusion().reason.unwrap().contains("with_fusion"));
+
+    let rows = common::holdout_features(200);
+    for row in &rows {
+        let (a, b) = (f.predict(row).unwrap(), s.predict(row).unwrap());
+        assert!(a.fused && !b.fused && !a.degraded);
+        assert_eq!((a.prediction, a.confidence), (b.prediction, b.confidence));
+        assert_eq!(contributions(&a), contributions(&b));
+    }
+    let names = f.feature_names();
+    let values: Vec<f32> = rows.iter().flat_map(|r| names.iter().map(|n| r.get(n).unwrap())).collect();
+    let batch = Batch::row_major(&names, &values).unwrap();
+    let (a, b) = (f.predict_batch(&batch).unwrap(), s.predict_batch(&batch).unwrap());
+    assert!(a.fused && !b.fused);
+    assert_eq!(a.predictions, b.predictions);
+    assert_eq!(a.member_predictions, b.member_predictions);
+}
+
+#[test]
+fn a_member_in_trouble_sends_calls_to_the_members_own_path() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let row = &common::holdout_features(1)[0];
+    assert!(engine.predict("market", row).unwrap().fused);
+    engine.inject_fault("sentiment", Some(Fault::Fail));
+    let p = engine.predict("market", row).unwrap();
+    assert!(!p.fused && p.degraded);
+    assert_eq!(p.skipped.iter().map(|s| &**s).collect::<Vec<_>>(), ["sentiment"]);
+    engine.inject_fault("sentiment", None);
+    assert!(engine.predict("market", row).unwrap().fused);
+
+    // A real failure inside the fused model (NaN from one member): the members run one by one and
+    // only the one that failed is left out.
+    let fragile = common::repo().join("tests/fixtures/fragile.onnx");
+    engine.register_model(ModelRegistration::new("fragile", fragile, ["vix_chg_1d"])).unwrap();
+    let members = ["technical", "fundamental", "fragile"].map(|m| m.parse::<MemberSpec>().unwrap());
+    engine.create_ensemble(EnsembleConfig::new("tolerant", members)).unwrap();
+    let handle = engine.ensemble("tolerant").unwrap();
+    assert!(handle.fusion().fused, "{:?}", handle.fusion());
+    let mut f = row.clone();
+    f.insert("vix_chg_1d", 0.04);
+    assert!(handle.predict(&f).unwrap().fused);
+    f.insert("vix_chg_1d", -0.04);
+    let p = handle.predict(&f).unwrap();
+    assert!(!p.fused && p.degraded);
+    assert!(p.model_contributions[2].error.as_deref().unwrap().contains("NaN"));
+    assert!(p.model_contributions[..2].iter().all(|c| c.prediction.is_some()));
+}
+
+#[test]
+fn members_that_cannot_be_fused_say_why() {
+    let home = tempfile::tempdir().unwrap();
+    common::market_engine(home.path());
+    let timed = InferenceEngine::builder(home.path())
+        .with_model_options("fundamental", ModelOptions::default().with_timeout(Duration::from_millis(50)))
+        .build()
+        .unwrap();
+    let reason = timed.ensemble("market").unwrap().fusion().reason.unwrap();
+    assert!(reason.contains("fundamental") && reason.contains("timeout"), "{reason}");
+    let p = timed.predict("market", &common::holdout_features(1)[0]).unwrap();
+    assert!(!p.fused && !p.degraded);
+
+    let engine = common::engine(home.path());
+    let alone = ["technical".parse::<MemberSpec>().unwrap()];
+    engine.create_ensemble(EnsembleConfig::new("alone", alone)).unwrap();
+    assert!(engine.ensemble("alone").unwrap().fusion().reason.unwrap().contains("one member"));
+}
+
+#[test]
+fn concurrent_callers_share_a_bounded_pool_of_fused_sessions() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let rows = common::holdout_features(50);
+    let expected: Vec<f32> = rows.iter().map(|r| engine.predict("market", r).unwrap().prediction).collect();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (engine, rows, expected) = (engine.clone(), rows.clone(), expected.clone());
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    for (row, want) in rows.iter().zip(&expected) {
+                        let p = engine.predict("market", row).unwrap();
+                        assert_eq!(p.prediction, *want);
+                        assert!(!p.degraded);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let status = engine.ensemble("market").unwrap().fusion();
+    let cap = quorum::RuntimeOptions::default().sessions_per_model();
+    assert!(status.sessions >= 1 && status.sessions <= cap, "{status:?} (cap {cap})");
+}
