@@ -555,15 +555,21 @@ fn spawn_housekeeping(engine: Weak<EngineInner>, settings: AutoscaleSettings) {
 /// Runs refits as they are submitted and flushes state every `flush_interval`, until the engine is
 /// dropped (the thread holds only a weak reference to it).
 fn spawn_background(engine: Weak<EngineInner>, background: Arc<Background>, flush_interval: Option<Duration>) {
-    let tick = flush_interval.unwrap_or(Duration::from_secs(1));
     let spawned = std::thread::Builder::new().name("quorum-background".into()).spawn(move || {
         let mut last_flush = Instant::now();
         loop {
             let refits = {
                 let mut state = background.lock();
                 if state.refits.is_empty() && !state.closed {
-                    let wait = tick.saturating_sub(last_flush.elapsed());
-                    state = background.wake.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0;
+                    // Without flushes there is nothing to time: sleep until a refit or close wakes it
+                    // (a zero timeout here once made the thread spin on a core).
+                    state = match flush_interval {
+                        Some(tick) => {
+                            let wait = tick.saturating_sub(last_flush.elapsed());
+                            background.wake.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0
+                        }
+                        None => background.wake.wait(state).unwrap_or_else(|p| p.into_inner()),
+                    };
                 }
                 if state.closed {
                     break;
@@ -573,7 +579,7 @@ fn spawn_background(engine: Weak<EngineInner>, background: Arc<Background>, flus
             for learning in refits {
                 learning.refit();
             }
-            if flush_interval.is_some() && last_flush.elapsed() >= tick {
+            if flush_interval.is_some_and(|tick| last_flush.elapsed() >= tick) {
                 last_flush = Instant::now();
                 let Some(inner) = engine.upgrade() else { break };
                 // A failed flush is retried at the next tick; the changes stay marked.

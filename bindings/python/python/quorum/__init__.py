@@ -56,11 +56,13 @@ class InferenceEngine(_NativeEngine):
         default_model: Optional[dict] = None,
         models: Optional[dict] = None,
         memory_budget_bytes: Optional[int] = None,
+        fusion: bool = True,
     ) -> "InferenceEngine":
         """`default_model` and `models` (by model name) say how models are served, each a dict with
         any of: `replicas` ([min, max]; the autoscaler moves within), `load` ("eager" | "lazy"),
         `timeout_ms`, `latency_target_ms`, `share_weights`, and `batching` ({`max_batch`,
-        `max_delay_us`, `dispatchers`}). `memory_budget_bytes` unloads idle models over it."""
+        `max_delay_us`, `dispatchers`}). `memory_budget_bytes` unloads idle models over it. `fusion`
+        runs each ensemble's members as one fused ONNX model when they can be (see `fusion()`)."""
         return super().__new__(
             cls,
             os.fspath(home),
@@ -74,6 +76,7 @@ class InferenceEngine(_NativeEngine):
             default_model,
             models,
             memory_budget_bytes,
+            fusion,
         )
 
     def predict_batch(self, ensemble: str, rows, feature_names: Optional[Sequence[str]] = None) -> BatchPrediction:
