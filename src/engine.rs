@@ -118,6 +118,26 @@ fn contributions_by_model<S: Serializer>(list: &[ModelContribution], s: S) -> st
     map.end()
 }
 
+/// One request's features in an ensemble's schema order, tied to the load they were resolved
+/// against (see [`EnsembleHandle::resolve_row`]).
+pub struct ResolvedRow {
+    ens: Arc<LoadedEnsemble>,
+    values: Vec<f32>,
+}
+
+impl std::fmt::Debug for ResolvedRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedRow").field("ensemble", &self.ens.config.name).field("values", &self.values).finish()
+    }
+}
+
+impl ResolvedRow {
+    /// The values in the ensemble's feature order.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+}
+
 /// See [`EnsembleHandle::fusion`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FusionStatus {
@@ -1283,6 +1303,24 @@ impl EnsembleHandle {
         let mut dense = Vec::with_capacity(ens.schema.names().len());
         ens.schema.fill_from_features(features, &mut dense)?;
         self.single(&ens, &dense, started, Some(deadline))
+    }
+
+    /// Resolves one request against the ensemble as loaded now, asking `value_of` for each feature by
+    /// name (`Ok(None)`: missing; values checked as [`EnsembleHandle::predict`] checks them), for
+    /// callers whose features live in a map of their own — the Python and Node bindings read their
+    /// dict / object this way, without building [`Features`], then predict with
+    /// [`EnsembleHandle::predict_resolved`] (which they can run without holding their interpreter lock).
+    pub fn resolve_row(&self, value_of: impl FnMut(&str) -> Result<Option<f32>>) -> Result<ResolvedRow> {
+        let ens = self.slot.load_full();
+        let mut values = Vec::with_capacity(ens.schema.names().len());
+        ens.schema.fill_from(value_of, &mut values)?;
+        Ok(ResolvedRow { ens, values })
+    }
+
+    /// Predicts a [`ResolvedRow`] on the load it was resolved against (after a hot swap in between,
+    /// on the old one, as a call already running would), by `deadline` if given.
+    pub fn predict_resolved(&self, row: &ResolvedRow, deadline: Option<Instant>) -> Result<Prediction> {
+        self.single(&row.ens, &row.values, Instant::now(), deadline)
     }
 
     /// Predicts one row given in [`EnsembleHandle::feature_names`] order (no name lookups).

@@ -228,9 +228,14 @@ impl Schema {
 
     /// Fills `out` (schema order) from named features.
     pub fn fill_from_features(&self, features: &Features, out: &mut Vec<f32>) -> Result<()> {
+        self.fill_from(|name| Ok(features.get(name)), out)
+    }
+
+    /// Fills `out` (schema order) asking `value_of` for each feature by name (`None`: missing).
+    pub fn fill_from(&self, mut value_of: impl FnMut(&str) -> Result<Option<f32>>, out: &mut Vec<f32>) -> Result<()> {
         out.clear();
         for (column, name) in self.names.iter().enumerate() {
-            let value = features.get(name).ok_or_else(|| Error::MissingFeature {
+            let value = value_of(name)?.ok_or_else(|| Error::MissingFeature {
                 feature: name.clone(),
                 model: self.needed_by[column].clone(),
             })?;

@@ -35,7 +35,7 @@ pub use breaker::{BreakerOptions, BreakerState, SlidingWindow};
 pub use cache::{CacheOptions, CacheStats};
 pub use engine::{
     AutoscaleSettings, BatchPrediction, EngineBuilder, EnsembleHandle, Fault, FusionStatus, InferenceEngine, MemberRun,
-    ModelContribution, Prediction,
+    ModelContribution, Prediction, ResolvedRow,
 };
 pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};
 pub use error::{Error, Result};

@@ -115,3 +115,24 @@ fn concurrent_callers_share_a_bounded_pool_of_fused_sessions() {
     let cap = quorum::RuntimeOptions::default().sessions_per_model();
     assert!(status.sessions >= 1 && status.sessions <= cap, "{status:?} (cap {cap})");
 }
+
+#[test]
+fn a_row_resolved_from_a_lookup_predicts_like_named_features() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let handle = engine.ensemble("market").unwrap();
+    let features = &common::holdout_features(1)[0];
+    let row = handle.resolve_row(|name| Ok(features.get(name))).unwrap();
+    let names = handle.feature_names();
+    assert_eq!(row.values(), names.iter().map(|n| features.get(n).unwrap()).collect::<Vec<_>>());
+    let a = handle.predict_resolved(&row, None).unwrap();
+    let b = handle.predict(features).unwrap();
+    assert_eq!((a.prediction, a.confidence), (b.prediction, b.confidence));
+    // Missing names and the caller's own errors come back as typed errors.
+    let missing = handle.resolve_row(|name| Ok((name != "vix").then(|| features.get(name).unwrap())));
+    assert!(matches!(missing, Err(quorum::Error::MissingFeature { feature, .. }) if feature == "vix"));
+    let refused = handle.resolve_row(|_| Err(quorum::Error::InvalidInput("not a number".into())));
+    assert!(matches!(refused, Err(quorum::Error::InvalidInput(_))));
+    let past = std::time::Instant::now() - Duration::from_millis(1);
+    assert!(matches!(handle.predict_resolved(&row, Some(past)), Err(quorum::Error::DeadlineExceeded { .. })));
+}

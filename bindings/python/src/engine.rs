@@ -183,18 +183,24 @@ impl InferenceEngine {
         &self,
         py: Python<'_>,
         ensemble: &str,
-        features: HashMap<String, f32>,
+        features: &Bound<'_, PyDict>,
         deadline_ms: Option<f64>,
     ) -> PyResult<Prediction> {
-        let features: quorum::Features = features.into_iter().collect();
         let deadline = deadline(deadline_ms)?;
-        let inner = guarded(py, || {
-            let handle = self.inner.ensemble(ensemble)?;
-            match deadline {
-                Some(d) => handle.predict_by(&features, d),
-                None => handle.predict(&features),
-            }
-        })?;
+        let handle = self.inner.ensemble(ensemble).map_err(to_py_err)?;
+        // The ensemble's features are read from the dict under the GIL (no String or map built per
+        // request; keys the ensemble does not use are ignored); the prediction runs without it.
+        let row = handle
+            .resolve_row(|name| match features.get_item(name) {
+                Ok(Some(value)) => value.extract::<f32>().map(Some).map_err(|_| {
+                    let type_name = value.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string());
+                    quorum::Error::InvalidInput(format!("feature {name:?}: a {type_name} is not a number"))
+                }),
+                Ok(None) => Ok(None),
+                Err(e) => Err(quorum::Error::InvalidInput(format!("feature {name:?}: {e}"))),
+            })
+            .map_err(to_py_err)?;
+        let inner = guarded(py, || handle.predict_resolved(&row, deadline))?;
         Ok(Prediction { inner })
     }
 

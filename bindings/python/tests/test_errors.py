@@ -13,6 +13,8 @@ def test_every_error_is_a_quorum_error_with_a_code(engine, rows):
         (lambda: engine.predict("nope", good), quorum.NotFoundError, "not_found"),
         (lambda: engine.predict("market", {**good, "vix": float("nan")}), quorum.NonFiniteError, "non_finite"),
         (lambda: engine.predict("market", {**good, "vix": float("inf")}), quorum.NonFiniteError, "non_finite"),
+        (lambda: engine.predict("market", {**good, "vix": "high"}), quorum.InvalidInputError, "invalid_input"),
+        (lambda: engine.predict("market", {**good, "vix": None}), quorum.InvalidInputError, "invalid_input"),
         (lambda: engine.predict_batch("market", numpy.zeros((3, 5), numpy.float32)), quorum.InvalidInputError, "invalid_input"),
         (lambda: engine.predict_batch("market", numpy.zeros((0, len(names)), numpy.float32)), quorum.InvalidInputError, "invalid_input"),
         (lambda: engine.predict_batch("market", numpy.zeros(5, numpy.float32)), quorum.InvalidInputError, "invalid_input"),
