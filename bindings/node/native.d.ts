@@ -35,6 +35,11 @@ export declare class InferenceEngine {
   setDefaultVersion(model: string, version: number): Array<string>
   /** The replica pools of every loaded version of `model` (all models when absent). */
   replicas(model?: string | undefined | null): any
+  /**
+   * Whether the ensemble's members run as one fused ONNX model: `fused`, `sessions`, and
+   * `reason` when they do not.
+   */
+  fusion(ensemble: string): any
   /** Drops the idle replicas of `model` (it loads again on its next call); returns how many. */
   unloadModel(model: string): number
   /** `predict` on the libuv thread pool. */
@@ -117,6 +122,8 @@ export interface EngineOptions {
   models?: Record<string, any>
   /** Unload idle models (least recently used first) while their estimated memory exceeds this. */
   memoryBudgetBytes?: number
+  /** Run each ensemble's members as one fused ONNX model when they can be (default true). */
+  fusion?: boolean
 }
 
 /** Options of `registerModel`. */
@@ -163,6 +170,8 @@ export interface Prediction {
   cached: boolean
   /** Quorum was lost and this is the last good prediction for the same features. */
   stale: boolean
+  /** Every member ran in one call of the ensemble's fused model. */
+  fused: boolean
   /** Members that gave no prediction. */
   skipped: Array<string>
   latencyMs: number
