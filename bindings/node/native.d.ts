@@ -43,7 +43,7 @@ export declare class InferenceEngine {
   /** Drops the idle replicas of `model` (it loads again on its next call); returns how many. */
   unloadModel(model: string): number
   /** `predict` on the libuv thread pool. */
-  predictAsync(ensemble: string, features: Record<string, number>): Promise<unknown>
+  predictAsync(ensemble: string, features: Record<string, number>): Promise<Prediction>
   /**
    * Predicts every row of a row-major Float32Array whose columns are `featureNames` (default: the
    * ensemble's own order).
@@ -148,6 +148,22 @@ export interface OptimizeOptions {
   methods?: Array<string>
   /** The p50 single-row latency a deployment needs (deploymentReady requires it). */
   targetLatencyMs?: number
+}
+
+/**
+ * A prediction as it crosses N-API: index.js's `unpack` builds the public [`Prediction`] from it in
+ * JavaScript, where an object literal costs far less than N-API's property-by-property construction
+ * (see CHANGELOG for the measured difference); the `Prediction` interface above is the shape it builds.
+ */
+export interface PackedPrediction {
+  /**
+   * requestId, ensembleVersion, prediction, confidence, label (NaN: none), weightsEpoch, flags
+   * (1 degraded, 2 cached, 4 stale, 8 fused), latencyMs; then per member: version, prediction (NaN:
+   * no answer), weight, latencyMs, recentLoss (NaN: none).
+   */
+  numbers: Float64Array
+  /** ensemble, strategy, regime ("": none); then per member: model, error ("": none), fallback ("": none). */
+  strings: Array<string>
 }
 
 /** One prediction: the story's fields, in JavaScript's camelCase. */
