@@ -342,6 +342,8 @@ struct LoadedEnsemble {
     last_good: Option<Arc<LastGood>>,
     /// The members as one fused model, or why they are not.
     fused: std::result::Result<FusedSessions, String>,
+    /// A hash of the schema's feature names (see [`EnsembleHandle::schema_id`]).
+    schema_id: u64,
 }
 
 /// Last good predictions keyed by the exact bits of the dense feature row.
@@ -924,6 +926,12 @@ impl InferenceEngine {
             None => config.serve_stale.then(|| Arc::new(LastGood::new(LAST_GOOD_ROWS))),
         };
         let fused = self.fuse_members(&members, &schema, &config.name);
+        let schema_id = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            schema.names().hash(&mut hasher);
+            hasher.finish()
+        };
         static LOADS: AtomicU64 = AtomicU64::new(1);
         let loaded = Arc::new(LoadedEnsemble {
             id: LOADS.fetch_add(1, Ordering::Relaxed),
@@ -938,6 +946,7 @@ impl InferenceEngine {
             schema,
             batched: members.iter().any(|m| m.model.batching),
             fused,
+            schema_id,
             members,
             config,
             last_good,
@@ -1315,6 +1324,30 @@ impl EnsembleHandle {
         let mut values = Vec::with_capacity(ens.schema.names().len());
         ens.schema.fill_from(value_of, &mut values)?;
         Ok(ResolvedRow { ens, values })
+    }
+
+    /// Identifies the feature order [`EnsembleHandle::feature_names`] gives now: it changes only when
+    /// a reload changes the ensemble's features, so a caller that cached the names (to fill rows
+    /// itself) can check them with [`EnsembleHandle::predict_row_for_schema`].
+    pub fn schema_id(&self) -> u64 {
+        self.slot.load().schema_id
+    }
+
+    /// [`EnsembleHandle::predict_row`] if the ensemble's features are still those of `schema_id`,
+    /// checked and predicted on the same load; `Ok(None)` when they changed (fetch the names again).
+    pub fn predict_row_for_schema(
+        &self,
+        schema_id: u64,
+        row: &[f32],
+        deadline: Option<Instant>,
+    ) -> Result<Option<Prediction>> {
+        let started = Instant::now();
+        let ens = self.slot.load();
+        if ens.schema_id != schema_id {
+            return Ok(None);
+        }
+        let dense = ens.schema.dense_row(row)?;
+        self.single(&ens, &dense, started, deadline).map(Some)
     }
 
     /// Predicts a [`ResolvedRow`] on the load it was resolved against (after a hot swap in between,

@@ -52,6 +52,8 @@ const proto = native.InferenceEngine.prototype
 const nativePredict = proto.predict
 const nativePredictRow = proto.predictRow
 const nativePredictAsync = proto.predictAsync
+const nativeSchema = proto.schema
+const nativePredictRowForSchema = proto.predictRowForSchema
 for (const name of Object.getOwnPropertyNames(proto)) {
   const original = proto[name]
   if (name === 'constructor' || typeof original !== 'function') continue
@@ -71,12 +73,24 @@ for (const name of Object.getOwnPropertyNames(proto)) {
   }
 }
 
-// Predictions cross N-API packed — numbers in one Float64Array, strings in one array; see
-// PackedPrediction in src/lib.rs — and become the public `Prediction` here: an object literal built
-// by JavaScript costs far less than N-API's property-by-property construction (`make bench-node`).
+// Predictions cross N-API packed — numbers in a Float64Array, strings joined in one string; see
+// PackedPrediction and into_scratch in src/lib.rs — and become the public `Prediction` here: an object
+// literal built by JavaScript costs far less than N-API's property-by-property construction, and the
+// synchronous calls write their numbers into one reused buffer (`make bench-node` measures it).
+let scratch = new Float64Array(8 + 5 * 16)
+
 function unpack(packed) {
-  const n = packed.numbers
-  const s = packed.strings
+  return build(packed.numbers, packed.strings)
+}
+
+function unpackScratch(result) {
+  if (typeof result === 'string') return build(scratch, result.split('\0'))
+  // Too many members for the buffer: it came back whole; the next call gets a buffer that fits.
+  scratch = new Float64Array(result.numbers.length)
+  return unpack(result)
+}
+
+function build(n, s) {
   const modelContributions = {}
   const skipped = []
   for (let k = 8, j = 3; j < s.length; k += 5, j += 3) {
@@ -116,16 +130,55 @@ function unpack(packed) {
 }
 
 // The prediction calls, the hot path, get wrappers of their own instead of the generic one above.
+// Each engine's ensembles' feature names (and an id of that order) so that `predict` can fill a row
+// from the request object in JavaScript; a stale id (the ensemble's features changed) refreshes them.
+const schemas = new WeakMap()
+
+function schemaOf(engine, ensemble, refresh) {
+  let byName = schemas.get(engine)
+  if (byName === undefined) {
+    byName = new Map()
+    schemas.set(engine, byName)
+  }
+  let entry = byName.get(ensemble)
+  if (entry === undefined || refresh) {
+    const schema = nativeSchema.call(engine, ensemble)
+    entry = { names: schema.names, id: schema.id, row: new Float32Array(schema.names.length) }
+    byName.set(ensemble, entry)
+  }
+  return entry
+}
+
 proto.predict = function predict(ensemble, features, deadlineMs) {
   try {
-    return unpack(nativePredict.call(this, ensemble, features, deadlineMs))
+    if (typeof ensemble === 'string' && features !== null && typeof features === 'object') {
+      const entry = schemaOf(this, ensemble, false)
+      const { names, row } = entry
+      let complete = true
+      for (let i = 0; i < names.length; i++) {
+        const value = features[names[i]]
+        if (typeof value !== 'number') {
+          complete = false
+          break
+        }
+        row[i] = value
+      }
+      if (complete) {
+        const result = nativePredictRowForSchema.call(this, ensemble, row, entry.id, scratch, deadlineMs)
+        if (result !== '') return unpackScratch(result)
+        schemaOf(this, ensemble, true)
+      }
+    }
+    // A missing or non-numeric feature (the native path names it in a typed error), or features that
+    // just changed: read by name natively.
+    return unpackScratch(nativePredict.call(this, ensemble, features, scratch, deadlineMs))
   } catch (error) {
     throw withCode(error)
   }
 }
 proto.predictRow = function predictRow(ensemble, row, deadlineMs) {
   try {
-    return unpack(nativePredictRow.call(this, ensemble, row, deadlineMs))
+    return unpackScratch(nativePredictRow.call(this, ensemble, row, scratch, deadlineMs))
   } catch (error) {
     throw withCode(error)
   }

@@ -85,6 +85,12 @@ export interface BatchResult {
   latencyMs: number
 }
 
+/** For index.js (internal): an ensemble's feature names and the id of that order. */
+export interface CachedSchema {
+  names: Array<string>
+  id: number
+}
+
 /** One member's part in a prediction. */
 export interface Contribution {
   version: number

@@ -120,6 +120,31 @@ fn packed(p: quorum::Prediction) -> PackedPrediction {
     PackedPrediction { numbers: Float64Array::new(numbers), strings }
 }
 
+/// For index.js (internal): an ensemble's feature names and the id of that order.
+#[napi(object)]
+pub struct CachedSchema {
+    pub names: Vec<String>,
+    pub id: f64,
+}
+
+/// A schema id as a JavaScript number (53 bits of the 64-bit hash).
+fn js_schema_id(id: u64) -> f64 {
+    (id >> 11) as f64
+}
+
+/// A synchronous call's prediction for index.js: the numbers of [`PackedPrediction`] written into
+/// `scratch`, a buffer index.js reuses for every call (no typed array made per call), and the
+/// strings joined by NUL (one string instead of an array of them); a prediction whose numbers do not
+/// fit comes back packed whole.
+fn into_scratch(p: quorum::Prediction, scratch: &mut [f64]) -> Either<String, PackedPrediction> {
+    let mut whole = packed(p);
+    if whole.numbers.len() > scratch.len() {
+        return Either::B(whole);
+    }
+    scratch[..whole.numbers.len()].copy_from_slice(&whole.numbers);
+    Either::A(std::mem::take(&mut whole.strings).join("\0"))
+}
+
 /// Reads the ensemble's features from a plain object, one named property at a time (keys the
 /// ensemble does not use are never touched), without holding the values in a map.
 fn resolve(handle: &quorum::EnsembleHandle, features: &Object) -> quorum::Result<quorum::ResolvedRow> {
@@ -344,39 +369,89 @@ impl JsInferenceEngine {
 
     /// Predicts one request `{featureName: value}`. With `deadlineMs`, a request that cannot finish
     /// within it throws `deadline_exceeded` instead of answering late.
-    #[napi(ts_return_type = "Prediction")]
+    // Natively it also takes index.js's scratch buffer before `deadlineMs` (see `into_scratch`).
+    #[napi(
+        ts_args_type = "ensemble: string, features: Record<string, number>, deadlineMs?: number | undefined | null",
+        ts_return_type = "Prediction"
+    )]
     pub fn predict(
         &self,
         ensemble: String,
-        #[napi(ts_arg_type = "Record<string, number>")] features: Object,
+        features: Object,
+        mut scratch: Float64ArraySlice<'_>,
         deadline_ms: Option<f64>,
-    ) -> Result<PackedPrediction> {
+    ) -> Result<Either<String, PackedPrediction>> {
+        // SAFETY: a synchronous call: no JavaScript runs, so nothing else touches the buffer meanwhile.
+        let scratch = unsafe { scratch.as_mut() };
         let deadline = deadline(deadline_ms)?;
         guarded(|| {
             let handle = self.inner.ensemble(&ensemble)?;
             handle.predict_resolved(&resolve(&handle, &features)?, deadline)
         })
-        .map(packed)
+        .map(|p| into_scratch(p, scratch))
+    }
+
+    /// For index.js: the ensemble's feature names and an id of that order, which it caches to fill
+    /// rows itself from a request object (property reads in JavaScript cost far less than through
+    /// N-API) and passes back to `predictRowForSchema`.
+    #[napi(skip_typescript)]
+    pub fn schema(&self, ensemble: String) -> Result<CachedSchema> {
+        guarded(|| {
+            let handle = self.inner.ensemble(&ensemble)?;
+            Ok(CachedSchema { names: handle.feature_names().to_vec(), id: js_schema_id(handle.schema_id()) })
+        })
+    }
+
+    /// For index.js: `predictRow` if the ensemble's features are still those of `schema` (see
+    /// `schema`); an empty string when they changed.
+    #[napi(skip_typescript)]
+    pub fn predict_row_for_schema(
+        &self,
+        ensemble: String,
+        row: &[f32],
+        schema: f64,
+        mut scratch: Float64ArraySlice<'_>,
+        deadline_ms: Option<f64>,
+    ) -> Result<Either<String, PackedPrediction>> {
+        let deadline = deadline(deadline_ms)?;
+        // SAFETY: a synchronous call: no JavaScript runs, so nothing else touches the buffer meanwhile.
+        let scratch = unsafe { scratch.as_mut() };
+        let predicted = guarded(|| {
+            let handle = self.inner.ensemble(&ensemble)?;
+            let id = handle.schema_id();
+            if js_schema_id(id) != schema {
+                return Ok(None);
+            }
+            handle.predict_row_for_schema(id, row, deadline)
+        })?;
+        Ok(predicted.map_or_else(|| Either::A(String::new()), |p| into_scratch(p, scratch)))
     }
 
     /// Predicts one row given as a Float32Array in `featureNames(ensemble)` order: no per-name lookups,
     /// the fastest single-row call. `deadlineMs` as in `predict`.
-    #[napi(ts_return_type = "Prediction")]
+    // Natively it also takes index.js's scratch buffer before `deadlineMs` (see `into_scratch`).
+    #[napi(
+        ts_args_type = "ensemble: string, row: Float32Array, deadlineMs?: number | undefined | null",
+        ts_return_type = "Prediction"
+    )]
     pub fn predict_row(
         &self,
         ensemble: String,
-        row: Float32Array,
+        row: &[f32],
+        mut scratch: Float64ArraySlice<'_>,
         deadline_ms: Option<f64>,
-    ) -> Result<PackedPrediction> {
+    ) -> Result<Either<String, PackedPrediction>> {
+        // SAFETY: a synchronous call: no JavaScript runs, so nothing else touches the buffer meanwhile.
+        let scratch = unsafe { scratch.as_mut() };
         let deadline = deadline(deadline_ms)?;
         guarded(|| {
             let handle = self.inner.ensemble(&ensemble)?;
             match deadline {
                 Some(d) => handle.predict_row_by(&row, d),
-                None => handle.predict_row(&row),
+                None => handle.predict_row(row),
             }
         })
-        .map(packed)
+        .map(|p| into_scratch(p, scratch))
     }
 
     /// Makes `version` the model's default and moves loaded ensembles onto it (a hot swap: running

@@ -92,3 +92,21 @@ test('fused members answer as separate ones', () => {
   }
   assert.throws(() => fused.fusion('nope'), (e) => e.code === 'not_found')
 })
+
+test('predict follows an ensemble whose features change, and names what is missing', () => {
+  const engine = engineWith({})
+  const full = featuresOf(engine, rows[0])
+  const before = engine.predict('market', full)
+  assert.equal(Object.keys(before.modelContributions).length, 3)
+  // A new version with other members: other features, in another order.
+  engine.createEnsemble({ name: 'market', members: ['sentiment', 'technical'] })
+  const names = engine.featureNames('market')
+  const after = engine.predict('market', full)
+  assert.deepEqual(Object.keys(after.modelContributions), ['sentiment', 'technical'])
+  const row = new Float32Array(names.map((n) => full[n]))
+  assert.equal(after.prediction, engine.predictRow('market', row).prediction)
+  const { vix, ...withoutVix } = full
+  assert.throws(() => engine.predict('market', withoutVix), (e) => e.code === 'missing_feature' && /vix/.test(e.message))
+  assert.throws(() => engine.predict('market', { ...full, vix: 'high' }), (e) => e.code === 'invalid_input')
+  assert.equal(engine.predict('market', { ...full, vix: Number(vix) }).prediction, after.prediction)
+})
