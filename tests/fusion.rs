@@ -136,3 +136,22 @@ fn a_row_resolved_from_a_lookup_predicts_like_named_features() {
     let past = std::time::Instant::now() - Duration::from_millis(1);
     assert!(matches!(handle.predict_resolved(&row, Some(past)), Err(quorum::Error::DeadlineExceeded { .. })));
 }
+
+#[test]
+fn a_cached_schema_is_checked_against_the_ensemble_as_loaded_now() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let handle = engine.ensemble("market").unwrap();
+    let features = &common::holdout_features(1)[0];
+    let (id, names) = (handle.schema_id(), handle.feature_names());
+    let row: Vec<f32> = names.iter().map(|n| features.get(n).unwrap()).collect();
+    let p = handle.predict_row_for_schema(id, &row, None).unwrap().unwrap();
+    assert_eq!(p.prediction, handle.predict_row(&row).unwrap().prediction);
+    // A hot swap to the same features keeps the id; a version with other features changes it.
+    engine.load_ensemble("market").unwrap();
+    assert_eq!(handle.schema_id(), id);
+    let members = ["sentiment", "technical"].map(|m| m.parse::<MemberSpec>().unwrap());
+    engine.create_ensemble(EnsembleConfig::new("market", members)).unwrap();
+    assert_ne!(handle.schema_id(), id);
+    assert!(handle.predict_row_for_schema(id, &row, None).unwrap().is_none());
+}
