@@ -447,7 +447,7 @@ impl JsInferenceEngine {
         guarded(|| {
             let handle = self.inner.ensemble(&ensemble)?;
             match deadline {
-                Some(d) => handle.predict_row_by(&row, d),
+                Some(d) => handle.predict_row_by(row, d),
                 None => handle.predict_row(row),
             }
         })
