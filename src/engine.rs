@@ -1766,13 +1766,27 @@ fn run_fused_session(
     out: &mut [f32],
 ) -> Result<()> {
     let width = dense.len() / rows;
-    let mut inputs = Vec::with_capacity(members.len());
-    for ((member, buffer), name) in members.iter().zip(&mut session.inputs).zip(&fused.inputs) {
-        gather(dense, width, &member.indices, buffer);
-        let tensor = TensorRef::from_array_view(([rows, member.indices.len()], buffer.as_slice()))?;
-        inputs.push((Cow::Borrowed(name.as_str()), SessionInputValue::from(tensor)));
-    }
-    let outputs = session.session.run(inputs)?;
+    let outputs = match &mut session.single {
+        Some(single) if rows == 1 => {
+            for (member, (name, tensor)) in members.iter().zip(&mut single.inputs) {
+                let (_, values) = tensor.extract_tensor_mut();
+                for (value, &column) in values.iter_mut().zip(&member.indices) {
+                    *value = dense[column];
+                }
+                single.binding.bind_input(name.as_str(), tensor)?;
+            }
+            session.session.run_binding(&single.binding)?
+        }
+        _ => {
+            let mut inputs = Vec::with_capacity(members.len());
+            for ((member, buffer), name) in members.iter().zip(&mut session.inputs).zip(&fused.inputs) {
+                gather(dense, width, &member.indices, buffer);
+                let tensor = TensorRef::from_array_view(([rows, member.indices.len()], buffer.as_slice()))?;
+                inputs.push((Cow::Borrowed(name.as_str()), SessionInputValue::from(tensor)));
+            }
+            session.session.run(inputs)?
+        }
+    };
     let m = members.len();
     for (i, (member, name)) in members.iter().zip(&fused.outputs).enumerate() {
         let meta = &member.model.meta;

@@ -18,7 +18,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use ort::session::Session;
+use ort::memory::Allocator;
+use ort::session::{IoBinding, Session};
+use ort::value::{Tensor, TensorElementType, ValueType};
 
 use crate::onnx;
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
@@ -163,12 +165,51 @@ fn has_subgraph(node: &NodeProto) -> bool {
 pub(crate) struct FusedSession {
     pub session: Session,
     pub inputs: Vec<Vec<f32>>,
+    /// Single rows run through an I/O binding: one input tensor per member and the outputs allocated
+    /// once, so a call creates no ONNX Runtime values. `None` when an output's shape is not fixed
+    /// apart from its batch dimension.
+    pub single: Option<SingleRow>,
+}
+
+pub(crate) struct SingleRow {
+    pub binding: IoBinding,
+    /// One `[1, features]` tensor per member, bound (again) after each write.
+    pub inputs: Vec<(String, Tensor<f32>)>,
 }
 
 impl FusedSession {
-    fn new(session: Session, members: usize) -> FusedSession {
-        FusedSession { session, inputs: vec![Vec::new(); members] }
+    fn new(session: Session, inputs: &[String], outputs: &[String]) -> FusedSession {
+        let single = single_row_binding(&session, inputs, outputs).ok().flatten();
+        FusedSession { session, inputs: vec![Vec::new(); inputs.len()], single }
     }
+}
+
+/// The I/O binding for single rows, if every input is `[N, k]` and every output `[N, ...]` with the
+/// rest of its shape fixed.
+fn single_row_binding(session: &Session, inputs: &[String], outputs: &[String]) -> ort::Result<Option<SingleRow>> {
+    let one_row = |name: &str, list: &[ort::value::Outlet]| -> Option<Vec<i64>> {
+        let outlet = list.iter().find(|o| o.name() == name)?;
+        match outlet.dtype() {
+            ValueType::Tensor { ty: TensorElementType::Float32, shape, .. }
+                if !shape.is_empty() && shape[1..].iter().all(|d| *d > 0) =>
+            {
+                Some(std::iter::once(1).chain(shape[1..].iter().copied()).collect())
+            }
+            _ => None,
+        }
+    };
+    let mut binding = session.create_binding()?;
+    let mut bound = Vec::with_capacity(inputs.len());
+    for name in inputs {
+        let Some(shape) = one_row(name, session.inputs()) else { return Ok(None) };
+        let width = shape.iter().product::<i64>() as usize;
+        bound.push((name.clone(), Tensor::from_array((shape, vec![0f32; width]))?));
+    }
+    for name in outputs {
+        let Some(shape) = one_row(name, session.outputs()) else { return Ok(None) };
+        binding.bind_output(name, Tensor::<f32>::new(&Allocator::default(), shape)?)?;
+    }
+    Ok(Some(SingleRow { binding, inputs: bound }))
 }
 
 /// The sessions of a fused model: a pool that grows on demand up to `max`. A caller that finds every
@@ -192,7 +233,7 @@ impl FusedSessions {
             runtime: runtime.clone(),
             label,
             bytes: model.bytes,
-            idle: Mutex::new(vec![FusedSession::new(first, model.inputs.len())]),
+            idle: Mutex::new(vec![FusedSession::new(first, &model.inputs, &model.outputs)]),
             inputs: model.inputs,
             outputs: model.outputs,
             total: AtomicUsize::new(1),
@@ -211,7 +252,7 @@ impl FusedSessions {
         }
         // Built outside the lock (milliseconds, once per extra concurrent caller).
         let built = self.runtime.session(&self.label, &self.bytes, None).ok();
-        built.map(|s| FusedSession::new(s, self.inputs.len())).or_else(|| {
+        built.map(|s| FusedSession::new(s, &self.inputs, &self.outputs)).or_else(|| {
             self.total.fetch_sub(1, Ordering::Relaxed);
             None
         })
