@@ -683,6 +683,11 @@ impl EngineInner {
         }
     }
 
+    /// How `model` is served: its own options, or the engine's default.
+    fn options_of(&self, model: &str) -> &ModelOptions {
+        self.model_options.get(model).unwrap_or(&self.default_model_options)
+    }
+
     fn lock_models(&self) -> std::sync::MutexGuard<'_, Models> {
         self.models.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -926,12 +931,7 @@ impl InferenceEngine {
             None => config.serve_stale.then(|| Arc::new(LastGood::new(LAST_GOOD_ROWS))),
         };
         let fused = self.fuse_members(&members, &schema, &config.name);
-        let schema_id = {
-            use std::hash::{Hash, Hasher};
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            schema.names().hash(&mut hasher);
-            hasher.finish()
-        };
+        let schema_id = schema.fingerprint();
         static LOADS: AtomicU64 = AtomicU64::new(1);
         let loaded = Arc::new(LoadedEnsemble {
             id: LOADS.fetch_add(1, Ordering::Relaxed),
@@ -996,7 +996,7 @@ impl InferenceEngine {
         }
         for member in members {
             let meta = &member.model.meta;
-            let options = self.inner.model_options.get(&meta.name).unwrap_or(&self.inner.default_model_options);
+            let options = self.inner.options_of(&meta.name);
             let reason = if options.timeout.is_some() {
                 "has a per-call timeout"
             } else if !matches!(options.provider, ExecutionProvider::Cpu) {
@@ -1126,7 +1126,7 @@ impl InferenceEngine {
             return Ok(model);
         }
         // Loaded outside the lock: building sessions takes milliseconds.
-        let options = self.inner.model_options.get(&meta.name).unwrap_or(&self.inner.default_model_options);
+        let options = self.inner.options_of(&meta.name);
         let model =
             Arc::new(LoadedModel::load(&self.inner.runtime, &self.inner.registry, meta, self.inner.breaker, options)?);
         let mut models = self.inner.models.lock().unwrap_or_else(|p| p.into_inner());
@@ -1768,12 +1768,11 @@ fn run_fused_session(
     let width = dense.len() / rows;
     let outputs = match &mut session.single {
         Some(single) if rows == 1 => {
-            for (member, (name, tensor)) in members.iter().zip(&mut single.inputs) {
+            for (member, tensor) in members.iter().zip(&mut single.inputs) {
                 let (_, values) = tensor.extract_tensor_mut();
                 for (value, &column) in values.iter_mut().zip(&member.indices) {
                     *value = dense[column];
                 }
-                single.binding.bind_input(name.as_str(), tensor)?;
             }
             session.session.run_binding(&single.binding)?
         }

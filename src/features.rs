@@ -226,6 +226,14 @@ impl Schema {
         }
     }
 
+    /// A hash of the feature names in order: equal for equal schemas within this process.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.names.hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// Fills `out` (schema order) from named features.
     pub fn fill_from_features(&self, features: &Features, out: &mut Vec<f32>) -> Result<()> {
         self.fill_from(|name| Ok(features.get(name)), out)

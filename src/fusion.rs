@@ -173,8 +173,9 @@ pub(crate) struct FusedSession {
 
 pub(crate) struct SingleRow {
     pub binding: IoBinding,
-    /// One `[1, features]` tensor per member, bound (again) after each write.
-    pub inputs: Vec<(String, Tensor<f32>)>,
+    /// One `[1, features]` tensor per member, bound once: ort binds a tensor that owns its data
+    /// without copying it, so writing into it is what the next run reads.
+    pub inputs: Vec<Tensor<f32>>,
 }
 
 impl FusedSession {
@@ -203,7 +204,9 @@ fn single_row_binding(session: &Session, inputs: &[String], outputs: &[String]) 
     for name in inputs {
         let Some(shape) = one_row(name, session.inputs()) else { return Ok(None) };
         let width = shape.iter().product::<i64>() as usize;
-        bound.push((name.clone(), Tensor::from_array((shape, vec![0f32; width]))?));
+        let tensor = Tensor::from_array((shape, vec![0f32; width]))?;
+        binding.bind_input(name.as_str(), &tensor)?;
+        bound.push(tensor);
     }
     for name in outputs {
         let Some(shape) = one_row(name, session.outputs()) else { return Ok(None) };
@@ -223,7 +226,9 @@ pub(crate) struct FusedSessions {
     pub outputs: Vec<String>,
     idle: Mutex<Vec<FusedSession>>,
     total: AtomicUsize,
-    max: usize,
+    /// Lowered to the sessions built so far when building another fails, so that a failing build is
+    /// not retried on every busy call.
+    max: AtomicUsize,
 }
 
 impl FusedSessions {
@@ -237,7 +242,7 @@ impl FusedSessions {
             inputs: model.inputs,
             outputs: model.outputs,
             total: AtomicUsize::new(1),
-            max: max.max(1),
+            max: AtomicUsize::new(max.max(1)),
         })
     }
 
@@ -246,16 +251,19 @@ impl FusedSessions {
         if let Some(session) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Some(session);
         }
-        if self.total.fetch_add(1, Ordering::Relaxed) >= self.max {
+        if self.total.fetch_add(1, Ordering::Relaxed) >= self.max.load(Ordering::Relaxed) {
             self.total.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         // Built outside the lock (milliseconds, once per extra concurrent caller).
-        let built = self.runtime.session(&self.label, &self.bytes, None).ok();
-        built.map(|s| FusedSession::new(s, &self.inputs, &self.outputs)).or_else(|| {
-            self.total.fetch_sub(1, Ordering::Relaxed);
-            None
-        })
+        match self.runtime.session(&self.label, &self.bytes, None) {
+            Ok(session) => Some(FusedSession::new(session, &self.inputs, &self.outputs)),
+            Err(_) => {
+                let built = self.total.fetch_sub(1, Ordering::Relaxed) - 1;
+                self.max.store(built.max(1), Ordering::Relaxed);
+                None
+            }
+        }
     }
 
     pub fn give_back(&self, session: FusedSession) {

@@ -136,7 +136,10 @@ fn js_schema_id(id: u64) -> f64 {
 /// `scratch`, a buffer index.js reuses for every call (no typed array made per call), and the
 /// strings joined by NUL (one string instead of an array of them); a prediction whose numbers do not
 /// fit comes back packed whole.
-fn into_scratch(p: quorum::Prediction, scratch: &mut [f64]) -> Either<String, PackedPrediction> {
+fn into_scratch(p: quorum::Prediction, mut scratch: Float64ArraySlice<'_>) -> Either<String, PackedPrediction> {
+    // SAFETY: called within a synchronous call: no JavaScript runs meanwhile, so nothing else
+    // touches the buffer.
+    let scratch = unsafe { scratch.as_mut() };
     let mut whole = packed(p);
     if whole.numbers.len() > scratch.len() {
         return Either::B(whole);
@@ -378,11 +381,9 @@ impl JsInferenceEngine {
         &self,
         ensemble: String,
         features: Object,
-        mut scratch: Float64ArraySlice<'_>,
+        scratch: Float64ArraySlice<'_>,
         deadline_ms: Option<f64>,
     ) -> Result<Either<String, PackedPrediction>> {
-        // SAFETY: a synchronous call: no JavaScript runs, so nothing else touches the buffer meanwhile.
-        let scratch = unsafe { scratch.as_mut() };
         let deadline = deadline(deadline_ms)?;
         guarded(|| {
             let handle = self.inner.ensemble(&ensemble)?;
@@ -410,12 +411,10 @@ impl JsInferenceEngine {
         ensemble: String,
         row: &[f32],
         schema: f64,
-        mut scratch: Float64ArraySlice<'_>,
+        scratch: Float64ArraySlice<'_>,
         deadline_ms: Option<f64>,
     ) -> Result<Either<String, PackedPrediction>> {
         let deadline = deadline(deadline_ms)?;
-        // SAFETY: a synchronous call: no JavaScript runs, so nothing else touches the buffer meanwhile.
-        let scratch = unsafe { scratch.as_mut() };
         let predicted = guarded(|| {
             let handle = self.inner.ensemble(&ensemble)?;
             let id = handle.schema_id();
@@ -438,11 +437,9 @@ impl JsInferenceEngine {
         &self,
         ensemble: String,
         row: &[f32],
-        mut scratch: Float64ArraySlice<'_>,
+        scratch: Float64ArraySlice<'_>,
         deadline_ms: Option<f64>,
     ) -> Result<Either<String, PackedPrediction>> {
-        // SAFETY: a synchronous call: no JavaScript runs, so nothing else touches the buffer meanwhile.
-        let scratch = unsafe { scratch.as_mut() };
         let deadline = deadline(deadline_ms)?;
         guarded(|| {
             let handle = self.inner.ensemble(&ensemble)?;
