@@ -48,6 +48,7 @@ test: venv ort-compat
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --all-targets
+	cargo test -p quorum --features ndarray --test ndarray
 	cargo test --doc
 	$(MAKE) python-test
 	$(MAKE) node-test

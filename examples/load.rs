@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quorum::replay::percentiles;
+use quorum::stats::percentiles;
 use quorum::{BatchingOptions, CacheOptions, Error, InferenceEngine, ModelOptions, Result};
 
 struct Args {

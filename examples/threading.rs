@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quorum::replay::percentiles;
+use quorum::stats::percentiles;
 use quorum::{InferenceEngine, RuntimeOptions};
 
 fn main() -> quorum::Result<()> {

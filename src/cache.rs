@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::engine::Prediction;
+use crate::prediction::Prediction;
 
 /// Cache settings.
 #[derive(Debug, Clone, Copy, PartialEq)]

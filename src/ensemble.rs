@@ -15,8 +15,10 @@ use crate::registry::VersionSpec;
 use crate::store;
 use crate::strategy::{normalise_weights, StrategyKind};
 
-/// One member: a registered model and which of its versions.
+/// One member: a registered model and which of its versions. In JSON either the object
+/// `{"model", "version"?, "fallback"?}` or the string `"model"` / `"model@version"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "MemberDocument")]
 pub struct MemberSpec {
     pub model: String,
     #[serde(default)]
@@ -24,6 +26,36 @@ pub struct MemberSpec {
     /// A model (its default version) that stands in when this member fails or its breaker is open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+}
+
+/// The JSON forms of [`MemberSpec`].
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MemberDocument {
+    Text(String),
+    Full(MemberFields),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberFields {
+    model: String,
+    #[serde(default)]
+    version: VersionSpec,
+    #[serde(default)]
+    fallback: Option<String>,
+}
+
+impl TryFrom<MemberDocument> for MemberSpec {
+    type Error = Error;
+    fn try_from(document: MemberDocument) -> Result<MemberSpec> {
+        match document {
+            MemberDocument::Text(text) => text.parse(),
+            MemberDocument::Full(MemberFields { model, version, fallback }) => {
+                Ok(MemberSpec { model, version, fallback })
+            }
+        }
+    }
 }
 
 impl FromStr for MemberSpec {
@@ -53,12 +85,12 @@ pub struct EnsembleConfig {
     /// Raw weights, one per member (normalised when the ensemble loads); equal when absent.
     #[serde(default)]
     pub weights: Option<Vec<f32>>,
-    #[serde(default)]
+    #[serde(default, alias = "nonFinite")]
     pub non_finite: NonFinitePolicy,
     /// How many members must answer for a prediction to be returned (default: a majority,
     /// `members / 2 + 1`). Members that fail at run time are left out, reported in the prediction's
     /// contributions, and the others' weights renormalised.
-    #[serde(default)]
+    #[serde(default, alias = "minMembers")]
     pub min_members: Option<usize>,
     /// Hedge / BOA settings (η, α, weight floor).
     #[serde(default)]
@@ -71,7 +103,7 @@ pub struct EnsembleConfig {
     pub regime: Option<RegimeConfig>,
     /// Below `min_members`, answer a single-row request with the last good prediction for the same
     /// feature values, marked `stale`, instead of failing (when there is one; the last 10 000 rows).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, alias = "serveStale", skip_serializing_if = "std::ops::Not::not")]
     pub serve_stale: bool,
     #[serde(default)]
     pub created_at: String,

@@ -76,6 +76,11 @@ pub enum Error {
     #[error("optimizer: {0}")]
     Optimize(String),
 
+    /// Outcome tracking is off for this engine (`EngineBuilder::without_tracking`): there are no
+    /// outcomes to record and no tracked metrics to read.
+    #[error("tracking is disabled for this engine (build it without `without_tracking` to record outcomes and read metrics)")]
+    TrackingDisabled,
+
     /// A tracked outcome that cannot be joined with a prediction.
     #[error("outcome rejected: {0}")]
     Outcome(String),
@@ -87,6 +92,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// A bug in quorum: a panic caught at a boundary (the bindings, the CLI) instead of crossing it.
+    #[error("internal error (please report it): {0}")]
+    Internal(String),
 
     /// A JSON document (metadata, ensemble config, request) could not be parsed.
     #[error("invalid JSON in {context}: {source}")]
@@ -132,9 +141,54 @@ impl Error {
             Error::QuorumNotReached { .. } => "quorum_not_reached",
             Error::DeadlineExceeded { .. } => "deadline_exceeded",
             Error::Optimize(_) => "optimize",
+            Error::TrackingDisabled => "tracking_disabled",
             Error::Outcome(_) => "outcome",
             Error::Io { .. } => "io",
             Error::Json { .. } => "json",
+            Error::Internal(_) => "internal",
         }
+    }
+
+    /// Every code [`Error::code`] can return, in declaration order: the bindings test that each
+    /// has its exception class / error code.
+    pub const CODES: &'static [&'static str] = &[
+        "runtime_unavailable",
+        "invalid_name",
+        "invalid_input",
+        "missing_feature",
+        "non_finite",
+        "not_found",
+        "already_exists",
+        "config",
+        "checksum_mismatch",
+        "model_load",
+        "output_shape",
+        "inference",
+        "member_unavailable",
+        "quorum_not_reached",
+        "deadline_exceeded",
+        "optimize",
+        "tracking_disabled",
+        "outcome",
+        "io",
+        "json",
+        "internal",
+    ];
+
+    /// The error for a panic caught at a boundary, with the panic's message when it has one.
+    pub fn from_panic(panic: &(dyn std::any::Any + Send)) -> Self {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Error::Internal(message)
+    }
+
+    /// Runs `f`, turning a panic into [`Error::Internal`]: what every boundary (a binding call, a
+    /// command) wraps its work in, so that no panic crosses into Python, JavaScript or a shell.
+    pub fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .unwrap_or_else(|panic| Err(Error::from_panic(&*panic)))
     }
 }

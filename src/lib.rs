@@ -2,52 +2,71 @@
 // Library code reports errors; tests, benches and examples may unwrap.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod adaptive;
-pub mod backtest;
+// The table of contents, by layer, lowest first. A module imports only from its own layer or below.
+
+// Foundations: the one error type and small shared helpers.
+pub mod error;
+pub mod stats;
+mod store;
+pub mod units;
+
+// Model store: ONNX files, their metadata and versions, ensembles' configurations.
+pub mod ensemble;
+pub mod features;
+#[doc(hidden)] // the ONNX protobuf, public only for the optimizer's integration tests
+pub mod onnx;
+pub mod registry;
+
+// Execution: ONNX Runtime, replica pools, batching queues, fusion, circuit breakers, the engine.
 pub mod batching;
 pub mod breaker;
 pub mod cache;
-pub mod calibrate;
-mod chart;
 pub mod engine;
-pub mod ensemble;
-pub mod error;
-pub mod features;
 mod fusion;
 mod initializers;
-pub mod meta;
-pub mod online;
-pub mod onnx;
-pub mod optimizer;
-pub mod persist;
-pub mod quantize;
-pub mod regime;
-pub mod registry;
-pub mod replay;
+pub mod prediction;
 pub mod replicas;
 pub mod runtime;
-pub mod store;
+
+// Combination: strategies (voting, stacking) and how confidence is defined.
 pub mod strategy;
+
+// Learning and tracking: online weights, meta-learners, regimes, outcome tracking, persisted state.
+pub mod adaptive;
+pub mod meta;
+pub mod online;
+pub mod persist;
+pub mod regime;
 pub mod tracking;
+
+// Optimisation: quantization rewrites, calibration, benchmarks and the optimizer's decision.
+pub mod calibrate;
+pub mod optimizer;
+pub mod quantize;
+
+// Tools: replaying and backtesting recorded data.
+pub mod backtest;
+pub mod replay;
 
 pub use batching::BatchingOptions;
 pub use breaker::{BreakerOptions, BreakerState, SlidingWindow};
 pub use cache::{CacheOptions, CacheStats};
 pub use engine::{
-    AutoscaleSettings, BatchPrediction, EngineBuilder, EnsembleHandle, Fault, FusionStatus, InferenceEngine, MemberRun,
-    ModelContribution, Prediction, ResolvedRow,
+    AutoscaleSettings, EngineBuilder, EngineOptions, EnsembleHandle, Fault, FusionStatus, InferenceEngine, ResolvedRow,
 };
 pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};
 pub use error::{Error, Result};
 pub use features::{Batch, Features, NonFinitePolicy};
 pub use optimizer::{OptimizeOptions, OptimizeReport, Optimizer};
 pub use persist::{PersistOptions, StateStore};
+pub use prediction::{BatchPrediction, MemberRun, ModelContribution, Prediction};
 pub use registry::{
     Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry, Task, VersionSpec,
 };
 pub use replay::{ReplayOptions, ReplayReport};
-pub use replicas::{ExecutionProvider, LoadPolicy, ModelOptions, ProviderFallback, ReplicaStatus};
-pub use runtime::{Runtime, RuntimeOptions};
+pub use replicas::{LoadPolicy, ModelOptions, ReplicaStatus};
+pub use runtime::{ExecutionProvider, ProviderFallback, Runtime, RuntimeOptions};
+pub use stats::LatencyPercentiles;
 pub use strategy::{Combined, MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
 pub use tracking::{
     DriftEvent, DriftOptions, EnsembleMetrics, GroupMetrics, Metrics, MetricsAccumulator, TrackedMetrics,

@@ -15,20 +15,21 @@
 //! default version is left as it was (make it the default, a hot swap, when you are ready).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ort::value::TensorRef;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::calibrate::Calibrator;
 use crate::engine::InferenceEngine;
 use crate::error::{Error, Result};
 use crate::quantize::{self, Granularity, NodeReport};
 use crate::registry::{self, Lineage, ModelMetadata, ModelRegistration, OutputSpec, Task, VersionSpec};
-use crate::replay::{percentiles, Table};
-use crate::replicas::{ExecutionProvider, ProviderFallback};
+use crate::replay::Table;
 use crate::runtime::Runtime;
+use crate::runtime::{ExecutionProvider, ProviderFallback};
+use crate::stats::percentiles;
 
 /// Rows static quantization calibrates on (the first ones of the data).
 pub const CALIBRATION_ROWS: usize = 256;
@@ -402,6 +403,48 @@ pub struct OptimizeOptions {
     pub graph_level: GraphLevel,
 }
 
+/// The JSON form of [`OptimizeOptions`] (what the bindings pass): every key optional, snake_case or
+/// camelCase, methods by name, the target latency in milliseconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptimizeDocument {
+    #[serde(alias = "accuracyThreshold")]
+    accuracy_threshold: Option<f64>,
+    #[serde(alias = "minSpeedup")]
+    min_speedup: Option<f64>,
+    #[serde(alias = "targetLatencyMs")]
+    target_latency_ms: Option<f64>,
+    methods: Option<Vec<String>>,
+    #[serde(default)]
+    provider: Option<ExecutionProvider>,
+}
+
+impl OptimizeOptions {
+    /// The options from a JSON document such as `{"accuracy_threshold": 0.01, "methods":
+    /// ["int8-dynamic"], "target_latency_ms": 0.05}`; the defaults for every key left out.
+    pub fn from_json(value: serde_json::Value) -> Result<OptimizeOptions> {
+        let doc: OptimizeDocument = serde_json::from_value(value).map_err(|e| Error::json("optimize options", e))?;
+        let mut options = OptimizeOptions::default();
+        // Checked with the rest by Optimizer::optimize.
+        if let Some(threshold) = doc.accuracy_threshold {
+            options.accuracy_threshold = threshold;
+        }
+        if let Some(speedup) = doc.min_speedup {
+            options.min_speedup = speedup;
+        }
+        if let Some(ms) = doc.target_latency_ms {
+            options.target_latency = Some(crate::units::duration_from_ms("target_latency_ms", ms)?);
+        }
+        if let Some(methods) = doc.methods {
+            options.methods = Some(methods.iter().map(|m| m.parse()).collect::<Result<Vec<Method>>>()?);
+        }
+        if let Some(provider) = doc.provider {
+            options.provider = provider;
+        }
+        Ok(options)
+    }
+}
+
 impl Default for OptimizeOptions {
     fn default() -> Self {
         OptimizeOptions {
@@ -478,6 +521,45 @@ impl PerformanceImprovement {
     }
 }
 
+/// How [`quantize_model`] rewrites one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizeOptions {
+    pub method: Method,
+    /// INT8 static methods: one weight scale per output channel instead of per tensor.
+    pub per_channel: bool,
+    /// INT8 static methods: the CSV file to calibrate on and the model's features in input order.
+    pub calibration: Option<(PathBuf, Vec<String>)>,
+}
+
+/// What [`Optimizer::quantize`] wrote.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuantizeReport {
+    pub out: PathBuf,
+    pub bytes: usize,
+    pub nodes: Vec<NodeReport>,
+}
+
+/// Rewrites the ONNX model `bytes` with one method: INT8 dynamic (per tensor or per channel), INT8
+/// static calibrated on data, or FP16. `fp32-optimized` is a session setting that only
+/// [`Optimizer::optimize`] applies.
+pub fn quantize_model(runtime: &Runtime, bytes: &[u8], options: &QuantizeOptions) -> Result<quantize::Rewritten> {
+    let granularity = if options.per_channel { Granularity::PerChannel } else { Granularity::PerTensor };
+    match options.method {
+        Method::Int8Dynamic => quantize::quantize_dynamic(bytes, Granularity::PerTensor),
+        Method::Int8DynamicPerChannel => quantize::quantize_dynamic(bytes, Granularity::PerChannel),
+        Method::Fp16 => quantize::convert_fp16(bytes),
+        Method::Fp32Optimized => Err(Error::Config("fp32-optimized is applied by optimize, not quantize".into())),
+        method => {
+            let (data, features) = options.calibration.as_ref().ok_or_else(|| {
+                Error::Config(format!("{} needs calibration data and the model's features", method.as_str()))
+            })?;
+            let rows = BenchmarkData::from_table(&Table::read(data)?, features, None)?;
+            let calibrator = method.calibrator().unwrap_or(Calibrator::MIN_MAX);
+            quantize::quantize_static(runtime, bytes, rows.calibration_rows(), features.len(), calibrator, granularity)
+        }
+    }
+}
+
 /// What [`Optimizer::optimize`] decided, and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OptimizeReport {
@@ -503,6 +585,14 @@ pub struct Optimizer {
 impl Optimizer {
     pub fn new(engine: &InferenceEngine) -> Optimizer {
         Optimizer { engine: engine.clone() }
+    }
+
+    /// Rewrites the ONNX file `input` with one method into `output` (see [`quantize_model`]).
+    pub fn quantize(&self, input: &Path, output: &Path, options: &QuantizeOptions) -> Result<QuantizeReport> {
+        let bytes = std::fs::read(input).map_err(|e| Error::io(format!("reading {}", input.display()), e))?;
+        let rewritten = quantize_model(self.engine.runtime(), &bytes, options)?;
+        crate::store::write_atomic(output, &rewritten.bytes)?;
+        Ok(QuantizeReport { out: output.to_path_buf(), bytes: rewritten.bytes.len(), nodes: rewritten.nodes })
     }
 
     /// Benchmarks a registered model on a CSV file (`outcome`: the column to score accuracy on).

@@ -326,6 +326,11 @@ impl Registry {
         Ok(Registry { root })
     }
 
+    /// The directory the models live in (`<home>/models`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn model_dir(&self, name: &str) -> Result<PathBuf> {
         store::validate_name("model name", name)?;
         Ok(self.root.join(name))

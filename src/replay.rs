@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::engine::InferenceEngine;
 use crate::error::{Error, Result};
+use crate::stats::{percentiles, LatencyPercentiles};
 use crate::tracking::{Metrics, MetricsAccumulator};
 
 /// What to replay.
@@ -22,14 +23,6 @@ use crate::tracking::{Metrics, MetricsAccumulator};
 pub struct ReplayOptions {
     /// The column holding each row's realised outcome.
     pub outcome: String,
-}
-
-/// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct LatencyPercentiles {
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
 }
 
 /// The result of a replay.
@@ -182,19 +175,6 @@ pub fn replay_table(
         latency_ms: percentiles(&mut latencies),
         throughput: if elapsed > 0.0 { scored as f64 / elapsed } else { 0.0 },
     })
-}
-
-/// Nearest-rank percentiles (0 when empty).
-pub fn percentiles(samples: &mut [f64]) -> LatencyPercentiles {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        if samples.is_empty() {
-            return 0.0;
-        }
-        let rank = (q * samples.len() as f64).ceil() as usize;
-        samples[rank.clamp(1, samples.len()) - 1]
-    };
-    LatencyPercentiles { p50: at(0.50), p95: at(0.95), p99: at(0.99) }
 }
 
 impl fmt::Display for ReplayReport {

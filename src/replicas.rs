@@ -25,7 +25,7 @@ use crate::batching::BatchingOptions;
 use crate::error::{Error, Result};
 use crate::initializers::SharedInitializers;
 use crate::registry::{self, ModelMetadata, Registry};
-use crate::runtime::Runtime;
+use crate::runtime::{ExecutionProvider, ProviderFallback, Runtime};
 
 /// When a model's sessions are created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -36,86 +36,6 @@ pub enum LoadPolicy {
     Eager,
     /// On the first prediction that needs it.
     Lazy,
-}
-
-/// Where a model's sessions run. GPU providers need an ONNX Runtime built with them (PyPI's
-/// `onnxruntime-gpu`, for instance); quorum's cargo features `cuda` / `tensorrt` are only needed when
-/// ort itself provides the library.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
-pub enum ExecutionProvider {
-    #[default]
-    Cpu,
-    Cuda {
-        #[serde(default)]
-        device_id: i32,
-    },
-    /// TensorRT, with CUDA behind it for the nodes TensorRT does not take.
-    TensorRt {
-        #[serde(default)]
-        device_id: i32,
-        #[serde(default)]
-        fp16: bool,
-        #[serde(default)]
-        int8: bool,
-        /// Where built engines are cached (rebuilding one takes seconds to minutes).
-        #[serde(default)]
-        engine_cache: Option<std::path::PathBuf>,
-    },
-}
-
-impl ExecutionProvider {
-    pub fn name(&self) -> &'static str {
-        match self {
-            ExecutionProvider::Cpu => "cpu",
-            ExecutionProvider::Cuda { .. } => "cuda",
-            ExecutionProvider::TensorRt { .. } => "tensorrt",
-        }
-    }
-
-    pub fn is_gpu(&self) -> bool {
-        !matches!(self, ExecutionProvider::Cpu)
-    }
-
-    /// ort's registrations, failing loudly (the caller decides about falling back); an error when
-    /// this build of quorum lacks the provider's cargo feature.
-    pub(crate) fn dispatch(&self) -> std::result::Result<Vec<ort::ep::ExecutionProviderDispatch>, String> {
-        match self {
-            ExecutionProvider::Cpu => Ok(Vec::new()),
-            #[cfg(feature = "cuda")]
-            ExecutionProvider::Cuda { device_id } => {
-                Ok(vec![ort::ep::CUDA::default().with_device_id(*device_id).build().error_on_failure()])
-            }
-            #[cfg(all(feature = "tensorrt", feature = "cuda"))]
-            ExecutionProvider::TensorRt { device_id, fp16, int8, engine_cache } => {
-                let mut trt = ort::ep::TensorRT::default().with_device_id(*device_id).with_fp16(*fp16).with_int8(*int8);
-                if let Some(dir) = engine_cache {
-                    trt = trt.with_engine_cache(true).with_engine_cache_path(dir.display());
-                }
-                Ok(vec![
-                    trt.build().error_on_failure(),
-                    ort::ep::CUDA::default().with_device_id(*device_id).build().error_on_failure(),
-                ])
-            }
-            #[allow(unreachable_patterns)]
-            other => Err(format!(
-                "this build of quorum has no {} support (build it with the cargo feature `{}`)",
-                other.name(),
-                if matches!(other, ExecutionProvider::TensorRt { .. }) { "tensorrt" } else { "cuda" }
-            )),
-        }
-    }
-}
-
-/// What happens when a model's execution provider cannot be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderFallback {
-    /// Run on the CPU; the model's status says so and why.
-    #[default]
-    Cpu,
-    /// Refuse to load the model.
-    Fail,
 }
 
 /// How one model is served; also read from JSON (the bindings' `models` option):
@@ -680,7 +600,7 @@ impl LatencyRing {
         if micros.len() < 20 {
             return None;
         }
-        Some(Duration::from_micros(crate::replay::percentiles(&mut micros).p95 as u64))
+        Some(Duration::from_micros(crate::stats::percentiles(&mut micros).p95 as u64))
     }
 }
 

@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use ort::environment::Environment;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::initializers::SharedInitializers;
-use crate::replicas::{ExecutionProvider, ProviderFallback};
 
 /// The command that installs a usable ONNX Runtime into the repository's virtualenv.
 pub const INSTALL_HINT: &str = "install it with `python3 -m venv .venv && .venv/bin/pip install onnxruntime==1.32.0` \
@@ -343,4 +343,84 @@ fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
     entries.sort();
     entries.reverse();
     entries
+}
+
+/// Where a model's sessions run. GPU providers need an ONNX Runtime built with them (PyPI's
+/// `onnxruntime-gpu`, for instance); quorum's cargo features `cuda` / `tensorrt` are only needed when
+/// ort itself provides the library.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum ExecutionProvider {
+    #[default]
+    Cpu,
+    Cuda {
+        #[serde(default)]
+        device_id: i32,
+    },
+    /// TensorRT, with CUDA behind it for the nodes TensorRT does not take.
+    TensorRt {
+        #[serde(default)]
+        device_id: i32,
+        #[serde(default)]
+        fp16: bool,
+        #[serde(default)]
+        int8: bool,
+        /// Where built engines are cached (rebuilding one takes seconds to minutes).
+        #[serde(default)]
+        engine_cache: Option<std::path::PathBuf>,
+    },
+}
+
+impl ExecutionProvider {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ExecutionProvider::Cpu => "cpu",
+            ExecutionProvider::Cuda { .. } => "cuda",
+            ExecutionProvider::TensorRt { .. } => "tensorrt",
+        }
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        !matches!(self, ExecutionProvider::Cpu)
+    }
+
+    /// ort's registrations, failing loudly (the caller decides about falling back); an error when
+    /// this build of quorum lacks the provider's cargo feature.
+    pub(crate) fn dispatch(&self) -> std::result::Result<Vec<ort::ep::ExecutionProviderDispatch>, String> {
+        match self {
+            ExecutionProvider::Cpu => Ok(Vec::new()),
+            #[cfg(feature = "cuda")]
+            ExecutionProvider::Cuda { device_id } => {
+                Ok(vec![ort::ep::CUDA::default().with_device_id(*device_id).build().error_on_failure()])
+            }
+            #[cfg(all(feature = "tensorrt", feature = "cuda"))]
+            ExecutionProvider::TensorRt { device_id, fp16, int8, engine_cache } => {
+                let mut trt = ort::ep::TensorRT::default().with_device_id(*device_id).with_fp16(*fp16).with_int8(*int8);
+                if let Some(dir) = engine_cache {
+                    trt = trt.with_engine_cache(true).with_engine_cache_path(dir.display());
+                }
+                Ok(vec![
+                    trt.build().error_on_failure(),
+                    ort::ep::CUDA::default().with_device_id(*device_id).build().error_on_failure(),
+                ])
+            }
+            #[allow(unreachable_patterns)]
+            other => Err(format!(
+                "this build of quorum has no {} support (build it with the cargo feature `{}`)",
+                other.name(),
+                if matches!(other, ExecutionProvider::TensorRt { .. }) { "tensorrt" } else { "cuda" }
+            )),
+        }
+    }
+}
+
+/// What happens when a model's execution provider cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderFallback {
+    /// Run on the CPU; the model's status says so and why.
+    #[default]
+    Cpu,
+    /// Refuse to load the model.
+    Fail,
 }

@@ -318,6 +318,16 @@ struct Stats {
     dirty: bool,
 }
 
+/// What a prediction logs for outcome tracking besides its id, time and ensemble.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Logged<'a> {
+    pub task: Task,
+    pub regime: Option<Regime>,
+    pub prediction: f32,
+    /// NaN where member `i` did not answer.
+    pub members: &'a [f32],
+}
+
 /// Which ensemble version a pending prediction belongs to, with its member names (so an outcome can
 /// be scored even after the engine moved on to a newer version). Identity is name + version.
 #[derive(Debug, Clone)]
@@ -404,18 +414,9 @@ impl Tracker {
         &self.pending[(request_id % self.pending.len() as u64) as usize]
     }
 
-    /// Logs a prediction; `members[i]` is NaN where member `i` did not answer.
-    #[allow(clippy::too_many_arguments)] // one plain record, written field by field into a reused slot
-    pub fn record_prediction(
-        &self,
-        request_id: u64,
-        at: Instant,
-        key: &EnsembleKey,
-        task: Task,
-        regime: Option<Regime>,
-        prediction: f32,
-        members: &[f32],
-    ) {
+    /// Logs a prediction made at `at` by the ensemble version `key`.
+    pub fn record_prediction(&self, request_id: u64, at: Instant, key: &EnsembleKey, record: &Logged<'_>) {
+        let Logged { task, regime, prediction, members } = *record;
         let mut slot = lock(self.slot(request_id));
         slot.request_id = request_id;
         slot.at = at;
@@ -678,7 +679,12 @@ mod tests {
         let key = key(&["a", "b"]);
         let tracker = Tracker::new(TrackingOptions { window: 2, ..TrackingOptions::default() }).unwrap();
         for (id, (p, o)) in [(1.0f32, 0.0f32), (2.0, 2.0), (3.0, 1.0)].into_iter().enumerate() {
-            tracker.record_prediction(id as u64, Instant::now(), &key, Task::Regression, None, p, &[p, f32::NAN]);
+            tracker.record_prediction(
+                id as u64,
+                Instant::now(),
+                &key,
+                &Logged { task: Task::Regression, regime: None, prediction: p, members: &[p, f32::NAN] },
+            );
             tracker.record_outcome(id as u64, o).unwrap();
         }
         let m = &tracker.metrics("e")[0];
@@ -695,7 +701,12 @@ mod tests {
         let tracker = Tracker::new(TrackingOptions { pending_capacity: 2, ..TrackingOptions::default() }).unwrap();
         assert!(tracker.record_outcome(7, 1.0).is_err(), "never predicted");
         for id in 0..3 {
-            tracker.record_prediction(id, Instant::now(), &key, Task::Classification, None, 0.7, &[0.7]);
+            tracker.record_prediction(
+                id,
+                Instant::now(),
+                &key,
+                &Logged { task: Task::Classification, regime: None, prediction: 0.7, members: &[0.7] },
+            );
         }
         assert!(tracker.record_outcome(0, 1.0).is_err(), "evicted by newer predictions");
         assert!(tracker.record_outcome(2, 0.5).is_err(), "not a class");
@@ -712,7 +723,12 @@ mod tests {
             let y = (id % 2) as f32;
             let regime = if id < 4 { Regime::Low } else { Regime::High };
             let sharp = if y == 1.0 { 0.9 } else { 0.1 };
-            tracker.record_prediction(id, Instant::now(), &key, Task::Classification, Some(regime), 0.5, &[sharp, 0.5]);
+            tracker.record_prediction(
+                id,
+                Instant::now(),
+                &key,
+                &Logged { task: Task::Classification, regime: Some(regime), prediction: 0.5, members: &[sharp, 0.5] },
+            );
             tracker.record_outcome(id, y).unwrap();
         }
         let m = &tracker.metrics("e")[0];
@@ -736,7 +752,12 @@ mod tests {
             let y = (id % 2) as f32;
             let good = if y == 1.0 { 0.7 } else { 0.3 };
             let breaks = if id < 300 { good } else { 1.0 - good };
-            tracker.record_prediction(id, Instant::now(), &key, Task::Classification, None, 0.5, &[good, breaks]);
+            tracker.record_prediction(
+                id,
+                Instant::now(),
+                &key,
+                &Logged { task: Task::Classification, regime: None, prediction: 0.5, members: &[good, breaks] },
+            );
             tracker.record_outcome(id, y).unwrap();
         }
         let events = tracker.drift_events();

@@ -167,7 +167,7 @@ fn every_adaptive_strategy_explains_recent_losses() {
 }
 
 #[test]
-fn background_refits_arrive_without_slowing_outcomes() {
+fn background_refits_arrive_after_the_outcome_that_made_them_due() {
     let home = tempfile::tempdir().unwrap();
     let engine = common::market_engine(home.path());
     let meta = MetaOptions { window: 100, refit_every: 10, min_rows: 40, l2: 1.0 };

@@ -23,7 +23,7 @@ fn single_prediction_has_contributions_confidence_and_story_field_names() {
     assert_eq!(p.ensemble_version, 1);
     assert!((0.0..=1.0).contains(&p.prediction));
     assert!((0.0..=1.0).contains(&p.confidence));
-    assert_eq!(p.class, Some(u8::from(p.prediction >= 0.5)));
+    assert_eq!(p.label, Some(u8::from(p.prediction >= 0.5)));
     assert_eq!(p.model_contributions.len(), 3);
     let weighted: f32 = p.model_contributions.iter().map(|c| c.weight * c.prediction.unwrap()).sum();
     assert!((weighted - p.prediction).abs() < 1e-5, "soft vote is the weighted mean of members");
@@ -121,7 +121,7 @@ fn outcomes_are_tracked_per_member_and_ensemble() {
     for (i, f) in rows.iter().enumerate() {
         let p = engine.predict("market", f).unwrap();
         let outcome = (i % 3 == 0) as u8;
-        correct += u32::from(p.class == Some(outcome));
+        correct += u32::from(p.label == Some(outcome));
         engine.record_outcome(p.request_id, f32::from(outcome)).unwrap();
     }
     let m = engine.metrics("market").unwrap();
@@ -161,7 +161,7 @@ fn majority_vote_and_imputation() {
     for f in common::holdout_features(10) {
         let p = engine.predict("market-majority", &f).unwrap();
         let yes = p.model_contributions.iter().filter(|c| c.prediction.unwrap() >= 0.5).count();
-        assert_eq!(p.class, Some(u8::from(yes >= 2)));
+        assert_eq!(p.label, Some(u8::from(yes >= 2)));
     }
     let imputing = EnsembleConfig::new("market-imputing", members)
         .with_non_finite(NonFinitePolicy::Impute { value: 0.0, per_feature: [("vix".to_string(), 15.0)].into() });
@@ -220,7 +220,7 @@ fn regression_ensembles_average_values_and_track_mae() {
     let members: Vec<f32> = p.model_contributions.iter().map(|c| c.prediction.unwrap()).collect();
     assert_eq!(members, vec![12.0, 21.0]);
     assert!((p.prediction - 14.25).abs() < 1e-5);
-    assert_eq!(p.class, None);
+    assert_eq!(p.label, None);
     assert!(p.confidence > 0.0 && p.confidence < 1.0);
     engine.record_outcome(p.request_id, 15.25).unwrap();
     let m = engine.metrics("values").unwrap();

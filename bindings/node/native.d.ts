@@ -7,9 +7,13 @@
  */
 export declare class InferenceEngine {
   constructor(home: string, options?: EngineOptions | undefined | null)
-  /** Copies a model into the registry as a new version; returns its metadata. */
+  /** The engine's model registry (a new default version set through it is hot-swapped in). */
+  get registry(): Registry
+  /** An optimizer over the engine's registry. */
+  get optimizer(): Optimizer
+  /** `registry.register(...)`: copies a model into the registry as a new version. */
   registerModel(name: string, file: string, features: Array<string>, options?: ModelOptions | undefined | null): any
-  /** Every registered model. */
+  /** `registry.list()`: every registered model. */
   listModels(): any
   /**
    * Creates (a new version of) an ensemble from quorum's ensemble JSON: `{name, members, strategy?,
@@ -57,6 +61,21 @@ export declare class InferenceEngine {
   metrics(ensemble: string): any
   /** Members whose loss drifted upwards (Page-Hinkley), oldest first. */
   driftEvents(): any
+  /** `optimizer.optimize(...)`. */
+  optimize(model: string, data: string, outcome: string, options?: OptimizeOptions | undefined | null): any
+  /** `optimizer.benchmark(...)`. */
+  benchmark(model: string, data: string, outcome?: string | undefined | null): any
+  /** Writes learnt weights and tracked metrics to the home's state database now. */
+  flush(): void
+}
+export type JsInferenceEngine = InferenceEngine
+
+/**
+ * Measures and rewrites models: benchmark, optimize (candidates judged on data, the winner
+ * registered as a new version), quantize (one rewrite of one file).
+ */
+export declare class Optimizer {
+  constructor(engine: JsInferenceEngine)
   /**
    * Builds INT8 / optimised candidates of a registered model (`name` or `name@version`),
    * benchmarks them on a CSV file and registers the fastest one within the accuracy threshold as a
@@ -68,10 +87,43 @@ export declare class InferenceEngine {
    * of a registered model (`name` or `name@version`) on a CSV file.
    */
   benchmark(model: string, data: string, outcome?: string | undefined | null): any
-  /** Writes learnt weights and tracked metrics to the home's state database now. */
-  flush(): void
+  /**
+   * Rewrites the ONNX file `file` with one method into `out` (int8-dynamic,
+   * int8-dynamic-per-channel, int8-static-minmax / -percentile / -entropy with `data` and
+   * `features`, fp16). Returns `out`, `bytes` and the per-node report.
+   */
+  quantize(file: string, out: string, method: string, options?: QuantizeOptions | undefined | null): any
 }
-export type JsInferenceEngine = InferenceEngine
+export type JsOptimizer = Optimizer
+
+/** The models of a quorum home: `<home>/models/<name>/<version>/`. */
+export declare class Registry {
+  constructor(home: string, options?: RegistryOptions | undefined | null)
+  /**
+   * Copies a model into the registry as a new version (ONNX Runtime loads it and its inputs and
+   * output are checked first); returns its metadata.
+   */
+  register(name: string, file: string, features: Array<string>, options?: ModelOptions | undefined | null): any
+  /** Every registered model: name, versions, default version, kind, task. */
+  list(): any
+  /** A model's metadata: `name` (its default version) or `name@version`. */
+  show(model: string): any
+  /** The model's versions, oldest first. */
+  versions(name: string): Array<number>
+  /** Removes one version, or (no version) the whole model. */
+  remove(name: string, version?: number | undefined | null): void
+  /**
+   * Makes `version` the model's default. Through an engine's registry, the engine's loaded
+   * ensembles move onto it at once (a hot swap); returns the ensembles reloaded.
+   */
+  setDefault(name: string, version: number): Array<string>
+  /**
+   * Checks a model's file (`name` or `name@version`) against the sha256 recorded at registration;
+   * returns its metadata, or throws `checksum_mismatch`.
+   */
+  verify(model: string): any
+}
+export type JsRegistry = Registry
 
 /** A batch's answers by column. */
 export interface BatchResult {
@@ -107,7 +159,11 @@ export interface Contribution {
   fallback?: string
 }
 
-/** Options of `new InferenceEngine(home, options)`. */
+/**
+ * Options of `new InferenceEngine(home, options)`: the shape TypeScript sees. The constructor hands
+ * the object to the core's `quorum::EngineOptions`, which reads and checks it (the same document the
+ * Python keyword arguments become).
+ */
 export interface EngineOptions {
   /** Path of libonnxruntime (default: the one bundled in `onnxruntime-node`). */
   ortLibrary?: string
@@ -117,7 +173,7 @@ export interface EngineOptions {
   synchronousRefits?: boolean
   /** Entries of the prediction cache (no cache when absent). */
   cacheCapacity?: number
-  /** How long a cached prediction may be served, in milliseconds (default 1000). */
+  /** How long a cached prediction may be served, in milliseconds (default 1000; needs cacheCapacity). */
   cacheTtlMs?: number
   /**
    * How every model is served: `{replicas?: [min, max], load?: "eager" | "lazy", timeoutMs?,
@@ -131,6 +187,9 @@ export interface EngineOptions {
   /** Run each ensemble's members as one fused ONNX model when they can be (default true). */
   fusion?: boolean
 }
+
+/** Every code the core's errors carry (`quorum.ErrorCode` in index.js names each; a test checks). */
+export declare function errorCodes(): Array<string>
 
 /** Options of `registerModel`. */
 export interface ModelOptions {
@@ -197,4 +256,20 @@ export interface Prediction {
   /** Members that gave no prediction. */
   skipped: Array<string>
   latencyMs: number
+}
+
+/** Options of `quantize`. */
+export interface QuantizeOptions {
+  /** INT8 static methods: one weight scale per output channel. */
+  perChannel?: boolean
+  /** INT8 static methods: the CSV file to calibrate on ... */
+  data?: string
+  /** ... and the model's features in input order. */
+  features?: Array<string>
+}
+
+/** Options of `new Registry(home, options)`. */
+export interface RegistryOptions {
+  /** Path of libonnxruntime (default: the one bundled in `onnxruntime-node`). */
+  ortLibrary?: string
 }

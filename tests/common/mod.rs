@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use quorum::{EnsembleConfig, Features, InferenceEngine, MemberSpec, ModelKind, ModelRegistration};
 
+/// The repository root (the core crate's directory; the CLI crate's tests include this file too).
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.ancestors().find(|dir| dir.join("examples/models").is_dir()).unwrap_or(&manifest).to_path_buf()
 }
 
 pub fn model_file(name: &str) -> PathBuf {

@@ -230,7 +230,7 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
-    match run(cli) {
+    match Error::guard(|| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error[{}]: {e}", e.code());
@@ -395,35 +395,14 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Quantize { model, out, method, data, features, per_channel, json } => {
-            use quorum::optimizer::Method;
-            use quorum::quantize::{self, Granularity};
-            let bytes = std::fs::read(&model).map_err(|e| Error::io(format!("reading {}", model.display()), e))?;
-            let method: Method = method.parse()?;
-            let granularity = if per_channel { Granularity::PerChannel } else { Granularity::PerTensor };
-            let rewritten = match method {
-                Method::Int8Dynamic => quantize::quantize_dynamic(&bytes, Granularity::PerTensor)?,
-                Method::Int8DynamicPerChannel => quantize::quantize_dynamic(&bytes, Granularity::PerChannel)?,
-                Method::Fp16 => quantize::convert_fp16(&bytes)?,
-                Method::Fp32Optimized => {
-                    return Err(Error::Config("fp32-optimized is applied by `quorum optimize`".into()));
-                }
-                static_method => {
-                    let data =
-                        data.ok_or_else(|| Error::Config("static quantization needs --data and --features".into()))?;
-                    let table = replay::Table::read(&data)?;
-                    let rows = quorum::optimizer::BenchmarkData::from_table(&table, &features, None)?;
-                    let calibrator = static_method.calibrator().unwrap_or(quorum::calibrate::Calibrator::MIN_MAX);
-                    let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default())?;
-                    quantize::quantize_static(
-                        &runtime,
-                        &bytes,
-                        rows.calibration_rows(),
-                        features.len(),
-                        calibrator,
-                        granularity,
-                    )?
-                }
+            let options = quorum::optimizer::QuantizeOptions {
+                method: method.parse()?,
+                per_channel,
+                calibration: data.map(|data| (data, features)),
             };
+            let bytes = std::fs::read(&model).map_err(|e| Error::io(format!("reading {}", model.display()), e))?;
+            let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default())?;
+            let rewritten = quorum::optimizer::quantize_model(&runtime, &bytes, &options)?;
             std::fs::write(&out, &rewritten.bytes).map_err(|e| Error::io(format!("writing {}", out.display()), e))?;
             if json {
                 return print_json(

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::backtest::BacktestReport;
+use super::BacktestReport;
 use crate::error::{Error, Result};
 
 const PALETTE: [RGBColor; 10] = [

@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+mod chart;
+
 use crate::engine::InferenceEngine;
 use crate::error::{Error, Result};
 use crate::meta::{MetaLearner, MetaOptions};
@@ -175,7 +177,7 @@ impl BacktestReport {
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::json("backtest report", e))?;
         store::write_atomic(&json_path, &json)?;
         let svg_path = dir.join("backtest.svg");
-        crate::chart::backtest_svg(self, &svg_path)?;
+        chart::backtest_svg(self, &svg_path)?;
         Ok((json_path, svg_path))
     }
 }

@@ -1,6 +1,7 @@
 //! The `quorum` binary: the documented command forms, JSON contracts, errors, and ONNX Runtime
 //! versions 1.30 to 1.32 (each run is its own process, so each can load a different library).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -234,4 +235,66 @@ fn works_with_onnxruntime_1_30_and_1_31() {
     }
     builds.dedup();
     assert_eq!(builds.len(), 3, "three different ONNX Runtime builds were loaded: {builds:?}");
+}
+
+/// A home with the technical model registered (as tests/optimizer.rs makes it).
+fn technical_home() -> (tempfile::TempDir, quorum::InferenceEngine) {
+    let home = tempfile::tempdir().unwrap();
+    let engine = quorum::InferenceEngine::builder(home.path()).without_persistence().build().unwrap();
+    engine
+        .register_model(quorum::ModelRegistration::new(
+            "technical",
+            common::model_file("technical"),
+            common::features_of("technical"),
+        ))
+        .unwrap();
+    (home, engine)
+}
+
+#[test]
+fn optimize_and_benchmark_on_the_command_line_print_the_story_json() {
+    let (home, _engine) = technical_home();
+    let data = common::repo().join("examples/data/holdout.csv");
+    let quorum = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorum"))
+            .arg("--home")
+            .arg(home.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let data = data.to_str().unwrap();
+    let report = quorum(&[
+        "optimize",
+        "technical",
+        "--data",
+        data,
+        "--outcome",
+        "next_day_up",
+        "--accuracy-threshold",
+        "0.01",
+        "--json",
+    ]);
+    for key in ["candidates", "chosen", "performance_improvement", "deployment_ready"] {
+        assert!(report.get(key).is_some(), "{key} missing: {report}");
+    }
+    for c in report["candidates"].as_array().unwrap() {
+        for key in ["method", "accuracy", "agreement", "latency_ms", "size_bytes", "accepted"] {
+            assert!(c.get(key).is_some(), "{key} missing: {c}");
+        }
+    }
+    let bench = quorum(&["benchmark", "technical", "--data", data, "--outcome", "next_day_up", "--json"]);
+    assert_eq!(bench["latency"].as_array().unwrap().len(), 4);
+    assert!(bench["accuracy"].as_f64().unwrap() > 0.5);
+    // A bad method is a one-line error.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["optimize", "technical", "--data", data, "--outcome", "next_day_up", "--method", "int4"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown optimization method"));
 }

@@ -1,0 +1,291 @@
+//! [`EngineBuilder`]: every engine option, validated once in [`EngineBuilder::build`], which also
+//! opens the home's stores and starts the background threads the options call for.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::background::{spawn_background, spawn_housekeeping, Background};
+use super::{EngineInner, InferenceEngine, Models};
+use crate::breaker::BreakerOptions;
+use crate::cache::{CacheOptions, PredictionCache};
+use crate::ensemble::EnsembleStore;
+use crate::error::{Error, Result};
+use crate::persist::{PersistOptions, StateStore};
+use crate::registry::Registry;
+use crate::replicas::ModelOptions;
+use crate::runtime::{Runtime, RuntimeOptions};
+use crate::tracking::{Tracker, TrackingOptions};
+use crate::units::duration_from_ms;
+
+/// Builds an [`InferenceEngine`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct EngineBuilder {
+    home: PathBuf,
+    runtime: RuntimeOptions,
+    tracking: Option<TrackingOptions>,
+    persistence: Option<PersistOptions>,
+    synchronous_refits: bool,
+    breaker: BreakerOptions,
+    cache: Option<CacheOptions>,
+    default_model_options: ModelOptions,
+    model_options: HashMap<String, ModelOptions>,
+    memory_budget: Option<u64>,
+    autoscale: AutoscaleSettings,
+    fusion: bool,
+}
+
+/// How often the autoscaler looks at the pools, and how long a pool must be quiet before it shrinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoscaleSettings {
+    pub interval: Duration,
+    pub quiet_for: Duration,
+}
+
+impl Default for AutoscaleSettings {
+    fn default() -> Self {
+        AutoscaleSettings { interval: Duration::from_millis(100), quiet_for: Duration::from_secs(5) }
+    }
+}
+
+impl EngineBuilder {
+    pub(super) fn new(home: &Path) -> EngineBuilder {
+        EngineBuilder {
+            home: home.to_path_buf(),
+            runtime: RuntimeOptions::default(),
+            tracking: Some(TrackingOptions::default()),
+            persistence: Some(PersistOptions::default()),
+            synchronous_refits: false,
+            breaker: BreakerOptions::default(),
+            cache: None,
+            default_model_options: ModelOptions::default(),
+            model_options: HashMap::new(),
+            memory_budget: None,
+            autoscale: AutoscaleSettings::default(),
+            fusion: true,
+        }
+    }
+
+    /// How every model without options of its own is served (replicas, batching, timeout, loading).
+    pub fn with_default_model_options(mut self, options: ModelOptions) -> Self {
+        self.default_model_options = options;
+        self
+    }
+
+    /// How the model `name` (every version) is served.
+    pub fn with_model_options(mut self, name: impl Into<String>, options: ModelOptions) -> Self {
+        self.model_options.insert(name.into(), options);
+        self
+    }
+
+    /// Unload idle models, least recently used first, while the replicas' estimated memory (the
+    /// model file's size per replica) exceeds `bytes`; they load again on their next call.
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// The autoscaler's tick and shrink hysteresis (defaults: 100 ms, 5 s).
+    pub fn with_autoscale_settings(mut self, settings: AutoscaleSettings) -> Self {
+        self.autoscale = settings;
+        self
+    }
+
+    pub fn with_runtime_options(mut self, options: RuntimeOptions) -> Self {
+        self.runtime = options;
+        self
+    }
+
+    /// Tracking bounds (tracking is on by default).
+    pub fn with_tracking(mut self, options: TrackingOptions) -> Self {
+        self.tracking = Some(options);
+        self
+    }
+
+    /// No outcome tracking: predictions are not logged and `record_outcome` is an error.
+    pub fn without_tracking(mut self) -> Self {
+        self.tracking = None;
+        self
+    }
+
+    /// When learnt weights and tracked metrics are written to `<home>/state.sqlite` (on by default).
+    pub fn with_persistence(mut self, options: PersistOptions) -> Self {
+        self.persistence = Some(options);
+        self
+    }
+
+    /// Run stacking and blending refits inside `record_outcome` instead of on the background thread:
+    /// deterministic (each prediction sees every fit that was due before it, as in a backtest) at the
+    /// price of an occasional slow outcome.
+    pub fn with_synchronous_refits(mut self) -> Self {
+        self.synchronous_refits = true;
+        self
+    }
+
+    /// Settings of the circuit breaker each model gets (see [`crate::breaker`] for the defaults).
+    pub fn with_circuit_breaker(mut self, options: BreakerOptions) -> Self {
+        self.breaker = options;
+        self
+    }
+
+    /// Puts a prediction cache in front of every ensemble's single-row predictions (off by default).
+    pub fn with_prediction_cache(mut self, options: CacheOptions) -> Self {
+        self.cache = Some(options);
+        self
+    }
+
+    /// Whether ensembles run their members as one fused ONNX model when they can (on by default; see
+    /// [`EnsembleHandle::fusion`]). Off: every member is its own ONNX Runtime call, always.
+    pub fn with_fusion(mut self, fuse: bool) -> Self {
+        self.fusion = fuse;
+        self
+    }
+
+    /// Keep learning state in memory only.
+    pub fn without_persistence(mut self) -> Self {
+        self.persistence = None;
+        self
+    }
+
+    pub fn build(self) -> Result<InferenceEngine> {
+        let registry = Registry::open(&self.home)?;
+        let ensembles = EnsembleStore::open(&self.home)?;
+        let runtime = Runtime::new(self.runtime)?;
+        let tracker = self.tracking.map(Tracker::new).transpose()?;
+        self.breaker.validate()?;
+        let default_replicas = runtime.options().sessions_per_model();
+        for options in self.model_options.values().chain([&self.default_model_options]) {
+            options.validate(default_replicas)?;
+        }
+        if self.memory_budget == Some(0) {
+            return Err(Error::Config("the memory budget must be a positive number of bytes".into()));
+        }
+        if self.autoscale.interval.is_zero() {
+            return Err(Error::Config("the autoscale interval must be positive".into()));
+        }
+        let scaling = self
+            .model_options
+            .values()
+            .chain([&self.default_model_options])
+            .any(|o| o.validate(default_replicas).is_ok_and(|(min, max)| min < max));
+        let cache = self.cache.map(PredictionCache::new).transpose()?;
+        let state = match self.persistence {
+            Some(options) => Some((StateStore::open(&self.home)?, options)),
+            None => None,
+        };
+        let inner = Arc::new(EngineInner {
+            home: self.home,
+            registry,
+            ensemble_store: ensembles,
+            runtime,
+            models: Mutex::new(Models::default()),
+            ensembles: RwLock::new(HashMap::new()),
+            tracker,
+            next_request_id: AtomicU64::new(1),
+            last_history: Mutex::new(Instant::now()),
+            state,
+            synchronous_refits: self.synchronous_refits,
+            background: Arc::new(Background::default()),
+            breaker: self.breaker,
+            cache,
+            default_model_options: self.default_model_options,
+            model_options: self.model_options,
+            memory_budget: self.memory_budget,
+            fusion: self.fusion,
+        });
+        if scaling || inner.memory_budget.is_some() {
+            spawn_housekeeping(Arc::downgrade(&inner), self.autoscale);
+        }
+        let flush_interval = inner.state.as_ref().map(|(_, o)| o.flush_interval);
+        if flush_interval.is_some() || !inner.synchronous_refits {
+            spawn_background(Arc::downgrade(&inner), Arc::clone(&inner.background), flush_interval);
+        }
+        Ok(InferenceEngine { inner })
+    }
+}
+
+/// The engine's options as a plain document — what the Python keyword arguments and the Node
+/// options object hold, in snake_case or camelCase — turned into an [`EngineBuilder`] in one place,
+/// so every language validates them alike and reports the same error text. Every key is optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineOptions {
+    /// Path of libonnxruntime (default: found as [`RuntimeOptions`] finds it).
+    #[serde(alias = "ortLibrary")]
+    pub ort_library: Option<PathBuf>,
+    /// Outcome tracking (default on).
+    pub tracking: Option<bool>,
+    /// Learnt weights and tracked metrics written to `<home>/state.sqlite` (default on).
+    pub persistence: Option<bool>,
+    #[serde(alias = "sessionsPerModel")]
+    pub sessions_per_model: Option<usize>,
+    #[serde(alias = "synchronousRefits")]
+    pub synchronous_refits: Option<bool>,
+    /// Entries of the prediction cache (no cache when absent).
+    #[serde(alias = "cacheCapacity")]
+    pub cache_capacity: Option<usize>,
+    /// How long a cached prediction may be served (default 1000 ms).
+    #[serde(alias = "cacheTtlMs")]
+    pub cache_ttl_ms: Option<f64>,
+    /// How every model without options of its own is served.
+    #[serde(alias = "defaultModel")]
+    pub default_model: Option<ModelOptions>,
+    /// How each named model is served.
+    #[serde(default)]
+    pub models: HashMap<String, ModelOptions>,
+    /// See [`EngineBuilder::with_memory_budget`].
+    #[serde(alias = "memoryBudgetBytes")]
+    pub memory_budget_bytes: Option<u64>,
+    /// Fused ensembles (default on; see [`EngineBuilder::with_fusion`]).
+    pub fusion: Option<bool>,
+}
+
+impl EngineOptions {
+    /// The options parsed from a JSON document.
+    pub fn from_json(value: serde_json::Value) -> Result<EngineOptions> {
+        serde_json::from_value(value).map_err(|e| Error::json("engine options", e))
+    }
+
+    /// A builder over `home` with these options applied (validated by [`EngineBuilder::build`]).
+    pub fn builder(self, home: &Path) -> Result<EngineBuilder> {
+        let mut runtime = RuntimeOptions::default();
+        if let Some(path) = self.ort_library {
+            runtime = runtime.with_dylib_path(path);
+        }
+        if let Some(n) = self.sessions_per_model {
+            runtime = runtime.with_sessions_per_model(n);
+        }
+        let mut builder =
+            EngineBuilder::new(home).with_runtime_options(runtime).with_fusion(self.fusion.unwrap_or(true));
+        if self.tracking == Some(false) {
+            builder = builder.without_tracking();
+        }
+        if self.persistence == Some(false) {
+            builder = builder.without_persistence();
+        }
+        if self.synchronous_refits == Some(true) {
+            builder = builder.with_synchronous_refits();
+        }
+        if let Some(capacity) = self.cache_capacity {
+            let ttl = duration_from_ms("cache_ttl_ms", self.cache_ttl_ms.unwrap_or(1000.0))?;
+            builder = builder.with_prediction_cache(CacheOptions { capacity, ttl, ..Default::default() });
+        } else if self.cache_ttl_ms.is_some() {
+            return Err(Error::Config("cache_ttl_ms is set but there is no cache (set cache_capacity)".into()));
+        }
+        if let Some(options) = self.default_model {
+            builder = builder.with_default_model_options(options);
+        }
+        for (name, options) in self.models {
+            builder = builder.with_model_options(name, options);
+        }
+        if let Some(bytes) = self.memory_budget_bytes {
+            builder = builder.with_memory_budget(bytes);
+        }
+        Ok(builder)
+    }
+}

@@ -1,0 +1,172 @@
+//! Fused ensembles: at load, the members merged into one ONNX model (see [`crate::fusion`]) and the
+//! proof on probe rows that it answers as the members do; per call, every member in one ONNX Runtime
+//! call, or `None` so that the members run one by one.
+
+use std::borrow::Cow;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use ort::session::SessionInputValue;
+use ort::value::TensorRef;
+
+use super::load::LoadedEnsemble;
+use super::member::{Member, OutputTarget, Rows};
+use super::InferenceEngine;
+use crate::error::Result;
+use crate::features::{gather, Schema};
+use crate::fusion::{self, FusedSession, FusedSessions, FusionMember, FUSION_MAX_BYTES};
+use crate::replicas::LoadPolicy;
+use crate::runtime::ExecutionProvider;
+
+impl InferenceEngine {
+    /// The members as one fused model (see [`crate::fusion`]), checked against the members on probe
+    /// rows; `Err` says why the ensemble runs its members one by one.
+    pub(super) fn fuse_members(
+        &self,
+        members: &[Member],
+        schema: &Schema,
+        ensemble: &str,
+    ) -> std::result::Result<FusedSessions, String> {
+        if !self.inner.fusion {
+            return Err("fusion is off (EngineBuilder::with_fusion)".into());
+        }
+        if members.len() < 2 {
+            return Err("one member: nothing to fuse".into());
+        }
+        for member in members {
+            let meta = &member.model.meta;
+            let options = self.inner.options_of(&meta.name);
+            let reason = if options.timeout.is_some() {
+                "has a per-call timeout"
+            } else if !matches!(options.provider, ExecutionProvider::Cpu) {
+                "runs on another execution provider than the CPU"
+            } else if options.load == LoadPolicy::Lazy {
+                "loads lazily"
+            } else {
+                continue;
+            };
+            return Err(format!("model {} {reason}", meta.name));
+        }
+        let total: u64 = members.iter().map(|m| m.model.meta.size_bytes).sum();
+        if total > FUSION_MAX_BYTES {
+            return Err(format!("the members' files total {total} bytes, over the fusion limit of {FUSION_MAX_BYTES}"));
+        }
+        let files = members
+            .iter()
+            .map(|m| self.inner.registry.read_verified(&m.model.meta))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| e.to_string())?;
+        let parts: Vec<FusionMember<'_>> =
+            members.iter().zip(&files).map(|(m, bytes)| FusionMember { bytes, output: &m.model.meta.output }).collect();
+        let width = schema.names().len();
+        let model = fusion::fuse(&parts)?;
+        let most_replicas = members.iter().map(|m| m.model.pool.max).max().unwrap_or(1);
+        let fused = FusedSessions::new(&self.inner.runtime, format!("{ensemble} (fused)"), model, most_replicas)
+            .map_err(|e| e.to_string())?;
+        // The proof that fusion changes nothing: the fused model and the members, each on its own,
+        // give the same answers on probe rows (zeros, halves, ones, a ramp; non-negative, as rates and
+        // volatilities are). A row some member cannot answer is skipped; at least one must compare.
+        let probes: Vec<Vec<f32>> = [0.0f32, 0.5, 1.0]
+            .iter()
+            .map(|v| vec![*v; width])
+            .chain(std::iter::once((0..width).map(|c| (c + 1) as f32 / width as f32).collect()))
+            .collect();
+        let m = members.len();
+        let mut compared = 0;
+        for probe in &probes {
+            let mut separate = vec![f32::NAN; m];
+            let answered = members.iter().enumerate().all(|(i, member)| {
+                // Past the breaker: probing is not traffic and must not move its statistics.
+                let rows_in = Rows::Schema { dense: probe, width, indices: &member.indices };
+                let run = || member.model.run(rows_in, 1, &mut separate, i, Instant::now());
+                matches!(catch_unwind(AssertUnwindSafe(run)), Ok(Ok(_)))
+            });
+            if !answered {
+                continue;
+            }
+            let mut together = vec![f32::NAN; m];
+            let mut session = fused.checkout().ok_or("no fused session")?;
+            let ran = run_fused_session(&mut session, &fused, members, probe, 1, &mut together);
+            fused.give_back(session);
+            ran.map_err(|e| format!("probe run of the fused model: {e}"))?;
+            for (i, (a, b)) in separate.iter().zip(&together).enumerate() {
+                if (a - b).abs() > 1e-5 * a.abs().max(1.0) {
+                    let model = &members[i].model.meta.name;
+                    return Err(format!("the fused model answered {b} where member {model} answered {a}"));
+                }
+            }
+            compared += 1;
+        }
+        if compared == 0 {
+            return Err("no probe row that every member could answer".into());
+        }
+        Ok(fused)
+    }
+}
+
+/// Every member in one call of the fused model, writing `out[row * members + member]`. `None` when
+/// the fused model is not used for this call — a member's breaker is not closed or a fault is
+/// injected (the members' own path reports them), every fused session is busy — or when it failed;
+/// the members then run one by one, so a failure is still isolated to the member that caused it.
+pub(super) fn run_fused(
+    fused: &FusedSessions,
+    ens: &LoadedEnsemble,
+    dense: &[f32],
+    rows: usize,
+    out: &mut [f32],
+) -> Option<Duration> {
+    let healthy = ens.members.iter().all(|m| !m.model.has_fault() && m.model.breaker.is_closed());
+    if !healthy {
+        return None;
+    }
+    let mut session = fused.checkout()?;
+    let started = Instant::now();
+    let ran = catch_unwind(AssertUnwindSafe(|| run_fused_session(&mut session, fused, &ens.members, dense, rows, out)));
+    fused.give_back(session);
+    let elapsed = started.elapsed();
+    if !matches!(ran, Ok(Ok(()))) {
+        return None;
+    }
+    for member in &ens.members {
+        member.model.breaker.record_success(elapsed);
+    }
+    Some(elapsed)
+}
+
+fn run_fused_session(
+    session: &mut FusedSession,
+    fused: &FusedSessions,
+    members: &[Member],
+    dense: &[f32],
+    rows: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let width = dense.len() / rows;
+    let outputs = match &mut session.single {
+        Some(single) if rows == 1 => {
+            for (member, tensor) in members.iter().zip(&mut single.inputs) {
+                let (_, values) = tensor.extract_tensor_mut();
+                for (value, &column) in values.iter_mut().zip(&member.indices) {
+                    *value = dense[column];
+                }
+            }
+            session.session.run_binding(&single.binding)?
+        }
+        _ => {
+            let mut inputs = Vec::with_capacity(members.len());
+            for ((member, buffer), name) in members.iter().zip(&mut session.inputs).zip(&fused.inputs) {
+                gather(dense, width, &member.indices, buffer);
+                let tensor = TensorRef::from_array_view(([rows, member.indices.len()], buffer.as_slice()))?;
+                inputs.push((Cow::Borrowed(name.as_str()), SessionInputValue::from(tensor)));
+            }
+            session.session.run(inputs)?
+        }
+    };
+    let m = members.len();
+    for (i, (member, name)) in members.iter().zip(&fused.outputs).enumerate() {
+        let meta = &member.model.meta;
+        let target = OutputTarget { model: &meta.name, spec: &meta.output, name };
+        target.write(outputs.get(name), rows, out, m, i)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! [`EnsembleHandle`]: the public ways to predict with one ensemble — by name or in schema order,
+//! single rows or batches, with or without a deadline, blocking or as a future — each turning its
+//! input into dense schema-ordered rows and handing a [`Call`] to the pipeline.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::load::{EnsembleSlot, LoadedEnsemble};
+use super::pipeline::{predict_queued, Call};
+use super::InferenceEngine;
+use crate::ensemble::EnsembleConfig;
+use crate::error::Result;
+use crate::features::{Batch, Features};
+use crate::prediction::{BatchPrediction, Prediction};
+use crate::registry::Task;
+
+/// One request's features in an ensemble's schema order, tied to the load they were resolved
+/// against (see [`EnsembleHandle::resolve_row`]).
+pub struct ResolvedRow {
+    pub(super) ens: Arc<LoadedEnsemble>,
+    pub(super) values: Vec<f32>,
+}
+
+impl std::fmt::Debug for ResolvedRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedRow").field("ensemble", &self.ens.config.name).field("values", &self.values).finish()
+    }
+}
+
+impl ResolvedRow {
+    /// The values in the ensemble's feature order.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+}
+
+/// See [`EnsembleHandle::fusion`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FusionStatus {
+    pub fused: bool,
+    /// Fused sessions built so far (they grow on demand up to the members' largest replica count).
+    pub sessions: usize,
+    /// Why the members are not fused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A loaded ensemble. Cheap to clone. It follows the engine: when the ensemble is reloaded (a new
+/// version, or a member's default version swapped by [`InferenceEngine::set_default_version`]), the
+/// next call uses the new load while calls already running finish on the old one.
+#[derive(Clone)]
+pub struct EnsembleHandle {
+    pub(super) engine: InferenceEngine,
+    pub(super) slot: Arc<EnsembleSlot>,
+}
+
+impl std::fmt::Debug for EnsembleHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ensemble = self.slot.load();
+        f.debug_struct("EnsembleHandle")
+            .field("name", &ensemble.config.name)
+            .field("version", &ensemble.config.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EnsembleHandle {
+    /// The configuration of the ensemble's current load.
+    pub fn config(&self) -> EnsembleConfig {
+        self.slot.load().config.clone()
+    }
+
+    /// Every feature the ensemble consumes, in the order [`EnsembleHandle::predict_row`] expects.
+    /// A reload can change it (a new member version with other features): read it again after one.
+    pub fn feature_names(&self) -> Vec<String> {
+        self.slot.load().schema.names().to_vec()
+    }
+
+    /// Whether the ensemble's members run as one fused ONNX model, and why not when they do not.
+    ///
+    /// Fusion merges the members' graphs into one model that one ONNX Runtime call runs (see
+    /// [`crate::fusion`]): for small models, whose cost is mostly ONNX Runtime's per-call overhead,
+    /// it makes a prediction markedly faster. It is used for inline predictions (`predict`,
+    /// `predict_row`, `predict_batch`) while every member's breaker is closed; queued (batched or
+    /// asynchronous) requests, and any call the fused model fails, run the members one by one.
+    pub fn fusion(&self) -> FusionStatus {
+        let ens = self.slot.load();
+        match &ens.fused {
+            Ok(fused) => FusionStatus { fused: true, sessions: fused.sessions(), reason: None },
+            Err(reason) => FusionStatus { fused: false, sessions: 0, reason: Some(reason.clone()) },
+        }
+    }
+
+    pub fn task(&self) -> Task {
+        self.slot.load().task
+    }
+
+    /// Predicts one request given by name.
+    pub fn predict(&self, features: &Features) -> Result<Prediction> {
+        let started = Instant::now();
+        let ens = self.slot.load();
+        let mut dense = Vec::with_capacity(ens.schema.names().len());
+        ens.schema.fill_from_features(features, &mut dense)?;
+        self.single(&ens, &dense, started, None)
+    }
+
+    /// [`EnsembleHandle::predict`] that must finish by `deadline` (see [`EnsembleHandle::predict_row_by`]).
+    pub fn predict_by(&self, features: &Features, deadline: Instant) -> Result<Prediction> {
+        let started = Instant::now();
+        let ens = self.slot.load();
+        let mut dense = Vec::with_capacity(ens.schema.names().len());
+        ens.schema.fill_from_features(features, &mut dense)?;
+        self.single(&ens, &dense, started, Some(deadline))
+    }
+
+    /// Resolves one request against the ensemble as loaded now, asking `value_of` for each feature by
+    /// name (`Ok(None)`: missing; values checked as [`EnsembleHandle::predict`] checks them), for
+    /// callers whose features live in a map of their own — the Python and Node bindings read their
+    /// dict / object this way, without building [`Features`], then predict with
+    /// [`EnsembleHandle::predict_resolved`] (which they can run without holding their interpreter lock).
+    pub fn resolve_row(&self, value_of: impl FnMut(&str) -> Result<Option<f32>>) -> Result<ResolvedRow> {
+        let ens = self.slot.load_full();
+        let mut values = Vec::with_capacity(ens.schema.names().len());
+        ens.schema.fill_from(value_of, &mut values)?;
+        Ok(ResolvedRow { ens, values })
+    }
+
+    /// Identifies the feature order [`EnsembleHandle::feature_names`] gives now: it changes only when
+    /// a reload changes the ensemble's features, so a caller that cached the names (to fill rows
+    /// itself) can check them with [`EnsembleHandle::predict_row_for_schema`].
+    pub fn schema_id(&self) -> u64 {
+        self.slot.load().schema_id
+    }
+
+    /// [`EnsembleHandle::predict_row`] if the ensemble's features are still those of `schema_id`,
+    /// checked and predicted on the same load; `Ok(None)` when they changed (fetch the names again).
+    pub fn predict_row_for_schema(
+        &self,
+        schema_id: u64,
+        row: &[f32],
+        deadline: Option<Instant>,
+    ) -> Result<Option<Prediction>> {
+        let started = Instant::now();
+        let ens = self.slot.load();
+        if ens.schema_id != schema_id {
+            return Ok(None);
+        }
+        let dense = ens.schema.dense_row(row)?;
+        self.single(&ens, &dense, started, deadline).map(Some)
+    }
+
+    /// Predicts a [`ResolvedRow`] on the load it was resolved against (after a hot swap in between,
+    /// on the old one, as a call already running would), by `deadline` if given.
+    pub fn predict_resolved(&self, row: &ResolvedRow, deadline: Option<Instant>) -> Result<Prediction> {
+        self.single(&row.ens, &row.values, Instant::now(), deadline)
+    }
+
+    /// Predicts one row given in [`EnsembleHandle::feature_names`] order (no name lookups).
+    pub fn predict_row(&self, row: &[f32]) -> Result<Prediction> {
+        let started = Instant::now();
+        let ens = self.slot.load();
+        let dense = ens.schema.dense_row(row)?;
+        self.single(&ens, &dense, started, None)
+    }
+
+    /// [`EnsembleHandle::predict_row`] that must finish by `deadline`: a request that cannot (it
+    /// would queue past it, or the deadline has passed) fails with [`Error::DeadlineExceeded`].
+    pub fn predict_row_by(&self, row: &[f32], deadline: Instant) -> Result<Prediction> {
+        let started = Instant::now();
+        let ens = self.slot.load();
+        let dense = ens.schema.dense_row(row)?;
+        self.single(&ens, &dense, started, Some(deadline))
+    }
+
+    /// Predicts one row without blocking the calling executor: every member's call is queued to the
+    /// model's dispatcher threads (batched with other queued rows when the model batches) and the
+    /// future resolves when they answer. Runtime-agnostic (tokio, async-std, a hand-rolled executor).
+    pub fn predict_row_async(&self, row: &[f32]) -> impl Future<Output = Result<Prediction>> + Send + 'static {
+        self.predict_row_async_inner(row, None)
+    }
+
+    /// [`EnsembleHandle::predict_row_async`] with a deadline, as in [`EnsembleHandle::predict_row_by`].
+    pub fn predict_row_async_by(
+        &self,
+        row: &[f32],
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
+        self.predict_row_async_inner(row, Some(deadline))
+    }
+
+    /// [`EnsembleHandle::predict`] without blocking the calling executor.
+    pub fn predict_async(&self, features: &Features) -> impl Future<Output = Result<Prediction>> + Send + 'static {
+        let started = Instant::now();
+        let ens = self.slot.load_full();
+        let mut dense = Vec::with_capacity(ens.schema.names().len());
+        let filled = ens.schema.fill_from_features(features, &mut dense);
+        predict_queued(self.engine.clone(), ens, filled.map(|()| dense), started, None)
+    }
+
+    fn predict_row_async_inner(
+        &self,
+        row: &[f32],
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
+        let started = Instant::now();
+        let ens = self.slot.load_full();
+        let dense = ens.schema.dense_row(row).map(Cow::into_owned);
+        predict_queued(self.engine.clone(), ens, dense, started, deadline)
+    }
+
+    /// Predicts every row of `batch`; each member runs once for the whole batch.
+    pub fn predict_batch(&self, batch: &Batch<'_>) -> Result<BatchPrediction> {
+        self.run_batch(batch, Instant::now())
+    }
+
+    /// A batch through the pipeline (every member inline, once for all rows).
+    pub(super) fn run_batch(&self, batch: &Batch<'_>, started: Instant) -> Result<BatchPrediction> {
+        let ens = self.slot.load();
+        let dense = ens.schema.dense_batch(batch)?;
+        let call = Call { ens: &ens, dense: &dense, rows: batch.rows(), started, deadline: None };
+        self.engine.inner.run(&call, ens.key.learning.published())
+    }
+
+    /// One dense row through the synchronous pipeline.
+    fn single(
+        &self,
+        ens: &LoadedEnsemble,
+        dense: &[f32],
+        started: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<Prediction> {
+        self.engine.inner.single(&Call { ens, dense, rows: 1, started, deadline })
+    }
+}

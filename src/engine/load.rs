@@ -1,0 +1,290 @@
+//! Creating, loading and reloading ensembles: members resolved against the registry and checked
+//! (one task, strategies that fit it), loaded models shared between ensembles, what a reload keeps
+//! (learning, last good answers), state resumed from the home, and the hot swap of a member's
+//! default version.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwap;
+
+use super::member::{LoadedModel, Member};
+use super::{EnsembleHandle, InferenceEngine};
+use crate::adaptive::Learning;
+use crate::ensemble::EnsembleConfig;
+use crate::error::{Error, Result};
+use crate::features::Schema;
+use crate::fusion::FusedSessions;
+use crate::persist::{Flush, WeightsRow};
+use crate::prediction::Prediction;
+use crate::registry::{ModelMetadata, Task, VersionSpec};
+use crate::strategy::normalise_weights;
+use crate::tracking::EnsembleKey;
+
+/// An ensemble resolved against the registry, with its models loaded.
+pub(super) struct LoadedEnsemble {
+    /// Unique per load: pins the ensemble version and its members' versions in cache keys.
+    pub id: u64,
+    pub config: EnsembleConfig,
+    pub key: EnsembleKey,
+    pub task: Task,
+    pub schema: Schema,
+    pub members: Vec<Member>,
+    /// Some member batches: synchronous single rows go through the queues under contention.
+    pub batched: bool,
+    /// The last good prediction per feature row, when the ensemble serves stale answers below quorum.
+    pub last_good: Option<Arc<LastGood>>,
+    /// The members as one fused model, or why they are not.
+    pub fused: std::result::Result<FusedSessions, String>,
+    /// A hash of the schema's feature names (see [`EnsembleHandle::schema_id`]).
+    pub schema_id: u64,
+}
+
+/// Last good predictions keyed by the exact bits of the dense feature row.
+pub(super) type LastGood = quick_cache::sync::Cache<Box<[u32]>, Arc<Prediction>>;
+
+/// How many rows' last good predictions an ensemble with `serve_stale` keeps.
+const LAST_GOOD_ROWS: usize = 10_000;
+
+/// The slot an ensemble's current load lives in; handles read it, a reload (hot swap) replaces it.
+pub(super) type EnsembleSlot = ArcSwap<LoadedEnsemble>;
+
+impl InferenceEngine {
+    /// Validates `config` against the registry, saves it as the ensemble's next version and loads it.
+    pub fn create_ensemble(&self, config: EnsembleConfig) -> Result<EnsembleConfig> {
+        config.validate()?;
+        self.check_members(&config)?;
+        let saved = self.inner.ensemble_store.save(config)?;
+        let handle = self.load_config(saved.clone())?;
+        if let Some((store, _)) = &self.inner.state {
+            // The first row of the weight history: the configured weights.
+            let loaded = handle.slot.load();
+            let key = &loaded.key;
+            if let Some(row) = weights_row(key, true) {
+                store.write(&Flush { weights: vec![row.1], ..Default::default() })?;
+            }
+        }
+        Ok(saved)
+    }
+
+    fn check_members(&self, config: &EnsembleConfig) -> Result<Vec<ModelMetadata>> {
+        let metas = config
+            .members
+            .iter()
+            .map(|m| self.inner.registry.resolve(&m.model, m.version))
+            .collect::<Result<Vec<_>>>()?;
+        let task = metas[0].task;
+        if let Some(other) = metas.iter().find(|m| m.task != task) {
+            return Err(Error::Config(format!(
+                "ensemble {:?} mixes tasks: {} is {:?} but {} is {:?}",
+                config.name, metas[0].name, task, other.name, other.task
+            )));
+        }
+        config.strategy.check_task(task)?;
+        for strategy in config.regime.iter().flat_map(|r| r.strategies.values()) {
+            strategy.check_task(task)?;
+        }
+        Ok(metas)
+    }
+
+    /// (Re)loads the latest saved version of an ensemble and makes it the one predictions use.
+    pub fn load_ensemble(&self, name: &str) -> Result<EnsembleHandle> {
+        let config = self.inner.ensemble_store.get(name)?;
+        self.load_config(config)
+    }
+
+    fn load_config(&self, config: EnsembleConfig) -> Result<EnsembleHandle> {
+        // What a previous load of this version learnt must be on disk before it is read back.
+        self.inner.flush()?;
+        let metas = self.check_members(&config)?;
+        let fallbacks = config
+            .members
+            .iter()
+            .map(|m| m.fallback.as_ref().map(|f| self.inner.registry.resolve(f, VersionSpec::Default)).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(f) = fallbacks.iter().flatten().find(|f| f.task != metas[0].task) {
+            return Err(Error::Config(format!(
+                "fallback {} is {:?}, the ensemble is {:?}",
+                f.name, f.task, metas[0].task
+            )));
+        }
+        let schema = Schema::new(
+            metas.iter().chain(fallbacks.iter().flatten()).map(|m| (m.name.as_str(), m.features.as_slice())),
+            &config.non_finite,
+        );
+        let positions = |meta: &ModelMetadata| {
+            meta.features
+                .iter()
+                .map(|f| schema.index_of(f).ok_or_else(|| Error::Config(format!("feature {f} missing from schema"))))
+                .collect::<Result<Vec<_>>>()
+        };
+        let mut members = Vec::with_capacity(metas.len());
+        for (meta, fallback) in metas.into_iter().zip(fallbacks) {
+            let indices = positions(&meta)?;
+            let fallback = match fallback {
+                Some(f) => {
+                    let indices = positions(&f)?;
+                    Some((self.model(f)?, indices))
+                }
+                None => None,
+            };
+            members.push(Member { model: self.model(meta)?, indices, fallback });
+        }
+        let weights = normalise_weights(config.weights.as_deref(), members.len())?;
+        let task = members[0].model.meta.task;
+        let regime = match &config.regime {
+            Some(r) => {
+                let column = schema.index_of(&r.detector.feature).ok_or_else(|| {
+                    Error::Config(format!(
+                        "ensemble {:?}: the regime feature {:?} is not an input of any member",
+                        config.name, r.detector.feature
+                    ))
+                })?;
+                Some((r, column))
+            }
+            None => None,
+        };
+        // A reload of the same ensemble version (hot swap of a member's default version) keeps what it
+        // learnt and its last good predictions; a new version starts from its configuration.
+        let previous = self.loaded_ensemble(&config.name).filter(|p| {
+            p.config.version == config.version
+                && p.members.iter().map(|m| &m.model.name).eq(members.iter().map(|m| &m.model.name))
+        });
+        let learning = match &previous {
+            Some(p) => Arc::clone(&p.key.learning),
+            None => Arc::new(Learning::new(task, config.strategy, weights, regime, config.online, config.meta)),
+        };
+        let last_good = match &previous {
+            Some(p) => p.last_good.clone(),
+            None => config.serve_stale.then(|| Arc::new(LastGood::new(LAST_GOOD_ROWS))),
+        };
+        let fused = self.fuse_members(&members, &schema, &config.name);
+        let schema_id = schema.fingerprint();
+        static LOADS: AtomicU64 = AtomicU64::new(1);
+        let loaded = Arc::new(LoadedEnsemble {
+            id: LOADS.fetch_add(1, Ordering::Relaxed),
+            key: EnsembleKey {
+                name: Arc::from(config.name.as_str()),
+                version: config.version,
+                members: members.iter().map(|m| Arc::clone(&m.model.name)).collect(),
+                member_versions: members.iter().map(|m| m.model.meta.version).collect(),
+                learning,
+            },
+            task,
+            schema,
+            batched: members.iter().any(|m| m.model.batching),
+            fused,
+            schema_id,
+            members,
+            config,
+            last_good,
+        });
+        if let (Some((store, _)), None) = (&self.inner.state, &previous) {
+            // Resume what this ensemble version had learnt and tracked before a restart.
+            let key = &loaded.key;
+            if let Some((_, state)) = store.learner_state(&key.name, key.version)? {
+                key.learning.restore(&state);
+            }
+            if let (Some(tracker), Some(state)) = (&self.inner.tracker, store.tracking_state(&key.name, key.version)?) {
+                tracker.restore(key, &state);
+            }
+        }
+        let slot = {
+            let mut ensembles = self.inner.ensembles.write().unwrap_or_else(|p| p.into_inner());
+            match ensembles.get(&loaded.config.name) {
+                // Handles read the slot on every call: from now on they predict with this load, while
+                // calls already running finish on the one they started with.
+                Some(slot) => {
+                    slot.store(loaded);
+                    Arc::clone(slot)
+                }
+                None => {
+                    let slot = Arc::new(ArcSwap::new(loaded));
+                    ensembles.insert(slot.load().config.name.clone(), Arc::clone(&slot));
+                    slot
+                }
+            }
+        };
+        Ok(EnsembleHandle { engine: self.clone(), slot })
+    }
+
+    fn loaded_ensemble(&self, name: &str) -> Option<Arc<LoadedEnsemble>> {
+        self.inner.ensembles.read().unwrap_or_else(|p| p.into_inner()).get(name).map(|slot| slot.load_full())
+    }
+
+    /// Makes `version` the default version of `model` and moves every loaded ensemble that uses the
+    /// model's default version onto it (a hot swap): new predictions use the new version at once,
+    /// predictions already running finish on the old one, none is dropped or failed. Returns the
+    /// ensembles reloaded.
+    pub fn set_default_version(&self, model: &str, version: u32) -> Result<Vec<String>> {
+        self.inner.registry.set_default(model, version)?;
+        let affected: Vec<EnsembleConfig> = {
+            let ensembles = self.inner.ensembles.read().unwrap_or_else(|p| p.into_inner());
+            ensembles
+                .values()
+                .map(|slot| slot.load_full())
+                .filter(|e| {
+                    e.config.members.iter().any(|m| {
+                        (m.model == model && m.version == VersionSpec::Default) || m.fallback.as_deref() == Some(model)
+                    })
+                })
+                .map(|e| e.config.clone())
+                .collect()
+        };
+        let mut reloaded = Vec::with_capacity(affected.len());
+        for config in affected {
+            reloaded.push(config.name.clone());
+            self.load_config(config)?;
+        }
+        Ok(reloaded)
+    }
+
+    fn model(&self, meta: ModelMetadata) -> Result<Arc<LoadedModel>> {
+        let key = (meta.name.clone(), meta.version);
+        if let Some(model) = self.inner.lock_models().loaded.get(&key).and_then(Weak::upgrade) {
+            return Ok(model);
+        }
+        // Loaded outside the lock: building sessions takes milliseconds.
+        let options = self.inner.options_of(&meta.name);
+        let model =
+            Arc::new(LoadedModel::load(&self.inner.runtime, &self.inner.registry, meta, self.inner.breaker, options)?);
+        let mut models = self.inner.lock_models();
+        if let Some(fault) = models.faults.get(&key.0) {
+            model.inject(*fault);
+        }
+        models.loaded.retain(|_, m| m.strong_count() > 0);
+        match models.loaded.get(&key).and_then(Weak::upgrade) {
+            // Another thread loaded it meanwhile: share theirs.
+            Some(theirs) => Ok(theirs),
+            None => {
+                models.loaded.insert(key, Arc::downgrade(&model));
+                Ok(model)
+            }
+        }
+    }
+
+    /// A handle on a loaded ensemble (loading it from the home on first use). Predicting through a
+    /// handle skips the by-name lookup.
+    pub fn ensemble(&self, name: &str) -> Result<EnsembleHandle> {
+        let found = self.inner.ensembles.read().unwrap_or_else(|p| p.into_inner()).get(name).map(Arc::clone);
+        match found {
+            Some(slot) => Ok(EnsembleHandle { engine: self.clone(), slot }),
+            None => self.load_ensemble(name),
+        }
+    }
+}
+
+/// The weight-history row of `key`'s learning now, with its epoch; `None` when nothing changed since
+/// the last flush (unless `force`).
+pub(super) fn weights_row(key: &EnsembleKey, force: bool) -> Option<(u64, WeightsRow)> {
+    let snapshot = key.learning.snapshot(&key.members, force)?;
+    let row = WeightsRow {
+        ensemble: key.name.to_string(),
+        version: key.version,
+        strategy: snapshot.strategy.to_string(),
+        weights: snapshot.weights,
+        epoch: snapshot.epoch,
+        learner_state: Some(snapshot.state),
+    };
+    Some((snapshot.epoch, row))
+}

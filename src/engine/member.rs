@@ -1,0 +1,267 @@
+//! A loaded model as the engine runs it: its replica pool, request queue, circuit breaker and
+//! injected faults, one guarded call, and the one check of a model's output column that the members'
+//! own path and the fused path share.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ort::value::{DynValue, TensorRef};
+
+use crate::batching::{BatchModel, Batcher, BatchingOptions};
+use crate::breaker::{BreakerOptions, CircuitBreaker};
+use crate::error::{Error, Result};
+use crate::features::gather;
+use crate::registry::{self, ModelMetadata, OutputSpec, Registry};
+use crate::replicas::{ModelOptions, ReplicaPool, RunOutcome};
+use crate::runtime::Runtime;
+
+/// A fault injected into a model (for tests of degraded operation): every call to the model fails,
+/// panics, or sleeps first, until cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Fail,
+    Panic,
+    Slow(Duration),
+}
+
+/// What kind of fault a model has now; one atomic byte, read on every call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum FaultKind {
+    None = 0,
+    Fail = 1,
+    Panic = 2,
+    Slow = 3,
+}
+
+impl FaultKind {
+    fn from_u8(code: u8) -> FaultKind {
+        match code {
+            1 => FaultKind::Fail,
+            2 => FaultKind::Panic,
+            3 => FaultKind::Slow,
+            _ => FaultKind::None,
+        }
+    }
+}
+
+/// A model's injected fault: the kind and, for [`Fault::Slow`], the delay.
+#[derive(Debug)]
+struct FaultSlot {
+    kind: AtomicU8,
+    delay_us: AtomicU64,
+}
+
+impl FaultSlot {
+    fn kind(&self) -> FaultKind {
+        FaultKind::from_u8(self.kind.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, fault: Option<Fault>) {
+        let (kind, delay) = match fault {
+            None => (FaultKind::None, Duration::ZERO),
+            Some(Fault::Fail) => (FaultKind::Fail, Duration::ZERO),
+            Some(Fault::Panic) => (FaultKind::Panic, Duration::ZERO),
+            Some(Fault::Slow(d)) => (FaultKind::Slow, d),
+        };
+        // The delay first: a call that sees `Slow` reads a delay at least as new.
+        self.delay_us.store(delay.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        self.kind.store(kind as u8, Ordering::Relaxed);
+    }
+
+    fn delay(&self) -> Duration {
+        Duration::from_micros(self.delay_us.load(Ordering::Relaxed))
+    }
+}
+
+/// A model with its replicas, its request queue and its circuit breaker.
+pub(super) struct LoadedModel {
+    pub name: Arc<str>,
+    pub meta: ModelMetadata,
+    pub pool: ReplicaPool,
+    /// Serves queued requests: batched synchronous callers and every asynchronous one.
+    pub batcher: Arc<Batcher>,
+    /// Whether synchronous single-row callers queue under contention (batching configured).
+    pub batching: bool,
+    pub breaker: CircuitBreaker,
+    fault: FaultSlot,
+}
+
+/// The rows a model call runs on: the ensemble's dense rows (the member picks its columns), or rows
+/// a queue's dispatcher selects once a replica is in hand (so that requests whose deadline passed
+/// while it waited are refused, not run) and writes into the replica's input buffer.
+pub(super) enum Rows<'a> {
+    Schema { dense: &'a [f32], width: usize, indices: &'a [usize] },
+    Selected(&'a mut dyn FnMut(&mut Vec<f32>) -> usize),
+}
+
+impl Drop for LoadedModel {
+    fn drop(&mut self) {
+        self.batcher.close();
+    }
+}
+
+impl LoadedModel {
+    pub fn load(
+        runtime: &Runtime,
+        registry: &Registry,
+        meta: ModelMetadata,
+        breaker: BreakerOptions,
+        options: &ModelOptions,
+    ) -> Result<LoadedModel> {
+        let range = options.validate(runtime.options().sessions_per_model())?;
+        let width = meta.features.len();
+        let pool = ReplicaPool::new(runtime, registry, meta.clone(), options, range)?;
+        // Without batching, queued (asynchronous) requests still go through the queue, one row per call.
+        let batching = options.batching.unwrap_or(BatchingOptions { max_batch: 1, ..BatchingOptions::default() });
+        Ok(LoadedModel {
+            name: Arc::from(meta.name.as_str()),
+            batcher: Arc::new(Batcher::new(&meta.name, width, batching)),
+            batching: options.batching.is_some(),
+            meta,
+            pool,
+            breaker: CircuitBreaker::new(breaker),
+            fault: FaultSlot { kind: AtomicU8::new(FaultKind::None as u8), delay_us: AtomicU64::new(0) },
+        })
+    }
+
+    /// Whether a fault is injected now (the fused path then leaves the call to the members' own).
+    pub fn has_fault(&self) -> bool {
+        self.fault.kind() != FaultKind::None
+    }
+
+    pub fn inject(&self, fault: Option<Fault>) {
+        self.fault.set(fault);
+    }
+
+    /// [`LoadedModel::run`] behind the model's circuit breaker, with injected faults applied and a
+    /// panic turned into this call's failure (the replica goes back to its pool while unwinding).
+    /// Writes row `r`'s prediction to `out[r * stride + member]`, `stride = out.len() / count`.
+    pub fn call(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize) -> Result<usize> {
+        let unavailable = |reason: String| Error::MemberUnavailable { model: self.meta.name.clone(), reason };
+        let Some(permit) = self.breaker.try_acquire() else {
+            return Err(unavailable("its circuit breaker is open".into()));
+        };
+        let started = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            match self.fault.kind() {
+                FaultKind::Fail => return Err(unavailable("injected failure".into())),
+                FaultKind::Panic => panic!("injected panic in model {}", self.meta.name),
+                FaultKind::None | FaultKind::Slow => {}
+            }
+            self.run(rows, count, out, member, started)
+        }))
+        .unwrap_or_else(|_| Err(unavailable("it panicked".into())));
+        self.breaker.record(permit, started.elapsed(), result.is_err());
+        result
+    }
+
+    fn timed_out(&self, timeout: Duration) -> Error {
+        Error::MemberUnavailable {
+            model: self.meta.name.clone(),
+            reason: format!("timed out after {:.3} ms", timeout.as_secs_f64() * 1e3),
+        }
+    }
+
+    /// Runs the model once on `count` rows on an idle replica, under its timeout, past the breaker
+    /// (the fusion probe calls it directly: probing is not traffic).
+    /// Returns the rows run (`count`, or what a `Selected` dispatcher chose).
+    pub fn run(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize, started: Instant) -> Result<usize> {
+        let stride = if matches!(rows, Rows::Selected(_)) { 1 } else { out.len() / count };
+        let mut replica = self.pool.checkout(started)?;
+        if self.fault.kind() == FaultKind::Slow {
+            // An injected slow call holds its replica, as a slow model would, and obeys the timeout.
+            let delay = self.fault.delay();
+            match self.pool.timeout() {
+                Some(timeout) if delay > timeout => {
+                    std::thread::sleep(timeout);
+                    return Err(self.timed_out(timeout));
+                }
+                _ => std::thread::sleep(delay),
+            }
+        }
+        let columns = self.meta.features.len();
+        let meta = &self.meta;
+        let outcome = replica.run(self.pool.timeout(), |session, input, options| -> Result<usize> {
+            let count = match rows {
+                Rows::Schema { dense, width, indices } => {
+                    gather(dense, width, indices, input);
+                    count
+                }
+                Rows::Selected(select) => select(input),
+            };
+            if count == 0 {
+                return Ok(0);
+            }
+            let tensor = TensorRef::from_array_view(([count, columns], input.as_slice()))?;
+            let outputs = match options {
+                Some(options) => session.run_with_options(ort::inputs![tensor], options)?,
+                None => session.run(ort::inputs![tensor])?,
+            };
+            let target = OutputTarget { model: &meta.name, spec: &meta.output, name: &meta.output.name };
+            target.write(outputs.get(&meta.output.name), count, out, stride, member)?;
+            Ok(count)
+        });
+        match outcome {
+            RunOutcome::Done(result) => result,
+            RunOutcome::TimedOut => Err(self.timed_out(self.pool.timeout().unwrap_or_default())),
+        }
+    }
+}
+
+impl BatchModel for LoadedModel {
+    fn run_selected(&self, select: &mut dyn FnMut(&mut Vec<f32>) -> usize, out: &mut [f32]) -> Result<usize> {
+        self.call(Rows::Selected(select), out.len(), out, 0)
+    }
+}
+
+/// Where one model's prediction column is read from: the model, its declared output, and the name
+/// that output has in the session that ran (its own, or its prefixed name in a fused model).
+pub(super) struct OutputTarget<'a> {
+    pub model: &'a str,
+    pub spec: &'a OutputSpec,
+    pub name: &'a str,
+}
+
+impl OutputTarget<'_> {
+    /// Checks the output (present, declared shape, finite) and writes row `r`'s value to
+    /// `out[r * stride + member]`.
+    pub fn write(
+        &self,
+        value: Option<&DynValue>,
+        rows: usize,
+        out: &mut [f32],
+        stride: usize,
+        member: usize,
+    ) -> Result<()> {
+        let value = value.ok_or_else(|| Error::OutputShape {
+            model: self.model.to_string(),
+            expected: format!("an output named {:?}", self.name),
+            found: "no such output".into(),
+        })?;
+        let column = registry::read_output_column(self.model, value, self.spec, rows)?;
+        for row in 0..rows {
+            let v = column.get(row);
+            if !v.is_finite() {
+                return Err(Error::OutputShape {
+                    model: self.model.to_string(),
+                    expected: "finite predictions".into(),
+                    found: format!("{v} in row {row}"),
+                });
+            }
+            out[row * stride + member] = v;
+        }
+        Ok(())
+    }
+}
+
+/// One ensemble member: its model, its columns in the ensemble schema, and its fallback.
+pub(super) struct Member {
+    pub model: Arc<LoadedModel>,
+    /// The member's features as positions in the ensemble schema.
+    pub indices: Vec<usize>,
+    /// A model that stands in when this one fails or its breaker is open, with its feature positions.
+    pub fallback: Option<(Arc<LoadedModel>, Vec<usize>)>,
+}

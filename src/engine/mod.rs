@@ -1,0 +1,252 @@
+//! [`InferenceEngine`]: loads ensembles from the quorum home and serves predictions from many threads.
+//!
+//! The rooms of the engine, each a file:
+//! - `mod.rs` (here): the engine, its shared state, accessors and the outcome path;
+//! - `builder.rs`: [`EngineBuilder`], where every option is validated once;
+//! - `load.rs`: creating, loading and hot-swapping ensembles, sharing loaded models;
+//! - `member.rs`: a loaded model (replicas, queue, breaker, injected [`Fault`]) and its output check;
+//! - `fused.rs`: the fusion probe at load and the one ONNX Runtime call of a fused ensemble;
+//! - `handle.rs`: [`EnsembleHandle`], the public ways to predict;
+//! - `pipeline.rs`: one request's way through cache → members (inline, fused or queued) → fallbacks
+//!   → combination → tracking → settle (cache, last good, stale);
+//! - `background.rs`: refits, state flushes, autoscaling and the memory budget, off the request path.
+//!
+//! The path of one prediction is in ARCHITECTURE.md.
+
+mod background;
+mod builder;
+mod fused;
+mod handle;
+mod load;
+mod member;
+#[cfg(feature = "ndarray")]
+mod ndarray;
+mod pipeline;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::Instant;
+
+pub use builder::{AutoscaleSettings, EngineBuilder, EngineOptions};
+pub use handle::{EnsembleHandle, FusionStatus, ResolvedRow};
+pub use member::Fault;
+
+use crate::breaker::{BreakerOptions, BreakerState};
+use crate::cache::{CacheStats, PredictionCache};
+use crate::ensemble::EnsembleStore;
+use crate::error::{Error, Result};
+use crate::features::{Batch, Features};
+use crate::persist::{PersistOptions, StateStore};
+use crate::prediction::{BatchPrediction, Prediction};
+use crate::registry::{ModelMetadata, ModelRegistration, Registry};
+use crate::replicas::{ModelOptions, ReplicaStatus};
+use crate::runtime::Runtime;
+use crate::tracking::{DriftEvent, EnsembleMetrics, Tracker};
+use background::Background;
+use load::EnsembleSlot;
+use member::LoadedModel;
+
+/// Loaded models, shared by the ensembles that use them, and injected faults.
+#[derive(Default)]
+struct Models {
+    /// Weak: a model lives as long as a loaded ensemble (or a running prediction) holds it, so a
+    /// version that a hot swap or a new ensemble version left unused is released with its sessions.
+    loaded: HashMap<(String, u32), Weak<LoadedModel>>,
+    faults: HashMap<String, Option<Fault>>,
+}
+
+impl Models {
+    fn live(&self) -> Vec<Arc<LoadedModel>> {
+        self.loaded.values().filter_map(Weak::upgrade).collect()
+    }
+}
+
+/// What every clone of an engine shares.
+struct EngineInner {
+    home: PathBuf,
+    registry: Registry,
+    ensemble_store: EnsembleStore,
+    runtime: Runtime,
+    models: Mutex<Models>,
+    ensembles: RwLock<HashMap<String, Arc<EnsembleSlot>>>,
+    tracker: Option<Tracker>,
+    next_request_id: AtomicU64,
+    last_history: Mutex<Instant>,
+    state: Option<(StateStore, PersistOptions)>,
+    synchronous_refits: bool,
+    background: Arc<Background>,
+    breaker: BreakerOptions,
+    cache: Option<PredictionCache>,
+    default_model_options: ModelOptions,
+    model_options: HashMap<String, ModelOptions>,
+    memory_budget: Option<u64>,
+    fusion: bool,
+}
+
+impl EngineInner {
+    /// How `model` is served: its own options, or the engine's default.
+    fn options_of(&self, model: &str) -> &ModelOptions {
+        self.model_options.get(model).unwrap_or(&self.default_model_options)
+    }
+
+    fn lock_models(&self) -> MutexGuard<'_, Models> {
+        self.models.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn next_request_ids(&self, count: usize) -> u64 {
+        self.next_request_id.fetch_add(count as u64, Ordering::Relaxed)
+    }
+
+    fn tracker(&self) -> Result<&Tracker> {
+        self.tracker.as_ref().ok_or(Error::TrackingDisabled)
+    }
+}
+
+/// Runs ensembles of ONNX models in-process.
+///
+/// `Clone` is an `Arc` increment: clone it into every thread that predicts. All methods take `&self`
+/// and are safe to call concurrently; each model keeps a pool of ONNX Runtime sessions so concurrent
+/// predictions do not serialise on one lock.
+#[derive(Clone)]
+pub struct InferenceEngine {
+    inner: Arc<EngineInner>,
+}
+
+impl std::fmt::Debug for InferenceEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InferenceEngine").field("home", &self.inner.home).finish_non_exhaustive()
+    }
+}
+
+impl InferenceEngine {
+    /// Starts building an engine over the quorum home `home` (created if absent).
+    pub fn builder(home: impl AsRef<Path>) -> EngineBuilder {
+        EngineBuilder::new(home.as_ref())
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.inner.home
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn ensemble_store(&self) -> &EnsembleStore {
+        &self.inner.ensemble_store
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    /// Registers a model version (see [`Registry::register`]).
+    pub fn register_model(&self, registration: ModelRegistration) -> Result<ModelMetadata> {
+        self.inner.registry.register(&self.inner.runtime, registration)
+    }
+
+    /// Predicts one request with the named ensemble.
+    pub fn predict(&self, ensemble: &str, features: &Features) -> Result<Prediction> {
+        self.ensemble(ensemble)?.predict(features)
+    }
+
+    /// Predicts every row of `batch`; each member runs once for the whole batch.
+    pub fn predict_batch(&self, ensemble: &str, batch: &Batch<'_>) -> Result<BatchPrediction> {
+        self.ensemble(ensemble)?.predict_batch(batch)
+    }
+
+    /// Joins a realised outcome with the prediction `request_id` (classification: 0 or 1).
+    pub fn record_outcome(&self, request_id: u64, outcome: f32) -> Result<()> {
+        let scored = self.inner.tracker()?.record_outcome(request_id, outcome)?;
+        let learning = &scored.key.learning;
+        if learning.learn(scored.regime, &scored.members, outcome) {
+            if self.inner.synchronous_refits {
+                learning.refit();
+            } else {
+                self.inner.background.submit(Arc::clone(learning));
+            }
+        }
+        Ok(())
+    }
+
+    /// Tracked metrics of the ensemble's most recent tracked version.
+    pub fn metrics(&self, ensemble: &str) -> Result<EnsembleMetrics> {
+        self.inner
+            .tracker()?
+            .metrics(ensemble)
+            .pop()
+            .ok_or_else(|| Error::not_found("tracked outcomes for ensemble", ensemble))
+    }
+
+    pub fn tracking_enabled(&self) -> bool {
+        self.inner.tracker.is_some()
+    }
+
+    /// Members whose loss drifted upwards (Page-Hinkley), the most recent 1024, oldest first.
+    pub fn drift_events(&self) -> Vec<DriftEvent> {
+        self.inner.tracker.as_ref().map(Tracker::drift_events).unwrap_or_default()
+    }
+
+    /// Writes learnt weights and tracked metrics to the state database now (the engine also does it
+    /// every `flush_interval` and when its last clone is dropped).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// The state database, when persistence is on.
+    pub fn state_store(&self) -> Option<&StateStore> {
+        self.inner.state.as_ref().map(|(s, _)| s)
+    }
+
+    /// Hit and miss counts of the prediction cache, when there is one.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.inner.cache.as_ref().map(PredictionCache::stats)
+    }
+
+    /// The replica pools of every loaded version of `model` (all models when `None`).
+    pub fn replicas(&self, model: Option<&str>) -> Vec<ReplicaStatus> {
+        let mut list: Vec<ReplicaStatus> = self
+            .inner
+            .lock_models()
+            .live()
+            .into_iter()
+            .filter(|m| model.is_none_or(|name| &*m.name == name))
+            .map(|m| {
+                let (batches, batched_rows) = m.batcher.dispatched();
+                ReplicaStatus { queued: m.batcher.queued(), batches, batched_rows, ..m.pool.status() }
+            })
+            .collect();
+        list.sort_by(|a, b| (&a.model, a.version).cmp(&(&b.model, b.version)));
+        list
+    }
+
+    /// Drops every replica of `model` that is idle now (it loads again on its next call); returns how
+    /// many were dropped. A version with a call running is left alone.
+    pub fn unload_model(&self, model: &str) -> usize {
+        let models: Vec<Arc<LoadedModel>> =
+            self.inner.lock_models().live().into_iter().filter(|m| &*m.name == model).collect();
+        models.iter().map(|m| m.pool.unload()).sum()
+    }
+
+    /// Makes every call to the loaded model `model` (all versions) fail, panic or slow down, or
+    /// (`None`) behave again. For tests of degraded operation.
+    pub fn inject_fault(&self, model: &str, fault: Option<Fault>) {
+        let mut models = self.inner.lock_models();
+        // Kept for versions loaded later, too.
+        models.faults.insert(model.to_string(), fault);
+        for loaded in models.live().into_iter().filter(|m| &*m.name == model) {
+            loaded.inject(fault);
+        }
+    }
+
+    /// The circuit breaker state of each loaded version of `model`.
+    pub fn breaker_state(&self, model: &str) -> Vec<(u32, BreakerState)> {
+        let models = self.inner.lock_models();
+        let mut states: Vec<(u32, BreakerState)> =
+            models.live().iter().filter(|m| &*m.name == model).map(|m| (m.meta.version, m.breaker.state())).collect();
+        states.sort_by_key(|s| s.0);
+        states
+    }
+}

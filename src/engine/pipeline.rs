@@ -1,0 +1,400 @@
+//! One request's way through the engine, once its features are dense rows in schema order:
+//! cache lookup → members (fused in one call, inline one by one, or queued to their models'
+//! dispatchers) → fallbacks for members that failed → quorum check and combination → tracking →
+//! settle (cache and last good answer stored, or the last good answer served stale below quorum).
+//! Every stage takes the request's [`Call`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::fused::run_fused;
+use super::load::LoadedEnsemble;
+use super::member::{LoadedModel, Rows};
+use super::{EngineInner, InferenceEngine};
+use crate::adaptive::{Published, RegimeWeights};
+use crate::batching::{Completion, MemberResult};
+use crate::cache::CacheKey;
+use crate::error::{Error, Result};
+use crate::features::gather;
+use crate::prediction::{BatchPrediction, MemberRun, Prediction};
+use crate::strategy::{MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
+use crate::tracking::Logged;
+
+/// One request as every stage of the pipeline sees it.
+pub(super) struct Call<'a> {
+    pub ens: &'a LoadedEnsemble,
+    /// `rows × width` values in the ensemble's schema order.
+    pub dense: &'a [f32],
+    pub rows: usize,
+    pub started: Instant,
+    pub deadline: Option<Instant>,
+}
+
+impl Call<'_> {
+    fn width(&self) -> usize {
+        self.ens.schema.names().len()
+    }
+
+    /// Refuses the request once its deadline has passed.
+    fn check_deadline(&self) -> Result<()> {
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(Error::DeadlineExceeded {
+                what: format!("ensemble {:?}", self.ens.config.name),
+                detail: "the deadline passed before the members ran".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The members' answers so far: `rows × members` values (NaN where none) and each member's run.
+struct Answers {
+    values: Vec<f32>,
+    runs: Vec<MemberRun>,
+}
+
+impl Answers {
+    /// Records that `stand_in` ran for member `i` (its time added to the member's) and whether it
+    /// answered.
+    fn stood_in(&mut self, i: usize, stand_in: &LoadedModel, answered: bool, latency_ms: f64) {
+        self.runs[i].latency_ms += latency_ms;
+        if answered {
+            self.runs[i].fallback = Some(Arc::clone(&stand_in.name));
+        }
+    }
+}
+
+fn member_run(model: &LoadedModel, latency_ms: f64, error: Option<String>) -> MemberRun {
+    MemberRun { model: Arc::clone(&model.name), version: model.meta.version, latency_ms, error, fallback: None }
+}
+
+/// A single-row request after the cache was consulted.
+enum Lookup {
+    Hit(Prediction),
+    Miss(Option<CacheKey>),
+}
+
+/// Members' answers to one queued row: each slot filled by an inline run or a dispatcher.
+type MemberResults = Vec<Option<MemberResult>>;
+
+impl EngineInner {
+    /// One row, synchronously: the cache, then the members (inline, or through the queues under
+    /// contention when some member batches), then the last good answer if quorum was lost.
+    pub(super) fn single(&self, call: &Call<'_>) -> Result<Prediction> {
+        let published = call.ens.key.learning.published();
+        let key = match self.lookup(call, &published) {
+            Lookup::Hit(p) => return Ok(p),
+            Lookup::Miss(key) => key,
+        };
+        let outcome = if call.ens.batched {
+            call.check_deadline()?;
+            let results = self.submit(call, true).wait();
+            self.collect(call, results).and_then(|mut answers| {
+                self.fallbacks(call, &mut answers, false);
+                self.combine(call, published, answers)
+            })
+        } else {
+            self.run(call, published)
+        };
+        self.settle(call, key, outcome)
+    }
+
+    /// Every member on every row of the call, inline (fused in one call when the ensemble can),
+    /// then fallbacks and [`EngineInner::combine`].
+    pub(super) fn run(&self, call: &Call<'_>, published: Arc<Published>) -> Result<BatchPrediction> {
+        let ens = call.ens;
+        let m = ens.members.len();
+        let mut values = vec![f32::NAN; call.rows * m];
+        if let Ok(fused) = &ens.fused {
+            call.check_deadline()?;
+            if let Some(elapsed) = run_fused(fused, ens, call.dense, call.rows, &mut values) {
+                let latency_ms = elapsed.as_secs_f64() * 1e3;
+                let runs = ens.members.iter().map(|member| member_run(&member.model, latency_ms, None)).collect();
+                let mut batch = self.combine(call, published, Answers { values, runs })?;
+                batch.fused = true;
+                return Ok(batch);
+            }
+        }
+        let width = call.width();
+        let mut runs = Vec::with_capacity(m);
+        for (i, member) in ens.members.iter().enumerate() {
+            call.check_deadline()?;
+            let t = Instant::now();
+            let rows_in = Rows::Schema { dense: call.dense, width, indices: &member.indices };
+            let result = member.model.call(rows_in, call.rows, &mut values, i);
+            runs.push(member_run(&member.model, t.elapsed().as_secs_f64() * 1e3, result.err().map(|e| e.to_string())));
+        }
+        let mut answers = Answers { values, runs };
+        self.fallbacks(call, &mut answers, false);
+        self.combine(call, published, answers)
+    }
+
+    /// Starts every member on the call's one row: inline when allowed and the model is quiet (or does
+    /// not batch), otherwise queued. The returned completion resolves when the queued ones answer.
+    fn submit(&self, call: &Call<'_>, inline: bool) -> Arc<Completion> {
+        let ens = call.ens;
+        let width = call.width();
+        let completion = Completion::new(ens.members.len());
+        let mut row = Vec::new();
+        for (i, member) in ens.members.iter().enumerate() {
+            let model = &member.model;
+            if inline && (!model.batching || (model.batcher.is_empty() && model.pool.has_idle())) {
+                let t = Instant::now();
+                let mut value = [f32::NAN];
+                let rows_in = Rows::Schema { dense: call.dense, width, indices: &member.indices };
+                let result = model.call(rows_in, 1, &mut value, 0);
+                completion.set(i, (result.map(|_| value[0]), t.elapsed().as_secs_f64() * 1e3));
+            } else {
+                gather(call.dense, width, &member.indices, &mut row);
+                completion.expect(1);
+                model.batcher.enqueue(model, &row, &completion, i, call.deadline, call.started);
+            }
+        }
+        completion
+    }
+
+    /// The members' answers to one submitted row; a member refused for its deadline refuses the
+    /// whole request.
+    fn collect(&self, call: &Call<'_>, results: MemberResults) -> Result<Answers> {
+        let m = call.ens.members.len();
+        let mut values = vec![f32::NAN; m];
+        let mut runs = Vec::with_capacity(m);
+        for (i, (member, result)) in call.ens.members.iter().zip(results).enumerate() {
+            let (result, latency_ms) = result.unwrap_or_else(|| {
+                let reason = "no answer".into();
+                (Err(Error::MemberUnavailable { model: member.model.meta.name.clone(), reason }), 0.0)
+            });
+            let error = match result {
+                Ok(v) => {
+                    values[i] = v;
+                    None
+                }
+                Err(e @ Error::DeadlineExceeded { .. }) => return Err(e),
+                Err(e) => Some(e.to_string()),
+            };
+            runs.push(member_run(&member.model, latency_ms, error));
+        }
+        Ok(Answers { values, runs })
+    }
+
+    /// The one fallback routine: each member that failed and has a fallback gets its stand-in, run
+    /// inline on every row of the call, or (`queued`, single rows: nothing may run on an async
+    /// caller's thread) queued to the stand-in's dispatcher; the completion returned then resolves
+    /// when they answer, and [`apply_queued`] records them.
+    fn fallbacks(&self, call: &Call<'_>, answers: &mut Answers, queued: bool) -> Option<Arc<Completion>> {
+        let width = call.width();
+        let mut completion: Option<Arc<Completion>> = None;
+        let mut row = Vec::new();
+        for (i, member) in call.ens.members.iter().enumerate() {
+            let Some((stand_in, indices)) = member.fallback.as_ref().filter(|_| answers.runs[i].error.is_some()) else {
+                continue;
+            };
+            if queued {
+                let completion = completion.get_or_insert_with(|| Completion::new(call.ens.members.len()));
+                gather(call.dense, width, indices, &mut row);
+                completion.expect(1);
+                stand_in.batcher.enqueue(stand_in, &row, completion, i, call.deadline, Instant::now());
+            } else {
+                let t = Instant::now();
+                let rows_in = Rows::Schema { dense: call.dense, width, indices };
+                let answered = stand_in.call(rows_in, call.rows, &mut answers.values, i).is_ok();
+                answers.stood_in(i, stand_in, answered, t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        completion
+    }
+
+    /// A cache hit (tracked like any prediction, under a new request id), or the key to store under.
+    fn lookup(&self, call: &Call<'_>, published: &Published) -> Lookup {
+        let ens = call.ens;
+        let Some(cache) = self.cache.as_ref().filter(|_| !ens.key.learning.has_regimes()) else {
+            return Lookup::Miss(None);
+        };
+        // The key's epoch is the snapshot's the prediction is computed with.
+        let key = cache.key(ens.id, published.epoch, call.dense);
+        let Some(hit) = cache.get(&key) else { return Lookup::Miss(Some(key)) };
+        let mut p = Prediction::clone(&hit);
+        p.request_id = self.next_request_ids(1);
+        p.cached = true;
+        if let Some(tracker) = &self.tracker {
+            let members: Vec<f32> = p.model_contributions.iter().map(|c| c.prediction.unwrap_or(f32::NAN)).collect();
+            let record = Logged { task: ens.task, regime: None, prediction: p.prediction, members: &members };
+            tracker.record_prediction(p.request_id, call.started, &ens.key, &record);
+        }
+        p.latency_ms = call.started.elapsed().as_secs_f64() * 1e3;
+        Lookup::Hit(p)
+    }
+
+    /// Stores a good answer (cache, last good) or, below quorum, serves the last good one as stale.
+    fn settle(&self, call: &Call<'_>, key: Option<CacheKey>, outcome: Result<BatchPrediction>) -> Result<Prediction> {
+        let ens = call.ens;
+        match outcome {
+            Ok(batch) => {
+                let p = batch.row(0);
+                if !p.degraded {
+                    if let (Some(cache), Some(key)) = (&self.cache, key) {
+                        cache.insert(key, Arc::new(p.clone()));
+                    }
+                    if let Some(last_good) = &ens.last_good {
+                        last_good.insert(row_bits(call.dense), Arc::new(p.clone()));
+                    }
+                }
+                Ok(p)
+            }
+            Err(error @ Error::QuorumNotReached { .. }) => {
+                let Some(good) = ens.last_good.as_ref().and_then(|l| l.get(&row_bits(call.dense))) else {
+                    return Err(error);
+                };
+                let mut p = Prediction::clone(&good);
+                p.request_id = self.next_request_ids(1);
+                p.stale = true;
+                p.degraded = true;
+                p.cached = false;
+                p.latency_ms = call.started.elapsed().as_secs_f64() * 1e3;
+                Ok(p)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Checks the quorum, then combines each row's member predictions with the strategy and logs it
+    /// for outcome tracking.
+    fn combine(&self, call: &Call<'_>, published: Arc<Published>, answers: Answers) -> Result<BatchPrediction> {
+        let Answers { values: member_predictions, runs: members } = answers;
+        let ens = call.ens;
+        let (rows, width, m) = (call.rows, call.width(), ens.members.len());
+        let answered: Vec<bool> = members.iter().map(MemberRun::answered).collect();
+        let live = answered.iter().filter(|a| **a).count();
+        if live < ens.config.required_members() {
+            return Err(Error::QuorumNotReached {
+                ensemble: ens.config.name.clone(),
+                succeeded: live,
+                required: ens.config.required_members(),
+                first_failure: members.iter().find(|r| !r.answered()).and_then(|r| r.error.clone()).unwrap_or_default(),
+            });
+        }
+        let learning = &ens.key.learning;
+        let first_request_id = self.next_request_ids(rows);
+        let (mut predictions, mut confidences) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+        let mut regimes = Vec::with_capacity(rows);
+        // Without regimes every row uses the same weights: keep one row of them, not `rows`.
+        let per_row = learning.has_regimes();
+        let mut weights = vec![0f32; if per_row { rows * m } else { m }];
+        if !per_row {
+            effective_weights(published.for_regime(None), &answered, &mut weights);
+        }
+        // Only filled when a member failed: no allocation on the common path.
+        let (mut live_values, mut live_weights) = (Vec::new(), Vec::new());
+        let now = Instant::now();
+        for (row, member_values) in member_predictions.chunks_exact(m).enumerate() {
+            let regime = learning.observe(&call.dense[row * width..(row + 1) * width]);
+            let choice = published.for_regime(regime);
+            let row_weights = if per_row {
+                let slice = &mut weights[row * m..(row + 1) * m];
+                effective_weights(choice, &answered, slice);
+                &*slice
+            } else {
+                &weights[..]
+            };
+            let strategy: &dyn Strategy = match (choice.strategy, choice.intercept) {
+                (_, Some(intercept)) if live == m => &Stacking { intercept },
+                (StrategyKind::Majority, _) => &MajorityVote,
+                _ => &SoftVote,
+            };
+            let combined = if live == m {
+                strategy.combine(ens.task, member_values, row_weights)
+            } else {
+                live_values.clear();
+                live_weights.clear();
+                for ((&v, &w), &a) in member_values.iter().zip(row_weights).zip(&answered) {
+                    if a {
+                        live_values.push(v);
+                        live_weights.push(w);
+                    }
+                }
+                strategy.combine(ens.task, &live_values, &live_weights)
+            };
+            if let Some(tracker) = &self.tracker {
+                let id = first_request_id + row as u64;
+                let record = Logged { task: ens.task, regime, prediction: combined.prediction, members: member_values };
+                tracker.record_prediction(id, now, &ens.key, &record);
+            }
+            predictions.push(combined.prediction);
+            confidences.push(combined.confidence);
+            regimes.push(regime);
+        }
+        Ok(BatchPrediction {
+            ensemble: Arc::clone(&ens.key.name),
+            ensemble_version: ens.key.version,
+            task: ens.task,
+            first_request_id,
+            predictions,
+            confidences,
+            member_predictions,
+            weights,
+            regimes,
+            members,
+            published,
+            fused: false,
+            latency_ms: call.started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}
+
+/// One row without blocking the calling executor: every member (and fallback) is queued to its
+/// model's dispatcher and the future resolves when they answer.
+pub(super) async fn predict_queued(
+    engine: InferenceEngine,
+    ens: Arc<LoadedEnsemble>,
+    dense: Result<Vec<f32>>,
+    started: Instant,
+    deadline: Option<Instant>,
+) -> Result<Prediction> {
+    let dense = dense?;
+    let call = Call { ens: &ens, dense: &dense, rows: 1, started, deadline };
+    let inner = &engine.inner;
+    let published = ens.key.learning.published();
+    let key = match inner.lookup(&call, &published) {
+        Lookup::Hit(p) => return Ok(p),
+        Lookup::Miss(key) => key,
+    };
+    call.check_deadline()?;
+    let results = inner.submit(&call, false).wait_async().await;
+    let mut answers = inner.collect(&call, results)?;
+    if let Some(completion) = inner.fallbacks(&call, &mut answers, true) {
+        apply_queued(&call, completion.wait_async().await, &mut answers);
+    }
+    let outcome = inner.combine(&call, published, answers);
+    inner.settle(&call, key, outcome)
+}
+
+/// Records the queued fallbacks' answers.
+fn apply_queued(call: &Call<'_>, results: MemberResults, answers: &mut Answers) {
+    for (i, result) in results.into_iter().enumerate() {
+        let (Some((result, latency_ms)), Some((stand_in, _))) = (result, &call.ens.members[i].fallback) else {
+            continue;
+        };
+        if let Ok(v) = result {
+            answers.values[i] = v;
+        }
+        answers.stood_in(i, stand_in, result.is_ok(), latency_ms);
+    }
+}
+
+/// The weights a row is combined with: stacking's coefficients once fitted and every member answered,
+/// otherwise the published weights renormalised over the members that answered (0 for the others).
+fn effective_weights(choice: &RegimeWeights, answered: &[bool], out: &mut [f32]) {
+    if choice.intercept.is_some() && answered.iter().all(|a| *a) {
+        out.copy_from_slice(&choice.weights);
+        return;
+    }
+    let total: f32 = choice.weights.iter().zip(answered).filter(|(_, a)| **a).map(|(w, _)| w).sum();
+    for ((w, &c), &a) in out.iter_mut().zip(&choice.weights).zip(answered) {
+        *w = if a && total > 0.0 { c / total } else { 0.0 };
+    }
+}
+
+/// The row's dense values as exact bits: the key of the last good prediction.
+fn row_bits(dense: &[f32]) -> Box<[u32]> {
+    dense.iter().map(|v| v.to_bits()).collect()
+}

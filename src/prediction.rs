@@ -1,0 +1,219 @@
+//! What a prediction returns: [`Prediction`] (one row, with every member's [`ModelContribution`]) and
+//! [`BatchPrediction`] (a batch by column, with each member's [`MemberRun`]). Below the engine, so the
+//! cache and the bindings can hold predictions without importing the engine.
+
+use std::sync::Arc;
+
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use crate::adaptive::Published;
+use crate::meta::FitWindow;
+use crate::regime::Regime;
+use crate::registry::Task;
+use crate::strategy::StrategyKind;
+
+/// One member's part in a prediction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelContribution {
+    #[serde(skip)]
+    pub model: Arc<str>,
+    pub version: u32,
+    /// The member's own prediction; `None` when it failed.
+    pub prediction: Option<f32>,
+    /// The weight it carried in this prediction (renormalised over the members that answered); for
+    /// stacking, its coefficient on the member's logit.
+    pub weight: f32,
+    /// Wall time of the member's ONNX Runtime call (for a batch: the whole batch's call).
+    pub latency_ms: f64,
+    /// Adaptive strategies: the member's recent squared error, which its weight follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_loss: Option<f32>,
+    /// Why the member did not answer itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The fallback model whose prediction stood in for the member's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Arc<str>>,
+}
+
+/// The answer to one request (one row).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    pub request_id: u64,
+    pub ensemble: Arc<str>,
+    pub ensemble_version: u32,
+    pub strategy: &'static str,
+    /// Classification: probability of the positive class (or vote share, for majority voting).
+    /// Regression: the predicted value.
+    pub prediction: f32,
+    /// See [`crate::strategy`] for the definition.
+    pub confidence: f32,
+    /// Classification only: 1 when `prediction ≥ 0.5`, else 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<u8>,
+    #[serde(serialize_with = "contributions_by_model")]
+    pub model_contributions: Vec<ModelContribution>,
+    /// The market regime in force, for ensembles with regimes configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regime: Option<Regime>,
+    /// Stacking and blending: the rows their current fit was made on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fit_window: Option<FitWindow>,
+    /// Increases whenever learning changes the weights.
+    pub weights_epoch: u64,
+    /// True when a member failed, was skipped by its circuit breaker, or was replaced by its fallback.
+    pub degraded: bool,
+    /// Served from the prediction cache (a new request id; the rest as first computed).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+    /// The ensemble lost its quorum and this is the last good prediction for the same features
+    /// (ensembles with `serve_stale`); `degraded` is set too.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
+    /// Every member ran in one call of the ensemble's fused model (see [`crate::EnsembleHandle::fusion`]);
+    /// each member's `latency_ms` is then that call's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fused: bool,
+    /// Members that gave no prediction (neither they nor a fallback answered).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Arc<str>>,
+    /// Wall time inside the engine (for a batch: the whole batch).
+    pub latency_ms: f64,
+}
+
+fn contributions_by_model<S: Serializer>(list: &[ModelContribution], s: S) -> std::result::Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(list.len()))?;
+    for c in list {
+        map.serialize_entry(&*c.model, c)?;
+    }
+    map.end()
+}
+
+/// One member's run within a batch: shared by every row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemberRun {
+    pub model: Arc<str>,
+    pub version: u32,
+    /// Wall time of the member's call(s) for the whole batch (its fallback's included).
+    pub latency_ms: f64,
+    /// Why the member itself did not answer (failure, open circuit breaker, panic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The model that answered in its place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Arc<str>>,
+}
+
+impl MemberRun {
+    /// Whether the member (or its fallback) produced predictions.
+    pub fn answered(&self) -> bool {
+        self.error.is_none() || self.fallback.is_some()
+    }
+}
+
+/// The answers to a batch, stored by column: one allocation per array, not per row.
+///
+/// [`BatchPrediction::row`] gives any row as a [`Prediction`]; serialised, a batch is the array of its
+/// rows in the single-prediction format.
+#[derive(Debug, Clone)]
+pub struct BatchPrediction {
+    pub ensemble: Arc<str>,
+    pub ensemble_version: u32,
+    pub task: Task,
+    /// Row `i` has request id `first_request_id + i`.
+    pub first_request_id: u64,
+    pub predictions: Vec<f32>,
+    pub confidences: Vec<f32>,
+    /// Row-major `rows × members`; NaN where a member failed.
+    pub member_predictions: Vec<f32>,
+    /// The weight (or stacking coefficient) each member carried: `members` values shared by every row,
+    /// or row-major `rows × members` when regimes give rows different weights. See [`BatchPrediction::weights_of`].
+    pub weights: Vec<f32>,
+    /// The regime each row was predicted in (ensembles with regimes configured).
+    pub regimes: Vec<Option<Regime>>,
+    pub members: Vec<MemberRun>,
+    /// The learning snapshot the batch was combined with (strategy, recent losses, fit windows).
+    pub(crate) published: Arc<Published>,
+    /// Every member ran in one call of the ensemble's fused model.
+    pub fused: bool,
+    /// Wall time of the whole batch inside the engine.
+    pub latency_ms: f64,
+}
+
+impl BatchPrediction {
+    pub fn len(&self) -> usize {
+        self.predictions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.predictions.is_empty()
+    }
+
+    pub fn request_id(&self, row: usize) -> u64 {
+        self.first_request_id + row as u64
+    }
+
+    /// The weights row `row` was combined with, one per member.
+    pub fn weights_of(&self, row: usize) -> &[f32] {
+        let m = self.members.len();
+        if self.weights.len() == m {
+            &self.weights
+        } else {
+            &self.weights[row * m..(row + 1) * m]
+        }
+    }
+
+    /// Row `row` as a standalone prediction (panics if `row >= len()`, like slice indexing).
+    pub fn row(&self, row: usize) -> Prediction {
+        let m = self.members.len();
+        let prediction = self.predictions[row];
+        let regime = self.regimes[row];
+        let choice = self.published.for_regime(regime);
+        let fitted = choice.intercept.is_some() || choice.strategy != StrategyKind::Stacking;
+        Prediction {
+            request_id: self.request_id(row),
+            ensemble: Arc::clone(&self.ensemble),
+            ensemble_version: self.ensemble_version,
+            strategy: if fitted { choice.strategy.as_str() } else { "stacking (unfitted: configured weights)" },
+            prediction,
+            confidence: self.confidences[row],
+            label: (self.task == Task::Classification).then_some(u8::from(prediction >= 0.5)),
+            model_contributions: self
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, run)| ModelContribution {
+                    model: Arc::clone(&run.model),
+                    version: run.version,
+                    prediction: run.answered().then_some(self.member_predictions[row * m + i]),
+                    weight: self.weights_of(row)[i],
+                    latency_ms: run.latency_ms,
+                    recent_loss: choice.recent_loss[i],
+                    error: run.error.clone(),
+                    fallback: run.fallback.clone(),
+                })
+                .collect(),
+            degraded: self.members.iter().any(|r| r.error.is_some()),
+            cached: false,
+            stale: false,
+            fused: self.fused,
+            skipped: self.members.iter().filter(|r| !r.answered()).map(|r| Arc::clone(&r.model)).collect(),
+            regime,
+            fit_window: choice.fit_window,
+            weights_epoch: self.published.epoch,
+            latency_ms: self.latency_ms,
+        }
+    }
+
+    /// Every row as a [`Prediction`].
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = Prediction> + '_ {
+        (0..self.len()).map(|i| self.row(i))
+    }
+}
+
+impl Serialize for BatchPrediction {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.rows())
+    }
+}
