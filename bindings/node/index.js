@@ -47,31 +47,37 @@ function withCode(error) {
   return error
 }
 
-// Every method of the native class, synchronous or returning a Promise, reports coded errors.
+// Every method of the native classes, synchronous or returning a Promise, reports coded errors.
+function reportCodes(proto) {
+  for (const name of Object.getOwnPropertyNames(proto)) {
+    const descriptor = Object.getOwnPropertyDescriptor(proto, name)
+    const original = descriptor.value
+    if (name === 'constructor' || typeof original !== 'function') continue
+    proto[name] = function (...args) {
+      let result
+      try {
+        result = original.apply(this, args)
+      } catch (error) {
+        throw withCode(error)
+      }
+      if (result && typeof result.then === 'function') {
+        return result.catch((error) => {
+          throw withCode(error)
+        })
+      }
+      return result
+    }
+  }
+}
+reportCodes(native.Registry.prototype)
+reportCodes(native.Optimizer.prototype)
 const proto = native.InferenceEngine.prototype
 const nativePredict = proto.predict
 const nativePredictRow = proto.predictRow
 const nativePredictAsync = proto.predictAsync
 const nativeSchema = proto.schema
 const nativePredictRowForSchema = proto.predictRowForSchema
-for (const name of Object.getOwnPropertyNames(proto)) {
-  const original = proto[name]
-  if (name === 'constructor' || typeof original !== 'function') continue
-  proto[name] = function (...args) {
-    let result
-    try {
-      result = original.apply(this, args)
-    } catch (error) {
-      throw withCode(error)
-    }
-    if (result && typeof result.then === 'function') {
-      return result.catch((error) => {
-        throw withCode(error)
-      })
-    }
-    return result
-  }
-}
+reportCodes(proto)
 
 // Predictions cross N-API packed — numbers in a Float64Array, strings joined in one string; see
 // PackedPrediction and into_scratch in src/lib.rs — and become the public `Prediction` here: an object
@@ -207,4 +213,51 @@ class InferenceEngine extends native.InferenceEngine {
   }
 }
 
-module.exports = { InferenceEngine, onnxruntimeLibrary }
+class Registry extends native.Registry {
+  constructor(home, options = {}) {
+    const ortLibrary = options.ortLibrary ?? onnxruntimeLibrary()
+    try {
+      super(String(home), { ...options, ortLibrary })
+    } catch (error) {
+      throw withCode(error)
+    }
+  }
+}
+
+class Optimizer extends native.Optimizer {
+  constructor(engine) {
+    try {
+      super(engine)
+    } catch (error) {
+      throw withCode(error)
+    }
+  }
+}
+
+/** The stable code of every error quorum-engine throws, by name (the same strings as the Python
+ * package's and the CLI's). A test checks that it lists exactly the core's codes. */
+const ErrorCode = Object.freeze({
+  RUNTIME_UNAVAILABLE: 'runtime_unavailable',
+  INVALID_NAME: 'invalid_name',
+  INVALID_INPUT: 'invalid_input',
+  MISSING_FEATURE: 'missing_feature',
+  NON_FINITE: 'non_finite',
+  NOT_FOUND: 'not_found',
+  ALREADY_EXISTS: 'already_exists',
+  CONFIG: 'config',
+  CHECKSUM_MISMATCH: 'checksum_mismatch',
+  MODEL_LOAD: 'model_load',
+  OUTPUT_SHAPE: 'output_shape',
+  INFERENCE: 'inference',
+  MEMBER_UNAVAILABLE: 'member_unavailable',
+  QUORUM_NOT_REACHED: 'quorum_not_reached',
+  DEADLINE_EXCEEDED: 'deadline_exceeded',
+  OPTIMIZE: 'optimize',
+  TRACKING_DISABLED: 'tracking_disabled',
+  OUTCOME: 'outcome',
+  IO: 'io',
+  JSON: 'json',
+  INTERNAL: 'internal',
+})
+
+module.exports = { InferenceEngine, Registry, Optimizer, ErrorCode, errorCodes: native.errorCodes, onnxruntimeLibrary }

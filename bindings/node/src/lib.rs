@@ -3,23 +3,32 @@
 //! Every error is thrown as `[code] message`; `index.js` moves the code into `error.code`, for
 //! synchronous calls and rejected Promises alike.
 
+mod optimizer;
+mod registry;
+
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+
+pub use optimizer::JsOptimizer;
+pub use registry::JsRegistry;
 
 /// quorum's error as a JS error carrying its stable code.
 fn js_error(error: quorum::Error) -> napi::Error {
     napi::Error::new(Status::GenericFailure, format!("[{}] {error}", error.code()))
 }
 
-/// Runs `f`, turning its error — or a panic, which must never cross into JS — into a JS error.
+/// Runs `f`, turning its error — or a panic, which must never cross into JS — into a JS error
+/// (a panic is `internal`).
 fn guarded<T>(f: impl FnOnce() -> quorum::Result<T>) -> Result<T> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result.map_err(js_error),
-        Err(_) => Err(js_error(quorum::Error::Config("internal error (please report): a panic was caught".into()))),
-    }
+    quorum::Error::guard(f).map_err(js_error)
+}
+
+/// Every code the core's errors carry (`quorum.ErrorCode` in index.js names each; a test checks).
+#[napi]
+pub fn error_codes() -> Vec<String> {
+    quorum::Error::CODES.iter().map(|c| c.to_string()).collect()
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<serde_json::Value> {
@@ -27,6 +36,7 @@ fn to_json(value: &impl serde::Serialize) -> Result<serde_json::Value> {
 }
 
 /// One member's part in a prediction.
+#[derive(Debug)]
 #[napi(object)]
 pub struct Contribution {
     pub version: u32,
@@ -44,6 +54,7 @@ pub struct Contribution {
 }
 
 /// One prediction: the story's fields, in JavaScript's camelCase.
+#[derive(Debug)]
 #[napi(object)]
 pub struct Prediction {
     pub request_id: f64,
@@ -74,6 +85,7 @@ pub struct Prediction {
 /// A prediction as it crosses N-API: index.js's `unpack` builds the public [`Prediction`] from it in
 /// JavaScript, where an object literal costs far less than N-API's property-by-property construction
 /// (see CHANGELOG for the measured difference); the `Prediction` interface above is the shape it builds.
+#[allow(missing_debug_implementations)] // napi's typed arrays implement no Debug
 #[napi(object)]
 pub struct PackedPrediction {
     /// requestId, ensembleVersion, prediction, confidence, label (NaN: none), weightsEpoch, flags
@@ -92,7 +104,7 @@ fn packed(p: quorum::Prediction) -> PackedPrediction {
         f64::from(p.ensemble_version),
         f64::from(p.prediction),
         f64::from(p.confidence),
-        p.class.map_or(f64::NAN, f64::from),
+        p.label.map_or(f64::NAN, f64::from),
         p.weights_epoch as f64,
         f64::from(flags),
         p.latency_ms,
@@ -121,6 +133,7 @@ fn packed(p: quorum::Prediction) -> PackedPrediction {
 }
 
 /// For index.js (internal): an ensemble's feature names and the id of that order.
+#[derive(Debug)]
 #[napi(object)]
 pub struct CachedSchema {
     pub names: Vec<String>,
@@ -137,8 +150,10 @@ fn js_schema_id(id: u64) -> f64 {
 /// strings joined by NUL (one string instead of an array of them); a prediction whose numbers do not
 /// fit comes back packed whole.
 fn into_scratch(p: quorum::Prediction, mut scratch: Float64ArraySlice<'_>) -> Either<String, PackedPrediction> {
-    // SAFETY: called within a synchronous call: no JavaScript runs meanwhile, so nothing else
-    // touches the buffer.
+    // SAFETY: napi offers no safe mutable view of a typed array, since JavaScript may write it at any
+    // time. Here it cannot: this runs inside a synchronous call on the JavaScript thread, so no
+    // JavaScript runs until it returns, and the slice does not outlive the call.
+    #[allow(unsafe_code)]
     let scratch = unsafe { scratch.as_mut() };
     let mut whole = packed(p);
     if whole.numbers.len() > scratch.len() {
@@ -159,7 +174,10 @@ fn resolve(handle: &quorum::EnsembleHandle, features: &Object) -> quorum::Result
     })
 }
 
-/// Options of `new InferenceEngine(home, options)`.
+/// Options of `new InferenceEngine(home, options)`: the shape TypeScript sees. The constructor hands
+/// the object to the core's `quorum::EngineOptions`, which reads and checks it (the same document the
+/// Python keyword arguments become).
+#[derive(Debug)]
 #[napi(object)]
 pub struct EngineOptions {
     /// Path of libonnxruntime (default: the one bundled in `onnxruntime-node`).
@@ -170,7 +188,7 @@ pub struct EngineOptions {
     pub synchronous_refits: Option<bool>,
     /// Entries of the prediction cache (no cache when absent).
     pub cache_capacity: Option<u32>,
-    /// How long a cached prediction may be served, in milliseconds (default 1000).
+    /// How long a cached prediction may be served, in milliseconds (default 1000; needs cacheCapacity).
     pub cache_ttl_ms: Option<f64>,
     /// How every model is served: `{replicas?: [min, max], load?: "eager" | "lazy", timeoutMs?,
     /// latencyTargetMs?, shareWeights?, batching?: {maxBatch?, maxDelayUs?, dispatchers?}}`.
@@ -184,6 +202,7 @@ pub struct EngineOptions {
 }
 
 /// Options of `optimize`.
+#[derive(Debug)]
 #[napi(object)]
 pub struct OptimizeOptions {
     /// Largest accuracy loss accepted, absolute (default 0.01: one point).
@@ -196,6 +215,7 @@ pub struct OptimizeOptions {
 }
 
 /// Options of `registerModel`.
+#[derive(Debug)]
 #[napi(object)]
 pub struct ModelOptions {
     /// Output holding the prediction, `name` or `name:column` (default `probabilities:1`).
@@ -208,6 +228,7 @@ pub struct ModelOptions {
 }
 
 /// A batch's answers by column.
+#[allow(missing_debug_implementations)] // napi's typed arrays implement no Debug
 #[napi(object)]
 pub struct BatchResult {
     pub predictions: Float32Array,
@@ -233,78 +254,43 @@ fn batch_result(b: quorum::BatchPrediction) -> BatchResult {
 
 /// An engine over a quorum home. One per process; calls are synchronous or, with `…Async`, run on
 /// the libuv thread pool and return Promises.
+#[derive(Debug)]
 #[napi(js_name = "InferenceEngine")]
 pub struct JsInferenceEngine {
     inner: quorum::InferenceEngine,
 }
 
+impl JsInferenceEngine {
+    /// The core engine, for the other classes of the addon.
+    pub fn core(&self) -> &quorum::InferenceEngine {
+        &self.inner
+    }
+}
+
 #[napi]
 impl JsInferenceEngine {
-    #[napi(constructor)]
-    pub fn new(home: String, options: Option<EngineOptions>) -> Result<Self> {
-        let o = options.unwrap_or(EngineOptions {
-            ort_library: None,
-            tracking: None,
-            persistence: None,
-            sessions_per_model: None,
-            synchronous_refits: None,
-            cache_capacity: None,
-            cache_ttl_ms: None,
-            default_model: None,
-            models: None,
-            memory_budget_bytes: None,
-            fusion: None,
-        });
-        let mut runtime = quorum::RuntimeOptions::default();
-        if let Some(path) = o.ort_library {
-            runtime = runtime.with_dylib_path(path);
-        }
-        if let Some(n) = o.sessions_per_model {
-            runtime = runtime.with_sessions_per_model(n as usize);
-        }
-        let mut builder =
-            quorum::InferenceEngine::builder(home).with_runtime_options(runtime).with_fusion(o.fusion.unwrap_or(true));
-        if o.tracking == Some(false) {
-            builder = builder.without_tracking();
-        }
-        if o.persistence == Some(false) {
-            builder = builder.without_persistence();
-        }
-        if o.synchronous_refits == Some(true) {
-            builder = builder.with_synchronous_refits();
-        }
-        if let Some(capacity) = o.cache_capacity {
-            let ttl_ms = o.cache_ttl_ms.unwrap_or(1000.0);
-            let ttl = std::time::Duration::try_from_secs_f64(ttl_ms / 1000.0)
-                .map_err(|_| js_error(quorum::Error::Config(format!("cacheTtlMs {ttl_ms} is not a duration"))))?;
-            builder = builder.with_prediction_cache(quorum::CacheOptions {
-                capacity: capacity as usize,
-                ttl,
-                ..Default::default()
-            });
-        }
-        let model_options = |what: &str, value: serde_json::Value| -> Result<quorum::ModelOptions> {
-            serde_json::from_value(value).map_err(|e| js_error(quorum::Error::json(what, e)))
-        };
-        if let Some(options) = o.default_model {
-            builder = builder.with_default_model_options(model_options("defaultModel options", options)?);
-        }
-        for (name, options) in o.models.unwrap_or_default() {
-            let parsed = model_options(&format!("options of model {name}"), options)?;
-            builder = builder.with_model_options(name, parsed);
-        }
-        if let Some(bytes) = o.memory_budget_bytes {
-            if !(bytes >= 1.0 && bytes.fract() == 0.0 && bytes < 9_007_199_254_740_992.0) {
-                return Err(js_error(quorum::Error::Config(format!(
-                    "memoryBudgetBytes {bytes} is not a positive integer"
-                ))));
-            }
-            builder = builder.with_memory_budget(bytes as u64);
-        }
-        Ok(JsInferenceEngine { inner: guarded(|| builder.build())? })
+    #[napi(constructor, ts_args_type = "home: string, options?: EngineOptions | undefined | null")]
+    pub fn new(home: String, options: Option<serde_json::Value>) -> Result<Self> {
+        let inner = guarded(|| {
+            let options = quorum::EngineOptions::from_json(options.unwrap_or(serde_json::Value::Null))?;
+            options.builder(std::path::Path::new(&home))?.build()
+        })?;
+        Ok(JsInferenceEngine { inner })
     }
 
-    /// Copies a model into the registry as a new version; returns its metadata.
+    /// The engine's model registry (a new default version set through it is hot-swapped in).
+    #[napi(getter)]
+    pub fn registry(&self) -> JsRegistry {
+        JsRegistry::of_engine(&self.inner)
+    }
+
+    /// An optimizer over the engine's registry.
+    #[napi(getter)]
+    pub fn optimizer(&self) -> JsOptimizer {
+        JsOptimizer::of_engine(&self.inner)
+    }
+
+    /// `registry.register(...)`: copies a model into the registry as a new version.
     #[napi]
     pub fn register_model(
         &self,
@@ -313,31 +299,13 @@ impl JsInferenceEngine {
         features: Vec<String>,
         options: Option<ModelOptions>,
     ) -> Result<serde_json::Value> {
-        let meta = guarded(|| {
-            let mut r = quorum::ModelRegistration::new(name, file, features);
-            if let Some(o) = options {
-                if let Some(output) = o.output {
-                    r = r.with_output(output.parse()?);
-                }
-                if let Some(kind) = o.kind {
-                    r = r.with_kind(kind.parse()?);
-                }
-                if let Some(task) = o.task {
-                    r = r.with_task(task.parse()?);
-                }
-                if let Some(v) = o.version {
-                    r = r.with_version(v);
-                }
-            }
-            self.inner.register_model(r)
-        })?;
-        to_json(&meta)
+        self.registry().register(name, file, features, options)
     }
 
-    /// Every registered model.
+    /// `registry.list()`: every registered model.
     #[napi]
     pub fn list_models(&self) -> Result<serde_json::Value> {
-        to_json(&guarded(|| self.inner.registry().list())?)
+        self.registry().list()
     }
 
     /// Creates (a new version of) an ensemble from quorum's ensemble JSON: `{name, members, strategy?,
@@ -345,18 +313,6 @@ impl JsInferenceEngine {
     #[napi]
     pub fn create_ensemble(&self, config: serde_json::Value) -> Result<serde_json::Value> {
         let saved = guarded(|| {
-            let mut config = config;
-            if let Some(members) = config.get_mut("members").and_then(|m| m.as_array_mut()) {
-                for member in members.iter_mut() {
-                    if let Some(text) = member.as_str() {
-                        let spec: quorum::MemberSpec = text.parse()?;
-                        *member = serde_json::json!({"model": spec.model, "version": spec.version});
-                    }
-                }
-            }
-            if let Some(min) = config.as_object_mut().and_then(|o| o.remove("minMembers")) {
-                config["min_members"] = min;
-            }
             let parsed: quorum::EnsembleConfig =
                 serde_json::from_value(config).map_err(|e| quorum::Error::json("ensemble configuration", e))?;
             self.inner.create_ensemble(parsed)
@@ -540,9 +496,7 @@ impl JsInferenceEngine {
         to_json(&self.inner.drift_events())
     }
 
-    /// Builds INT8 / optimised candidates of a registered model (`name` or `name@version`),
-    /// benchmarks them on a CSV file and registers the fastest one within the accuracy threshold as a
-    /// new version (or keeps the original). Returns the report.
+    /// `optimizer.optimize(...)`.
     #[napi]
     pub fn optimize(
         &self,
@@ -551,48 +505,13 @@ impl JsInferenceEngine {
         outcome: String,
         options: Option<OptimizeOptions>,
     ) -> Result<serde_json::Value> {
-        let report = guarded(|| {
-            let spec: quorum::MemberSpec = model.parse()?;
-            let mut o = quorum::OptimizeOptions::default();
-            if let Some(options) = options {
-                if let Some(threshold) = options.accuracy_threshold {
-                    o.accuracy_threshold = threshold;
-                }
-                if let Some(methods) = options.methods {
-                    o.methods = Some(methods.iter().map(|m| m.parse()).collect::<quorum::Result<Vec<_>>>()?);
-                }
-                if let Some(ms) = options.target_latency_ms {
-                    o.target_latency = Some(
-                        std::time::Duration::try_from_secs_f64(ms / 1e3)
-                            .map_err(|_| quorum::Error::Config(format!("targetLatencyMs {ms} is not a duration")))?,
-                    );
-                }
-            }
-            quorum::Optimizer::new(&self.inner).optimize(
-                &spec.model,
-                spec.version,
-                std::path::Path::new(&data),
-                &outcome,
-                &o,
-            )
-        })?;
-        to_json(&report)
+        self.optimizer().optimize(model, data, outcome, options)
     }
 
-    /// Latency at batch 1/8/64/512, throughput, size, session memory and (with `outcome`) accuracy
-    /// of a registered model (`name` or `name@version`) on a CSV file.
+    /// `optimizer.benchmark(...)`.
     #[napi]
     pub fn benchmark(&self, model: String, data: String, outcome: Option<String>) -> Result<serde_json::Value> {
-        let bench = guarded(|| {
-            let spec: quorum::MemberSpec = model.parse()?;
-            quorum::Optimizer::new(&self.inner).benchmark(
-                &spec.model,
-                spec.version,
-                std::path::Path::new(&data),
-                outcome.as_deref(),
-            )
-        })?;
-        to_json(&bench)
+        self.optimizer().benchmark(model, data, outcome)
     }
 
     /// Writes learnt weights and tracked metrics to the home's state database now.
@@ -613,6 +532,7 @@ fn run_batch(
     handle.predict_batch(&quorum::Batch::row_major(&names, rows)?)
 }
 
+#[derive(Debug)]
 pub struct PredictTask {
     handle: quorum::EnsembleHandle,
     row: quorum::ResolvedRow,
@@ -631,6 +551,7 @@ impl Task for PredictTask {
     }
 }
 
+#[derive(Debug)]
 pub struct BatchTask {
     engine: quorum::InferenceEngine,
     ensemble: String,
@@ -651,14 +572,7 @@ impl Task for BatchTask {
     }
 }
 
-/// `deadlineMs` from now as an instant; a negative, NaN or absurd value is invalid input.
+/// `deadlineMs` from now as an instant (checked by the core, as for Python).
 fn deadline(deadline_ms: Option<f64>) -> Result<Option<std::time::Instant>> {
-    deadline_ms
-        .map(|ms| {
-            std::time::Duration::try_from_secs_f64(ms / 1e3)
-                .ok()
-                .and_then(|d| std::time::Instant::now().checked_add(d))
-                .ok_or_else(|| js_error(quorum::Error::InvalidInput(format!("deadlineMs {ms} is not a duration"))))
-        })
-        .transpose()
+    deadline_ms.map(quorum::units::deadline_after_ms).transpose().map_err(js_error)
 }

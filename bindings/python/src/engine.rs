@@ -1,23 +1,30 @@
 //! `quorum.InferenceEngine`, `Prediction` and `BatchPrediction`: thin wrappers over the core engine.
 
-use std::collections::HashMap;
-
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::conversion::{from_python, guarded, to_py_err, to_python};
+use crate::registry::Registry;
 
 /// An engine over a quorum home. Thread-safe: share one per process; predictions release the GIL.
+#[derive(Debug)]
 #[pyclass(module = "quorum._quorum", frozen, subclass)]
 pub struct InferenceEngine {
     inner: quorum::InferenceEngine,
 }
 
+impl InferenceEngine {
+    /// The core engine, for the other classes of this module.
+    pub fn core(&self) -> &quorum::InferenceEngine {
+        &self.inner
+    }
+}
+
 #[pymethods]
 impl InferenceEngine {
     #[new]
-    #[pyo3(signature = (home, ort_library=None, tracking=true, persistence=true, sessions_per_model=None, synchronous_refits=false, cache_capacity=None, cache_ttl_seconds=1.0, default_model=None, models=None, memory_budget_bytes=None, fusion=true))]
+    #[pyo3(signature = (home, ort_library=None, tracking=true, persistence=true, sessions_per_model=None, synchronous_refits=false, cache_capacity=None, cache_ttl_ms=None, default_model=None, models=None, memory_budget_bytes=None, fusion=true))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python constructor
     fn new(
         py: Python<'_>,
@@ -28,90 +35,38 @@ impl InferenceEngine {
         sessions_per_model: Option<usize>,
         synchronous_refits: bool,
         cache_capacity: Option<usize>,
-        cache_ttl_seconds: f64,
+        cache_ttl_ms: Option<f64>,
         default_model: Option<Bound<'_, PyAny>>,
-        models: Option<HashMap<String, Bound<'_, PyAny>>>,
+        models: Option<Bound<'_, PyAny>>,
         memory_budget_bytes: Option<u64>,
         fusion: bool,
     ) -> PyResult<Self> {
-        let mut runtime = quorum::RuntimeOptions::default();
-        if let Some(path) = ort_library {
-            runtime = runtime.with_dylib_path(path);
-        }
-        if let Some(n) = sessions_per_model {
-            runtime = runtime.with_sessions_per_model(n);
-        }
-        let mut builder = quorum::InferenceEngine::builder(home).with_runtime_options(runtime).with_fusion(fusion);
-        if !tracking {
-            builder = builder.without_tracking();
-        }
-        if !persistence {
-            builder = builder.without_persistence();
-        }
-        if synchronous_refits {
-            builder = builder.with_synchronous_refits();
-        }
-        if let Some(capacity) = cache_capacity {
-            let ttl = std::time::Duration::try_from_secs_f64(cache_ttl_seconds).map_err(|_| {
-                to_py_err(quorum::Error::Config(format!("cache_ttl_seconds {cache_ttl_seconds} is not a duration")))
-            })?;
-            builder = builder.with_prediction_cache(quorum::CacheOptions { capacity, ttl, ..Default::default() });
-        }
-        if let Some(options) = default_model {
-            builder = builder.with_default_model_options(from_python(py, &options, "default_model options")?);
-        }
-        for (name, options) in models.unwrap_or_default() {
-            builder = builder
-                .with_model_options(name.clone(), from_python(py, &options, &format!("options of model {name}"))?);
-        }
-        if let Some(bytes) = memory_budget_bytes {
-            builder = builder.with_memory_budget(bytes);
-        }
-        let inner = guarded(py, || builder.build())?;
+        // The keyword arguments as the core's options document: validated there, once, for every
+        // language.
+        let json = |value: Option<Bound<'_, PyAny>>| -> PyResult<serde_json::Value> {
+            value.map_or(Ok(serde_json::Value::Null), |v| from_python(py, &v, "engine options"))
+        };
+        let document = serde_json::json!({
+            "ort_library": ort_library,
+            "tracking": tracking,
+            "persistence": persistence,
+            "sessions_per_model": sessions_per_model,
+            "synchronous_refits": synchronous_refits,
+            "cache_capacity": cache_capacity,
+            "cache_ttl_ms": cache_ttl_ms,
+            "default_model": json(default_model)?,
+            "models": json(models)?.as_object().cloned().unwrap_or_default(),
+            "memory_budget_bytes": memory_budget_bytes,
+            "fusion": fusion,
+        });
+        let inner = guarded(py, || quorum::EngineOptions::from_json(document)?.builder(&home)?.build())?;
         Ok(InferenceEngine { inner })
     }
 
-    /// Copies a model into the registry as a new version; returns its metadata.
-    #[pyo3(signature = (name, file, features, output="probabilities:1", kind="other", task="classification", version=None))]
-    #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python method
-    fn register_model<'py>(
-        &self,
-        py: Python<'py>,
-        name: String,
-        file: std::path::PathBuf,
-        features: Vec<String>,
-        output: &str,
-        kind: &str,
-        task: &str,
-        version: Option<u32>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let parse = || -> quorum::Result<quorum::ModelRegistration> {
-            let mut r = quorum::ModelRegistration::new(name, file, features)
-                .with_output(output.parse()?)
-                .with_kind(kind.parse()?)
-                .with_task(task.parse()?);
-            if let Some(v) = version {
-                r = r.with_version(v);
-            }
-            Ok(r)
-        };
-        let registration = parse().map_err(to_py_err)?;
-        let meta = guarded(py, || self.inner.register_model(registration))?;
-        to_python(py, &meta)
-    }
-
-    /// Every registered model: name, versions, default version, kind, task.
-    fn list_models<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let list = guarded(py, || self.inner.registry().list())?;
-        to_python(py, &list)
-    }
-
-    /// A model version's metadata (the default version when `version` is None).
-    #[pyo3(signature = (name, version=None))]
-    fn model<'py>(&self, py: Python<'py>, name: &str, version: Option<u32>) -> PyResult<Bound<'py, PyAny>> {
-        let spec = version.map_or(quorum::VersionSpec::Default, quorum::VersionSpec::Exact);
-        let meta = guarded(py, || self.inner.registry().resolve(name, spec))?;
-        to_python(py, &meta)
+    /// The engine's model registry (a new default version set through it is hot-swapped in).
+    #[getter]
+    fn registry(&self) -> Registry {
+        Registry::of_engine(&self.inner)
     }
 
     /// Makes `version` the model's default and moves loaded ensembles onto it (a hot swap: running
@@ -139,34 +94,12 @@ impl InferenceEngine {
         guarded(py, || Ok(self.inner.unload_model(name)))
     }
 
-    #[pyo3(signature = (name, version=None))]
-    fn remove_model(&self, py: Python<'_>, name: &str, version: Option<u32>) -> PyResult<()> {
-        guarded(py, || self.inner.registry().remove(name, version))
-    }
-
     /// Creates (a new version of) an ensemble from a configuration dict with the keys of quorum's
     /// ensemble JSON: `name`, `members` (list of "model" / "model@version" strings or
     /// `{"model", "version"}` dicts), and optionally `strategy`, `weights`, `min_members`,
     /// `non_finite`, `online`, `meta`, `regime`. Returns the saved configuration.
     fn create_ensemble<'py>(&self, py: Python<'py>, config: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
-        let normalised = PyDict::new(py);
-        for (k, v) in config.iter() {
-            normalised.set_item(k, v)?;
-        }
-        if let Some(members) = config.get_item("members")? {
-            let list = pyo3::types::PyList::empty(py);
-            for m in members.try_iter()? {
-                let m = m?;
-                if let Ok(text) = m.extract::<String>() {
-                    let spec: quorum::MemberSpec = text.parse().map_err(to_py_err)?;
-                    list.append(to_python(py, &serde_json::json!({"model": spec.model, "version": spec.version}))?)?;
-                } else {
-                    list.append(m)?;
-                }
-            }
-            normalised.set_item("members", list)?;
-        }
-        let parsed: quorum::EnsembleConfig = from_python(py, normalised.as_any(), "ensemble configuration")?;
+        let parsed: quorum::EnsembleConfig = from_python(py, config.as_any(), "ensemble configuration")?;
         let saved = guarded(py, || self.inner.create_ensemble(parsed))?;
         to_python(py, &saved)
     }
@@ -186,7 +119,7 @@ impl InferenceEngine {
         features: &Bound<'_, PyDict>,
         deadline_ms: Option<f64>,
     ) -> PyResult<Prediction> {
-        let deadline = deadline(deadline_ms)?;
+        let deadline = deadline_ms.map(quorum::units::deadline_after_ms).transpose().map_err(to_py_err)?;
         let handle = self.inner.ensemble(ensemble).map_err(to_py_err)?;
         // The ensemble's features are read from the dict under the GIL (no String or map built per
         // request; keys the ensemble does not use are ignored); the prediction runs without it.
@@ -214,7 +147,7 @@ impl InferenceEngine {
         row: Vec<f32>,
         deadline_ms: Option<f64>,
     ) -> PyResult<Prediction> {
-        let deadline = deadline(deadline_ms)?;
+        let deadline = deadline_ms.map(quorum::units::deadline_after_ms).transpose().map_err(to_py_err)?;
         let inner = guarded(py, || {
             let handle = self.inner.ensemble(ensemble)?;
             match deadline {
@@ -277,58 +210,6 @@ impl InferenceEngine {
         to_python(py, &self.inner.drift_events())
     }
 
-    /// Builds INT8 / optimised candidates of a registered model, benchmarks them on a CSV file and
-    /// registers the fastest one within `accuracy_threshold` as a new version (or keeps the
-    /// original). Returns the report: `candidates`, `chosen`, `performance_improvement`,
-    /// `deployment_ready`.
-    #[pyo3(signature = (model, data, outcome, accuracy_threshold=0.01, methods=None, target_latency_ms=None, version=None))]
-    #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python method
-    fn optimize<'py>(
-        &self,
-        py: Python<'py>,
-        model: &str,
-        data: std::path::PathBuf,
-        outcome: &str,
-        accuracy_threshold: f64,
-        methods: Option<Vec<String>>,
-        target_latency_ms: Option<f64>,
-        version: Option<u32>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let target = target_latency_ms
-            .map(|ms| {
-                std::time::Duration::try_from_secs_f64(ms / 1e3)
-                    .map_err(|_| to_py_err(quorum::Error::Config(format!("target_latency_ms {ms} is not a duration"))))
-            })
-            .transpose()?;
-        let methods = methods
-            .map(|m| m.iter().map(|s| s.parse()).collect::<quorum::Result<Vec<quorum::optimizer::Method>>>())
-            .transpose()
-            .map_err(to_py_err)?;
-        let options =
-            quorum::OptimizeOptions { accuracy_threshold, target_latency: target, methods, ..Default::default() };
-        let spec = version.map_or(quorum::VersionSpec::Default, quorum::VersionSpec::Exact);
-        let report =
-            guarded(py, || quorum::Optimizer::new(&self.inner).optimize(model, spec, &data, outcome, &options))?;
-        to_python(py, &report)
-    }
-
-    /// Latency at batch 1/8/64/512, throughput, size, session memory and (with `outcome`) accuracy of
-    /// a registered model on a CSV file.
-    #[pyo3(signature = (model, data, outcome=None, version=None))]
-    fn benchmark<'py>(
-        &self,
-        py: Python<'py>,
-        model: &str,
-        data: std::path::PathBuf,
-        outcome: Option<String>,
-        version: Option<u32>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let spec = version.map_or(quorum::VersionSpec::Default, quorum::VersionSpec::Exact);
-        let bench =
-            guarded(py, || quorum::Optimizer::new(&self.inner).benchmark(model, spec, &data, outcome.as_deref()))?;
-        to_python(py, &bench)
-    }
-
     /// Writes learnt weights and tracked metrics to the home's state database now.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         guarded(py, || self.inner.flush())
@@ -340,6 +221,7 @@ impl InferenceEngine {
 }
 
 /// One prediction: `prediction`, `confidence`, `model_contributions`, `latency_ms`, …
+#[derive(Debug)]
 #[pyclass(module = "quorum._quorum", frozen)]
 pub struct Prediction {
     inner: quorum::Prediction,
@@ -373,7 +255,7 @@ impl Prediction {
     }
     #[getter]
     fn label(&self) -> Option<u8> {
-        self.inner.class
+        self.inner.label
     }
     #[getter]
     fn regime(&self) -> Option<&'static str> {
@@ -430,6 +312,7 @@ impl Prediction {
 }
 
 /// A batch's answers by column, as numpy arrays.
+#[derive(Debug)]
 #[pyclass(module = "quorum._quorum", frozen)]
 pub struct BatchPrediction {
     inner: quorum::BatchPrediction,
@@ -479,16 +362,4 @@ impl BatchPrediction {
     fn __repr__(&self) -> String {
         format!("BatchPrediction(rows={}, ensemble={:?})", self.inner.len(), &*self.inner.ensemble)
     }
-}
-
-/// `deadline_ms` from now as an instant; a negative, NaN or absurd value is invalid input.
-fn deadline(deadline_ms: Option<f64>) -> PyResult<Option<std::time::Instant>> {
-    deadline_ms
-        .map(|ms| {
-            std::time::Duration::try_from_secs_f64(ms / 1e3)
-                .ok()
-                .and_then(|d| std::time::Instant::now().checked_add(d))
-                .ok_or_else(|| to_py_err(quorum::Error::InvalidInput(format!("deadline_ms {ms} is not a duration"))))
-        })
-        .transpose()
 }

@@ -2,6 +2,8 @@
 
 mod conversion;
 mod engine;
+mod optimizer;
+mod registry;
 
 use pyo3::prelude::*;
 
@@ -10,6 +12,10 @@ fn _quorum(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::InferenceEngine>()?;
     m.add_class::<engine::Prediction>()?;
     m.add_class::<engine::BatchPrediction>()?;
+    m.add_class::<registry::Registry>()?;
+    m.add_class::<optimizer::Optimizer>()?;
+    // Every code the core's errors carry, for the test that each has an exception class.
+    m.add("ERROR_CODES", quorum::Error::CODES.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

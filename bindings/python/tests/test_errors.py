@@ -41,9 +41,31 @@ def test_builtin_bases_are_natural(engine):
         engine.predict("nope", {})
 
 
-def test_a_second_onnxruntime_library_is_refused(tmp_path):
-    # A process can load one ONNX Runtime: the one in use is kept and a different path is an error
-    # (the "how to install it" message is tested by the Rust CLI tests, in a fresh process).
-    with pytest.raises(quorum.QuorumError) as caught:
+def test_a_second_onnxruntime_library_is_refused(engine, tmp_path):
+    # A process can load one ONNX Runtime (the `engine` fixture loaded it): the one in use is kept and
+    # a different path is a configuration error (a missing library in a fresh process is
+    # runtime_unavailable: tested by the Rust CLI tests, each in its own process).
+    with pytest.raises(quorum.ConfigError) as caught:
         quorum.InferenceEngine(tmp_path, ort_library="/nonexistent/libonnxruntime.so")
-    assert caught.value.code in ("config", "runtime_unavailable")
+    assert caught.value.code == "config"
+    assert "already loaded" in str(caught.value)
+
+
+def test_every_core_error_code_has_its_exception_class():
+    # The core's list of codes, from the native module: a new code without a class fails here.
+    codes = quorum._quorum.ERROR_CODES
+    assert len(codes) == len(set(codes)) and "internal" in codes
+    assert sorted(quorum.errors.BY_CODE) == sorted(codes)
+    for code, cls in quorum.errors.BY_CODE.items():
+        assert issubclass(cls, quorum.QuorumError), code
+        assert cls.__name__ in quorum.errors.__all__, code
+    # Classes are distinct per code, so callers can tell every category apart.
+    assert len(set(quorum.errors.BY_CODE.values())) == len(codes)
+
+
+def test_tracking_disabled_is_one_category_for_outcomes_and_metrics(tmp_path):
+    e = quorum.InferenceEngine(tmp_path, tracking=False, persistence=False)
+    for call in (lambda: e.record_outcome(1, 1.0), lambda: e.metrics("market")):
+        with pytest.raises(quorum.TrackingDisabledError) as caught:
+            call()
+        assert caught.value.code == "tracking_disabled"

@@ -13,13 +13,14 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
-from typing import Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy
 
 from . import errors
-from ._quorum import BatchPrediction, Prediction, __version__
+from ._quorum import BatchPrediction, Optimizer, Prediction, __version__
 from ._quorum import InferenceEngine as _NativeEngine
+from ._quorum import Registry as _NativeRegistry
 from .errors import *  # noqa: F401,F403  (the exception classes are part of the package's API)
 
 
@@ -52,7 +53,7 @@ class InferenceEngine(_NativeEngine):
         sessions_per_model: Optional[int] = None,
         synchronous_refits: bool = False,
         cache_capacity: Optional[int] = None,
-        cache_ttl_seconds: float = 1.0,
+        cache_ttl_ms: Optional[float] = None,
         default_model: Optional[dict] = None,
         models: Optional[dict] = None,
         memory_budget_bytes: Optional[int] = None,
@@ -61,8 +62,11 @@ class InferenceEngine(_NativeEngine):
         """`default_model` and `models` (by model name) say how models are served, each a dict with
         any of: `replicas` ([min, max]; the autoscaler moves within), `load` ("eager" | "lazy"),
         `timeout_ms`, `latency_target_ms`, `share_weights`, and `batching` ({`max_batch`,
-        `max_delay_us`, `dispatchers`}). `memory_budget_bytes` unloads idle models over it. `fusion`
-        runs each ensemble's members as one fused ONNX model when they can be (see `fusion()`)."""
+        `max_delay_us`, `dispatchers`}). `cache_capacity` puts a prediction cache in front (entries
+        served for `cache_ttl_ms`, default 1000). `memory_budget_bytes` unloads idle models over it.
+        `fusion` runs each ensemble's members as one fused ONNX model when they can be (see
+        `fusion()`). The engine's `registry` and `optimizer` are the `Registry` and `Optimizer` of its
+        home; the model methods below are shortcuts to them."""
         return super().__new__(
             cls,
             os.fspath(home),
@@ -72,12 +76,66 @@ class InferenceEngine(_NativeEngine):
             sessions_per_model,
             synchronous_refits,
             cache_capacity,
-            cache_ttl_seconds,
+            cache_ttl_ms,
             default_model,
             models,
             memory_budget_bytes,
             fusion,
         )
+
+    @property
+    def optimizer(self) -> Optimizer:
+        """An `Optimizer` over the engine's registry."""
+        return Optimizer(self)
+
+    def register_model(
+        self,
+        name: str,
+        file: "str | os.PathLike[str]",
+        features: Sequence[str],
+        output: str = "probabilities:1",
+        kind: str = "other",
+        task: str = "classification",
+        version: Optional[int] = None,
+    ) -> Dict[str, Any]:
+        """`Registry.register` on the engine's registry."""
+        return self.registry.register(name, file, list(features), output, kind, task, version)
+
+    def list_models(self) -> List[Dict[str, Any]]:
+        """`Registry.list` on the engine's registry."""
+        return self.registry.list()
+
+    def model(self, name: str, version: Optional[int] = None) -> Dict[str, Any]:
+        """`Registry.show` on the engine's registry."""
+        return self.registry.show(name, version)
+
+    def remove_model(self, name: str, version: Optional[int] = None) -> None:
+        """`Registry.remove` on the engine's registry."""
+        self.registry.remove(name, version)
+
+    def optimize(
+        self,
+        model: str,
+        data: "str | os.PathLike[str]",
+        outcome: str,
+        accuracy_threshold: Optional[float] = None,
+        methods: Optional[Sequence[str]] = None,
+        target_latency_ms: Optional[float] = None,
+        version: Optional[int] = None,
+    ) -> Dict[str, Any]:
+        """`Optimizer.optimize` on the engine's registry."""
+        listed = list(methods) if methods is not None else None
+        return self.optimizer.optimize(model, data, outcome, accuracy_threshold, listed, target_latency_ms, version)
+
+    def benchmark(
+        self,
+        model: str,
+        data: "str | os.PathLike[str]",
+        outcome: Optional[str] = None,
+        version: Optional[int] = None,
+    ) -> Dict[str, Any]:
+        """`Optimizer.benchmark` on the engine's registry."""
+        return self.optimizer.benchmark(model, data, outcome, version)
 
     def predict_batch(self, ensemble: str, rows, feature_names: Optional[Sequence[str]] = None) -> BatchPrediction:
         """Predicts every row of a 2-D array (any array-like). A C-contiguous float32 array is read in
@@ -89,5 +147,23 @@ class InferenceEngine(_NativeEngine):
         return super().predict_batch(ensemble, matrix, names)
 
 
-__all__ = ["InferenceEngine", "Prediction", "BatchPrediction", "errors", "onnxruntime_library", "__version__"]
+class Registry(_NativeRegistry):
+    """The models of a quorum home, opened on its own (an engine's is `engine.registry`). A
+    registration is checked by ONNX Runtime, from the installed `onnxruntime` package by default."""
+
+    def __new__(cls, home: "str | os.PathLike[str]", ort_library: "Optional[str | os.PathLike[str]]" = None) -> "Registry":
+        library = os.fspath(ort_library) if ort_library is not None else onnxruntime_library()
+        return super().__new__(cls, os.fspath(home), library)
+
+
+__all__ = [
+    "InferenceEngine",
+    "Registry",
+    "Optimizer",
+    "Prediction",
+    "BatchPrediction",
+    "errors",
+    "onnxruntime_library",
+    "__version__",
+]
 __all__ += errors.__all__

@@ -1,11 +1,13 @@
+import builtins
 from typing import Any, Optional, final
 
 import numpy
 import numpy.typing
 from typing_extensions import Self, disjoint_base
 
-__all__ = ["BatchPrediction", "InferenceEngine", "Prediction", "__version__"]
+__all__ = ["BatchPrediction", "ERROR_CODES", "InferenceEngine", "Optimizer", "Prediction", "Registry", "__version__"]
 __version__: str
+ERROR_CODES: list[str]
 
 @final
 class Prediction:
@@ -71,29 +73,18 @@ class InferenceEngine:
         sessions_per_model: Optional[int] = None,
         synchronous_refits: bool = False,
         cache_capacity: Optional[int] = None,
-        cache_ttl_seconds: float = 1.0,
+        cache_ttl_ms: Optional[float] = None,
         default_model: Optional[dict[str, Any]] = None,
         models: Optional[dict[str, dict[str, Any]]] = None,
         memory_budget_bytes: Optional[int] = None,
         fusion: bool = True,
     ) -> Self: ...
-    def register_model(
-        self,
-        name: str,
-        file: Any,
-        features: list[str],
-        output: str = "probabilities:1",
-        kind: str = "other",
-        task: str = "classification",
-        version: Optional[int] = None,
-    ) -> dict[str, Any]: ...
-    def list_models(self) -> list[dict[str, Any]]: ...
-    def model(self, name: str, version: Optional[int] = None) -> dict[str, Any]: ...
+    @property
+    def registry(self) -> Registry: ...
     def set_default_version(self, name: str, version: int) -> list[str]: ...
     def replicas(self, model: Optional[str] = None) -> list[dict[str, Any]]: ...
     def fusion(self, ensemble: str) -> dict[str, Any]: ...
     def unload_model(self, name: str) -> int: ...
-    def remove_model(self, name: str, version: Optional[int] = None) -> None: ...
     def create_ensemble(self, config: dict[str, Any]) -> dict[str, Any]: ...
     def feature_names(self, ensemble: str) -> list[str]: ...
     def predict(
@@ -106,17 +97,50 @@ class InferenceEngine:
     def record_outcome(self, request_id: int, outcome: float) -> None: ...
     def metrics(self, ensemble: str) -> dict[str, Any]: ...
     def drift_events(self) -> list[dict[str, Any]]: ...
+    def flush(self) -> None: ...
+
+@disjoint_base
+class Registry:
+    def __new__(cls, home: Any, ort_library: Optional[Any] = None) -> Self: ...
+    def register(
+        self,
+        name: str,
+        file: Any,
+        features: builtins.list[str],
+        output: str = "probabilities:1",
+        kind: str = "other",
+        task: str = "classification",
+        version: Optional[int] = None,
+    ) -> dict[str, Any]: ...
+    def list(self) -> builtins.list[dict[str, Any]]: ...
+    def show(self, name: str, version: Optional[int] = None) -> dict[str, Any]: ...
+    def versions(self, name: str) -> builtins.list[int]: ...
+    def remove(self, name: str, version: Optional[int] = None) -> None: ...
+    def set_default(self, name: str, version: int) -> builtins.list[str]: ...
+    def verify(self, name: str, version: Optional[int] = None) -> dict[str, Any]: ...
+
+@final
+class Optimizer:
+    def __new__(cls, engine: InferenceEngine) -> Self: ...
+    def benchmark(
+        self, model: str, data: Any, outcome: Optional[str] = None, version: Optional[int] = None
+    ) -> dict[str, Any]: ...
     def optimize(
         self,
         model: str,
         data: Any,
         outcome: str,
-        accuracy_threshold: float = 0.01,
+        accuracy_threshold: Optional[float] = None,
         methods: Optional[list[str]] = None,
         target_latency_ms: Optional[float] = None,
         version: Optional[int] = None,
     ) -> dict[str, Any]: ...
-    def benchmark(
-        self, model: str, data: Any, outcome: Optional[str] = None, version: Optional[int] = None
+    def quantize(
+        self,
+        file: Any,
+        out: Any,
+        method: str,
+        per_channel: bool = False,
+        data: Optional[Any] = None,
+        features: Optional[list[str]] = None,
     ) -> dict[str, Any]: ...
-    def flush(self) -> None: ...

@@ -77,6 +77,14 @@ class OptimizeError(QuorumError):
     """The optimizer cannot read, rewrite or judge a model (not ONNX, external data, nothing to quantize)."""
 
 
+class TrackingDisabledError(QuorumError, RuntimeError):
+    """Outcome tracking is off for this engine (tracking=False): no outcomes, no tracked metrics."""
+
+
+class InternalError(QuorumError, RuntimeError):
+    """A bug in quorum (a panic caught before it could cross into Python): please report it."""
+
+
 class OutcomeError(QuorumError, ValueError):
     """An outcome that cannot be joined with a prediction (unknown or expired id, not a class)."""
 
@@ -88,5 +96,31 @@ class StorageError(QuorumError, OSError):
 class JSONError(QuorumError, ValueError):
     """A JSON document or configuration could not be parsed."""
 
+
+# The class raised for each of the core's error codes (`quorum._quorum.ERROR_CODES`; a test checks
+# that every code has one).
+BY_CODE = {
+    "runtime_unavailable": RuntimeUnavailableError,
+    "invalid_name": InvalidNameError,
+    "invalid_input": InvalidInputError,
+    "missing_feature": MissingFeatureError,
+    "non_finite": NonFiniteError,
+    "not_found": NotFoundError,
+    "already_exists": AlreadyExistsError,
+    "config": ConfigError,
+    "checksum_mismatch": ChecksumMismatchError,
+    "model_load": ModelLoadError,
+    "output_shape": OutputShapeError,
+    "inference": InferenceError,
+    "member_unavailable": MemberUnavailableError,
+    "quorum_not_reached": QuorumNotReachedError,
+    "deadline_exceeded": DeadlineExceededError,
+    "optimize": OptimizeError,
+    "tracking_disabled": TrackingDisabledError,
+    "outcome": OutcomeError,
+    "io": StorageError,
+    "json": JSONError,
+    "internal": InternalError,
+}
 
 __all__ = [name for name, value in list(globals().items()) if isinstance(value, type) and issubclass(value, QuorumError)]

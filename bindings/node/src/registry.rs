@@ -1,0 +1,144 @@
+//! `Registry`: the model registry of a quorum home, on its own or the one an engine uses.
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::{guarded, to_json, ModelOptions};
+
+/// Where a registry's operations go: an engine's (a new default version is hot-swapped into its
+/// loaded ensembles) or a home opened on its own (with an ONNX Runtime to check registrations).
+#[derive(Debug)]
+enum Home {
+    Engine(quorum::InferenceEngine),
+    Alone { registry: quorum::Registry, runtime: quorum::Runtime },
+}
+
+/// Options of `new Registry(home, options)`.
+#[derive(Debug)]
+#[napi(object)]
+pub struct RegistryOptions {
+    /// Path of libonnxruntime (default: the one bundled in `onnxruntime-node`).
+    pub ort_library: Option<String>,
+}
+
+/// The models of a quorum home: `<home>/models/<name>/<version>/`.
+#[derive(Debug)]
+#[napi(js_name = "Registry")]
+pub struct JsRegistry {
+    home: Home,
+}
+
+impl JsRegistry {
+    pub fn of_engine(engine: &quorum::InferenceEngine) -> JsRegistry {
+        JsRegistry { home: Home::Engine(engine.clone()) }
+    }
+
+    fn registry(&self) -> &quorum::Registry {
+        match &self.home {
+            Home::Engine(engine) => engine.registry(),
+            Home::Alone { registry, .. } => registry,
+        }
+    }
+
+    fn runtime(&self) -> &quorum::Runtime {
+        match &self.home {
+            Home::Engine(engine) => engine.runtime(),
+            Home::Alone { runtime, .. } => runtime,
+        }
+    }
+}
+
+#[napi]
+impl JsRegistry {
+    #[napi(constructor)]
+    pub fn new(home: String, options: Option<RegistryOptions>) -> Result<Self> {
+        guarded(|| {
+            let registry = quorum::Registry::open(&home)?;
+            let mut runtime = quorum::RuntimeOptions::default();
+            if let Some(path) = options.and_then(|o| o.ort_library) {
+                runtime = runtime.with_dylib_path(path);
+            }
+            Ok(JsRegistry { home: Home::Alone { registry, runtime: quorum::Runtime::new(runtime)? } })
+        })
+    }
+
+    /// Copies a model into the registry as a new version (ONNX Runtime loads it and its inputs and
+    /// output are checked first); returns its metadata.
+    #[napi]
+    pub fn register(
+        &self,
+        name: String,
+        file: String,
+        features: Vec<String>,
+        options: Option<ModelOptions>,
+    ) -> Result<serde_json::Value> {
+        let meta = guarded(|| {
+            let mut r = quorum::ModelRegistration::new(name, file, features);
+            if let Some(o) = options {
+                if let Some(output) = o.output {
+                    r = r.with_output(output.parse()?);
+                }
+                if let Some(kind) = o.kind {
+                    r = r.with_kind(kind.parse()?);
+                }
+                if let Some(task) = o.task {
+                    r = r.with_task(task.parse()?);
+                }
+                if let Some(v) = o.version {
+                    r = r.with_version(v);
+                }
+            }
+            self.registry().register(self.runtime(), r)
+        })?;
+        to_json(&meta)
+    }
+
+    /// Every registered model: name, versions, default version, kind, task.
+    #[napi]
+    pub fn list(&self) -> Result<serde_json::Value> {
+        to_json(&guarded(|| self.registry().list())?)
+    }
+
+    /// A model's metadata: `name` (its default version) or `name@version`.
+    #[napi]
+    pub fn show(&self, model: String) -> Result<serde_json::Value> {
+        to_json(&guarded(|| {
+            let spec: quorum::MemberSpec = model.parse()?;
+            self.registry().resolve(&spec.model, spec.version)
+        })?)
+    }
+
+    /// The model's versions, oldest first.
+    #[napi]
+    pub fn versions(&self, name: String) -> Result<Vec<u32>> {
+        guarded(|| self.registry().versions(&name))
+    }
+
+    /// Removes one version, or (no version) the whole model.
+    #[napi]
+    pub fn remove(&self, name: String, version: Option<u32>) -> Result<()> {
+        guarded(|| self.registry().remove(&name, version))
+    }
+
+    /// Makes `version` the model's default. Through an engine's registry, the engine's loaded
+    /// ensembles move onto it at once (a hot swap); returns the ensembles reloaded.
+    #[napi]
+    pub fn set_default(&self, name: String, version: u32) -> Result<Vec<String>> {
+        guarded(|| match &self.home {
+            Home::Engine(engine) => engine.set_default_version(&name, version),
+            Home::Alone { registry, .. } => registry.set_default(&name, version).map(|()| Vec::new()),
+        })
+    }
+
+    /// Checks a model's file (`name` or `name@version`) against the sha256 recorded at registration;
+    /// returns its metadata, or throws `checksum_mismatch`.
+    #[napi]
+    pub fn verify(&self, model: String) -> Result<serde_json::Value> {
+        to_json(&guarded(|| {
+            let spec: quorum::MemberSpec = model.parse()?;
+            let meta = self.registry().resolve(&spec.model, spec.version)?;
+            self.registry().read_verified(&meta)?;
+            Ok(meta)
+        })?)
+    }
+}
