@@ -9,9 +9,7 @@ use ort::value::TensorRef;
 use quorum::calibrate::Calibrator;
 use quorum::optimizer::Method;
 use quorum::quantize::{self, Granularity};
-use quorum::{
-    Error, InferenceEngine, ModelRegistration, OptimizeOptions, Optimizer, Runtime, RuntimeOptions, VersionSpec,
-};
+use quorum::{Error, OptimizeOptions, Optimizer, Runtime, RuntimeOptions, VersionSpec};
 
 fn runtime() -> Runtime {
     Runtime::new(RuntimeOptions::default()).unwrap()
@@ -175,22 +173,9 @@ fn fp16_models_keep_float32_inputs_and_outputs_and_stay_close() {
     }
 }
 
-fn technical_home() -> (tempfile::TempDir, InferenceEngine) {
-    let home = tempfile::tempdir().unwrap();
-    let engine = InferenceEngine::builder(home.path()).without_persistence().build().unwrap();
-    engine
-        .register_model(ModelRegistration::new(
-            "technical",
-            common::model_file("technical"),
-            common::features_of("technical"),
-        ))
-        .unwrap();
-    (home, engine)
-}
-
 #[test]
 fn optimize_judges_every_candidate_on_the_data_and_keeps_or_registers_consistently() {
-    let (_home, engine) = technical_home();
+    let (_home, engine) = common::technical_home();
     let data = common::repo().join("examples/data/holdout.csv");
     let report = Optimizer::new(&engine)
         .optimize("technical", VersionSpec::Default, &data, "next_day_up", &OptimizeOptions::default())
@@ -237,7 +222,7 @@ fn optimize_judges_every_candidate_on_the_data_and_keeps_or_registers_consistent
 
 #[test]
 fn the_chosen_model_is_registered_with_its_lineage_and_the_story_fields() {
-    let (_home, engine) = technical_home();
+    let (_home, engine) = common::technical_home();
     let data = common::repo().join("examples/data/holdout.csv");
     // Accept INT8 even if slower, so the registration path is taken whatever this machine's timing.
     let options = OptimizeOptions {

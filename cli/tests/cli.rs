@@ -237,23 +237,9 @@ fn works_with_onnxruntime_1_30_and_1_31() {
     assert_eq!(builds.len(), 3, "three different ONNX Runtime builds were loaded: {builds:?}");
 }
 
-/// A home with the technical model registered (as tests/optimizer.rs makes it).
-fn technical_home() -> (tempfile::TempDir, quorum::InferenceEngine) {
-    let home = tempfile::tempdir().unwrap();
-    let engine = quorum::InferenceEngine::builder(home.path()).without_persistence().build().unwrap();
-    engine
-        .register_model(quorum::ModelRegistration::new(
-            "technical",
-            common::model_file("technical"),
-            common::features_of("technical"),
-        ))
-        .unwrap();
-    (home, engine)
-}
-
 #[test]
 fn optimize_and_benchmark_on_the_command_line_print_the_story_json() {
-    let (home, _engine) = technical_home();
+    let (home, _engine) = common::technical_home();
     let data = common::repo().join("examples/data/holdout.csv");
     let quorum = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorum"))

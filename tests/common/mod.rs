@@ -44,6 +44,16 @@ pub fn engine(home: &Path) -> InferenceEngine {
     InferenceEngine::builder(home).build().expect("engine")
 }
 
+/// A fresh home (no persistence) with only the technical model registered.
+pub fn technical_home() -> (tempfile::TempDir, InferenceEngine) {
+    let home = tempfile::tempdir().expect("home");
+    let engine = InferenceEngine::builder(home.path()).without_persistence().build().expect("engine");
+    engine
+        .register_model(ModelRegistration::new("technical", model_file("technical"), features_of("technical")))
+        .expect("register");
+    (home, engine)
+}
+
 /// Registers the three example models and the `market` soft-vote ensemble.
 pub fn market_engine(home: &Path) -> InferenceEngine {
     let engine = engine(home);
