@@ -192,3 +192,27 @@ impl Error {
             .unwrap_or_else(|panic| Err(Error::from_panic(&*panic)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caught_panic_is_an_internal_error_with_its_message() {
+        let caught = Error::guard::<()>(|| panic!("boom {}", 7));
+        assert!(matches!(&caught, Err(Error::Internal(m)) if m == "boom 7"), "{caught:?}");
+        assert_eq!(caught.unwrap_err().code(), "internal");
+        assert_eq!(Error::guard(|| Ok(3)).unwrap(), 3);
+    }
+
+    #[test]
+    fn codes_lists_every_category_once() {
+        let mut codes = Error::CODES.to_vec();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), Error::CODES.len());
+        for error in [Error::TrackingDisabled, Error::Internal(String::new()), Error::Config(String::new())] {
+            assert!(Error::CODES.contains(&error.code()), "{}", error.code());
+        }
+    }
+}
