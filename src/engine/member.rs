@@ -228,6 +228,7 @@ pub(super) struct OutputTarget<'a> {
 impl OutputTarget<'_> {
     /// Checks the output (present, declared shape, finite) and writes row `r`'s value to
     /// `out[r * stride + member]`.
+    #[inline]
     pub fn write(
         &self,
         value: Option<&DynValue>,
