@@ -52,7 +52,8 @@ pub use batching::BatchingOptions;
 pub use breaker::{BreakerOptions, BreakerState, SlidingWindow};
 pub use cache::{CacheOptions, CacheStats};
 pub use engine::{
-    AutoscaleSettings, EngineBuilder, EngineOptions, EnsembleHandle, Fault, FusionStatus, InferenceEngine, ResolvedRow,
+    AutoscaleSettings, EngineBuilder, EngineOptions, EnsembleHandle, Fault, FusionStatus, InferenceEngine,
+    RegistryHandle, ResolvedRow,
 };
 pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};
 pub use error::{Error, Result};

@@ -9,7 +9,8 @@
 //! - `handle.rs`: [`EnsembleHandle`], the public ways to predict;
 //! - `pipeline.rs`: one request's way through cache → members (inline, fused or queued) → fallbacks
 //!   → combination → tracking → settle (cache, last good, stale);
-//! - `background.rs`: refits, state flushes, autoscaling and the memory budget, off the request path.
+//! - `background.rs`: refits, state flushes, autoscaling and the memory budget, off the request path;
+//! - `registry_handle.rs`: [`RegistryHandle`], a registry on its own or an engine's (what the bindings' `Registry` wraps).
 //!
 //! The path of one prediction is in ARCHITECTURE.md.
 
@@ -22,6 +23,7 @@ mod member;
 #[cfg(feature = "ndarray")]
 mod ndarray;
 mod pipeline;
+mod registry_handle;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,7 @@ use std::time::Instant;
 pub use builder::{AutoscaleSettings, EngineBuilder, EngineOptions};
 pub use handle::{EnsembleHandle, FusionStatus, ResolvedRow};
 pub use member::Fault;
+pub use registry_handle::RegistryHandle;
 
 use crate::breaker::{BreakerOptions, BreakerState};
 use crate::cache::{CacheStats, PredictionCache};
@@ -132,6 +135,11 @@ impl InferenceEngine {
 
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// The registry with the engine behind it: a default version set through it is hot-swapped in.
+    pub fn registry_handle(&self) -> RegistryHandle {
+        RegistryHandle::Engine(self.clone())
     }
 
     pub fn ensemble_store(&self) -> &EnsembleStore {

@@ -5,14 +5,6 @@ use napi_derive::napi;
 
 use crate::{guarded, to_json, ModelOptions};
 
-/// Where a registry's operations go: an engine's (a new default version is hot-swapped into its
-/// loaded ensembles) or a home opened on its own (with an ONNX Runtime to check registrations).
-#[derive(Debug)]
-enum Home {
-    Engine(quorum::InferenceEngine),
-    Alone { registry: quorum::Registry, runtime: quorum::Runtime },
-}
-
 /// Options of `new Registry(home, options)`.
 #[derive(Debug)]
 #[napi(object)]
@@ -25,26 +17,12 @@ pub struct RegistryOptions {
 #[derive(Debug)]
 #[napi(js_name = "Registry")]
 pub struct JsRegistry {
-    home: Home,
+    inner: quorum::RegistryHandle,
 }
 
 impl JsRegistry {
     pub fn of_engine(engine: &quorum::InferenceEngine) -> JsRegistry {
-        JsRegistry { home: Home::Engine(engine.clone()) }
-    }
-
-    fn registry(&self) -> &quorum::Registry {
-        match &self.home {
-            Home::Engine(engine) => engine.registry(),
-            Home::Alone { registry, .. } => registry,
-        }
-    }
-
-    fn runtime(&self) -> &quorum::Runtime {
-        match &self.home {
-            Home::Engine(engine) => engine.runtime(),
-            Home::Alone { runtime, .. } => runtime,
-        }
+        JsRegistry { inner: engine.registry_handle() }
     }
 }
 
@@ -52,14 +30,11 @@ impl JsRegistry {
 impl JsRegistry {
     #[napi(constructor)]
     pub fn new(home: String, options: Option<RegistryOptions>) -> Result<Self> {
-        guarded(|| {
-            let registry = quorum::Registry::open(&home)?;
-            let mut runtime = quorum::RuntimeOptions::default();
-            if let Some(path) = options.and_then(|o| o.ort_library) {
-                runtime = runtime.with_dylib_path(path);
-            }
-            Ok(JsRegistry { home: Home::Alone { registry, runtime: quorum::Runtime::new(runtime)? } })
-        })
+        let mut runtime = quorum::RuntimeOptions::default();
+        if let Some(path) = options.and_then(|o| o.ort_library) {
+            runtime = runtime.with_dylib_path(path);
+        }
+        Ok(JsRegistry { inner: guarded(|| quorum::RegistryHandle::open(std::path::Path::new(&home), runtime))? })
     }
 
     /// Copies a model into the registry as a new version (ONNX Runtime loads it and its inputs and
@@ -88,7 +63,7 @@ impl JsRegistry {
                     r = r.with_version(v);
                 }
             }
-            self.registry().register(self.runtime(), r)
+            self.inner.register(r)
         })?;
         to_json(&meta)
     }
@@ -96,7 +71,7 @@ impl JsRegistry {
     /// Every registered model: name, versions, default version, kind, task.
     #[napi]
     pub fn list(&self) -> Result<serde_json::Value> {
-        to_json(&guarded(|| self.registry().list())?)
+        to_json(&guarded(|| self.inner.list())?)
     }
 
     /// A model's metadata: `name` (its default version) or `name@version`.
@@ -104,30 +79,27 @@ impl JsRegistry {
     pub fn show(&self, model: String) -> Result<serde_json::Value> {
         to_json(&guarded(|| {
             let spec: quorum::MemberSpec = model.parse()?;
-            self.registry().resolve(&spec.model, spec.version)
+            self.inner.show(&spec.model, spec.version)
         })?)
     }
 
     /// The model's versions, oldest first.
     #[napi]
     pub fn versions(&self, name: String) -> Result<Vec<u32>> {
-        guarded(|| self.registry().versions(&name))
+        guarded(|| self.inner.versions(&name))
     }
 
     /// Removes one version, or (no version) the whole model.
     #[napi]
     pub fn remove(&self, name: String, version: Option<u32>) -> Result<()> {
-        guarded(|| self.registry().remove(&name, version))
+        guarded(|| self.inner.remove(&name, version))
     }
 
     /// Makes `version` the model's default. Through an engine's registry, the engine's loaded
     /// ensembles move onto it at once (a hot swap); returns the ensembles reloaded.
     #[napi]
     pub fn set_default(&self, name: String, version: u32) -> Result<Vec<String>> {
-        guarded(|| match &self.home {
-            Home::Engine(engine) => engine.set_default_version(&name, version),
-            Home::Alone { registry, .. } => registry.set_default(&name, version).map(|()| Vec::new()),
-        })
+        guarded(|| self.inner.set_default(&name, version))
     }
 
     /// Checks a model's file (`name` or `name@version`) against the sha256 recorded at registration;
@@ -136,9 +108,7 @@ impl JsRegistry {
     pub fn verify(&self, model: String) -> Result<serde_json::Value> {
         to_json(&guarded(|| {
             let spec: quorum::MemberSpec = model.parse()?;
-            let meta = self.registry().resolve(&spec.model, spec.version)?;
-            self.registry().read_verified(&meta)?;
-            Ok(meta)
+            self.inner.verify(&spec.model, spec.version)
         })?)
     }
 }

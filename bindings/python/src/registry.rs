@@ -4,38 +4,16 @@ use pyo3::prelude::*;
 
 use crate::conversion::{guarded, to_py_err, to_python, version_spec};
 
-/// Where a registry's operations go: an engine's (a new default version is hot-swapped into its
-/// loaded ensembles) or a home opened on its own (with an ONNX Runtime to check registrations).
-#[derive(Debug)]
-enum Home {
-    Engine(quorum::InferenceEngine),
-    Alone { registry: quorum::Registry, runtime: quorum::Runtime },
-}
-
 /// The models of a quorum home: `<home>/models/<name>/<version>/`. Thread-safe.
 #[derive(Debug)]
 #[pyclass(module = "quorum._quorum", frozen, subclass)]
 pub struct Registry {
-    home: Home,
+    inner: quorum::RegistryHandle,
 }
 
 impl Registry {
     pub fn of_engine(engine: &quorum::InferenceEngine) -> Registry {
-        Registry { home: Home::Engine(engine.clone()) }
-    }
-
-    fn registry(&self) -> &quorum::Registry {
-        match &self.home {
-            Home::Engine(engine) => engine.registry(),
-            Home::Alone { registry, .. } => registry,
-        }
-    }
-
-    fn runtime(&self) -> &quorum::Runtime {
-        match &self.home {
-            Home::Engine(engine) => engine.runtime(),
-            Home::Alone { runtime, .. } => runtime,
-        }
+        Registry { inner: engine.registry_handle() }
     }
 }
 
@@ -44,13 +22,12 @@ impl Registry {
     #[new]
     #[pyo3(signature = (home, ort_library=None))]
     fn new(py: Python<'_>, home: std::path::PathBuf, ort_library: Option<std::path::PathBuf>) -> PyResult<Self> {
-        let registry = guarded(py, || quorum::Registry::open(&home))?;
         let mut options = quorum::RuntimeOptions::default();
         if let Some(path) = ort_library {
             options = options.with_dylib_path(path);
         }
-        let runtime = guarded(py, || quorum::Runtime::new(options))?;
-        Ok(Registry { home: Home::Alone { registry, runtime } })
+        let inner = guarded(py, || quorum::RegistryHandle::open(&home, options))?;
+        Ok(Registry { inner })
     }
 
     /// Copies a model into the registry as a new version (ONNX Runtime loads it and its inputs and
@@ -79,56 +56,49 @@ impl Registry {
             Ok(r)
         };
         let registration = parse().map_err(to_py_err)?;
-        let meta = guarded(py, || self.registry().register(self.runtime(), registration))?;
+        let meta = guarded(py, || self.inner.register(registration))?;
         to_python(py, &meta)
     }
 
     /// Every registered model: name, versions, default version, kind, task.
     fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let list = guarded(py, || self.registry().list())?;
+        let list = guarded(py, || self.inner.list())?;
         to_python(py, &list)
     }
 
     /// A model version's metadata (the default version when `version` is None).
     #[pyo3(signature = (name, version=None))]
     fn show<'py>(&self, py: Python<'py>, name: &str, version: Option<u32>) -> PyResult<Bound<'py, PyAny>> {
-        let meta = guarded(py, || self.registry().resolve(name, version_spec(version)))?;
+        let meta = guarded(py, || self.inner.show(name, version_spec(version)))?;
         to_python(py, &meta)
     }
 
     /// The model's versions, oldest first.
     fn versions(&self, py: Python<'_>, name: &str) -> PyResult<Vec<u32>> {
-        guarded(py, || self.registry().versions(name))
+        guarded(py, || self.inner.versions(name))
     }
 
     /// Removes one version, or (`version` None) the whole model.
     #[pyo3(signature = (name, version=None))]
     fn remove(&self, py: Python<'_>, name: &str, version: Option<u32>) -> PyResult<()> {
-        guarded(py, || self.registry().remove(name, version))
+        guarded(py, || self.inner.remove(name, version))
     }
 
     /// Makes `version` the model's default. Through an engine's registry, the engine's loaded
     /// ensembles move onto it at once (a hot swap); returns the ensembles reloaded.
     fn set_default(&self, py: Python<'_>, name: &str, version: u32) -> PyResult<Vec<String>> {
-        guarded(py, || match &self.home {
-            Home::Engine(engine) => engine.set_default_version(name, version),
-            Home::Alone { registry, .. } => registry.set_default(name, version).map(|()| Vec::new()),
-        })
+        guarded(py, || self.inner.set_default(name, version))
     }
 
     /// Checks a version's file against the sha256 recorded at registration; returns its metadata,
     /// or raises ChecksumMismatchError.
     #[pyo3(signature = (name, version=None))]
     fn verify<'py>(&self, py: Python<'py>, name: &str, version: Option<u32>) -> PyResult<Bound<'py, PyAny>> {
-        let meta = guarded(py, || {
-            let meta = self.registry().resolve(name, version_spec(version))?;
-            self.registry().read_verified(&meta)?;
-            Ok(meta)
-        })?;
+        let meta = guarded(py, || self.inner.verify(name, version_spec(version)))?;
         to_python(py, &meta)
     }
 
     fn __repr__(&self) -> String {
-        format!("Registry(root={:?})", self.registry().root())
+        format!("Registry(root={:?})", self.inner.registry().root())
     }
 }

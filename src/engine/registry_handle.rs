@@ -1,0 +1,74 @@
+//! [`RegistryHandle`]: a home's model registry with what its operations need — an ONNX Runtime to
+//! check registrations, and the engine (when there is one) whose loaded ensembles follow a new
+//! default version. What the Python and Node `Registry` classes wrap.
+
+use std::path::Path;
+
+use super::InferenceEngine;
+use crate::error::Result;
+use crate::registry::{ModelMetadata, ModelRegistration, ModelSummary, Registry, VersionSpec};
+use crate::runtime::{Runtime, RuntimeOptions};
+
+/// A registry on its own, or an engine's. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum RegistryHandle {
+    /// The engine's registry: setting a default version hot-swaps the engine's loaded ensembles.
+    Engine(InferenceEngine),
+    /// A home opened without an engine.
+    Standalone { registry: Registry, runtime: Runtime },
+}
+
+impl RegistryHandle {
+    /// Opens the registry of `home` without an engine.
+    pub fn open(home: &Path, runtime: RuntimeOptions) -> Result<RegistryHandle> {
+        Ok(RegistryHandle::Standalone { registry: Registry::open(home)?, runtime: Runtime::new(runtime)? })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        match self {
+            RegistryHandle::Engine(engine) => engine.registry(),
+            RegistryHandle::Standalone { registry, .. } => registry,
+        }
+    }
+
+    /// See [`Registry::register`].
+    pub fn register(&self, registration: ModelRegistration) -> Result<ModelMetadata> {
+        let runtime = match self {
+            RegistryHandle::Engine(engine) => engine.runtime(),
+            RegistryHandle::Standalone { runtime, .. } => runtime,
+        };
+        self.registry().register(runtime, registration)
+    }
+
+    pub fn list(&self) -> Result<Vec<ModelSummary>> {
+        self.registry().list()
+    }
+
+    pub fn show(&self, name: &str, version: VersionSpec) -> Result<ModelMetadata> {
+        self.registry().resolve(name, version)
+    }
+
+    pub fn versions(&self, name: &str) -> Result<Vec<u32>> {
+        self.registry().versions(name)
+    }
+
+    pub fn remove(&self, name: &str, version: Option<u32>) -> Result<()> {
+        self.registry().remove(name, version)
+    }
+
+    /// Makes `version` the model's default; through an engine, its loaded ensembles move onto it
+    /// (see [`InferenceEngine::set_default_version`]). Returns the ensembles reloaded.
+    pub fn set_default(&self, name: &str, version: u32) -> Result<Vec<String>> {
+        match self {
+            RegistryHandle::Engine(engine) => engine.set_default_version(name, version),
+            RegistryHandle::Standalone { registry, .. } => registry.set_default(name, version).map(|()| Vec::new()),
+        }
+    }
+
+    /// Checks a version's file against the sha256 recorded at registration; returns its metadata.
+    pub fn verify(&self, name: &str, version: VersionSpec) -> Result<ModelMetadata> {
+        let meta = self.registry().resolve(name, version)?;
+        self.registry().read_verified(&meta)?;
+        Ok(meta)
+    }
+}
