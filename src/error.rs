@@ -205,14 +205,68 @@ mod tests {
         assert_eq!(Error::guard(|| Ok(3)).unwrap(), 3);
     }
 
-    #[test]
-    fn codes_lists_every_category_once() {
-        let mut codes = Error::CODES.to_vec();
-        codes.sort_unstable();
-        codes.dedup();
-        assert_eq!(codes.len(), Error::CODES.len());
-        for error in [Error::TrackingDisabled, Error::Internal(String::new()), Error::Config(String::new())] {
-            assert!(Error::CODES.contains(&error.code()), "{}", error.code());
+    /// One error of every variant but `Inference` (an `ort::Error` cannot be made without loading
+    /// ONNX Runtime). The match below has no wildcard, so a new variant does not compile until it is
+    /// added here, and then `CODES` must list its code.
+    fn one_of_each() -> Vec<Error> {
+        let s = String::new;
+        let io = || std::io::Error::other("x");
+        let json = || serde_json::from_str::<u8>("x").unwrap_err();
+        let all = vec![
+            Error::RuntimeUnavailable(s()),
+            Error::InvalidName { what: "model name", value: s(), reason: "x" },
+            Error::InvalidInput(s()),
+            Error::MissingFeature { feature: s(), model: s() },
+            Error::NonFinite { feature: s(), value: f32::NAN, row: None },
+            Error::NotFound { what: "model", name: s() },
+            Error::AlreadyExists { what: "model", name: s() },
+            Error::Config(s()),
+            Error::ChecksumMismatch { path: PathBuf::new(), expected: s(), actual: s() },
+            Error::ModelLoad { model: s(), reason: s() },
+            Error::OutputShape { model: s(), expected: s(), found: s() },
+            Error::MemberUnavailable { model: s(), reason: s() },
+            Error::QuorumNotReached { ensemble: s(), succeeded: 0, required: 1, first_failure: s() },
+            Error::DeadlineExceeded { what: s(), detail: s() },
+            Error::Optimize(s()),
+            Error::TrackingDisabled,
+            Error::Outcome(s()),
+            Error::io("x", io()),
+            Error::json("x", json()),
+            Error::Internal(s()),
+        ];
+        for error in &all {
+            match error {
+                Error::RuntimeUnavailable(_)
+                | Error::InvalidName { .. }
+                | Error::InvalidInput(_)
+                | Error::MissingFeature { .. }
+                | Error::NonFinite { .. }
+                | Error::NotFound { .. }
+                | Error::AlreadyExists { .. }
+                | Error::Config(_)
+                | Error::ChecksumMismatch { .. }
+                | Error::ModelLoad { .. }
+                | Error::OutputShape { .. }
+                | Error::Inference(_)
+                | Error::MemberUnavailable { .. }
+                | Error::QuorumNotReached { .. }
+                | Error::DeadlineExceeded { .. }
+                | Error::Optimize(_)
+                | Error::TrackingDisabled
+                | Error::Outcome(_)
+                | Error::Io { .. }
+                | Error::Json { .. }
+                | Error::Internal(_) => {}
+            }
         }
+        all
+    }
+
+    #[test]
+    fn codes_lists_the_code_of_every_variant_once_in_declaration_order() {
+        let codes: Vec<&str> = one_of_each().iter().map(Error::code).collect();
+        let listed: Vec<&str> = Error::CODES.iter().copied().filter(|c| *c != "inference").collect();
+        assert_eq!(codes, listed);
+        assert_eq!(Error::CODES.iter().position(|c| *c == "inference"), Some(11));
     }
 }
