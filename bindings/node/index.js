@@ -202,35 +202,35 @@ proto.predictAsync = function predictAsync(ensemble, features) {
   })
 }
 
+/** Runs `construct` (a native constructor call), reporting its error with its code. */
+function coded(construct) {
+  try {
+    return construct()
+  } catch (error) {
+    throw withCode(error)
+  }
+}
+
+/** `options` with the ONNX Runtime of onnxruntime-node unless another is named. */
+function withRuntime(options) {
+  return { ...options, ortLibrary: options.ortLibrary ?? onnxruntimeLibrary() }
+}
+
 class InferenceEngine extends native.InferenceEngine {
   constructor(home, options = {}) {
-    const ortLibrary = options.ortLibrary ?? onnxruntimeLibrary()
-    try {
-      super(String(home), { ...options, ortLibrary })
-    } catch (error) {
-      throw withCode(error)
-    }
+    coded(() => super(String(home), withRuntime(options)))
   }
 }
 
 class Registry extends native.Registry {
   constructor(home, options = {}) {
-    const ortLibrary = options.ortLibrary ?? onnxruntimeLibrary()
-    try {
-      super(String(home), { ...options, ortLibrary })
-    } catch (error) {
-      throw withCode(error)
-    }
+    coded(() => super(String(home), withRuntime(options)))
   }
 }
 
 class Optimizer extends native.Optimizer {
   constructor(engine) {
-    try {
-      super(engine)
-    } catch (error) {
-      throw withCode(error)
-    }
+    coded(() => super(engine))
   }
 }
 
