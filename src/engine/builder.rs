@@ -236,8 +236,7 @@ pub struct EngineOptions {
     #[serde(alias = "defaultModel")]
     pub default_model: Option<ModelOptions>,
     /// How each named model is served.
-    #[serde(default)]
-    pub models: HashMap<String, ModelOptions>,
+    pub models: Option<HashMap<String, ModelOptions>>,
     /// See [`EngineBuilder::with_memory_budget`].
     #[serde(alias = "memoryBudgetBytes")]
     pub memory_budget_bytes: Option<u64>,
@@ -280,7 +279,7 @@ impl EngineOptions {
         if let Some(options) = self.default_model {
             builder = builder.with_default_model_options(options);
         }
-        for (name, options) in self.models {
+        for (name, options) in self.models.unwrap_or_default() {
             builder = builder.with_model_options(name, options);
         }
         if let Some(bytes) = self.memory_budget_bytes {

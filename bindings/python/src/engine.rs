@@ -46,7 +46,7 @@ impl InferenceEngine {
         let json = |value: Option<Bound<'_, PyAny>>| -> PyResult<serde_json::Value> {
             value.map_or(Ok(serde_json::Value::Null), |v| from_python(py, &v, "engine options"))
         };
-        let document = serde_json::json!({
+        let mut document = serde_json::json!({
             "ort_library": ort_library,
             "tracking": tracking,
             "persistence": persistence,
@@ -55,10 +55,13 @@ impl InferenceEngine {
             "cache_capacity": cache_capacity,
             "cache_ttl_ms": cache_ttl_ms,
             "default_model": json(default_model)?,
-            "models": json(models)?.as_object().cloned().unwrap_or_default(),
             "memory_budget_bytes": memory_budget_bytes,
             "fusion": fusion,
         });
+        if let Some(models) = models {
+            // Anything but a dict of option dicts is refused by the core, with its error text.
+            document["models"] = from_python(py, &models, "engine options")?;
+        }
         let inner = guarded(py, || quorum::EngineOptions::from_json(document)?.builder(&home)?.build())?;
         Ok(InferenceEngine { inner })
     }

@@ -48,6 +48,10 @@ def test_bad_model_options_are_config_errors(tmp_path):
     for options in [{"replicas": [3, 1]}, {"replica": [1, 2]}, {"timeout_ms": -5}, {"batching": {"max_batch": 0}}]:
         with pytest.raises((quorum.ConfigError, quorum.JSONError)):
             quorum.InferenceEngine(tmp_path / "bad", default_model=options)
+    # Per-model options must be a dict of option dicts.
+    for models in [["technical"], {"technical": 3}]:
+        with pytest.raises(quorum.JSONError):
+            quorum.InferenceEngine(tmp_path / "bad", models=models)  # type: ignore[arg-type]
 
 
 def test_a_deadline_that_cannot_be_met_raises_deadline_exceeded(engine, rows):
