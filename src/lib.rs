@@ -2,7 +2,9 @@
 // Library code reports errors; tests, benches and examples may unwrap.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-// The table of contents, by layer, lowest first. A module imports only from its own layer or below.
+// The table of contents, by layer, lowest first. There is no import loop among these modules; a few
+// model-store types name what they configure higher up (an ensemble's strategy, regime and learner
+// options; the runtime that checks a registration).
 
 // Foundations: the one error type and small shared helpers.
 pub mod error;

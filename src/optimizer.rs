@@ -405,7 +405,7 @@ pub struct OptimizeOptions {
 
 /// The JSON form of [`OptimizeOptions`] (what the bindings pass): every key optional, snake_case or
 /// camelCase, methods by name, the target latency in milliseconds.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OptimizeDocument {
     #[serde(alias = "accuracyThreshold")]
@@ -420,9 +420,11 @@ struct OptimizeDocument {
 }
 
 impl OptimizeOptions {
-    /// The options from a JSON document such as `{"accuracy_threshold": 0.01, "methods":
+    /// The options from a JSON document (or `null`) such as `{"accuracy_threshold": 0.01, "methods":
     /// ["int8-dynamic"], "target_latency_ms": 0.05}`; the defaults for every key left out.
     pub fn from_json(value: serde_json::Value) -> Result<OptimizeOptions> {
+        // No document (a binding's absent options argument) means every default.
+        let value = if value.is_null() { serde_json::json!({}) } else { value };
         let doc: OptimizeDocument = serde_json::from_value(value).map_err(|e| Error::json("optimize options", e))?;
         let mut options = OptimizeOptions::default();
         // Checked with the rest by Optimizer::optimize.
@@ -815,4 +817,19 @@ fn tempdir() -> Result<std::path::PathBuf> {
     ));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optimize_options_from_json_take_defaults_for_null_and_refuse_unknown_keys() {
+        assert_eq!(OptimizeOptions::from_json(serde_json::Value::Null).unwrap(), OptimizeOptions::default());
+        let o = OptimizeOptions::from_json(serde_json::json!({"targetLatencyMs": 2.0, "methods": ["fp16"]})).unwrap();
+        assert_eq!(o.target_latency, Some(Duration::from_millis(2)));
+        assert_eq!(o.methods, Some(vec![Method::Fp16]));
+        assert!(matches!(OptimizeOptions::from_json(serde_json::json!({"speed": 1})), Err(Error::Json { .. })));
+        assert!(matches!(OptimizeOptions::from_json(serde_json::json!({"methods": ["int4"]})), Err(Error::Config(_))));
+    }
 }

@@ -245,8 +245,11 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
-    /// The options parsed from a JSON document.
+    /// The options parsed from a JSON document; `null` (no options given) is every default.
     pub fn from_json(value: serde_json::Value) -> Result<EngineOptions> {
+        if value.is_null() {
+            return Ok(EngineOptions::default());
+        }
         serde_json::from_value(value).map_err(|e| Error::json("engine options", e))
     }
 

@@ -56,7 +56,7 @@ struct FaultSlot {
 
 impl FaultSlot {
     fn kind(&self) -> FaultKind {
-        FaultKind::from_u8(self.kind.load(Ordering::Relaxed))
+        FaultKind::from_u8(self.kind.load(Ordering::Acquire))
     }
 
     fn set(&self, fault: Option<Fault>) {
@@ -66,9 +66,10 @@ impl FaultSlot {
             Some(Fault::Panic) => (FaultKind::Panic, Duration::ZERO),
             Some(Fault::Slow(d)) => (FaultKind::Slow, d),
         };
-        // The delay first: a call that sees `Slow` reads a delay at least as new.
+        // The delay first, published by the kind's release store: a call that sees `Slow` (acquire
+        // load; a plain load on x86) reads this delay or a newer one.
         self.delay_us.store(delay.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
-        self.kind.store(kind as u8, Ordering::Relaxed);
+        self.kind.store(kind as u8, Ordering::Release);
     }
 
     fn delay(&self) -> Duration {
