@@ -233,6 +233,9 @@ impl EnsembleConfig {
 }
 
 /// Ensemble configurations on disk.
+/// The file in an ensemble's directory that pins its active version.
+const DEFAULT_FILE: &str = "default";
+
 #[derive(Debug, Clone)]
 pub struct EnsembleStore {
     root: PathBuf,
@@ -266,7 +269,34 @@ impl EnsembleStore {
         }
         let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::json("ensemble configuration", e))?;
         store::write_atomic(&path, &json)?;
+        // A new version is the active one: a pin to an older version no longer applies.
+        match fs::remove_file(dir.join(DEFAULT_FILE)) {
+            Ok(()) => store::sync_dir(&dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("unpinning {}", config.name), e)),
+        }
         Ok(config)
+    }
+
+    /// Pins the version [`EnsembleStore::get`] returns (the active one) until a new version is saved.
+    pub fn set_default(&self, name: &str, version: u32) -> Result<()> {
+        self.get_version(name, version)?;
+        store::write_atomic(&self.dir(name)?.join(DEFAULT_FILE), format!("{version}\n").as_bytes())
+    }
+
+    /// The active version: the pinned one, else the latest.
+    pub fn default_version(&self, name: &str) -> Result<u32> {
+        let path = self.dir(name)?.join(DEFAULT_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => text
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| Error::Config(format!("{} holds {:?}, not a version", path.display(), text.trim()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.versions(name)?.last().copied().ok_or_else(|| Error::not_found("ensemble", name))
+            }
+            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        }
     }
 
     pub fn versions(&self, name: &str) -> Result<Vec<u32>> {
@@ -285,9 +315,9 @@ impl EnsembleStore {
         Ok(versions)
     }
 
-    /// The latest version of `name`.
+    /// The active version of `name`: the one pinned by [`EnsembleStore::set_default`], else the latest.
     pub fn get(&self, name: &str) -> Result<EnsembleConfig> {
-        let version = *self.versions(name)?.last().ok_or_else(|| Error::not_found("ensemble", name))?;
+        let version = self.default_version(name)?;
         self.get_version(name, version)
     }
 

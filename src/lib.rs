@@ -54,12 +54,14 @@ pub use batching::BatchingOptions;
 pub use breaker::{BreakerOptions, BreakerState, SlidingWindow};
 pub use cache::{CacheOptions, CacheStats};
 pub use engine::{
-    AutoscaleSettings, EngineBuilder, EngineOptions, EnsembleHandle, Fault, FusionStatus, InferenceEngine,
-    RegistryHandle, ResolvedRow,
+    AutoscaleSettings, CurrentWeights, EngineBuilder, EngineOptions, EnsembleHandle, Fault, FusionStatus,
+    InferenceEngine, RegistryHandle, ResolvedRow,
 };
 pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};
 pub use error::{Error, Result};
 pub use features::{Batch, Features, NonFinitePolicy};
+/// A model's declared inputs and outputs, as serving protocols describe them.
+pub use onnx::{graph_io, GraphIo, TensorInfo};
 pub use optimizer::{OptimizeOptions, OptimizeReport, Optimizer};
 pub use persist::{PersistOptions, StateStore};
 pub use prediction::{BatchPrediction, MemberRun, ModelContribution, Prediction};
@@ -70,6 +72,9 @@ pub use replay::{ReplayOptions, ReplayReport};
 pub use replicas::{LoadPolicy, ModelOptions, ReplicaStatus};
 pub use runtime::{ExecutionProvider, ProviderFallback, Runtime, RuntimeOptions};
 pub use stats::LatencyPercentiles;
+/// The rule every name in a home follows (models, ensembles, datasets of tools built on quorum), and
+/// the crash-safe write the stores use: exported for servers and tools that keep files in a home.
+pub use store::{validate_name, write_atomic};
 pub use strategy::{Combined, MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
 pub use tracking::{
     DriftEvent, DriftOptions, EnsembleMetrics, GroupMetrics, Metrics, MetricsAccumulator, TrackedMetrics,

@@ -13,9 +13,9 @@ use quorum::{
 #[derive(Parser, Debug)]
 #[command(name = "quorum", version, about = "Ensembles of ONNX models, in-process", long_about = None)]
 struct Cli {
-    /// The quorum home: models, ensembles and state live here.
-    #[arg(long, global = true, default_value = "./quorum-home", env = "QUORUM_HOME")]
-    home: PathBuf,
+    /// The quorum home: models, ensembles and state live here [default: ./quorum-home].
+    #[arg(long, global = true, env = "QUORUM_HOME")]
+    home: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -128,6 +128,9 @@ enum Command {
     },
     /// Show which ONNX Runtime library is loaded, and its build.
     Runtime,
+    /// Serve the home over HTTP: the REST API (/api/v1/ml), the Open Inference Protocol (/v2) and
+    /// /openapi.json, until SIGTERM or SIGINT (then in-flight requests finish and state is flushed).
+    Serve(ServeArgs),
     /// Walk forward through a CSV file: predict each row, then record its outcome.
     Replay {
         ensemble: String,
@@ -140,6 +143,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (a non-loopback address needs tokens or --insecure).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Bearer tokens: lines `predict TOKEN` / `admin TOKEN`, `#` comments (also QUORUM_ADMIN_TOKENS,
+    /// QUORUM_PREDICT_TOKENS).
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// A quorum.toml with the server's and the engine's settings (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Serve without authentication on a non-loopback address.
+    #[arg(long)]
+    insecure: bool,
+    /// HTTPS: certificate chain (PEM) ...
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// ... and its private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// error, warn, info, debug (a line per request) or trace.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Print the effective settings (TOML) and exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -250,7 +285,8 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let home = cli.home;
+    let home_given = cli.home.is_some();
+    let home = cli.home.unwrap_or_else(|| PathBuf::from("./quorum-home"));
     match cli.command {
         Command::Models(cmd) => models(&home, cmd),
         Command::Ensemble(cmd) => ensembles(&home, cmd),
@@ -438,6 +474,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Serve(args) => serve(home, home_given, args),
         Command::Runtime => {
             let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default())?;
             let path = quorum::Runtime::library_path().map(|p| p.display().to_string()).unwrap_or_default();
@@ -456,6 +493,40 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+}
+
+/// `quorum serve`: the configuration file (if any), then the flags over it.
+fn serve(home: PathBuf, home_given: bool, args: ServeArgs) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => quorum_server::ServerConfig::from_file(path)?,
+        None => quorum_server::ServerConfig { home: home.clone(), ..Default::default() },
+    };
+    if home_given || args.config.is_none() {
+        config.home = home;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if args.tokens.is_some() {
+        config.tokens = args.tokens;
+    }
+    config.insecure |= args.insecure;
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(quorum_server::TlsConfig { cert, key });
+    }
+    if let Some(level) = args.log_level {
+        config.log.level = level;
+    }
+    if let Some(format) = args.log_format {
+        config.log.format = format;
+    }
+    config.validate()?;
+    if args.print_config {
+        print!("{}", config.to_toml()?);
+        return Ok(());
+    }
+    quorum_server::init_logging(&config.log);
+    quorum_server::run(config)
 }
 
 fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {

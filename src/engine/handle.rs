@@ -49,6 +49,18 @@ pub struct FusionStatus {
     pub reason: Option<String>,
 }
 
+/// An ensemble's current weights (see [`EnsembleHandle::current_weights`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CurrentWeights {
+    /// Increases whenever learning changes the weights.
+    pub epoch: u64,
+    /// The ensemble's strategy (a regime may use its own).
+    pub strategy: &'static str,
+    /// Regime name (`low`, `normal`, `high`; `all` without regimes) → member → weight. For stacking
+    /// once fitted, the coefficients on the members' logits.
+    pub regimes: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f32>>,
+}
+
 /// A loaded ensemble. Cheap to clone. It follows the engine: when the ensemble is reloaded (a new
 /// version, or a member's default version swapped by [`InferenceEngine::set_default_version`]), the
 /// next call uses the new load while calls already running finish on the old one.
@@ -97,6 +109,26 @@ impl EnsembleHandle {
 
     pub fn task(&self) -> Task {
         self.slot.load().task
+    }
+
+    /// The weights predictions use now, per regime, and their epoch (what learning has moved them to).
+    pub fn current_weights(&self) -> CurrentWeights {
+        let ens = self.slot.load();
+        let learning = &ens.key.learning;
+        let published = learning.published();
+        let named = |r: &crate::adaptive::RegimeWeights| {
+            ens.key.members.iter().zip(&r.weights).map(|(m, &w)| (m.to_string(), w)).collect()
+        };
+        let regimes = if learning.has_regimes() {
+            crate::regime::Regime::ALL
+                .iter()
+                .zip(&published.regimes)
+                .map(|(regime, w)| (regime.as_str().to_string(), named(w)))
+                .collect()
+        } else {
+            std::iter::once(("all".to_string(), named(&published.regimes[0]))).collect()
+        };
+        CurrentWeights { epoch: published.epoch, strategy: published.regimes[0].strategy.as_str(), regimes }
     }
 
     /// Predicts one request given by name.

@@ -239,6 +239,15 @@ impl InferenceEngine {
         Ok(reloaded)
     }
 
+    /// Makes `version` the active version of ensemble `name` (pinned in the home until a new version
+    /// is created) and loads it in place of the current one: a hot swap, as for a model's default.
+    pub fn set_default_ensemble_version(&self, name: &str, version: u32) -> Result<EnsembleHandle> {
+        let config = self.inner.ensemble_store.get_version(name, version)?;
+        self.check_members(&config)?;
+        self.inner.ensemble_store.set_default(name, version)?;
+        self.load_config(config)
+    }
+
     fn model(&self, meta: ModelMetadata) -> Result<Arc<LoadedModel>> {
         let key = (meta.name.clone(), meta.version);
         if let Some(model) = self.inner.lock_models().loaded.get(&key).and_then(Weak::upgrade) {

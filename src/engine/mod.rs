@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Instant;
 
 pub use builder::{AutoscaleSettings, EngineBuilder, EngineOptions};
-pub use handle::{EnsembleHandle, FusionStatus, ResolvedRow};
+pub use handle::{CurrentWeights, EnsembleHandle, FusionStatus, ResolvedRow};
 pub use member::Fault;
 pub use registry_handle::RegistryHandle;
 

@@ -185,3 +185,70 @@ mod tests {
         assert_eq!(back, vec![65504.0, -65504.0, 0.5]);
     }
 }
+
+/// A graph input or output as serving protocols describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// The Open Inference Protocol's datatype name (`FP32`, `INT64`, `BYTES`, ...).
+    pub datatype: String,
+    /// Dimensions; `-1` where the model leaves one open.
+    pub shape: Vec<i64>,
+}
+
+/// A model's tensor inputs (initializers excluded) and tensor outputs; non-tensor values (the
+/// sequences of maps that ZipMap writes) are left out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GraphIo {
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+}
+
+/// Reads the declared inputs and outputs of an ONNX model.
+pub fn graph_io(bytes: &[u8]) -> Result<GraphIo> {
+    let model = ModelProto::decode(bytes).map_err(|e| Error::Optimize(format!("not an ONNX model: {e}")))?;
+    let graph = model.graph.unwrap_or_default();
+    let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
+    let info = |v: &proto::ValueInfoProto| -> Option<TensorInfo> {
+        let Some(proto::type_proto::Value::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else { return None };
+        let shape = t
+            .shape
+            .as_ref()
+            .map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(proto::tensor_shape_proto::dimension::Value::DimValue(n)) if n >= 0 => n,
+                        _ => -1,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(TensorInfo { name: v.name().to_string(), datatype: oip_datatype(t.elem_type()).to_string(), shape })
+    };
+    Ok(GraphIo {
+        inputs: graph.input.iter().filter(|v| !initializers.contains(v.name())).filter_map(info).collect(),
+        outputs: graph.output.iter().filter_map(info).collect(),
+    })
+}
+
+/// The Open Inference Protocol's name of an ONNX element type.
+fn oip_datatype(elem_type: i32) -> &'static str {
+    match DataType::try_from(elem_type) {
+        Ok(DataType::Float) => "FP32",
+        Ok(DataType::Double) => "FP64",
+        Ok(DataType::Float16) => "FP16",
+        Ok(DataType::Bfloat16) => "BF16",
+        Ok(DataType::Int8) => "INT8",
+        Ok(DataType::Int16) => "INT16",
+        Ok(DataType::Int32) => "INT32",
+        Ok(DataType::Int64) => "INT64",
+        Ok(DataType::Uint8) => "UINT8",
+        Ok(DataType::Uint16) => "UINT16",
+        Ok(DataType::Uint32) => "UINT32",
+        Ok(DataType::Uint64) => "UINT64",
+        Ok(DataType::Bool) => "BOOL",
+        Ok(DataType::String) => "BYTES",
+        _ => "UNKNOWN",
+    }
+}

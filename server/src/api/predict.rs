@@ -1,0 +1,327 @@
+//! Predictions and outcomes: `POST /api/v1/ml/ensemble/{ensemble_id}/predict` (the story's request
+//! and response), its batch form, and `POST /api/v1/ml/outcomes`. The engine's work runs inline on
+//! the server's threads after a slot in the admission queue (it takes microseconds; handing it to
+//! another thread would cost more than it does).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+use quorum::{Batch, Prediction};
+
+use crate::body::{parse, Body};
+use crate::error::{ApiError, ApiResult};
+use crate::middleware::{deadline, Arrival, Predictor};
+use crate::state::AppState;
+
+/// The story's `features`: `market_data` holds the models' features by name (null: not available,
+/// treated as NaN by the ensemble's non-finite policy); the other two are accepted and logged.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureGroups<'a> {
+    #[serde(borrow)]
+    #[schema(value_type = HashMap<String, Option<f64>>)]
+    pub market_data: HashMap<Cow<'a, str>, Option<f64>>,
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<Object>)]
+    pub user_profile: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<Object>)]
+    pub risk_parameters: Option<&'a RawValue>,
+}
+
+/// `POST /api/v1/ml/ensemble/{ensemble_id}/predict`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PredictRequest<'a> {
+    #[serde(borrow)]
+    pub features: FeatureGroups<'a>,
+}
+
+/// The batch form: one `features` object per row.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchPredictRequest<'a> {
+    #[serde(borrow)]
+    pub rows: Vec<FeatureGroups<'a>>,
+}
+
+/// One member's part in a prediction.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Contribution {
+    pub version: u32,
+    /// Its own prediction; null when it failed.
+    pub prediction: Option<f32>,
+    pub weight: f32,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_loss: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
+/// The story's response (`prediction`, `confidence`, `model_contributions`, `latency_ms`) and
+/// quorum's own fields.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // the schema of what `PredictResponse::serialize` writes from the prediction
+pub struct PredictResponse {
+    /// Quote it in `POST /api/v1/ml/outcomes` once the outcome is known.
+    pub request_id: u64,
+    pub ensemble: String,
+    /// The ensemble version that answered.
+    pub version: u32,
+    pub strategy: String,
+    pub prediction: f32,
+    pub confidence: f32,
+    pub label: Option<u8>,
+    pub model_contributions: HashMap<String, Contribution>,
+    /// Time in the server, from the request's arrival to the answer (ms).
+    pub latency_ms: f64,
+    /// Of which in the engine (ms).
+    pub engine_latency_ms: f64,
+    pub degraded: bool,
+    pub skipped: Vec<String>,
+    /// `low`, `normal` or `high`, for ensembles with regimes.
+    pub regime: Option<String>,
+    pub cached: bool,
+    pub stale: bool,
+    pub fused: bool,
+    pub weights_epoch: u64,
+}
+
+/// A prediction as the API writes it (serialised straight from the engine's, no copy).
+pub(crate) struct PredictionView<'a> {
+    pub prediction: &'a Prediction,
+    pub latency_ms: f64,
+}
+
+impl Serialize for PredictionView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let p = self.prediction;
+        let mut map = s.serialize_map(Some(17))?;
+        map.serialize_entry("request_id", &p.request_id)?;
+        map.serialize_entry("ensemble", &*p.ensemble)?;
+        map.serialize_entry("version", &p.ensemble_version)?;
+        map.serialize_entry("strategy", p.strategy)?;
+        map.serialize_entry("prediction", &p.prediction)?;
+        map.serialize_entry("confidence", &p.confidence)?;
+        map.serialize_entry("label", &p.label)?;
+        map.serialize_entry("model_contributions", &Contributions(p))?;
+        map.serialize_entry("latency_ms", &self.latency_ms)?;
+        map.serialize_entry("engine_latency_ms", &p.latency_ms)?;
+        map.serialize_entry("degraded", &p.degraded)?;
+        map.serialize_entry("skipped", &p.skipped)?;
+        map.serialize_entry("regime", &p.regime)?;
+        map.serialize_entry("cached", &p.cached)?;
+        map.serialize_entry("stale", &p.stale)?;
+        map.serialize_entry("fused", &p.fused)?;
+        map.serialize_entry("weights_epoch", &p.weights_epoch)?;
+        map.end()
+    }
+}
+
+struct Contributions<'a>(&'a Prediction);
+
+impl Serialize for Contributions<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.model_contributions.len()))?;
+        for c in &self.0.model_contributions {
+            map.serialize_entry(&*c.model, c)?;
+        }
+        map.end()
+    }
+}
+
+fn value_of(market: &HashMap<Cow<'_, str>, Option<f64>>, name: &str) -> quorum::Result<Option<f32>> {
+    Ok(market.get(name).map(|v| v.map_or(f32::NAN, |x| x as f32)))
+}
+
+fn log_context(groups: &FeatureGroups<'_>) {
+    if groups.user_profile.is_some() || groups.risk_parameters.is_some() {
+        tracing::trace!(
+            user_profile = groups.user_profile.map(RawValue::get),
+            risk_parameters = groups.risk_parameters.map(RawValue::get),
+            "prediction context"
+        );
+    }
+}
+
+/// Predict one request with the ensemble.
+#[utoipa::path(post, path = "/api/v1/ml/ensemble/{ensemble_id}/predict", tag = "predict",
+    params(("ensemble_id" = String, Path, description = "the ensemble's name"),
+           ("x-deadline-ms" = Option<f64>, Header, description = "refuse rather than answer after this many ms")),
+    request_body = PredictRequest,
+    responses((status = 200, body = PredictResponse), (status = 422, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn predict(
+    _scope: Predictor,
+    State(state): State<AppState>,
+    Path(ensemble_id): Path<String>,
+    Extension(arrival): Extension<Arrival>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let deadline = deadline(&headers, arrival)?;
+    let request: PredictRequest<'_> = parse(&body, state.config().limits.max_json_depth, "the prediction request")?;
+    log_context(&request.features);
+    let handle = state.engine().ensemble(&ensemble_id)?;
+    let row = handle.resolve_row(|name| value_of(&request.features.market_data, name))?;
+    let _slot = state.inner.admission.enter(deadline).await?;
+    let prediction = handle.predict_resolved(&row, deadline)?;
+    let latency_ms = arrival.0.elapsed().as_secs_f64() * 1e3;
+    Ok(Json(PredictionView { prediction: &prediction, latency_ms }).into_response())
+}
+
+/// The batch answer.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // the schema of what `predict_batch` writes
+pub struct BatchPredictResponse {
+    pub predictions: Vec<PredictResponse>,
+    pub latency_ms: f64,
+}
+
+/// Predict many rows with the ensemble in one call (each model runs once for the whole batch).
+#[utoipa::path(post, path = "/api/v1/ml/ensemble/{ensemble_id}/predict/batch", tag = "predict",
+    params(("ensemble_id" = String, Path, description = "the ensemble's name"),
+           ("x-deadline-ms" = Option<f64>, Header, description = "refuse rather than answer after this many ms")),
+    request_body = BatchPredictRequest,
+    responses((status = 200, body = BatchPredictResponse), (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn predict_batch(
+    _scope: Predictor,
+    State(state): State<AppState>,
+    Path(ensemble_id): Path<String>,
+    Extension(arrival): Extension<Arrival>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let deadline = deadline(&headers, arrival)?;
+    let limits = &state.config().limits;
+    let request: BatchPredictRequest<'_> = parse(&body, limits.max_json_depth, "the batch request")?;
+    check_rows(request.rows.len(), limits.max_batch_rows)?;
+    let handle = state.engine().ensemble(&ensemble_id)?;
+    let names = handle.feature_names();
+    let mut values = Vec::with_capacity(names.len() * request.rows.len());
+    for (index, row) in request.rows.iter().enumerate() {
+        log_context(row);
+        for name in &names {
+            match row.market_data.get(name.as_str()) {
+                Some(v) => values.push(v.map_or(f32::NAN, |x| x as f32)),
+                None => {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "missing_feature",
+                        format!("row {index}: missing feature {name:?} in market_data"),
+                    ))
+                }
+            }
+        }
+    }
+    let batch = Batch::row_major(&names, &values)?;
+    let _slot = state.inner.admission.enter(deadline).await?;
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err(quorum::Error::DeadlineExceeded {
+            what: "batch".into(),
+            detail: "the deadline passed before it ran".into(),
+        }
+        .into());
+    }
+    let predictions = handle.predict_batch(&batch)?;
+    let latency_ms = arrival.0.elapsed().as_secs_f64() * 1e3;
+    let rows: Vec<Prediction> = predictions.rows().collect();
+    let views: Vec<PredictionView<'_>> = rows.iter().map(|p| PredictionView { prediction: p, latency_ms }).collect();
+    Ok(Json(serde_json::json!({ "predictions": views, "latency_ms": latency_ms })).into_response())
+}
+
+pub(crate) fn check_rows(rows: usize, max: usize) -> ApiResult<()> {
+    if rows == 0 {
+        return Err(quorum::Error::InvalidInput("the batch is empty (no rows)".into()).into());
+    }
+    if rows > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("{rows} rows in one batch; the limit is {max} (split the batch)"),
+        ));
+    }
+    Ok(())
+}
+
+/// One realised outcome.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Outcome {
+    /// The `request_id` of the prediction.
+    pub request_id: u64,
+    /// Classification: 0 or 1; regression: the realised value.
+    pub outcome: f32,
+}
+
+/// One outcome, or many.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum OutcomesRequest {
+    One(Outcome),
+    Many { outcomes: Vec<Outcome> },
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutcomeError {
+    /// Position in `outcomes`.
+    pub index: usize,
+    pub request_id: u64,
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutcomesResponse {
+    pub recorded: usize,
+    /// Outcomes that could not be joined with a prediction (the others were recorded).
+    pub errors: Vec<OutcomeError>,
+}
+
+/// Record realised outcomes: they update tracked metrics and the learning strategies' weights.
+#[utoipa::path(post, path = "/api/v1/ml/outcomes", tag = "predict", request_body = OutcomesRequest,
+    responses((status = 200, body = OutcomesResponse), (status = 404, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn outcomes(_scope: Predictor, State(state): State<AppState>, Body(body): Body) -> ApiResult<Response> {
+    let limits = &state.config().limits;
+    let request: OutcomesRequest = parse(&body, limits.max_json_depth, "the outcomes request")?;
+    let engine = state.engine();
+    match request {
+        OutcomesRequest::One(o) => {
+            engine.record_outcome(o.request_id, o.outcome)?;
+            Ok(Json(OutcomesResponse { recorded: 1, errors: Vec::new() }).into_response())
+        }
+        OutcomesRequest::Many { outcomes } => {
+            check_rows(outcomes.len(), limits.max_batch_rows)?;
+            let mut errors = Vec::new();
+            for (index, o) in outcomes.iter().enumerate() {
+                if let Err(e) = engine.record_outcome(o.request_id, o.outcome) {
+                    errors.push(OutcomeError {
+                        index,
+                        request_id: o.request_id,
+                        code: e.code().into(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+            Ok(Json(OutcomesResponse { recorded: outcomes.len() - errors.len(), errors }).into_response())
+        }
+    }
+}

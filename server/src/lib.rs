@@ -1,0 +1,212 @@
+//! quorum over HTTP: the story's REST API under `/api/v1/ml`, the Open Inference Protocol (KServe v2 /
+//! Triton HTTP, with the binary tensor extension) under `/v2`, and `/openapi.json`. Secure by default
+//! (bearer tokens with two scopes; a non-loopback address needs tokens or `--insecure`), bounded
+//! everywhere (bodies, JSON depth, batch rows, headers, time, connections, an admission queue that
+//! answers 503 at once instead of growing latency), graceful on SIGTERM.
+//!
+//! Its own crate so that embedders of the `quorum` library never compile an HTTP stack; `quorum
+//! serve` (the CLI) runs [`run`].
+
+// The table of contents, lowest first.
+pub mod auth;
+pub mod config;
+pub mod error;
+mod jobs;
+pub mod state;
+
+mod body;
+mod middleware;
+
+pub mod api;
+pub mod oip;
+mod openapi;
+pub mod router;
+
+mod listener;
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use quorum::{Error, InferenceEngine, Result};
+
+pub use auth::{Scope, Tokens};
+pub use config::{Limits, LogConfig, ServerConfig, TlsConfig};
+pub use error::{ApiError, SERVER_CODES};
+pub use middleware::{DEADLINE_MS, REQUEST_ID};
+pub use state::AppState;
+
+/// A running server: its address, and a handle to stop it.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops accepting, lets in-flight requests finish (within the grace period), flushes the engine's
+    /// state, and returns once done.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.map_err(|e| Error::Internal(format!("the server task failed: {e}")))?;
+        self.state.engine().flush()
+    }
+
+    /// Waits until the server stops (after [`Server::shutdown`] or the shutdown signal given to
+    /// [`start_with_signal`]) and flushes the engine's state.
+    pub async fn wait(mut self) -> Result<()> {
+        (&mut self.task).await.map_err(|e| Error::Internal(format!("the server task failed: {e}")))?;
+        self.state.engine().flush()
+    }
+}
+
+/// The tokens of `config` (its file, then the environment).
+pub fn load_tokens(config: &ServerConfig) -> Result<Tokens> {
+    let mut tokens = Tokens::default();
+    if let Some(path) = &config.tokens {
+        tokens.read_file(path)?;
+    }
+    tokens.read_env()?;
+    Ok(tokens)
+}
+
+/// Binds, builds the engine, and serves in the background; readiness turns true once the configured
+/// ensembles are loaded. Stops on [`Server::shutdown`].
+pub async fn start(config: ServerConfig) -> Result<Server> {
+    start_with_signal(config, std::future::pending()).await
+}
+
+/// [`start`], also stopping when `signal` resolves (what `quorum serve` passes: SIGTERM or SIGINT).
+pub async fn start_with_signal(
+    config: ServerConfig,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Server> {
+    config.validate()?;
+    let tokens = load_tokens(&config)?;
+    if tokens.is_empty() && !config.listen.ip().is_loopback() && !config.insecure {
+        return Err(Error::Config(format!(
+            "refusing to serve {} without tokens: give --tokens FILE (lines `admin TOKEN` / `predict TOKEN`) or \
+             set {} / {}, or pass --insecure to serve without authentication",
+            config.listen,
+            auth::ADMIN_TOKENS_ENV,
+            auth::PREDICT_TOKENS_ENV
+        )));
+    }
+    let tls = tls(&config)?;
+    let options = config.engine_options()?;
+    let home = config.home.clone();
+    let engine = tokio::task::spawn_blocking(move || Error::guard(|| options.builder(&home)?.build()))
+        .await
+        .map_err(|e| Error::Internal(format!("building the engine: {e}")))??;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|e| Error::io(format!("listening on {}", config.listen), e))?;
+    let addr = listener.local_addr().map_err(|e| Error::io("reading the bound address", e))?;
+    let state = AppState::new(engine, config, tokens);
+    tracing::info!(%addr, tls = tls.is_some(), tokens = state.inner.tokens.len(), "quorum serve listening");
+    load_ensembles(&state);
+    let (app, _) = router::build(state.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let draining = state.clone();
+    let task = tokio::spawn(async move {
+        let limits = draining.config().limits.clone();
+        let shutdown = async move {
+            tokio::select! {
+                _ = stopped => {}
+                () = signal => {}
+            }
+            tracing::info!("shutting down: readiness off, finishing in-flight requests");
+            draining.start_draining();
+        };
+        listener::serve(listener, app, &limits, tls, shutdown).await;
+    });
+    Ok(Server { addr, state, stop: Some(stop), task })
+}
+
+/// Loads the configured ensembles (default: all in the home) off the server's threads, then marks the
+/// server ready. An ensemble that fails to load is logged and left out.
+fn load_ensembles(state: &AppState) {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let engine: &InferenceEngine = state.engine();
+        let names = match &state.config().ensembles {
+            Some(names) => names.clone(),
+            None => engine.ensemble_store().list().unwrap_or_default(),
+        };
+        for name in names {
+            match engine.ensemble(&name) {
+                Ok(handle) => {
+                    tracing::info!(ensemble = %name, version = handle.config().version, fusion = ?handle.fusion().fused, "ensemble loaded")
+                }
+                Err(e) => tracing::warn!(ensemble = %name, code = e.code(), error = %e, "ensemble not loaded"),
+            }
+        }
+        state.set_loaded();
+        tracing::info!("ready");
+    });
+}
+
+#[cfg(feature = "tls")]
+fn tls(config: &ServerConfig) -> Result<listener::Tls> {
+    config.tls.as_ref().map(listener::tls_acceptor).transpose()
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls(config: &ServerConfig) -> Result<listener::Tls> {
+    match config.tls {
+        Some(_) => Err(Error::Config("this build has no TLS (build quorum-server with the `tls` feature)".into())),
+        None => Ok(None),
+    }
+}
+
+/// Sets up logging to stderr as configured (text or JSON lines; `debug` logs one line per request).
+pub fn init_logging(log: &LogConfig) {
+    let level = match log.level.as_str() {
+        "error" => tracing::Level::ERROR,
+        "warn" => tracing::Level::WARN,
+        "debug" => tracing::Level::DEBUG,
+        "trace" => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    let builder = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false);
+    let _ = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// What `quorum serve` runs: a multi-threaded runtime serving until SIGTERM or SIGINT, then a graceful
+/// stop and a flush of the engine's state.
+pub fn run(config: ServerConfig) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("quorum-serve")
+        .build()
+        .map_err(|e| Error::io("starting the server runtime", e))?;
+    runtime.block_on(async move {
+        let server = start_with_signal(config, shutdown_signal()).await?;
+        server.wait().await
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,129 @@
+//! What every handler shares: the engine, the settings, the tokens, readiness, the admission queue
+//! for predictions and the optimize jobs. Cheap to clone (an `Arc` inside).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use quorum::InferenceEngine;
+
+use crate::auth::Tokens;
+use crate::config::{ms, ServerConfig};
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::Job;
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub(crate) inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub engine: InferenceEngine,
+    pub config: ServerConfig,
+    pub tokens: Tokens,
+    /// The configured ensembles are loaded.
+    pub loaded: AtomicBool,
+    /// SIGTERM/SIGINT received: readiness is false, new work still finishes.
+    pub draining: AtomicBool,
+    pub admission: Admission,
+    pub jobs: Mutex<HashMap<String, Arc<Job>>>,
+    /// Serialises changes of ensembles (check-then-create must not race).
+    pub admin: tokio::sync::Mutex<()>,
+    pub next_job: AtomicU64,
+    pub started: Instant,
+}
+
+/// The bounded queue in front of the engine: `max_concurrent` requests run, up to `max_queue` wait,
+/// the rest are refused at once.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    slots: Semaphore,
+    waiting: AtomicUsize,
+    max_queue: usize,
+    max_wait: Duration,
+}
+
+impl Admission {
+    fn new(concurrent: usize, max_queue: usize, max_wait: Duration) -> Admission {
+        Admission { slots: Semaphore::new(concurrent), waiting: AtomicUsize::new(0), max_queue, max_wait }
+    }
+
+    /// A slot to run in, waiting at most the configured wait or until `deadline`, whichever is first.
+    pub async fn enter(&self, deadline: Option<Instant>) -> ApiResult<SemaphorePermit<'_>> {
+        if let Ok(permit) = self.slots.try_acquire() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queue {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::overloaded(format!("{} requests are already waiting; retry later", self.max_queue)));
+        }
+        let limit = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(self.max_wait),
+            None => self.max_wait,
+        };
+        let acquired = tokio::time::timeout(limit, self.slots.acquire()).await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        match acquired {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(ApiError::overloaded("the server is shutting down")),
+            Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => Err(quorum::Error::DeadlineExceeded {
+                what: "request".into(),
+                detail: "the deadline passed while it waited for a free slot".into(),
+            }
+            .into()),
+            Err(_) => {
+                Err(ApiError::overloaded(format!("no free slot within {} ms; retry later", self.max_wait.as_millis())))
+            }
+        }
+    }
+}
+
+impl AppState {
+    pub fn new(engine: InferenceEngine, config: ServerConfig, tokens: Tokens) -> AppState {
+        let l = &config.limits;
+        let admission = Admission::new(l.max_concurrent, l.max_queue, ms(l.max_queue_wait_ms));
+        AppState {
+            inner: Arc::new(Shared {
+                engine,
+                tokens,
+                loaded: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
+                admission,
+                jobs: Mutex::new(HashMap::new()),
+                admin: tokio::sync::Mutex::new(()),
+                next_job: AtomicU64::new(1),
+                started: Instant::now(),
+                config,
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &InferenceEngine {
+        &self.inner.engine
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// Ready: the configured ensembles are loaded and the server is not draining.
+    pub fn ready(&self) -> bool {
+        self.inner.loaded.load(Ordering::Acquire) && !self.inner.draining.load(Ordering::Acquire)
+    }
+
+    pub fn set_loaded(&self) {
+        self.inner.loaded.store(true, Ordering::Release);
+    }
+
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+}
