@@ -22,6 +22,7 @@ pub mod oip;
 mod openapi;
 pub mod router;
 
+mod inline;
 mod listener;
 
 use std::net::SocketAddr;

@@ -553,7 +553,7 @@ async fn run_infer(
     let (predictions, confidences, answered_version) = if rows == 1 && deadline.is_some() {
         // One row with a deadline: the single-row path, which refuses rather than answers late.
         let row = handle.resolve_row(|f| Ok(columns.iter().find(|(n, _)| n == f).map(|(_, v)| v[0])))?;
-        let p = handle.predict_resolved(&row, deadline)?;
+        let p = crate::inline::run(&name, || handle.predict_resolved(&row, deadline))?;
         (vec![p.prediction], vec![p.confidence], p.ensemble_version)
     } else {
         if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
@@ -563,7 +563,8 @@ async fn run_infer(
             }
             .into());
         }
-        let b = handle.predict_batch(&batch)?;
+        let key = format!("{name}/batch");
+        let b = crate::inline::run(&key, || handle.predict_batch(&batch))?;
         let version = b.ensemble_version;
         (b.predictions, b.confidences, version)
     };

@@ -180,7 +180,7 @@ pub async fn predict(
     let handle = state.engine().ensemble(&ensemble_id)?;
     let row = handle.resolve_row(|name| value_of(&request.features.market_data, name))?;
     let _slot = state.inner.admission.enter(deadline).await?;
-    let prediction = handle.predict_resolved(&row, deadline)?;
+    let prediction = crate::inline::run(&ensemble_id, || handle.predict_resolved(&row, deadline))?;
     let latency_ms = arrival.0.elapsed().as_secs_f64() * 1e3;
     Ok(Json(PredictionView { prediction: &prediction, latency_ms }).into_response())
 }
@@ -239,7 +239,8 @@ pub async fn predict_batch(
         }
         .into());
     }
-    let predictions = handle.predict_batch(&batch)?;
+    let key = format!("{ensemble_id}/batch");
+    let predictions = crate::inline::run(&key, || handle.predict_batch(&batch))?;
     let latency_ms = arrival.0.elapsed().as_secs_f64() * 1e3;
     let rows: Vec<Prediction> = predictions.rows().collect();
     let views: Vec<PredictionView<'_>> = rows.iter().map(|p| PredictionView { prediction: p, latency_ms }).collect();
