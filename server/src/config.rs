@@ -63,7 +63,10 @@ pub struct Limits {
     pub max_queue: usize,
     /// A request that waited this long for a slot is refused with 503 rather than served late.
     pub max_queue_wait_ms: u64,
-    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    /// After SIGTERM/SIGINT: how long the server keeps accepting, answering with `Connection: close`
+    /// and readiness off, so load balancers and keep-alive clients move away before it stops listening.
+    pub shutdown_drain_ms: u64,
+    /// Then how long in-flight requests may take to finish before connections are dropped.
     pub shutdown_grace_ms: u64,
     /// Optimize requests answer 202 with a job when they run longer than this.
     pub sync_job_wait_ms: u64,
@@ -118,6 +121,7 @@ impl Default for Limits {
             max_concurrent: (cores * 2).max(4),
             max_queue: 16_384,
             max_queue_wait_ms: 1_000,
+            shutdown_drain_ms: 1_000,
             shutdown_grace_ms: 10_000,
             sync_job_wait_ms: 3_000,
         }

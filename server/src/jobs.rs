@@ -15,11 +15,14 @@ use crate::state::AppState;
 /// Finished jobs kept for polling; the oldest finished ones go first.
 const KEPT_JOBS: usize = 256;
 
+/// A finished job: its JSON result, or the error's status, code and message.
+type Outcome = Result<serde_json::Value, (StatusCode, &'static str, String)>;
+
 #[derive(Debug)]
 pub struct Job {
     pub id: String,
     pub kind: &'static str,
-    result: Mutex<Option<Result<serde_json::Value, (StatusCode, &'static str, String)>>>,
+    result: Mutex<Option<Outcome>>,
     done: tokio::sync::Notify,
 }
 

@@ -121,7 +121,7 @@ pub async fn start_with_signal(
                 _ = stopped => {}
                 () = signal => {}
             }
-            tracing::info!("shutting down: readiness off, finishing in-flight requests");
+            tracing::info!("shutting down: readiness off, draining, then finishing in-flight requests");
             draining.start_draining();
         };
         listener::serve(listener, app, &limits, tls, shutdown).await;
@@ -174,7 +174,12 @@ pub fn init_logging(log: &LogConfig) {
         "trace" => tracing::Level::TRACE,
         _ => tracing::Level::INFO,
     };
-    let builder = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
 

@@ -34,7 +34,16 @@ pub async fn serve(listener: TcpListener, app: Router, limits: &Limits, tls: Tls
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let handshake_timeout = ms(limits.header_timeout_ms);
     tokio::pin!(shutdown);
+    // After the signal, connections are still accepted for the drain period: every answer then says
+    // `Connection: close`, so busy clients learn to stop before the listener goes away.
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
+        let drain_over = async {
+            match drain_until {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => std::future::pending().await,
+            }
+        };
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -45,7 +54,11 @@ pub async fn serve(listener: TcpListener, app: Router, limits: &Limits, tls: Tls
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut shutdown, if drain_until.is_none() => {
+                drain_until = Some(tokio::time::Instant::now() + ms(limits.shutdown_drain_ms));
+                continue;
+            }
+            () = drain_over => break,
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             tracing::warn!(max = limits.max_connections, "connection limit reached; closing a new connection");

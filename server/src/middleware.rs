@@ -91,18 +91,18 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Predictor {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        authorize(state, parts, Scope::Predict).map(|()| Predictor)
+        authorize(state, parts, Scope::Predict).map(|()| Predictor).map_err(|r| *r)
     }
 }
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        authorize(state, parts, Scope::Admin).map(|()| Admin)
+        authorize(state, parts, Scope::Admin).map(|()| Admin).map_err(|r| *r)
     }
 }
 
-fn authorize(state: &AppState, parts: &Parts, needed: Scope) -> Result<(), Response> {
+fn authorize(state: &AppState, parts: &Parts, needed: Scope) -> Result<(), Box<Response>> {
     let tokens = &state.inner.tokens;
     if tokens.is_empty() {
         return Ok(());
@@ -124,17 +124,19 @@ fn authorize(state: &AppState, parts: &Parts, needed: Scope) -> Result<(), Respo
         }
     };
     match presented.map(|t| tokens.scope_of(t)) {
-        None => Err(refuse(
+        None => Err(Box::new(refuse(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "this route needs `Authorization: Bearer <token>`".into(),
-        )),
-        Some(None) => Err(refuse(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not valid".into())),
-        Some(Some(scope)) if scope < needed => Err(refuse(
+        ))),
+        Some(None) => {
+            Err(Box::new(refuse(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not valid".into())))
+        }
+        Some(Some(scope)) if scope < needed => Err(Box::new(refuse(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!("this route needs a token with the {} scope", needed.as_str()),
-        )),
+        ))),
         Some(Some(_)) => Ok(()),
     }
 }

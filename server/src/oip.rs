@@ -131,7 +131,7 @@ fn tensor(name: &str, shape: Vec<i64>) -> TensorMetadata {
 /// What a v2 model name is here: an ensemble (first), else a registered model.
 enum Target {
     Ensemble(quorum::EnsembleHandle),
-    Model(quorum::ModelMetadata),
+    Model(Box<quorum::ModelMetadata>),
 }
 
 fn parse_version(version: Option<&str>) -> OipResult<Option<u32>> {
@@ -155,7 +155,7 @@ fn resolve(state: &AppState, name: &str, version: Option<&str>) -> OipResult<Tar
         return Ok(Target::Ensemble(handle));
     }
     let spec = version.map_or(VersionSpec::Default, VersionSpec::Exact);
-    Ok(Target::Model(engine.registry().resolve(name, spec)?))
+    Ok(Target::Model(Box::new(engine.registry().resolve(name, spec)?)))
 }
 
 fn metadata(state: &AppState, name: &str, version: Option<&str>) -> OipResult<ModelMetadata> {
@@ -466,7 +466,7 @@ async fn run_infer(
     let mut rows: Option<usize> = None;
     let mut columns: Vec<(String, Vec<f32>)> = Vec::with_capacity(request.inputs.len());
     for input in &request.inputs {
-        if !features.iter().any(|f| *f == input.name) {
+        if !features.contains(&input.name) {
             return Err(invalid(format!("unexpected input {:?}: ensemble {name:?} takes {features:?}", input.name)));
         }
         let size = element_size(&input.datatype).ok_or_else(|| {

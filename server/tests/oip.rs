@@ -10,7 +10,8 @@ use support::{common, send, Running};
 fn holdout_columns(rows: usize) -> (Vec<String>, Vec<Vec<f32>>) {
     let features = common::holdout_features(rows);
     let names: Vec<String> = features[0].iter().map(|(k, _)| k.to_string()).collect();
-    let columns = names.iter().map(|n| features.iter().map(|f| f.iter().find(|(k, _)| k == n).unwrap().1).collect()).collect();
+    let columns =
+        names.iter().map(|n| features.iter().map(|f| f.iter().find(|(k, _)| k == n).unwrap().1).collect()).collect();
     (names, columns)
 }
 
@@ -29,7 +30,11 @@ fn metadata_lists_one_input_per_feature_and_the_two_outputs() {
     let features = server.state().engine().ensemble("market").unwrap().feature_names();
     let inputs: Vec<&str> = meta["inputs"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
     assert_eq!(inputs, features.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(meta["inputs"].as_array().unwrap().iter().all(|i| i["datatype"] == "FP32" && i["shape"] == serde_json::json!([-1])));
+    assert!(meta["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["datatype"] == "FP32" && i["shape"] == serde_json::json!([-1])));
     let outputs: Vec<&str> = meta["outputs"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
     assert_eq!(outputs, ["prediction", "confidence"]);
     assert_eq!(meta["versions"], serde_json::json!(["1"]));
@@ -96,8 +101,13 @@ fn binary_tensors_in_and_out() {
     let mut body = header.clone().into_bytes();
     body.extend(&tail);
     let length = header.len().to_string();
-    let reply = send(server.addr, "POST", "/v2/models/market/versions/1/infer",
-        &[("inference-header-content-length", &length), ("content-type", "application/octet-stream")], &body);
+    let reply = send(
+        server.addr,
+        "POST",
+        "/v2/models/market/versions/1/infer",
+        &[("inference-header-content-length", &length), ("content-type", "application/octet-stream")],
+        &body,
+    );
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     let json_length: usize = reply.header("inference-header-content-length").unwrap().parse().unwrap();
     let answer: serde_json::Value = serde_json::from_slice(&reply.body[..json_length]).unwrap();
@@ -112,18 +122,29 @@ fn binary_tensors_in_and_out() {
     let mut inputs = Vec::new();
     let mut tail = Vec::new();
     for n in &names {
-        inputs.push(serde_json::json!({"name": n, "shape": [3], "datatype": "INT64", "parameters": {"binary_data_size": 24}}));
+        inputs.push(
+            serde_json::json!({"name": n, "shape": [3], "datatype": "INT64", "parameters": {"binary_data_size": 24}}),
+        );
         tail.extend(ints.iter().flat_map(|v| v.to_le_bytes()));
     }
     let header = serde_json::json!({"inputs": inputs, "parameters": {"binary_data_output": true}}).to_string();
     let mut body = header.clone().into_bytes();
     body.extend(&tail);
-    let reply = send(server.addr, "POST", "/v2/models/market/infer", &[("inference-header-content-length", &header.len().to_string())], &body);
+    let reply = send(
+        server.addr,
+        "POST",
+        "/v2/models/market/infer",
+        &[("inference-header-content-length", &header.len().to_string())],
+        &body,
+    );
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     let json_length: usize = reply.header("inference-header-content-length").unwrap().parse().unwrap();
     assert_eq!(reply.body.len() - json_length, 24, "both outputs in binary");
     let as_float: Vec<Vec<f32>> = names.iter().map(|_| vec![1.0, 2.0, 3.0]).collect();
-    let predictions: Vec<f32> = reply.body[json_length..json_length + 12].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let predictions: Vec<f32> = reply.body[json_length..json_length + 12]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     assert_eq!(predictions, expected(&server, &names, &as_float));
 }
 
@@ -131,8 +152,11 @@ fn binary_tensors_in_and_out() {
 fn bad_inference_requests_are_400_with_a_message() {
     let server = Running::market(|_| {});
     let (names, columns) = holdout_columns(2);
-    let good: Vec<serde_json::Value> =
-        names.iter().zip(&columns).map(|(n, c)| serde_json::json!({"name": n, "shape": [2], "datatype": "FP32", "data": c})).collect();
+    let good: Vec<serde_json::Value> = names
+        .iter()
+        .zip(&columns)
+        .map(|(n, c)| serde_json::json!({"name": n, "shape": [2], "datatype": "FP32", "data": c}))
+        .collect();
     let mut missing = good.clone();
     missing.pop();
     let mut unknown = good.clone();
@@ -154,9 +178,13 @@ fn bad_inference_requests_are_400_with_a_message() {
         assert_eq!(reply.status, 400, "{message}");
         assert!(message.contains(expected), "{message} lacks {expected}");
     }
-    let reply = send(server.addr, "POST", "/v2/models/market/infer", &[("inference-header-content-length", "99999")], b"{}");
+    let reply =
+        send(server.addr, "POST", "/v2/models/market/infer", &[("inference-header-content-length", "99999")], b"{}");
     assert_eq!(reply.status, 400);
-    assert_eq!(server.post("/v2/models/market/versions/7/infer", &serde_json::json!({"inputs": good}).to_string()).status, 404);
+    assert_eq!(
+        server.post("/v2/models/market/versions/7/infer", &serde_json::json!({"inputs": good}).to_string()).status,
+        404
+    );
     let model = server.post("/v2/models/technical/infer", &serde_json::json!({"inputs": good}).to_string());
     assert_eq!(model.status, 400);
     assert!(model.json()["error"].as_str().unwrap().contains("one-member ensemble"));

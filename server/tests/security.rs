@@ -56,7 +56,8 @@ fn a_public_address_without_tokens_is_refused_unless_insecure() {
     let refused = runtime.block_on(quorum_server::start(config.clone())).unwrap_err();
     assert_eq!(refused.code(), "config");
     assert!(refused.to_string().contains("--insecure"), "{refused}");
-    let server = runtime.block_on(quorum_server::start(quorum_server::ServerConfig { insecure: true, ..config })).unwrap();
+    let server =
+        runtime.block_on(quorum_server::start(quorum_server::ServerConfig { insecure: true, ..config })).unwrap();
     runtime.block_on(server.shutdown()).unwrap();
 }
 
@@ -144,7 +145,12 @@ fn a_deadline_that_cannot_be_met_is_refused_not_served_late() {
     std::thread::sleep(Duration::from_millis(40));
     let started = Instant::now();
     let reply = send(addr, "POST", path, &[("x-deadline-ms", "30")], body.as_bytes());
-    assert_eq!((reply.status, reply.code().as_str()), (504, "deadline_exceeded"), "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (504, "deadline_exceeded"),
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     assert!(started.elapsed() < Duration::from_millis(150), "refused after {:?}", started.elapsed());
     assert_eq!(busy.join().unwrap().status, 200);
     let bad = send(addr, "POST", path, &[("x-deadline-ms", "soon")], body.as_bytes());

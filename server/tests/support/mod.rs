@@ -35,6 +35,7 @@ impl Running {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let mut config = ServerConfig { home: home.path().to_path_buf(), ..Default::default() };
         config.listen = "127.0.0.1:0".parse().unwrap();
+        config.limits.shutdown_drain_ms = 50;
         configure(&mut config);
         let server = runtime.block_on(quorum_server::start(config)).expect("server starts");
         let addr = server.addr;

@@ -1,0 +1,207 @@
+//! `quorum serve` as a process: `--print-config` (file and flags merged), and SIGTERM under load —
+//! requests in flight finish, every request sent on a connection the server had not closed is
+//! answered 200, the process exits 0 — with no token in its logs even at trace level.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quorum::{EnsembleConfig, MemberSpec, ModelRegistration};
+
+const ADMIN: &str = "admin-secret-token-4f9a1c2e";
+const PREDICT: &str = "predict-secret-token-77b3d0aa";
+
+#[test]
+fn print_config_merges_the_file_and_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("quorum.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:9001\"\n[limits]\nmax_batch_rows = 77\n[engine]\ncache_capacity = 500\nfusion = false\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .args(["--home", dir.path().to_str().unwrap(), "serve", "--config", file.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:9002", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let config = quorum_server::ServerConfig::from_toml(&printed).unwrap();
+    assert_eq!(config.listen.port(), 9002, "the flag wins");
+    assert_eq!(config.limits.max_batch_rows, 77);
+    assert_eq!(config.limits.max_body_bytes, quorum_server::Limits::default().max_body_bytes);
+    assert_eq!(config.engine_options().unwrap().cache_capacity, Some(500));
+    assert_eq!(config.home, dir.path());
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .arg("--home")
+        .arg(dir.path())
+        .env_remove("QUORUM_ADMIN_TOKENS")
+        .env_remove("QUORUM_PREDICT_TOKENS")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("error[config]"));
+}
+
+/// Reads the server's JSON log lines until it says where it listens.
+fn listening_address(lines: &mut impl Iterator<Item = String>, log: &mut String) -> SocketAddr {
+    for line in lines {
+        log.push_str(&line);
+        log.push('\n');
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if value["fields"]["message"] == "quorum serve listening" {
+            return value["fields"]["addr"].as_str().unwrap().parse().unwrap();
+        }
+    }
+    panic!("the server never listened:\n{log}");
+}
+
+fn request(stream: &mut TcpStream, path: &str, body: &str) -> std::io::Result<(u16, bool)> {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {PREDICT}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    // Read the head, then exactly content-length bytes.
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut status_line = String::new();
+    if reader.read_line(&mut status_line)? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before answering"));
+    }
+    let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (mut length, mut close) = (0usize, false);
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if lower == "connection: close" {
+            close = true;
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    Ok((status, close))
+}
+
+#[test]
+fn sigterm_under_load_finishes_accepted_requests_and_exits_zero() {
+    let home = tempfile::tempdir().unwrap();
+    {
+        let engine = common::market_engine(home.path());
+        let slow = common::repo().join("tests/fixtures/slow.onnx");
+        engine.register_model(ModelRegistration::new("slow", slow, ["x"])).unwrap();
+        engine.create_ensemble(EnsembleConfig::new("slow", ["slow".parse::<MemberSpec>().unwrap()])).unwrap();
+    }
+    let tokens = home.path().join("tokens");
+    std::fs::write(&tokens, format!("admin {ADMIN}\npredict {PREDICT}\n")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "trace", "--tokens"])
+        .arg(&tokens)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let mut log = String::new();
+    let addr = listening_address(&mut lines, &mut log);
+    let log_reader = std::thread::spawn(move || {
+        for line in lines {
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    // Wait for readiness.
+    let ready = |addr| {
+        let mut s = TcpStream::connect(addr).ok()?;
+        s.write_all(b"GET /v2/health/ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        text.starts_with("HTTP/1.1 200").then_some(())
+    };
+    let started = Instant::now();
+    while ready(addr).is_none() {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let market = {
+        let features = &common::holdout_features(1)[0];
+        let map: serde_json::Map<String, serde_json::Value> =
+            features.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+        serde_json::json!({"features": {"market_data": map}}).to_string()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    // Keep-alive clients: each sends requests one after another until an answer says
+    // `Connection: close`; a request that fails on an open connection is a failure.
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let body = if i == 0 { r#"{"features": {"market_data": {"x": 1}}}"#.to_string() } else { market.clone() };
+            let path = if i == 0 { "/api/v1/ml/ensemble/slow/predict" } else { "/api/v1/ml/ensemble/market/predict" };
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let (mut ok, mut failures) = (0u32, Vec::new());
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                loop {
+                    match request(&mut stream, path, &body) {
+                        Ok((200, close)) => {
+                            ok += 1;
+                            if close {
+                                break;
+                            }
+                        }
+                        Ok((status, _)) => failures.push(format!("status {status}")),
+                        Err(e) => {
+                            failures.push(e.to_string());
+                            break;
+                        }
+                    }
+                    if stop.load(Ordering::Relaxed) && i != 0 && ok > 10_000 {
+                        break;
+                    }
+                }
+                (ok, failures)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(600));
+    let terminated = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(terminated.success());
+    let status = child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let mut answered = 0;
+    for client in clients {
+        let (ok, failures) = client.join().unwrap();
+        assert!(failures.is_empty(), "requests failed: {failures:?}");
+        assert!(ok > 0);
+        answered += ok;
+    }
+    assert!(status.success(), "exit status {status:?}");
+    assert!(answered > 20, "{answered}");
+    // Connections are refused once it has stopped.
+    assert!(TcpStream::connect(addr).is_err());
+    let log = log_reader.join().unwrap();
+    assert!(log.contains("every connection finished") || log.contains("grace period over"), "{log}");
+    assert!(!log.contains(ADMIN) && !log.contains(PREDICT), "a token reached the log");
+    assert!(log.contains("\"level\":\"DEBUG\""), "trace logging was on");
+}
