@@ -65,7 +65,13 @@ pub async fn around(State(state): State<AppState>, mut request: Request, next: N
             response.headers_mut().insert(header::ALLOW, allow);
         }
     }
-    let elapsed_us = arrived.elapsed().as_micros();
+    let elapsed = arrived.elapsed();
+    let elapsed_us = elapsed.as_micros();
+    // The server's time for this request (head read to answer built), for load tools and dashboards;
+    // the engine's part is the answer's `engine_latency_ms`.
+    if let Ok(timing) = HeaderValue::from_str(&format!("app;dur={:.3}", elapsed.as_secs_f64() * 1e3)) {
+        response.headers_mut().insert("server-timing", timing);
+    }
     if status.is_server_error() {
         tracing::warn!(request_id = ?id, %method, path, status = status.as_u16(), elapsed_us, "request failed");
     } else {
