@@ -16,13 +16,30 @@ TECHNICAL_FEATURES := ret_1d,ret_5d,ret_20d,vol_20d,hl_range,rsi_14,volume_z,nas
 FUNDAMENTAL_FEATURES := default_spread,default_spread_chg,core_cpi_yoy,ff_mkt_rf,ff_smb,ff_hml,ff_rf,wti_ret_20d
 SENTIMENT_FEATURES := vix,vix_chg_1d,vix_chg_5d,vix_rel_20d,vix_zscore_60d
 
-.PHONY: demo test venv ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference
+OHA := .tools/bin/oha
+VENV_SERVE := .venv-serve
+VENV_SERVE_STAMP := $(VENV_SERVE)/.stamp-$(ORT_VERSION)
+SERVE_PORT ?= 8080
+
+.PHONY: demo test venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet onnxruntime==$(ORT_VERSION)
 	touch $@
+
+# The server's test clients and its load-test peer: tritonclient[http] (the real client), FastAPI and
+# uvicorn with onnxruntime (what a team would write instead), pytest.
+venv-serve: $(VENV_SERVE_STAMP)
+$(VENV_SERVE_STAMP):
+	$(PYTHON) -m venv $(VENV_SERVE)
+	$(VENV_SERVE)/bin/pip install --quiet "tritonclient[http]" numpy fastapi uvicorn onnxruntime==$(ORT_VERSION) pytest
+	touch $@
+
+# oha, the HTTP load generator, built from crates.io (never a downloaded binary).
+$(OHA):
+	cargo install oha --locked --root .tools
 
 # Extracts libonnxruntime from older wheels into .ort/<version>/ (no install, no dependencies).
 ort-compat: $(foreach v,$(ORT_COMPAT_VERSIONS),.ort/$(v)/.stamp)
@@ -44,7 +61,7 @@ demo: venv build
 	$(QUORUM) ensemble create market --members technical,fundamental,sentiment --weights 0.4,0.4,0.2 --strategy soft-vote
 	$(QUORUM) replay market --data examples/data/holdout.csv --outcome next_day_up
 
-test: venv ort-compat
+test: venv ort-compat venv-serve
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --all-targets
@@ -52,6 +69,24 @@ test: venv ort-compat
 	cargo test --doc
 	$(MAKE) python-test
 	$(MAKE) node-test
+
+# The demo's home served over HTTP: starts `quorum serve` on 127.0.0.1:$(SERVE_PORT), predicts with curl
+# through the REST API and the Open Inference Protocol, then stops it with SIGTERM.
+serve-demo: demo
+	$(QUORUM) serve --listen 127.0.0.1:$(SERVE_PORT) & echo $$! > .serve.pid; \
+	for i in $$(seq 100); do curl -sf http://127.0.0.1:$(SERVE_PORT)/v2/health/ready >/dev/null && break; sleep 0.1; done; \
+	curl -sf -X POST http://127.0.0.1:$(SERVE_PORT)/api/v1/ml/ensemble/market/predict -H 'content-type: application/json' \
+	  -d '{"features": {"market_data": {"ret_1d": 0.0085, "ret_5d": -0.0026, "ret_20d": 0.0296, "vol_20d": 0.0844, "hl_range": 0.0083, "rsi_14": 58.9, "volume_z": 0.38, "nasdaq_log_volume_chg": 0.196, "default_spread": 0.77, "default_spread_chg": -0.08, "core_cpi_yoy": 0.0219, "ff_mkt_rf": 1.82, "ff_smb": 0.07, "ff_hml": 3.6, "ff_rf": 0.03, "wti_ret_20d": 0.0127, "vix": 12.85, "vix_chg_1d": -0.0886, "vix_chg_5d": 0.116, "vix_rel_20d": 0.0423, "vix_zscore_60d": -0.523}, "user_profile": {"id": "demo"}, "risk_parameters": {"max_position": 0.1}}}'; \
+	status=$$?; echo; curl -sf http://127.0.0.1:$(SERVE_PORT)/v2/models/market | head -c 300; echo; \
+	kill -TERM $$(cat .serve.pid); wait $$(cat .serve.pid); rm -f .serve.pid; exit $$status
+
+# Load on `quorum serve` against the FastAPI peer at 1, 64, 1 000 and 10 000 connections (a table);
+# fails if any quorum request failed.
+load-serve: build venv-serve $(OHA)
+	$(VENV_SERVE)/bin/python benches/serve_load.py --quorum target/release/quorum --oha $(OHA) --check
+
+# The longer checks CI runs after `make test`.
+ci-long: load-serve
 
 # The Python package: an abi3 wheel built with maturin, installed into a fresh virtualenv (with its
 # onnxruntime dependency from PyPI), then its tests, the README's Python example and a stub check.
@@ -138,4 +173,4 @@ fuzz:
 
 clean:
 	cargo clean
-	rm -rf $(HOME_DIR) .ort
+	rm -rf $(HOME_DIR) .ort .tools $(VENV_SERVE)

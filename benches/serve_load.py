@@ -57,10 +57,13 @@ def holdout_rows():
     return rows
 
 
-def oha(binary, url, bodies, concurrency, seconds, headers=()):
-    """oha sending the lines of `bodies` (one request body per line) over `concurrency` connections."""
+def oha(binary, url, bodies, concurrency, seconds, rate=None, headers=()):
+    """oha sending the lines of `bodies` (one request body per line) over `concurrency` connections,
+    as fast as answers come back (closed loop) or at `rate` requests/s in all (open loop)."""
     args = [binary, "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", str(concurrency),
             "-m", "POST", "-T", "application/json", "-Z", bodies, "--wait-ongoing-requests-after-deadline"]
+    if rate:
+        args += ["-q", str(rate)]
     for h in headers:
         args += ["-H", h]
     out = subprocess.run(args + [url], capture_output=True, text=True, timeout=seconds * 6 + 120)
@@ -109,7 +112,10 @@ def main():
     parser.add_argument("--oha", required=True)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--concurrency", default="1,64,1000,10000")
+    parser.add_argument("--open", default="10000@5000,10000@10000",
+                        help="open-loop cells CONNECTIONS@RATE: that many connections sending RATE requests/s in all")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--check", action="store_true", help="exit 1 if any quorum request failed")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -147,9 +153,13 @@ def main():
         print(f"server overhead per request (Server-Timing app − engine_latency_ms, one keep-alive client): "
               f"median {median:.1f} µs, p99 {p99:.1f} µs; client round trip median {client:.1f} µs\n")
         results = {}
+        open_cells = [tuple(int(x) for x in cell.split("@")) for cell in args.open.split(",") if cell]
         for c in levels:
             results[("quorum REST predict", c)] = oha(args.oha, f"http://127.0.0.1:{port}/api/v1/ml/ensemble/market/predict", rest_bodies, c, args.seconds)
             results[("quorum v2 infer", c)] = oha(args.oha, f"http://127.0.0.1:{port}/v2/models/market/infer", v2_bodies, c, args.seconds)
+        for c, rate in open_cells:
+            results[(f"quorum REST predict at {rate:,}/s", c)] = oha(
+                args.oha, f"http://127.0.0.1:{port}/api/v1/ml/ensemble/market/predict", rest_bodies, c, args.seconds, rate)
         if not args.no_peer:
             peer_port = free_port()
             python = sys.executable
@@ -164,11 +174,14 @@ def main():
         for (name, c), r in results.items():
             if r.get("errors"):
                 print(f"{name} at {c}: {r['errors']}")
+        failed = [(k, r) for k, r in results.items() if k[0].startswith("quorum") and ("error" in r or r["failed"])]
         if not args.no_peer:
             for c in levels:
                 a, b = results[("quorum REST predict", c)], results[("FastAPI + onnxruntime", c)]
                 if "rps" in a and "rps" in b and b["rps"]:
                     print(f"at {c} connections quorum answers {a['rps'] / b['rps']:.1f}× the FastAPI peer's requests/s")
+        if args.check and failed:
+            raise SystemExit(f"quorum requests failed: {failed}")
     finally:
         for p in (server, peer):
             if p is not None:
