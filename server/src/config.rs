@@ -232,3 +232,19 @@ mod tests {
         assert_eq!(engine.validate().unwrap_err().code(), "json");
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use super::*;
+
+    #[test]
+    fn the_readme_s_example_configuration_is_valid() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n").expect("a toml block in the README") + "```toml\n".len();
+        let block = &readme[start..start + readme[start..].find("```").expect("its end")];
+        let config = ServerConfig::from_toml(block).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.limits.max_batch_rows, 1000);
+        assert_eq!(config.engine_options().unwrap().cache_capacity, Some(10_000));
+    }
+}
