@@ -37,6 +37,14 @@ $(VENV_SERVE_STAMP):
 	$(VENV_SERVE)/bin/pip install --quiet "tritonclient[http]" numpy fastapi uvicorn onnxruntime==$(ORT_VERSION) pytest
 	touch $@
 
+# A real Triton Inference Server (inside PyPI's nvidia-pytriton) for the load comparison; Debian's
+# Python 3.11, whose shared libpython pytriton's Triton needs.
+VENV_TRITON := .venv-triton
+$(VENV_TRITON)/.stamp:
+	/usr/bin/python3.11 -m venv $(VENV_TRITON)
+	$(VENV_TRITON)/bin/pip install --quiet nvidia-pytriton onnxruntime==$(ORT_VERSION) numpy
+	touch $@
+
 # oha, the HTTP load generator, built from crates.io (never a downloaded binary).
 $(OHA):
 	cargo install oha --locked --root .tools
@@ -80,10 +88,11 @@ serve-demo: demo
 	status=$$?; echo; curl -sf http://127.0.0.1:$(SERVE_PORT)/v2/models/market | head -c 300; echo; \
 	kill -TERM $$(cat .serve.pid); wait $$(cat .serve.pid); rm -f .serve.pid; exit $$status
 
-# Load on `quorum serve` against the FastAPI peer at 1, 64, 1 000 and 10 000 connections (a table);
+# Load on `quorum serve` against the FastAPI peer and a real Triton at 1, 64, 1 000 and 10 000 connections (a table);
 # fails if any quorum request failed.
-load-serve: build venv-serve $(OHA)
-	$(VENV_SERVE)/bin/python benches/serve_load.py --quorum target/release/quorum --oha $(OHA) --check
+load-serve: build venv-serve $(OHA) $(VENV_TRITON)/.stamp
+	$(VENV_SERVE)/bin/python benches/serve_load.py --quorum target/release/quorum --oha $(OHA) \
+	  --triton-python $(VENV_TRITON)/bin/python --check
 
 # The longer checks CI runs after `make test`.
 ci-long: load-serve
@@ -173,4 +182,4 @@ fuzz:
 
 clean:
 	cargo clean
-	rm -rf $(HOME_DIR) .ort .tools $(VENV_SERVE)
+	rm -rf $(HOME_DIR) .ort .tools $(VENV_SERVE) $(VENV_TRITON)

@@ -115,6 +115,7 @@ def main():
     parser.add_argument("--open", default="10000@5000,10000@10000",
                         help="open-loop cells CONNECTIONS@RATE: that many connections sending RATE requests/s in all")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--triton-python", help="a Python with nvidia-pytriton: also load a real Triton peer")
     parser.add_argument("--check", action="store_true", help="exit 1 if any quorum request failed")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -137,13 +138,14 @@ def main():
             f.write(json.dumps({"features": {"market_data": row}}) + "\n")
     with open(v2_bodies, "w") as f:
         for row in rows:
-            inputs = [{"name": k, "shape": [1], "datatype": "FP32", "data": [v]} for k, v in row.items()]
+            # [1, 1]: the shape Triton's batching models take; quorum takes [rows] and [rows, 1].
+            inputs = [{"name": k, "shape": [1, 1], "datatype": "FP32", "data": [v]} for k, v in row.items()]
             f.write(json.dumps({"inputs": inputs}) + "\n")
     rest = json.dumps({"features": {"market_data": rows[0]}})
 
     port = free_port()
     server = subprocess.Popen(q + ["serve", "--listen", f"127.0.0.1:{port}", "--log-level", "warn"])
-    peer = None
+    peer = triton = None
     try:
         wait_ready(port, "/v2/health/ready")
         cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -167,6 +169,13 @@ def main():
             wait_ready(peer_port, "/api/v1/ml/ensemble/market/predict")
             for c in levels:
                 results[("FastAPI + onnxruntime", c)] = oha(args.oha, f"http://127.0.0.1:{peer_port}/api/v1/ml/ensemble/market/predict", rest_bodies, c, args.seconds)
+        if args.triton_python:
+            triton_port = free_port()
+            triton = subprocess.Popen([args.triton_python, os.path.join(REPO, "benches/triton_peer.py"), str(triton_port)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_ready(triton_port, "/v2/health/ready", seconds=180)
+            for c in levels:
+                results[("Triton (pytriton) v2 infer", c)] = oha(args.oha, f"http://127.0.0.1:{triton_port}/v2/models/market/infer", v2_bodies, c, args.seconds)
         print("| target | connections | requests/s | p50 ms | p95 ms | p99 ms | failed |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for (name, c), r in results.items():
@@ -183,7 +192,7 @@ def main():
         if args.check and failed:
             raise SystemExit(f"quorum requests failed: {failed}")
     finally:
-        for p in (server, peer):
+        for p in (server, peer, triton):
             if p is not None:
                 p.send_signal(signal.SIGTERM)
                 try:

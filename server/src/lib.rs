@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 mod jobs;
+mod model_stats;
 pub mod state;
 
 mod body;

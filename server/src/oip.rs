@@ -554,6 +554,7 @@ async fn run_infer(
         // One row with a deadline: the single-row path, which refuses rather than answers late.
         let row = handle.resolve_row(|f| Ok(columns.iter().find(|(n, _)| n == f).map(|(_, v)| v[0])))?;
         let p = crate::inline::run(&name, || handle.predict_resolved(&row, deadline))?;
+        state.inner.model_stats.record(&p);
         (vec![p.prediction], vec![p.confidence], p.ensemble_version)
     } else {
         if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
@@ -565,6 +566,7 @@ async fn run_infer(
         }
         let key = format!("{name}/batch");
         let b = crate::inline::run(&key, || handle.predict_batch(&batch))?;
+        state.inner.model_stats.record_batch(&crate::model_stats::runs(&b));
         let version = b.ensemble_version;
         (b.predictions, b.confidences, version)
     };

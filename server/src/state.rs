@@ -35,6 +35,7 @@ pub(crate) struct Shared {
     pub admin: tokio::sync::Mutex<()>,
     pub next_job: AtomicU64,
     pub started: Instant,
+    pub model_stats: crate::model_stats::ModelStats,
 }
 
 /// The bounded queue in front of the engine: `max_concurrent` requests run, up to `max_queue` wait,
@@ -97,6 +98,7 @@ impl AppState {
                 admin: tokio::sync::Mutex::new(()),
                 next_job: AtomicU64::new(1),
                 started: Instant::now(),
+                model_stats: Default::default(),
                 config,
             }),
         }

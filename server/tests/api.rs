@@ -102,6 +102,10 @@ fn batch_rows_match_single_predictions_and_outcomes_feed_performance() {
         assert!(perf.get(field).is_some(), "{field} missing in {perf}");
     }
     assert!(perf["accuracy"].as_f64().is_some());
+    // Six single predictions and one batch went through the technical model.
+    assert_eq!(perf["calls"], 6);
+    assert!(perf["latency_p95"].as_f64().unwrap() > 0.0);
+    assert!(perf["throughput"].as_f64().unwrap() > 0.0);
     assert_eq!(server.get("/api/v1/ml/models/nothing/performance").status, 404);
 
     // Rows over the limit are refused before any work.

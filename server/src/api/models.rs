@@ -249,10 +249,12 @@ pub struct ModelPerformance {
     pub precision: Option<f64>,
     pub recall: Option<f64>,
     pub f1_score: Option<f64>,
-    /// p95 of the model's recent call latencies (ms), when its replica pool records them.
+    /// p95 of the model's call latency in this server's predictions since it started (ms; the upper
+    /// edge of a 19%-wide histogram bucket); null before its first call.
     pub latency_p95: Option<f64>,
-    /// Calls per second since the server started.
+    /// The model's calls per second since the server started (a batch is one call).
     pub throughput: f64,
+    pub calls: u64,
     /// Outcomes behind the metrics above: those of the ensemble with the most outcomes for it.
     pub outcomes: u64,
     pub ensemble: Option<String>,
@@ -294,9 +296,9 @@ pub async fn performance(
             }
         }
     }
-    let replicas = engine.replicas(Some(&model_id));
-    let calls: u64 = replicas.iter().map(|r| r.calls).sum();
-    let latency_p95 = replicas.iter().filter_map(|r| r.p95_ms).reduce(f64::max);
+    let stat = state.inner.model_stats.get(&model_id);
+    let calls = stat.as_ref().map_or(0, |s| s.calls());
+    let latency_p95 = stat.as_ref().and_then(|s| s.quantile_ms(0.95));
     let uptime = state.inner.started.elapsed().as_secs_f64().max(1e-3);
     let (ensemble, m) = match best {
         Some((name, m)) => (Some(name), Some(m)),
@@ -310,6 +312,7 @@ pub async fn performance(
         f1_score: m.and_then(|m| m.f1_score),
         latency_p95,
         throughput: calls as f64 / uptime,
+        calls,
         outcomes: m.map_or(0, |m| m.count),
         ensemble,
         by_ensemble,

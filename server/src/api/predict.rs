@@ -181,6 +181,7 @@ pub async fn predict(
     let row = handle.resolve_row(|name| value_of(&request.features.market_data, name))?;
     let _slot = state.inner.admission.enter(deadline).await?;
     let prediction = crate::inline::run(&ensemble_id, || handle.predict_resolved(&row, deadline))?;
+    state.inner.model_stats.record(&prediction);
     let latency_ms = arrival.0.elapsed().as_secs_f64() * 1e3;
     Ok(Json(PredictionView { prediction: &prediction, latency_ms }).into_response())
 }
@@ -241,6 +242,7 @@ pub async fn predict_batch(
     }
     let key = format!("{ensemble_id}/batch");
     let predictions = crate::inline::run(&key, || handle.predict_batch(&batch))?;
+    state.inner.model_stats.record_batch(&crate::model_stats::runs(&predictions));
     let latency_ms = arrival.0.elapsed().as_secs_f64() * 1e3;
     let rows: Vec<Prediction> = predictions.rows().collect();
     let views: Vec<PredictionView<'_>> = rows.iter().map(|p| PredictionView { prediction: p, latency_ms }).collect();
