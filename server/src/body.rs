@@ -57,19 +57,27 @@ fn is_length_limit(e: &axum::Error) -> bool {
 /// Parses `bytes` as `T` (borrowing from them where `T` does) after checking the nesting depth.
 pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8], max_depth: usize, what: &str) -> ApiResult<T> {
     check_depth(bytes, max_depth)?;
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Ok(value),
+        // Only a failed parse pays for tracking the path, to name the field in the error.
+        Err(_) => Err(describe::<T>(bytes, what)),
+    }
+}
+
+/// The error of parsing `bytes` as `T` again, with the path of the value that is wrong.
+fn describe<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> ApiError {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    // The nesting is bounded above; serde_json's own recursion limit stays as a second guard.
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let at = if path == "." || path.is_empty() { String::new() } else { format!(" (field `{path}`)") };
-        let status = if inner.is_data() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_REQUEST };
-        ApiError::new(status, "json", format!("invalid JSON in {what}{at}: {inner}"))
-    })?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "json", format!("invalid JSON in {what}: {e}")))?;
-    Ok(value)
+    let result: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
+    let e = match result.map(|_| deserializer.end()) {
+        Err(e) => e,
+        Ok(Err(e)) => return ApiError::new(StatusCode::BAD_REQUEST, "json", format!("invalid JSON in {what}: {e}")),
+        Ok(Ok(())) => return ApiError::bad_request(format!("invalid JSON in {what}")),
+    };
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let at = if path == "." || path.is_empty() { String::new() } else { format!(" (field `{path}`)") };
+    let status = if inner.is_data() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_REQUEST };
+    ApiError::new(status, "json", format!("invalid JSON in {what}{at}: {inner}"))
 }
 
 /// Refuses JSON nested deeper than `max_depth` without parsing it (one pass over the bytes).

@@ -42,7 +42,8 @@ fn predict_answers_the_story_fields_and_quorum_s_own() {
 #[test]
 fn bad_predictions_are_4xx_with_stable_codes() {
     let server = Running::market(|_| {});
-    let cases: [(&str, &str, u16, &str); 6] = [
+    let cases: [(&str, &str, u16, &str); 7] = [
+        ("/api/v1/ml/ensemble/market/predict", r#"{"features": {"market_data": {"vix": 1, "vix": 2}}}"#, 422, "json"),
         ("/api/v1/ml/ensemble/market/predict", r#"{"features": {"market_data": {"vix": 1}}}"#, 422, "missing_feature"),
         ("/api/v1/ml/ensemble/market/predict", r#"{"features": {"market_data": {"vix": "high"}}}"#, 422, "json"),
         ("/api/v1/ml/ensemble/market/predict", r#"{"features": "#, 400, "json"),

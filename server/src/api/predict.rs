@@ -22,6 +22,52 @@ use crate::error::{ApiError, ApiResult};
 use crate::middleware::{deadline, Arrival, Predictor};
 use crate::state::AppState;
 
+/// Feature name → value as sent, names borrowed from the body. No hashing: the ensemble asks for its
+/// features in schema order, which clients usually send them in, so each lookup starts where the
+/// last one matched. A name sent twice is refused.
+#[derive(Debug, Default)]
+pub struct MarketData<'a>(Vec<(Cow<'a, str>, Option<f64>)>);
+
+impl<'a> MarketData<'a> {
+    /// The value of `name` (`Some(None)`: sent as null), searching from `*cursor` on.
+    fn find(&self, name: &str, cursor: &mut usize) -> Option<Option<f64>> {
+        let n = self.0.len();
+        for i in 0..n {
+            let at = (*cursor + i) % n;
+            if self.0[at].0 == name {
+                *cursor = at + 1;
+                return Some(self.0[at].1);
+            }
+        }
+        None
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for MarketData<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = MarketData<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of feature name → number (or null)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs: Vec<(Cow<'a, str>, Option<f64>)> = Vec::with_capacity(map.size_hint().unwrap_or(32));
+                while let Some((Name(name), value)) = map.next_entry::<Name<'a>, Option<f64>>()? {
+                    if pairs.iter().any(|(seen, _)| seen.len() == name.len() && *seen == name) {
+                        return Err(serde::de::Error::custom(format!("feature {name:?} is given twice")));
+                    }
+                    pairs.push((name, value));
+                }
+                Ok(MarketData(pairs))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
 /// The story's `features`: `market_data` holds the models' features by name (null: not available,
 /// treated as NaN by the ensemble's non-finite policy); the other two are accepted and logged.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -29,7 +75,7 @@ use crate::state::AppState;
 pub struct FeatureGroups<'a> {
     #[serde(borrow)]
     #[schema(value_type = HashMap<String, Option<f64>>)]
-    pub market_data: HashMap<Cow<'a, str>, Option<f64>>,
+    pub market_data: MarketData<'a>,
     #[serde(borrow, default)]
     #[schema(value_type = Option<Object>)]
     pub user_profile: Option<&'a RawValue>,
@@ -144,8 +190,8 @@ impl Serialize for Contributions<'_> {
     }
 }
 
-fn value_of(market: &HashMap<Cow<'_, str>, Option<f64>>, name: &str) -> quorum::Result<Option<f32>> {
-    Ok(market.get(name).map(|v| v.map_or(f32::NAN, |x| x as f32)))
+fn value_of(market: &MarketData<'_>, name: &str, cursor: &mut usize) -> quorum::Result<Option<f32>> {
+    Ok(market.find(name, cursor).map(|v| v.map_or(f32::NAN, |x| x as f32)))
 }
 
 fn log_context(groups: &FeatureGroups<'_>) {
@@ -178,7 +224,8 @@ pub async fn predict(
     let request: PredictRequest<'_> = parse(&body, state.config().limits.max_json_depth, "the prediction request")?;
     log_context(&request.features);
     let handle = state.engine().ensemble(&ensemble_id)?;
-    let row = handle.resolve_row(|name| value_of(&request.features.market_data, name))?;
+    let mut cursor = 0;
+    let row = handle.resolve_row(|name| value_of(&request.features.market_data, name, &mut cursor))?;
     let _slot = state.inner.admission.enter(deadline).await?;
     let prediction = crate::inline::run(&ensemble_id, || handle.predict_resolved(&row, deadline))?;
     state.inner.model_stats.record(&prediction);
@@ -218,8 +265,9 @@ pub async fn predict_batch(
     let mut values = Vec::with_capacity(names.len() * request.rows.len());
     for (index, row) in request.rows.iter().enumerate() {
         log_context(row);
+        let mut cursor = 0;
         for name in &names {
-            match row.market_data.get(name.as_str()) {
+            match row.market_data.find(name.as_str(), &mut cursor) {
                 Some(v) => values.push(v.map_or(f32::NAN, |x| x as f32)),
                 None => {
                     return Err(ApiError::new(
