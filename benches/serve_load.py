@@ -26,10 +26,18 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(span=1):
+    """A port (and the `span - 1` after it) nothing listens on, below the ephemeral range, so that
+    the load generator's own connections cannot take it meanwhile."""
+    for port in range(20000 + (os.getpid() % 500) * 20, 32000, 7):
+        try:
+            for p in range(port, port + span):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+    raise SystemExit("no free port")
 
 
 def wait_ready(port, path, seconds=60):
@@ -38,7 +46,7 @@ def wait_ready(port, path, seconds=60):
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             c.request("GET", path)
-            if c.getresponse().status in (200, 405):
+            if c.getresponse().status in (200, 405):  # 405: a POST-only route answers
                 return
         except OSError:
             pass
@@ -80,7 +88,7 @@ def oha(binary, url, bodies, concurrency, seconds, rate=None, headers=()):
         "p99": (lat.get("p99") or 0) * 1e3,
         "ok": codes.get("200", 0),
         "failed": sum(v for k, v in codes.items() if k != "200") + sum(errors.values()),
-        "errors": errors,
+        "errors": {**errors, **{f"HTTP {k}": v for k, v in codes.items() if k != "200"}},
     }
 
 
@@ -170,10 +178,10 @@ def main():
             for c in levels:
                 results[("FastAPI + onnxruntime", c)] = oha(args.oha, f"http://127.0.0.1:{peer_port}/api/v1/ml/ensemble/market/predict", rest_bodies, c, args.seconds)
         if args.triton_python:
-            triton_port = free_port()
+            triton_port = free_port(span=3)
             triton = subprocess.Popen([args.triton_python, os.path.join(REPO, "benches/triton_peer.py"), str(triton_port)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_ready(triton_port, "/v2/health/ready", seconds=180)
+            wait_ready(triton_port, "/v2/models/market/ready", seconds=180)
             for c in levels:
                 results[("Triton (pytriton) v2 infer", c)] = oha(args.oha, f"http://127.0.0.1:{triton_port}/v2/models/market/infer", v2_bodies, c, args.seconds)
         print("| target | connections | requests/s | p50 ms | p95 ms | p99 ms | failed |")
