@@ -183,7 +183,7 @@ def main():
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_ready(triton_port, "/v2/models/market/ready", seconds=180)
             for c in levels:
-                results[("Triton (pytriton) v2 infer", c)] = oha(args.oha, f"http://127.0.0.1:{triton_port}/v2/models/market/infer", v2_bodies, c, args.seconds)
+                results[("Triton (Python backend) v2 infer", c)] = oha(args.oha, f"http://127.0.0.1:{triton_port}/v2/models/market/infer", v2_bodies, c, args.seconds)
         print("| target | connections | requests/s | p50 ms | p95 ms | p99 ms | failed |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for (name, c), r in results.items():

@@ -57,6 +57,8 @@ pub struct Limits {
     pub upload_timeout_ms: u64,
     /// Open connections; beyond it new connections are closed at once.
     pub max_connections: usize,
+    /// Connections the kernel may hold before they are accepted (capped by net.core.somaxconn).
+    pub listen_backlog: u32,
     /// Prediction requests running at once (the engine's work is CPU-bound: about the core count).
     pub max_concurrent: usize,
     /// Prediction requests waiting for a slot; beyond it `503 overloaded` with `Retry-After` at once.
@@ -118,6 +120,7 @@ impl Default for Limits {
             request_timeout_ms: 30_000,
             upload_timeout_ms: 300_000,
             max_connections: 20_000,
+            listen_backlog: 4096,
             max_concurrent: (cores * 2).max(4),
             max_queue: 16_384,
             max_queue_wait_ms: 1_000,

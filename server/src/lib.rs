@@ -130,6 +130,15 @@ pub async fn start_with_signal(
     Ok(Server { addr, state, stop: Some(stop), task })
 }
 
+/// A listener with a backlog for bursts of connections: tokio's default of 1,024 overflows when
+/// thousands of clients connect at once, and their SYNs are then retried after 1, 3, 7... seconds.
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Loads the configured ensembles (default: all in the home) off the server's threads, then marks the
 /// server ready. An ensemble that fails to load is logged and left out.
 fn load_ensembles(state: &AppState) {
