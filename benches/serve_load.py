@@ -74,7 +74,10 @@ def oha(binary, url, bodies, concurrency, seconds, rate=None, headers=()):
         args += ["-q", str(rate)]
     for h in headers:
         args += ["-H", h]
-    out = subprocess.run(args + [url], capture_output=True, text=True, timeout=seconds * 6 + 120)
+    try:
+        out = subprocess.run(args + [url], capture_output=True, text=True, timeout=seconds * 6 + 120)
+    except subprocess.TimeoutExpired:
+        return {"error": f"oha did not finish within {seconds * 6 + 120} s (requests still unanswered)"}
     if out.returncode != 0:
         return {"error": out.stderr.strip()[-300:]}
     data = json.loads(out.stdout)

@@ -106,8 +106,8 @@ pub async fn start_with_signal(
     let engine = tokio::task::spawn_blocking(move || Error::guard(|| options.builder(&home)?.build()))
         .await
         .map_err(|e| Error::Internal(format!("building the engine: {e}")))??;
-    let listener =
-        TcpListener::bind(config.listen).await.map_err(|e| Error::io(format!("listening on {}", config.listen), e))?;
+    let listener = bind(config.listen, config.limits.listen_backlog)
+        .map_err(|e| Error::io(format!("listening on {}", config.listen), e))?;
     let addr = listener.local_addr().map_err(|e| Error::io("reading the bound address", e))?;
     let state = AppState::new(engine, config, tokens);
     tracing::info!(%addr, tls = tls.is_some(), tokens = state.inner.tokens.len(), "quorum serve listening");
