@@ -80,6 +80,21 @@ fn describe<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> ApiError {
     ApiError::new(status, "json", format!("invalid JSON in {what}{at}: {inner}"))
 }
 
+/// Refuses an empty batch, and one of more than `max` rows (before any work is done on it).
+pub fn check_rows(rows: usize, max: usize) -> ApiResult<()> {
+    if rows == 0 {
+        return Err(quorum::Error::InvalidInput("the batch is empty (no rows)".into()).into());
+    }
+    if rows > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("{rows} rows in one batch; the limit is {max} (split the batch)"),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses JSON nested deeper than `max_depth` without parsing it (one pass over the bytes).
 pub fn check_depth(bytes: &[u8], max_depth: usize) -> ApiResult<()> {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);

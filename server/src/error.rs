@@ -108,6 +108,17 @@ pub(crate) fn finish(response: &mut Response, status: StatusCode, retry_after: O
 
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
 
+/// The Open Inference Protocol's error body, `{"error": message}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OipError {
+    pub error: String,
+}
+
+/// `{"error": message}` with `status`: how errors look on the `/v2` routes.
+pub fn oip_error_response(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(OipError { error: message.to_string() })).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

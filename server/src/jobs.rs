@@ -1,7 +1,8 @@
 //! Long admin work (optimize, benchmark) runs on a blocking thread as a job: the request waits a few
 //! seconds for it and otherwise answers `202 Accepted` with the job's URL, which the client polls.
 
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 
 /// Finished jobs kept for polling; the oldest finished ones go first.
 const KEPT_JOBS: usize = 256;
@@ -57,21 +57,29 @@ impl Job {
     }
 }
 
-/// Runs `work` on a blocking thread; answers its result if it finishes within the configured wait,
-/// else `202` with the job.
+/// The jobs kept for polling, and the next job number.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    table: Mutex<HashMap<String, Arc<Job>>>,
+    next: AtomicU64,
+}
+
+/// Runs `work` on a blocking thread; answers its result if it finishes within `wait`, else `202`
+/// with the job.
 pub async fn run<T: Serialize + Send + 'static>(
-    state: &AppState,
+    jobs: &Jobs,
+    wait: Duration,
     kind: &'static str,
     work: impl FnOnce() -> quorum::Result<T> + Send + 'static,
 ) -> ApiResult<Response> {
-    let number = state.inner.next_job.fetch_add(1, Ordering::Relaxed);
+    let number = jobs.next.fetch_add(1, Ordering::Relaxed) + 1;
     let job = Arc::new(Job {
         id: format!("{kind}-{number}"),
         kind,
         result: Mutex::new(None),
         done: tokio::sync::Notify::new(),
     });
-    remember(state, &job);
+    remember(jobs, &job);
     let worker = Arc::clone(&job);
     tokio::task::spawn_blocking(move || {
         let outcome = quorum::Error::guard(work).and_then(|value| {
@@ -84,7 +92,6 @@ pub async fn run<T: Serialize + Send + 'static>(
         *worker.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(stored);
         worker.done.notify_waiters();
     });
-    let wait = Duration::from_millis(state.config().limits.sync_job_wait_ms);
     let notified = job.done.notified();
     if !job.finished() {
         let _ = tokio::time::timeout(wait, notified).await;
@@ -104,8 +111,8 @@ pub async fn run<T: Serialize + Send + 'static>(
     }
 }
 
-fn remember(state: &AppState, job: &Arc<Job>) {
-    let mut jobs = state.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+fn remember(table: &Jobs, job: &Arc<Job>) {
+    let mut jobs = table.table.lock().unwrap_or_else(|p| p.into_inner());
     if jobs.len() >= KEPT_JOBS {
         let mut finished: Vec<(u64, String)> = jobs
             .values()
@@ -120,8 +127,9 @@ fn remember(state: &AppState, job: &Arc<Job>) {
     jobs.insert(job.id.clone(), Arc::clone(job));
 }
 
-pub fn find(state: &AppState, id: &str) -> ApiResult<Arc<Job>> {
-    state.inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned().ok_or_else(|| {
+/// The job `id`, while it is kept.
+pub fn find(jobs: &Jobs, id: &str) -> ApiResult<Arc<Job>> {
+    jobs.table.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "job_not_found",

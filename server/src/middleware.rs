@@ -57,7 +57,7 @@ pub async fn around(State(state): State<AppState>, mut request: Request, next: N
         let allow = response.headers().get(header::ALLOW).cloned();
         let message = format!("{method} is not allowed here");
         response = if oip {
-            crate::oip::error_response(status, &message)
+            crate::error::oip_error_response(status, &message)
         } else {
             ApiError::new(status, "method_not_allowed", message).into_response()
         };
@@ -122,7 +122,7 @@ fn authorize(state: &AppState, parts: &Parts, needed: Scope) -> Result<(), Box<R
         .map(str::trim);
     let refuse = |status: StatusCode, code: &'static str, message: String| {
         if oip {
-            let mut response = crate::oip::error_response(status, &message);
+            let mut response = crate::error::oip_error_response(status, &message);
             crate::error::finish(&mut response, status, None);
             response
         } else {
@@ -165,7 +165,7 @@ pub fn deadline(headers: &axum::http::HeaderMap, arrival: Arrival) -> Result<Opt
 pub async fn not_found(request: Request) -> Response {
     let message = format!("no route {} {}", request.method(), request.uri().path());
     if request.uri().path().starts_with("/v2") {
-        crate::oip::error_response(StatusCode::NOT_FOUND, &message)
+        crate::error::oip_error_response(StatusCode::NOT_FOUND, &message)
     } else {
         ApiError::new(StatusCode::NOT_FOUND, "route_not_found", message).into_response()
     }

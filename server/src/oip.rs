@@ -17,25 +17,14 @@ use utoipa::ToSchema;
 
 use quorum::{Batch, VersionSpec};
 
-use crate::api::predict::check_rows;
-use crate::body::{check_depth, Body};
-use crate::error::ApiError;
+use crate::body::{check_depth, check_rows, Body};
+use crate::error::{oip_error_response, ApiError, OipError};
 use crate::middleware::{deadline, Arrival, Predictor};
 use crate::state::AppState;
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 /// Extensions `GET /v2` advertises.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];
-
-/// `{"error": message}` with `status`.
-pub fn error_response(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(OipError { error: message.to_string() })).into_response()
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OipError {
-    pub error: String,
-}
 
 /// An error on this protocol's routes.
 #[derive(Debug)]
@@ -65,7 +54,7 @@ impl IntoResponse for OipFailure {
             s if s.is_client_error() && ![404, 401, 403, 413, 429].contains(&s.as_u16()) => StatusCode::BAD_REQUEST,
             s => s,
         };
-        let mut response = error_response(status, &format!("[{}] {}", e.code, e.message));
+        let mut response = oip_error_response(status, &format!("[{}] {}", e.code, e.message));
         crate::error::finish(&mut response, status, e.retry_after);
         response
     }

@@ -1,9 +1,8 @@
 //! What every handler shares: the engine, the settings, the tokens, readiness, the admission queue
 //! for predictions and the optimize jobs. Cheap to clone (an `Arc` inside).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -13,7 +12,7 @@ use quorum::InferenceEngine;
 use crate::auth::Tokens;
 use crate::config::{ms, ServerConfig};
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::Job;
+use crate::jobs::Jobs;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -30,10 +29,9 @@ pub(crate) struct Shared {
     /// SIGTERM/SIGINT received: readiness is false, new work still finishes.
     pub draining: AtomicBool,
     pub admission: Admission,
-    pub jobs: Mutex<HashMap<String, Arc<Job>>>,
+    pub jobs: Jobs,
     /// Serialises changes of ensembles (check-then-create must not race).
     pub admin: tokio::sync::Mutex<()>,
-    pub next_job: AtomicU64,
     pub started: Instant,
     pub model_stats: crate::model_stats::ModelStats,
 }
@@ -94,9 +92,8 @@ impl AppState {
                 loaded: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
                 admission,
-                jobs: Mutex::new(HashMap::new()),
+                jobs: Jobs::default(),
                 admin: tokio::sync::Mutex::new(()),
-                next_job: AtomicU64::new(1),
                 started: Instant::now(),
                 model_stats: Default::default(),
                 config,

@@ -20,5 +20,5 @@ use crate::state::AppState;
     responses((status = 200, body = JobStatus), (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn job(_scope: Predictor, State(state): State<AppState>, Path(job_id): Path<String>) -> ApiResult<Response> {
-    Ok(Json(jobs::find(&state, &job_id)?.status()).into_response())
+    Ok(Json(jobs::find(&state.inner.jobs, &job_id)?.status()).into_response())
 }

@@ -77,6 +77,11 @@ fn dataset_path(state: &AppState, name: &str) -> ApiResult<PathBuf> {
     Ok(path)
 }
 
+/// How long a request waits for its job before answering 202.
+fn job_wait(state: &AppState) -> std::time::Duration {
+    std::time::Duration::from_millis(state.config().limits.sync_job_wait_ms)
+}
+
 fn methods(optimization_type: Option<&str>) -> Option<Vec<String>> {
     let all_int8 = [
         "int8-dynamic",
@@ -116,7 +121,7 @@ pub async fn optimize(_scope: Admin, State(state): State<AppState>, Body(body): 
     let options = OptimizeOptions::from_json(document.into())?;
     let engine = state.engine().clone();
     let outcome = request.outcome;
-    jobs::run(&state, "optimize", move || {
+    jobs::run(&state.inner.jobs, job_wait(&state), "optimize", move || {
         let report = Optimizer::new(&engine).optimize(&spec.model, spec.version, &data, &outcome, &options)?;
         let optimized = report.chosen.as_ref().map(|c| format!("{}@{}", report.model, c.version));
         let mut value = serde_json::to_value(&report).map_err(|e| quorum::Error::json("optimize report", e))?;
@@ -145,7 +150,7 @@ pub async fn benchmark(_scope: Admin, State(state): State<AppState>, Body(body):
     }
     let engine = state.engine().clone();
     let wanted = request.metrics;
-    jobs::run(&state, "benchmark", move || {
+    jobs::run(&state.inner.jobs, job_wait(&state), "benchmark", move || {
         let bench = Optimizer::new(&engine).benchmark(&spec.model, spec.version, &data, request.outcome.as_deref())?;
         let full = serde_json::to_value(&bench).map_err(|e| quorum::Error::json("benchmark", e))?;
         let results = if wanted.is_empty() { full } else { select(&full, &wanted) };

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use quorum::{Batch, Prediction};
 
-use crate::body::{parse, Body};
+use crate::body::{check_rows, parse, Body};
 use crate::error::{ApiError, ApiResult};
 use crate::middleware::{deadline, Arrival, Predictor};
 use crate::state::AppState;
@@ -295,20 +295,6 @@ pub async fn predict_batch(
     let rows: Vec<Prediction> = predictions.rows().collect();
     let views: Vec<PredictionView<'_>> = rows.iter().map(|p| PredictionView { prediction: p, latency_ms }).collect();
     Ok(Json(serde_json::json!({ "predictions": views, "latency_ms": latency_ms })).into_response())
-}
-
-pub(crate) fn check_rows(rows: usize, max: usize) -> ApiResult<()> {
-    if rows == 0 {
-        return Err(quorum::Error::InvalidInput("the batch is empty (no rows)".into()).into());
-    }
-    if rows > max {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("{rows} rows in one batch; the limit is {max} (split the batch)"),
-        ));
-    }
-    Ok(())
 }
 
 /// One realised outcome.
