@@ -419,28 +419,9 @@ async fn run_infer(
     headers: HeaderMap,
     body: Bytes,
 ) -> OipResult<Response> {
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING).filter(|e| e.as_bytes() != b"identity") {
-        return Err(OipFailure(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("Content-Encoding {encoding:?} is not supported: send the request uncompressed"),
-        )));
-    }
     let deadline = deadline(&headers, arrival)?;
     let limits = &state.config().limits;
-    let header_length = match headers.get(HEADER_LENGTH) {
-        Some(v) => {
-            let n = v.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok());
-            n.filter(|n| *n <= body.len()).ok_or_else(|| {
-                invalid(format!("{HEADER_LENGTH} must be a length within the body ({} bytes)", body.len()))
-            })?
-        }
-        None => body.len(),
-    };
-    let (json, mut binary) = body.split_at(header_length);
-    check_depth(json, limits.max_json_depth)?;
-    let request: InferRequest =
-        serde_json::from_slice(json).map_err(|e| invalid(format!("invalid inference request: {e}")))?;
+    let (request, binary) = split_body(&headers, &body, limits.max_json_depth)?;
     let handle = match resolve(&state, &name, version.as_deref())? {
         Target::Ensemble(handle) => handle,
         Target::Model(meta) => {
@@ -451,91 +432,9 @@ async fn run_infer(
             )))
         }
     };
-    let features = handle.feature_names();
-    let mut rows: Option<usize> = None;
-    let mut columns: Vec<(String, Vec<f32>)> = Vec::with_capacity(request.inputs.len());
-    for input in &request.inputs {
-        if !features.contains(&input.name) {
-            return Err(invalid(format!("unexpected input {:?}: ensemble {name:?} takes {features:?}", input.name)));
-        }
-        let size = element_size(&input.datatype).ok_or_else(|| {
-            invalid(format!(
-                "input {:?}: datatype {} is not supported (FP32, FP64, INT32, INT64)",
-                input.name, input.datatype
-            ))
-        })?;
-        let count = match input.shape.as_slice() {
-            [n] | [n, 1] if *n >= 0 => *n as usize,
-            other => {
-                return Err(invalid(format!(
-                    "input {:?} has shape {other:?}: one value per row, shape [rows] or [rows, 1]",
-                    input.name
-                )))
-            }
-        };
-        if *rows.get_or_insert(count) != count {
-            return Err(invalid(format!("input {:?} has {count} rows, the others {}", input.name, rows.unwrap_or(0))));
-        }
-        let mut values = Vec::with_capacity(count);
-        match (&input.data, input.parameters.binary_data_size) {
-            (None, Some(bytes)) => {
-                if bytes != count * size || bytes > binary.len() {
-                    return Err(invalid(format!(
-                        "input {:?}: binary_data_size {bytes} does not match shape {:?} of {} (or the body is short)",
-                        input.name, input.shape, input.datatype
-                    )));
-                }
-                let (raw, rest) = binary.split_at(bytes);
-                decode(&input.datatype, raw, &mut values);
-                binary = rest;
-            }
-            (Some(data), None) => {
-                if data.0.len() != count {
-                    return Err(invalid(format!(
-                        "input {:?}: {} values for shape {:?}",
-                        input.name,
-                        data.0.len(),
-                        input.shape
-                    )));
-                }
-                values.extend(data.0.iter().map(|&v| v as f32));
-            }
-            _ => {
-                return Err(invalid(format!(
-                    "input {:?}: give either `data` or parameters.binary_data_size",
-                    input.name
-                )))
-            }
-        }
-        columns.push((input.name.clone(), values));
-    }
-    if !binary.is_empty() {
-        return Err(invalid(format!("{} bytes of binary data follow the inputs that no input claims", binary.len())));
-    }
-    if let Some(missing) = features.iter().find(|f| !columns.iter().any(|(n, _)| n == *f)) {
-        return Err(invalid(format!("missing input {missing:?}: ensemble {name:?} takes {features:?}")));
-    }
-    let rows = rows.unwrap_or(0);
+    let (columns, rows) = read_inputs(&request, binary, &handle.feature_names(), &name)?;
     check_rows(rows, limits.max_batch_rows)?;
-    let all_binary = request.parameters.binary_data_output.unwrap_or(false);
-    let wanted: Vec<(&str, bool)> = match &request.outputs {
-        None => vec![("prediction", all_binary), ("confidence", all_binary)],
-        Some(outputs) => {
-            let mut wanted = Vec::with_capacity(outputs.len());
-            for o in outputs {
-                if o.parameters.classification.is_some() {
-                    return Err(invalid("the classification extension is not supported"));
-                }
-                let name = match o.name.as_str() {
-                    "prediction" => "prediction",
-                    "confidence" => "confidence",
-                    other => return Err(invalid(format!("unknown output {other:?}: prediction or confidence"))),
-                };
-                wanted.push((name, o.parameters.binary_data.unwrap_or(all_binary)));
-            }
-            wanted
-        }
-    };
+    let wanted = requested_outputs(&request)?;
     let named: Vec<(&str, &[f32])> = columns.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
     let batch = Batch::columnar(&named)?;
     let _slot = state.inner.admission.enter(deadline).await?;
@@ -559,40 +458,191 @@ async fn run_infer(
         let version = b.ensemble_version;
         (b.predictions, b.confidences, version)
     };
-    let mut outputs = Vec::with_capacity(wanted.len());
-    let mut tail: Vec<u8> = Vec::new();
-    for (output, binary) in &wanted {
-        let values = if *output == "prediction" { &predictions } else { &confidences };
-        let mut tensor = InferOutputTensor {
-            name: output.to_string(),
-            datatype: "FP32".into(),
-            shape: vec![rows as i64],
-            data: None,
-            parameters: None,
-        };
-        if *binary {
-            tensor.parameters = Some(serde_json::json!({ "binary_data_size": values.len() * 4 }));
-            tail.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-        } else {
-            tensor.data = Some(values.clone());
+    let answer = Answer { name, version: answered_version, id: request.id, rows, predictions, confidences };
+    answer.encode(&wanted)
+}
+
+/// The request's JSON (its length in [`HEADER_LENGTH`] when binary tensors follow) and the binary part.
+fn split_body<'a>(headers: &HeaderMap, body: &'a [u8], max_depth: usize) -> OipResult<(InferRequest, &'a [u8])> {
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING).filter(|e| e.as_bytes() != b"identity") {
+        return Err(OipFailure(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Encoding {encoding:?} is not supported: send the request uncompressed"),
+        )));
+    }
+    let header_length = match headers.get(HEADER_LENGTH) {
+        Some(v) => {
+            let n = v.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok());
+            n.filter(|n| *n <= body.len()).ok_or_else(|| {
+                invalid(format!("{HEADER_LENGTH} must be a length within the body ({} bytes)", body.len()))
+            })?
         }
-        outputs.push(tensor);
+        None => body.len(),
+    };
+    let (json, binary) = body.split_at(header_length);
+    check_depth(json, max_depth)?;
+    let request = serde_json::from_slice(json).map_err(|e| invalid(format!("invalid inference request: {e}")))?;
+    Ok((request, binary))
+}
+
+/// A feature's values, one per row.
+type Column = (String, Vec<f32>);
+
+/// Every input as an FP32 column named as its feature, and the row count; each feature exactly once,
+/// the binary part consumed exactly.
+fn read_inputs(
+    request: &InferRequest,
+    mut binary: &[u8],
+    features: &[String],
+    ensemble: &str,
+) -> OipResult<(Vec<Column>, usize)> {
+    let mut rows: Option<usize> = None;
+    let mut columns: Vec<Column> = Vec::with_capacity(request.inputs.len());
+    for input in &request.inputs {
+        if !features.contains(&input.name) {
+            return Err(invalid(format!(
+                "unexpected input {:?}: ensemble {ensemble:?} takes {features:?}",
+                input.name
+            )));
+        }
+        let values = read_input(input, &mut binary)?;
+        if *rows.get_or_insert(values.len()) != values.len() {
+            return Err(invalid(format!(
+                "input {:?} has {} rows, the others {}",
+                input.name,
+                values.len(),
+                rows.unwrap_or(0)
+            )));
+        }
+        columns.push((input.name.clone(), values));
     }
-    let response =
-        InferResponse { model_name: name, model_version: answered_version.to_string(), id: request.id, outputs };
-    let json = serde_json::to_vec(&response).map_err(|e| quorum::Error::json("inference response", e))?;
-    if tail.is_empty() {
-        return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response());
+    if !binary.is_empty() {
+        return Err(invalid(format!("{} bytes of binary data follow the inputs that no input claims", binary.len())));
     }
-    let length = json.len();
-    let mut body = json;
-    body.extend_from_slice(&tail);
-    Ok((
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
-            (header::HeaderName::from_static(HEADER_LENGTH), HeaderValue::from(length)),
-        ],
-        body,
-    )
-        .into_response())
+    if let Some(missing) = features.iter().find(|f| !columns.iter().any(|(n, _)| n == *f)) {
+        return Err(invalid(format!("missing input {missing:?}: ensemble {ensemble:?} takes {features:?}")));
+    }
+    Ok((columns, rows.unwrap_or(0)))
+}
+
+/// One input's values as FP32: from `data`, or from the front of `binary` (which it then consumes).
+fn read_input(input: &InferInput, binary: &mut &[u8]) -> OipResult<Vec<f32>> {
+    let size = element_size(&input.datatype).ok_or_else(|| {
+        invalid(format!(
+            "input {:?}: datatype {} is not supported (FP32, FP64, INT32, INT64)",
+            input.name, input.datatype
+        ))
+    })?;
+    let count = match input.shape.as_slice() {
+        [n] | [n, 1] if *n >= 0 => *n as usize,
+        other => {
+            return Err(invalid(format!(
+                "input {:?} has shape {other:?}: one value per row, shape [rows] or [rows, 1]",
+                input.name
+            )))
+        }
+    };
+    let mut values = Vec::with_capacity(count);
+    match (&input.data, input.parameters.binary_data_size) {
+        (None, Some(bytes)) => {
+            if bytes != count * size || bytes > binary.len() {
+                return Err(invalid(format!(
+                    "input {:?}: binary_data_size {bytes} does not match shape {:?} of {} (or the body is short)",
+                    input.name, input.shape, input.datatype
+                )));
+            }
+            let (raw, rest) = binary.split_at(bytes);
+            decode(&input.datatype, raw, &mut values);
+            *binary = rest;
+        }
+        (Some(data), None) => {
+            if data.0.len() != count {
+                return Err(invalid(format!(
+                    "input {:?}: {} values for shape {:?}",
+                    input.name,
+                    data.0.len(),
+                    input.shape
+                )));
+            }
+            values.extend(data.0.iter().map(|&v| v as f32));
+        }
+        _ => return Err(invalid(format!("input {:?}: give either `data` or parameters.binary_data_size", input.name))),
+    }
+    Ok(values)
+}
+
+/// The outputs to answer, each with whether it goes as binary data (default: both, as the request's
+/// `binary_data_output` says).
+fn requested_outputs(request: &InferRequest) -> OipResult<Vec<(&'static str, bool)>> {
+    let all_binary = request.parameters.binary_data_output.unwrap_or(false);
+    let Some(outputs) = &request.outputs else {
+        return Ok(vec![("prediction", all_binary), ("confidence", all_binary)]);
+    };
+    outputs
+        .iter()
+        .map(|o| {
+            if o.parameters.classification.is_some() {
+                return Err(invalid("the classification extension is not supported"));
+            }
+            let name = match o.name.as_str() {
+                "prediction" => "prediction",
+                "confidence" => "confidence",
+                other => return Err(invalid(format!("unknown output {other:?}: prediction or confidence"))),
+            };
+            Ok((name, o.parameters.binary_data.unwrap_or(all_binary)))
+        })
+        .collect()
+}
+
+/// An ensemble's answer to one inference request.
+struct Answer {
+    name: String,
+    version: u32,
+    id: Option<String>,
+    rows: usize,
+    predictions: Vec<f32>,
+    confidences: Vec<f32>,
+}
+
+impl Answer {
+    /// The response: JSON, or the JSON header followed by the binary outputs.
+    fn encode(self, wanted: &[(&'static str, bool)]) -> OipResult<Response> {
+        let mut outputs = Vec::with_capacity(wanted.len());
+        let mut tail: Vec<u8> = Vec::new();
+        for (output, binary) in wanted {
+            let values = if *output == "prediction" { &self.predictions } else { &self.confidences };
+            let mut tensor = InferOutputTensor {
+                name: output.to_string(),
+                datatype: "FP32".into(),
+                shape: vec![self.rows as i64],
+                data: None,
+                parameters: None,
+            };
+            if *binary {
+                tensor.parameters = Some(serde_json::json!({ "binary_data_size": values.len() * 4 }));
+                tail.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            } else {
+                tensor.data = Some(values.clone());
+            }
+            outputs.push(tensor);
+        }
+        let response =
+            InferResponse { model_name: self.name, model_version: self.version.to_string(), id: self.id, outputs };
+        let json = serde_json::to_vec(&response).map_err(|e| quorum::Error::json("inference response", e))?;
+        if tail.is_empty() {
+            return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response());
+        }
+        let length = json.len();
+        let mut body = json;
+        body.extend_from_slice(&tail);
+        Ok((
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+                (header::HeaderName::from_static(HEADER_LENGTH), HeaderValue::from(length)),
+            ],
+            body,
+        )
+            .into_response())
+    }
 }
