@@ -64,6 +64,15 @@ pub async fn around(State(state): State<AppState>, mut request: Request, next: N
         if let Some(allow) = allow {
             response.headers_mut().insert(header::ALLOW, allow);
         }
+    } else if status.is_client_error() && is_plain_text(&response) {
+        // An extractor's own rejection (a query or path that does not parse): the API's shape instead.
+        let text = axum::body::to_bytes(std::mem::take(response.body_mut()), 4096).await.unwrap_or_default();
+        let message = String::from_utf8_lossy(&text).to_string();
+        response = if oip {
+            crate::error::oip_error_response(status, &message)
+        } else {
+            ApiError::new(status, "bad_request", message).into_response()
+        };
     }
     let elapsed = arrived.elapsed();
     let elapsed_us = elapsed.as_micros();
@@ -83,6 +92,10 @@ pub async fn around(State(state): State<AppState>, mut request: Request, next: N
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+fn is_plain_text(response: &Response) -> bool {
+    response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/plain"))
 }
 
 /// A handler argument that requires a token with the predict scope (predictions, outcomes, reads).

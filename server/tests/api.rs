@@ -60,6 +60,9 @@ fn bad_predictions_are_4xx_with_stable_codes() {
             String::from_utf8_lossy(&reply.body)
         );
     }
+    // A query that does not parse is refused in the same shape.
+    let reply = server.get("/api/v1/ml/models/technical?version=latest");
+    assert_eq!((reply.status, reply.code().as_str()), (400, "bad_request"), "{}", String::from_utf8_lossy(&reply.body));
     // A null feature is NaN: refused by the ensemble's non-finite policy, naming the feature.
     let mut body: serde_json::Value = serde_json::from_str(&support::predict_body()).unwrap();
     body["features"]["market_data"]["vix"] = serde_json::Value::Null;
