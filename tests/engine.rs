@@ -228,3 +228,24 @@ fn regression_ensembles_average_values_and_track_mae() {
     assert_eq!(m.members[1].1.all_time.mae, Some(5.75));
     assert_eq!(m.metrics.all_time.accuracy, None);
 }
+
+#[test]
+fn a_pinned_ensemble_version_survives_a_reload_until_a_new_version_is_saved() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let members = || ["technical", "fundamental"].map(|m| m.parse::<MemberSpec>().unwrap());
+    engine.create_ensemble(EnsembleConfig::new("market", members())).unwrap();
+    assert_eq!(engine.ensemble("market").unwrap().config().version, 2);
+
+    let handle = engine.set_default_ensemble_version("market", 1).unwrap();
+    assert_eq!(handle.config().version, 1);
+    assert_eq!(engine.predict("market", &common::holdout_features(1)[0]).unwrap().ensemble_version, 1);
+    drop(engine);
+    let reopened = InferenceEngine::builder(home.path()).build().unwrap();
+    assert_eq!(reopened.ensemble("market").unwrap().config().version, 1, "the pin is kept in the home");
+    assert!(matches!(reopened.set_default_ensemble_version("market", 7), Err(Error::NotFound { .. })));
+
+    reopened.create_ensemble(EnsembleConfig::new("market", members())).unwrap();
+    assert_eq!(reopened.ensemble_store().get("market").unwrap().version, 3, "a new version is active again");
+    assert_eq!(reopened.ensemble("market").unwrap().current_weights().regimes["all"].len(), 2);
+}
