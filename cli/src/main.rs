@@ -527,8 +527,12 @@ fn serve(home: PathBuf, home_given: bool, args: ServeArgs) -> Result<()> {
     }
     config.validate()?;
     if args.print_config {
-        print!("{}", config.to_toml()?);
-        return Ok(());
+        use std::io::Write;
+        // A reader that stops early (`| head`) is not an error.
+        return match std::io::stdout().write_all(config.to_toml()?.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io("printing the configuration", e)),
+            _ => Ok(()),
+        };
     }
     quorum_server::init_logging(&config.log);
     quorum_server::run(config)
