@@ -232,10 +232,10 @@ impl EnsembleConfig {
     }
 }
 
-/// Ensemble configurations on disk.
 /// The file in an ensemble's directory that pins its active version.
 const DEFAULT_FILE: &str = "default";
 
+/// Ensemble configurations on disk.
 #[derive(Debug, Clone)]
 pub struct EnsembleStore {
     root: PathBuf,
