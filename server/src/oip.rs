@@ -445,13 +445,6 @@ async fn run_infer(
         state.inner.model_stats.record(&p);
         (vec![p.prediction], vec![p.confidence], p.ensemble_version)
     } else {
-        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            return Err(quorum::Error::DeadlineExceeded {
-                what: "inference".into(),
-                detail: "the deadline passed before it ran".into(),
-            }
-            .into());
-        }
         let key = format!("{name}/batch");
         let b = crate::inline::run(&key, || handle.predict_batch(&batch))?;
         state.inner.model_stats.record_batch(&crate::model_stats::runs(&b));

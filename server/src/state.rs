@@ -51,8 +51,17 @@ impl Admission {
         Admission { slots: Semaphore::new(concurrent), waiting: AtomicUsize::new(0), max_queue, max_wait }
     }
 
-    /// A slot to run in, waiting at most the configured wait or until `deadline`, whichever is first.
+    /// A slot to run in, waiting at most the configured wait or until `deadline`, whichever is first;
+    /// a request whose deadline has already passed is refused (it would only be answered late).
     pub async fn enter(&self, deadline: Option<Instant>) -> ApiResult<SemaphorePermit<'_>> {
+        let permit = self.wait(deadline).await?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(deadline_passed());
+        }
+        Ok(permit)
+    }
+
+    async fn wait(&self, deadline: Option<Instant>) -> ApiResult<SemaphorePermit<'_>> {
         if let Ok(permit) = self.slots.try_acquire() {
             return Ok(permit);
         }
@@ -69,16 +78,17 @@ impl Admission {
         match acquired {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(ApiError::overloaded("the server is shutting down")),
-            Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => Err(quorum::Error::DeadlineExceeded {
-                what: "request".into(),
-                detail: "the deadline passed while it waited for a free slot".into(),
-            }
-            .into()),
+            Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => Err(deadline_passed()),
             Err(_) => {
                 Err(ApiError::overloaded(format!("no free slot within {} ms; retry later", self.max_wait.as_millis())))
             }
         }
     }
+}
+
+fn deadline_passed() -> ApiError {
+    quorum::Error::DeadlineExceeded { what: "request".into(), detail: "its deadline passed before it could run".into() }
+        .into()
 }
 
 impl AppState {
