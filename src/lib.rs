@@ -33,8 +33,10 @@ pub mod runtime;
 // Combination: strategies (voting, stacking) and how confidence is defined.
 pub mod strategy;
 
-// Learning and tracking: online weights, meta-learners, regimes, outcome tracking, persisted state.
+// Learning and tracking: online weights, meta-learners, regimes, outcome tracking, A/B experiments,
+// persisted state.
 pub mod adaptive;
+pub mod experiment;
 pub mod meta;
 pub mod online;
 pub mod persist;
@@ -59,12 +61,15 @@ pub use engine::{
 };
 pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};
 pub use error::{Error, Result};
+pub use experiment::{
+    Arm, ExperimentConfig, ExperimentState, ExperimentStatus, Guardrails, Metric as ExperimentMetric,
+};
 pub use features::{Batch, Features, NonFinitePolicy};
 /// A model's declared inputs and outputs, as serving protocols describe them.
 pub use onnx::{graph_io, GraphIo, TensorInfo};
 pub use optimizer::{OptimizeOptions, OptimizeReport, Optimizer};
 pub use persist::{PersistOptions, StateStore};
-pub use prediction::{BatchPrediction, MemberRun, ModelContribution, Prediction};
+pub use prediction::{BatchPrediction, ExperimentArm, MemberRun, ModelContribution, Prediction};
 pub use registry::{
     Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry, Task, VersionSpec,
 };

@@ -8,6 +8,8 @@
 //! * `model_performance` — metric history: one row per (member or ensemble, metric, window), with
 //!   `market_conditions` JSON naming the ensemble, its version and the window.
 //! * `tracking_state` — the tracker's sums per ensemble version, so metrics resume after a restart.
+//! * `experiments` — each A/B experiment's whole state (configuration, assignment seed, step, sums,
+//!   decisions) as JSON, written at every decision and every guardrail interval.
 //!
 //! Nothing here runs on a prediction's path: the engine's flusher thread writes every
 //! `flush_interval` (default 1 s), so a crash loses at most the outcomes learnt in that interval.
@@ -70,6 +72,14 @@ CREATE TABLE IF NOT EXISTS tracking_state (
     updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
     PRIMARY KEY (ensemble_name, ensemble_version)
 );
+CREATE TABLE IF NOT EXISTS experiments (
+    name VARCHAR(100) PRIMARY KEY,
+    ensemble_name VARCHAR(100) NOT NULL,
+    state VARCHAR(20) NOT NULL,
+    document TEXT NOT NULL,
+    updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+);
+CREATE INDEX IF NOT EXISTS idx_experiments_ensemble ON experiments (ensemble_name, state);
 ";
 
 /// One weights change of an ensemble.
@@ -204,5 +214,47 @@ impl StateStore {
             Ok((v, e, serde_json::from_str(&w).map_err(|e| Error::json("ensemble_config.model_weights", e))?))
         })
         .collect()
+    }
+
+    /// Saves an experiment's state (inserted or replaced).
+    pub(crate) fn save_experiment(&self, name: &str, ensemble: &str, state: &str, document: &str) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT INTO experiments (name, ensemble_name, state, document) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET state = excluded.state, document = excluded.document, updated_at = CURRENT_TIMESTAMP",
+                params![name, ensemble, state, document],
+            )
+            .map(drop)
+            .map_err(db_error("experiments"))
+    }
+
+    /// An experiment's saved state (JSON).
+    pub(crate) fn experiment(&self, name: &str) -> Result<Option<String>> {
+        self.lock()
+            .query_row("SELECT document FROM experiments WHERE name = ?1", params![name], |row| row.get(0))
+            .optional()
+            .map_err(db_error("reading experiments"))
+    }
+
+    /// The running or paused experiment of an ensemble: (name, JSON).
+    pub(crate) fn active_experiment(&self, ensemble: &str) -> Result<Option<(String, String)>> {
+        self.lock()
+            .query_row(
+                "SELECT name, document FROM experiments WHERE ensemble_name = ?1 AND state IN ('running', 'paused') LIMIT 1",
+                params![ensemble],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(db_error("reading experiments"))
+    }
+
+    /// Every experiment's saved state (JSON), by name.
+    pub(crate) fn experiments(&self) -> Result<Vec<String>> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare("SELECT document FROM experiments ORDER BY name")
+            .map_err(db_error("reading experiments"))?;
+        let rows = statement.query_map([], |row| row.get(0)).map_err(db_error("reading experiments"))?;
+        rows.map(|r| r.map_err(db_error("reading experiments"))).collect()
     }
 }

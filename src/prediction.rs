@@ -8,10 +8,19 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::adaptive::Published;
+use crate::experiment::Arm;
 use crate::meta::FitWindow;
 use crate::regime::Regime;
 use crate::registry::Task;
 use crate::strategy::StrategyKind;
+
+/// The experiment arm that served a request (see [`crate::experiment`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExperimentArm {
+    /// The experiment's name.
+    pub name: Arc<str>,
+    pub arm: Arm,
+}
 
 /// One member's part in a prediction.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -78,6 +87,9 @@ pub struct Prediction {
     /// Members that gave no prediction (neither they nor a fallback answered).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<Arc<str>>,
+    /// The experiment and arm that served the request, while the ensemble runs an experiment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentArm>,
     /// Wall time inside the engine (for a batch: the whole batch).
     pub latency_ms: f64,
 }
@@ -137,6 +149,8 @@ pub struct BatchPrediction {
     pub(crate) published: Arc<Published>,
     /// Every member ran in one call of the ensemble's fused model.
     pub fused: bool,
+    /// The experiment and arm that served the batch (a batch is routed as one request).
+    pub experiment: Option<ExperimentArm>,
     /// Wall time of the whole batch inside the engine.
     pub latency_ms: f64,
 }
@@ -202,6 +216,7 @@ impl BatchPrediction {
             regime,
             fit_window: choice.fit_window,
             weights_epoch: self.published.epoch,
+            experiment: self.experiment.clone(),
             latency_ms: self.latency_ms,
         }
     }

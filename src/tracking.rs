@@ -380,6 +380,8 @@ const DRIFT_EVENTS_KEPT: usize = 1024;
 pub(crate) struct Scored {
     pub key: EnsembleKey,
     pub regime: Option<Regime>,
+    /// The ensemble's prediction and its members'.
+    pub prediction: f32,
     pub members: Vec<f32>,
 }
 
@@ -506,7 +508,7 @@ impl Tracker {
                 events.push_back(event);
             }
         }
-        Ok(Scored { key, regime, members })
+        Ok(Scored { key, regime, prediction, members })
     }
 
     /// Metrics of every tracked version of `ensemble`, oldest version first.

@@ -197,6 +197,7 @@ impl EngineBuilder {
             model_options: self.model_options,
             memory_budget: self.memory_budget,
             fusion: self.fusion,
+            experiments: Mutex::new(Vec::new()),
         });
         if scaling || inner.memory_budget.is_some() {
             spawn_housekeeping(Arc::downgrade(&inner), self.autoscale);

@@ -9,11 +9,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::experiment::RunningExperiment;
 use super::load::{EnsembleSlot, LoadedEnsemble};
 use super::pipeline::{predict_queued, Call};
 use super::InferenceEngine;
 use crate::ensemble::EnsembleConfig;
 use crate::error::Result;
+use crate::experiment::Arm;
 use crate::features::{Batch, Features};
 use crate::prediction::{BatchPrediction, Prediction};
 use crate::registry::Task;
@@ -23,6 +25,8 @@ use crate::registry::Task;
 pub struct ResolvedRow {
     pub(super) ens: Arc<LoadedEnsemble>,
     pub(super) values: Vec<f32>,
+    /// The experiment arm it was routed to.
+    pub(super) arm: Option<(Arc<RunningExperiment>, Arm)>,
 }
 
 impl std::fmt::Debug for ResolvedRow {
@@ -133,20 +137,29 @@ impl EnsembleHandle {
 
     /// Predicts one request given by name.
     pub fn predict(&self, features: &Features) -> Result<Prediction> {
-        let started = Instant::now();
-        let ens = self.slot.load();
-        let mut dense = Vec::with_capacity(ens.schema.names().len());
-        ens.schema.fill_from_features(features, &mut dense)?;
-        self.single(&ens, &dense, started, None)
+        self.predict_routed(features, None, None)
     }
 
     /// [`EnsembleHandle::predict`] that must finish by `deadline` (see [`EnsembleHandle::predict_row_by`]).
     pub fn predict_by(&self, features: &Features, deadline: Instant) -> Result<Prediction> {
+        self.predict_routed(features, None, Some(deadline))
+    }
+
+    /// [`EnsembleHandle::predict`] with a routing key (a user id, an account, a symbol): while the
+    /// ensemble runs an experiment, the key's hash picks the arm, so the same key lands in the same
+    /// arm on every call and in every process; without a key each request is assigned on its own.
+    /// Without an experiment the key is ignored.
+    pub fn predict_routed(
+        &self,
+        features: &Features,
+        routing_key: Option<&str>,
+        deadline: Option<Instant>,
+    ) -> Result<Prediction> {
         let started = Instant::now();
         let ens = self.slot.load();
         let mut dense = Vec::with_capacity(ens.schema.names().len());
         ens.schema.fill_from_features(features, &mut dense)?;
-        self.single(&ens, &dense, started, Some(deadline))
+        self.single(&ens, &dense, started, deadline, routing_key)
     }
 
     /// Resolves one request against the ensemble as loaded now, asking `value_of` for each feature by
@@ -155,10 +168,26 @@ impl EnsembleHandle {
     /// dict / object this way, without building [`Features`], then predict with
     /// [`EnsembleHandle::predict_resolved`] (which they can run without holding their interpreter lock).
     pub fn resolve_row(&self, value_of: impl FnMut(&str) -> Result<Option<f32>>) -> Result<ResolvedRow> {
+        self.resolve_row_routed(value_of, None)
+    }
+
+    /// [`EnsembleHandle::resolve_row`] that also picks the request's experiment arm by its routing
+    /// key (see [`EnsembleHandle::predict_routed`]): the row is resolved against that arm's load.
+    pub fn resolve_row_routed(
+        &self,
+        value_of: impl FnMut(&str) -> Result<Option<f32>>,
+        routing_key: Option<&str>,
+    ) -> Result<ResolvedRow> {
         let ens = self.slot.load_full();
         let mut values = Vec::with_capacity(ens.schema.names().len());
         ens.schema.fill_from(value_of, &mut values)?;
-        Ok(ResolvedRow { ens, values })
+        let Some(running) = self.running_experiment(&ens) else { return Ok(ResolvedRow { ens, values, arm: None }) };
+        let arm = running.arm_for(routing_key);
+        if arm == Arm::Treatment {
+            let values = running.treatment_rows(&values).into_owned();
+            return Ok(ResolvedRow { ens: Arc::clone(&running.treatment), values, arm: Some((running, arm)) });
+        }
+        Ok(ResolvedRow { ens, values, arm: Some((running, arm)) })
     }
 
     /// Identifies the feature order [`EnsembleHandle::feature_names`] gives now: it changes only when
@@ -182,37 +211,51 @@ impl EnsembleHandle {
             return Ok(None);
         }
         let dense = ens.schema.dense_row(row)?;
-        self.single(&ens, &dense, started, deadline).map(Some)
+        self.single(&ens, &dense, started, deadline, None).map(Some)
     }
 
     /// Predicts a [`ResolvedRow`] on the load it was resolved against (after a hot swap in between,
     /// on the old one, as a call already running would), by `deadline` if given.
     pub fn predict_resolved(&self, row: &ResolvedRow, deadline: Option<Instant>) -> Result<Prediction> {
-        self.single(&row.ens, &row.values, Instant::now(), deadline)
+        let started = Instant::now();
+        let result = self.engine.inner.single(&Call { ens: &row.ens, dense: &row.values, rows: 1, started, deadline });
+        match &row.arm {
+            Some((running, arm)) => tag(running, *arm, result, started),
+            None => result,
+        }
     }
 
     /// Predicts one row given in [`EnsembleHandle::feature_names`] order (no name lookups).
     pub fn predict_row(&self, row: &[f32]) -> Result<Prediction> {
+        self.predict_row_routed(row, None, None)
+    }
+
+    /// [`EnsembleHandle::predict_row`] with a routing key and an optional deadline (see
+    /// [`EnsembleHandle::predict_routed`]). The row is in the control's feature order; a treatment
+    /// that consumes fewer or reordered features gets its own columns picked from it.
+    pub fn predict_row_routed(
+        &self,
+        row: &[f32],
+        routing_key: Option<&str>,
+        deadline: Option<Instant>,
+    ) -> Result<Prediction> {
         let started = Instant::now();
         let ens = self.slot.load();
         let dense = ens.schema.dense_row(row)?;
-        self.single(&ens, &dense, started, None)
+        self.single(&ens, &dense, started, deadline, routing_key)
     }
 
     /// [`EnsembleHandle::predict_row`] that must finish by `deadline`: a request that cannot (it
     /// would queue past it, or the deadline has passed) fails with [`Error::DeadlineExceeded`].
     pub fn predict_row_by(&self, row: &[f32], deadline: Instant) -> Result<Prediction> {
-        let started = Instant::now();
-        let ens = self.slot.load();
-        let dense = ens.schema.dense_row(row)?;
-        self.single(&ens, &dense, started, Some(deadline))
+        self.predict_row_routed(row, None, Some(deadline))
     }
 
     /// Predicts one row without blocking the calling executor: every member's call is queued to the
     /// model's dispatcher threads (batched with other queued rows when the model batches) and the
     /// future resolves when they answer. Runtime-agnostic (tokio, async-std, a hand-rolled executor).
     pub fn predict_row_async(&self, row: &[f32]) -> impl Future<Output = Result<Prediction>> + Send + 'static {
-        self.predict_row_async_inner(row, None)
+        self.predict_row_async_routed(row, None, None)
     }
 
     /// [`EnsembleHandle::predict_row_async`] with a deadline, as in [`EnsembleHandle::predict_row_by`].
@@ -221,7 +264,7 @@ impl EnsembleHandle {
         row: &[f32],
         deadline: Instant,
     ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
-        self.predict_row_async_inner(row, Some(deadline))
+        self.predict_row_async_routed(row, None, Some(deadline))
     }
 
     /// [`EnsembleHandle::predict`] without blocking the calling executor.
@@ -230,41 +273,132 @@ impl EnsembleHandle {
         let ens = self.slot.load_full();
         let mut dense = Vec::with_capacity(ens.schema.names().len());
         let filled = ens.schema.fill_from_features(features, &mut dense);
-        predict_queued(self.engine.clone(), ens, filled.map(|()| dense), started, None)
+        self.queued(ens, filled.map(|()| dense), started, None, None)
     }
 
-    fn predict_row_async_inner(
+    /// [`EnsembleHandle::predict_row_async`] with a routing key and an optional deadline (see
+    /// [`EnsembleHandle::predict_routed`] and [`EnsembleHandle::predict_row_by`]).
+    pub fn predict_row_async_routed(
         &self,
         row: &[f32],
+        routing_key: Option<&str>,
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
         let started = Instant::now();
         let ens = self.slot.load_full();
         let dense = ens.schema.dense_row(row).map(Cow::into_owned);
-        predict_queued(self.engine.clone(), ens, dense, started, deadline)
+        self.queued(ens, dense, started, deadline, routing_key)
+    }
+
+    /// The queued pipeline on the control's load, or on the arm's during an experiment.
+    fn queued(
+        &self,
+        ens: Arc<LoadedEnsemble>,
+        dense: Result<Vec<f32>>,
+        started: Instant,
+        deadline: Option<Instant>,
+        routing_key: Option<&str>,
+    ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
+        let engine = self.engine.clone();
+        let route = self.running_experiment(&ens).map(|running| {
+            let arm = running.arm_for(routing_key);
+            (running, arm)
+        });
+        let (ens, dense) = match &route {
+            Some((running, Arm::Treatment)) => {
+                let dense = dense.map(|d| running.treatment_rows(&d).into_owned());
+                (Arc::clone(&running.treatment), dense)
+            }
+            _ => (ens, dense),
+        };
+        let future = predict_queued(engine, ens, dense, started, deadline);
+        async move {
+            let result = future.await;
+            match route {
+                Some((running, arm)) => tag(&running, arm, result, started),
+                None => result,
+            }
+        }
     }
 
     /// Predicts every row of `batch`; each member runs once for the whole batch.
     pub fn predict_batch(&self, batch: &Batch<'_>) -> Result<BatchPrediction> {
-        self.run_batch(batch, Instant::now())
+        self.run_batch(batch, Instant::now(), None)
+    }
+
+    /// [`EnsembleHandle::predict_batch`] with a routing key: during an experiment the whole batch is
+    /// one request and goes to one arm (see [`EnsembleHandle::predict_routed`]).
+    pub fn predict_batch_routed(&self, batch: &Batch<'_>, routing_key: Option<&str>) -> Result<BatchPrediction> {
+        self.run_batch(batch, Instant::now(), routing_key)
     }
 
     /// A batch through the pipeline (every member inline, once for all rows).
-    pub(super) fn run_batch(&self, batch: &Batch<'_>, started: Instant) -> Result<BatchPrediction> {
+    pub(super) fn run_batch(
+        &self,
+        batch: &Batch<'_>,
+        started: Instant,
+        routing_key: Option<&str>,
+    ) -> Result<BatchPrediction> {
         let ens = self.slot.load();
         let dense = ens.schema.dense_batch(batch)?;
-        let call = Call { ens: &ens, dense: &dense, rows: batch.rows(), started, deadline: None };
-        self.engine.inner.run(&call, ens.key.learning.published())
+        let rows = batch.rows();
+        let run = |ens: &LoadedEnsemble, dense: &[f32]| {
+            let call = Call { ens, dense, rows, started, deadline: None };
+            self.engine.inner.run(&call, ens.key.learning.published())
+        };
+        let Some(running) = self.running_experiment(&ens) else { return run(&ens, &dense) };
+        let arm = running.arm_for(routing_key);
+        let mut result = match arm {
+            Arm::Control => run(&ens, &dense),
+            Arm::Treatment => run(&running.treatment, &running.treatment_rows(&dense)),
+        };
+        let degraded = result.as_ref().is_ok_and(|b| b.members.iter().any(|m| m.error.is_some()));
+        let arm_tag = running.observe(arm, &result, degraded, started);
+        if let Ok(batch) = &mut result {
+            batch.experiment = Some(arm_tag);
+        }
+        result
     }
 
-    /// One dense row through the synchronous pipeline.
+    /// The experiment routing requests made on `control` (the slot's load), if one is running.
+    fn running_experiment(&self, control: &LoadedEnsemble) -> Option<Arc<RunningExperiment>> {
+        let experiment = self.slot.experiment.load();
+        experiment.as_ref().filter(|e| e.routes(control)).map(Arc::clone)
+    }
+
+    /// One dense row through the synchronous pipeline, on the control's load or, during an
+    /// experiment, on the arm its routing key picks.
     fn single(
         &self,
         ens: &LoadedEnsemble,
         dense: &[f32],
         started: Instant,
         deadline: Option<Instant>,
+        routing_key: Option<&str>,
     ) -> Result<Prediction> {
-        self.engine.inner.single(&Call { ens, dense, rows: 1, started, deadline })
+        let inner = &self.engine.inner;
+        let experiment = self.slot.experiment.load();
+        let Some(running) = experiment.as_ref().filter(|e| e.routes(ens)) else {
+            return inner.single(&Call { ens, dense, rows: 1, started, deadline });
+        };
+        let arm = running.arm_for(routing_key);
+        let result = match arm {
+            Arm::Control => inner.single(&Call { ens, dense, rows: 1, started, deadline }),
+            Arm::Treatment => {
+                let dense = running.treatment_rows(dense);
+                inner.single(&Call { ens: &running.treatment, dense: &dense, rows: 1, started, deadline })
+            }
+        };
+        tag(running, arm, result, started)
     }
+}
+
+/// Counts a routed request for its arm's guardrails and marks its prediction with the arm.
+fn tag(running: &RunningExperiment, arm: Arm, mut result: Result<Prediction>, started: Instant) -> Result<Prediction> {
+    let degraded = result.as_ref().is_ok_and(|p| p.degraded);
+    let arm_tag = running.observe(arm, &result, degraded, started);
+    if let Ok(p) = &mut result {
+        p.experiment = Some(arm_tag);
+    }
+    result
 }

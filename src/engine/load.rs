@@ -6,8 +6,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 
+use super::experiment::RunningExperiment;
 use super::member::{LoadedModel, Member};
 use super::{EnsembleHandle, InferenceEngine};
 use crate::adaptive::Learning;
@@ -47,7 +48,30 @@ pub(super) type LastGood = quick_cache::sync::Cache<Box<[u32]>, Arc<Prediction>>
 const LAST_GOOD_ROWS: usize = 10_000;
 
 /// The slot an ensemble's current load lives in; handles read it, a reload (hot swap) replaces it.
-pub(super) type EnsembleSlot = ArcSwap<LoadedEnsemble>;
+/// While an experiment runs on the ensemble it sits here too, so that routing costs one more
+/// lock-free load and nothing without one.
+pub(super) struct EnsembleSlot {
+    current: ArcSwap<LoadedEnsemble>,
+    pub experiment: ArcSwapOption<RunningExperiment>,
+}
+
+impl EnsembleSlot {
+    fn new(loaded: Arc<LoadedEnsemble>) -> EnsembleSlot {
+        EnsembleSlot { current: ArcSwap::new(loaded), experiment: ArcSwapOption::empty() }
+    }
+
+    pub fn load(&self) -> Guard<Arc<LoadedEnsemble>> {
+        self.current.load()
+    }
+
+    pub fn load_full(&self) -> Arc<LoadedEnsemble> {
+        self.current.load_full()
+    }
+
+    pub fn store(&self, loaded: Arc<LoadedEnsemble>) {
+        self.current.store(loaded);
+    }
+}
 
 impl InferenceEngine {
     /// Validates `config` against the registry, saves it as the ensemble's next version and loads it.
@@ -94,6 +118,32 @@ impl InferenceEngine {
     }
 
     fn load_config(&self, config: EnsembleConfig) -> Result<EnsembleHandle> {
+        let loaded = self.build_load(config)?;
+        let (slot, new) = {
+            let mut ensembles = self.inner.ensembles.write().unwrap_or_else(|p| p.into_inner());
+            match ensembles.get(&loaded.config.name) {
+                // Handles read the slot on every call: from now on they predict with this load, while
+                // calls already running finish on the one they started with.
+                Some(slot) => {
+                    slot.store(loaded);
+                    (Arc::clone(slot), false)
+                }
+                None => {
+                    let slot = Arc::new(EnsembleSlot::new(loaded));
+                    ensembles.insert(slot.load().config.name.clone(), Arc::clone(&slot));
+                    (slot, true)
+                }
+            }
+        };
+        if new {
+            // An experiment this ensemble had running before a restart continues.
+            self.take_up_experiment(&slot)?;
+        }
+        Ok(EnsembleHandle { engine: self.clone(), slot })
+    }
+
+    /// Resolves and loads `config` (resuming what it learnt and tracked) without making it active.
+    pub(super) fn build_load(&self, config: EnsembleConfig) -> Result<Arc<LoadedEnsemble>> {
         // What a previous load of this version learnt must be on disk before it is read back.
         self.inner.flush()?;
         let metas = self.check_members(&config)?;
@@ -189,23 +239,7 @@ impl InferenceEngine {
                 tracker.restore(key, &state);
             }
         }
-        let slot = {
-            let mut ensembles = self.inner.ensembles.write().unwrap_or_else(|p| p.into_inner());
-            match ensembles.get(&loaded.config.name) {
-                // Handles read the slot on every call: from now on they predict with this load, while
-                // calls already running finish on the one they started with.
-                Some(slot) => {
-                    slot.store(loaded);
-                    Arc::clone(slot)
-                }
-                None => {
-                    let slot = Arc::new(ArcSwap::new(loaded));
-                    ensembles.insert(slot.load().config.name.clone(), Arc::clone(&slot));
-                    slot
-                }
-            }
-        };
-        Ok(EnsembleHandle { engine: self.clone(), slot })
+        Ok(loaded)
     }
 
     fn loaded_ensemble(&self, name: &str) -> Option<Arc<LoadedEnsemble>> {

@@ -10,12 +10,14 @@
 //! - `pipeline.rs`: one request's way through cache → members (inline, fused or queued) → fallbacks
 //!   → combination → tracking → settle (cache, last good, stale);
 //! - `background.rs`: refits, state flushes, autoscaling and the memory budget, off the request path;
+//! - `experiment.rs`: A/B experiments: routing requests to arms, crediting outcomes, applying decisions;
 //! - `registry_handle.rs`: [`RegistryHandle`], a registry on its own or an engine's (what the bindings' `Registry` wraps).
 //!
 //! The path of one prediction is in ARCHITECTURE.md.
 
 mod background;
 mod builder;
+mod experiment;
 mod fused;
 mod handle;
 mod load;
@@ -86,6 +88,8 @@ struct EngineInner {
     model_options: HashMap<String, ModelOptions>,
     memory_budget: Option<u64>,
     fusion: bool,
+    /// Experiments this engine has taken up (running, paused or ended since).
+    experiments: Mutex<Vec<Arc<experiment::RunningExperiment>>>,
 }
 
 impl EngineInner {
@@ -167,8 +171,18 @@ impl InferenceEngine {
 
     /// Joins a realised outcome with the prediction `request_id` (classification: 0 or 1).
     pub fn record_outcome(&self, request_id: u64, outcome: f32) -> Result<()> {
+        self.record_outcome_valued(request_id, outcome, None)
+    }
+
+    /// [`InferenceEngine::record_outcome`] with the outcome's business value (for example the
+    /// trade's P&L; higher is better), which an experiment with the `business` metric compares.
+    pub fn record_outcome_valued(&self, request_id: u64, outcome: f32, business_value: Option<f64>) -> Result<()> {
+        if let Some(v) = business_value.filter(|v| !v.is_finite()) {
+            return Err(Error::Outcome(format!("business value {v} for request {request_id} is not finite")));
+        }
         let scored = self.inner.tracker()?.record_outcome(request_id, outcome)?;
-        let learning = &scored.key.learning;
+        let key = &scored.key;
+        let learning = &key.learning;
         if learning.learn(scored.regime, &scored.members, outcome) {
             if self.inner.synchronous_refits {
                 learning.refit();
@@ -176,7 +190,7 @@ impl InferenceEngine {
                 self.inner.background.submit(Arc::clone(learning));
             }
         }
-        Ok(())
+        self.inner.credit_experiment(request_id, &key.name, key.version, scored.prediction, outcome, business_value)
     }
 
     /// Tracked metrics of the ensemble's most recent tracked version.

@@ -50,7 +50,7 @@ impl EnsembleHandle {
             copied = rows.as_standard_layout().into_owned();
             Batch::row_major(feature_names, copied.as_slice().unwrap_or_default())?
         };
-        self.run_batch(&batch, started)
+        self.run_batch(&batch, started, None)
     }
 }
 

@@ -336,6 +336,7 @@ impl EngineInner {
             members,
             published,
             fused: false,
+            experiment: None,
             latency_ms: call.started.elapsed().as_secs_f64() * 1e3,
         })
     }

@@ -1,0 +1,501 @@
+//! A/B experiments inside the engine: starting one (the control pinned as the ensemble's active
+//! version, the treatment loaded beside it), routing each request to an arm by its routing key,
+//! counting each arm's requests for the guardrails, crediting outcomes to the arm that predicted,
+//! applying decisions (a step's new split, a rollback, a promotion as a hot swap), persisting the
+//! state and resuming it after a restart. The statistics and rules are [`crate::experiment`].
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use super::load::{EnsembleSlot, LoadedEnsemble};
+use super::{EngineInner, InferenceEngine};
+use crate::error::{Error, Result};
+use crate::experiment::{
+    bucket, Action, Arm, ArmWindow, Experiment, ExperimentConfig, ExperimentState, ExperimentStatus, BUCKETS,
+};
+use crate::prediction::ExperimentArm;
+
+/// Latency buckets of an arm's histogram: four per octave of microseconds, up to about 2^32 µs.
+const LATENCY_BUCKETS: usize = 128;
+
+/// One arm's live request counts (atomics: any number of predicting threads add to them).
+pub(super) struct ArmCounters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    degraded: AtomicU64,
+    latency: [AtomicU64; LATENCY_BUCKETS],
+}
+
+impl Default for ArmCounters {
+    fn default() -> Self {
+        ArmCounters {
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            degraded: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+fn latency_bucket(elapsed: Duration) -> usize {
+    let us = elapsed.as_secs_f64() * 1e6;
+    ((us + 1.0).log2() * 4.0).clamp(0.0, (LATENCY_BUCKETS - 1) as f64) as usize
+}
+
+/// The upper edge of a latency bucket, in milliseconds.
+fn bucket_upper_ms(index: usize) -> f64 {
+    ((index as f64 + 1.0) / 4.0).exp2() / 1e3
+}
+
+/// A snapshot of an arm's counters (to take interval differences).
+#[derive(Clone)]
+struct Counts {
+    requests: u64,
+    errors: u64,
+    degraded: u64,
+    latency: Vec<u64>,
+}
+
+impl ArmCounters {
+    fn observe<T>(&self, result: &Result<T>, degraded: bool, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        } else if degraded {
+            self.degraded.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency[latency_bucket(elapsed)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            degraded: self.degraded.load(Ordering::Relaxed),
+            latency: self.latency.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+        }
+    }
+}
+
+/// What happened between two snapshots.
+fn window(now: &Counts, before: &Counts) -> ArmWindow {
+    let requests = now.requests - before.requests;
+    let deltas: Vec<u64> = now.latency.iter().zip(&before.latency).map(|(a, b)| a - b).collect();
+    let total: u64 = deltas.iter().sum();
+    let p95_ms = (total > 0).then(|| {
+        let rank = (total as f64 * 0.95).ceil() as u64;
+        let mut seen = 0;
+        let index = deltas.iter().position(|&d| {
+            seen += d;
+            seen >= rank
+        });
+        bucket_upper_ms(index.unwrap_or(LATENCY_BUCKETS - 1))
+    });
+    ArmWindow { requests, errors: now.errors - before.errors, degraded: now.degraded - before.degraded, p95_ms }
+}
+
+/// An experiment the engine is routing (running) or holding (paused) for one ensemble.
+pub(super) struct RunningExperiment {
+    name: Arc<str>,
+    control_version: u32,
+    pub treatment: Arc<LoadedEnsemble>,
+    /// The treatment's features as positions in the control's schema (`None`: the same order).
+    remap: Option<Box<[usize]>>,
+    control_width: usize,
+    /// The treatment's share in assignment buckets (0 while paused).
+    split: AtomicU32,
+    routing: AtomicBool,
+    seed: u64,
+    /// Assigns requests without a routing key.
+    sequence: AtomicU64,
+    /// Outcomes of predictions with an id below this one were not routed by the experiment.
+    first_request_id: u64,
+    arms: [ArmCounters; 2],
+    tags: [ExperimentArm; 2],
+    state: Mutex<Experiment>,
+}
+
+impl RunningExperiment {
+    fn lock(&self) -> MutexGuard<'_, Experiment> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether requests on `control` (the slot's load) go through the experiment: it is running and
+    /// the ensemble's active version is still the control.
+    pub fn routes(&self, control: &LoadedEnsemble) -> bool {
+        self.routing.load(Ordering::Relaxed) && control.config.version == self.control_version
+    }
+
+    /// The arm of a request: its routing key's bucket against the split (a counter's without a key).
+    pub fn arm_for(&self, routing_key: Option<&str>) -> Arm {
+        let split = self.split.load(Ordering::Relaxed);
+        if split == 0 {
+            return Arm::Control;
+        }
+        let b = match routing_key {
+            Some(key) => bucket(self.seed, key.as_bytes()),
+            None => bucket(self.seed, &self.sequence.fetch_add(1, Ordering::Relaxed).to_le_bytes()),
+        };
+        if b < split {
+            Arm::Treatment
+        } else {
+            Arm::Control
+        }
+    }
+
+    /// The control's dense rows in the treatment's feature order (borrowed when it is the same).
+    pub fn treatment_rows<'a>(&self, dense: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        match &self.remap {
+            None => std::borrow::Cow::Borrowed(dense),
+            Some(indices) => {
+                let mut out = Vec::with_capacity(dense.len() / self.control_width.max(1) * indices.len());
+                crate::features::gather(dense, self.control_width, indices, &mut out);
+                std::borrow::Cow::Owned(out)
+            }
+        }
+    }
+
+    /// Counts a request of `arm` for the guardrails; returns the tag its prediction carries.
+    pub fn observe<T>(&self, arm: Arm, result: &Result<T>, degraded: bool, started: Instant) -> ExperimentArm {
+        self.arms[arm as usize].observe(result, degraded, started.elapsed());
+        self.tags[arm as usize].clone()
+    }
+
+    fn status(&self) -> ExperimentStatus {
+        let mut status = self.lock().status();
+        for (arm, counters) in [(&mut status.arms.control, &self.arms[0]), (&mut status.arms.treatment, &self.arms[1])]
+        {
+            let c = counters.counts();
+            arm.requests = Some(c.requests);
+            arm.errors = Some(c.errors);
+            arm.degraded = Some(c.degraded);
+        }
+        status
+    }
+}
+
+impl InferenceEngine {
+    /// Starts an A/B experiment between two versions of an ensemble (see [`crate::experiment`]):
+    /// the control becomes (or stays) the ensemble's active version, the treatment is loaded beside
+    /// it, and from now on every prediction of the ensemble is routed to an arm. One experiment runs
+    /// per ensemble; names are unique in the home.
+    pub fn start_experiment(&self, config: ExperimentConfig) -> Result<ExperimentStatus> {
+        config.validate()?;
+        if self.experiment_record(&config.name)?.is_some() {
+            return Err(Error::AlreadyExists { what: "experiment", name: config.name.clone() });
+        }
+        let handle = self.ensemble(&config.ensemble)?;
+        if let Some(running) = handle.slot.experiment.load_full() {
+            return Err(Error::Config(format!(
+                "ensemble {:?} already has experiment {:?}: stop it first",
+                config.ensemble, running.name
+            )));
+        }
+        if let Some(store) = self.state_store() {
+            if let Some(other) = store.active_experiment(&config.ensemble)? {
+                return Err(Error::Config(format!(
+                    "ensemble {:?} already has experiment {:?} in the state store: stop it first",
+                    config.ensemble, other.0
+                )));
+            }
+        }
+        // The treatment must exist and fit before anything changes.
+        let treatment = self.build_load(self.inner.ensemble_store.get_version(&config.ensemble, config.treatment)?)?;
+        let control = self.set_default_ensemble_version(&config.ensemble, config.control)?.slot.load_full();
+        let experiment = Experiment::new(config, control.task)?;
+        let running = self.attach(&handle.slot, &control, treatment, experiment)?;
+        let status = running.status();
+        Ok(status)
+    }
+
+    /// Builds the running experiment for `slot` and starts routing and its guardrail thread.
+    fn attach(
+        &self,
+        slot: &Arc<EnsembleSlot>,
+        control: &LoadedEnsemble,
+        treatment: Arc<LoadedEnsemble>,
+        experiment: Experiment,
+    ) -> Result<Arc<RunningExperiment>> {
+        if treatment.task != control.task {
+            return Err(Error::Config(format!(
+                "the treatment (version {}) is {:?}, the control (version {}) {:?}",
+                treatment.config.version, treatment.task, control.config.version, control.task
+            )));
+        }
+        let control_names = control.schema.names();
+        let indices = treatment
+            .schema
+            .names()
+            .iter()
+            .map(|f| {
+                control.schema.index_of(f).ok_or_else(|| {
+                    Error::Config(format!(
+                        "the treatment (version {}) consumes feature {f:?}, which the control (version {}) does not: an experiment compares versions over the control's features",
+                        treatment.config.version, control.config.version
+                    ))
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        let same = indices.len() == control_names.len() && indices.iter().enumerate().all(|(i, &j)| i == j);
+        let name: Arc<str> = Arc::from(experiment.config.name.as_str());
+        let tag = |arm| ExperimentArm { name: Arc::clone(&name), arm };
+        let running = Arc::new(RunningExperiment {
+            control_version: experiment.config.control,
+            treatment,
+            remap: (!same).then(|| indices.into_boxed_slice()),
+            control_width: control_names.len(),
+            split: AtomicU32::new(experiment.split_buckets()),
+            routing: AtomicBool::new(experiment.state == ExperimentState::Running),
+            seed: experiment.seed,
+            sequence: AtomicU64::new(0),
+            first_request_id: self.inner.next_request_ids(0),
+            arms: [ArmCounters::default(), ArmCounters::default()],
+            tags: [tag(Arm::Control), tag(Arm::Treatment)],
+            name,
+            state: Mutex::new(experiment),
+        });
+        self.inner.persist_experiment(&running.lock())?;
+        slot.experiment.store(Some(Arc::clone(&running)));
+        self.inner.lock_experiments().push(Arc::clone(&running));
+        spawn_guardrails(Arc::downgrade(&self.inner), Arc::downgrade(slot), Arc::clone(&running));
+        Ok(running)
+    }
+
+    /// Takes up an experiment the state store holds as running or paused for the ensemble just
+    /// loaded into `slot` (after a restart); one that cannot resume is stopped with the reason.
+    pub(super) fn take_up_experiment(&self, slot: &Arc<EnsembleSlot>) -> Result<()> {
+        let Some(store) = self.state_store() else { return Ok(()) };
+        let control = slot.load_full();
+        let Some((_, document)) = store.active_experiment(&control.config.name)? else { return Ok(()) };
+        let mut experiment: Experiment =
+            serde_json::from_str(&document).map_err(|e| Error::json("experiments.document", e))?;
+        if self.inner.lock_experiments().iter().any(|r| *r.name == *experiment.config.name) {
+            return Ok(());
+        }
+        let resumed = if control.config.version != experiment.config.control {
+            Err(Error::Config(format!(
+                "the ensemble's active version is {}, not the control {}",
+                control.config.version, experiment.config.control
+            )))
+        } else {
+            self.inner
+                .ensemble_store
+                .get_version(&experiment.config.ensemble, experiment.config.treatment)
+                .and_then(|config| self.build_load(config))
+        };
+        match resumed {
+            Ok(treatment) => self.attach(slot, &control, treatment, experiment).map(drop),
+            Err(e) => {
+                experiment.act(Action::Stopped, &format!("could not resume after a restart: {e}"))?;
+                self.inner.persist_experiment(&experiment)
+            }
+        }
+    }
+
+    /// An experiment's status: live when this engine runs it, else as the state store last saw it.
+    pub fn experiment_status(&self, name: &str) -> Result<ExperimentStatus> {
+        if let Some(running) = self.inner.lock_experiments().iter().find(|r| *r.name == *name) {
+            return Ok(running.status());
+        }
+        self.experiment_record(name)?.map(|e| e.status()).ok_or_else(|| Error::not_found("experiment", name))
+    }
+
+    /// Every experiment (this engine's and the state store's), by name.
+    pub fn experiments(&self) -> Result<Vec<ExperimentStatus>> {
+        let mut list: Vec<ExperimentStatus> = self.inner.lock_experiments().iter().map(|r| r.status()).collect();
+        if let Some(store) = self.state_store() {
+            for document in store.experiments()? {
+                let e: Experiment =
+                    serde_json::from_str(&document).map_err(|e| Error::json("experiments.document", e))?;
+                if !list.iter().any(|s| s.name == e.config.name) {
+                    list.push(e.status());
+                }
+            }
+        }
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    /// Pauses a running experiment: every request goes to the control and outcomes are not counted
+    /// until [`InferenceEngine::resume_experiment`].
+    pub fn pause_experiment(&self, name: &str) -> Result<ExperimentStatus> {
+        self.act_on_experiment(name, Action::Paused, "")
+    }
+
+    /// Resumes a paused experiment at the step it was paused in.
+    pub fn resume_experiment(&self, name: &str) -> Result<ExperimentStatus> {
+        self.act_on_experiment(name, Action::Resumed, "")
+    }
+
+    /// Stops an experiment for good: the control stays the active version.
+    pub fn stop_experiment(&self, name: &str, reason: &str) -> Result<ExperimentStatus> {
+        self.act_on_experiment(name, Action::Stopped, reason)
+    }
+
+    fn act_on_experiment(&self, name: &str, action: Action, reason: &str) -> Result<ExperimentStatus> {
+        let running = self.inner.lock_experiments().iter().find(|r| *r.name == *name).cloned();
+        match running {
+            Some(running) => {
+                running.lock().act(action, reason)?;
+                self.inner.after_decision(&running, action)?;
+                Ok(running.status())
+            }
+            None => {
+                // Not taken up by this engine (its ensemble not loaded yet): act on the stored record.
+                let mut e = self.experiment_record(name)?.ok_or_else(|| Error::not_found("experiment", name))?;
+                if e.state.is_active() && action != Action::Stopped {
+                    // Load the ensemble: that resumes the experiment here, then act on the live one.
+                    self.ensemble(&e.config.ensemble)?;
+                    if self.inner.lock_experiments().iter().any(|r| *r.name == *name) {
+                        return self.act_on_experiment(name, action, reason);
+                    }
+                }
+                e.act(action, reason)?;
+                self.inner.persist_experiment(&e)?;
+                Ok(e.status())
+            }
+        }
+    }
+
+    fn experiment_record(&self, name: &str) -> Result<Option<Experiment>> {
+        if let Some(running) = self.inner.lock_experiments().iter().find(|r| *r.name == *name) {
+            return Ok(Some(running.lock().clone()));
+        }
+        let Some(store) = self.state_store() else { return Ok(None) };
+        store
+            .experiment(name)?
+            .map(|d| serde_json::from_str(&d).map_err(|e| Error::json("experiments.document", e)))
+            .transpose()
+    }
+}
+
+impl EngineInner {
+    fn lock_experiments(&self) -> MutexGuard<'_, Vec<Arc<RunningExperiment>>> {
+        self.experiments.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn persist_experiment(&self, e: &Experiment) -> Result<()> {
+        let Some((store, _)) = &self.state else { return Ok(()) };
+        let document = serde_json::to_string(e).map_err(|e| Error::json("experiment state", e))?;
+        store.save_experiment(&e.config.name, &e.config.ensemble, e.state.as_str(), &document)
+    }
+
+    /// Credits an outcome of request `request_id`, predicted by `version` of `ensemble` as
+    /// `prediction`, to the arm that made it (when an experiment routed it).
+    pub(super) fn credit_experiment(
+        &self,
+        request_id: u64,
+        ensemble: &str,
+        version: u32,
+        prediction: f32,
+        outcome: f32,
+        business_value: Option<f64>,
+    ) -> Result<()> {
+        let slot = self.ensembles.read().unwrap_or_else(|p| p.into_inner()).get(ensemble).map(Arc::clone);
+        let Some(running) = slot.and_then(|s| s.experiment.load_full()) else { return Ok(()) };
+        if request_id < running.first_request_id {
+            return Ok(());
+        }
+        let action = {
+            let mut e = running.lock();
+            let arm = if version == e.config.control {
+                Arm::Control
+            } else if version == e.config.treatment {
+                Arm::Treatment
+            } else {
+                return Ok(());
+            };
+            let Some(value) = e.metric.value(prediction, outcome, business_value) else { return Ok(()) };
+            e.record(arm, value)
+        };
+        match action {
+            Some(action) => self.after_decision(&running, action),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies a decision: the new split, the end of routing, the promotion's hot swap; then saves.
+    fn after_decision(&self, running: &Arc<RunningExperiment>, action: Action) -> Result<()> {
+        let (split, routing, ensemble) = {
+            let e = running.lock();
+            (e.split_buckets(), e.state == ExperimentState::Running, e.config.ensemble.clone())
+        };
+        running.split.store(split.min(BUCKETS), Ordering::Relaxed);
+        running.routing.store(routing, Ordering::Relaxed);
+        let slot = self.ensembles.read().unwrap_or_else(|p| p.into_inner()).get(&ensemble).map(Arc::clone);
+        if action == Action::Promoted {
+            self.ensemble_store.set_default(&ensemble, running.treatment.config.version)?;
+            if let Some(slot) = &slot {
+                // The treatment's load (with what it learnt during the experiment) becomes the active one.
+                slot.store(Arc::clone(&running.treatment));
+            }
+        }
+        let ended = !running.lock().state.is_active();
+        if ended {
+            if let Some(slot) = &slot {
+                let current = slot.experiment.load_full();
+                if current.is_some_and(|c| Arc::ptr_eq(&c, running)) {
+                    slot.experiment.store(None);
+                }
+            }
+        }
+        self.persist_experiment(&running.lock())
+    }
+}
+
+/// Every `guardrails.interval_ms`: judges the treatment's requests since the last check, stops the
+/// experiment if the ensemble's active version stopped being the control, and saves the sums.
+/// Ends with the experiment or the engine.
+fn spawn_guardrails(engine: Weak<EngineInner>, slot: Weak<EnsembleSlot>, running: Arc<RunningExperiment>) {
+    let interval = Duration::from_millis(running.lock().config.guardrails.interval_ms);
+    let spawned = std::thread::Builder::new().name(format!("quorum-experiment-{}", running.name)).spawn(move || {
+        let mut before = running.arms[1].counts();
+        loop {
+            std::thread::sleep(interval);
+            let (Some(inner), Some(slot)) = (engine.upgrade(), slot.upgrade()) else { break };
+            let state = running.lock().state;
+            if !state.is_active() {
+                break;
+            }
+            let now = running.arms[1].counts();
+            let mut action = running.lock().check_guardrails(&window(&now, &before));
+            before = now;
+            let active = slot.load().config.version;
+            if action.is_none() && active != running.control_version {
+                let reason = format!("the ensemble's active version changed to {active} outside the experiment");
+                if running.lock().act(Action::Stopped, &reason).is_ok() {
+                    action = Some(Action::Stopped);
+                }
+            }
+            // A failed save is retried on the next tick; the decision itself is already in force.
+            let _ = match action {
+                Some(action) => inner.after_decision(&running, action),
+                None if state == ExperimentState::Running => inner.persist_experiment(&running.lock()),
+                None => Ok(()),
+            };
+        }
+    });
+    // Without the thread the guardrails are not checked; the test on outcomes still decides.
+    drop(spawned);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_p95_is_the_bucket_holding_the_95th_percentile() {
+        let counters = ArmCounters::default();
+        let before = counters.counts();
+        for i in 0..100u64 {
+            let latency = if i < 90 { Duration::from_micros(100) } else { Duration::from_millis(200) };
+            counters.observe(&Ok::<(), Error>(()), false, latency);
+        }
+        counters.observe(&Err::<(), Error>(Error::Internal("x".into())), false, Duration::from_micros(100));
+        let w = window(&counters.counts(), &before);
+        assert_eq!((w.requests, w.errors), (101, 1));
+        let p95 = w.p95_ms.unwrap();
+        assert!((200.0..250.0).contains(&p95), "{p95}");
+    }
+}
