@@ -135,7 +135,7 @@ impl EngineInner {
         for (learning, epoch) in flushed {
             learning.mark_flushed(epoch);
         }
-        Ok(())
+        self.persist_experiments()
     }
 }
 

@@ -375,6 +375,20 @@ impl EngineInner {
         self.experiments.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Saves every experiment this engine routes (their sums move with each outcome).
+    pub(super) fn persist_experiments(&self) -> Result<()> {
+        let running: Vec<Arc<RunningExperiment>> = self.lock_experiments().clone();
+        for r in running {
+            let e = r.lock();
+            if e.state.is_active() {
+                self.persist_experiment(&e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes an experiment's state. Callers hold its lock, so that an older state can never
+    /// overwrite a newer decision.
     fn persist_experiment(&self, e: &Experiment) -> Result<()> {
         let Some((store, _)) = &self.state else { return Ok(()) };
         let document = serde_json::to_string(e).map_err(|e| Error::json("experiment state", e))?;
@@ -431,7 +445,8 @@ impl EngineInner {
                 slot.store(Arc::clone(&running.treatment));
             }
         }
-        let ended = !running.lock().state.is_active();
+        let state = running.lock();
+        let ended = !state.state.is_active();
         if ended {
             if let Some(slot) = &slot {
                 let current = slot.experiment.load_full();
@@ -440,7 +455,7 @@ impl EngineInner {
                 }
             }
         }
-        self.persist_experiment(&running.lock())
+        self.persist_experiment(&state)
     }
 }
 

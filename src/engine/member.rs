@@ -18,12 +18,14 @@ use crate::replicas::{ModelOptions, ReplicaPool, RunOutcome};
 use crate::runtime::Runtime;
 
 /// A fault injected into a model (for tests of degraded operation): every call to the model fails,
-/// panics, or sleeps first, until cleared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// panics, or sleeps first, or a fraction of calls fails, until cleared.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fault {
     Fail,
     Panic,
     Slow(Duration),
+    /// This fraction of calls (0 to 1) fails, spread evenly (with 0.1, every tenth call).
+    FailFraction(f32),
 }
 
 /// What kind of fault a model has now; one atomic byte, read on every call.
@@ -34,6 +36,7 @@ enum FaultKind {
     Fail = 1,
     Panic = 2,
     Slow = 3,
+    FailSome = 4,
 }
 
 impl FaultKind {
@@ -42,6 +45,7 @@ impl FaultKind {
             1 => FaultKind::Fail,
             2 => FaultKind::Panic,
             3 => FaultKind::Slow,
+            4 => FaultKind::FailSome,
             _ => FaultKind::None,
         }
     }
@@ -52,6 +56,9 @@ impl FaultKind {
 struct FaultSlot {
     kind: AtomicU8,
     delay_us: AtomicU64,
+    /// [`Fault::FailFraction`] in parts per million, and the calls counted so far.
+    fraction_ppm: AtomicU64,
+    calls: AtomicU64,
 }
 
 impl FaultSlot {
@@ -65,6 +72,11 @@ impl FaultSlot {
             Some(Fault::Fail) => (FaultKind::Fail, Duration::ZERO),
             Some(Fault::Panic) => (FaultKind::Panic, Duration::ZERO),
             Some(Fault::Slow(d)) => (FaultKind::Slow, d),
+            Some(Fault::FailFraction(f)) => {
+                let ppm = (f64::from(f).clamp(0.0, 1.0) * 1e6).round() as u64;
+                self.fraction_ppm.store(ppm, Ordering::Relaxed);
+                (FaultKind::FailSome, Duration::ZERO)
+            }
         };
         // The delay first, published by the kind's release store: a call that sees `Slow` (acquire
         // load; a plain load on x86) reads this delay or a newer one.
@@ -74,6 +86,13 @@ impl FaultSlot {
 
     fn delay(&self) -> Duration {
         Duration::from_micros(self.delay_us.load(Ordering::Relaxed))
+    }
+
+    /// Whether this call is one of the failing fraction's (call n fails when ⌊(n+1)f⌋ > ⌊nf⌋).
+    fn this_call_fails(&self) -> bool {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        let ppm = self.fraction_ppm.load(Ordering::Relaxed);
+        (n + 1) * ppm / 1_000_000 > n * ppm / 1_000_000
     }
 }
 
@@ -124,7 +143,12 @@ impl LoadedModel {
             meta,
             pool,
             breaker: CircuitBreaker::new(breaker),
-            fault: FaultSlot { kind: AtomicU8::new(FaultKind::None as u8), delay_us: AtomicU64::new(0) },
+            fault: FaultSlot {
+                kind: AtomicU8::new(FaultKind::None as u8),
+                delay_us: AtomicU64::new(0),
+                fraction_ppm: AtomicU64::new(0),
+                calls: AtomicU64::new(0),
+            },
         })
     }
 
@@ -149,8 +173,11 @@ impl LoadedModel {
         let result = catch_unwind(AssertUnwindSafe(|| {
             match self.fault.kind() {
                 FaultKind::Fail => return Err(unavailable("injected failure".into())),
+                FaultKind::FailSome if self.fault.this_call_fails() => {
+                    return Err(unavailable("injected failure (a fraction of calls)".into()))
+                }
                 FaultKind::Panic => panic!("injected panic in model {}", self.meta.name),
-                FaultKind::None | FaultKind::Slow => {}
+                FaultKind::None | FaultKind::Slow | FaultKind::FailSome => {}
             }
             self.run(rows, count, out, member, started)
         }))

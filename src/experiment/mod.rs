@@ -16,6 +16,7 @@
 //!    outcomes and the guardrails are clear.
 
 pub mod msprt;
+pub mod simulate;
 
 use serde::{Deserialize, Serialize};
 
