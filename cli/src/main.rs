@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use quorum::replay::{self, ReplayOptions};
 use quorum::{
-    EnsembleConfig, Error, Features, InferenceEngine, MemberSpec, ModelKind, ModelRegistration, OutputSpec, Registry,
+    EnsembleConfig, Error, ExperimentConfig, Features, InferenceEngine, MemberSpec, ModelKind, ModelRegistration, OutputSpec, Registry,
     Result, StrategyKind, Task,
 };
 
@@ -39,7 +39,13 @@ enum Command {
         /// Features as a JSON object: '{"f1": 0.1, ...}'.
         #[arg(long)]
         features: String,
+        /// Picks the experiment arm while the ensemble runs an experiment (a user, an account, a symbol).
+        #[arg(long)]
+        routing_key: Option<String>,
     },
+    /// A/B experiments between two versions of an ensemble: start, status, pause, resume, stop, list.
+    #[command(subcommand)]
+    Experiment(ExperimentCommand),
     /// Build quantized / optimised candidates of a model, benchmark them on data, and register the
     /// fastest one within the accuracy threshold as a new version (or keep the original).
     Optimize {
@@ -262,6 +268,66 @@ enum EnsembleCommand {
     Show { name: String },
 }
 
+#[derive(Subcommand, Debug)]
+enum ExperimentCommand {
+    /// Start an experiment: the control stays (or becomes) the active version, the treatment gets
+    /// the first step's share of traffic.
+    Start {
+        name: String,
+        #[arg(long)]
+        ensemble: String,
+        /// The ensemble version serving now.
+        #[arg(long)]
+        control: u32,
+        /// The candidate ensemble version.
+        #[arg(long)]
+        treatment: u32,
+        /// The treatment's traffic share per step, in percent.
+        #[arg(long, value_delimiter = ',', default_value = "5,25,50,100")]
+        steps: Vec<f64>,
+        /// log_loss, brier, accuracy, squared_error, absolute_error or business (default: log_loss
+        /// for classification, squared_error for regression).
+        #[arg(long)]
+        metric: Option<String>,
+        /// The test's error rate, valid at every look.
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
+        /// Treatment outcomes each step needs before the next.
+        #[arg(long, default_value_t = 200)]
+        min_outcomes: u64,
+        /// Outcomes (both arms) after which it concludes "no difference".
+        #[arg(long, default_value_t = 100_000)]
+        max_outcomes: u64,
+        /// Promote at the last step when the treatment is not worse by more than this.
+        #[arg(long)]
+        non_inferiority_margin: Option<f64>,
+        /// Guardrails and everything else as an ExperimentConfig JSON document (flags override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Arms, counts, the metric with its confidence sequence, p-value, step and decisions.
+    Status {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Route every request to the control until `resume`.
+    Pause { name: String },
+    /// Continue a paused experiment.
+    Resume { name: String },
+    /// End an experiment; the control stays the active version.
+    Stop {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Every experiment in the home.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -295,9 +361,10 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Models(cmd) => models(&home, cmd),
         Command::Ensemble(cmd) => ensembles(&home, cmd),
-        Command::Predict { ensemble, features } => {
+        Command::Experiment(cmd) => experiments(&home, cmd),
+        Command::Predict { ensemble, features, routing_key } => {
             let features = Features::from_json(&features)?;
-            let prediction = engine(&home)?.predict(&ensemble, &features)?;
+            let prediction = engine(&home)?.ensemble(&ensemble)?.predict_routed(&features, routing_key.as_deref(), None)?;
             print_json(&prediction)
         }
         Command::Backtest { ensemble, data, outcome, regime_feature, report_dir, json } => {
@@ -498,6 +565,104 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+}
+
+fn experiments(home: &std::path::Path, cmd: ExperimentCommand) -> Result<()> {
+    let engine = engine(home)?;
+    let status = match cmd {
+        ExperimentCommand::Start {
+            name,
+            ensemble,
+            control,
+            treatment,
+            steps,
+            metric,
+            alpha,
+            min_outcomes,
+            max_outcomes,
+            non_inferiority_margin,
+            config,
+        } => {
+            let mut c = match config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                    ExperimentConfig::from_json(&text)?
+                }
+                None => ExperimentConfig::new(&name, &ensemble, control, treatment),
+            };
+            (c.name, c.ensemble, c.control, c.treatment) = (name, ensemble, control, treatment);
+            (c.steps, c.alpha, c.min_outcomes_per_step, c.max_outcomes) = (steps, alpha, min_outcomes, max_outcomes);
+            if let Some(metric) = metric {
+                c.metric = Some(quorum::ExperimentMetric::parse(&metric)?);
+            }
+            if non_inferiority_margin.is_some() {
+                c.non_inferiority_margin = non_inferiority_margin;
+            }
+            engine.start_experiment(c)?
+        }
+        ExperimentCommand::Status { name, json } => {
+            let status = engine.experiment_status(&name)?;
+            return if json { print_json(&status) } else { print_experiment(&status) };
+        }
+        ExperimentCommand::Pause { name } => engine.pause_experiment(&name)?,
+        ExperimentCommand::Resume { name } => engine.resume_experiment(&name)?,
+        ExperimentCommand::Stop { name, reason } => engine.stop_experiment(&name, &reason)?,
+        ExperimentCommand::List { json } => {
+            let list = engine.experiments()?;
+            if json {
+                return print_json(&list);
+            }
+            for e in list {
+                println!(
+                    "{}  {}  {} v{} vs v{}  step {}/{} ({}%)",
+                    e.name,
+                    e.state.as_str(),
+                    e.ensemble,
+                    e.arms.treatment.version,
+                    e.arms.control.version,
+                    e.step,
+                    e.steps.len(),
+                    e.split_percent
+                );
+            }
+            return Ok(());
+        }
+    };
+    println!("experiment {}: {}", status.name, status.state.as_str());
+    Ok(())
+}
+
+/// `experiment status` for people.
+fn print_experiment(s: &quorum::ExperimentStatus) -> Result<()> {
+    println!("experiment {} on {}: {}", s.name, s.ensemble, s.state.as_str());
+    println!("step {} of {:?} %: the treatment gets {}%", s.step, s.steps, s.split_percent);
+    println!("metric {} ({} is better), alpha {}", s.metric.as_str(), if s.higher_is_better { "higher" } else { "lower" }, s.alpha);
+    let number = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.5}"));
+    println!("\n{:<10} {:>7} {:>7} {:>9} {:>10} {:>10}", "arm", "version", "share", "outcomes", "mean", "sd");
+    for (arm, a) in [("control", &s.arms.control), ("treatment", &s.arms.treatment)] {
+        println!(
+            "{arm:<10} {:>7} {:>6}% {:>9} {:>10} {:>10}",
+            a.version,
+            a.share_percent,
+            a.outcomes,
+            number(a.mean),
+            number(a.sd)
+        );
+    }
+    match (s.estimate, s.confidence_sequence) {
+        (Some(estimate), Some([lower, upper])) => println!(
+            "\ntreatment − control {estimate:+.5}, {:.0}% confidence sequence [{lower:+.5}, {upper:+.5}], always-valid p = {:.4}",
+            100.0 * (1.0 - s.alpha),
+            s.p_value
+        ),
+        _ => println!("\nthe test needs {} outcomes per arm", quorum::experiment::msprt::MIN_ARM_OUTCOMES),
+    }
+    println!("\ndecisions:");
+    for d in &s.decisions {
+        println!("  {}  {:<13} {}", d.at, d.action.as_str(), d.reason);
+    }
+    Ok(())
 }
 
 /// `quorum serve`: the configuration file (if any), then the flags over it.

@@ -284,3 +284,41 @@ fn optimize_and_benchmark_on_the_command_line_print_the_story_json() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown optimization method"));
 }
+
+#[test]
+fn an_experiment_routes_keys_alike_in_two_processes_and_replay_feeds_it() {
+    let home = tempfile::tempdir().expect("home");
+    setup(home.path(), &[]);
+    let members = ["ensemble", "create", "market", "--members", "technical,fundamental,sentiment"];
+    ok(quorum(home.path(), &[&members[..], &["--weights", "0.2,0.5,0.3"]].concat()));
+    let start = ["experiment", "start", "ab", "--ensemble", "market", "--control", "1", "--treatment", "2"];
+    ok(quorum(home.path(), &[&start[..], &["--steps", "50", "--min-outcomes", "50"]].concat()));
+    let row = common::holdout_features(1).remove(0);
+    let features = serde_json::to_string(&row.iter().collect::<std::collections::BTreeMap<_, _>>()).expect("json");
+    for key in ["acct-1", "acct-2", "acct-3", "acct-4"] {
+        let arm = |out: String| {
+            let p: serde_json::Value = serde_json::from_str(&out).expect("prediction json");
+            assert_eq!(p["experiment"]["name"], "ab", "{p}");
+            p["experiment"]["arm"].as_str().expect("arm").to_string()
+        };
+        let predict = ["predict", "market", "--features", &features, "--routing-key", key];
+        // Each run is its own process with its own engine.
+        assert_eq!(arm(ok(quorum(home.path(), &predict))), arm(ok(quorum(home.path(), &predict))), "{key}");
+    }
+    ok(quorum(home.path(), &["replay", "market", "--data", &holdout(), "--outcome", "next_day_up"]));
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(quorum(home.path(), &["experiment", "status", "ab", "--json"]))).expect("status json");
+    for field in ["name", "state", "step", "arms", "p_value", "decisions"] {
+        assert!(status.get(field).is_some(), "{field} missing: {status}");
+    }
+    assert!(status["arms"]["treatment"]["outcomes"].as_u64().expect("count") > 100, "{status}");
+    let first = &status["decisions"][0];
+    assert!(first["at"].is_string() && first["action"] == "started" && first["reason"].is_string(), "{status}");
+    let text = ok(quorum(home.path(), &["experiment", "status", "ab"]));
+    assert!(text.contains("confidence sequence") || text.contains("decisions:"), "{text}");
+    ok(quorum(home.path(), &["experiment", "stop", "ab", "--reason", "test over"]));
+    let list = ok(quorum(home.path(), &["experiment", "list", "--json"]));
+    assert!(list.contains("\"stopped\""), "{list}");
+    let again = quorum(home.path(), &["experiment", "pause", "ab"]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("error[config]"));
+}

@@ -370,6 +370,21 @@ pub enum Action {
     Stopped,
 }
 
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Started => "started",
+            Action::Advanced => "advanced",
+            Action::RolledBack => "rolled_back",
+            Action::Promoted => "promoted",
+            Action::NoDifference => "no_difference",
+            Action::Paused => "paused",
+            Action::Resumed => "resumed",
+            Action::Stopped => "stopped",
+        }
+    }
+}
+
 /// One decision, with its reason and the figures it was taken on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
