@@ -229,7 +229,10 @@ fn a_restarted_engine_continues_the_experiment_where_it_was() {
     let engine = quorum::InferenceEngine::builder(home.path()).build().expect("engine");
     // Read from the state store before the ensemble is loaded, then live once it is.
     let stored = engine.experiment_status("restart").expect("status");
-    assert_eq!((stored.state, stored.arms.treatment.outcomes), (ExperimentState::Running, before.arms.treatment.outcomes));
+    assert_eq!(
+        (stored.state, stored.arms.treatment.outcomes),
+        (ExperimentState::Running, before.arms.treatment.outcomes)
+    );
     let p = engine.predict("market", &holdout_features(1)[0]).expect("predict");
     assert!(p.experiment.is_some(), "the experiment routes again after the restart");
     let live = engine.experiment_status("restart").expect("status");

@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use quorum::replay::{self, ReplayOptions};
 use quorum::{
-    EnsembleConfig, Error, ExperimentConfig, Features, InferenceEngine, MemberSpec, ModelKind, ModelRegistration, OutputSpec, Registry,
-    Result, StrategyKind, Task,
+    EnsembleConfig, Error, ExperimentConfig, Features, InferenceEngine, MemberSpec, ModelKind, ModelRegistration,
+    OutputSpec, Registry, Result, StrategyKind, Task,
 };
 
 #[derive(Parser, Debug)]
@@ -364,7 +364,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Experiment(cmd) => experiments(&home, cmd),
         Command::Predict { ensemble, features, routing_key } => {
             let features = Features::from_json(&features)?;
-            let prediction = engine(&home)?.ensemble(&ensemble)?.predict_routed(&features, routing_key.as_deref(), None)?;
+            let prediction =
+                engine(&home)?.ensemble(&ensemble)?.predict_routed(&features, routing_key.as_deref(), None)?;
             print_json(&prediction)
         }
         Command::Backtest { ensemble, data, outcome, regime_feature, report_dir, json } => {
@@ -637,7 +638,12 @@ fn experiments(home: &std::path::Path, cmd: ExperimentCommand) -> Result<()> {
 fn print_experiment(s: &quorum::ExperimentStatus) -> Result<()> {
     println!("experiment {} on {}: {}", s.name, s.ensemble, s.state.as_str());
     println!("step {} of {:?} %: the treatment gets {}%", s.step, s.steps, s.split_percent);
-    println!("metric {} ({} is better), alpha {}", s.metric.as_str(), if s.higher_is_better { "higher" } else { "lower" }, s.alpha);
+    println!(
+        "metric {} ({} is better), alpha {}",
+        s.metric.as_str(),
+        if s.higher_is_better { "higher" } else { "lower" },
+        s.alpha
+    );
     let number = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.5}"));
     println!("\n{:<10} {:>7} {:>7} {:>9} {:>10} {:>10}", "arm", "version", "share", "outcomes", "mean", "sd");
     for (arm, a) in [("control", &s.arms.control), ("treatment", &s.arms.treatment)] {

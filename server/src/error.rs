@@ -20,6 +20,7 @@ pub const SERVER_CODES: &[&str] = &[
     "timeout",
     "not_ready",
     "job_not_found",
+    "experiment_state",
 ];
 
 /// An error answered to a client.

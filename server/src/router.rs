@@ -9,7 +9,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{self, ensembles, models, optimize, predict};
+use crate::api::{self, ensembles, experiments, models, optimize, predict};
 use crate::middleware;
 use crate::oip;
 use crate::openapi::ApiDoc;
@@ -25,6 +25,11 @@ pub fn build(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(predict::predict))
         .routes(routes!(predict::predict_batch))
         .routes(routes!(predict::outcomes))
+        .routes(routes!(experiments::start, experiments::list))
+        .routes(routes!(experiments::show))
+        .routes(routes!(experiments::pause))
+        .routes(routes!(experiments::resume))
+        .routes(routes!(experiments::stop))
         .routes(routes!(models::upload, models::list))
         .routes(routes!(models::show))
         .routes(routes!(models::set_default))

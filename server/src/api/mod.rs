@@ -1,7 +1,8 @@
 //! The story's REST API under `/api/v1/ml`: one file per resource (predictions and outcomes,
-//! ensembles, models, optimization), routed here with the scope each route needs.
+//! ensembles, experiments, models, optimization), routed here with the scope each route needs.
 
 pub mod ensembles;
+pub mod experiments;
 pub mod models;
 pub mod optimize;
 pub mod predict;

@@ -89,6 +89,11 @@ pub struct FeatureGroups<'a> {
 pub struct PredictRequest<'a> {
     #[serde(borrow)]
     pub features: FeatureGroups<'a>,
+    /// Picks the experiment arm while the ensemble runs an experiment (a user, an account, a
+    /// symbol); the `x-routing-key` header does the same.
+    #[serde(default, borrow)]
+    #[schema(value_type = Option<String>)]
+    pub routing_key: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// The batch form: one `features` object per row.
@@ -97,6 +102,10 @@ pub struct PredictRequest<'a> {
 pub struct BatchPredictRequest<'a> {
     #[serde(borrow)]
     pub rows: Vec<FeatureGroups<'a>>,
+    /// During an experiment the batch is one request, routed to one arm by this key.
+    #[serde(default, borrow)]
+    #[schema(value_type = Option<String>)]
+    pub routing_key: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// One member's part in a prediction.
@@ -142,6 +151,9 @@ pub struct PredictResponse {
     pub stale: bool,
     pub fused: bool,
     pub weights_epoch: u64,
+    /// `{"name", "arm"}` while the ensemble runs an experiment (`arm`: control or treatment).
+    #[schema(value_type = Option<Object>)]
+    pub experiment: Option<serde_json::Value>,
 }
 
 /// A prediction as the API writes it (serialised straight from the engine's, no copy).
@@ -172,6 +184,9 @@ impl Serialize for PredictionView<'_> {
         map.serialize_entry("stale", &p.stale)?;
         map.serialize_entry("fused", &p.fused)?;
         map.serialize_entry("weights_epoch", &p.weights_epoch)?;
+        if let Some(arm) = &p.experiment {
+            map.serialize_entry("experiment", arm)?;
+        }
         map.end()
     }
 }
@@ -191,6 +206,28 @@ impl Serialize for Contributions<'_> {
 
 fn value_of(market: &MarketData<'_>, name: &str, cursor: &mut usize) -> quorum::Result<Option<f32>> {
     Ok(market.find(name, cursor).map(|v| v.map_or(f32::NAN, |x| x as f32)))
+}
+
+/// Longest routing key accepted.
+const MAX_ROUTING_KEY: usize = 256;
+
+/// The request's routing key: the body's `routing_key`, else the `x-routing-key` header.
+fn routing_key<'a>(body: Option<&'a str>, headers: &'a HeaderMap) -> ApiResult<Option<&'a str>> {
+    let key = match body {
+        Some(key) => Some(key),
+        None => match headers.get("x-routing-key") {
+            Some(v) => Some(v.to_str().map_err(|_| ApiError::bad_request("x-routing-key is not visible ASCII"))?),
+            None => None,
+        },
+    };
+    if key.is_some_and(|k| k.len() > MAX_ROUTING_KEY) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            format!("routing_key: at most {MAX_ROUTING_KEY} bytes"),
+        ));
+    }
+    Ok(key)
 }
 
 fn log_context(groups: &FeatureGroups<'_>) {
@@ -224,7 +261,9 @@ pub async fn predict(
     log_context(&request.features);
     let handle = state.engine().ensemble(&ensemble_id)?;
     let mut cursor = 0;
-    let row = handle.resolve_row(|name| value_of(&request.features.market_data, name, &mut cursor))?;
+    let routing_key = routing_key(request.routing_key.as_deref(), &headers)?;
+    let row =
+        handle.resolve_row_routed(|name| value_of(&request.features.market_data, name, &mut cursor), routing_key)?;
     let _slot = state.inner.admission.enter(deadline).await?;
     let prediction = crate::inline::run(&ensemble_id, || handle.predict_resolved(&row, deadline))?;
     state.inner.model_stats.record(&prediction);
@@ -288,7 +327,8 @@ pub async fn predict_batch(
     let batch = Batch::row_major(&names, &values)?;
     let _slot = state.inner.admission.enter(deadline).await?;
     let key = format!("{ensemble_id}/batch");
-    let predictions = crate::inline::run(&key, || handle.predict_batch(&batch))?;
+    let routing_key = routing_key(request.routing_key.as_deref(), &headers)?;
+    let predictions = crate::inline::run(&key, || handle.predict_batch_routed(&batch, routing_key))?;
     state.inner.model_stats.record_batch(&crate::model_stats::runs(&predictions));
     let latency_ms = arrival.0.elapsed().as_secs_f64() * 1e3;
     let rows: Vec<Prediction> = predictions.rows().collect();
@@ -304,6 +344,10 @@ pub struct Outcome {
     pub request_id: u64,
     /// Classification: 0 or 1; regression: the realised value.
     pub outcome: f32,
+    /// The outcome's business value (e.g. the trade's P&L; higher is better), for experiments
+    /// whose metric is `business`.
+    #[serde(default)]
+    pub business_value: Option<f64>,
 }
 
 /// One outcome, or many.
@@ -341,14 +385,14 @@ pub async fn outcomes(_scope: Predictor, State(state): State<AppState>, Body(bod
     let engine = state.engine();
     match request {
         OutcomesRequest::One(o) => {
-            engine.record_outcome(o.request_id, o.outcome)?;
+            engine.record_outcome_valued(o.request_id, o.outcome, o.business_value)?;
             Ok(Json(OutcomesResponse { recorded: 1, errors: Vec::new() }).into_response())
         }
         OutcomesRequest::Many { outcomes } => {
             check_rows(outcomes.len(), limits.max_batch_rows)?;
             let mut errors = Vec::new();
             for (index, o) in outcomes.iter().enumerate() {
-                if let Err(e) = engine.record_outcome(o.request_id, o.outcome) {
+                if let Err(e) = engine.record_outcome_valued(o.request_id, o.outcome, o.business_value) {
                     errors.push(OutcomeError {
                         index,
                         request_id: o.request_id,
