@@ -266,7 +266,8 @@ impl ExperimentConfig {
         if !rate(g.max_error_rate) || !rate(g.max_degraded_rate) {
             return bad("guardrail rates must be within [0, 1]".into());
         }
-        if !(g.max_p95_latency_ms > 0.0) || g.failure_limit == 0 || !(10..=3_600_000).contains(&g.interval_ms) {
+        let latency_ok = g.max_p95_latency_ms > 0.0 && g.max_p95_latency_ms.is_finite();
+        if !latency_ok || g.failure_limit == 0 || !(10..=3_600_000).contains(&g.interval_ms) {
             return bad("guardrails: max_p95_latency_ms > 0, failure_limit ≥ 1, interval_ms in 10..=3600000".into());
         }
         Ok(())

@@ -21,7 +21,7 @@
 //! the "intrinsic time" I = 1/s² (the canonical joint distribution of group-sequential theory), and
 //! Λ is the normal-mixture martingale `(1+τ²I)^(-1/2) · exp(τ²S²/(2(1+τ²I)))` — the same boundary as
 //! the normal mixture of Howard et al. (PyPI `confseq`, `normal_mixture_bound` with ρ = 1/τ²),
-//! which the Python tests check this against.
+//! whose published reference values a unit test below reproduces.
 //!
 //! **τ².** Set on the scale of the metric, as τ = `mixing_sd` × σ, where σ² is the two arms' pooled
 //! per-outcome variance (Var(x) + Var(y))/2: `mixing_sd` is the standardized effect size the test is
@@ -151,6 +151,23 @@ mod tests {
         let (s2, tau2, alpha) = (0.003, 0.02, 0.05);
         let r = confidence_radius(s2, tau2, alpha);
         assert!((likelihood_ratio(r, s2, tau2) - 1.0 / alpha).abs() < 1e-6);
+    }
+
+    /// confseq 0.0.9's own unit test (test/uniform_boundaries_unittest.cpp, TwoSidedNormalMixture):
+    /// with v_opt = 100 and alpha_opt = 0.05, best_rho = 12.60056, the log mixture at s = 10,
+    /// v = 100 is -0.6510052 and the two-sided bound at v = 100, alpha = 0.05 is 30.35209. In our
+    /// terms S = θ̂/s², v = 1/s², ρ = 1/τ².
+    #[test]
+    fn matches_confseqs_published_normal_mixture_values() {
+        let best_rho = |v: f64, alpha: f64| v / (2.0 * (1.0 / alpha).ln() + (1.0 + 2.0 * (1.0 / alpha).ln()).ln());
+        let rho = best_rho(100.0, 0.05);
+        assert!((rho - 12.60056).abs() < 1e-5, "{rho}");
+        let (v, tau2) = (100.0, 1.0 / rho);
+        let variance = 1.0 / v;
+        let log_mixture = likelihood_ratio(10.0 * variance, variance, tau2).ln();
+        assert!((log_mixture - -0.6510052).abs() < 1e-6, "{log_mixture}");
+        let bound_on_s = confidence_radius(variance, tau2, 0.05) * v;
+        assert!((bound_on_s - 30.35209).abs() < 1e-5, "{bound_on_s}");
     }
 
     #[test]

@@ -473,15 +473,58 @@ impl JsInferenceEngine {
         AsyncTask::new(BatchTask { engine: self.inner.clone(), ensemble, rows: rows.to_vec(), feature_names })
     }
 
-    /// Joins a realised outcome with the prediction `requestId` (classification: 0 or 1).
+    /// Joins a realised outcome with the prediction `requestId` (classification: 0 or 1), with its
+    /// business value (e.g. the trade's P&L) for experiments whose metric is `business`.
     #[napi]
-    pub fn record_outcome(&self, request_id: f64, outcome: f64) -> Result<()> {
+    pub fn record_outcome(&self, request_id: f64, outcome: f64, business_value: Option<f64>) -> Result<()> {
         guarded(|| {
             if !(request_id >= 0.0 && request_id.fract() == 0.0 && request_id < 9_007_199_254_740_992.0) {
                 return Err(quorum::Error::Outcome(format!("request id {request_id} is not a non-negative integer")));
             }
-            self.inner.record_outcome(request_id as u64, outcome as f32)
+            self.inner.record_outcome_valued(request_id as u64, outcome as f32, business_value)
         })
+    }
+
+    /// Starts an A/B experiment from quorum's experiment JSON (`name`, `ensemble`, `control`,
+    /// `treatment`, optionally `steps`, `min_outcomes_per_step`, `metric`, `guardrails`, `alpha`,
+    /// `max_outcomes`, `non_inferiority_margin`, `mixing_sd`, `seed`). Returns its status.
+    #[napi]
+    pub fn start_experiment(&self, config: serde_json::Value) -> Result<serde_json::Value> {
+        let status = guarded(|| {
+            let parsed: quorum::ExperimentConfig =
+                serde_json::from_value(config).map_err(|e| quorum::Error::json("experiment configuration", e))?;
+            self.inner.start_experiment(parsed)
+        })?;
+        to_json(&status)
+    }
+
+    /// An experiment's arms, counts, metric and confidence sequence, p-value, step and decisions.
+    #[napi]
+    pub fn experiment_status(&self, name: String) -> Result<serde_json::Value> {
+        to_json(&guarded(|| self.inner.experiment_status(&name))?)
+    }
+
+    /// Every experiment's status, by name.
+    #[napi]
+    pub fn experiments(&self) -> Result<serde_json::Value> {
+        to_json(&guarded(|| self.inner.experiments())?)
+    }
+
+    /// Routes every request to the control until `resumeExperiment`.
+    #[napi]
+    pub fn pause_experiment(&self, name: String) -> Result<serde_json::Value> {
+        to_json(&guarded(|| self.inner.pause_experiment(&name))?)
+    }
+
+    #[napi]
+    pub fn resume_experiment(&self, name: String) -> Result<serde_json::Value> {
+        to_json(&guarded(|| self.inner.resume_experiment(&name))?)
+    }
+
+    /// Ends an experiment; the control stays the active version.
+    #[napi]
+    pub fn stop_experiment(&self, name: String, reason: Option<String>) -> Result<serde_json::Value> {
+        to_json(&guarded(|| self.inner.stop_experiment(&name, reason.as_deref().unwrap_or("")))?)
     }
 
     /// Tracked metrics of an ensemble.

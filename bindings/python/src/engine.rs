@@ -113,63 +113,65 @@ impl InferenceEngine {
     }
 
     /// Predicts one request given as `{feature name: value}`. With `deadline_ms`, a request that
-    /// cannot finish within it raises DeadlineExceededError instead of answering late.
-    #[pyo3(signature = (ensemble, features, deadline_ms=None))]
+    /// cannot finish within it raises DeadlineExceededError instead of answering late. While the
+    /// ensemble runs an experiment, `routing_key` (a user, an account, a symbol) picks the arm.
+    #[pyo3(signature = (ensemble, features, deadline_ms=None, routing_key=None))]
     fn predict(
         &self,
         py: Python<'_>,
         ensemble: &str,
         features: &Bound<'_, PyDict>,
         deadline_ms: Option<f64>,
+        routing_key: Option<&str>,
     ) -> PyResult<Prediction> {
         let deadline = deadline_ms.map(quorum::units::deadline_after_ms).transpose().map_err(to_py_err)?;
         let handle = self.inner.ensemble(ensemble).map_err(to_py_err)?;
         // The ensemble's features are read from the dict under the GIL (no String or map built per
         // request; keys the ensemble does not use are ignored); the prediction runs without it.
         let row = handle
-            .resolve_row(|name| match features.get_item(name) {
-                Ok(Some(value)) => value.extract::<f32>().map(Some).map_err(|_| {
-                    let type_name = value.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string());
-                    quorum::Error::InvalidInput(format!("feature {name:?}: a {type_name} is not a number"))
-                }),
-                Ok(None) => Ok(None),
-                Err(e) => Err(quorum::Error::InvalidInput(format!("feature {name:?}: {e}"))),
-            })
+            .resolve_row_routed(
+                |name| match features.get_item(name) {
+                    Ok(Some(value)) => value.extract::<f32>().map(Some).map_err(|_| {
+                        let type_name = value.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string());
+                        quorum::Error::InvalidInput(format!("feature {name:?}: a {type_name} is not a number"))
+                    }),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(quorum::Error::InvalidInput(format!("feature {name:?}: {e}"))),
+                },
+                routing_key,
+            )
             .map_err(to_py_err)?;
         let inner = guarded(py, || handle.predict_resolved(&row, deadline))?;
         Ok(Prediction { inner })
     }
 
     /// Predicts one row given as a sequence of floats in `feature_names(ensemble)` order (no per-name
-    /// lookups); `deadline_ms` as in `predict`.
-    #[pyo3(signature = (ensemble, row, deadline_ms=None))]
+    /// lookups); `deadline_ms` and `routing_key` as in `predict`.
+    #[pyo3(signature = (ensemble, row, deadline_ms=None, routing_key=None))]
     fn predict_row(
         &self,
         py: Python<'_>,
         ensemble: &str,
         row: Vec<f32>,
         deadline_ms: Option<f64>,
+        routing_key: Option<&str>,
     ) -> PyResult<Prediction> {
         let deadline = deadline_ms.map(quorum::units::deadline_after_ms).transpose().map_err(to_py_err)?;
-        let inner = guarded(py, || {
-            let handle = self.inner.ensemble(ensemble)?;
-            match deadline {
-                Some(d) => handle.predict_row_by(&row, d),
-                None => handle.predict_row(&row),
-            }
-        })?;
+        let inner = guarded(py, || self.inner.ensemble(ensemble)?.predict_row_routed(&row, routing_key, deadline))?;
         Ok(Prediction { inner })
     }
 
     /// Predicts every row of a float32 matrix whose columns are `feature_names` (default: the
     /// ensemble's own order). A C-contiguous float32 array is read in place, without a copy.
-    #[pyo3(signature = (ensemble, rows, feature_names=None))]
+    /// During an experiment the batch is one request, routed to one arm by `routing_key`.
+    #[pyo3(signature = (ensemble, rows, feature_names=None, routing_key=None))]
     fn predict_batch(
         &self,
         py: Python<'_>,
         ensemble: &str,
         rows: PyReadonlyArray2<'_, f32>,
         feature_names: Option<Vec<String>>,
+        routing_key: Option<&str>,
     ) -> PyResult<BatchPrediction> {
         // A Fortran-ordered array is contiguous too, but its rows are not consecutive.
         let c_order = rows.is_c_contiguous();
@@ -192,14 +194,62 @@ impl InferenceEngine {
                     names.len()
                 )));
             }
-            handle.predict_batch(&quorum::Batch::row_major(&names, values)?)
+            handle.predict_batch_routed(&quorum::Batch::row_major(&names, values)?, routing_key)
         })?;
         Ok(BatchPrediction { inner })
     }
 
-    /// Joins a realised outcome with the prediction `request_id` (classification: 0 or 1).
-    fn record_outcome(&self, py: Python<'_>, request_id: u64, outcome: f32) -> PyResult<()> {
-        guarded(py, || self.inner.record_outcome(request_id, outcome))
+    /// Joins a realised outcome with the prediction `request_id` (classification: 0 or 1), with
+    /// its business value (e.g. the trade's P&L) for experiments whose metric is `business`.
+    #[pyo3(signature = (request_id, outcome, business_value=None))]
+    fn record_outcome(
+        &self,
+        py: Python<'_>,
+        request_id: u64,
+        outcome: f32,
+        business_value: Option<f64>,
+    ) -> PyResult<()> {
+        guarded(py, || self.inner.record_outcome_valued(request_id, outcome, business_value))
+    }
+
+    /// Starts an A/B experiment from a dict with the keys of quorum's experiment JSON: `name`,
+    /// `ensemble`, `control`, `treatment`, and optionally `steps`, `min_outcomes_per_step`,
+    /// `metric`, `guardrails`, `alpha`, `max_outcomes`, `non_inferiority_margin`, `mixing_sd`,
+    /// `seed`. Returns its status.
+    fn start_experiment<'py>(&self, py: Python<'py>, config: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
+        let parsed: quorum::ExperimentConfig = from_python(py, config.as_any(), "experiment configuration")?;
+        let status = guarded(py, || self.inner.start_experiment(parsed))?;
+        to_python(py, &status)
+    }
+
+    /// An experiment's arms, counts, metric and confidence sequence, p-value, step and decisions.
+    fn experiment_status<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        let status = guarded(py, || self.inner.experiment_status(name))?;
+        to_python(py, &status)
+    }
+
+    /// Every experiment's status, by name.
+    fn experiments<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let list = guarded(py, || self.inner.experiments())?;
+        to_python(py, &list)
+    }
+
+    /// Routes every request to the control until `resume_experiment`.
+    fn pause_experiment<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        let status = guarded(py, || self.inner.pause_experiment(name))?;
+        to_python(py, &status)
+    }
+
+    fn resume_experiment<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        let status = guarded(py, || self.inner.resume_experiment(name))?;
+        to_python(py, &status)
+    }
+
+    /// Ends an experiment; the control stays the active version.
+    #[pyo3(signature = (name, reason=""))]
+    fn stop_experiment<'py>(&self, py: Python<'py>, name: &str, reason: &str) -> PyResult<Bound<'py, PyAny>> {
+        let status = guarded(py, || self.inner.stop_experiment(name, reason))?;
+        to_python(py, &status)
     }
 
     /// Tracked metrics of an ensemble: all-time, windows, per member, per regime, ranking.
@@ -267,6 +317,11 @@ impl Prediction {
     #[getter]
     fn weights_epoch(&self) -> u64 {
         self.inner.weights_epoch
+    }
+    /// `{"name", "arm"}` while the ensemble runs an experiment, else None.
+    #[getter]
+    fn experiment<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.inner.experiment.as_ref().map(|e| to_python(py, e)).transpose()
     }
     /// A member failed, was skipped by its circuit breaker, or was replaced by its fallback.
     #[getter]
