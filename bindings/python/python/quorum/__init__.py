@@ -137,14 +137,21 @@ class InferenceEngine(_NativeEngine):
         """`Optimizer.benchmark` on the engine's registry."""
         return self.optimizer.benchmark(model, data, outcome, version)
 
-    def predict_batch(self, ensemble: str, rows, feature_names: Optional[Sequence[str]] = None) -> BatchPrediction:
+    def predict_batch(
+        self,
+        ensemble: str,
+        rows,
+        feature_names: Optional[Sequence[str]] = None,
+        routing_key: Optional[str] = None,
+    ) -> BatchPrediction:
         """Predicts every row of a 2-D array (any array-like). A C-contiguous float32 array is read in
-        place; anything else is converted once (numpy.ascontiguousarray)."""
+        place; anything else is converted once (numpy.ascontiguousarray). During an experiment the
+        batch is one request, routed to one arm by `routing_key`."""
         matrix = numpy.ascontiguousarray(rows, dtype=numpy.float32)
         if matrix.ndim != 2:
             raise errors.InvalidInputError(f"rows must be 2-D (rows x features), got {matrix.ndim}-D", "invalid_input")
         names = list(feature_names) if feature_names is not None else None
-        return super().predict_batch(ensemble, matrix, names)
+        return super().predict_batch(ensemble, matrix, names, routing_key)
 
 
 class Registry(_NativeRegistry):
