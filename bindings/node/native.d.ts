@@ -55,8 +55,26 @@ export declare class InferenceEngine {
   predictBatch(ensemble: string, rows: Float32Array, featureNames?: Array<string> | undefined | null): BatchResult
   /** `predictBatch` on the libuv thread pool. */
   predictBatchAsync(ensemble: string, rows: Float32Array, featureNames?: Array<string> | undefined | null): Promise<unknown>
-  /** Joins a realised outcome with the prediction `requestId` (classification: 0 or 1). */
-  recordOutcome(requestId: number, outcome: number): void
+  /**
+   * Joins a realised outcome with the prediction `requestId` (classification: 0 or 1), with its
+   * business value (e.g. the trade's P&L) for experiments whose metric is `business`.
+   */
+  recordOutcome(requestId: number, outcome: number, businessValue?: number | undefined | null): void
+  /**
+   * Starts an A/B experiment from quorum's experiment JSON (`name`, `ensemble`, `control`,
+   * `treatment`, optionally `steps`, `min_outcomes_per_step`, `metric`, `guardrails`, `alpha`,
+   * `max_outcomes`, `non_inferiority_margin`, `mixing_sd`, `seed`). Returns its status.
+   */
+  startExperiment(config: any): any
+  /** An experiment's arms, counts, metric and confidence sequence, p-value, step and decisions. */
+  experimentStatus(name: string): any
+  /** Every experiment's status, by name. */
+  experiments(): any
+  /** Routes every request to the control until `resumeExperiment`. */
+  pauseExperiment(name: string): any
+  resumeExperiment(name: string): any
+  /** Ends an experiment; the control stays the active version. */
+  stopExperiment(name: string, reason?: string | undefined | null): any
   /** Tracked metrics of an ensemble. */
   metrics(ensemble: string): any
   /** Members whose loss drifted upwards (Page-Hinkley), oldest first. */
