@@ -145,7 +145,7 @@ fn a_cached_schema_is_checked_against_the_ensemble_as_loaded_now() {
     let features = &common::holdout_features(1)[0];
     let (id, names) = (handle.schema_id(), handle.feature_names());
     let row: Vec<f32> = names.iter().map(|n| features.get(n).unwrap()).collect();
-    let p = handle.predict_row_for_schema(id, &row, None).unwrap().unwrap();
+    let p = handle.predict_row_for_schema(id, &row, None, None).unwrap().unwrap();
     assert_eq!(p.prediction, handle.predict_row(&row).unwrap().prediction);
     // A hot swap to the same features keeps the id; a version with other features changes it.
     engine.load_ensemble("market").unwrap();
@@ -153,5 +153,5 @@ fn a_cached_schema_is_checked_against_the_ensemble_as_loaded_now() {
     let members = ["sentiment", "technical"].map(|m| m.parse::<MemberSpec>().unwrap());
     engine.create_ensemble(EnsembleConfig::new("market", members)).unwrap();
     assert_ne!(handle.schema_id(), id);
-    assert!(handle.predict_row_for_schema(id, &row, None).unwrap().is_none());
+    assert!(handle.predict_row_for_schema(id, &row, None, None).unwrap().is_none());
 }

@@ -99,7 +99,7 @@ function unpackScratch(result) {
 function build(n, s) {
   const modelContributions = {}
   const skipped = []
-  for (let k = 8, j = 3; j < s.length; k += 5, j += 3) {
+  for (let k = 8, j = 5; j < s.length; k += 5, j += 3) {
     const prediction = n[k + 1]
     const recentLoss = n[k + 4]
     const answered = !Number.isNaN(prediction)
@@ -132,6 +132,7 @@ function build(n, s) {
     fused: (flags & 8) !== 0,
     skipped,
     latencyMs: n[7],
+    experiment: s[3] ? { name: s[3], arm: s[4] } : undefined,
   }
 }
 
@@ -155,7 +156,7 @@ function schemaOf(engine, ensemble, refresh) {
   return entry
 }
 
-proto.predict = function predict(ensemble, features, deadlineMs) {
+proto.predict = function predict(ensemble, features, deadlineMs, routingKey) {
   try {
     if (typeof ensemble === 'string' && features !== null && typeof features === 'object') {
       const entry = schemaOf(this, ensemble, false)
@@ -170,30 +171,30 @@ proto.predict = function predict(ensemble, features, deadlineMs) {
         row[i] = value
       }
       if (complete) {
-        const result = nativePredictRowForSchema.call(this, ensemble, row, entry.id, scratch, deadlineMs)
+        const result = nativePredictRowForSchema.call(this, ensemble, row, entry.id, scratch, deadlineMs, routingKey)
         if (result !== '') return unpackScratch(result)
         schemaOf(this, ensemble, true)
       }
     }
     // A missing or non-numeric feature (the native path names it in a typed error), or features that
     // just changed: read by name natively.
-    return unpackScratch(nativePredict.call(this, ensemble, features, scratch, deadlineMs))
+    return unpackScratch(nativePredict.call(this, ensemble, features, scratch, deadlineMs, routingKey))
   } catch (error) {
     throw withCode(error)
   }
 }
-proto.predictRow = function predictRow(ensemble, row, deadlineMs) {
+proto.predictRow = function predictRow(ensemble, row, deadlineMs, routingKey) {
   try {
-    return unpackScratch(nativePredictRow.call(this, ensemble, row, scratch, deadlineMs))
+    return unpackScratch(nativePredictRow.call(this, ensemble, row, scratch, deadlineMs, routingKey))
   } catch (error) {
     throw withCode(error)
   }
 }
-proto.predictAsync = function predictAsync(ensemble, features) {
+proto.predictAsync = function predictAsync(ensemble, features, routingKey) {
   // The features are read synchronously: a bad request still rejects rather than throws.
   let pending
   try {
-    pending = nativePredictAsync.call(this, ensemble, features)
+    pending = nativePredictAsync.call(this, ensemble, features, routingKey)
   } catch (error) {
     return Promise.reject(withCode(error))
   }

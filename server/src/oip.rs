@@ -292,6 +292,10 @@ struct Parameters {
     binary_data_output: Option<bool>,
     #[serde(default)]
     classification: Option<serde::de::IgnoredAny>,
+    /// The request's experiment routing key (the request's `parameters`; the `x-routing-key`
+    /// header does the same).
+    #[serde(default)]
+    routing_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -437,16 +441,27 @@ async fn run_infer(
     let wanted = requested_outputs(&request)?;
     let named: Vec<(&str, &[f32])> = columns.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
     let batch = Batch::columnar(&named)?;
+    let header_key =
+        headers.get("x-routing-key").map(|v| v.to_str().map_err(|_| invalid("x-routing-key is not visible ASCII")));
+    let routing_key = match (request.parameters.routing_key.as_deref(), header_key) {
+        (Some(key), _) => Some(key),
+        (None, Some(key)) => Some(key?),
+        (None, None) => None,
+    };
+    if routing_key.is_some_and(|k| k.len() > 256) {
+        return Err(invalid("parameters.routing_key: at most 256 bytes"));
+    }
     let _slot = state.inner.admission.enter(deadline).await?;
     let (predictions, confidences, answered_version) = if rows == 1 && deadline.is_some() {
         // One row with a deadline: the single-row path, which refuses rather than answers late.
-        let row = handle.resolve_row(|f| Ok(columns.iter().find(|(n, _)| n == f).map(|(_, v)| v[0])))?;
+        let row =
+            handle.resolve_row_routed(|f| Ok(columns.iter().find(|(n, _)| n == f).map(|(_, v)| v[0])), routing_key)?;
         let p = crate::inline::run(&name, || handle.predict_resolved(&row, deadline))?;
         state.inner.model_stats.record(&p);
         (vec![p.prediction], vec![p.confidence], p.ensemble_version)
     } else {
         let key = format!("{name}/batch");
-        let b = crate::inline::run(&key, || handle.predict_batch(&batch))?;
+        let b = crate::inline::run(&key, || handle.predict_batch_routed(&batch, routing_key))?;
         state.inner.model_stats.record_batch(&crate::model_stats::runs(&b));
         let version = b.ensemble_version;
         (b.predictions, b.confidences, version)

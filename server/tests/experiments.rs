@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{send, Running, ADMIN, PREDICTOR};
+use support::{common, send, Running, ADMIN, PREDICTOR};
 
 #[test]
 fn an_experiment_is_started_routed_fed_and_stopped_over_http() {
@@ -58,6 +58,31 @@ fn an_experiment_is_started_routed_fed_and_stopped_over_http() {
         assert_eq!(recorded.status, 200, "{}", String::from_utf8_lossy(&recorded.body));
     }
     assert!(arms["control"] > 60 && arms["treatment"] > 60, "{arms:?}");
+
+    // The Open Inference Protocol takes the key as a request parameter; the answering version says the arm.
+    let names = server.get_as(PREDICTOR, "/api/v1/ml/ensemble/market").json()["features"].clone();
+    assert_eq!(server.get_as(PREDICTOR, "/api/v1/ml/ensemble/market").json()["experiment"]["name"], "ab");
+    let row = &common::holdout_features(1)[0];
+    let inputs: Vec<serde_json::Value> = names
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let v = row.get(n.as_str().unwrap()).unwrap();
+            serde_json::json!({"name": n, "shape": [1, 1], "datatype": "FP32", "data": [v]})
+        })
+        .collect();
+    let mut versions = std::collections::HashSet::new();
+    for i in 0..40 {
+        let body =
+            serde_json::json!({"inputs": inputs, "parameters": {"routing_key": format!("acct-{i}")}}).to_string();
+        let first = server.post_as(PREDICTOR, "/v2/models/market/infer", &body);
+        assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&first.body));
+        let version = first.json()["model_version"].clone();
+        assert_eq!(server.post_as(PREDICTOR, "/v2/models/market/infer", &body).json()["model_version"], version);
+        versions.insert(version.to_string());
+    }
+    assert_eq!(versions.len(), 2, "{versions:?}");
 
     let status = server.get_as(PREDICTOR, "/api/v1/ml/experiments/ab").json();
     for field in ["name", "state", "step", "arms", "p_value", "decisions"] {

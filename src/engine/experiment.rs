@@ -6,6 +6,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use arc_swap::ArcSwapOption;
 use std::time::{Duration, Instant};
 
 use super::load::{EnsembleSlot, LoadedEnsemble};
@@ -99,7 +101,9 @@ fn window(now: &Counts, before: &Counts) -> ArmWindow {
 pub(super) struct RunningExperiment {
     name: Arc<str>,
     control_version: u32,
-    pub treatment: Arc<LoadedEnsemble>,
+    /// The treatment's load, released when the experiment ends (a promotion hands it to the slot).
+    treatment: ArcSwapOption<LoadedEnsemble>,
+    treatment_version: u32,
     /// The treatment's features as positions in the control's schema (`None`: the same order).
     remap: Option<Box<[usize]>>,
     control_width: usize,
@@ -127,8 +131,20 @@ impl RunningExperiment {
         self.routing.load(Ordering::Relaxed) && control.config.version == self.control_version
     }
 
+    /// A request's arm and, for the treatment, the load it runs on.
+    pub fn route(&self, routing_key: Option<&str>) -> (Arm, Option<Arc<LoadedEnsemble>>) {
+        match self.arm_for(routing_key) {
+            Arm::Treatment => match self.treatment.load_full() {
+                Some(load) => (Arm::Treatment, Some(load)),
+                // Ended meanwhile: the control serves.
+                None => (Arm::Control, None),
+            },
+            Arm::Control => (Arm::Control, None),
+        }
+    }
+
     /// The arm of a request: its routing key's bucket against the split (a counter's without a key).
-    pub fn arm_for(&self, routing_key: Option<&str>) -> Arm {
+    fn arm_for(&self, routing_key: Option<&str>) -> Arm {
         let split = self.split.load(Ordering::Relaxed);
         if split == 0 {
             return Arm::Control;
@@ -162,7 +178,7 @@ impl RunningExperiment {
         self.tags[arm as usize].clone()
     }
 
-    fn status(&self) -> ExperimentStatus {
+    pub fn status(&self) -> ExperimentStatus {
         let mut status = self.lock().status();
         for (arm, counters) in [(&mut status.arms.control, &self.arms[0]), (&mut status.arms.treatment, &self.arms[1])]
         {
@@ -242,7 +258,8 @@ impl InferenceEngine {
         let tag = |arm| ExperimentArm { name: Arc::clone(&name), arm };
         let running = Arc::new(RunningExperiment {
             control_version: experiment.config.control,
-            treatment,
+            treatment_version: treatment.config.version,
+            treatment: ArcSwapOption::new(Some(treatment)),
             remap: (!same).then(|| indices.into_boxed_slice()),
             control_width: control_names.len(),
             split: AtomicU32::new(experiment.split_buckets()),
@@ -439,15 +456,17 @@ impl EngineInner {
         running.routing.store(routing, Ordering::Relaxed);
         let slot = self.ensembles.read().unwrap_or_else(|p| p.into_inner()).get(&ensemble).map(Arc::clone);
         if action == Action::Promoted {
-            self.ensemble_store.set_default(&ensemble, running.treatment.config.version)?;
-            if let Some(slot) = &slot {
+            self.ensemble_store.set_default(&ensemble, running.treatment_version)?;
+            if let (Some(slot), Some(treatment)) = (&slot, running.treatment.load_full()) {
                 // The treatment's load (with what it learnt during the experiment) becomes the active one.
-                slot.store(Arc::clone(&running.treatment));
+                slot.store(treatment);
             }
         }
         let state = running.lock();
         let ended = !state.state.is_active();
         if ended {
+            // Its sessions go with the last request still running on it.
+            running.treatment.store(None);
             if let Some(slot) = &slot {
                 let current = slot.experiment.load_full();
                 if current.is_some_and(|c| Arc::ptr_eq(&c, running)) {

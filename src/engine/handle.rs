@@ -115,6 +115,11 @@ impl EnsembleHandle {
         self.slot.load().task
     }
 
+    /// The status of the experiment the ensemble runs (or holds paused), if any.
+    pub fn experiment(&self) -> Option<crate::experiment::ExperimentStatus> {
+        self.slot.experiment.load().as_ref().map(|running| running.status())
+    }
+
     /// The weights predictions use now, per regime, and their epoch (what learning has moved them to).
     pub fn current_weights(&self) -> CurrentWeights {
         let ens = self.slot.load();
@@ -182,12 +187,13 @@ impl EnsembleHandle {
         let mut values = Vec::with_capacity(ens.schema.names().len());
         ens.schema.fill_from(value_of, &mut values)?;
         let Some(running) = self.running_experiment(&ens) else { return Ok(ResolvedRow { ens, values, arm: None }) };
-        let arm = running.arm_for(routing_key);
-        if arm == Arm::Treatment {
-            let values = running.treatment_rows(&values).into_owned();
-            return Ok(ResolvedRow { ens: Arc::clone(&running.treatment), values, arm: Some((running, arm)) });
+        match running.route(routing_key) {
+            (arm, Some(treatment)) => {
+                let values = running.treatment_rows(&values).into_owned();
+                Ok(ResolvedRow { ens: treatment, values, arm: Some((running, arm)) })
+            }
+            (arm, None) => Ok(ResolvedRow { ens, values, arm: Some((running, arm)) }),
         }
-        Ok(ResolvedRow { ens, values, arm: Some((running, arm)) })
     }
 
     /// Identifies the feature order [`EnsembleHandle::feature_names`] gives now: it changes only when
@@ -199,11 +205,13 @@ impl EnsembleHandle {
 
     /// [`EnsembleHandle::predict_row`] if the ensemble's features are still those of `schema_id`,
     /// checked and predicted on the same load; `Ok(None)` when they changed (fetch the names again).
+    /// `routing_key` as in [`EnsembleHandle::predict_routed`].
     pub fn predict_row_for_schema(
         &self,
         schema_id: u64,
         row: &[f32],
         deadline: Option<Instant>,
+        routing_key: Option<&str>,
     ) -> Result<Option<Prediction>> {
         let started = Instant::now();
         let ens = self.slot.load();
@@ -211,7 +219,7 @@ impl EnsembleHandle {
             return Ok(None);
         }
         let dense = ens.schema.dense_row(row)?;
-        self.single(&ens, &dense, started, deadline, None).map(Some)
+        self.single(&ens, &dense, started, deadline, routing_key).map(Some)
     }
 
     /// Predicts a [`ResolvedRow`] on the load it was resolved against (after a hot swap in between,
@@ -300,16 +308,18 @@ impl EnsembleHandle {
         routing_key: Option<&str>,
     ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
         let engine = self.engine.clone();
-        let route = self.running_experiment(&ens).map(|running| {
-            let arm = running.arm_for(routing_key);
-            (running, arm)
-        });
-        let (ens, dense) = match &route {
-            Some((running, Arm::Treatment)) => {
-                let dense = dense.map(|d| running.treatment_rows(&d).into_owned());
-                (Arc::clone(&running.treatment), dense)
+        let mut route = None;
+        let (ens, dense) = match self.running_experiment(&ens) {
+            Some(running) => {
+                let (arm, treatment) = running.route(routing_key);
+                let routed = match treatment {
+                    Some(treatment) => (treatment, dense.map(|d| running.treatment_rows(&d).into_owned())),
+                    None => (ens, dense),
+                };
+                route = Some((running, arm));
+                routed
             }
-            _ => (ens, dense),
+            None => (ens, dense),
         };
         let future = predict_queued(engine, ens, dense, started, deadline);
         async move {
@@ -347,10 +357,10 @@ impl EnsembleHandle {
             self.engine.inner.run(&call, ens.key.learning.published())
         };
         let Some(running) = self.running_experiment(&ens) else { return run(&ens, &dense) };
-        let arm = running.arm_for(routing_key);
-        let mut result = match arm {
-            Arm::Control => run(&ens, &dense),
-            Arm::Treatment => run(&running.treatment, &running.treatment_rows(&dense)),
+        let (arm, treatment) = running.route(routing_key);
+        let mut result = match &treatment {
+            None => run(&ens, &dense),
+            Some(treatment) => run(treatment, &running.treatment_rows(&dense)),
         };
         let degraded = result.as_ref().is_ok_and(|b| b.members.iter().any(|m| m.error.is_some()));
         let arm_tag = running.observe(arm, &result, degraded, started);
@@ -381,12 +391,12 @@ impl EnsembleHandle {
         let Some(running) = experiment.as_ref().filter(|e| e.routes(ens)) else {
             return inner.single(&Call { ens, dense, rows: 1, started, deadline });
         };
-        let arm = running.arm_for(routing_key);
-        let result = match arm {
-            Arm::Control => inner.single(&Call { ens, dense, rows: 1, started, deadline }),
-            Arm::Treatment => {
+        let (arm, treatment) = running.route(routing_key);
+        let result = match &treatment {
+            None => inner.single(&Call { ens, dense, rows: 1, started, deadline }),
+            Some(treatment) => {
                 let dense = running.treatment_rows(dense);
-                inner.single(&Call { ens: &running.treatment, dense: &dense, rows: 1, started, deadline })
+                inner.single(&Call { ens: treatment, dense: &dense, rows: 1, started, deadline })
             }
         };
         tag(running, arm, result, started)

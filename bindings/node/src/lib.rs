@@ -80,6 +80,17 @@ pub struct Prediction {
     /// Members that gave no prediction.
     pub skipped: Vec<String>,
     pub latency_ms: f64,
+    /// The experiment and arm that served the request, while the ensemble runs an experiment.
+    pub experiment: Option<ExperimentArm>,
+}
+
+/// See `Prediction.experiment`.
+#[derive(Debug)]
+#[napi(object)]
+pub struct ExperimentArm {
+    pub name: String,
+    /// `control` or `treatment`.
+    pub arm: String,
 }
 
 /// A prediction as it crosses N-API: index.js's `unpack` builds the public [`Prediction`] from it in
@@ -92,7 +103,8 @@ pub struct PackedPrediction {
     /// (1 degraded, 2 cached, 4 stale, 8 fused), latencyMs; then per member: version, prediction (NaN:
     /// no answer), weight, latencyMs, recentLoss (NaN: none).
     pub numbers: Float64Array,
-    /// ensemble, strategy, regime ("": none); then per member: model, error ("": none), fallback ("": none).
+    /// ensemble, strategy, regime ("": none), experiment and arm ("": none); then per member: model,
+    /// error ("": none), fallback ("": none).
     pub strings: Vec<String>,
 }
 
@@ -109,11 +121,17 @@ fn packed(p: quorum::Prediction) -> PackedPrediction {
         f64::from(flags),
         p.latency_ms,
     ]);
-    let mut strings = Vec::with_capacity(3 + 3 * p.model_contributions.len());
+    let mut strings = Vec::with_capacity(5 + 3 * p.model_contributions.len());
+    let (experiment, arm) = match &p.experiment {
+        Some(e) => (e.name.to_string(), e.arm.as_str().to_string()),
+        None => (String::new(), String::new()),
+    };
     strings.extend([
         p.ensemble.to_string(),
         p.strategy.to_string(),
         p.regime.map_or_else(String::new, |r| r.as_str().to_string()),
+        experiment,
+        arm,
     ]);
     for c in p.model_contributions {
         numbers.extend([
@@ -165,13 +183,20 @@ fn into_scratch(p: quorum::Prediction, mut scratch: Float64ArraySlice<'_>) -> Ei
 
 /// Reads the ensemble's features from a plain object, one named property at a time (keys the
 /// ensemble does not use are never touched), without holding the values in a map.
-fn resolve(handle: &quorum::EnsembleHandle, features: &Object) -> quorum::Result<quorum::ResolvedRow> {
-    handle.resolve_row(|name| {
-        features
-            .get::<f64>(name)
-            .map(|v| v.map(|v| v as f32))
-            .map_err(|_| quorum::Error::InvalidInput(format!("feature {name:?} is not a number")))
-    })
+fn resolve(
+    handle: &quorum::EnsembleHandle,
+    features: &Object,
+    routing_key: Option<&str>,
+) -> quorum::Result<quorum::ResolvedRow> {
+    handle.resolve_row_routed(
+        |name| {
+            features
+                .get::<f64>(name)
+                .map(|v| v.map(|v| v as f32))
+                .map_err(|_| quorum::Error::InvalidInput(format!("feature {name:?} is not a number")))
+        },
+        routing_key,
+    )
 }
 
 /// Options of `new InferenceEngine(home, options)`: the shape TypeScript sees. The constructor hands
@@ -327,10 +352,11 @@ impl JsInferenceEngine {
     }
 
     /// Predicts one request `{featureName: value}`. With `deadlineMs`, a request that cannot finish
-    /// within it throws `deadline_exceeded` instead of answering late.
+    /// within it throws `deadline_exceeded` instead of answering late. While the ensemble runs an
+    /// experiment, `routingKey` (a user, an account, a symbol) picks the arm.
     // Natively it also takes index.js's scratch buffer before `deadlineMs` (see `into_scratch`).
     #[napi(
-        ts_args_type = "ensemble: string, features: Record<string, number>, deadlineMs?: number | undefined | null",
+        ts_args_type = "ensemble: string, features: Record<string, number>, deadlineMs?: number | undefined | null, routingKey?: string | undefined | null",
         ts_return_type = "Prediction"
     )]
     pub fn predict(
@@ -339,11 +365,12 @@ impl JsInferenceEngine {
         features: Object,
         scratch: Float64ArraySlice<'_>,
         deadline_ms: Option<f64>,
+        routing_key: Option<String>,
     ) -> Result<Either<String, PackedPrediction>> {
         let deadline = deadline(deadline_ms)?;
         guarded(|| {
             let handle = self.inner.ensemble(&ensemble)?;
-            handle.predict_resolved(&resolve(&handle, &features)?, deadline)
+            handle.predict_resolved(&resolve(&handle, &features, routing_key.as_deref())?, deadline)
         })
         .map(|p| into_scratch(p, scratch))
     }
@@ -369,6 +396,7 @@ impl JsInferenceEngine {
         schema: f64,
         scratch: Float64ArraySlice<'_>,
         deadline_ms: Option<f64>,
+        routing_key: Option<String>,
     ) -> Result<Either<String, PackedPrediction>> {
         let deadline = deadline(deadline_ms)?;
         let predicted = guarded(|| {
@@ -377,16 +405,16 @@ impl JsInferenceEngine {
             if js_schema_id(id) != schema {
                 return Ok(None);
             }
-            handle.predict_row_for_schema(id, row, deadline)
+            handle.predict_row_for_schema(id, row, deadline, routing_key.as_deref())
         })?;
         Ok(predicted.map_or_else(|| Either::A(String::new()), |p| into_scratch(p, scratch)))
     }
 
     /// Predicts one row given as a Float32Array in `featureNames(ensemble)` order: no per-name lookups,
-    /// the fastest single-row call. `deadlineMs` as in `predict`.
+    /// the fastest single-row call. `deadlineMs` and `routingKey` as in `predict`.
     // Natively it also takes index.js's scratch buffer before `deadlineMs` (see `into_scratch`).
     #[napi(
-        ts_args_type = "ensemble: string, row: Float32Array, deadlineMs?: number | undefined | null",
+        ts_args_type = "ensemble: string, row: Float32Array, deadlineMs?: number | undefined | null, routingKey?: string | undefined | null",
         ts_return_type = "Prediction"
     )]
     pub fn predict_row(
@@ -395,16 +423,11 @@ impl JsInferenceEngine {
         row: &[f32],
         scratch: Float64ArraySlice<'_>,
         deadline_ms: Option<f64>,
+        routing_key: Option<String>,
     ) -> Result<Either<String, PackedPrediction>> {
         let deadline = deadline(deadline_ms)?;
-        guarded(|| {
-            let handle = self.inner.ensemble(&ensemble)?;
-            match deadline {
-                Some(d) => handle.predict_row_by(row, d),
-                None => handle.predict_row(row),
-            }
-        })
-        .map(|p| into_scratch(p, scratch))
+        guarded(|| self.inner.ensemble(&ensemble)?.predict_row_routed(row, routing_key.as_deref(), deadline))
+            .map(|p| into_scratch(p, scratch))
     }
 
     /// Makes `version` the model's default and moves loaded ensembles onto it (a hot swap: running
@@ -433,17 +456,18 @@ impl JsInferenceEngine {
         self.inner.unload_model(&model) as u32
     }
 
-    /// `predict` on the libuv thread pool.
+    /// `predict` on the libuv thread pool (`routingKey` as in `predict`).
     #[napi(ts_return_type = "Promise<Prediction>")]
     pub fn predict_async(
         &self,
         ensemble: String,
         #[napi(ts_arg_type = "Record<string, number>")] features: Object,
+        routing_key: Option<String>,
     ) -> Result<AsyncTask<PredictTask>> {
         // The features are read here, on the JavaScript thread; the prediction runs on the pool.
         let (handle, row) = guarded(|| {
             let handle = self.inner.ensemble(&ensemble)?;
-            let row = resolve(&handle, &features)?;
+            let row = resolve(&handle, &features, routing_key.as_deref())?;
             Ok((handle, row))
         })?;
         Ok(AsyncTask::new(PredictTask { handle, row }))

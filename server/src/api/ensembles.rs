@@ -1,6 +1,6 @@
 //! Ensembles over HTTP: create (the story's `name, models, weights, strategy`; 409 when the name is
 //! taken, 422 naming the field of a bad configuration), new versions, list, show (configuration,
-//! current weights per regime, weights epoch, tracked metrics) and set-default (a hot swap).
+//! current weights per regime, weights epoch, tracked metrics, the running experiment) and set-default (a hot swap).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -56,6 +56,10 @@ pub struct EnsembleView {
     pub metrics: Option<Value>,
     #[schema(value_type = Object)]
     pub fusion: Value,
+    /// The running or paused experiment's status, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub experiment: Option<Value>,
 }
 
 /// Turns the story's document into the core's ensemble JSON, naming the field that is wrong.
@@ -156,6 +160,7 @@ fn view(state: &AppState, name: &str) -> ApiResult<EnsembleView> {
         weights_epoch: weights.epoch,
         metrics,
         fusion: serde_json::to_value(handle.fusion()).unwrap_or_default(),
+        experiment: handle.experiment().map(|e| serde_json::to_value(e).unwrap_or_default()),
         config: serde_json::to_value(config).unwrap_or_default(),
     })
 }
