@@ -240,8 +240,21 @@ fn a_restarted_engine_continues_the_experiment_where_it_was() {
     assert_eq!(live.step, before.step);
     assert_eq!(live.decisions.len(), before.decisions.len());
     engine.pause_experiment("restart").expect("pause");
-    assert_eq!(engine.predict("market", &holdout_features(1)[0]).expect("predict").experiment, None);
+    // Predictions made while paused are not the experiment's, even when their outcomes arrive later.
+    let paused: Vec<u64> = holdout_features(20)
+        .iter()
+        .map(|f| {
+            let p = engine.predict("market", f).expect("predict");
+            assert_eq!(p.experiment, None);
+            p.request_id
+        })
+        .collect();
     engine.resume_experiment("restart").expect("resume");
+    for id in paused {
+        engine.record_outcome(id, 1.0).expect("outcome");
+    }
+    let resumed = engine.experiment_status("restart").expect("status");
+    assert_eq!(resumed.arms.control.outcomes, before.arms.control.outcomes);
     let stopped = engine.stop_experiment("restart", "enough").expect("stop");
     assert_eq!(stopped.state, ExperimentState::Stopped);
     assert!(engine.start_experiment(ExperimentConfig::new("restart", "market", 1, 2)).is_err(), "names are unique");
@@ -261,4 +274,7 @@ fn one_experiment_per_ensemble_and_bad_configurations_are_refused() {
     let second = engine.start_experiment(ExperimentConfig::new("second", "market", 1, 2)).unwrap_err();
     assert!(second.to_string().contains("already has experiment \"first\""), "{second}");
     assert_eq!(engine.experiments().expect("list").len(), 1);
+    let untracked = InferenceEngine::builder(home.path()).without_tracking().without_persistence().build().expect("engine");
+    let refused = untracked.start_experiment(ExperimentConfig::new("blind", "market", 1, 2)).unwrap_err();
+    assert_eq!(refused.code(), "tracking_disabled");
 }

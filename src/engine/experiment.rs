@@ -115,6 +115,9 @@ pub(super) struct RunningExperiment {
     sequence: AtomicU64,
     /// Outcomes of predictions with an id below this one were not routed by the experiment.
     first_request_id: u64,
+    /// Request ids made while the experiment was paused (not routed): `[from, to)`, and the start
+    /// of the current pause.
+    paused_ids: Mutex<(Vec<(u64, u64)>, Option<u64>)>,
     arms: [ArmCounters; 2],
     tags: [ExperimentArm; 2],
     state: Mutex<Experiment>,
@@ -178,6 +181,25 @@ impl RunningExperiment {
         self.tags[arm as usize].clone()
     }
 
+    /// Whether request `id` was made while the experiment was paused (so the experiment did not route it).
+    fn was_paused_at(&self, id: u64) -> bool {
+        let paused = self.paused_ids.lock().unwrap_or_else(|p| p.into_inner());
+        paused.1.is_some_and(|from| id >= from) || paused.0.iter().any(|&(from, to)| (from..to).contains(&id))
+    }
+
+    /// Notes a pause's start or end at the engine's next request id.
+    fn mark_pause(&self, action: Action, next_id: u64) {
+        let mut paused = self.paused_ids.lock().unwrap_or_else(|p| p.into_inner());
+        match (action, paused.1) {
+            (Action::Paused, None) => paused.1 = Some(next_id),
+            (Action::Resumed, Some(from)) => {
+                paused.0.push((from, next_id));
+                paused.1 = None;
+            }
+            _ => {}
+        }
+    }
+
     pub fn status(&self) -> ExperimentStatus {
         let mut status = self.lock().status();
         for (arm, counters) in [(&mut status.arms.control, &self.arms[0]), (&mut status.arms.treatment, &self.arms[1])]
@@ -198,6 +220,8 @@ impl InferenceEngine {
     /// per ensemble; names are unique in the home.
     pub fn start_experiment(&self, config: ExperimentConfig) -> Result<ExperimentStatus> {
         config.validate()?;
+        // Without outcomes nothing could be decided.
+        self.inner.tracker()?;
         if self.experiment_record(&config.name)?.is_some() {
             return Err(Error::AlreadyExists { what: "experiment", name: config.name.clone() });
         }
@@ -267,6 +291,10 @@ impl InferenceEngine {
             seed: experiment.seed,
             sequence: AtomicU64::new(0),
             first_request_id: self.inner.next_request_ids(0),
+            paused_ids: Mutex::new((
+                Vec::new(),
+                (experiment.state == ExperimentState::Paused).then(|| self.inner.next_request_ids(0)),
+            )),
             arms: [ArmCounters::default(), ArmCounters::default()],
             tags: [tag(Arm::Control), tag(Arm::Treatment)],
             name,
@@ -425,7 +453,7 @@ impl EngineInner {
     ) -> Result<()> {
         let slot = self.ensembles.read().unwrap_or_else(|p| p.into_inner()).get(ensemble).map(Arc::clone);
         let Some(running) = slot.and_then(|s| s.experiment.load_full()) else { return Ok(()) };
-        if request_id < running.first_request_id {
+        if request_id < running.first_request_id || running.was_paused_at(request_id) {
             return Ok(());
         }
         let action = {
@@ -452,6 +480,7 @@ impl EngineInner {
             let e = running.lock();
             (e.split_buckets(), e.state == ExperimentState::Running, e.config.ensemble.clone())
         };
+        running.mark_pause(action, self.next_request_ids(0));
         running.split.store(split.min(BUCKETS), Ordering::Relaxed);
         running.routing.store(routing, Ordering::Relaxed);
         let slot = self.ensembles.read().unwrap_or_else(|p| p.into_inner()).get(&ensemble).map(Arc::clone);
