@@ -274,7 +274,8 @@ fn one_experiment_per_ensemble_and_bad_configurations_are_refused() {
     let second = engine.start_experiment(ExperimentConfig::new("second", "market", 1, 2)).unwrap_err();
     assert!(second.to_string().contains("already has experiment \"first\""), "{second}");
     assert_eq!(engine.experiments().expect("list").len(), 1);
-    let untracked = InferenceEngine::builder(home.path()).without_tracking().without_persistence().build().expect("engine");
+    let untracked =
+        InferenceEngine::builder(home.path()).without_tracking().without_persistence().build().expect("engine");
     let refused = untracked.start_experiment(ExperimentConfig::new("blind", "market", 1, 2)).unwrap_err();
     assert_eq!(refused.code(), "tracking_disabled");
 }

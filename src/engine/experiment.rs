@@ -97,6 +97,13 @@ fn window(now: &Counts, before: &Counts) -> ArmWindow {
     ArmWindow { requests, errors: now.errors - before.errors, degraded: now.degraded - before.degraded, p95_ms }
 }
 
+/// Request-id ranges `[from, to)` of past pauses, and the start of the current one.
+#[derive(Default)]
+struct PausedIds {
+    past: Vec<(u64, u64)>,
+    since: Option<u64>,
+}
+
 /// An experiment the engine is routing (running) or holding (paused) for one ensemble.
 pub(super) struct RunningExperiment {
     name: Arc<str>,
@@ -117,7 +124,7 @@ pub(super) struct RunningExperiment {
     first_request_id: u64,
     /// Request ids made while the experiment was paused (not routed): `[from, to)`, and the start
     /// of the current pause.
-    paused_ids: Mutex<(Vec<(u64, u64)>, Option<u64>)>,
+    paused_ids: Mutex<PausedIds>,
     arms: [ArmCounters; 2],
     tags: [ExperimentArm; 2],
     state: Mutex<Experiment>,
@@ -184,17 +191,17 @@ impl RunningExperiment {
     /// Whether request `id` was made while the experiment was paused (so the experiment did not route it).
     fn was_paused_at(&self, id: u64) -> bool {
         let paused = self.paused_ids.lock().unwrap_or_else(|p| p.into_inner());
-        paused.1.is_some_and(|from| id >= from) || paused.0.iter().any(|&(from, to)| (from..to).contains(&id))
+        paused.since.is_some_and(|from| id >= from) || paused.past.iter().any(|&(from, to)| (from..to).contains(&id))
     }
 
     /// Notes a pause's start or end at the engine's next request id.
     fn mark_pause(&self, action: Action, next_id: u64) {
         let mut paused = self.paused_ids.lock().unwrap_or_else(|p| p.into_inner());
-        match (action, paused.1) {
-            (Action::Paused, None) => paused.1 = Some(next_id),
+        match (action, paused.since) {
+            (Action::Paused, None) => paused.since = Some(next_id),
             (Action::Resumed, Some(from)) => {
-                paused.0.push((from, next_id));
-                paused.1 = None;
+                paused.past.push((from, next_id));
+                paused.since = None;
             }
             _ => {}
         }
@@ -291,10 +298,10 @@ impl InferenceEngine {
             seed: experiment.seed,
             sequence: AtomicU64::new(0),
             first_request_id: self.inner.next_request_ids(0),
-            paused_ids: Mutex::new((
-                Vec::new(),
-                (experiment.state == ExperimentState::Paused).then(|| self.inner.next_request_ids(0)),
-            )),
+            paused_ids: Mutex::new(PausedIds {
+                past: Vec::new(),
+                since: (experiment.state == ExperimentState::Paused).then(|| self.inner.next_request_ids(0)),
+            }),
             arms: [ArmCounters::default(), ArmCounters::default()],
             tags: [tag(Arm::Control), tag(Arm::Treatment)],
             name,
