@@ -24,14 +24,15 @@ export declare class InferenceEngine {
   featureNames(ensemble: string): Array<string>
   /**
    * Predicts one request `{featureName: value}`. With `deadlineMs`, a request that cannot finish
-   * within it throws `deadline_exceeded` instead of answering late.
+   * within it throws `deadline_exceeded` instead of answering late. While the ensemble runs an
+   * experiment, `routingKey` (a user, an account, a symbol) picks the arm.
    */
-  predict(ensemble: string, features: Record<string, number>, deadlineMs?: number | undefined | null): Prediction
+  predict(ensemble: string, features: Record<string, number>, deadlineMs?: number | undefined | null, routingKey?: string | undefined | null): Prediction
   /**
    * Predicts one row given as a Float32Array in `featureNames(ensemble)` order: no per-name lookups,
-   * the fastest single-row call. `deadlineMs` as in `predict`.
+   * the fastest single-row call. `deadlineMs` and `routingKey` as in `predict`.
    */
-  predictRow(ensemble: string, row: Float32Array, deadlineMs?: number | undefined | null): Prediction
+  predictRow(ensemble: string, row: Float32Array, deadlineMs?: number | undefined | null, routingKey?: string | undefined | null): Prediction
   /**
    * Makes `version` the model's default and moves loaded ensembles onto it (a hot swap: running
    * predictions finish on the old version). Returns the ensembles reloaded.
@@ -46,8 +47,8 @@ export declare class InferenceEngine {
   fusion(ensemble: string): any
   /** Drops the idle replicas of `model` (it loads again on its next call); returns how many. */
   unloadModel(model: string): number
-  /** `predict` on the libuv thread pool. */
-  predictAsync(ensemble: string, features: Record<string, number>): Promise<Prediction>
+  /** `predict` on the libuv thread pool (`routingKey` as in `predict`). */
+  predictAsync(ensemble: string, features: Record<string, number>, routingKey?: string | undefined | null): Promise<Prediction>
   /**
    * Predicts every row of a row-major Float32Array whose columns are `featureNames` (default: the
    * ensemble's own order).
@@ -209,6 +210,13 @@ export interface EngineOptions {
 /** Every code the core's errors carry (`quorum.ErrorCode` in index.js names each; a test checks). */
 export declare function errorCodes(): Array<string>
 
+/** See `Prediction.experiment`. */
+export interface ExperimentArm {
+  name: string
+  /** `control` or `treatment`. */
+  arm: string
+}
+
 /** Options of `registerModel`. */
 export interface ModelOptions {
   /** Output holding the prediction, `name` or `name:column` (default `probabilities:1`). */
@@ -245,7 +253,10 @@ export interface PackedPrediction {
    * no answer), weight, latencyMs, recentLoss (NaN: none).
    */
   numbers: Float64Array
-  /** ensemble, strategy, regime ("": none); then per member: model, error ("": none), fallback ("": none). */
+  /**
+   * ensemble, strategy, regime ("": none), experiment and arm ("": none); then per member: model,
+   * error ("": none), fallback ("": none).
+   */
   strings: Array<string>
 }
 
@@ -274,6 +285,8 @@ export interface Prediction {
   /** Members that gave no prediction. */
   skipped: Array<string>
   latencyMs: number
+  /** The experiment and arm that served the request, while the ensemble runs an experiment. */
+  experiment?: ExperimentArm
 }
 
 /** Options of `quantize`. */
