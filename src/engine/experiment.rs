@@ -1,224 +1,18 @@
 //! A/B experiments inside the engine: starting one (the control pinned as the ensemble's active
-//! version, the treatment loaded beside it), routing each request to an arm by its routing key,
-//! counting each arm's requests for the guardrails, crediting outcomes to the arm that predicted,
-//! applying decisions (a step's new split, a rollback, a promotion as a hot swap), persisting the
-//! state and resuming it after a restart. The statistics and rules are [`crate::experiment`].
+//! version, the treatment loaded beside it), crediting outcomes to the arm that predicted, applying
+//! decisions (a step's new split, a rollback, a promotion as a hot swap), the guardrail thread,
+//! persisting the state and resuming it after a restart. Routing a request to its arm is
+//! `route.rs`; the statistics and rules are [`crate::experiment`].
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard, Weak};
+use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
-use std::time::{Duration, Instant};
-
-use super::load::{EnsembleSlot, LoadedEnsemble};
+use super::loaded::LoadedEnsemble;
+use super::route::{window, EnsembleSlot, RunningExperiment};
 use super::{EngineInner, InferenceEngine};
 use crate::error::{Error, Result};
-use crate::experiment::{
-    bucket, Action, Arm, ArmWindow, Experiment, ExperimentConfig, ExperimentState, ExperimentStatus, BUCKETS,
-};
-use crate::prediction::ExperimentArm;
-
-/// Latency buckets of an arm's histogram: four per octave of microseconds, up to about 2^32 µs.
-const LATENCY_BUCKETS: usize = 128;
-
-/// One arm's live request counts (atomics: any number of predicting threads add to them).
-pub(super) struct ArmCounters {
-    requests: AtomicU64,
-    errors: AtomicU64,
-    degraded: AtomicU64,
-    latency: [AtomicU64; LATENCY_BUCKETS],
-}
-
-impl Default for ArmCounters {
-    fn default() -> Self {
-        ArmCounters {
-            requests: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            degraded: AtomicU64::new(0),
-            latency: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
-}
-
-fn latency_bucket(elapsed: Duration) -> usize {
-    let us = elapsed.as_secs_f64() * 1e6;
-    ((us + 1.0).log2() * 4.0).clamp(0.0, (LATENCY_BUCKETS - 1) as f64) as usize
-}
-
-/// The upper edge of a latency bucket, in milliseconds.
-fn bucket_upper_ms(index: usize) -> f64 {
-    ((index as f64 + 1.0) / 4.0).exp2() / 1e3
-}
-
-/// A snapshot of an arm's counters (to take interval differences).
-#[derive(Clone)]
-struct Counts {
-    requests: u64,
-    errors: u64,
-    degraded: u64,
-    latency: Vec<u64>,
-}
-
-impl ArmCounters {
-    fn observe<T>(&self, result: &Result<T>, degraded: bool, elapsed: Duration) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if result.is_err() {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        } else if degraded {
-            self.degraded.fetch_add(1, Ordering::Relaxed);
-        }
-        self.latency[latency_bucket(elapsed)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn counts(&self) -> Counts {
-        Counts {
-            requests: self.requests.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            degraded: self.degraded.load(Ordering::Relaxed),
-            latency: self.latency.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
-        }
-    }
-}
-
-/// What happened between two snapshots.
-fn window(now: &Counts, before: &Counts) -> ArmWindow {
-    let requests = now.requests - before.requests;
-    let deltas: Vec<u64> = now.latency.iter().zip(&before.latency).map(|(a, b)| a - b).collect();
-    let total: u64 = deltas.iter().sum();
-    let p95_ms = (total > 0).then(|| {
-        let rank = (total as f64 * 0.95).ceil() as u64;
-        let mut seen = 0;
-        let index = deltas.iter().position(|&d| {
-            seen += d;
-            seen >= rank
-        });
-        bucket_upper_ms(index.unwrap_or(LATENCY_BUCKETS - 1))
-    });
-    ArmWindow { requests, errors: now.errors - before.errors, degraded: now.degraded - before.degraded, p95_ms }
-}
-
-/// Request-id ranges `[from, to)` of past pauses, and the start of the current one.
-#[derive(Default)]
-struct PausedIds {
-    past: Vec<(u64, u64)>,
-    since: Option<u64>,
-}
-
-/// An experiment the engine is routing (running) or holding (paused) for one ensemble.
-pub(super) struct RunningExperiment {
-    name: Arc<str>,
-    control_version: u32,
-    /// The treatment's load, released when the experiment ends (a promotion hands it to the slot).
-    treatment: ArcSwapOption<LoadedEnsemble>,
-    treatment_version: u32,
-    /// The treatment's features as positions in the control's schema (`None`: the same order).
-    remap: Option<Box<[usize]>>,
-    control_width: usize,
-    /// The treatment's share in assignment buckets (0 while paused).
-    split: AtomicU32,
-    routing: AtomicBool,
-    seed: u64,
-    /// Assigns requests without a routing key.
-    sequence: AtomicU64,
-    /// Outcomes of predictions with an id below this one were not routed by the experiment.
-    first_request_id: u64,
-    /// Request ids made while the experiment was paused (not routed): `[from, to)`, and the start
-    /// of the current pause.
-    paused_ids: Mutex<PausedIds>,
-    arms: [ArmCounters; 2],
-    tags: [ExperimentArm; 2],
-    state: Mutex<Experiment>,
-}
-
-impl RunningExperiment {
-    fn lock(&self) -> MutexGuard<'_, Experiment> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether requests on `control` (the slot's load) go through the experiment: it is running and
-    /// the ensemble's active version is still the control.
-    pub fn routes(&self, control: &LoadedEnsemble) -> bool {
-        self.routing.load(Ordering::Relaxed) && control.config.version == self.control_version
-    }
-
-    /// A request's arm and, for the treatment, the load it runs on.
-    pub fn route(&self, routing_key: Option<&str>) -> (Arm, Option<Arc<LoadedEnsemble>>) {
-        match self.arm_for(routing_key) {
-            Arm::Treatment => match self.treatment.load_full() {
-                Some(load) => (Arm::Treatment, Some(load)),
-                // Ended meanwhile: the control serves.
-                None => (Arm::Control, None),
-            },
-            Arm::Control => (Arm::Control, None),
-        }
-    }
-
-    /// The arm of a request: its routing key's bucket against the split (a counter's without a key).
-    fn arm_for(&self, routing_key: Option<&str>) -> Arm {
-        let split = self.split.load(Ordering::Relaxed);
-        if split == 0 {
-            return Arm::Control;
-        }
-        let b = match routing_key {
-            Some(key) => bucket(self.seed, key.as_bytes()),
-            None => bucket(self.seed, &self.sequence.fetch_add(1, Ordering::Relaxed).to_le_bytes()),
-        };
-        if b < split {
-            Arm::Treatment
-        } else {
-            Arm::Control
-        }
-    }
-
-    /// The control's dense rows in the treatment's feature order (borrowed when it is the same).
-    pub fn treatment_rows<'a>(&self, dense: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
-        match &self.remap {
-            None => std::borrow::Cow::Borrowed(dense),
-            Some(indices) => {
-                let mut out = Vec::with_capacity(dense.len() / self.control_width.max(1) * indices.len());
-                crate::features::gather(dense, self.control_width, indices, &mut out);
-                std::borrow::Cow::Owned(out)
-            }
-        }
-    }
-
-    /// Counts a request of `arm` for the guardrails; returns the tag its prediction carries.
-    pub fn observe<T>(&self, arm: Arm, result: &Result<T>, degraded: bool, started: Instant) -> ExperimentArm {
-        self.arms[arm as usize].observe(result, degraded, started.elapsed());
-        self.tags[arm as usize].clone()
-    }
-
-    /// Whether request `id` was made while the experiment was paused (so the experiment did not route it).
-    fn was_paused_at(&self, id: u64) -> bool {
-        let paused = self.paused_ids.lock().unwrap_or_else(|p| p.into_inner());
-        paused.since.is_some_and(|from| id >= from) || paused.past.iter().any(|&(from, to)| (from..to).contains(&id))
-    }
-
-    /// Notes a pause's start or end at the engine's next request id.
-    fn mark_pause(&self, action: Action, next_id: u64) {
-        let mut paused = self.paused_ids.lock().unwrap_or_else(|p| p.into_inner());
-        match (action, paused.since) {
-            (Action::Paused, None) => paused.since = Some(next_id),
-            (Action::Resumed, Some(from)) => {
-                paused.past.push((from, next_id));
-                paused.since = None;
-            }
-            _ => {}
-        }
-    }
-
-    pub fn status(&self) -> ExperimentStatus {
-        let mut status = self.lock().status();
-        for (arm, counters) in [(&mut status.arms.control, &self.arms[0]), (&mut status.arms.treatment, &self.arms[1])]
-        {
-            let c = counters.counts();
-            arm.requests = Some(c.requests);
-            arm.errors = Some(c.errors);
-            arm.degraded = Some(c.degraded);
-        }
-        status
-    }
-}
+use crate::experiment::{Action, Arm, Experiment, ExperimentConfig, ExperimentState, ExperimentStatus, BUCKETS};
 
 impl InferenceEngine {
     /// Starts an A/B experiment between two versions of an ensemble (see [`crate::experiment`]):
@@ -264,49 +58,8 @@ impl InferenceEngine {
         treatment: Arc<LoadedEnsemble>,
         experiment: Experiment,
     ) -> Result<Arc<RunningExperiment>> {
-        if treatment.task != control.task {
-            return Err(Error::Config(format!(
-                "the treatment (version {}) is {:?}, the control (version {}) {:?}",
-                treatment.config.version, treatment.task, control.config.version, control.task
-            )));
-        }
-        let control_names = control.schema.names();
-        let indices = treatment
-            .schema
-            .names()
-            .iter()
-            .map(|f| {
-                control.schema.index_of(f).ok_or_else(|| {
-                    Error::Config(format!(
-                        "the treatment (version {}) consumes feature {f:?}, which the control (version {}) does not: an experiment compares versions over the control's features",
-                        treatment.config.version, control.config.version
-                    ))
-                })
-            })
-            .collect::<Result<Vec<usize>>>()?;
-        let same = indices.len() == control_names.len() && indices.iter().enumerate().all(|(i, &j)| i == j);
-        let name: Arc<str> = Arc::from(experiment.config.name.as_str());
-        let tag = |arm| ExperimentArm { name: Arc::clone(&name), arm };
-        let running = Arc::new(RunningExperiment {
-            control_version: experiment.config.control,
-            treatment_version: treatment.config.version,
-            treatment: ArcSwapOption::new(Some(treatment)),
-            remap: (!same).then(|| indices.into_boxed_slice()),
-            control_width: control_names.len(),
-            split: AtomicU32::new(experiment.split_buckets()),
-            routing: AtomicBool::new(experiment.state == ExperimentState::Running),
-            seed: experiment.seed,
-            sequence: AtomicU64::new(0),
-            first_request_id: self.inner.next_request_ids(0),
-            paused_ids: Mutex::new(PausedIds {
-                past: Vec::new(),
-                since: (experiment.state == ExperimentState::Paused).then(|| self.inner.next_request_ids(0)),
-            }),
-            arms: [ArmCounters::default(), ArmCounters::default()],
-            tags: [tag(Arm::Control), tag(Arm::Treatment)],
-            name,
-            state: Mutex::new(experiment),
-        });
+        let first_request_id = self.inner.next_request_ids(0);
+        let running = Arc::new(RunningExperiment::new(experiment, control, treatment, first_request_id)?);
         self.inner.persist_experiment(&running.lock())?;
         slot.experiment.store(Some(Arc::clone(&running)));
         self.inner.lock_experiments().push(Arc::clone(&running));
@@ -548,24 +301,4 @@ fn spawn_guardrails(engine: Weak<EngineInner>, slot: Weak<EnsembleSlot>, running
     });
     // Without the thread the guardrails are not checked; the test on outcomes still decides.
     drop(spawned);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_window_p95_is_the_bucket_holding_the_95th_percentile() {
-        let counters = ArmCounters::default();
-        let before = counters.counts();
-        for i in 0..100u64 {
-            let latency = if i < 90 { Duration::from_micros(100) } else { Duration::from_millis(200) };
-            counters.observe(&Ok::<(), Error>(()), false, latency);
-        }
-        counters.observe(&Err::<(), Error>(Error::Internal("x".into())), false, Duration::from_micros(100));
-        let w = window(&counters.counts(), &before);
-        assert_eq!((w.requests, w.errors), (101, 1));
-        let p95 = w.p95_ms.unwrap();
-        assert!((200.0..250.0).contains(&p95), "{p95}");
-    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ort::session::SessionInputValue;
 use ort::value::TensorRef;
 
-use super::load::LoadedEnsemble;
+use super::loaded::LoadedEnsemble;
 use super::member::{Member, OutputTarget, Rows};
 use super::InferenceEngine;
 use crate::error::Result;

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::experiment::RunningExperiment;
-use super::load::{EnsembleSlot, LoadedEnsemble};
+use super::loaded::LoadedEnsemble;
 use super::pipeline::{predict_queued, Call};
+use super::route::{EnsembleSlot, RunningExperiment};
 use super::InferenceEngine;
 use crate::ensemble::EnsembleConfig;
 use crate::error::Result;

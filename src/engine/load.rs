@@ -6,72 +6,21 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use arc_swap::{ArcSwap, ArcSwapOption, Guard};
-
-use super::experiment::RunningExperiment;
+use super::loaded::{LastGood, LoadedEnsemble};
 use super::member::{LoadedModel, Member};
+use super::route::EnsembleSlot;
 use super::{EnsembleHandle, InferenceEngine};
 use crate::adaptive::Learning;
 use crate::ensemble::EnsembleConfig;
 use crate::error::{Error, Result};
 use crate::features::Schema;
-use crate::fusion::FusedSessions;
 use crate::persist::{Flush, WeightsRow};
-use crate::prediction::Prediction;
-use crate::registry::{ModelMetadata, Task, VersionSpec};
+use crate::registry::{ModelMetadata, VersionSpec};
 use crate::strategy::normalise_weights;
 use crate::tracking::EnsembleKey;
 
-/// An ensemble resolved against the registry, with its models loaded.
-pub(super) struct LoadedEnsemble {
-    /// Unique per load: pins the ensemble version and its members' versions in cache keys.
-    pub id: u64,
-    pub config: EnsembleConfig,
-    pub key: EnsembleKey,
-    pub task: Task,
-    pub schema: Schema,
-    pub members: Vec<Member>,
-    /// Some member batches: synchronous single rows go through the queues under contention.
-    pub batched: bool,
-    /// The last good prediction per feature row, when the ensemble serves stale answers below quorum.
-    pub last_good: Option<Arc<LastGood>>,
-    /// The members as one fused model, or why they are not.
-    pub fused: std::result::Result<FusedSessions, String>,
-    /// A hash of the schema's feature names (see [`EnsembleHandle::schema_id`]).
-    pub schema_id: u64,
-}
-
-/// Last good predictions keyed by the exact bits of the dense feature row.
-pub(super) type LastGood = quick_cache::sync::Cache<Box<[u32]>, Arc<Prediction>>;
-
 /// How many rows' last good predictions an ensemble with `serve_stale` keeps.
 const LAST_GOOD_ROWS: usize = 10_000;
-
-/// The slot an ensemble's current load lives in; handles read it, a reload (hot swap) replaces it.
-/// While an experiment runs on the ensemble it sits here too, so that routing costs one more
-/// lock-free load and nothing without one.
-pub(super) struct EnsembleSlot {
-    current: ArcSwap<LoadedEnsemble>,
-    pub experiment: ArcSwapOption<RunningExperiment>,
-}
-
-impl EnsembleSlot {
-    fn new(loaded: Arc<LoadedEnsemble>) -> EnsembleSlot {
-        EnsembleSlot { current: ArcSwap::new(loaded), experiment: ArcSwapOption::empty() }
-    }
-
-    pub fn load(&self) -> Guard<Arc<LoadedEnsemble>> {
-        self.current.load()
-    }
-
-    pub fn load_full(&self) -> Arc<LoadedEnsemble> {
-        self.current.load_full()
-    }
-
-    pub fn store(&self, loaded: Arc<LoadedEnsemble>) {
-        self.current.store(loaded);
-    }
-}
 
 impl InferenceEngine {
     /// Validates `config` against the registry, saves it as the ensemble's next version and loads it.

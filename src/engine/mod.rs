@@ -3,14 +3,16 @@
 //! The rooms of the engine, each a file:
 //! - `mod.rs` (here): the engine, its shared state, accessors and the outcome path;
 //! - `builder.rs`: [`EngineBuilder`], where every option is validated once;
+//! - `loaded.rs`: [`LoadedEnsemble`](loaded::LoadedEnsemble), one ensemble version with its models loaded;
 //! - `load.rs`: creating, loading and hot-swapping ensembles, sharing loaded models;
+//! - `route.rs`: an ensemble's slot (its current load) and, during an experiment, each request's arm;
 //! - `member.rs`: a loaded model (replicas, queue, breaker, injected [`Fault`]) and its output check;
 //! - `fused.rs`: the fusion probe at load and the one ONNX Runtime call of a fused ensemble;
 //! - `handle.rs`: [`EnsembleHandle`], the public ways to predict;
 //! - `pipeline.rs`: one request's way through cache → members (inline, fused or queued) → fallbacks
 //!   → combination → tracking → settle (cache, last good, stale);
 //! - `background.rs`: refits, state flushes, autoscaling and the memory budget, off the request path;
-//! - `experiment.rs`: A/B experiments: routing requests to arms, crediting outcomes, applying decisions;
+//! - `experiment.rs`: A/B experiments: starting, crediting outcomes, applying decisions, guardrails;
 //! - `registry_handle.rs`: [`RegistryHandle`], a registry on its own or an engine's (what the bindings' `Registry` wraps).
 //!
 //! The path of one prediction is in ARCHITECTURE.md.
@@ -21,11 +23,13 @@ mod experiment;
 mod fused;
 mod handle;
 mod load;
+mod loaded;
 mod member;
 #[cfg(feature = "ndarray")]
 mod ndarray;
 mod pipeline;
 mod registry_handle;
+mod route;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,8 +54,8 @@ use crate::replicas::{ModelOptions, ReplicaStatus};
 use crate::runtime::Runtime;
 use crate::tracking::{DriftEvent, EnsembleMetrics, Tracker};
 use background::Background;
-use load::EnsembleSlot;
 use member::LoadedModel;
+use route::EnsembleSlot;
 
 /// Loaded models, shared by the ensembles that use them, and injected faults.
 #[derive(Default)]
@@ -89,7 +93,7 @@ struct EngineInner {
     memory_budget: Option<u64>,
     fusion: bool,
     /// Experiments this engine has taken up (running, paused or ended since).
-    experiments: Mutex<Vec<Arc<experiment::RunningExperiment>>>,
+    experiments: Mutex<Vec<Arc<route::RunningExperiment>>>,
 }
 
 impl EngineInner {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::fused::run_fused;
-use super::load::LoadedEnsemble;
+use super::loaded::LoadedEnsemble;
 use super::member::{LoadedModel, Rows};
 use super::{EngineInner, InferenceEngine};
 use crate::adaptive::{Published, RegimeWeights};

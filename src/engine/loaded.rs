@@ -1,0 +1,34 @@
+//! [`LoadedEnsemble`]: one version of an ensemble resolved against the registry with its models
+//! loaded — what every prediction runs on — and its last good answers.
+
+use std::sync::Arc;
+
+use super::member::Member;
+use crate::ensemble::EnsembleConfig;
+use crate::features::Schema;
+use crate::fusion::FusedSessions;
+use crate::prediction::Prediction;
+use crate::registry::Task;
+use crate::tracking::EnsembleKey;
+
+/// An ensemble resolved against the registry, with its models loaded.
+pub(super) struct LoadedEnsemble {
+    /// Unique per load: pins the ensemble version and its members' versions in cache keys.
+    pub id: u64,
+    pub config: EnsembleConfig,
+    pub key: EnsembleKey,
+    pub task: Task,
+    pub schema: Schema,
+    pub members: Vec<Member>,
+    /// Some member batches: synchronous single rows go through the queues under contention.
+    pub batched: bool,
+    /// The last good prediction per feature row, when the ensemble serves stale answers below quorum.
+    pub last_good: Option<Arc<LastGood>>,
+    /// The members as one fused model, or why they are not.
+    pub fused: std::result::Result<FusedSessions, String>,
+    /// A hash of the schema's feature names (see [`EnsembleHandle::schema_id`]).
+    pub schema_id: u64,
+}
+
+/// Last good predictions keyed by the exact bits of the dense feature row.
+pub(super) type LastGood = quick_cache::sync::Cache<Box<[u32]>, Arc<Prediction>>;
