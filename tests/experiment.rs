@@ -103,6 +103,7 @@ fn a_treatment_failing_a_tenth_of_calls_is_rolled_back_by_the_guardrail_within_s
         }
     }
     let status = engine.experiment_status("faulty").expect("status");
+    eprintln!("rolled back by the guardrail after {:.2} s", started.elapsed().as_secs_f64());
     assert_eq!(status.state, ExperimentState::RolledBack, "{status:?}");
     let decision = status.decisions.last().expect("decision");
     // The ensemble answers without the failed member (degraded), or fails below its quorum.

@@ -556,12 +556,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Replay { ensemble, data, outcome, json } => {
             let engine = engine(&home)?;
+            // The experiment the replay feeds, if the ensemble runs one (loading it takes it up).
+            let experiment = engine.ensemble(&ensemble)?.experiment().map(|e| e.name);
             let report = replay::replay(&engine, &ensemble, &data, &ReplayOptions { outcome })?;
             if json {
                 print_json(&report)
             } else {
                 println!("replay of {} through ensemble {ensemble:?}\n", data.display());
                 println!("{report}");
+                if let Some(name) = experiment {
+                    let e = engine.experiment_status(&name)?;
+                    let last = e.decisions.last().map_or(String::new(), |d| format!(": {}", d.reason));
+                    println!("experiment {name}: {}{last}", e.state.as_str());
+                }
                 Ok(())
             }
         }

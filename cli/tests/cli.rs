@@ -305,7 +305,8 @@ fn an_experiment_routes_keys_alike_in_two_processes_and_replay_feeds_it() {
         // Each run is its own process with its own engine.
         assert_eq!(arm(ok(quorum(home.path(), &predict))), arm(ok(quorum(home.path(), &predict))), "{key}");
     }
-    ok(quorum(home.path(), &["replay", "market", "--data", &holdout(), "--outcome", "next_day_up"]));
+    let replayed = ok(quorum(home.path(), &["replay", "market", "--data", &holdout(), "--outcome", "next_day_up"]));
+    assert!(replayed.contains("experiment ab: "), "{replayed}");
     let status: serde_json::Value =
         serde_json::from_str(&ok(quorum(home.path(), &["experiment", "status", "ab", "--json"]))).expect("status json");
     for field in ["name", "state", "step", "arms", "p_value", "decisions"] {
