@@ -24,14 +24,14 @@ fn market_version(engine: &InferenceEngine, names: [&str; 3]) -> u32 {
     engine.create_ensemble(config).expect("ensemble").version
 }
 
-/// The technical model with its output layer negated and sharpened: confidently wrong.
+/// The technical model with its output layer negated and sharpened six times: confidently wrong.
 fn degraded_technical(dir: &Path) -> std::path::PathBuf {
     let bytes = std::fs::read(model_file("technical")).expect("model");
     let mut model = quorum::onnx::decode(&bytes).expect("decode");
     let graph = model.graph.as_mut().expect("graph");
     for t in graph.initializer.iter_mut() {
         if matches!(t.name.as_deref(), Some("coefficient2" | "intercepts2")) {
-            let values: Vec<f32> = quorum::onnx::float_values(t).expect("floats").iter().map(|v| -3.0 * v).collect();
+            let values: Vec<f32> = quorum::onnx::float_values(t).expect("floats").iter().map(|v| -6.0 * v).collect();
             *t = quorum::onnx::f32_tensor(t.name.as_deref().unwrap_or_default(), &t.dims.clone(), &values);
         }
     }
@@ -144,9 +144,11 @@ fn a_degraded_model_is_rolled_back_during_a_replay_and_the_unchanged_ensemble_is
         }
         let status = engine.experiment_status("replayed").expect("status");
         let counts = (status.arms.control.outcomes, status.arms.treatment.outcomes);
+        let last = status.decisions.last().expect("decision");
+        eprintln!("degraded {degraded}: {} after {counts:?} outcomes: {}", status.state.as_str(), last.reason);
         if degraded {
             assert_eq!(status.state, ExperimentState::RolledBack, "{status:#?}");
-            let reason = &status.decisions.last().expect("decision").reason;
+            let reason = &last.reason;
             assert!(reason.contains("significantly worse on log_loss"), "{reason}");
             assert!(status.p_value <= 0.05);
         } else {
