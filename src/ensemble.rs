@@ -254,8 +254,24 @@ impl EnsembleStore {
     }
 
     /// Saves `config` as the next version of its name and returns it with version and time filled in.
-    pub fn save(&self, mut config: EnsembleConfig) -> Result<EnsembleConfig> {
+    pub fn save(&self, config: EnsembleConfig) -> Result<EnsembleConfig> {
+        self.save_as(config, true)
+    }
+
+    /// Saves `config` as the next version while the active version stays active (pinned): a
+    /// candidate to compare in an experiment before any request reaches it.
+    pub fn save_inactive(&self, config: EnsembleConfig) -> Result<EnsembleConfig> {
+        self.save_as(config, false)
+    }
+
+    fn save_as(&self, mut config: EnsembleConfig, activate: bool) -> Result<EnsembleConfig> {
         config.validate()?;
+        if !activate {
+            // Pinned before the new version exists, so that it is never the active one, even after a crash.
+            if let Ok(active) = self.default_version(&config.name) {
+                self.set_default(&config.name, active)?;
+            }
+        }
         let dir = self.dir(&config.name)?;
         store::create_dir_all(&dir)?;
         config.version = self.versions(&config.name)?.last().copied().unwrap_or(0) + 1;
@@ -269,6 +285,9 @@ impl EnsembleStore {
         }
         let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::json("ensemble configuration", e))?;
         store::write_atomic(&path, &json)?;
+        if !activate {
+            return Ok(config);
+        }
         // A new version is the active one: a pin to an older version no longer applies.
         match fs::remove_file(dir.join(DEFAULT_FILE)) {
             Ok(()) => store::sync_dir(&dir),

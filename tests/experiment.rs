@@ -267,7 +267,20 @@ fn a_restarted_engine_continues_the_experiment_where_it_was() {
 fn one_experiment_per_ensemble_and_bad_configurations_are_refused() {
     let home = tempfile::tempdir().expect("home");
     let engine = market_engine(home.path());
-    market_version(&engine, ["technical", "fundamental", "sentiment"]);
+    // The candidate is saved without serving a request before the experiment routes some to it.
+    let config = EnsembleConfig::new("market", members(["technical", "fundamental", "sentiment"]));
+    assert_eq!(engine.create_ensemble_inactive(config).expect("candidate").version, 2);
+    assert_eq!(engine.predict("market", &holdout_features(1)[0]).expect("predict").ensemble_version, 1);
+    assert_eq!(
+        InferenceEngine::builder(home.path())
+            .build()
+            .expect("engine")
+            .ensemble("market")
+            .expect("load")
+            .config()
+            .version,
+        1
+    );
     assert!(engine.start_experiment(ExperimentConfig::new("same", "market", 1, 1)).is_err());
     assert!(engine.start_experiment(ExperimentConfig::new("missing", "market", 1, 9)).is_err());
     let mut bad = ExperimentConfig::new("steps", "market", 1, 2);

@@ -261,6 +261,9 @@ enum EnsembleCommand {
         /// Replace NaN/±Inf features with this value instead of refusing the request.
         #[arg(long)]
         impute: Option<f32>,
+        /// Save the new version without making it active (a candidate for `quorum experiment start`).
+        #[arg(long)]
+        inactive: bool,
     },
     /// List ensembles.
     List,
@@ -792,6 +795,7 @@ fn ensembles(home: &std::path::Path, cmd: EnsembleCommand) -> Result<()> {
             impute,
             regime_feature,
             regime_strategy,
+            inactive,
         } => {
             let members = members.iter().map(|m| m.trim().parse::<MemberSpec>()).collect::<Result<Vec<_>>>()?;
             let mut config = EnsembleConfig::new(name, members).with_strategy(strategy.parse::<StrategyKind>()?);
@@ -824,7 +828,9 @@ fn ensembles(home: &std::path::Path, cmd: EnsembleCommand) -> Result<()> {
                 config =
                     config.with_non_finite(quorum::NonFinitePolicy::Impute { value, per_feature: Default::default() });
             }
-            let saved = engine(home)?.create_ensemble(config)?;
+            let engine = engine(home)?;
+            let saved =
+                if inactive { engine.create_ensemble_inactive(config)? } else { engine.create_ensemble(config)? };
             println!(
                 "created ensemble {}@{} ({} members, {})",
                 saved.name,

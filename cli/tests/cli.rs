@@ -290,7 +290,10 @@ fn an_experiment_routes_keys_alike_in_two_processes_and_replay_feeds_it() {
     let home = tempfile::tempdir().expect("home");
     setup(home.path(), &[]);
     let members = ["ensemble", "create", "market", "--members", "technical,fundamental,sentiment"];
-    ok(quorum(home.path(), &[&members[..], &["--weights", "0.2,0.5,0.3"]].concat()));
+    ok(quorum(home.path(), &[&members[..], &["--weights", "0.2,0.5,0.3", "--inactive"]].concat()));
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(quorum(home.path(), &["ensemble", "show", "market"]))).expect("ensemble json");
+    assert_eq!(shown["version"], 1, "an inactive version does not serve: {shown}");
     let start = ["experiment", "start", "ab", "--ensemble", "market", "--control", "1", "--treatment", "2"];
     ok(quorum(home.path(), &[&start[..], &["--steps", "50", "--min-outcomes", "50"]].concat()));
     let row = common::holdout_features(1).remove(0);

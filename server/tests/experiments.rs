@@ -10,11 +10,15 @@ fn an_experiment_is_started_routed_fed_and_stopped_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = support::tokens_file(dir.path());
     let server = Running::market(|c| c.tokens = Some(tokens));
-    // A second version of `market` to compare with.
-    let engine = server.state().engine();
-    let members: Vec<quorum::MemberSpec> =
-        ["technical", "fundamental", "sentiment"].iter().map(|m| m.parse().unwrap()).collect();
-    engine.create_ensemble(quorum::EnsembleConfig::new("market", members).with_weights(vec![0.2, 0.5, 0.3])).unwrap();
+    // A second version of `market` to compare with, saved without serving any request yet.
+    let candidate = r#"{"name": "market", "models": ["technical", "fundamental", "sentiment"],
+                        "weights": [0.2, 0.5, 0.3], "activate": false}"#;
+    let saved = server.post_as(ADMIN, "/api/v1/ml/ensemble/market/versions", candidate);
+    assert_eq!(saved.status, 201, "{}", String::from_utf8_lossy(&saved.body));
+    assert_eq!(
+        (saved.json()["version"].clone(), saved.json()["versions"].clone()),
+        (1.into(), serde_json::json!([1, 2]))
+    );
 
     let config = r#"{"name": "ab", "ensemble": "market", "control": 1, "treatment": 2, "steps": [50],
                      "metric": "business", "min_outcomes_per_step": 40}"#;

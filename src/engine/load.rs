@@ -40,6 +40,15 @@ impl InferenceEngine {
         Ok(saved)
     }
 
+    /// Validates `config` against the registry and saves it as the ensemble's next version without
+    /// making it active: the active version keeps serving (pinned), and the new one can be the
+    /// treatment of an experiment ([`InferenceEngine::start_experiment`]) before any request reaches it.
+    pub fn create_ensemble_inactive(&self, config: EnsembleConfig) -> Result<EnsembleConfig> {
+        config.validate()?;
+        self.check_members(&config)?;
+        self.inner.ensemble_store.save_inactive(config)
+    }
+
     fn check_members(&self, config: &EnsembleConfig) -> Result<Vec<ModelMetadata>> {
         let metas = config
             .members

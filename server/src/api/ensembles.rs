@@ -33,6 +33,10 @@ pub struct CreateEnsemble {
     /// soft-vote, majority, hedge, boa, stacking or blending (default soft-vote).
     #[serde(default)]
     pub strategy: Option<String>,
+    /// New versions only: `false` saves the version without making it active (a candidate for an
+    /// experiment); default `true`.
+    #[serde(default)]
+    pub activate: Option<bool>,
     #[serde(flatten)]
     #[schema(value_type = Object)]
     pub rest: Map<String, Value>,
@@ -187,7 +191,7 @@ pub async fn create(_scope: Admin, State(state): State<AppState>, Body(body): Bo
     Ok((StatusCode::CREATED, Json(view(&state, &name)?)).into_response())
 }
 
-/// Save a new version of an ensemble and make it the active one.
+/// Save a new version of an ensemble and make it the active one (unless `"activate": false`).
 #[utoipa::path(post, path = "/api/v1/ml/ensemble/{ensemble_id}/versions", tag = "ensembles",
     params(("ensemble_id" = String, Path)), request_body = CreateEnsemble,
     responses((status = 201, body = EnsembleView), (status = 404, body = crate::error::ErrorBody),
@@ -200,12 +204,17 @@ pub async fn new_version(
     Body(body): Body,
 ) -> ApiResult<Response> {
     let request: CreateEnsemble = parse(&body, state.config().limits.max_json_depth, "the ensemble configuration")?;
+    let activate = request.activate.unwrap_or(true);
     let config = to_config(request, Some(&ensemble_id))?;
     let engine = state.engine().clone();
     let _admin = state.inner.admin.lock().await;
     blocking(move || {
         engine.ensemble_store().get(&config.name)?;
-        engine.create_ensemble(config)
+        if activate {
+            engine.create_ensemble(config)
+        } else {
+            engine.create_ensemble_inactive(config)
+        }
     })
     .await?;
     Ok((StatusCode::CREATED, Json(view(&state, &ensemble_id)?)).into_response())
