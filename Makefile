@@ -24,7 +24,7 @@ VENV_SERVE := .venv-serve
 VENV_SERVE_STAMP := $(VENV_SERVE)/.stamp-$(ORT_VERSION)
 SERVE_PORT ?= 8080
 
-.PHONY: demo test venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference
+.PHONY: demo test monitoring-tools venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -72,7 +72,13 @@ demo: venv build
 	$(QUORUM) ensemble create market --members technical,fundamental,sentiment --weights 0.4,0.4,0.2 --strategy soft-vote
 	$(QUORUM) replay market --data examples/data/holdout.csv --outcome next_day_up
 
-test: venv ort-compat venv-serve
+# Prometheus (promtool checks the exposition and the alert rules; a real server scrapes `quorum serve`
+# in the tests) and headless Chromium (the status page's test), from Debian.
+monitoring-tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v chromium >/dev/null || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus chromium)
+
+test: venv ort-compat venv-serve monitoring-tools
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --all-targets

@@ -19,6 +19,7 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::telemetry::{Histogram, HistogramSnapshot, ROW_BOUNDS};
 
 /// Per-model batching settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +182,9 @@ pub(crate) struct Batcher {
     /// Dispatched calls and the rows they carried: rows / batches is the mean batch size.
     batches: AtomicU64,
     batched_rows: AtomicU64,
+    /// Rows per dispatched call, and each run request's wait from its start to its batch.
+    batch_rows: Histogram,
+    queue_wait: Histogram,
 }
 
 struct Queue {
@@ -211,6 +215,8 @@ impl Batcher {
             recent_batch_us: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             batched_rows: AtomicU64::new(0),
+            batch_rows: Histogram::new(ROW_BOUNDS),
+            queue_wait: Histogram::latency(),
         }
     }
 
@@ -224,6 +230,11 @@ impl Batcher {
 
     pub fn queued(&self) -> usize {
         self.lock().tickets.len()
+    }
+
+    /// Rows per dispatched call, and queued requests' waits (their start to their batch's run).
+    pub fn histograms(&self) -> (HistogramSnapshot, HistogramSnapshot) {
+        (self.batch_rows.snapshot(), self.queue_wait.snapshot())
     }
 
     /// (calls dispatched, rows they carried) so far.
@@ -378,6 +389,7 @@ fn dispatch<M: BatchModel>(batcher: &Batcher, model: &Weak<M>) {
                         ticket.completion.complete(ticket.slot, (Err(error), 0.0));
                     }
                     _ => {
+                        batcher.queue_wait.observe_duration(now.saturating_duration_since(ticket.enqueued));
                         input.extend_from_slice(&rows[i * width..(i + 1) * width]);
                         kept.push(ticket);
                     }
@@ -402,6 +414,7 @@ fn dispatch<M: BatchModel>(batcher: &Batcher, model: &Weak<M>) {
         batcher.note_batch(elapsed);
         batcher.batches.fetch_add(1, Ordering::Relaxed);
         batcher.batched_rows.fetch_add(kept.len() as u64, Ordering::Relaxed);
+        batcher.batch_rows.observe(kept.len() as u64);
         let ms = elapsed.as_secs_f64() * 1e3;
         for (ticket, value) in kept.drain(..).zip(&out) {
             let answer = match &result {

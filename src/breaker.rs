@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::telemetry::Counter;
+
 /// How the sliding window is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -104,6 +106,8 @@ struct Inner {
 pub struct CircuitBreaker {
     options: BreakerOptions,
     inner: Mutex<Inner>,
+    /// Transitions into open, half-open and closed, counted for the metrics.
+    transitions: [Counter; 3],
 }
 
 /// Permission to make one call; report its outcome with [`CircuitBreaker::record`].
@@ -125,7 +129,13 @@ impl CircuitBreaker {
                 slow: 0,
                 trials_started: 0,
             }),
+            transitions: Default::default(),
         }
+    }
+
+    /// Transitions so far into each state: `[open, half_open, closed]`.
+    pub fn transitions(&self) -> [u64; 3] {
+        [self.transitions[0].get(), self.transitions[1].get(), self.transitions[2].get()]
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -142,6 +152,7 @@ impl CircuitBreaker {
     fn advance(&self, inner: &mut Inner, now: Instant) {
         if inner.state == BreakerState::Open && now.duration_since(inner.opened_at) >= self.options.wait_in_open {
             inner.state = BreakerState::HalfOpen;
+            self.transitions[1].inc();
             inner.calls.clear();
             inner.failed = 0;
             inner.slow = 0;
@@ -200,6 +211,7 @@ impl CircuitBreaker {
                         self.open(&mut inner, now);
                     } else {
                         inner.state = BreakerState::Closed;
+                        self.transitions[2].inc();
                         inner.calls.clear();
                         inner.failed = 0;
                         inner.slow = 0;
@@ -219,6 +231,7 @@ impl CircuitBreaker {
 
     fn open(&self, inner: &mut Inner, now: Instant) {
         inner.state = BreakerState::Open;
+        self.transitions[0].inc();
         inner.opened_at = now;
         inner.calls.clear();
         inner.failed = 0;

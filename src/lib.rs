@@ -10,6 +10,7 @@
 pub mod error;
 pub mod stats;
 mod store;
+pub mod telemetry;
 pub mod units;
 
 // Model store: ONNX files, their metadata and versions, ensembles' configurations.

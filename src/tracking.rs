@@ -17,6 +17,7 @@ use crate::adaptive::Learning;
 use crate::error::{Error, Result};
 use crate::regime::Regime;
 use crate::registry::Task;
+use crate::telemetry::Histogram;
 
 /// Bounds of the tracker.
 #[derive(Debug, Clone, Copy)]
@@ -371,6 +372,11 @@ pub(crate) struct Tracker {
     pending: Box<[Mutex<Pending>]>,
     stats: Mutex<HashMap<EnsembleKey, Stats>>,
     drift_events: Mutex<VecDeque<DriftEvent>>,
+    /// Drift events per (ensemble, member) since start: a counter that older events leaving the
+    /// ring above do not lower.
+    drift_counts: Mutex<HashMap<(Arc<str>, Arc<str>), u64>>,
+    /// Time from each prediction to its outcome.
+    join_lag: Histogram,
 }
 
 /// Drift events kept for [`crate::InferenceEngine::drift_events`]; older ones are dropped.
@@ -409,7 +415,14 @@ impl Tracker {
                 })
             })
             .collect();
-        Ok(Tracker { options, pending, stats: Mutex::new(HashMap::new()), drift_events: Mutex::new(VecDeque::new()) })
+        Ok(Tracker {
+            options,
+            pending,
+            stats: Mutex::new(HashMap::new()),
+            drift_events: Mutex::new(VecDeque::new()),
+            drift_counts: Mutex::new(HashMap::new()),
+            join_lag: Histogram::latency(),
+        })
     }
 
     fn slot(&self, request_id: u64) -> &Mutex<Pending> {
@@ -454,6 +467,7 @@ impl Tracker {
                 )));
             }
             slot.request_id = u64::MAX; // an outcome is counted once
+            self.join_lag.observe_duration(slot.at.elapsed());
             let key = slot.key.clone().ok_or_else(|| Error::Outcome("slot without ensemble".into()))?;
             (key, slot.task, slot.regime, slot.prediction, slot.members.clone())
         };
@@ -488,6 +502,9 @@ impl Tracker {
                 let loss = (f64::from(value) - f64::from(outcome)).powi(2);
                 if let Some(statistic) = s.drift[i].add(loss, &self.options.drift) {
                     let track = &s.overall.members[i];
+                    *lock(&self.drift_counts)
+                        .entry((Arc::clone(&key.name), Arc::clone(&key.members[i])))
+                        .or_default() += 1;
                     drifted.push(DriftEvent {
                         ensemble: key.name.to_string(),
                         version: key.version,
@@ -601,6 +618,18 @@ impl Tracker {
     /// Drift events so far (the most recent 1024), oldest first.
     pub fn drift_events(&self) -> Vec<DriftEvent> {
         lock(&self.drift_events).iter().cloned().collect()
+    }
+
+    /// Drift events counted per (ensemble, member) since the tracker started.
+    pub fn drift_counts(&self) -> Vec<((Arc<str>, Arc<str>), u64)> {
+        let mut counts: Vec<_> = lock(&self.drift_counts).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        counts.sort();
+        counts
+    }
+
+    /// How long outcomes took to arrive after their predictions.
+    pub fn join_lag(&self) -> crate::telemetry::HistogramSnapshot {
+        self.join_lag.snapshot()
     }
 }
 

@@ -100,7 +100,9 @@ pub(super) fn spawn_background(
                 last_flush = Instant::now();
                 let Some(inner) = engine.upgrade() else { break };
                 // A failed flush is retried at the next tick; the changes stay marked.
-                let _ = inner.flush();
+                if inner.flush().is_err() {
+                    inner.flush_errors.inc();
+                }
             }
         }
     });

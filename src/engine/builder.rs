@@ -198,6 +198,7 @@ impl EngineBuilder {
             memory_budget: self.memory_budget,
             fusion: self.fusion,
             experiments: Mutex::new(Vec::new()),
+            flush_errors: Default::default(),
         });
         if scaling || inner.memory_budget.is_some() {
             spawn_housekeeping(Arc::downgrade(&inner), self.autoscale);

@@ -176,7 +176,7 @@ impl InferenceEngine {
 }
 
 impl EngineInner {
-    fn lock_experiments(&self) -> MutexGuard<'_, Vec<Arc<RunningExperiment>>> {
+    pub(super) fn lock_experiments(&self) -> MutexGuard<'_, Vec<Arc<RunningExperiment>>> {
         self.experiments.lock().unwrap_or_else(|p| p.into_inner())
     }
 

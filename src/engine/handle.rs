@@ -354,7 +354,9 @@ impl EnsembleHandle {
         let rows = batch.rows();
         let run = |ens: &LoadedEnsemble, dense: &[f32]| {
             let call = Call { ens, dense, rows, started, deadline: None };
-            self.engine.inner.run(&call, ens.key.learning.published())
+            let result = self.engine.inner.run(&call, ens.key.learning.published());
+            ens.telemetry.batch(&result, rows, started);
+            result
         };
         let Some(running) = self.running_experiment(&ens) else { return run(&ens, &dense) };
         let (arm, treatment) = running.route(routing_key);

@@ -9,6 +9,7 @@ use std::sync::{Arc, Weak};
 use super::loaded::{LastGood, LoadedEnsemble};
 use super::member::{LoadedModel, Member};
 use super::route::EnsembleSlot;
+use super::telemetry::EnsembleTelemetry;
 use super::{EnsembleHandle, InferenceEngine};
 use crate::adaptive::Learning;
 use crate::ensemble::EnsembleConfig;
@@ -167,6 +168,10 @@ impl InferenceEngine {
             None => config.serve_stale.then(|| Arc::new(LastGood::new(LAST_GOOD_ROWS))),
         };
         let fused = self.fuse_members(&members, &schema, &config.name);
+        let telemetry = match self.loaded_ensemble(&config.name) {
+            Some(current) => Arc::clone(&current.telemetry),
+            None => Arc::new(EnsembleTelemetry::new()),
+        };
         let schema_id = schema.fingerprint();
         static LOADS: AtomicU64 = AtomicU64::new(1);
         let loaded = Arc::new(LoadedEnsemble {
@@ -186,6 +191,7 @@ impl InferenceEngine {
             members,
             config,
             last_good,
+            telemetry,
         });
         if let (Some((store, _)), None) = (&self.inner.state, &previous) {
             // Resume what this ensemble version had learnt and tracked before a restart.

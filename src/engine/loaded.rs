@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::member::Member;
+use super::telemetry::EnsembleTelemetry;
 use crate::ensemble::EnsembleConfig;
 use crate::features::Schema;
 use crate::fusion::FusedSessions;
@@ -28,6 +29,8 @@ pub(super) struct LoadedEnsemble {
     pub fused: std::result::Result<FusedSessions, String>,
     /// A hash of the schema's feature names (see [`EnsembleHandle::schema_id`]).
     pub schema_id: u64,
+    /// The ensemble's counters: every load of the same name shares them.
+    pub telemetry: Arc<EnsembleTelemetry>,
 }
 
 /// Last good predictions keyed by the exact bits of the dense feature row.

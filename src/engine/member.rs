@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use ort::value::{DynValue, TensorRef};
 
+use super::telemetry::ModelTelemetry;
 use crate::batching::{BatchModel, Batcher, BatchingOptions};
 use crate::breaker::{BreakerOptions, CircuitBreaker};
 use crate::error::{Error, Result};
@@ -107,6 +108,7 @@ pub(super) struct LoadedModel {
     pub batching: bool,
     pub breaker: CircuitBreaker,
     fault: FaultSlot,
+    pub telemetry: ModelTelemetry,
 }
 
 /// The rows a model call runs on: the ensemble's dense rows (the member picks its columns), or rows
@@ -149,6 +151,7 @@ impl LoadedModel {
                 fraction_ppm: AtomicU64::new(0),
                 calls: AtomicU64::new(0),
             },
+            telemetry: ModelTelemetry::new(),
         })
     }
 
@@ -167,6 +170,7 @@ impl LoadedModel {
     pub fn call(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize) -> Result<usize> {
         let unavailable = |reason: String| Error::MemberUnavailable { model: self.meta.name.clone(), reason };
         let Some(permit) = self.breaker.try_acquire() else {
+            self.telemetry.refused();
             return Err(unavailable("its circuit breaker is open".into()));
         };
         let started = Instant::now();
@@ -182,7 +186,9 @@ impl LoadedModel {
             self.run(rows, count, out, member, started)
         }))
         .unwrap_or_else(|_| Err(unavailable("it panicked".into())));
-        self.breaker.record(permit, started.elapsed(), result.is_err());
+        let elapsed = started.elapsed();
+        self.breaker.record(permit, elapsed, result.is_err());
+        self.telemetry.call(result.is_err(), elapsed);
         result
     }
 

@@ -13,6 +13,7 @@
 //!   → combination → tracking → settle (cache, last good, stale);
 //! - `background.rs`: refits, state flushes, autoscaling and the memory budget, off the request path;
 //! - `experiment.rs`: A/B experiments: starting, crediting outcomes, applying decisions, guardrails;
+//! - `telemetry.rs`: live counters per ensemble and model, and [`InferenceEngine::metrics_text`];
 //! - `registry_handle.rs`: [`RegistryHandle`], a registry on its own or an engine's (what the bindings' `Registry` wraps).
 //!
 //! The path of one prediction is in ARCHITECTURE.md.
@@ -30,6 +31,7 @@ mod ndarray;
 mod pipeline;
 mod registry_handle;
 mod route;
+mod telemetry;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -94,6 +96,8 @@ struct EngineInner {
     fusion: bool,
     /// Experiments this engine has taken up (running, paused or ended since).
     experiments: Mutex<Vec<Arc<route::RunningExperiment>>>,
+    /// Failed background writes to the state store (a metric; the next flush retries).
+    flush_errors: crate::telemetry::Counter,
 }
 
 impl EngineInner {

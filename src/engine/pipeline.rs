@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::fused::run_fused;
 use super::loaded::LoadedEnsemble;
 use super::member::{LoadedModel, Rows};
+use super::telemetry::Path;
 use super::{EngineInner, InferenceEngine};
 use crate::adaptive::{Published, RegimeWeights};
 use crate::batching::{Completion, MemberResult};
@@ -81,6 +82,12 @@ impl EngineInner {
     /// One row, synchronously: the cache, then the members (inline, or through the queues under
     /// contention when some member batches), then the last good answer if quorum was lost.
     pub(super) fn single(&self, call: &Call<'_>) -> Result<Prediction> {
+        let result = self.single_row(call);
+        call.ens.telemetry.single(&result, call.started);
+        result
+    }
+
+    fn single_row(&self, call: &Call<'_>) -> Result<Prediction> {
         let published = call.ens.key.learning.published();
         let key = match self.lookup(call, &published) {
             Lookup::Hit(p) => return Ok(p),
@@ -88,6 +95,7 @@ impl EngineInner {
         };
         let outcome = if call.ens.batched {
             call.check_deadline()?;
+            call.ens.telemetry.path(Path::Queued);
             let results = self.submit(call, true).wait();
             self.collect(call, results).and_then(|mut answers| {
                 self.fallbacks(call, &mut answers, false);
@@ -108,6 +116,10 @@ impl EngineInner {
         if let Ok(fused) = &ens.fused {
             call.check_deadline()?;
             if let Some(elapsed) = run_fused(fused, ens, call.dense, call.rows, &mut values) {
+                ens.telemetry.path(Path::Fused);
+                for member in &ens.members {
+                    member.model.telemetry.call(false, elapsed);
+                }
                 let latency_ms = elapsed.as_secs_f64() * 1e3;
                 let runs = ens.members.iter().map(|member| member_run(&member.model, latency_ms, None)).collect();
                 let mut batch = self.combine(call, published, Answers { values, runs })?;
@@ -115,6 +127,7 @@ impl EngineInner {
                 return Ok(batch);
             }
         }
+        ens.telemetry.path(Path::Members);
         let width = call.width();
         let mut runs = Vec::with_capacity(m);
         for (i, member) in ens.members.iter().enumerate() {
@@ -198,6 +211,9 @@ impl EngineInner {
                 let t = Instant::now();
                 let rows_in = Rows::Schema { dense: call.dense, width, indices };
                 let answered = stand_in.call(rows_in, call.rows, &mut answers.values, i).is_ok();
+                if answered {
+                    call.ens.telemetry.fallback_used();
+                }
                 answers.stood_in(i, stand_in, answered, t.elapsed().as_secs_f64() * 1e3);
             }
         }
@@ -213,6 +229,7 @@ impl EngineInner {
         // The key's epoch is the snapshot's the prediction is computed with.
         let key = cache.key(ens.id, published.epoch, call.dense);
         let Some(hit) = cache.get(&key) else { return Lookup::Miss(Some(key)) };
+        ens.telemetry.cache_hit();
         let mut p = Prediction::clone(&hit);
         p.request_id = self.next_request_ids(1);
         p.cached = true;
@@ -353,20 +370,26 @@ pub(super) async fn predict_queued(
 ) -> Result<Prediction> {
     let dense = dense?;
     let call = Call { ens: &ens, dense: &dense, rows: 1, started, deadline };
-    let inner = &engine.inner;
-    let published = ens.key.learning.published();
-    let key = match inner.lookup(&call, &published) {
+    let result = queued_row(&engine.inner, &call).await;
+    ens.telemetry.single(&result, started);
+    result
+}
+
+async fn queued_row(inner: &EngineInner, call: &Call<'_>) -> Result<Prediction> {
+    let published = call.ens.key.learning.published();
+    let key = match inner.lookup(call, &published) {
         Lookup::Hit(p) => return Ok(p),
         Lookup::Miss(key) => key,
     };
     call.check_deadline()?;
-    let results = inner.submit(&call, false).wait_async().await;
-    let mut answers = inner.collect(&call, results)?;
-    if let Some(completion) = inner.fallbacks(&call, &mut answers, true) {
-        apply_queued(&call, completion.wait_async().await, &mut answers);
+    call.ens.telemetry.path(Path::Queued);
+    let results = inner.submit(call, false).wait_async().await;
+    let mut answers = inner.collect(call, results)?;
+    if let Some(completion) = inner.fallbacks(call, &mut answers, true) {
+        apply_queued(call, completion.wait_async().await, &mut answers);
     }
-    let outcome = inner.combine(&call, published, answers);
-    inner.settle(&call, key, outcome)
+    let outcome = inner.combine(call, published, answers);
+    inner.settle(call, key, outcome)
 }
 
 /// Records the queued fallbacks' answers.
@@ -377,6 +400,7 @@ fn apply_queued(call: &Call<'_>, results: MemberResults, answers: &mut Answers) 
         };
         if let Ok(v) = result {
             answers.values[i] = v;
+            call.ens.telemetry.fallback_used();
         }
         answers.stood_in(i, stand_in, result.is_ok(), latency_ms);
     }

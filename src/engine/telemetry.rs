@@ -1,0 +1,542 @@
+//! The engine's live instruments and their Prometheus exposition: counters and histograms per
+//! ensemble (shared by every load of that name, so hot swaps keep counting) and per loaded model
+//! version, bumped on the request path with relaxed atomic adds only; everything else (replicas,
+//! breakers, tracked accuracy, weights, experiments, process) is read when the text is asked for.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::member::LoadedModel;
+use super::{EngineInner, InferenceEngine};
+use crate::breaker::BreakerState;
+use crate::error::{Error, Result};
+use crate::prediction::{BatchPrediction, Prediction};
+use crate::telemetry::{Counter, Exposition, Histogram, Kind, ProcessStats, LATENCY_BOUNDS_NS, ROW_BOUNDS};
+use crate::tracking::Metrics;
+
+/// How an ensemble's requests reached its members.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Path {
+    /// One ONNX Runtime call for every member.
+    Fused,
+    /// Member by member, inline on the caller's thread.
+    Members,
+    /// Through the members' queues (asynchronous callers, batching under contention).
+    Queued,
+}
+
+/// One ensemble's counters, shared by all its loads.
+pub(super) struct EnsembleTelemetry {
+    requests: Counter,
+    /// Rows answered (a batch counts its rows).
+    rows: Counter,
+    /// Failed requests by [`Error::CODES`] position.
+    errors: Box<[Counter]>,
+    degraded: Counter,
+    stale: Counter,
+    cached: Counter,
+    fallbacks: Counter,
+    paths: [Counter; 3],
+    duration: Histogram,
+    request_rows: Histogram,
+}
+
+impl EnsembleTelemetry {
+    pub fn new() -> EnsembleTelemetry {
+        EnsembleTelemetry {
+            requests: Counter::default(),
+            rows: Counter::default(),
+            errors: Error::CODES.iter().map(|_| Counter::default()).collect(),
+            degraded: Counter::default(),
+            stale: Counter::default(),
+            cached: Counter::default(),
+            fallbacks: Counter::default(),
+            paths: Default::default(),
+            duration: Histogram::latency(),
+            request_rows: Histogram::new(ROW_BOUNDS),
+        }
+    }
+
+    #[inline]
+    pub fn path(&self, path: Path) {
+        self.paths[path as usize].inc();
+    }
+
+    #[inline]
+    pub fn fallback_used(&self) {
+        self.fallbacks.inc();
+    }
+
+    #[inline]
+    pub fn cache_hit(&self) {
+        self.cached.inc();
+    }
+
+    /// A single-row request's end.
+    #[inline]
+    pub fn single(&self, result: &Result<Prediction>, started: Instant) {
+        match result {
+            Ok(p) => {
+                self.rows.inc();
+                if p.degraded {
+                    self.degraded.inc();
+                }
+                if p.stale {
+                    self.stale.inc();
+                }
+            }
+            Err(e) => self.error(e),
+        }
+        self.end(1, started);
+    }
+
+    /// A batch request's end.
+    pub fn batch(&self, result: &Result<BatchPrediction>, rows: usize, started: Instant) {
+        match result {
+            Ok(b) => {
+                self.rows.add(rows as u64);
+                if b.members.iter().any(|m| m.error.is_some()) {
+                    self.degraded.add(rows as u64);
+                }
+            }
+            Err(e) => self.error(e),
+        }
+        self.end(rows, started);
+    }
+
+    fn error(&self, e: &Error) {
+        if let Some(i) = Error::CODES.iter().position(|c| *c == e.code()) {
+            self.errors[i].inc();
+        }
+    }
+
+    #[inline]
+    fn end(&self, rows: usize, started: Instant) {
+        self.requests.inc();
+        self.request_rows.observe(rows as u64);
+        self.duration.observe_duration(started.elapsed());
+    }
+}
+
+/// One loaded model version's calls as it made them (inline, queued, fallback, fused).
+#[derive(Debug)]
+pub(super) struct ModelTelemetry {
+    calls: Counter,
+    errors: Counter,
+    duration: Histogram,
+}
+
+impl ModelTelemetry {
+    pub fn new() -> ModelTelemetry {
+        ModelTelemetry { calls: Counter::default(), errors: Counter::default(), duration: Histogram::latency() }
+    }
+
+    #[inline]
+    pub fn call(&self, failed: bool, elapsed: Duration) {
+        self.calls.inc();
+        if failed {
+            self.errors.inc();
+        }
+        self.duration.observe_duration(elapsed);
+    }
+
+    /// A call its open breaker refused: a failure that took no time.
+    #[inline]
+    pub fn refused(&self) {
+        self.calls.inc();
+        self.errors.inc();
+    }
+}
+
+/// Tracked metrics exposed per ensemble and per member: (suffix, help, getter).
+type TrackedGauge = (&'static str, &'static str, fn(&Metrics) -> Option<f64>);
+
+const TRACKED: &[TrackedGauge] = &[
+    ("accuracy", "Share of correct predictions", |m| m.accuracy),
+    ("precision", "Precision of the positive class", |m| m.precision),
+    ("recall", "Recall of the positive class", |m| m.recall),
+    ("f1_score", "F1 score of the positive class", |m| m.f1_score),
+    ("log_loss", "Mean binary cross-entropy", |m| m.log_loss),
+    ("brier_score", "Mean squared error of the probability", |m| m.brier),
+    ("mae", "Mean absolute error", |m| m.mae),
+    ("rmse", "Root mean squared error", |m| m.rmse),
+];
+
+fn breaker_label(state: BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open => "open",
+        BreakerState::HalfOpen => "half_open",
+    }
+}
+
+impl InferenceEngine {
+    /// Every metric the engine keeps, in the Prometheus text format (0.0.4), for an embedder to serve
+    /// on its own endpoint (`quorum serve` serves it at `/metrics`). The names, types and labels are
+    /// listed in docs/metrics.md.
+    pub fn metrics_text(&self) -> String {
+        let mut e = Exposition::new();
+        self.inner.write_ensembles(&mut e);
+        self.inner.write_models(&mut e);
+        self.inner.write_tracking(&mut e);
+        self.inner.write_experiments(&mut e);
+        self.inner.write_engine(&mut e);
+        write_process(&mut e, &ProcessStats::read());
+        e.finish()
+    }
+}
+
+impl EngineInner {
+    fn loads(&self) -> Vec<Arc<super::loaded::LoadedEnsemble>> {
+        let ensembles = self.ensembles.read().unwrap_or_else(|p| p.into_inner());
+        let mut loads: Vec<_> = ensembles.values().map(|slot| slot.load_full()).collect();
+        loads.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        loads
+    }
+
+    fn write_ensembles(&self, e: &mut Exposition) {
+        let loads = self.loads();
+        let each =
+            |e: &mut Exposition, name: &str, kind: Kind, help: &str, value: &dyn Fn(&EnsembleTelemetry) -> u64| {
+                e.family(name, kind, help);
+                for l in &loads {
+                    e.sample(name, &[("ensemble", &l.config.name)], value(&l.telemetry) as f64);
+                }
+            };
+        e.family("quorum_ensemble_info", Kind::Gauge, "The loaded version of each ensemble (always 1).");
+        for l in &loads {
+            let version = l.config.version.to_string();
+            let fused = if l.fused.is_ok() { "true" } else { "false" };
+            let labels = [("ensemble", &*l.config.name), ("version", &version), ("fused", fused)];
+            e.sample("quorum_ensemble_info", &labels, 1.0);
+        }
+        each(e, "quorum_requests_total", Kind::Counter, "Prediction requests that ended (a batch is one).", &|t| {
+            t.requests.get()
+        });
+        each(e, "quorum_predictions_total", Kind::Counter, "Rows answered with a prediction.", &|t| t.rows.get());
+        each(e, "quorum_degraded_predictions_total", Kind::Counter, "Rows answered without every member.", &|t| {
+            t.degraded.get()
+        });
+        each(e, "quorum_stale_predictions_total", Kind::Counter, "Last good answers served below quorum.", &|t| {
+            t.stale.get()
+        });
+        each(e, "quorum_cached_predictions_total", Kind::Counter, "Predictions answered from the cache.", &|t| {
+            t.cached.get()
+        });
+        each(e, "quorum_fallbacks_total", Kind::Counter, "Failed members answered by their fallback model.", &|t| {
+            t.fallbacks.get()
+        });
+        e.family("quorum_prediction_errors_total", Kind::Counter, "Failed prediction requests by error code.");
+        for l in &loads {
+            for (code, count) in Error::CODES.iter().zip(l.telemetry.errors.iter()) {
+                if count.get() > 0 {
+                    e.sample(
+                        "quorum_prediction_errors_total",
+                        &[("ensemble", &l.config.name), ("code", code)],
+                        count.get() as f64,
+                    );
+                }
+            }
+        }
+        e.family(
+            "quorum_ensemble_calls_total",
+            Kind::Counter,
+            "How requests reached the members: fused, members or queued.",
+        );
+        for l in &loads {
+            for (path, count) in ["fused", "members", "queued"].iter().zip(&l.telemetry.paths) {
+                e.sample(
+                    "quorum_ensemble_calls_total",
+                    &[("ensemble", &l.config.name), ("path", path)],
+                    count.get() as f64,
+                );
+            }
+        }
+        e.family("quorum_request_duration_seconds", Kind::Histogram, "Prediction request latency inside the engine.");
+        for l in &loads {
+            let labels = [("ensemble", &*l.config.name)];
+            e.histogram(
+                "quorum_request_duration_seconds",
+                &labels,
+                &l.telemetry.duration.snapshot(),
+                LATENCY_BOUNDS_NS,
+                1e9,
+            );
+        }
+        e.family("quorum_request_rows", Kind::Histogram, "Rows per prediction request.");
+        for l in &loads {
+            let labels = [("ensemble", &*l.config.name)];
+            e.histogram("quorum_request_rows", &labels, &l.telemetry.request_rows.snapshot(), ROW_BOUNDS, 1.0);
+        }
+        e.family("quorum_member_weight", Kind::Gauge, "The weight each member's prediction gets now, per regime.");
+        for l in &loads {
+            let published = l.key.learning.published();
+            let regimes: Vec<&str> = if l.key.learning.has_regimes() {
+                crate::regime::Regime::ALL.iter().map(|r| r.as_str()).collect()
+            } else {
+                vec!["all"]
+            };
+            for (regime, weights) in regimes.iter().zip(&published.regimes) {
+                for (model, w) in l.key.members.iter().zip(&weights.weights) {
+                    let labels = [("ensemble", &*l.config.name), ("model", &**model), ("regime", *regime)];
+                    e.sample("quorum_member_weight", &labels, f64::from(*w));
+                }
+            }
+        }
+    }
+
+    fn write_models(&self, e: &mut Exposition) {
+        let mut models = self.lock_models().live();
+        models.sort_by(|a, b| (&a.name, a.meta.version).cmp(&(&b.name, b.meta.version)));
+        let versions: Vec<String> = models.iter().map(|m| m.meta.version.to_string()).collect();
+        let labelled: Vec<(&LoadedModel, [(&str, &str); 2])> =
+            models.iter().zip(&versions).map(|(m, v)| (&**m, [("model", &*m.name), ("version", v.as_str())])).collect();
+        let counter = |e: &mut Exposition, name: &str, help: &str, value: &dyn Fn(&LoadedModel) -> f64, kind: Kind| {
+            e.family(name, kind, help);
+            for (m, labels) in &labelled {
+                e.sample(name, labels, value(m));
+            }
+        };
+        counter(
+            e,
+            "quorum_model_calls_total",
+            "ONNX Runtime calls each model version took part in (fused ones included).",
+            &|m| m.telemetry.calls.get() as f64,
+            Kind::Counter,
+        );
+        counter(
+            e,
+            "quorum_model_errors_total",
+            "Calls that failed: errors, timeouts, panics, open breaker, injected faults.",
+            &|m| m.telemetry.errors.get() as f64,
+            Kind::Counter,
+        );
+        e.family(
+            "quorum_model_call_duration_seconds",
+            Kind::Histogram,
+            "One model call's latency (a fused call's for each member in it).",
+        );
+        for (m, labels) in &labelled {
+            e.histogram(
+                "quorum_model_call_duration_seconds",
+                labels,
+                &m.telemetry.duration.snapshot(),
+                LATENCY_BOUNDS_NS,
+                1e9,
+            );
+        }
+        let status: Vec<_> = labelled.iter().map(|(m, _)| m.pool.status()).collect();
+        let gauge =
+            |e: &mut Exposition, name: &str, help: &str, value: &dyn Fn(&crate::replicas::ReplicaStatus) -> f64| {
+                e.family(name, Kind::Gauge, help);
+                for ((_, labels), s) in labelled.iter().zip(&status) {
+                    e.sample(name, labels, value(s));
+                }
+            };
+        gauge(e, "quorum_model_replicas", "Sessions loaded for the model version.", &|s| s.replicas as f64);
+        gauge(e, "quorum_model_replicas_busy", "Sessions running a call now.", &|s| s.in_flight as f64);
+        gauge(e, "quorum_model_replicas_min", "The pool's lower bound.", &|s| s.min as f64);
+        gauge(e, "quorum_model_replicas_max", "The pool's upper bound.", &|s| s.max as f64);
+        gauge(e, "quorum_model_waiting_calls", "Callers waiting for a free session.", &|s| s.waiting as f64);
+        gauge(e, "quorum_model_estimated_memory_bytes", "The model file's size times its sessions.", &|s| {
+            s.estimated_bytes as f64
+        });
+        counter(
+            e,
+            "quorum_queue_depth",
+            "Requests queued for the model's dispatchers.",
+            &|m| m.batcher.queued() as f64,
+            Kind::Gauge,
+        );
+        e.family("quorum_queue_batch_rows", Kind::Histogram, "Rows per call the model's dispatchers made.");
+        let histograms: Vec<_> = labelled.iter().map(|(m, _)| m.batcher.histograms()).collect();
+        for ((_, labels), (rows, _)) in labelled.iter().zip(&histograms) {
+            e.histogram("quorum_queue_batch_rows", labels, rows, ROW_BOUNDS, 1.0);
+        }
+        e.family("quorum_queue_wait_seconds", Kind::Histogram, "From a queued request's start to its batch running.");
+        for ((_, labels), (_, wait)) in labelled.iter().zip(&histograms) {
+            e.histogram("quorum_queue_wait_seconds", labels, wait, LATENCY_BOUNDS_NS, 1e9);
+        }
+        e.family("quorum_breaker_state", Kind::Gauge, "1 for the state each model version's circuit breaker is in.");
+        for (m, labels) in &labelled {
+            let now = m.breaker.state();
+            for state in [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen] {
+                let l = [labels[0], labels[1], ("state", breaker_label(state))];
+                e.sample("quorum_breaker_state", &l, f64::from(u8::from(state == now)));
+            }
+        }
+        e.family(
+            "quorum_breaker_transitions_total",
+            Kind::Counter,
+            "Circuit breaker transitions by the state entered.",
+        );
+        for (m, labels) in &labelled {
+            let counts = m.breaker.transitions();
+            for (state, count) in ["open", "half_open", "closed"].iter().zip(counts) {
+                let l = [labels[0], labels[1], ("state", *state)];
+                e.sample("quorum_breaker_transitions_total", &l, count as f64);
+            }
+        }
+        counter(
+            e,
+            "quorum_model_fault_injected",
+            "1 while a fault is injected into the model (tests, drills).",
+            &|m| f64::from(u8::from(m.has_fault())),
+            Kind::Gauge,
+        );
+    }
+
+    fn write_tracking(&self, e: &mut Exposition) {
+        let Some(tracker) = &self.tracker else { return };
+        let loads = self.loads();
+        let tracked: Vec<_> = loads.iter().filter_map(|l| tracker.metrics(&l.config.name).pop()).collect();
+        e.family(
+            "quorum_outcomes_total",
+            Kind::Counter,
+            "Outcomes joined with the ensemble's current version's predictions.",
+        );
+        for m in &tracked {
+            e.sample("quorum_outcomes_total", &[("ensemble", &m.ensemble)], m.metrics.all_time.count as f64);
+        }
+        e.family(
+            "quorum_tracked_window_outcomes",
+            Kind::Gauge,
+            "Outcomes in the count window the tracked metrics are computed over.",
+        );
+        for m in &tracked {
+            e.sample("quorum_tracked_window_outcomes", &[("ensemble", &m.ensemble)], m.metrics.window.count as f64);
+        }
+        for (suffix, help, get) in TRACKED {
+            let name = format!("quorum_ensemble_{suffix}");
+            e.family(&name, Kind::Gauge, &format!("{help} of the ensemble over the count window."));
+            for m in &tracked {
+                if let Some(v) = get(&m.metrics.window) {
+                    e.sample(&name, &[("ensemble", &m.ensemble)], v);
+                }
+            }
+            let name = format!("quorum_model_{suffix}");
+            e.family(&name, Kind::Gauge, &format!("{help} of each member within its ensemble over the count window."));
+            for m in &tracked {
+                for (model, metrics) in &m.members {
+                    if let Some(v) = get(&metrics.window) {
+                        e.sample(&name, &[("ensemble", &m.ensemble), ("model", model)], v);
+                    }
+                }
+            }
+        }
+        e.family("quorum_drift_events_total", Kind::Counter, "Page-Hinkley drift alarms on a member's loss.");
+        for ((ensemble, model), count) in tracker.drift_counts() {
+            e.sample("quorum_drift_events_total", &[("ensemble", &ensemble), ("model", &model)], count as f64);
+        }
+        e.family(
+            "quorum_outcome_join_lag_seconds",
+            Kind::Histogram,
+            "From a prediction to its outcome being recorded.",
+        );
+        e.histogram("quorum_outcome_join_lag_seconds", &[], &tracker.join_lag(), LATENCY_BOUNDS_NS, 1e9);
+    }
+
+    fn write_experiments(&self, e: &mut Exposition) {
+        let statuses: Vec<_> = self.lock_experiments().iter().map(|r| r.status()).collect();
+        e.family(
+            "quorum_experiment_info",
+            Kind::Gauge,
+            "Experiments this engine took up, with their state (always 1).",
+        );
+        for s in &statuses {
+            let labels = [("experiment", &*s.name), ("ensemble", &*s.ensemble), ("state", s.state.as_str())];
+            e.sample("quorum_experiment_info", &labels, 1.0);
+        }
+        e.family("quorum_experiment_treatment_share", Kind::Gauge, "The treatment's share of traffic now (0 to 1).");
+        for s in &statuses {
+            e.sample("quorum_experiment_treatment_share", &[("experiment", &s.name)], s.split_percent / 100.0);
+        }
+        let arms = |s: &crate::experiment::ExperimentStatus| {
+            [("control", s.arms.control.clone()), ("treatment", s.arms.treatment.clone())]
+        };
+        let per_arm = |e: &mut Exposition,
+                       name: &str,
+                       kind: Kind,
+                       help: &str,
+                       value: &dyn Fn(&crate::experiment::ArmStatus) -> Option<f64>| {
+            e.family(name, kind, help);
+            for s in &statuses {
+                for (arm, status) in arms(s) {
+                    if let Some(v) = value(&status) {
+                        e.sample(name, &[("experiment", &s.name), ("arm", arm)], v);
+                    }
+                }
+            }
+        };
+        per_arm(
+            e,
+            "quorum_experiment_requests_total",
+            Kind::Counter,
+            "Requests routed to each arm since this process took the experiment up.",
+            &|a| a.requests.map(|v| v as f64),
+        );
+        per_arm(e, "quorum_experiment_errors_total", Kind::Counter, "Failed requests per arm.", &|a| {
+            a.errors.map(|v| v as f64)
+        });
+        per_arm(
+            e,
+            "quorum_experiment_outcomes",
+            Kind::Gauge,
+            "Outcomes counted for the experiment's metric per arm.",
+            &|a| Some(a.outcomes as f64),
+        );
+        per_arm(e, "quorum_experiment_metric_mean", Kind::Gauge, "The experiment metric's mean per arm.", &|a| a.mean);
+        e.family("quorum_experiment_p_value", Kind::Gauge, "The always-valid p-value of treatment against control.");
+        for s in &statuses {
+            e.sample("quorum_experiment_p_value", &[("experiment", &s.name)], s.p_value);
+        }
+    }
+
+    fn write_engine(&self, e: &mut Exposition) {
+        if let Some(cache) = &self.cache {
+            let stats = cache.stats();
+            e.family("quorum_cache_hits_total", Kind::Counter, "Prediction cache hits.");
+            e.sample("quorum_cache_hits_total", &[], stats.hits as f64);
+            e.family("quorum_cache_misses_total", Kind::Counter, "Prediction cache misses.");
+            e.sample("quorum_cache_misses_total", &[], stats.misses as f64);
+            e.family("quorum_cache_entries", Kind::Gauge, "Predictions held in the cache.");
+            e.sample("quorum_cache_entries", &[], stats.entries as f64);
+        }
+        e.family(
+            "quorum_state_flush_errors_total",
+            Kind::Counter,
+            "Failed writes of learnt weights and tracked metrics to the state store.",
+        );
+        e.sample("quorum_state_flush_errors_total", &[], self.flush_errors.get() as f64);
+    }
+}
+
+fn write_process(e: &mut Exposition, p: &ProcessStats) {
+    let mut one = |name: &str, kind: Kind, help: &str, value: Option<f64>| {
+        if let Some(v) = value {
+            e.family(name, kind, help);
+            e.sample(name, &[], v);
+        }
+    };
+    one("process_cpu_seconds_total", Kind::Counter, "Total user and system CPU time spent in seconds.", p.cpu_seconds);
+    one(
+        "process_resident_memory_bytes",
+        Kind::Gauge,
+        "Resident memory size in bytes.",
+        p.resident_bytes.map(|v| v as f64),
+    );
+    one(
+        "process_virtual_memory_bytes",
+        Kind::Gauge,
+        "Virtual memory size in bytes.",
+        p.virtual_bytes.map(|v| v as f64),
+    );
+    one("process_open_fds", Kind::Gauge, "Number of open file descriptors.", p.open_fds.map(|v| v as f64));
+    one("process_threads", Kind::Gauge, "Number of OS threads in the process.", p.threads.map(|v| v as f64));
+    one(
+        "process_start_time_seconds",
+        Kind::Gauge,
+        "Start time of the process since unix epoch in seconds.",
+        p.start_time_seconds,
+    );
+}

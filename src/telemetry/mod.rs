@@ -1,0 +1,205 @@
+//! Always-on instruments the engine counts with — atomic counters and fixed-bucket histograms, cheap
+//! enough for every prediction (one relaxed atomic add per count; no lock, no allocation) — and the
+//! Prometheus text exposition they are read out in. Low in the crate so that the batching queues,
+//! breakers and the engine may all count.
+//!
+//! Why not `prometheus-client`: its `Histogram::observe` takes a write lock on every observation
+//! (`inner: Arc<RwLock<Inner>>`), and the hot path may not lock. The text format is small and is
+//! checked by `promtool check metrics` in the tests.
+
+mod process;
+mod text;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use process::ProcessStats;
+pub use text::{Exposition, Kind};
+
+/// Latency bucket bounds in nanoseconds: 1 µs to 10 s in 1–2.5–5 steps, so that microsecond calls
+/// and the story's 100 ms (an exact bound) both resolve, and `histogram_quantile` interpolates within
+/// a factor of 2.5.
+pub const LATENCY_BOUNDS_NS: &[u64] = &[
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Row-count bounds (batch sizes): powers of two up to 4096.
+pub const ROW_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A histogram over fixed bounds (an observation `v` counts in the first bucket with `v <= bound`,
+/// the last bucket is `+Inf`), with the sum of observations, in integer units (ns or rows).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [u64],
+    buckets: Box<[AtomicU64]>,
+    sum: AtomicU64,
+}
+
+/// A histogram's counts at one moment (per bucket, not cumulative), to difference over a window.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HistogramSnapshot {
+    pub buckets: Vec<u64>,
+    pub sum: u64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [u64]) -> Histogram {
+        Histogram { bounds, buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(), sum: AtomicU64::new(0) }
+    }
+
+    /// A latency histogram ([`LATENCY_BOUNDS_NS`]).
+    pub fn latency() -> Histogram {
+        Histogram::new(LATENCY_BOUNDS_NS)
+    }
+
+    #[inline]
+    pub fn observe(&self, value: u64) {
+        let index = self.bounds.partition_point(|&b| b < value);
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn observe_duration(&self, elapsed: Duration) {
+        self.observe(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    pub fn bounds(&self) -> &'static [u64] {
+        self.bounds
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            buckets: self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
+            sum: self.sum.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl HistogramSnapshot {
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// What was observed since `before` (a snapshot of the same histogram taken earlier).
+    pub fn since(&self, before: &HistogramSnapshot) -> HistogramSnapshot {
+        let buckets = if before.buckets.len() == self.buckets.len() {
+            self.buckets.iter().zip(&before.buckets).map(|(a, b)| a.saturating_sub(*b)).collect()
+        } else {
+            self.buckets.clone()
+        };
+        HistogramSnapshot { buckets, sum: self.sum.saturating_sub(before.sum) }
+    }
+
+    /// The `q` quantile, interpolated linearly within its bucket as Prometheus's
+    /// `histogram_quantile` does (the `+Inf` bucket answers its lower bound); `None` when empty.
+    pub fn quantile(&self, bounds: &[u64], q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut seen = 0u64;
+        for (i, &count) in self.buckets.iter().enumerate() {
+            if count == 0 || ((seen + count) as f64) < rank {
+                seen += count;
+                continue;
+            }
+            let Some(&upper) = bounds.get(i) else {
+                return Some(bounds.last().copied().unwrap_or(0) as f64);
+            };
+            let lower = if i == 0 { 0.0 } else { bounds[i - 1] as f64 };
+            let within = (rank - seen as f64) / count as f64;
+            return Some(lower + (upper as f64 - lower) * within);
+        }
+        bounds.last().map(|&b| b as f64)
+    }
+
+    /// The share of observations above `bound` (exact when `bound` is one of `bounds`); `None` when
+    /// empty.
+    pub fn fraction_above(&self, bounds: &[u64], bound: u64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let at_or_below: u64 = self.buckets.iter().zip(bounds).filter(|(_, &b)| b <= bound).map(|(c, _)| c).sum();
+        Some((total - at_or_below) as f64 / total as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_observation_on_a_bound_counts_in_that_bound_and_the_quantile_interpolates() {
+        let h = Histogram::latency();
+        h.observe(100_000_000); // exactly 100 ms
+        h.observe(100_000_001);
+        let s = h.snapshot();
+        let at = LATENCY_BOUNDS_NS.iter().position(|&b| b == 100_000_000).unwrap();
+        assert_eq!(s.buckets[at], 1);
+        assert_eq!(s.buckets[at + 1], 1);
+        assert_eq!(s.count(), 2);
+        assert_eq!(s.fraction_above(LATENCY_BOUNDS_NS, 100_000_000), Some(0.5));
+        // Rank 1 of 2 is the top of the 50–100 ms bucket.
+        assert_eq!(s.quantile(LATENCY_BOUNDS_NS, 0.5), Some(100_000_000.0));
+        let p = s.quantile(LATENCY_BOUNDS_NS, 0.75).unwrap();
+        assert!(p > 100_000_000.0 && p < 250_000_000.0, "{p}");
+    }
+
+    #[test]
+    fn a_window_is_the_difference_of_two_snapshots() {
+        let h = Histogram::new(ROW_BOUNDS);
+        h.observe(3);
+        let before = h.snapshot();
+        h.observe(64);
+        h.observe(10_000);
+        let window = h.snapshot().since(&before);
+        assert_eq!(window.count(), 2);
+        assert_eq!(window.sum, 10_064);
+        assert_eq!(*window.buckets.last().unwrap(), 1);
+        assert_eq!(HistogramSnapshot::default().quantile(ROW_BOUNDS, 0.5), None);
+    }
+}
