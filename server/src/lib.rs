@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+mod http_metrics;
 mod jobs;
 mod model_stats;
 pub mod state;

@@ -37,6 +37,7 @@ pub async fn around(State(state): State<AppState>, mut request: Request, next: N
         .unwrap_or_else(|| HeaderValue::from(NEXT_ID.fetch_add(1, Ordering::Relaxed)));
     request.extensions_mut().insert(Arrival(arrived));
     let method = request.method().clone();
+    let route = request.extensions().get::<axum::extract::MatchedPath>().cloned();
     // The path, not the query: ids in paths are validated names, queries are not logged.
     let path = request.uri().path().to_owned();
     let oip = request.uri().path().starts_with("/v2");
@@ -76,6 +77,7 @@ pub async fn around(State(state): State<AppState>, mut request: Request, next: N
     }
     let elapsed = arrived.elapsed();
     let elapsed_us = elapsed.as_micros();
+    state.inner.http.observe(route.as_ref().map(|r| r.as_str()), &method, response.status().as_u16(), elapsed);
     // The server's time for this request (head read to answer built), for load tools and dashboards;
     // the engine's part is the answer's `engine_latency_ms`.
     if let Ok(timing) = HeaderValue::from_str(&format!("app;dur={:.3}", elapsed.as_secs_f64() * 1e3)) {

@@ -48,7 +48,9 @@ pub fn build(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(oip::infer))
         .routes(routes!(oip::version_infer))
         .routes(routes!(openapi_json))
+        .routes(routes!(crate::http_metrics::metrics))
         .split_for_parts();
+    state.inner.http.set_routes(openapi.paths.paths.keys().map(String::as_str));
     let document = openapi.clone();
     let router = router
         .layer(axum::Extension(std::sync::Arc::new(document)))

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use quorum::telemetry::Counter;
 use quorum::InferenceEngine;
 
 use crate::auth::Tokens;
@@ -34,6 +35,7 @@ pub(crate) struct Shared {
     pub admin: tokio::sync::Mutex<()>,
     pub started: Instant,
     pub model_stats: crate::model_stats::ModelStats,
+    pub http: crate::http_metrics::HttpMetrics,
 }
 
 /// The bounded queue in front of the engine: `max_concurrent` requests run, up to `max_queue` wait,
@@ -41,24 +43,53 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub(crate) struct Admission {
     slots: Semaphore,
+    concurrent: usize,
     waiting: AtomicUsize,
     max_queue: usize,
     max_wait: Duration,
+    /// Refusals, for the metrics: no slot in time (503) and a deadline that passed first (504).
+    pub overloaded: Counter,
+    pub deadline_refused: Counter,
 }
 
 impl Admission {
     fn new(concurrent: usize, max_queue: usize, max_wait: Duration) -> Admission {
-        Admission { slots: Semaphore::new(concurrent), waiting: AtomicUsize::new(0), max_queue, max_wait }
+        Admission {
+            slots: Semaphore::new(concurrent),
+            concurrent,
+            waiting: AtomicUsize::new(0),
+            max_queue,
+            max_wait,
+            overloaded: Counter::default(),
+            deadline_refused: Counter::default(),
+        }
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.concurrent.saturating_sub(self.slots.available_permits())
     }
 
     /// A slot to run in, waiting at most the configured wait or until `deadline`, whichever is first;
     /// a request whose deadline has already passed is refused (it would only be answered late).
     pub async fn enter(&self, deadline: Option<Instant>) -> ApiResult<SemaphorePermit<'_>> {
-        let permit = self.wait(deadline).await?;
+        let permit = self.wait(deadline).await.inspect_err(|e| self.count_refusal(e))?;
         if deadline.is_some_and(|d| Instant::now() >= d) {
+            self.deadline_refused.inc();
             return Err(deadline_passed());
         }
         Ok(permit)
+    }
+
+    fn count_refusal(&self, error: &ApiError) {
+        if error.status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+            self.overloaded.inc();
+        } else {
+            self.deadline_refused.inc();
+        }
     }
 
     async fn wait(&self, deadline: Option<Instant>) -> ApiResult<SemaphorePermit<'_>> {
@@ -106,6 +137,7 @@ impl AppState {
                 admin: tokio::sync::Mutex::new(()),
                 started: Instant::now(),
                 model_stats: Default::default(),
+                http: Default::default(),
                 config,
             }),
         }

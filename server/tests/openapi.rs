@@ -40,6 +40,7 @@ const ROUTES: &[&str] = &[
     "POST /v2/models/{name}/infer",
     "POST /v2/models/{name}/versions/{version}/infer",
     "GET /openapi.json",
+    "GET /metrics",
 ];
 
 #[test]
