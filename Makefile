@@ -24,7 +24,7 @@ VENV_SERVE := .venv-serve
 VENV_SERVE_STAMP := $(VENV_SERVE)/.stamp-$(ORT_VERSION)
 SERVE_PORT ?= 8080
 
-.PHONY: demo test monitoring-tools venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference
+.PHONY: demo test monitoring-tools monitoring-check venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -78,7 +78,16 @@ monitoring-tools:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v chromium >/dev/null || \
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus chromium)
 
-test: venv ort-compat venv-serve monitoring-tools
+# The Prometheus rules: syntax, their unit tests, and the example scrape configuration.
+monitoring-check: monitoring-tools
+	promtool check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && promtool test rules alerts.test.yml
+	tmp=$$(mktemp -d) && echo token > $$tmp/quorum-token && \
+	  sed "s|/etc/prometheus/quorum-token|$$tmp/quorum-token|; s|alerts.yml|$(CURDIR)/deploy/prometheus/alerts.yml|" \
+	  deploy/prometheus/prometheus.yml > $$tmp/prometheus.yml && promtool check config $$tmp/prometheus.yml; \
+	  status=$$?; rm -rf $$tmp; exit $$status
+
+test: venv ort-compat venv-serve monitoring-tools monitoring-check
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --all-targets

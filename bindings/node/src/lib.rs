@@ -581,6 +581,12 @@ impl JsInferenceEngine {
         self.optimizer().benchmark(model, data, outcome)
     }
 
+    /// Every metric the engine keeps, in the Prometheus text format, to serve on your own endpoint.
+    #[napi]
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics_text()
+    }
+
     /// Writes learnt weights and tracked metrics to the home's state database now.
     #[napi]
     pub fn flush(&self) -> Result<()> {

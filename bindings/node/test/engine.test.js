@@ -77,3 +77,12 @@ test('outcomes, metrics and adaptive weights', () => {
   assert.equal(m.ranking.length, 3)
   engine.flush()
 })
+
+test('metricsText is the Prometheus exposition of what was counted', () => {
+  const { engine } = marketEngine(quorum)
+  for (const r of rows.slice(0, 3)) engine.predict('market', featuresOf(engine, r))
+  const text = engine.metricsText()
+  assert.ok(text.includes('quorum_predictions_total{ensemble="market"} 3\n'))
+  assert.ok(text.includes('# TYPE quorum_request_duration_seconds histogram\n'))
+  assert.ok(text.includes('quorum_request_duration_seconds_count{ensemble="market"} 3\n'))
+})

@@ -263,6 +263,11 @@ impl InferenceEngine {
         to_python(py, &self.inner.drift_events())
     }
 
+    /// Every metric the engine keeps, in the Prometheus text format, to serve on your own endpoint.
+    fn metrics_text(&self, py: Python<'_>) -> String {
+        py.detach(|| self.inner.metrics_text())
+    }
+
     /// Writes learnt weights and tracked metrics to the home's state database now.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         guarded(py, || self.inner.flush())

@@ -79,3 +79,12 @@ def test_adaptive_strategy_learns_through_the_binding(engine, rows):
     assert p.weights_epoch == 50
     weights = {k: v["weight"] for k, v in p.model_contributions.items()}
     assert weights["technical"] == max(weights.values())
+
+
+def test_metrics_text_is_the_prometheus_exposition_of_what_was_counted(engine, rows):
+    for r in rows[:3]:
+        engine.predict("market", r)
+    text = engine.metrics_text()
+    assert 'quorum_predictions_total{ensemble="market"} 3\n' in text
+    assert "# TYPE quorum_request_duration_seconds histogram\n" in text
+    assert 'quorum_request_duration_seconds_count{ensemble="market"} 3\n' in text
