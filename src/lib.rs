@@ -49,6 +49,9 @@ pub mod calibrate;
 pub mod optimizer;
 pub mod quantize;
 
+// Operations: alert rules evaluated on the engine's live metrics.
+pub mod alerts;
+
 // Tools: replaying and backtesting recorded data.
 pub mod backtest;
 pub mod replay;

@@ -48,7 +48,13 @@ impl Prometheus {
         let rules = repo_file("deploy/prometheus/alerts.yml");
         let rules: String = rules
             .lines()
-            .map(|l| if l.trim_start().starts_with("for: ") { l.split("for: ").next().unwrap().to_string() + "for: 2s" } else { l.to_string() })
+            .map(|l| {
+                if l.trim_start().starts_with("for: ") {
+                    l.split("for: ").next().unwrap().to_string() + "for: 2s"
+                } else {
+                    l.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n");
         std::fs::write(dir.join("alerts.yml"), rules).unwrap();
@@ -74,7 +80,11 @@ impl Prometheus {
         let prometheus = Prometheus { child, port };
         let deadline = Instant::now() + Duration::from_secs(30);
         while prometheus.api("/-/ready", &[]).is_none_or(|r| !r.contains("Ready")) {
-            assert!(Instant::now() < deadline, "prometheus did not start: {}", std::fs::read_to_string(dir.join("prometheus.log")).unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "prometheus did not start: {}",
+                std::fs::read_to_string(dir.join("prometheus.log")).unwrap()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         Some(prometheus)
@@ -163,7 +173,8 @@ fn prometheus_scrapes_quorum_fires_the_latency_alert_and_answers_every_dashboard
         let bodies: Vec<String> = common::holdout_features(400).iter().map(support::market_body).collect();
         std::thread::spawn(move || {
             let started = Instant::now();
-            let headers = [("authorization", "Bearer predict-token-0123456789abcdef"), ("content-type", "application/json")];
+            let headers =
+                [("authorization", "Bearer predict-token-0123456789abcdef"), ("content-type", "application/json")];
             // Bounded: stops when told, or after 90 s whatever happens.
             for body in bodies.iter().cycle() {
                 if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(90) {

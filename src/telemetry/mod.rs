@@ -8,12 +8,14 @@
 //! checked by `promtool check metrics` in the tests.
 
 mod process;
+mod snapshot;
 mod text;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use process::ProcessStats;
+pub use snapshot::{EnsembleReading, ModelReading, Snapshot};
 pub use text::{Exposition, Kind};
 
 /// Latency bucket bounds in nanoseconds: 1 µs to 10 s in 1–2.5–5 steps, so that microsecond calls

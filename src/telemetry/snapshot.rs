@@ -1,0 +1,42 @@
+//! One reading of the engine's live figures (what alert conditions are computed from): cumulative
+//! counts and histograms, which a later reading minus an earlier one turns into a window.
+
+use std::time::Instant;
+
+use super::{HistogramSnapshot, ProcessStats};
+
+/// The engine's figures at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub at: Instant,
+    pub ensembles: Vec<EnsembleReading>,
+    /// One per model name (its loaded versions summed).
+    pub models: Vec<ModelReading>,
+    pub process: ProcessStats,
+    /// GPU utilisation (0–1) per device name; empty when no GPU provider is configured or NVML does
+    /// not answer.
+    pub gpus: Vec<(String, f64)>,
+    /// Logical CPUs available to the process (for CPU use as a share).
+    pub cpus: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnsembleReading {
+    pub name: String,
+    pub requests: u64,
+    pub errors: u64,
+    /// Request latency in nanoseconds ([`super::LATENCY_BOUNDS_NS`]).
+    pub duration: HistogramSnapshot,
+    /// Tracked accuracy over the count window, and the outcomes in it.
+    pub accuracy: Option<f64>,
+    pub window_outcomes: u64,
+    /// Each member's tracked accuracy over the count window.
+    pub members: Vec<(String, Option<f64>)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelReading {
+    pub name: String,
+    pub calls: u64,
+    pub errors: u64,
+}
