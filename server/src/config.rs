@@ -33,6 +33,38 @@ pub struct ServerConfig {
     /// The engine's options: the same document as Python's keyword arguments / Node's options.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine: Option<toml::Table>,
+    pub alerts: AlertsConfig,
+}
+
+/// The in-process alert rules and where notifications go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub enabled: bool,
+    /// A rule file in the story's YAML form (default: the story's four rules, built in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<PathBuf>,
+    /// How often the rules are evaluated.
+    pub interval_ms: u64,
+    /// `http://` URLs that receive notifications in Alertmanager's webhook format (a receiver, or
+    /// Alertmanager-compatible relays). Not printed by `--print-config` in full: only their hosts.
+    pub webhooks: Vec<String>,
+    /// Per attempt; failed deliveries are retried with doubling backoff.
+    pub webhook_timeout_ms: u64,
+    pub webhook_attempts: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            rules: None,
+            interval_ms: 1_000,
+            webhooks: Vec::new(),
+            webhook_timeout_ms: 5_000,
+            webhook_attempts: 6,
+        }
+    }
 }
 
 /// Bounds on every input and on the server's queue.
@@ -103,6 +135,7 @@ impl Default for ServerConfig {
             tls: None,
             log: LogConfig::default(),
             engine: None,
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -151,7 +184,10 @@ impl ServerConfig {
     /// The effective settings as TOML (what `quorum serve --print-config` prints; no secrets: tokens
     /// live in their own file).
     pub fn to_toml(&self) -> Result<String> {
-        toml::to_string_pretty(self).map_err(|e| Error::Config(format!("printing the configuration: {e}")))
+        let mut shown = self.clone();
+        // A webhook's path or query may hold a secret: printed as scheme://host/….
+        shown.alerts.webhooks = shown.alerts.webhooks.iter().map(|u| crate::alerting::redact(u)).collect();
+        toml::to_string_pretty(&shown).map_err(|e| Error::Config(format!("printing the configuration: {e}")))
     }
 
     /// The engine options document, parsed by the core.
@@ -191,6 +227,13 @@ impl ServerConfig {
             return Err(Error::Config(format!("log.format {:?}: text or json", self.log.format)));
         }
         self.engine_options()?;
+        if self.alerts.interval_ms == 0 || self.alerts.webhook_attempts == 0 {
+            return Err(Error::Config("alerts.interval_ms and alerts.webhook_attempts must be above 0".into()));
+        }
+        for url in &self.alerts.webhooks {
+            crate::alerting::WebhookUrl::parse(url)?;
+        }
+        crate::alerting::load_rules(self.alerts.rules.as_deref())?;
         Ok(())
     }
 }

@@ -121,6 +121,9 @@ pub async fn metrics(_: Predictor, State(state): State<AppState>) -> Response {
     let text = tokio::task::spawn_blocking(move || engine.metrics_text()).await.unwrap_or_default();
     let mut e = Exposition::new();
     state.inner.http.write(&mut e, &state);
+    if let Some(alerts) = &state.inner.alerts {
+        alerts.write_metrics(&mut e);
+    }
     e.append(&text);
     let mut response = e.finish().into_response();
     response

@@ -8,6 +8,7 @@
 //! serve` (the CLI) runs [`run`].
 
 // The table of contents, lowest first.
+pub mod alerting;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -36,7 +37,7 @@ use tokio::task::JoinHandle;
 use quorum::{Error, InferenceEngine, Result};
 
 pub use auth::{Scope, Tokens};
-pub use config::{Limits, LogConfig, ServerConfig, TlsConfig};
+pub use config::{AlertsConfig, Limits, LogConfig, ServerConfig, TlsConfig};
 pub use error::{ApiError, SERVER_CODES};
 pub use middleware::{DEADLINE_MS, REQUEST_ID};
 pub use state::AppState;
@@ -110,7 +111,8 @@ pub async fn start_with_signal(
     let listener = bind(config.listen, config.limits.listen_backlog)
         .map_err(|e| Error::io(format!("listening on {}", config.listen), e))?;
     let addr = listener.local_addr().map_err(|e| Error::io("reading the bound address", e))?;
-    let state = AppState::new(engine, config, tokens);
+    let alerts = alerting::start(engine.clone(), &config.alerts)?;
+    let state = AppState::new(engine, config, tokens, alerts);
     tracing::info!(%addr, tls = tls.is_some(), tokens = state.inner.tokens.len(), "quorum serve listening");
     load_ensembles(&state);
     let (app, _) = router::build(state.clone());

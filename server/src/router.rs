@@ -49,6 +49,7 @@ pub fn build(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(oip::version_infer))
         .routes(routes!(openapi_json))
         .routes(routes!(crate::http_metrics::metrics))
+        .routes(routes!(crate::alerting::alerts))
         .split_for_parts();
     state.inner.http.set_routes(openapi.paths.paths.keys().map(String::as_str));
     let document = openapi.clone();

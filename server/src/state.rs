@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub started: Instant,
     pub model_stats: crate::model_stats::ModelStats,
     pub http: crate::http_metrics::HttpMetrics,
+    /// The alert rules at work (`None`: alerts disabled).
+    pub alerts: Option<Arc<crate::alerting::AlertsState>>,
 }
 
 /// The bounded queue in front of the engine: `max_concurrent` requests run, up to `max_queue` wait,
@@ -123,7 +125,12 @@ fn deadline_passed() -> ApiError {
 }
 
 impl AppState {
-    pub fn new(engine: InferenceEngine, config: ServerConfig, tokens: Tokens) -> AppState {
+    pub fn new(
+        engine: InferenceEngine,
+        config: ServerConfig,
+        tokens: Tokens,
+        alerts: Option<Arc<crate::alerting::AlertsState>>,
+    ) -> AppState {
         let l = &config.limits;
         let admission = Admission::new(l.max_concurrent, l.max_queue, ms(l.max_queue_wait_ms));
         AppState {
@@ -138,6 +145,7 @@ impl AppState {
                 started: Instant::now(),
                 model_stats: Default::default(),
                 http: Default::default(),
+                alerts,
                 config,
             }),
         }

@@ -41,6 +41,7 @@ const ROUTES: &[&str] = &[
     "POST /v2/models/{name}/versions/{version}/infer",
     "GET /openapi.json",
     "GET /metrics",
+    "GET /api/v1/ml/alerts",
 ];
 
 #[test]

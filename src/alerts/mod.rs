@@ -176,7 +176,8 @@ pub struct AlertEvent {
     /// RFC 3339 UTC, and seconds since the Unix epoch.
     pub at: String,
     pub at_unix: f64,
-    /// When the alert started firing (for a resolution: how long it fired).
+    /// When the alert started firing (RFC 3339 and Unix seconds; for a resolution: when it fired).
+    pub fired_at: String,
     pub fired_at_unix: f64,
     /// What the action did, filled in by the driver.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -282,6 +283,7 @@ impl Alerting {
                     threshold: rule.condition.threshold,
                     at: crate::store::rfc3339(unix_now() as u64),
                     at_unix: unix_now(),
+                    fired_at: crate::store::rfc3339(fired_at_unix as u64),
                     fired_at_unix,
                     action_result: None,
                 };

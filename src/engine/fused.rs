@@ -115,7 +115,7 @@ pub(super) fn run_fused(
     rows: usize,
     out: &mut [f32],
 ) -> Option<Duration> {
-    let healthy = ens.members.iter().all(|m| !m.model.has_fault() && m.model.breaker.is_closed());
+    let healthy = ens.members.iter().all(|m| !m.model.diverted() && m.model.breaker.is_closed());
     if !healthy {
         return None;
     }

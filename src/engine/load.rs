@@ -259,6 +259,9 @@ impl InferenceEngine {
         if let Some(fault) = models.faults.get(&key.0) {
             model.inject(*fault);
         }
+        if models.forced_fallback.contains(&key.0) {
+            model.forced_fallback.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         models.loaded.retain(|_, m| m.strong_count() > 0);
         match models.loaded.get(&key).and_then(Weak::upgrade) {
             // Another thread loaded it meanwhile: share theirs.

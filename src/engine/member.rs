@@ -3,7 +3,7 @@
 //! own path and the fused path share.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,9 @@ pub(super) struct LoadedModel {
     pub breaker: CircuitBreaker,
     fault: FaultSlot,
     pub telemetry: ModelTelemetry,
+    /// Set by an alert (model_failure → activate_fallback_model): every call is refused at once so
+    /// that members with a fallback use it; not counted as the model's own calls or failures.
+    pub forced_fallback: AtomicBool,
 }
 
 /// The rows a model call runs on: the ensemble's dense rows (the member picks its columns), or rows
@@ -152,12 +155,19 @@ impl LoadedModel {
                 calls: AtomicU64::new(0),
             },
             telemetry: ModelTelemetry::new(),
+            forced_fallback: AtomicBool::new(false),
         })
     }
 
     /// Whether a fault is injected now (the fused path then leaves the call to the members' own).
     pub fn has_fault(&self) -> bool {
         self.fault.kind() != FaultKind::None
+    }
+
+    /// Whether the fused path must leave this model to the members' own calls: a fault is injected,
+    /// or an alert sent it to its fallback.
+    pub fn diverted(&self) -> bool {
+        self.has_fault() || self.forced_fallback.load(Ordering::Relaxed)
     }
 
     pub fn inject(&self, fault: Option<Fault>) {
@@ -169,6 +179,9 @@ impl LoadedModel {
     /// Writes row `r`'s prediction to `out[r * stride + member]`, `stride = out.len() / count`.
     pub fn call(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize) -> Result<usize> {
         let unavailable = |reason: String| Error::MemberUnavailable { model: self.meta.name.clone(), reason };
+        if self.forced_fallback.load(Ordering::Relaxed) {
+            return Err(unavailable("an alert sent its calls to its fallback".into()));
+        }
         let Some(permit) = self.breaker.try_acquire() else {
             self.telemetry.refused();
             return Err(unavailable("its circuit breaker is open".into()));

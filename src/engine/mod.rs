@@ -66,6 +66,8 @@ struct Models {
     /// version that a hot swap or a new ensemble version left unused is released with its sessions.
     loaded: HashMap<(String, u32), Weak<LoadedModel>>,
     faults: HashMap<String, Option<Fault>>,
+    /// Models an alert sent to their fallbacks (versions loaded later are sent too).
+    forced_fallback: std::collections::HashSet<String>,
 }
 
 impl Models {

@@ -11,7 +11,10 @@ use super::{EngineInner, InferenceEngine};
 use crate::breaker::BreakerState;
 use crate::error::{Error, Result};
 use crate::prediction::{BatchPrediction, Prediction};
-use crate::telemetry::{Counter, Exposition, Histogram, Kind, ProcessStats, LATENCY_BOUNDS_NS, ROW_BOUNDS};
+use crate::telemetry::{
+    Counter, EnsembleReading, Exposition, Histogram, Kind, ModelReading, ProcessStats, Snapshot, LATENCY_BOUNDS_NS,
+    ROW_BOUNDS,
+};
 use crate::tracking::Metrics;
 
 /// How an ensemble's requests reached its members.
@@ -183,6 +186,97 @@ impl InferenceEngine {
         self.inner.write_engine(&mut e);
         write_process(&mut e, &ProcessStats::read());
         e.finish()
+    }
+
+    /// The engine's live figures now, for alert conditions ([`crate::alerts::Alerting::evaluate`]).
+    pub fn telemetry_snapshot(&self) -> Snapshot {
+        let inner = &self.inner;
+        let mut ensembles = Vec::new();
+        for l in inner.loads() {
+            let t = &l.telemetry;
+            let tracked = inner.tracker.as_ref().and_then(|tr| tr.metrics(&l.config.name).pop());
+            ensembles.push(EnsembleReading {
+                name: l.config.name.clone(),
+                requests: t.requests.get(),
+                errors: t.errors.iter().map(Counter::get).sum(),
+                duration: t.duration.snapshot(),
+                accuracy: tracked.as_ref().and_then(|m| m.metrics.window.accuracy),
+                window_outcomes: tracked.as_ref().map_or(0, |m| m.metrics.window.count),
+                members: tracked
+                    .map(|m| m.members.into_iter().map(|(name, metrics)| (name, metrics.window.accuracy)).collect())
+                    .unwrap_or_default(),
+            });
+        }
+        let mut models: Vec<ModelReading> = Vec::new();
+        for m in inner.lock_models().live() {
+            let (calls, errors) = (m.telemetry.calls.get(), m.telemetry.errors.get());
+            match models.iter_mut().find(|r| *r.name == *m.name) {
+                Some(r) => {
+                    r.calls += calls;
+                    r.errors += errors;
+                }
+                None => models.push(ModelReading { name: m.name.to_string(), calls, errors }),
+            }
+        }
+        models.sort_by(|a, b| a.name.cmp(&b.name));
+        Snapshot {
+            at: Instant::now(),
+            ensembles,
+            models,
+            process: ProcessStats::read(),
+            // No NVML binding yet: GPU utilisation is not read (docs/metrics.md).
+            gpus: Vec::new(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// Adds one replica to the pool of each member model of `ensemble` (within each pool's max):
+    /// what the latency alert's `scale_up_inference_workers` does. Returns `(model, replicas after,
+    /// grew)` per member.
+    pub fn scale_up(&self, ensemble: &str) -> Result<Vec<(String, usize, bool)>> {
+        let handle = self.ensemble(ensemble)?;
+        let ens = handle.slot.load_full();
+        ens.members
+            .iter()
+            .map(|m| {
+                let grew = m.model.pool.grow()?;
+                Ok((m.model.name.to_string(), m.model.pool.status().replicas, grew))
+            })
+            .collect()
+    }
+
+    /// Sends every call of `model` (all versions, loaded now or later) to the fallback its ensembles
+    /// configure, or (`forced = false`) lets it answer again: what the model-failure alert's
+    /// `activate_fallback_model` does. Returns the ensembles whose member has a fallback to take
+    /// over; when none configures one, nothing is forced (the model would only stop answering).
+    pub fn force_fallback(&self, model: &str, forced: bool) -> Vec<String> {
+        let covered: Vec<String> = self
+            .inner
+            .loads()
+            .iter()
+            .filter(|l| l.members.iter().any(|m| &*m.model.name == model && m.fallback.is_some()))
+            .map(|l| l.config.name.clone())
+            .collect();
+        if forced && covered.is_empty() {
+            return covered;
+        }
+        let mut models = self.inner.lock_models();
+        if forced {
+            models.forced_fallback.insert(model.to_string());
+        } else {
+            models.forced_fallback.remove(model);
+        }
+        for loaded in models.live().into_iter().filter(|m| &*m.name == model) {
+            loaded.forced_fallback.store(forced, std::sync::atomic::Ordering::Relaxed);
+        }
+        covered
+    }
+
+    /// Models an alert sent to their fallbacks now.
+    pub fn forced_fallbacks(&self) -> Vec<String> {
+        let mut list: Vec<String> = self.inner.lock_models().forced_fallback.iter().cloned().collect();
+        list.sort();
+        list
     }
 }
 
@@ -377,6 +471,13 @@ impl EngineInner {
                 e.sample("quorum_breaker_transitions_total", &l, count as f64);
             }
         }
+        counter(
+            e,
+            "quorum_model_forced_fallback",
+            "1 while an alert sends the model's calls to its fallback.",
+            &|m| f64::from(u8::from(m.forced_fallback.load(std::sync::atomic::Ordering::Relaxed))),
+            Kind::Gauge,
+        );
         counter(
             e,
             "quorum_model_fault_injected",
