@@ -1,5 +1,7 @@
 //! `quorum`: the command-line face of the library, working on a quorum home directory.
 
+mod watch;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -142,6 +144,21 @@ enum Command {
     /// Serve the home over HTTP: the REST API (/api/v1/ml), the Open Inference Protocol (/v2) and
     /// /openapi.json, until SIGTERM or SIGINT (then in-flight requests finish and state is flushed).
     Serve(ServeArgs),
+    /// Alert rules: check a rule file, or list a running server's rules, active alerts and events.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+    /// A live view of a running server: each ensemble's throughput, latency percentiles, errors and
+    /// accuracy, each member's weight, accuracy, calls, breaker and replicas, alerts, experiments.
+    Top {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Seconds between frames (rates and percentiles are over this interval).
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+        /// Stop after this many frames (default: until interrupted).
+        #[arg(long)]
+        frames: Option<u32>,
+    },
     /// Walk forward through a CSV file: predict each row, then record its outcome.
     Replay {
         ensemble: String,
@@ -151,6 +168,31 @@ enum Command {
         #[arg(long)]
         outcome: String,
         /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A running server to read.
+#[derive(clap::Args, Debug)]
+struct TargetArgs {
+    /// Its address (plain http).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The environment variable holding a token with the predict scope (never a flag: it would show
+    /// in the process list).
+    #[arg(long, default_value = "QUORUM_TOKEN")]
+    token_env: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum AlertsCommand {
+    /// Parse a rule file (the story's YAML form) and print what each rule means.
+    Check { file: PathBuf },
+    /// A running server's rules, alerts pending or firing, and latest events.
+    List {
+        #[command(flatten)]
+        target: TargetArgs,
         #[arg(long)]
         json: bool,
     },
@@ -183,6 +225,12 @@ struct ServeArgs {
     /// text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// Alert rules in the story's YAML form (default: the story's four).
+    #[arg(long)]
+    alerts: Option<PathBuf>,
+    /// An http:// URL that receives alert notifications in Alertmanager's webhook format (repeatable).
+    #[arg(long)]
+    alert_webhook: Vec<String>,
     /// Print the effective settings (TOML) and exit.
     #[arg(long)]
     print_config: bool,
@@ -350,6 +398,17 @@ fn main() -> ExitCode {
 
 fn engine(home: &std::path::Path) -> Result<InferenceEngine> {
     InferenceEngine::builder(home).build()
+}
+
+/// Prints `text`; `Ok(false)` when the reader went away (`| head`), which is not an error.
+fn print_or_stop(text: &str) -> Result<bool> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Error::io("printing", e)),
+    }
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
@@ -551,6 +610,14 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(home, home_given, args),
+        Command::Alerts(AlertsCommand::Check { file }) => watch::check_rules(&file),
+        Command::Alerts(AlertsCommand::List { target, json }) => {
+            watch::list_alerts(&watch::Target::new(target.server, &target.token_env), json)
+        }
+        Command::Top { target, interval, frames } => {
+            let interval = quorum::units::duration_from_ms("--interval", interval * 1e3)?;
+            watch::top(&watch::Target::new(target.server, &target.token_env), interval, frames)
+        }
         Command::Runtime => {
             let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default())?;
             let path = quorum::Runtime::library_path().map(|p| p.display().to_string()).unwrap_or_default();
@@ -706,6 +773,10 @@ fn serve(home: PathBuf, home_given: bool, args: ServeArgs) -> Result<()> {
     if let Some(format) = args.log_format {
         config.log.format = format;
     }
+    if args.alerts.is_some() {
+        config.alerts.rules = args.alerts;
+    }
+    config.alerts.webhooks.extend(args.alert_webhook);
     config.validate()?;
     if args.print_config {
         use std::io::Write;

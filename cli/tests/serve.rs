@@ -205,3 +205,77 @@ fn sigterm_under_load_finishes_accepted_requests_and_exits_zero() {
     assert!(!log.contains(ADMIN) && !log.contains(PREDICT), "a token reached the log");
     assert!(log.contains("\"level\":\"DEBUG\""), "trace logging was on");
 }
+
+#[test]
+fn top_and_alerts_list_read_a_running_server_with_the_token_from_the_environment() {
+    let home = tempfile::tempdir().unwrap();
+    drop(common::market_engine(home.path()));
+    let tokens = home.path().join("tokens");
+    std::fs::write(&tokens, format!("admin {ADMIN}\npredict {PREDICT}\n")).unwrap();
+    // A rule that holds at once on any machine, to see an alert end to end.
+    let rules = home.path().join("alerts.yml");
+    std::fs::write(&rules, "memory_watch:\n  condition: memory_usage > 1MB\n  action: log\n  severity: info\n")
+        .unwrap();
+    let quorum = |args: &[&str], token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_quorum"));
+        command.arg("--home").arg(home.path()).args(args).env_remove("QUORUM_TOKEN");
+        if let Some(token) = token {
+            command.env("QUORUM_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    let checked = quorum(&["alerts", "check", rules.to_str().unwrap()], None);
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("memory_watch"));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--tokens"])
+        .arg(&tokens)
+        .arg("--alerts")
+        .arg(&rules)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let mut log = String::new();
+    let addr = listening_address(&mut lines, &mut log);
+    std::thread::spawn(move || lines.for_each(drop));
+    let server = format!("http://{addr}");
+
+    let refused = quorum(&["top", "--server", &server, "--frames", "1", "--interval", "0.2"], None);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--token-env"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let started = Instant::now();
+    let listed = loop {
+        let out = quorum(&["alerts", "list", "--server", &server, "--json"], Some(PREDICT));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let document: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if !document["events"].as_array().unwrap().is_empty() {
+            break document;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no alert event: {document}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(listed["events"][0]["alert"], "memory_watch");
+    assert_eq!(listed["events"][0]["state"], "firing");
+
+    let top = quorum(&["top", "--server", &server, "--frames", "1", "--interval", "0.3"], Some(PREDICT));
+    assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
+    let frame = String::from_utf8_lossy(&top.stdout);
+    for expected in ["quorum top", "market", "technical", "weight", "alerts: 1 active", "memory_watch", "process: CPU"]
+    {
+        assert!(frame.contains(expected), "{expected:?} missing from:\n{frame}");
+    }
+    let table = quorum(&["alerts", "list", "--server", &server], Some(PREDICT));
+    assert!(String::from_utf8_lossy(&table.stdout).contains("memory_usage > 1MB"));
+    let _ = child.kill();
+    let _ = child.wait();
+}

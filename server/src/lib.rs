@@ -10,6 +10,7 @@
 // The table of contents, lowest first.
 pub mod alerting;
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod error;
 mod http_metrics;
