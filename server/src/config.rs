@@ -34,6 +34,8 @@ pub struct ServerConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine: Option<toml::Table>,
     pub alerts: AlertsConfig,
+    /// How often the status page's history is sampled (720 points are kept: an hour at 5 s).
+    pub status_sample_ms: u64,
 }
 
 /// The in-process alert rules and where notifications go.
@@ -136,6 +138,7 @@ impl Default for ServerConfig {
             log: LogConfig::default(),
             engine: None,
             alerts: AlertsConfig::default(),
+            status_sample_ms: 5_000,
         }
     }
 }
@@ -213,6 +216,7 @@ impl ServerConfig {
             ("max_connections", l.max_connections as u64),
             ("max_concurrent", l.max_concurrent as u64),
             ("max_queue_wait_ms", l.max_queue_wait_ms),
+            ("status_sample_ms", self.status_sample_ms),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::Config(format!("limits.{name} must be above 0")));

@@ -17,6 +17,7 @@ mod http_metrics;
 mod jobs;
 mod model_stats;
 pub mod state;
+mod status;
 
 mod body;
 mod middleware;
@@ -113,7 +114,9 @@ pub async fn start_with_signal(
         .map_err(|e| Error::io(format!("listening on {}", config.listen), e))?;
     let addr = listener.local_addr().map_err(|e| Error::io("reading the bound address", e))?;
     let alerts = alerting::start(engine.clone(), &config.alerts)?;
+    let sample = std::time::Duration::from_millis(config.status_sample_ms);
     let state = AppState::new(engine, config, tokens, alerts);
+    status::start(state.engine().clone(), &state.inner.status, sample);
     tracing::info!(%addr, tls = tls.is_some(), tokens = state.inner.tokens.len(), "quorum serve listening");
     load_ensembles(&state);
     let (app, _) = router::build(state.clone());

@@ -50,6 +50,8 @@ pub fn build(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(openapi_json))
         .routes(routes!(crate::http_metrics::metrics))
         .routes(routes!(crate::alerting::alerts))
+        .routes(routes!(crate::status::status))
+        .routes(routes!(crate::status::page))
         .split_for_parts();
     state.inner.http.set_routes(openapi.paths.paths.keys().map(String::as_str));
     let document = openapi.clone();

@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub http: crate::http_metrics::HttpMetrics,
     /// The alert rules at work (`None`: alerts disabled).
     pub alerts: Option<Arc<crate::alerting::AlertsState>>,
+    /// The status page's sampled history.
+    pub status: Arc<crate::status::StatusHistory>,
 }
 
 /// The bounded queue in front of the engine: `max_concurrent` requests run, up to `max_queue` wait,
@@ -146,6 +148,7 @@ impl AppState {
                 model_stats: Default::default(),
                 http: Default::default(),
                 alerts,
+                status: Default::default(),
                 config,
             }),
         }

@@ -42,6 +42,8 @@ const ROUTES: &[&str] = &[
     "GET /openapi.json",
     "GET /metrics",
     "GET /api/v1/ml/alerts",
+    "GET /api/v1/ml/status",
+    "GET /status",
 ];
 
 #[test]

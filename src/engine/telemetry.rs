@@ -272,6 +272,11 @@ impl InferenceEngine {
         covered
     }
 
+    /// The names of the ensembles loaded now, sorted.
+    pub fn loaded_ensembles(&self) -> Vec<String> {
+        self.inner.loads().iter().map(|l| l.config.name.clone()).collect()
+    }
+
     /// Models an alert sent to their fallbacks now.
     pub fn forced_fallbacks(&self) -> Vec<String> {
         let mut list: Vec<String> = self.inner.lock_models().forced_fallback.iter().cloned().collect();
