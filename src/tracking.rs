@@ -367,6 +367,9 @@ struct Pending {
 }
 
 /// Joins outcomes with predictions. Shared by an engine's clones.
+/// (ensemble, member model) names.
+pub(crate) type MemberKey = (Arc<str>, Arc<str>);
+
 pub(crate) struct Tracker {
     options: TrackingOptions,
     pending: Box<[Mutex<Pending>]>,
@@ -374,7 +377,7 @@ pub(crate) struct Tracker {
     drift_events: Mutex<VecDeque<DriftEvent>>,
     /// Drift events per (ensemble, member) since start: a counter that older events leaving the
     /// ring above do not lower.
-    drift_counts: Mutex<HashMap<(Arc<str>, Arc<str>), u64>>,
+    drift_counts: Mutex<HashMap<MemberKey, u64>>,
     /// Time from each prediction to its outcome.
     join_lag: Histogram,
 }
@@ -621,7 +624,7 @@ impl Tracker {
     }
 
     /// Drift events counted per (ensemble, member) since the tracker started.
-    pub fn drift_counts(&self) -> Vec<((Arc<str>, Arc<str>), u64)> {
+    pub fn drift_counts(&self) -> Vec<(MemberKey, u64)> {
         let mut counts: Vec<_> = lock(&self.drift_counts).iter().map(|(k, v)| (k.clone(), *v)).collect();
         counts.sort();
         counts
