@@ -18,7 +18,7 @@ use support::{common, Running, PREDICTOR};
 
 /// Dashboard expressions that return nothing on this machine, and why.
 const EMPTY_HERE: &[(&str, &str)] = &[
-    ("quorum_gpu_utilization_ratio", "no GPU provider is configured"),
+    ("quorum_gpu_utilization_ratio", "no GPU provider is configured (and no GPU here)"),
     ("quorum_drift_events_total", "no member drifted"),
 ];
 

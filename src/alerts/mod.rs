@@ -412,8 +412,8 @@ fn readings(rule: &AlertRule, now: &Snapshot, before: Option<&Snapshot>) -> Vec<
             }
         }
         Signal::GpuUsage => {
-            for (gpu, used) in &now.gpus {
-                out.push((subject(&[("gpu", gpu)]), Some(*used)));
+            for gpu in &now.gpus {
+                out.push((subject(&[("gpu", &gpu.device)]), Some(gpu.utilization)));
             }
         }
         Signal::CpuUsage => {

@@ -174,6 +174,12 @@ impl EngineBuilder {
             .chain([&self.default_model_options])
             .any(|o| o.validate(default_replicas).is_ok_and(|(min, max)| min < max));
         let cache = self.cache.map(PredictionCache::new).transpose()?;
+        // NVML is asked only when some model runs on a GPU provider.
+        let on_gpu = self
+            .model_options
+            .values()
+            .chain([&self.default_model_options])
+            .any(|o| o.provider != crate::runtime::ExecutionProvider::Cpu);
         let state = match self.persistence {
             Some(options) => Some((StateStore::open(&self.home)?, options)),
             None => None,
@@ -199,6 +205,7 @@ impl EngineBuilder {
             fusion: self.fusion,
             experiments: Mutex::new(Vec::new()),
             flush_errors: Default::default(),
+            gpus: if on_gpu { crate::telemetry::Gpus::open() } else { None },
         });
         if scaling || inner.memory_budget.is_some() {
             spawn_housekeeping(Arc::downgrade(&inner), self.autoscale);

@@ -100,6 +100,8 @@ struct EngineInner {
     experiments: Mutex<Vec<Arc<route::RunningExperiment>>>,
     /// Failed background writes to the state store (a metric; the next flush retries).
     flush_errors: crate::telemetry::Counter,
+    /// NVML, when a GPU provider is configured and libnvidia-ml answers (feature `nvml`).
+    gpus: Option<crate::telemetry::Gpus>,
 }
 
 impl EngineInner {

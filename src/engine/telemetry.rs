@@ -224,8 +224,7 @@ impl InferenceEngine {
             ensembles,
             models,
             process: ProcessStats::read(),
-            // No NVML binding yet: GPU utilisation is not read (docs/metrics.md).
-            gpus: Vec::new(),
+            gpus: inner.gpus.as_ref().map(crate::telemetry::Gpus::read).unwrap_or_default(),
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
@@ -607,6 +606,25 @@ impl EngineInner {
             e.sample("quorum_cache_misses_total", &[], stats.misses as f64);
             e.family("quorum_cache_entries", Kind::Gauge, "Predictions held in the cache.");
             e.sample("quorum_cache_entries", &[], stats.entries as f64);
+        }
+        let gpus = self.gpus.as_ref().map(crate::telemetry::Gpus::read).unwrap_or_default();
+        if !gpus.is_empty() {
+            e.family(
+                "quorum_gpu_utilization_ratio",
+                Kind::Gauge,
+                "Share of the last sample period a kernel ran on the GPU (NVML).",
+            );
+            for g in &gpus {
+                e.sample("quorum_gpu_utilization_ratio", &[("gpu", &g.device)], g.utilization);
+            }
+            e.family("quorum_gpu_memory_used_bytes", Kind::Gauge, "GPU memory allocated (NVML).");
+            for g in &gpus {
+                e.sample("quorum_gpu_memory_used_bytes", &[("gpu", &g.device)], g.memory_used_bytes as f64);
+            }
+            e.family("quorum_gpu_memory_total_bytes", Kind::Gauge, "GPU memory installed (NVML).");
+            for g in &gpus {
+                e.sample("quorum_gpu_memory_total_bytes", &[("gpu", &g.device)], g.memory_total_bytes as f64);
+            }
         }
         e.family(
             "quorum_state_flush_errors_total",

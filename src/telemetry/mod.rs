@@ -7,6 +7,7 @@
 //! (`inner: Arc<RwLock<Inner>>`), and the hot path may not lock. The text format is small and is
 //! checked by `promtool check metrics` in the tests.
 
+mod gpu;
 mod process;
 mod snapshot;
 mod text;
@@ -14,6 +15,7 @@ mod text;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use gpu::{GpuReading, Gpus};
 pub use process::ProcessStats;
 pub use snapshot::{EnsembleReading, ModelReading, Snapshot};
 pub use text::{Exposition, Kind};

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{HistogramSnapshot, ProcessStats};
+use super::{GpuReading, HistogramSnapshot, ProcessStats};
 
 /// The engine's figures at one moment.
 #[derive(Debug, Clone)]
@@ -15,7 +15,7 @@ pub struct Snapshot {
     pub process: ProcessStats,
     /// GPU utilisation (0–1) per device name; empty when no GPU provider is configured or NVML does
     /// not answer.
-    pub gpus: Vec<(String, f64)>,
+    pub gpus: Vec<GpuReading>,
     /// Logical CPUs available to the process (for CPU use as a share).
     pub cpus: usize,
 }
