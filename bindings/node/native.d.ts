@@ -84,6 +84,8 @@ export declare class InferenceEngine {
   optimize(model: string, data: string, outcome: string, options?: OptimizeOptions | undefined | null): any
   /** `optimizer.benchmark(...)`. */
   benchmark(model: string, data: string, outcome?: string | undefined | null): any
+  /** Every metric the engine keeps, in the Prometheus text format, to serve on your own endpoint. */
+  metricsText(): string
   /** Writes learnt weights and tracked metrics to the home's state database now. */
   flush(): void
 }

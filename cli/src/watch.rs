@@ -346,7 +346,7 @@ pub fn list_alerts(target: &Target, json: bool) -> Result<()> {
 
 /// `quorum alerts check FILE`: parses a rule file and prints what each rule means.
 pub fn check_rules(file: &std::path::Path) -> Result<()> {
-    let rules = quorum_server::alerting::load_rules(Some(file))?;
+    let rules = quorum_server::alert_rules::load_rules(Some(file))?;
     let mut out = format!("{}: {} rules\n", file.display(), rules.len());
     for r in &rules {
         out += &format!(

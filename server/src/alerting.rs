@@ -7,77 +7,21 @@
 //! (version 4) from their own task, retried with doubling backoff; the request path never waits.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use quorum::alerts::{AlertAction, AlertEvent, AlertRule, Alerting, EventState, RuleSpec, DEFAULT_RULES};
+use quorum::alerts::{AlertAction, AlertEvent, Alerting, EventState};
 use quorum::telemetry::{Counter, Exposition, Kind};
-use quorum::{Error, InferenceEngine, Result};
+use quorum::{InferenceEngine, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::alert_rules::{load_rules, WebhookUrl};
 use crate::config::AlertsConfig;
-use crate::middleware::Predictor;
-use crate::state::AppState;
 
 /// Notifications waiting for the webhook task; beyond it new ones are dropped (and counted).
 const NOTIFY_QUEUE: usize = 1024;
-
-/// Parses a rule file (the default rules when `None`) in the story's YAML form.
-pub fn load_rules(path: Option<&Path>) -> Result<Vec<AlertRule>> {
-    let (text, origin) = match path {
-        Some(p) => (
-            std::fs::read_to_string(p).map_err(|e| Error::io(format!("reading the alert rules {}", p.display()), e))?,
-            p.display().to_string(),
-        ),
-        None => (DEFAULT_RULES.to_string(), "the default alert rules".to_string()),
-    };
-    let specs: BTreeMap<String, RuleSpec> =
-        serde_saphyr::from_str(&text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
-    quorum::alerts::rules_from_specs(&specs).map_err(|e| Error::Config(format!("{origin}: {e}")))
-}
-
-/// A webhook's address: plain HTTP (a TLS receiver needs a relay in front).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookUrl {
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-
-impl WebhookUrl {
-    pub fn parse(url: &str) -> Result<WebhookUrl> {
-        let bad = |why: &str| Error::Config(format!("alert webhook {}: {why}", redact(url)));
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            bad(if url.starts_with("https://") {
-                "https is not supported yet: use an http receiver or relay"
-            } else {
-                "must start with http://"
-            })
-        })?;
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("the port is not a number"))?),
-            None => (authority, 80),
-        };
-        if host.is_empty() || host.contains('@') {
-            return Err(bad("needs a host (and no user:password@)"));
-        }
-        Ok(WebhookUrl { host: host.to_string(), port, path: if path.is_empty() { "/".into() } else { path.into() } })
-    }
-}
-
-/// The scheme and host of a URL, never its path or query (they may hold a secret).
-pub fn redact(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority = rest.split('/').next().unwrap_or("");
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
-    format!("{scheme}://{authority}/…")
-}
 
 /// The server's alerting: rules and their state, what the actions left in force, notifications.
 #[derive(Debug)]
@@ -383,14 +327,4 @@ pub fn alertmanager_payload(event: &AlertEvent) -> serde_json::Value {
             "fingerprint": fingerprint,
         }],
     })
-}
-
-/// `GET /api/v1/ml/alerts`: rules, active alerts, recent events, fallbacks in force.
-#[utoipa::path(get, path = "/api/v1/ml/alerts", tag = "monitoring",
-    responses((status = 200, description = "the alert rules, alerts pending or firing, the latest events")))]
-pub async fn alerts(_: Predictor, State(state): State<AppState>) -> Response {
-    match &state.inner.alerts {
-        Some(alerts) => axum::Json(alerts.document(state.engine())).into_response(),
-        None => axum::Json(serde_json::json!({"rules": [], "active": [], "events": [], "forced_fallbacks": [], "scale_horizontal_needed": false, "disabled": true})).into_response(),
-    }
 }

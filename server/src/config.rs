@@ -189,7 +189,7 @@ impl ServerConfig {
     pub fn to_toml(&self) -> Result<String> {
         let mut shown = self.clone();
         // A webhook's path or query may hold a secret: printed as scheme://host/….
-        shown.alerts.webhooks = shown.alerts.webhooks.iter().map(|u| crate::alerting::redact(u)).collect();
+        shown.alerts.webhooks = shown.alerts.webhooks.iter().map(|u| crate::alert_rules::redact(u)).collect();
         toml::to_string_pretty(&shown).map_err(|e| Error::Config(format!("printing the configuration: {e}")))
     }
 
@@ -235,9 +235,9 @@ impl ServerConfig {
             return Err(Error::Config("alerts.interval_ms and alerts.webhook_attempts must be above 0".into()));
         }
         for url in &self.alerts.webhooks {
-            crate::alerting::WebhookUrl::parse(url)?;
+            crate::alert_rules::WebhookUrl::parse(url)?;
         }
-        crate::alerting::load_rules(self.alerts.rules.as_deref())?;
+        crate::alert_rules::load_rules(self.alerts.rules.as_deref())?;
         Ok(())
     }
 }

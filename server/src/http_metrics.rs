@@ -1,19 +1,14 @@
-//! The server's own metrics — requests by route template, method and status class, their latency,
-//! the admission queue — and `GET /metrics`: these plus the engine's
-//! ([`quorum::InferenceEngine::metrics_text`]) in the Prometheus text format. Counting is lock-free:
+//! The server's own request metrics — requests by route template, method and status class, and their
+//! latency — in the Prometheus text format (`GET /metrics` adds the admission queue, the alerts and
+//! the engine's, see `api/monitoring.rs`). Counting is lock-free:
 //! routes are a table fixed when the router is built (found by binary search on the matched path),
 //! every count an atomic add.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, HeaderValue, Method};
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
 use quorum::telemetry::{Counter, Exposition, Histogram, Kind, LATENCY_BOUNDS_NS};
-
-use crate::middleware::Predictor;
-use crate::state::AppState;
 
 const METHODS: [&str; 6] = ["GET", "POST", "PUT", "DELETE", "PATCH", "OTHER"];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -64,7 +59,7 @@ impl HttpMetrics {
         stats.duration.observe_duration(elapsed);
     }
 
-    fn write(&self, e: &mut Exposition, state: &AppState) {
+    pub fn write(&self, e: &mut Exposition) {
         let routes = self.routes.get().map(|r| &r[..]).unwrap_or_default();
         e.family(
             "quorum_http_requests_total",
@@ -93,41 +88,5 @@ impl HttpMetrics {
                 e.histogram("quorum_http_request_duration_seconds", &labels, &snapshot, LATENCY_BOUNDS_NS, 1e9);
             }
         }
-        let admission = &state.inner.admission;
-        e.family("quorum_admission_waiting", Kind::Gauge, "Requests waiting for a slot in front of the engine.");
-        e.sample("quorum_admission_waiting", &[], admission.waiting() as f64);
-        e.family("quorum_admission_in_flight", Kind::Gauge, "Requests holding a slot now.");
-        e.sample("quorum_admission_in_flight", &[], admission.in_flight() as f64);
-        e.family("quorum_admission_slots", Kind::Gauge, "Slots in front of the engine (max_concurrent).");
-        e.sample("quorum_admission_slots", &[], state.config().limits.max_concurrent as f64);
-        e.family(
-            "quorum_admission_refused_total",
-            Kind::Counter,
-            "Requests refused before the engine: overloaded (503) or past their deadline (504).",
-        );
-        e.sample("quorum_admission_refused_total", &[("reason", "overloaded")], admission.overloaded.get() as f64);
-        e.sample("quorum_admission_refused_total", &[("reason", "deadline")], admission.deadline_refused.get() as f64);
-        e.family("quorum_server_ready", Kind::Gauge, "1 when the server is ready (ensembles loaded, not draining).");
-        e.sample("quorum_server_ready", &[], f64::from(u8::from(state.ready())));
     }
-}
-
-/// The Prometheus scrape endpoint: the server's metrics and the engine's.
-#[utoipa::path(get, path = "/metrics", tag = "meta",
-    responses((status = 200, description = "metrics in the Prometheus text format (0.0.4)", content_type = "text/plain")))]
-pub async fn metrics(_: Predictor, State(state): State<AppState>) -> Response {
-    let engine = state.engine().clone();
-    // Reading replicas, breakers and tracked metrics takes the engine's locks briefly: off the workers.
-    let text = tokio::task::spawn_blocking(move || engine.metrics_text()).await.unwrap_or_default();
-    let mut e = Exposition::new();
-    state.inner.http.write(&mut e, &state);
-    if let Some(alerts) = &state.inner.alerts {
-        alerts.write_metrics(&mut e);
-    }
-    e.append(&text);
-    let mut response = e.finish().into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-    response
 }

@@ -8,7 +8,7 @@
 //! serve` (the CLI) runs [`run`].
 
 // The table of contents, lowest first.
-pub mod alerting;
+pub mod alert_rules;
 pub mod auth;
 pub mod client;
 pub mod config;
@@ -16,8 +16,12 @@ pub mod error;
 mod http_metrics;
 mod jobs;
 mod model_stats;
-pub mod state;
+
+// What runs beside the requests: alert rules acting, the status page's history.
+pub mod alerting;
 mod status;
+
+pub mod state;
 
 mod body;
 mod middleware;

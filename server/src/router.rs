@@ -9,7 +9,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{self, ensembles, experiments, models, optimize, predict};
+use crate::api::{self, ensembles, experiments, models, monitoring, optimize, predict};
 use crate::middleware;
 use crate::oip;
 use crate::openapi::ApiDoc;
@@ -48,10 +48,10 @@ pub fn build(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(oip::infer))
         .routes(routes!(oip::version_infer))
         .routes(routes!(openapi_json))
-        .routes(routes!(crate::http_metrics::metrics))
-        .routes(routes!(crate::alerting::alerts))
-        .routes(routes!(crate::status::status))
-        .routes(routes!(crate::status::page))
+        .routes(routes!(monitoring::metrics))
+        .routes(routes!(monitoring::alerts))
+        .routes(routes!(monitoring::status))
+        .routes(routes!(monitoring::page))
         .split_for_parts();
     state.inner.http.set_routes(openapi.paths.paths.keys().map(String::as_str));
     let document = openapi.clone();

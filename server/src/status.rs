@@ -1,45 +1,37 @@
-//! The live status page: `GET /status` (one HTML file with its JS and SVG charts, built into the
-//! binary; no build step, no CDN) and the document it draws, `GET /api/v1/ml/status` — ensembles with
-//! their members (weight, accuracy, breaker, replicas), latency percentiles, throughput, alerts,
-//! experiments — and a history sampled every `status_sample_ms` (the last 720 points) so a page opened
-//! at 3 a.m. shows the last hour at once.
+//! The status page's history: the engine sampled every `status_sample_ms` (latency percentiles,
+//! throughput, errors, accuracy and weights per ensemble and member; the last 720 points) so that a
+//! page opened at 3 a.m. shows the last hour at once. The page and its document are in
+//! `api/monitoring.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
 use quorum::telemetry::{Snapshot, LATENCY_BOUNDS_NS};
-use quorum::{BreakerState, InferenceEngine};
+use quorum::InferenceEngine;
 use serde::Serialize;
 
-use crate::middleware::Predictor;
-use crate::state::AppState;
-
 const POINTS_KEPT: usize = 720;
-const PAGE: &str = include_str!("status.html");
 
 /// One ensemble at one sample.
 #[derive(Debug, Clone, Serialize)]
-struct EnsemblePoint {
-    p50_ms: Option<f64>,
-    p95_ms: Option<f64>,
-    p99_ms: Option<f64>,
+pub(crate) struct EnsemblePoint {
+    pub(crate) p50_ms: Option<f64>,
+    pub(crate) p95_ms: Option<f64>,
+    pub(crate) p99_ms: Option<f64>,
     /// Requests per second since the previous sample.
-    rps: f64,
-    errors_per_s: f64,
-    accuracy: Option<f64>,
-    weights: BTreeMap<String, f32>,
-    member_accuracy: BTreeMap<String, Option<f64>>,
+    pub(crate) rps: f64,
+    pub(crate) errors_per_s: f64,
+    pub(crate) accuracy: Option<f64>,
+    pub(crate) weights: BTreeMap<String, f32>,
+    pub(crate) member_accuracy: BTreeMap<String, Option<f64>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-struct Point {
+pub(crate) struct Point {
     /// Seconds since the Unix epoch.
-    t: f64,
-    ensembles: BTreeMap<String, EnsemblePoint>,
+    pub(crate) t: f64,
+    pub(crate) ensembles: BTreeMap<String, EnsemblePoint>,
 }
 
 /// The sampled history.
@@ -50,7 +42,7 @@ pub struct StatusHistory {
 }
 
 impl StatusHistory {
-    fn lock_points(&self) -> MutexGuard<'_, VecDeque<Point>> {
+    pub(crate) fn lock_points(&self) -> MutexGuard<'_, VecDeque<Point>> {
         self.points.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -107,104 +99,4 @@ pub fn start(engine: InferenceEngine, history: &Arc<StatusHistory>, every: Durat
             let _ = tokio::task::spawn_blocking(move || history.sample(&engine)).await;
         }
     });
-}
-
-fn breaker(state: BreakerState) -> &'static str {
-    match state {
-        BreakerState::Closed => "closed",
-        BreakerState::Open => "open",
-        BreakerState::HalfOpen => "half_open",
-    }
-}
-
-fn document(state: &AppState) -> serde_json::Value {
-    let engine = state.engine();
-    let history: Vec<Point> = state.inner.status.lock_points().iter().cloned().collect();
-    let latest = history.last();
-    let forced = engine.forced_fallbacks();
-    let mut ensembles = Vec::new();
-    for name in engine.loaded_ensembles() {
-        let Ok(handle) = engine.ensemble(&name) else { continue };
-        let config = handle.config();
-        let point = latest.and_then(|p| p.ensembles.get(&name));
-        let members: Vec<serde_json::Value> = config
-            .members
-            .iter()
-            .map(|m| {
-                let pools = engine.replicas(Some(&m.model));
-                let worst = engine.breaker_state(&m.model).into_iter().map(|(_, s)| s).max_by_key(|s| match s {
-                    BreakerState::Closed => 0,
-                    BreakerState::HalfOpen => 1,
-                    BreakerState::Open => 2,
-                });
-                serde_json::json!({
-                    "model": m.model,
-                    "weight": point.and_then(|p| p.weights.get(&m.model)),
-                    "accuracy": point.and_then(|p| p.member_accuracy.get(&m.model).copied().flatten()),
-                    "breaker": worst.map_or("closed", breaker),
-                    "replicas": pools.iter().map(|p| p.replicas).sum::<usize>(),
-                    "busy": pools.iter().map(|p| p.in_flight).sum::<usize>(),
-                    "forced_fallback": forced.contains(&m.model),
-                    "fallback": m.fallback,
-                })
-            })
-            .collect();
-        ensembles.push(serde_json::json!({
-            "name": name,
-            "version": config.version,
-            "strategy": config.strategy.as_str(),
-            "fused": handle.fusion().fused,
-            "latest": point,
-            "members": members,
-        }));
-    }
-    let alerts = match &state.inner.alerts {
-        Some(alerts) => alerts.document(engine),
-        None => serde_json::json!({"rules": [], "active": [], "events": []}),
-    };
-    serde_json::json!({
-        "server": {
-            "ready": state.ready(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_s": state.inner.started.elapsed().as_secs_f64(),
-            "sample_ms": state.config().status_sample_ms,
-        },
-        "ensembles": ensembles,
-        "history": history,
-        "alerts": alerts,
-        "experiments": engine.experiments().unwrap_or_default(),
-    })
-}
-
-/// `GET /api/v1/ml/status`: what the status page draws.
-#[utoipa::path(get, path = "/api/v1/ml/status", tag = "monitoring",
-    responses((status = 200, description = "ensembles, members, latency, alerts, experiments and their recent history")))]
-pub async fn status(_: Predictor, State(state): State<AppState>) -> Response {
-    let reader = state.clone();
-    match tokio::task::spawn_blocking(move || document(&reader)).await {
-        Ok(document) => axum::Json(document).into_response(),
-        Err(_) => crate::error::ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "building the status document failed",
-        )
-        .into_response(),
-    }
-}
-
-/// `GET /status`: the page (static: its data comes from `/api/v1/ml/status` with the token given in
-/// the page, kept in the tab's session storage, or in the URL's `#token=` fragment, which is never
-/// sent to the server).
-#[utoipa::path(get, path = "/status", tag = "monitoring", responses((status = 200, description = "the live status page", content_type = "text/html")))]
-pub async fn page() -> Response {
-    let mut response = PAGE.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    // Its own script and styles only: nothing is fetched from elsewhere.
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    response
 }

@@ -6,10 +6,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
+use super::counters::EnsembleTelemetry;
 use super::loaded::{LastGood, LoadedEnsemble};
 use super::member::{LoadedModel, Member};
 use super::route::EnsembleSlot;
-use super::telemetry::EnsembleTelemetry;
 use super::{EnsembleHandle, InferenceEngine};
 use crate::adaptive::Learning;
 use crate::ensemble::EnsembleConfig;

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use super::counters::EnsembleTelemetry;
 use super::member::Member;
-use super::telemetry::EnsembleTelemetry;
 use crate::ensemble::EnsembleConfig;
 use crate::features::Schema;
 use crate::fusion::FusedSessions;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ort::value::{DynValue, TensorRef};
 
-use super::telemetry::ModelTelemetry;
+use super::counters::ModelTelemetry;
 use crate::batching::{BatchModel, Batcher, BatchingOptions};
 use crate::breaker::{BreakerOptions, CircuitBreaker};
 use crate::error::{Error, Result};

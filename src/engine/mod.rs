@@ -13,13 +13,15 @@
 //!   → combination → tracking → settle (cache, last good, stale);
 //! - `background.rs`: refits, state flushes, autoscaling and the memory budget, off the request path;
 //! - `experiment.rs`: A/B experiments: starting, crediting outcomes, applying decisions, guardrails;
-//! - `telemetry.rs`: live counters per ensemble and model, and [`InferenceEngine::metrics_text`];
+//! - `counters.rs`: live counters per ensemble and per model version (atomic adds on the request path);
+//! - `telemetry.rs`: [`InferenceEngine::metrics_text`], the alerts' snapshot and actions;
 //! - `registry_handle.rs`: [`RegistryHandle`], a registry on its own or an engine's (what the bindings' `Registry` wraps).
 //!
 //! The path of one prediction is in ARCHITECTURE.md.
 
 mod background;
 mod builder;
+mod counters;
 mod experiment;
 mod fused;
 mod handle;

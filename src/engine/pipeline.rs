@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::counters::Path;
 use super::fused::run_fused;
 use super::loaded::LoadedEnsemble;
 use super::member::{LoadedModel, Rows};
-use super::telemetry::Path;
 use super::{EngineInner, InferenceEngine};
 use crate::adaptive::{Published, RegimeWeights};
 use crate::batching::{Completion, MemberResult};

@@ -1,155 +1,19 @@
-//! The engine's live instruments and their Prometheus exposition: counters and histograms per
-//! ensemble (shared by every load of that name, so hot swaps keep counting) and per loaded model
-//! version, bumped on the request path with relaxed atomic adds only; everything else (replicas,
-//! breakers, tracked accuracy, weights, experiments, process) is read when the text is asked for.
+//! The engine's metrics read out: the Prometheus exposition (`counters.rs`' counters plus what is
+//! read at scrape time: replicas, breakers, tracked accuracy, weights, experiments, the process,
+//! GPUs), the snapshot alert rules judge, and what alerts act with (scale-up, forced fallbacks).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::counters::EnsembleTelemetry;
 use super::member::LoadedModel;
 use super::{EngineInner, InferenceEngine};
 use crate::breaker::BreakerState;
 use crate::error::{Error, Result};
-use crate::prediction::{BatchPrediction, Prediction};
 use crate::telemetry::{
-    Counter, EnsembleReading, Exposition, Histogram, Kind, ModelReading, ProcessStats, Snapshot, LATENCY_BOUNDS_NS,
-    ROW_BOUNDS,
+    Counter, EnsembleReading, Exposition, Kind, ModelReading, ProcessStats, Snapshot, LATENCY_BOUNDS_NS, ROW_BOUNDS,
 };
 use crate::tracking::Metrics;
-
-/// How an ensemble's requests reached its members.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Path {
-    /// One ONNX Runtime call for every member.
-    Fused,
-    /// Member by member, inline on the caller's thread.
-    Members,
-    /// Through the members' queues (asynchronous callers, batching under contention).
-    Queued,
-}
-
-/// One ensemble's counters, shared by all its loads.
-pub(super) struct EnsembleTelemetry {
-    requests: Counter,
-    /// Rows answered (a batch counts its rows).
-    rows: Counter,
-    /// Failed requests by [`Error::CODES`] position.
-    errors: Box<[Counter]>,
-    degraded: Counter,
-    stale: Counter,
-    cached: Counter,
-    fallbacks: Counter,
-    paths: [Counter; 3],
-    duration: Histogram,
-    request_rows: Histogram,
-}
-
-impl EnsembleTelemetry {
-    pub fn new() -> EnsembleTelemetry {
-        EnsembleTelemetry {
-            requests: Counter::default(),
-            rows: Counter::default(),
-            errors: Error::CODES.iter().map(|_| Counter::default()).collect(),
-            degraded: Counter::default(),
-            stale: Counter::default(),
-            cached: Counter::default(),
-            fallbacks: Counter::default(),
-            paths: Default::default(),
-            duration: Histogram::latency(),
-            request_rows: Histogram::new(ROW_BOUNDS),
-        }
-    }
-
-    #[inline]
-    pub fn path(&self, path: Path) {
-        self.paths[path as usize].inc();
-    }
-
-    #[inline]
-    pub fn fallback_used(&self) {
-        self.fallbacks.inc();
-    }
-
-    #[inline]
-    pub fn cache_hit(&self) {
-        self.cached.inc();
-    }
-
-    /// A single-row request's end.
-    #[inline]
-    pub fn single(&self, result: &Result<Prediction>, started: Instant) {
-        match result {
-            Ok(p) => {
-                self.rows.inc();
-                if p.degraded {
-                    self.degraded.inc();
-                }
-                if p.stale {
-                    self.stale.inc();
-                }
-            }
-            Err(e) => self.error(e),
-        }
-        self.end(1, started);
-    }
-
-    /// A batch request's end.
-    pub fn batch(&self, result: &Result<BatchPrediction>, rows: usize, started: Instant) {
-        match result {
-            Ok(b) => {
-                self.rows.add(rows as u64);
-                if b.members.iter().any(|m| m.error.is_some()) {
-                    self.degraded.add(rows as u64);
-                }
-            }
-            Err(e) => self.error(e),
-        }
-        self.end(rows, started);
-    }
-
-    fn error(&self, e: &Error) {
-        if let Some(i) = Error::CODES.iter().position(|c| *c == e.code()) {
-            self.errors[i].inc();
-        }
-    }
-
-    #[inline]
-    fn end(&self, rows: usize, started: Instant) {
-        self.requests.inc();
-        self.request_rows.observe(rows as u64);
-        self.duration.observe_duration(started.elapsed());
-    }
-}
-
-/// One loaded model version's calls as it made them (inline, queued, fallback, fused).
-#[derive(Debug)]
-pub(super) struct ModelTelemetry {
-    calls: Counter,
-    errors: Counter,
-    duration: Histogram,
-}
-
-impl ModelTelemetry {
-    pub fn new() -> ModelTelemetry {
-        ModelTelemetry { calls: Counter::default(), errors: Counter::default(), duration: Histogram::latency() }
-    }
-
-    #[inline]
-    pub fn call(&self, failed: bool, elapsed: Duration) {
-        self.calls.inc();
-        if failed {
-            self.errors.inc();
-        }
-        self.duration.observe_duration(elapsed);
-    }
-
-    /// A call its open breaker refused: a failure that took no time.
-    #[inline]
-    pub fn refused(&self) {
-        self.calls.inc();
-        self.errors.inc();
-    }
-}
 
 /// Tracked metrics exposed per ensemble and per member: (suffix, help, getter).
 type TrackedGauge = (&'static str, &'static str, fn(&Metrics) -> Option<f64>);

@@ -1,9 +1,10 @@
 //! The story's REST API under `/api/v1/ml`: one file per resource (predictions and outcomes,
-//! ensembles, experiments, models, optimization), routed here with the scope each route needs.
+//! ensembles, experiments, models, optimization, monitoring), routed here with the scope each route needs.
 
 pub mod ensembles;
 pub mod experiments;
 pub mod models;
+pub mod monitoring;
 pub mod optimize;
 pub mod predict;
 
