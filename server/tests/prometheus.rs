@@ -222,3 +222,48 @@ fn prometheus_scrapes_quorum_fires_the_latency_alert_and_answers_every_dashboard
         empty.iter().filter(|e| !EMPTY_HERE.iter().any(|(metric, _)| e.contains(metric))).collect();
     assert!(unexplained.is_empty(), "dashboard queries without data: {unexplained:#?}");
 }
+
+/// Without a Grafana server here, the dashboard and its provisioning files are checked offline: they
+/// parse, every panel queries the provisioned Prometheus data source through the `datasource`
+/// variable, and panel ids are unique.
+#[test]
+fn the_grafana_dashboard_and_provisioning_files_are_well_formed() {
+    let dashboard: serde_json::Value = serde_json::from_str(&repo_file("deploy/grafana/quorum.json")).unwrap();
+    assert_eq!(dashboard["uid"], "quorum-overview");
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut ids: Vec<i64> = panels.iter().map(|p| p["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "panel ids repeat");
+    for panel in panels {
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{}", panel["title"]);
+        assert!(!panel["targets"].as_array().unwrap().is_empty(), "{}", panel["title"]);
+    }
+    let titles: Vec<&str> = panels.iter().map(|p| p["title"].as_str().unwrap()).collect();
+    for needed in
+        ["Latency", "Throughput", "errors", "accuracy", "weights", "breakers", "Cache", "Replicas", "Experiments"]
+    {
+        assert!(
+            titles.iter().any(|t| t.to_lowercase().contains(&needed.to_lowercase())),
+            "no {needed} panel in {titles:?}"
+        );
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Providers {
+        #[serde(rename = "apiVersion")]
+        api_version: u32,
+        providers: Vec<serde_json::Value>,
+    }
+    let providers: Providers =
+        serde_saphyr::from_str(&repo_file("deploy/grafana/provisioning/dashboards/quorum.yml")).unwrap();
+    assert_eq!(providers.api_version, 1);
+    assert_eq!(providers.providers[0]["type"], "file");
+    #[derive(serde::Deserialize)]
+    struct Sources {
+        datasources: Vec<serde_json::Value>,
+    }
+    let sources: Sources =
+        serde_saphyr::from_str(&repo_file("deploy/grafana/provisioning/datasources/prometheus.yml")).unwrap();
+    assert_eq!(sources.datasources[0]["type"], "prometheus");
+}
