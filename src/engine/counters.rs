@@ -19,12 +19,16 @@ pub(super) enum Path {
     Queued,
 }
 
-/// One ensemble's counters, shared by all its loads.
+/// One ensemble's counters, shared by all its loads. A successful single row costs three atomic adds
+/// (request, path, latency bucket and sum); what single rows imply is derived at read time.
 pub(super) struct EnsembleTelemetry {
+    /// Every request, single rows and batches.
     pub(super) requests: Counter,
-    /// Rows answered (a batch counts its rows).
-    pub(super) rows: Counter,
-    /// Failed requests by [`Error::CODES`] position.
+    /// Batch requests, the rows they answered, and those that failed.
+    pub(super) batch_requests: Counter,
+    pub(super) batch_rows: Counter,
+    pub(super) batch_errors: Counter,
+    /// Failed requests (single rows and batches) by [`Error::CODES`] position.
     pub(super) errors: Box<[Counter]>,
     pub(super) degraded: Counter,
     pub(super) stale: Counter,
@@ -32,14 +36,17 @@ pub(super) struct EnsembleTelemetry {
     pub(super) fallbacks: Counter,
     pub(super) paths: [Counter; 3],
     pub(super) duration: Histogram,
-    pub(super) request_rows: Histogram,
+    /// Rows per batch request (single rows are added at read time, in the first bucket).
+    pub(super) batch_sizes: Histogram,
 }
 
 impl EnsembleTelemetry {
     pub fn new() -> EnsembleTelemetry {
         EnsembleTelemetry {
             requests: Counter::default(),
-            rows: Counter::default(),
+            batch_requests: Counter::default(),
+            batch_rows: Counter::default(),
+            batch_errors: Counter::default(),
             errors: Error::CODES.iter().map(|_| Counter::default()).collect(),
             degraded: Counter::default(),
             stale: Counter::default(),
@@ -47,8 +54,29 @@ impl EnsembleTelemetry {
             fallbacks: Counter::default(),
             paths: Default::default(),
             duration: Histogram::latency(),
-            request_rows: Histogram::new(ROW_BOUNDS),
+            batch_sizes: Histogram::new(ROW_BOUNDS),
         }
+    }
+
+    /// Errors of every kind so far.
+    pub fn errors_total(&self) -> u64 {
+        self.errors.iter().map(Counter::get).sum()
+    }
+
+    /// Rows answered: single rows that did not fail, and the rows of batches that did not.
+    pub fn rows(&self) -> u64 {
+        let singles = self.requests.get().saturating_sub(self.batch_requests.get());
+        let single_errors = self.errors_total().saturating_sub(self.batch_errors.get());
+        singles.saturating_sub(single_errors) + self.batch_rows.get()
+    }
+
+    /// Rows per request: the batches' histogram with every single-row request in the first bucket.
+    pub fn request_rows(&self) -> crate::telemetry::HistogramSnapshot {
+        let mut snapshot = self.batch_sizes.snapshot();
+        let singles = self.requests.get().saturating_sub(self.batch_requests.get());
+        snapshot.buckets[0] += singles;
+        snapshot.sum += singles;
+        snapshot
     }
 
     #[inline]
@@ -66,49 +94,51 @@ impl EnsembleTelemetry {
         self.cached.inc();
     }
 
-    /// A single-row request's end.
+    /// A single-row request's end (its latency is the prediction's own, read once already).
     #[inline]
     pub fn single(&self, result: &Result<Prediction>, started: Instant) {
+        self.requests.inc();
         match result {
             Ok(p) => {
-                self.rows.inc();
                 if p.degraded {
                     self.degraded.inc();
                 }
                 if p.stale {
                     self.stale.inc();
                 }
+                self.duration.observe((p.latency_ms * 1e6) as u64);
             }
-            Err(e) => self.error(e),
+            Err(e) => {
+                self.error(e);
+                self.duration.observe_duration(started.elapsed());
+            }
         }
-        self.end(1, started);
     }
 
     /// A batch request's end.
     pub fn batch(&self, result: &Result<BatchPrediction>, rows: usize, started: Instant) {
+        self.requests.inc();
+        self.batch_requests.inc();
         match result {
             Ok(b) => {
-                self.rows.add(rows as u64);
+                self.batch_rows.add(rows as u64);
                 if b.members.iter().any(|m| m.error.is_some()) {
                     self.degraded.add(rows as u64);
                 }
             }
-            Err(e) => self.error(e),
+            Err(e) => {
+                self.batch_errors.inc();
+                self.error(e);
+            }
         }
-        self.end(rows, started);
+        self.batch_sizes.observe(rows as u64);
+        self.duration.observe_duration(started.elapsed());
     }
 
     fn error(&self, e: &Error) {
         if let Some(i) = Error::CODES.iter().position(|c| *c == e.code()) {
             self.errors[i].inc();
         }
-    }
-
-    #[inline]
-    fn end(&self, rows: usize, started: Instant) {
-        self.requests.inc();
-        self.request_rows.observe(rows as u64);
-        self.duration.observe_duration(started.elapsed());
     }
 }
 
@@ -132,6 +162,13 @@ impl ModelTelemetry {
             self.errors.inc();
         }
         self.duration.observe_duration(elapsed);
+    }
+
+    /// A fused call this model answered in: counted, without a latency of its own (the fused call's
+    /// is the ensemble request's).
+    #[inline]
+    pub fn fused(&self) {
+        self.calls.inc();
     }
 
     /// A call its open breaker refused: a failure that took no time.

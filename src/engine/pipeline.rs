@@ -118,7 +118,7 @@ impl EngineInner {
             if let Some(elapsed) = run_fused(fused, ens, call.dense, call.rows, &mut values) {
                 ens.telemetry.path(Path::Fused);
                 for member in &ens.members {
-                    member.model.telemetry.call(false, elapsed);
+                    member.model.telemetry.fused();
                 }
                 let latency_ms = elapsed.as_secs_f64() * 1e3;
                 let runs = ens.members.iter().map(|member| member_run(&member.model, latency_ms, None)).collect();

@@ -11,7 +11,7 @@ use super::{EngineInner, InferenceEngine};
 use crate::breaker::BreakerState;
 use crate::error::{Error, Result};
 use crate::telemetry::{
-    Counter, EnsembleReading, Exposition, Kind, ModelReading, ProcessStats, Snapshot, LATENCY_BOUNDS_NS, ROW_BOUNDS,
+    EnsembleReading, Exposition, Kind, ModelReading, ProcessStats, Snapshot, LATENCY_BOUNDS_NS, ROW_BOUNDS,
 };
 use crate::tracking::Metrics;
 
@@ -62,7 +62,7 @@ impl InferenceEngine {
             ensembles.push(EnsembleReading {
                 name: l.config.name.clone(),
                 requests: t.requests.get(),
-                errors: t.errors.iter().map(Counter::get).sum(),
+                errors: t.errors_total(),
                 duration: t.duration.snapshot(),
                 accuracy: tracked.as_ref().and_then(|m| m.metrics.window.accuracy),
                 window_outcomes: tracked.as_ref().map_or(0, |m| m.metrics.window.count),
@@ -175,7 +175,7 @@ impl EngineInner {
         each(e, "quorum_requests_total", Kind::Counter, "Prediction requests that ended (a batch is one).", &|t| {
             t.requests.get()
         });
-        each(e, "quorum_predictions_total", Kind::Counter, "Rows answered with a prediction.", &|t| t.rows.get());
+        each(e, "quorum_predictions_total", Kind::Counter, "Rows answered with a prediction.", &|t| t.rows());
         each(e, "quorum_degraded_predictions_total", Kind::Counter, "Rows answered without every member.", &|t| {
             t.degraded.get()
         });
@@ -228,7 +228,7 @@ impl EngineInner {
         e.family("quorum_request_rows", Kind::Histogram, "Rows per prediction request.");
         for l in &loads {
             let labels = [("ensemble", &*l.config.name)];
-            e.histogram("quorum_request_rows", &labels, &l.telemetry.request_rows.snapshot(), ROW_BOUNDS, 1.0);
+            e.histogram("quorum_request_rows", &labels, &l.telemetry.request_rows(), ROW_BOUNDS, 1.0);
         }
         e.family("quorum_member_weight", Kind::Gauge, "The weight each member's prediction gets now, per regime.");
         for l in &loads {
@@ -276,7 +276,7 @@ impl EngineInner {
         e.family(
             "quorum_model_call_duration_seconds",
             Kind::Histogram,
-            "One model call's latency (a fused call's for each member in it).",
+            "One call of the model on its own (inline, queued, fallback); fused calls are counted, not timed, per model.",
         );
         for (m, labels) in &labelled {
             e.histogram(
