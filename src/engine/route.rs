@@ -14,6 +14,7 @@ use super::loaded::LoadedEnsemble;
 use crate::error::{Error, Result};
 use crate::experiment::{bucket, Action, Arm, ArmWindow, Experiment, ExperimentState, ExperimentStatus};
 use crate::prediction::ExperimentArm;
+use crate::telemetry::{fine_latency_bounds, Counter, Histogram, HistogramSnapshot};
 
 /// The slot an ensemble's current load lives in; handles read it, a reload (hot swap) replaces it.
 /// While an experiment runs on the ensemble it sits here too, so that routing costs one more
@@ -41,36 +42,23 @@ impl EnsembleSlot {
     }
 }
 
-/// Latency buckets of an arm's histogram: four per octave of microseconds, up to about 2^32 µs.
-const LATENCY_BUCKETS: usize = 128;
-
 /// One arm's live request counts (atomics: any number of predicting threads add to them).
 pub(super) struct ArmCounters {
-    requests: AtomicU64,
-    errors: AtomicU64,
-    degraded: AtomicU64,
-    latency: [AtomicU64; LATENCY_BUCKETS],
+    requests: Counter,
+    errors: Counter,
+    degraded: Counter,
+    latency: Histogram,
 }
 
 impl Default for ArmCounters {
     fn default() -> Self {
         ArmCounters {
-            requests: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            degraded: AtomicU64::new(0),
-            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            requests: Counter::default(),
+            errors: Counter::default(),
+            degraded: Counter::default(),
+            latency: Histogram::new(fine_latency_bounds()),
         }
     }
-}
-
-fn latency_bucket(elapsed: Duration) -> usize {
-    let us = elapsed.as_secs_f64() * 1e6;
-    ((us + 1.0).log2() * 4.0).clamp(0.0, (LATENCY_BUCKETS - 1) as f64) as usize
-}
-
-/// The upper edge of a latency bucket, in milliseconds.
-fn bucket_upper_ms(index: usize) -> f64 {
-    ((index as f64 + 1.0) / 4.0).exp2() / 1e3
 }
 
 /// A snapshot of an arm's counters (to take interval differences).
@@ -79,45 +67,39 @@ pub(super) struct Counts {
     requests: u64,
     errors: u64,
     degraded: u64,
-    latency: Vec<u64>,
+    latency: HistogramSnapshot,
 }
 
 impl ArmCounters {
     fn observe<T>(&self, result: &Result<T>, degraded: bool, elapsed: Duration) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests.inc();
         if result.is_err() {
-            self.errors.fetch_add(1, Ordering::Relaxed);
+            self.errors.inc();
         } else if degraded {
-            self.degraded.fetch_add(1, Ordering::Relaxed);
+            self.degraded.inc();
         }
-        self.latency[latency_bucket(elapsed)].fetch_add(1, Ordering::Relaxed);
+        self.latency.observe_duration(elapsed);
     }
 
     pub fn counts(&self) -> Counts {
         Counts {
-            requests: self.requests.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            degraded: self.degraded.load(Ordering::Relaxed),
-            latency: self.latency.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            requests: self.requests.get(),
+            errors: self.errors.get(),
+            degraded: self.degraded.get(),
+            latency: self.latency.snapshot(),
         }
     }
 }
 
-/// What happened between two snapshots.
+/// What happened between two snapshots (the p95 interpolated within its 19% bucket).
 pub(super) fn window(now: &Counts, before: &Counts) -> ArmWindow {
-    let requests = now.requests - before.requests;
-    let deltas: Vec<u64> = now.latency.iter().zip(&before.latency).map(|(a, b)| a - b).collect();
-    let total: u64 = deltas.iter().sum();
-    let p95_ms = (total > 0).then(|| {
-        let rank = (total as f64 * 0.95).ceil() as u64;
-        let mut seen = 0;
-        let index = deltas.iter().position(|&d| {
-            seen += d;
-            seen >= rank
-        });
-        bucket_upper_ms(index.unwrap_or(LATENCY_BUCKETS - 1))
-    });
-    ArmWindow { requests, errors: now.errors - before.errors, degraded: now.degraded - before.degraded, p95_ms }
+    let latency = now.latency.since(&before.latency);
+    ArmWindow {
+        requests: now.requests - before.requests,
+        errors: now.errors - before.errors,
+        degraded: now.degraded - before.degraded,
+        p95_ms: latency.quantile(fine_latency_bounds(), 0.95).map(|ns| ns / 1e6),
+    }
 }
 
 /// Request-id ranges `[from, to)` of past pauses, and the start of the current one.
@@ -301,7 +283,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_window_p95_is_the_bucket_holding_the_95th_percentile() {
+    fn the_window_p95_falls_in_the_bucket_holding_the_95th_percentile() {
         let counters = ArmCounters::default();
         let before = counters.counts();
         for i in 0..100u64 {

@@ -48,6 +48,14 @@ pub const LATENCY_BOUNDS_NS: &[u64] = &[
     10_000_000_000,
 ];
 
+/// Latency bounds four per octave (19% apart) from about 1.2 µs to about 67 s, in nanoseconds: for
+/// percentiles that must be tight (experiment guardrails, the server's per-model p95) rather than
+/// exported.
+pub fn fine_latency_bounds() -> &'static [u64] {
+    static BOUNDS: std::sync::OnceLock<Box<[u64]>> = std::sync::OnceLock::new();
+    BOUNDS.get_or_init(|| (1..=104).map(|i| ((f64::from(i) / 4.0).exp2() * 1e3).round() as u64).collect())
+}
+
 /// Row-count bounds (batch sizes): powers of two up to 4096.
 pub const ROW_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 
