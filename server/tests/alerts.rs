@@ -266,6 +266,20 @@ fn accuracy_degradation_notifies_the_ml_team_in_alertmanager_format_with_retries
         || std::thread::sleep(Duration::from_millis(50)),
         |d| events(d, "accuracy_degradation", "resolved").iter().any(|e| e["subject"]["model"] == "technical"),
     );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let resolved = receiver
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b["commonLabels"]["model"] == "technical" && b["status"] == "resolved");
+        if resolved {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no resolution notification for technical");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // The secret in the webhook's path is never printed.
     assert!(!server.state().config().to_toml().unwrap().contains("secret-in-the-path"));
     let text = String::from_utf8(server.get_as(PREDICTOR, "/metrics").body).unwrap();
@@ -305,6 +319,11 @@ fn a_scale_horizontal_alert_raises_the_autoscaler_metric_while_it_fires() {
     assert_eq!(resolved["scale_horizontal_needed"], false);
     let text = String::from_utf8(server.get_as(PREDICTOR, "/metrics").body).unwrap();
     assert!(text.contains("quorum_scale_horizontal_needed 0\n"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while receiver.statuses("resource_exhaustion") != ["firing", "resolved"] {
+        assert!(Instant::now() < deadline, "webhook got {:?}", receiver.statuses("resource_exhaustion"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
