@@ -615,6 +615,10 @@ fn run(cli: Cli) -> Result<()> {
             watch::list_alerts(&watch::Target::new(target.server, &target.token_env), json)
         }
         Command::Top { target, interval, frames } => {
+            // Every frame is two requests: no faster than ten a second.
+            if interval.is_nan() || interval < 0.1 {
+                return Err(Error::InvalidInput(format!("--interval {interval}: at least 0.1 seconds")));
+            }
             let interval = quorum::units::duration_from_ms("--interval", interval * 1e3)?;
             watch::top(&watch::Target::new(target.server, &target.token_env), interval, frames)
         }

@@ -188,6 +188,13 @@ fn bad_input_is_a_one_line_error_with_a_nonzero_exit() {
         &quorum(h, &["replay", "market", "--data", "/nonexistent.csv", "--outcome", "y"]),
         "reading /nonexistent.csv",
     );
+    assert_clean_failure(&quorum(h, &["top", "--interval", "0"]), "at least 0.1 seconds");
+    assert_clean_failure(&quorum(h, &["top", "--server", "https://example.org"]), "must start with http://");
+    // Nothing listens on port 1 of loopback.
+    assert_clean_failure(&quorum(h, &["alerts", "list", "--server", "http://127.0.0.1:1"]), "http://127.0.0.1:1");
+    let rules = h.join("bad-rules.yml");
+    std::fs::write(&rules, "latency_alert:\n  condition: p95_latency > 100\n  action: log\n").unwrap();
+    assert_clean_failure(&quorum(h, &["alerts", "check", rules.to_str().unwrap()]), "needs a unit");
 }
 
 #[test]

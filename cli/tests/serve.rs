@@ -274,6 +274,18 @@ fn top_and_alerts_list_read_a_running_server_with_the_token_from_the_environment
     {
         assert!(frame.contains(expected), "{expected:?} missing from:\n{frame}");
     }
+    // A reader that goes away (`quorum top | head -3`) ends it quietly.
+    let mut piped = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .args(["top", "--server", &server, "--frames", "3", "--interval", "0.2"])
+        .env("QUORUM_TOKEN", PREDICT)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(piped.stdout.take());
+    let out = piped.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = quorum(&["alerts", "list", "--server", &server], Some(PREDICT));
     assert!(String::from_utf8_lossy(&table.stdout).contains("memory_usage > 1MB"));
     let _ = child.kill();
