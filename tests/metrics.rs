@@ -4,8 +4,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use quorum::{Batch, Fault, InferenceEngine};
 
@@ -23,26 +21,6 @@ fn families(text: &str) -> HashMap<String, String> {
             (name.to_string(), kind.to_string())
         })
         .collect()
-}
-
-/// `promtool check metrics` on the text: Ok, or its complaints. `None` when promtool is not
-/// installed (`make test` installs it; see the Makefile's `monitoring-tools`).
-fn promtool_check(text: &str) -> Option<Result<(), String>> {
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("promtool: {e}"),
-    };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    Some(if out.status.success() && said.trim().is_empty() { Ok(()) } else { Err(said) })
 }
 
 fn market() -> (tempfile::TempDir, InferenceEngine) {
@@ -102,7 +80,7 @@ fn predictions_errors_latency_and_tracking_are_counted_and_promtool_accepts_the_
     assert_eq!(kinds["quorum_request_duration_seconds"], "histogram");
     assert_eq!(kinds["quorum_requests_total"], "counter");
     assert_eq!(kinds["quorum_breaker_state"], "gauge");
-    match promtool_check(&text) {
+    match common::promtool_check(&text) {
         Some(result) => result.unwrap(),
         None => eprintln!("SKIPPED promtool check metrics: promtool is not installed (make monitoring-tools)"),
     }

@@ -131,6 +131,22 @@ fn rate(now: &Scrape, before: &Scrape, name: &str, want: &[(&str, &str)]) -> f64
     }
 }
 
+/// The per-second rates of every series of `name` whose labels include `want`, summed (each series
+/// against the same series in the earlier scrape).
+fn rate_sum(now: &Scrape, before: &Scrape, name: &str, want: &[(&str, &str)]) -> f64 {
+    let seconds = now.at.duration_since(before.at).as_secs_f64().max(1e-3);
+    let total: f64 = now
+        .all(name)
+        .iter()
+        .filter(|(labels, _)| matches(labels, want))
+        .map(|(labels, a)| match before.all(name).iter().find(|(l, _)| l == labels) {
+            Some((_, b)) if a >= b => (a - b) / seconds,
+            _ => 0.0,
+        })
+        .sum();
+    total + 0.0 // an empty f64 sum is -0.0
+}
+
 fn quantile_ms(now: &Scrape, before: &Scrape, name: &str, want: &[(&str, &str)], q: f64) -> Option<f64> {
     let (bounds, a) = now.histogram(name, want);
     let (_, b) = before.histogram(name, want);
@@ -153,22 +169,9 @@ fn frame(target: &Target, now: &Scrape, before: &Scrape, alerts: &serde_json::Va
     for (labels, _) in now.all("quorum_ensemble_info") {
         let name = labels.get("ensemble").cloned().unwrap_or_default();
         let e = [("ensemble", name.as_str())];
-        let errors: f64 = now
-            .all("quorum_prediction_errors_total")
-            .iter()
-            .filter(|(l, _)| matches(l, &e))
-            .map(|(l, _)| {
-                let code = l.get("code").cloned().unwrap_or_default();
-                rate(now, before, "quorum_prediction_errors_total", &[("ensemble", &name), ("code", &code)])
-            })
-            .sum::<f64>()
-            + 0.0; // an empty f64 sum is -0.0
+        let errors = rate_sum(now, before, "quorum_prediction_errors_total", &e);
         let fused = rate(now, before, "quorum_ensemble_calls_total", &[("ensemble", &name), ("path", "fused")]);
-        let calls: f64 = ["fused", "members", "queued"]
-            .iter()
-            .map(|p| rate(now, before, "quorum_ensemble_calls_total", &[("ensemble", &name), ("path", p)]))
-            .sum::<f64>()
-            + 0.0; // an empty f64 sum is -0.0
+        let calls = rate_sum(now, before, "quorum_ensemble_calls_total", &e);
         out += &format!(
             "{:<16} {:>4} {:>9.1} {:>9.1} {:>8.2} {:>9} {:>9} {:>9} {:>6}% {:>8} {:>8}\n",
             name,
@@ -195,34 +198,8 @@ fn frame(target: &Target, now: &Scrape, before: &Scrape, alerts: &serde_json::Va
                 .all("quorum_breaker_state")
                 .iter()
                 .any(|(l, v)| matches(l, &m) && *v == 1.0 && l.get("state").is_some_and(|s| s != "closed"));
-            let calls: f64 = now
-                .all("quorum_model_calls_total")
-                .iter()
-                .filter(|(l, _)| matches(l, &m))
-                .map(|(l, _)| {
-                    rate(
-                        now,
-                        before,
-                        "quorum_model_calls_total",
-                        &[("model", &model), ("version", l.get("version").map_or("", String::as_str))],
-                    )
-                })
-                .sum::<f64>()
-                + 0.0;
-            let errors: f64 = now
-                .all("quorum_model_errors_total")
-                .iter()
-                .filter(|(l, _)| matches(l, &m))
-                .map(|(l, _)| {
-                    rate(
-                        now,
-                        before,
-                        "quorum_model_errors_total",
-                        &[("model", &model), ("version", l.get("version").map_or("", String::as_str))],
-                    )
-                })
-                .sum::<f64>()
-                + 0.0;
+            let calls = rate_sum(now, before, "quorum_model_calls_total", &m);
+            let errors = rate_sum(now, before, "quorum_model_errors_total", &m);
             let replicas: f64 =
                 now.all("quorum_model_replicas").iter().filter(|(l, _)| matches(l, &m)).map(|(_, v)| v).sum();
             let forced = now.all("quorum_model_forced_fallback").iter().any(|(l, v)| matches(l, &m) && *v == 1.0);
@@ -265,9 +242,18 @@ fn frame(target: &Target, now: &Scrape, before: &Scrape, alerts: &serde_json::Va
             fmt(now.value("quorum_experiment_treatment_share", &[("experiment", &name)]), 2)
         );
     }
+    let http = |status: &str| rate_sum(now, before, "quorum_http_requests_total", &[("status", status)]);
+    out += &format!(
+        "\nhttp: {:.1} requests/s ({:.1} 2xx, {:.1} 4xx, {:.1} 5xx), {} waiting for a slot\n",
+        rate_sum(now, before, "quorum_http_requests_total", &[]),
+        http("2xx"),
+        http("4xx"),
+        http("5xx"),
+        fmt(now.value("quorum_admission_waiting", &[]), 0)
+    );
     let cpu = rate(now, before, "process_cpu_seconds_total", &[]);
     let rss = now.value("process_resident_memory_bytes", &[]).map(|b| b / (1 << 20) as f64);
-    out += &format!("\nprocess: CPU {:.0}% of one core, RSS {} MiB\n", cpu * 100.0, fmt(rss, 0));
+    out += &format!("process: CPU {:.0}% of one core, RSS {} MiB\n", cpu * 100.0, fmt(rss, 0));
     out
 }
 

@@ -85,3 +85,23 @@ pub fn holdout_features(n: usize) -> Vec<Features> {
         .map(|r| header.iter().zip(r).filter(|(h, _)| *h != "next_day_up").map(|(h, v)| (h.clone(), v)).collect())
         .collect()
 }
+
+/// `promtool check metrics` on the text: Ok, or its complaints. `None` when promtool is not
+/// installed (`make test` installs it; see the Makefile's `monitoring-tools`).
+pub fn promtool_check(text: &str) -> Option<Result<(), String>> {
+    let mut child = match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("promtool: {e}"),
+    };
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Some(if out.status.success() && said.trim().is_empty() { Ok(()) } else { Err(said) })
+}
