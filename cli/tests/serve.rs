@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +50,24 @@ fn print_config_merges_the_file_and_the_flags() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("error[config]"));
+}
+
+/// `quorum serve` on a free loopback port with JSON logs and `args`: the process, its address, the
+/// rest of its log lines, and the lines read so far.
+fn serve(home: &std::path::Path, args: &[&str]) -> (Child, SocketAddr, impl Iterator<Item = String> + Send, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .arg("--home")
+        .arg(home)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let mut log = String::new();
+    let addr = listening_address(&mut lines, &mut log);
+    (child, addr, lines, log)
 }
 
 /// Reads the server's JSON log lines until it says where it listens.
@@ -111,18 +129,8 @@ fn sigterm_under_load_finishes_accepted_requests_and_exits_zero() {
     }
     let tokens = home.path().join("tokens");
     std::fs::write(&tokens, format!("admin {ADMIN}\npredict {PREDICT}\n")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quorum"))
-        .arg("--home")
-        .arg(home.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "trace", "--tokens"])
-        .arg(&tokens)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
-    let mut log = String::new();
-    let addr = listening_address(&mut lines, &mut log);
+    let tokens = tokens.to_str().unwrap();
+    let (mut child, addr, lines, mut log) = serve(home.path(), &["--log-level", "trace", "--tokens", tokens]);
     let log_reader = std::thread::spawn(move || {
         for line in lines {
             log.push_str(&line);
@@ -228,20 +236,8 @@ fn top_and_alerts_list_read_a_running_server_with_the_token_from_the_environment
     assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
     assert!(String::from_utf8_lossy(&checked.stdout).contains("memory_watch"));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quorum"))
-        .arg("--home")
-        .arg(home.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--tokens"])
-        .arg(&tokens)
-        .arg("--alerts")
-        .arg(&rules)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
-    let mut log = String::new();
-    let addr = listening_address(&mut lines, &mut log);
+    let args = ["--tokens", tokens.to_str().unwrap(), "--alerts", rules.to_str().unwrap()];
+    let (mut child, addr, lines, _) = serve(home.path(), &args);
     std::thread::spawn(move || lines.for_each(drop));
     let server = format!("http://{addr}");
 

@@ -119,19 +119,8 @@ pub fn start(engine: InferenceEngine, config: &AlertsConfig) -> Result<Option<Ar
         };
         tokio::spawn(deliver(rx, delivery, Arc::downgrade(&state)));
     }
-    let interval = Duration::from_millis(config.interval_ms);
-    // Weak: the tasks end with the server's state (the webhook task when its sender goes with it).
-    let looping = Arc::downgrade(&state);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(state) = looping.upgrade() else { return };
-            let engine = engine.clone();
-            let _ = tokio::task::spawn_blocking(move || evaluate_once(&engine, &state)).await;
-        }
-    });
+    // The tasks end with the server's state (the webhook task when its sender goes with it).
+    crate::periodic::every(engine, &state, Duration::from_millis(config.interval_ms), evaluate_once);
     Ok(Some(state))
 }
 

@@ -16,6 +16,7 @@ pub mod error;
 mod http_metrics;
 mod jobs;
 mod model_stats;
+mod periodic;
 
 // What runs beside the requests: alert rules acting, the status page's history.
 pub mod alerting;

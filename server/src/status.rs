@@ -88,15 +88,5 @@ impl StatusHistory {
 
 /// Samples every `every` while the server's state lives.
 pub fn start(engine: InferenceEngine, history: &Arc<StatusHistory>, every: Duration) {
-    let history = Arc::downgrade(history);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(history) = history.upgrade() else { return };
-            let engine = engine.clone();
-            let _ = tokio::task::spawn_blocking(move || history.sample(&engine)).await;
-        }
-    });
+    crate::periodic::every(engine, history, every, |engine, history| history.sample(engine));
 }

@@ -52,15 +52,28 @@ impl Receiver {
         Receiver { url, bodies }
     }
 
-    /// The `status` of each notification about `alert`, in arrival order.
-    fn statuses(&self, alert: &str) -> Vec<String> {
-        self.bodies
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|b| b["groupLabels"]["alertname"] == alert)
-            .map(|b| b["status"].as_str().unwrap().to_string())
-            .collect()
+    /// Waits (15 s at most) until `find` finds what it looks for among the notifications received.
+    fn wait<T>(&self, what: &str, find: impl Fn(&[serde_json::Value]) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(found) = find(&self.bodies.lock().unwrap()) {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "the webhook never got {what}: {:?}", self.bodies.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the notifications about `alert` are exactly a firing, then a resolution.
+    fn wait_fired_and_resolved(&self, alert: &str) {
+        self.wait(&format!("{alert} firing then resolved"), |bodies| {
+            let statuses: Vec<&str> = bodies
+                .iter()
+                .filter(|b| b["groupLabels"]["alertname"] == alert)
+                .map(|b| b["status"].as_str().unwrap())
+                .collect();
+            (statuses == ["firing", "resolved"]).then_some(())
+        });
     }
 }
 
@@ -140,11 +153,7 @@ fn latency_alert_scales_up_the_members_pools_and_resolves() {
         |d| !events(d, "latency_alert", "resolved").is_empty(),
     );
     assert!(resolved["active"].as_array().unwrap().is_empty(), "{resolved:#}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while receiver.statuses("latency_alert") != ["firing", "resolved"] {
-        assert!(Instant::now() < deadline, "webhook got {:?}", receiver.statuses("latency_alert"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    receiver.wait_fired_and_resolved("latency_alert");
     let text = String::from_utf8(server.get_as(PREDICTOR, "/metrics").body).unwrap();
     assert!(text.contains("quorum_alert_events_total{alert=\"latency_alert\",state=\"firing\"} 1\n"), "{text}");
 }
@@ -196,11 +205,7 @@ fn model_failure_sends_the_failing_model_to_its_fallback_until_it_resolves() {
     assert!(p.model_contributions.iter().all(|c| !c.error.as_deref().unwrap_or("").contains("an alert")), "{p:?}");
     let text = String::from_utf8(server.get_as(PREDICTOR, "/metrics").body).unwrap();
     assert!(text.contains("quorum_model_forced_fallback{model=\"sentiment\",version=\"1\"} 0\n"), "{text}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while receiver.statuses("model_failure") != ["firing", "resolved"] {
-        assert!(Instant::now() < deadline, "webhook got {:?}", receiver.statuses("model_failure"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    receiver.wait_fired_and_resolved("model_failure");
 }
 
 #[test]
@@ -235,15 +240,9 @@ fn accuracy_degradation_notifies_the_ml_team_in_alertmanager_format_with_retries
         .unwrap()
         .iter()
         .any(|a| a["subject"]["model"] == "technical" && a["state"] == "firing"));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let body = loop {
-        let found = receiver.bodies.lock().unwrap().iter().find(|b| b["commonLabels"]["model"] == "technical").cloned();
-        if let Some(body) = found {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "no notification arrived");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let body = receiver.wait("a notification about technical", |bodies| {
+        bodies.iter().find(|b| b["commonLabels"]["model"] == "technical").cloned()
+    });
     // Alertmanager's webhook payload, version 4.
     assert_eq!(body["version"], "4");
     assert_eq!(body["status"], "firing");
@@ -266,20 +265,9 @@ fn accuracy_degradation_notifies_the_ml_team_in_alertmanager_format_with_retries
         || std::thread::sleep(Duration::from_millis(50)),
         |d| events(d, "accuracy_degradation", "resolved").iter().any(|e| e["subject"]["model"] == "technical"),
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let resolved = receiver
-            .bodies
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|b| b["commonLabels"]["model"] == "technical" && b["status"] == "resolved");
-        if resolved {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no resolution notification for technical");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    receiver.wait("technical's resolution", |bodies| {
+        bodies.iter().any(|b| b["commonLabels"]["model"] == "technical" && b["status"] == "resolved").then_some(())
+    });
     // The secret in the webhook's path is never printed.
     assert!(!server.state().config().to_toml().unwrap().contains("secret-in-the-path"));
     let text = String::from_utf8(server.get_as(PREDICTOR, "/metrics").body).unwrap();
@@ -319,11 +307,7 @@ fn a_scale_horizontal_alert_raises_the_autoscaler_metric_while_it_fires() {
     assert_eq!(resolved["scale_horizontal_needed"], false);
     let text = String::from_utf8(server.get_as(PREDICTOR, "/metrics").body).unwrap();
     assert!(text.contains("quorum_scale_horizontal_needed 0\n"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while receiver.statuses("resource_exhaustion") != ["firing", "resolved"] {
-        assert!(Instant::now() < deadline, "webhook got {:?}", receiver.statuses("resource_exhaustion"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    receiver.wait_fired_and_resolved("resource_exhaustion");
 }
 
 #[test]
