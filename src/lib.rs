@@ -40,7 +40,7 @@ pub mod adaptive;
 pub mod experiment;
 pub mod meta;
 pub mod online;
-pub mod persist;
+pub mod state;
 pub mod regime;
 pub mod tracking;
 
@@ -72,7 +72,7 @@ pub use features::{Batch, Features, NonFinitePolicy};
 /// A model's declared inputs and outputs, as serving protocols describe them.
 pub use onnx::{graph_io, GraphIo, TensorInfo};
 pub use optimizer::{OptimizeOptions, OptimizeReport, Optimizer};
-pub use persist::{PersistOptions, StateStore};
+pub use state::{InferenceLogOptions, InferenceLogStats, PersistOptions, StateStore, StateUrl};
 pub use prediction::{BatchPrediction, ExperimentArm, MemberRun, ModelContribution, Prediction};
 pub use registry::{
     Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry, Task, VersionSpec,

@@ -474,6 +474,23 @@ impl Tracker {
             let key = slot.key.clone().ok_or_else(|| Error::Outcome("slot without ensemble".into()))?;
             (key, slot.task, slot.regime, slot.prediction, slot.members.clone())
         };
+        self.score(&key, task, regime, prediction, &members, outcome);
+        Ok(Scored { key, regime, prediction, members })
+    }
+
+    /// The prediction `request_id` while it waits for its outcome (not consumed): what an outcome
+    /// log entry carries. `None` when unknown here or expired.
+    pub fn peek(&self, request_id: u64) -> Option<(EnsembleKey, Task, Option<Regime>, f32, Vec<f32>)> {
+        let slot = lock(self.slot(request_id));
+        if slot.request_id != request_id || slot.at.elapsed() > self.options.pending_ttl {
+            return None;
+        }
+        let key = slot.key.clone()?;
+        Some((key, slot.task, slot.regime, slot.prediction, slot.members.clone()))
+    }
+
+    /// Adds a joined prediction and outcome to the version's metrics and drift tests.
+    pub fn score(&self, key: &EnsembleKey, task: Task, regime: Option<Regime>, prediction: f32, members: &[f32], outcome: f32) {
         let now = Instant::now();
         let mut drifted = Vec::new();
         {
@@ -488,11 +505,11 @@ impl Tracker {
                 dirty: false,
             });
             s.dirty = true;
-            s.overall.add(prediction, &members, outcome, now, &self.options);
+            s.overall.add(prediction, members, outcome, now, &self.options);
             if let Some(r) = regime {
                 s.regimes.entry(r).or_insert_with(|| Group::new(m)).add(
                     prediction,
-                    &members,
+                    members,
                     outcome,
                     now,
                     &self.options,
@@ -528,7 +545,6 @@ impl Tracker {
                 events.push_back(event);
             }
         }
-        Ok(Scored { key, regime, prediction, members })
     }
 
     /// Metrics of every tracked version of `ensemble`, oldest version first.
@@ -562,9 +578,9 @@ impl Tracker {
     /// Serialises the sums of every ensemble version with new outcomes since the last call, and, with
     /// `history`, their current metrics as `model_performance` rows. Returns the keys too, so the
     /// caller can save their learners.
-    pub fn take_changes(&self, history: bool) -> (Vec<EnsembleKey>, crate::persist::Flush) {
+    pub fn take_changes(&self, history: bool) -> (Vec<EnsembleKey>, crate::state::Flush) {
         let now = Instant::now();
-        let mut flush = crate::persist::Flush::default();
+        let mut flush = crate::state::Flush::default();
         let mut keys = Vec::new();
         let mut stats = lock(&self.stats);
         for (key, s) in stats.iter_mut().filter(|(_, s)| s.dirty) {
@@ -584,7 +600,7 @@ impl Tracker {
                 for (window, metrics) in [("all_time", tracked.all_time), ("window", tracked.window)] {
                     let conditions = serde_json::json!({"ensemble": &*key.name, "ensemble_version": key.version, "window": window, "count": metrics.count});
                     for (metric, value) in metric_values(&metrics) {
-                        flush.performance.push(crate::persist::PerformanceRow {
+                        flush.performance.push(crate::state::PerformanceRow {
                             model_id: model_id.clone(),
                             model_version: model_version.clone(),
                             metric,

@@ -15,7 +15,8 @@ use crate::breaker::BreakerOptions;
 use crate::cache::{CacheOptions, PredictionCache};
 use crate::ensemble::EnsembleStore;
 use crate::error::{Error, Result};
-use crate::persist::{PersistOptions, StateStore};
+use crate::state::inference_log::InferenceLog;
+use crate::state::{InferenceLogOptions, PersistOptions, StateStore, StateUrl};
 use crate::registry::Registry;
 use crate::replicas::ModelOptions;
 use crate::runtime::{Runtime, RuntimeOptions};
@@ -38,6 +39,8 @@ pub struct EngineBuilder {
     memory_budget: Option<u64>,
     autoscale: AutoscaleSettings,
     fusion: bool,
+    state_url: Option<StateUrl>,
+    inference_log: Option<InferenceLogOptions>,
 }
 
 /// How often the autoscaler looks at the pools, and how long a pool must be quiet before it shrinks.
@@ -68,6 +71,8 @@ impl EngineBuilder {
             memory_budget: None,
             autoscale: AutoscaleSettings::default(),
             fusion: true,
+            state_url: None,
+            inference_log: None,
         }
     }
 
@@ -146,6 +151,23 @@ impl EngineBuilder {
         self
     }
 
+    /// Where state is kept (default `sqlite:<home>/state.sqlite`). A `postgres://` state is shared:
+    /// several processes over the same home learn as one from its ordered outcome log, follow each
+    /// other's registrations and ensemble changes, and never issue the same request id (feature
+    /// `postgres`).
+    pub fn with_state(mut self, url: StateUrl) -> Self {
+        self.state_url = Some(url);
+        self
+    }
+
+    /// Logs every prediction (or a sample) to the state's `inference_logs` table, off the
+    /// prediction path (see [`InferenceLogOptions`]). With a shared state it is what lets an outcome
+    /// be posted to any replica.
+    pub fn with_inference_log(mut self, options: InferenceLogOptions) -> Self {
+        self.inference_log = Some(options);
+        self
+    }
+
     /// Keep learning state in memory only.
     pub fn without_persistence(mut self) -> Self {
         self.persistence = None;
@@ -181,9 +203,28 @@ impl EngineBuilder {
             .chain([&self.default_model_options])
             .any(|o| o.provider != crate::runtime::ExecutionProvider::Cpu);
         let state = match self.persistence {
-            Some(options) => Some((StateStore::open(&self.home)?, options)),
+            Some(options) => {
+                let url = self.state_url.clone().unwrap_or_else(|| StateUrl::default_for(&self.home));
+                Some((Arc::new(StateStore::connect(&url)?), options))
+            }
+            None if self.state_url.is_some() || self.inference_log.is_some() => {
+                return Err(Error::Config(
+                    "a state URL or an inference log needs persistence: do not combine them with without_persistence".into(),
+                ))
+            }
             None => None,
         };
+        let inference_log = match (&state, self.inference_log) {
+            (Some((store, _)), Some(options)) => Some(InferenceLog::start(Arc::downgrade(store), options)?),
+            _ => None,
+        };
+        let shared = match state.as_ref().and_then(|(s, _)| s.shared()) {
+            Some(log) => Some(Arc::new(super::shared::Shared::new(Arc::clone(log))?)),
+            None => None,
+        };
+        // Request ids are unique across the processes sharing a state: each starts at its instance
+        // number times 2^40 (ids stay below 2^53, exact in JavaScript and JSON).
+        let first_request_id = shared.as_ref().map_or(0, |s| u64::from(s.status().instance) << 40) + 1;
         let inner = Arc::new(EngineInner {
             home: self.home,
             registry,
@@ -192,9 +233,11 @@ impl EngineBuilder {
             models: Mutex::new(Models::default()),
             ensembles: RwLock::new(HashMap::new()),
             tracker,
-            next_request_id: AtomicU64::new(1),
+            next_request_id: AtomicU64::new(first_request_id),
             last_history: Mutex::new(Instant::now()),
             state,
+            inference_log,
+            shared: shared.clone(),
             synchronous_refits: self.synchronous_refits,
             background: Arc::new(Background::default()),
             breaker: self.breaker,
@@ -213,6 +256,9 @@ impl EngineBuilder {
         let flush_interval = inner.state.as_ref().map(|(_, o)| o.flush_interval);
         if flush_interval.is_some() || !inner.synchronous_refits {
             spawn_background(Arc::downgrade(&inner), Arc::clone(&inner.background), flush_interval);
+        }
+        if let Some(shared) = shared {
+            super::shared::spawn_consumer(Arc::downgrade(&inner), shared)?;
         }
         Ok(InferenceEngine { inner })
     }

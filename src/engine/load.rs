@@ -15,9 +15,10 @@ use crate::adaptive::Learning;
 use crate::ensemble::EnsembleConfig;
 use crate::error::{Error, Result};
 use crate::features::Schema;
-use crate::persist::{Flush, WeightsRow};
+use crate::state::{Flush, WeightsRow};
 use crate::registry::{ModelMetadata, VersionSpec};
 use crate::strategy::normalise_weights;
+use crate::state::inference_log::LogContext;
 use crate::tracking::EnsembleKey;
 
 /// How many rows' last good predictions an ensemble with `serve_stale` keeps.
@@ -38,6 +39,7 @@ impl InferenceEngine {
                 store.write(&Flush { weights: vec![row.1], ..Default::default() })?;
             }
         }
+        self.announce("ensemble", &saved.name, None)?;
         Ok(saved)
     }
 
@@ -173,6 +175,12 @@ impl InferenceEngine {
             None => Arc::new(EnsembleTelemetry::new()),
         };
         let schema_id = schema.fingerprint();
+        let log_context = Arc::new(LogContext {
+            ensemble: Arc::from(config.name.as_str()),
+            version: config.version,
+            features: schema.names().to_vec().into(),
+            members: members.iter().map(|m| Arc::clone(&m.model.name)).collect(),
+        });
         static LOADS: AtomicU64 = AtomicU64::new(1);
         let loaded = Arc::new(LoadedEnsemble {
             id: LOADS.fetch_add(1, Ordering::Relaxed),
@@ -192,9 +200,12 @@ impl InferenceEngine {
             config,
             last_good,
             telemetry,
+            log_context,
         });
-        if let (Some((store, _)), None) = (&self.inner.state, &previous) {
-            // Resume what this ensemble version had learnt and tracked before a restart.
+        let shared = self.inner.shared.is_some();
+        if let (Some((store, _)), None, false) = (&self.inner.state, &previous, shared) {
+            // Resume what this ensemble version had learnt and tracked before a restart. (With a
+            // shared state the outcome log is replayed instead: the weights are a function of it.)
             let key = &loaded.key;
             if let Some((_, state)) = store.learner_state(&key.name, key.version)? {
                 key.learning.restore(&state);
@@ -215,6 +226,13 @@ impl InferenceEngine {
     /// predictions already running finish on the old one, none is dropped or failed. Returns the
     /// ensembles reloaded.
     pub fn set_default_version(&self, model: &str, version: u32) -> Result<Vec<String>> {
+        let reloaded = self.set_default_version_local(model, version)?;
+        self.announce("model", model, Some(version))?;
+        Ok(reloaded)
+    }
+
+    /// [`InferenceEngine::set_default_version`] in this process only (a replica following another).
+    pub(super) fn set_default_version_local(&self, model: &str, version: u32) -> Result<Vec<String>> {
         self.inner.registry.set_default(model, version)?;
         let affected: Vec<EnsembleConfig> = {
             let ensembles = self.inner.ensembles.read().unwrap_or_else(|p| p.into_inner());
@@ -240,6 +258,13 @@ impl InferenceEngine {
     /// Makes `version` the active version of ensemble `name` (pinned in the home until a new version
     /// is created) and loads it in place of the current one: a hot swap, as for a model's default.
     pub fn set_default_ensemble_version(&self, name: &str, version: u32) -> Result<EnsembleHandle> {
+        let handle = self.set_default_ensemble_version_local(name, version)?;
+        self.announce("ensemble", name, Some(version))?;
+        Ok(handle)
+    }
+
+    /// [`InferenceEngine::set_default_ensemble_version`] in this process only.
+    pub(super) fn set_default_ensemble_version_local(&self, name: &str, version: u32) -> Result<EnsembleHandle> {
         let config = self.inner.ensemble_store.get_version(name, version)?;
         self.check_members(&config)?;
         self.inner.ensemble_store.set_default(name, version)?;

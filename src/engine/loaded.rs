@@ -10,6 +10,7 @@ use crate::features::Schema;
 use crate::fusion::FusedSessions;
 use crate::prediction::Prediction;
 use crate::registry::Task;
+use crate::state::inference_log::LogContext;
 use crate::tracking::EnsembleKey;
 
 /// An ensemble resolved against the registry, with its models loaded.
@@ -31,6 +32,8 @@ pub(super) struct LoadedEnsemble {
     pub schema_id: u64,
     /// The ensemble's counters: every load of the same name shares them.
     pub telemetry: Arc<EnsembleTelemetry>,
+    /// What this load's inference log records share.
+    pub log_context: Arc<LogContext>,
 }
 
 /// Last good predictions keyed by the exact bits of the dense feature row.

@@ -33,6 +33,7 @@ mod ndarray;
 mod pipeline;
 mod registry_handle;
 mod route;
+mod shared;
 mod telemetry;
 
 use std::collections::HashMap;
@@ -45,13 +46,15 @@ pub use builder::{AutoscaleSettings, EngineBuilder, EngineOptions};
 pub use handle::{CurrentWeights, EnsembleHandle, FusionStatus, ResolvedRow};
 pub use member::Fault;
 pub use registry_handle::RegistryHandle;
+pub use shared::SharedStatus;
 
 use crate::breaker::{BreakerOptions, BreakerState};
 use crate::cache::{CacheStats, PredictionCache};
 use crate::ensemble::EnsembleStore;
 use crate::error::{Error, Result};
 use crate::features::{Batch, Features};
-use crate::persist::{PersistOptions, StateStore};
+use crate::state::inference_log::InferenceLog;
+use crate::state::{InferenceLogStats, PersistOptions, StateStore};
 use crate::prediction::{BatchPrediction, Prediction};
 use crate::registry::{ModelMetadata, ModelRegistration, Registry};
 use crate::replicas::{ModelOptions, ReplicaStatus};
@@ -89,7 +92,11 @@ struct EngineInner {
     tracker: Option<Tracker>,
     next_request_id: AtomicU64,
     last_history: Mutex<Instant>,
-    state: Option<(StateStore, PersistOptions)>,
+    state: Option<(Arc<StateStore>, PersistOptions)>,
+    /// The inference log's producer side, when logging is on.
+    inference_log: Option<InferenceLog>,
+    /// The shared outcome log and change feed, when the state is shared (PostgreSQL).
+    shared: Option<Arc<shared::Shared>>,
     synchronous_refits: bool,
     background: Arc<Background>,
     breaker: BreakerOptions,
@@ -194,6 +201,9 @@ impl InferenceEngine {
         if let Some(v) = business_value.filter(|v| !v.is_finite()) {
             return Err(Error::Outcome(format!("business value {v} for request {request_id} is not finite")));
         }
+        if let Some(shared) = &self.inner.shared {
+            return self.record_outcome_shared(shared, request_id, outcome, business_value);
+        }
         let scored = self.inner.tracker()?.record_outcome(request_id, outcome)?;
         let key = &scored.key;
         let learning = &key.learning;
@@ -233,7 +243,12 @@ impl InferenceEngine {
 
     /// The state database, when persistence is on.
     pub fn state_store(&self) -> Option<&StateStore> {
-        self.inner.state.as_ref().map(|(s, _)| s)
+        self.inner.state.as_ref().map(|(s, _)| &**s)
+    }
+
+    /// The inference log's counters, when logging is on.
+    pub fn inference_log_stats(&self) -> Option<InferenceLogStats> {
+        self.inner.inference_log.as_ref().map(InferenceLog::stats)
     }
 
     /// Hit and miss counts of the prediction cache, when there is one.

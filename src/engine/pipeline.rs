@@ -5,7 +5,7 @@
 //! Every stage takes the request's [`Call`].
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use super::counters::Path;
 use super::fused::run_fused;
@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::features::gather;
 use crate::prediction::{BatchPrediction, MemberRun, Prediction};
 use crate::strategy::{MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
+use crate::state::inference_log::InferenceRecord;
 use crate::tracking::Logged;
 
 /// One request as every stage of the pipeline sees it.
@@ -331,10 +332,26 @@ impl EngineInner {
                 }
                 strategy.combine(ens.task, &live_values, &live_weights)
             };
+            let id = first_request_id + row as u64;
             if let Some(tracker) = &self.tracker {
-                let id = first_request_id + row as u64;
                 let record = Logged { task: ens.task, regime, prediction: combined.prediction, members: member_values };
                 tracker.record_prediction(id, now, &ens.key, &record);
+            }
+            if let Some(log) = self.inference_log.as_ref().filter(|l| l.sampled(id)) {
+                let features = &call.dense[row * width..(row + 1) * width];
+                let mut values = Vec::with_capacity(features.len() + m);
+                values.extend_from_slice(features);
+                values.extend_from_slice(member_values);
+                log.push(InferenceRecord {
+                    request_id: id,
+                    context: Arc::clone(&ens.log_context),
+                    at: SystemTime::now(),
+                    latency_us: u32::try_from(call.started.elapsed().as_micros()).unwrap_or(u32::MAX),
+                    prediction: combined.prediction,
+                    confidence: combined.confidence,
+                    regime,
+                    values,
+                });
             }
             predictions.push(combined.prediction);
             confidences.push(combined.confidence);

@@ -105,3 +105,47 @@ pub fn promtool_check(text: &str) -> Option<Result<(), String>> {
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     Some(if out.status.success() && said.trim().is_empty() { Ok(()) } else { Err(said) })
 }
+
+/// A fresh PostgreSQL database for one test (`postgres://postgres@127.0.0.1:5432/<name>`), made with
+/// `psql`. `None`, with a visible message, when PostgreSQL is not reachable — unless
+/// `QUORUM_REQUIRE_POSTGRES=1` (as `make test` sets), where that is a failure.
+pub fn scratch_database(prefix: &str) -> Option<ScratchDatabase> {
+    let admin = "postgres://postgres@127.0.0.1:5432/test";
+    let name = format!("{prefix}_{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000);
+    match psql(admin, &format!("CREATE DATABASE {name}")) {
+        Ok(_) => Some(ScratchDatabase { url: format!("postgres://postgres@127.0.0.1:5432/{name}"), name }),
+        Err(e) => {
+            assert!(
+                std::env::var("QUORUM_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "PostgreSQL is required here (QUORUM_REQUIRE_POSTGRES=1) but not reachable: {e}"
+            );
+            eprintln!("SKIPPED: PostgreSQL is not reachable at 127.0.0.1:5432 ({e})");
+            None
+        }
+    }
+}
+
+/// Runs SQL through `psql` and returns its unaligned, tuples-only output.
+pub fn psql(url: &str, sql: &str) -> Result<String, String> {
+    let out = std::process::Command::new("psql")
+        .args([url, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .map_err(|e| format!("psql: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// A scratch database, dropped (its connections closed) when this is.
+pub struct ScratchDatabase {
+    pub url: String,
+    pub name: String,
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let _ = psql("postgres://postgres@127.0.0.1:5432/test", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
