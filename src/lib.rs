@@ -40,8 +40,8 @@ pub mod adaptive;
 pub mod experiment;
 pub mod meta;
 pub mod online;
-pub mod state;
 pub mod regime;
+pub mod state;
 pub mod tracking;
 
 // Optimisation: quantization rewrites, calibration, benchmarks and the optimizer's decision.
@@ -72,7 +72,6 @@ pub use features::{Batch, Features, NonFinitePolicy};
 /// A model's declared inputs and outputs, as serving protocols describe them.
 pub use onnx::{graph_io, GraphIo, TensorInfo};
 pub use optimizer::{OptimizeOptions, OptimizeReport, Optimizer};
-pub use state::{InferenceLogOptions, InferenceLogStats, PersistOptions, StateStore, StateUrl};
 pub use prediction::{BatchPrediction, ExperimentArm, MemberRun, ModelContribution, Prediction};
 pub use registry::{
     Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry, Task, VersionSpec,
@@ -80,6 +79,7 @@ pub use registry::{
 pub use replay::{ReplayOptions, ReplayReport};
 pub use replicas::{LoadPolicy, ModelOptions, ReplicaStatus};
 pub use runtime::{ExecutionProvider, ProviderFallback, Runtime, RuntimeOptions};
+pub use state::{InferenceLogOptions, InferenceLogStats, PersistOptions, StateStore, StateUrl};
 pub use stats::LatencyPercentiles;
 /// The rule every name in a home follows (models, ensembles, datasets of tools built on quorum), and
 /// the crash-safe write the stores use: exported for servers and tools that keep files in a home.

@@ -490,7 +490,15 @@ impl Tracker {
     }
 
     /// Adds a joined prediction and outcome to the version's metrics and drift tests.
-    pub fn score(&self, key: &EnsembleKey, task: Task, regime: Option<Regime>, prediction: f32, members: &[f32], outcome: f32) {
+    pub fn score(
+        &self,
+        key: &EnsembleKey,
+        task: Task,
+        regime: Option<Regime>,
+        prediction: f32,
+        members: &[f32],
+        outcome: f32,
+    ) {
         let now = Instant::now();
         let mut drifted = Vec::new();
         {

@@ -61,11 +61,18 @@ fn migrations_record_their_version_and_a_newer_schema_is_refused() {
     assert_eq!(psql(&url, "SELECT count(*) FROM schema_version").unwrap(), "1");
     drop(store);
     let tables = psql(&url, "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = 'public'").unwrap();
-    for table in ["model_performance", "ensemble_config", "inference_logs", "outcome_log", "change_log", "schema_version"] {
+    for table in
+        ["model_performance", "ensemble_config", "inference_logs", "outcome_log", "change_log", "schema_version"]
+    {
         assert!(tables.split(',').any(|t| t == table), "{table} missing from {tables}");
     }
     let indexes = psql(&url, "SELECT string_agg(indexname, ',') FROM pg_indexes WHERE schemaname = 'public'").unwrap();
-    for index in ["idx_model_performance_date", "idx_model_performance_id", "idx_inference_logs_timestamp", "idx_inference_logs_latency"] {
+    for index in [
+        "idx_model_performance_date",
+        "idx_model_performance_id",
+        "idx_inference_logs_timestamp",
+        "idx_inference_logs_latency",
+    ] {
         assert!(indexes.contains(index), "{index} missing from {indexes}");
     }
     psql(&url, "INSERT INTO schema_version (version) VALUES (7)").unwrap();
@@ -103,7 +110,8 @@ fn predictions_reach_inference_logs_with_features_and_result() {
     for (name, value) in rows[7].iter() {
         assert_eq!(features[name] as f32, value, "{name}");
     }
-    let members: Vec<f32> = fields[4].trim_matches(|c| c == '{' || c == '}').split(',').map(|v| v.parse().unwrap()).collect();
+    let members: Vec<f32> =
+        fields[4].trim_matches(|c| c == '{' || c == '}').split(',').map(|v| v.parse().unwrap()).collect();
     let expected: Vec<f32> = p.model_contributions.iter().map(|c| c.prediction.unwrap()).collect();
     assert_eq!(members, expected, "member values are stored exactly");
     let stats = engine.inference_log_stats().unwrap();
@@ -129,7 +137,8 @@ fn the_inference_log_survives_the_database_going_away_and_coming_back() {
     // The database refuses connections and drops the open ones: predictions go on, rows wait up to
     // the bound, the rest are dropped and counted.
     psql(admin, &format!("ALTER DATABASE {database} ALLOW_CONNECTIONS false")).unwrap();
-    psql(admin, &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")).unwrap();
+    psql(admin, &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"))
+        .unwrap();
     for f in rows.iter().cycle().take(500) {
         engine.predict("market", f).expect("predictions do not depend on the database");
     }
@@ -180,7 +189,9 @@ fn engines_sharing_a_state_learn_as_one_and_a_late_one_catches_up() {
     let head: i64 = psql(&url, "SELECT max(position) FROM outcome_log").unwrap().parse().unwrap();
     assert_eq!(head, 120);
     for e in [&a, &b] {
-        wait_for("the log to be applied", Duration::from_secs(10), || e.shared_status().unwrap().applied_position == head);
+        wait_for("the log to be applied", Duration::from_secs(10), || {
+            e.shared_status().unwrap().applied_position == head
+        });
     }
     assert_eq!(weight_bits(&a, "shared"), weight_bits(&b, "shared"));
     let learnt = a.ensemble("shared").unwrap().current_weights();

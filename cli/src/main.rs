@@ -14,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use quorum::replay::{self, ReplayOptions};
 use quorum::{
     EnsembleConfig, Error, ExperimentConfig, Features, InferenceEngine, MemberSpec, ModelKind, ModelRegistration,
-    OutputSpec, Registry, Result, StrategyKind, Task,
+    OutputSpec, Registry, Result, StateUrl, StrategyKind, Task,
 };
 
 #[derive(Parser, Debug)]
@@ -23,9 +23,16 @@ struct Cli {
     /// The quorum home: models, ensembles and state live here [default: ./quorum-home].
     #[arg(long, global = true, env = "QUORUM_HOME")]
     home: Option<PathBuf>,
+    /// Where learnt weights, tracked metrics and the inference log live: sqlite:<path> [default:
+    /// <home>/state.sqlite] or postgres://user@host:port/db (shared by several servers).
+    #[arg(long, global = true, env = "QUORUM_STATE", hide_env_values = true)]
+    state: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
+
+/// `--state`, set once from the command line before any engine is built.
+static STATE: std::sync::OnceLock<Option<StateUrl>> = std::sync::OnceLock::new();
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -397,7 +404,11 @@ fn main() -> ExitCode {
 }
 
 fn engine(home: &std::path::Path) -> Result<InferenceEngine> {
-    InferenceEngine::builder(home).build()
+    let builder = InferenceEngine::builder(home);
+    match STATE.get().and_then(Option::as_ref) {
+        Some(url) => builder.with_state(url.clone()).build(),
+        None => builder.build(),
+    }
 }
 
 /// Prints `text`; `Ok(false)` when the reader went away (`| head`), which is not an error.
@@ -419,6 +430,8 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     let home_given = cli.home.is_some();
+    let state = cli.state.as_deref().map(StateUrl::parse).transpose()?;
+    let _ = STATE.set(state);
     let home = cli.home.unwrap_or_else(|| PathBuf::from("./quorum-home"));
     match cli.command {
         Command::Models(cmd) => models(&home, cmd),
@@ -763,6 +776,9 @@ fn serve(home: PathBuf, home_given: bool, args: ServeArgs) -> Result<()> {
     }
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(url) = STATE.get().and_then(Option::as_ref) {
+        config.set_state(url);
     }
     if args.tokens.is_some() {
         config.tokens = args.tokens;

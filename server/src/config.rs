@@ -190,7 +190,20 @@ impl ServerConfig {
         let mut shown = self.clone();
         // A webhook's path or query may hold a secret: printed as scheme://host/….
         shown.alerts.webhooks = shown.alerts.webhooks.iter().map(|u| crate::alert_rules::redact(u)).collect();
+        // The database URL may carry a password.
+        if let Some(toml::Value::String(url)) = shown.engine.as_mut().and_then(|e| e.get_mut("state")) {
+            *url = quorum::state::redact_url(url);
+        }
         toml::to_string_pretty(&shown).map_err(|e| Error::Config(format!("printing the configuration: {e}")))
+    }
+
+    /// Sets `[engine] state` (what `--state` / `QUORUM_STATE` give).
+    pub fn set_state(&mut self, url: &quorum::StateUrl) {
+        let text = match url {
+            quorum::StateUrl::Sqlite(path) => format!("sqlite:{}", path.display()),
+            quorum::StateUrl::Postgres(url) => url.clone(),
+        };
+        self.engine.get_or_insert_with(Default::default).insert("state".into(), toml::Value::String(text));
     }
 
     /// The engine options document, parsed by the core.

@@ -122,6 +122,7 @@ pub async fn start_with_signal(
     let sample = std::time::Duration::from_millis(config.status_sample_ms);
     let state = AppState::new(engine, config, tokens, alerts);
     status::start(state.engine().clone(), &state.inner.status, sample);
+    watch_state(state.engine());
     tracing::info!(%addr, tls = tls.is_some(), tokens = state.inner.tokens.len(), "quorum serve listening");
     load_ensembles(&state);
     let (app, _) = router::build(state.clone());
@@ -140,6 +141,43 @@ pub async fn start_with_signal(
         listener::serve(listener, app, &limits, tls, shutdown).await;
     });
     Ok(Server { addr, state, stop: Some(stop), task })
+}
+
+/// Says where state lives, and every 5 s whether the inference log dropped rows or fails to write
+/// (the counts are also metrics). Never prints a password.
+fn watch_state(engine: &InferenceEngine) {
+    if let Some(store) = engine.state_store() {
+        let shared = engine.shared_status();
+        tracing::info!(state = %store.url().redacted(), instance = shared.map(|s| s.instance), "state store");
+    }
+    if engine.inference_log_stats().is_none() {
+        return;
+    }
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let (mut dropped, mut errors) = (0, 0);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let Some(s) = engine.inference_log_stats() else { return };
+            if s.dropped > dropped {
+                tracing::warn!(
+                    dropped = s.dropped - dropped,
+                    total = s.dropped,
+                    waiting = s.waiting,
+                    "inference log rows dropped: the database is slow or down"
+                );
+            }
+            if s.write_errors > errors {
+                tracing::warn!(
+                    errors = s.write_errors - errors,
+                    error = s.last_error.as_deref().unwrap_or(""),
+                    "inference log writes failing; retrying"
+                );
+            }
+            (dropped, errors) = (s.dropped, s.write_errors);
+        }
+    });
 }
 
 /// A listener with a backlog for bursts of connections: tokio's default of 1,024 overflows when

@@ -162,9 +162,14 @@ impl AppState {
         &self.inner.config
     }
 
-    /// Ready: the configured ensembles are loaded and the server is not draining.
+    /// Ready: the configured ensembles are loaded, the shared outcome log (if any) caught up, and the
+    /// server is not draining.
     pub fn ready(&self) -> bool {
-        self.inner.loaded.load(Ordering::Acquire) && !self.inner.draining.load(Ordering::Acquire)
+        self.inner.loaded.load(Ordering::Acquire)
+            && !self.inner.draining.load(Ordering::Acquire)
+            // A replica of a shared state serves once it has applied the outcome log as it stood at
+            // start, so its weights are everyone's.
+            && self.inner.engine.shared_status().is_none_or(|s| s.caught_up)
     }
 
     pub fn set_loaded(&self) {

@@ -15,11 +15,11 @@ use crate::breaker::BreakerOptions;
 use crate::cache::{CacheOptions, PredictionCache};
 use crate::ensemble::EnsembleStore;
 use crate::error::{Error, Result};
-use crate::state::inference_log::InferenceLog;
-use crate::state::{InferenceLogOptions, PersistOptions, StateStore, StateUrl};
 use crate::registry::Registry;
 use crate::replicas::ModelOptions;
 use crate::runtime::{Runtime, RuntimeOptions};
+use crate::state::inference_log::InferenceLog;
+use crate::state::{InferenceLogOptions, PersistOptions, StateStore, StateUrl};
 use crate::tracking::{Tracker, TrackingOptions};
 use crate::units::duration_from_ms;
 
@@ -202,18 +202,18 @@ impl EngineBuilder {
             .values()
             .chain([&self.default_model_options])
             .any(|o| o.provider != crate::runtime::ExecutionProvider::Cpu);
-        let state = match self.persistence {
-            Some(options) => {
-                let url = self.state_url.clone().unwrap_or_else(|| StateUrl::default_for(&self.home));
-                Some((Arc::new(StateStore::connect(&url)?), options))
-            }
-            None if self.state_url.is_some() || self.inference_log.is_some() => {
-                return Err(Error::Config(
-                    "a state URL or an inference log needs persistence: do not combine them with without_persistence".into(),
-                ))
-            }
-            None => None,
-        };
+        let state =
+            match self.persistence {
+                Some(options) => {
+                    let url = self.state_url.clone().unwrap_or_else(|| StateUrl::default_for(&self.home));
+                    Some((Arc::new(StateStore::connect(&url)?), options))
+                }
+                None if self.state_url.is_some() || self.inference_log.is_some() => return Err(Error::Config(
+                    "a state URL or an inference log needs persistence: do not combine them with without_persistence"
+                        .into(),
+                )),
+                None => None,
+            };
         let inference_log = match (&state, self.inference_log) {
             (Some((store, _)), Some(options)) => Some(InferenceLog::start(Arc::downgrade(store), options)?),
             _ => None,
@@ -297,6 +297,20 @@ pub struct EngineOptions {
     pub memory_budget_bytes: Option<u64>,
     /// Fused ensembles (default on; see [`EngineBuilder::with_fusion`]).
     pub fusion: Option<bool>,
+    /// Where state lives: `sqlite:<path>` (default `<home>/state.sqlite`) or `postgres://...`
+    /// (shared by replicas; see [`EngineBuilder::with_state`]).
+    pub state: Option<String>,
+    /// The inference log: `true` for the defaults, or its options (default off).
+    #[serde(alias = "inferenceLog")]
+    pub inference_log: Option<InferenceLogSetting>,
+}
+
+/// `inference_log = true` or a table of [`InferenceLogOptions`].
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum InferenceLogSetting {
+    On(bool),
+    Options(InferenceLogOptions),
 }
 
 impl EngineOptions {
@@ -342,6 +356,14 @@ impl EngineOptions {
         }
         if let Some(bytes) = self.memory_budget_bytes {
             builder = builder.with_memory_budget(bytes);
+        }
+        if let Some(url) = &self.state {
+            builder = builder.with_state(StateUrl::parse(url)?);
+        }
+        match self.inference_log {
+            Some(InferenceLogSetting::On(true)) => builder = builder.with_inference_log(InferenceLogOptions::default()),
+            Some(InferenceLogSetting::Options(options)) => builder = builder.with_inference_log(options),
+            Some(InferenceLogSetting::On(false)) | None => {}
         }
         Ok(builder)
     }

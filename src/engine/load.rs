@@ -15,10 +15,10 @@ use crate::adaptive::Learning;
 use crate::ensemble::EnsembleConfig;
 use crate::error::{Error, Result};
 use crate::features::Schema;
-use crate::state::{Flush, WeightsRow};
 use crate::registry::{ModelMetadata, VersionSpec};
-use crate::strategy::normalise_weights;
 use crate::state::inference_log::LogContext;
+use crate::state::{Flush, WeightsRow};
+use crate::strategy::normalise_weights;
 use crate::tracking::EnsembleKey;
 
 /// How many rows' last good predictions an ensemble with `serve_stale` keeps.

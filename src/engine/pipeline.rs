@@ -18,8 +18,8 @@ use crate::cache::CacheKey;
 use crate::error::{Error, Result};
 use crate::features::gather;
 use crate::prediction::{BatchPrediction, MemberRun, Prediction};
-use crate::strategy::{MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
 use crate::state::inference_log::InferenceRecord;
+use crate::strategy::{MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
 use crate::tracking::Logged;
 
 /// One request as every stage of the pipeline sees it.

@@ -220,8 +220,13 @@ impl InferenceEngine {
         }
         let (prediction, task) = match tracker.peek(request_id) {
             Some((key, task, regime, prediction, members)) => {
-                let logged =
-                    LoggedPrediction { ensemble: key.name.to_string(), version: key.version, regime, prediction, members };
+                let logged = LoggedPrediction {
+                    ensemble: key.name.to_string(),
+                    version: key.version,
+                    regime,
+                    prediction,
+                    members,
+                };
                 (logged, task)
             }
             None => {

@@ -496,6 +496,44 @@ impl EngineInner {
             "Failed writes of learnt weights and tracked metrics to the state store.",
         );
         e.sample("quorum_state_flush_errors_total", &[], self.flush_errors.get() as f64);
+        if let Some(log) = &self.inference_log {
+            let s = log.stats();
+            e.family("quorum_inference_log_rows_total", Kind::Counter, "Inference log rows by what became of them.");
+            e.sample("quorum_inference_log_rows_total", &[("result", "written")], s.written as f64);
+            e.sample("quorum_inference_log_rows_total", &[("result", "dropped")], s.dropped as f64);
+            e.family(
+                "quorum_inference_log_write_errors_total",
+                Kind::Counter,
+                "Failed inference log writes (each retried).",
+            );
+            e.sample("quorum_inference_log_write_errors_total", &[], s.write_errors as f64);
+            e.family("quorum_inference_log_waiting_rows", Kind::Gauge, "Inference log rows waiting for the database.");
+            e.sample("quorum_inference_log_waiting_rows", &[], s.waiting as f64);
+        }
+        if let Some(shared) = &self.shared {
+            let s = shared.status();
+            e.family(
+                "quorum_outcome_log_applied_position",
+                Kind::Gauge,
+                "The last shared outcome log position applied.",
+            );
+            e.sample("quorum_outcome_log_applied_position", &[], s.applied_position as f64);
+            e.family(
+                "quorum_outcome_log_entries_total",
+                Kind::Counter,
+                "Shared outcome log entries by what became of them.",
+            );
+            e.sample("quorum_outcome_log_entries_total", &[("result", "applied")], s.applied as f64);
+            e.sample("quorum_outcome_log_entries_total", &[("result", "skipped")], s.skipped as f64);
+            e.family(
+                "quorum_outcome_log_read_errors_total",
+                Kind::Counter,
+                "Failed reads of the shared logs (retried).",
+            );
+            e.sample("quorum_outcome_log_read_errors_total", &[], s.read_errors as f64);
+            e.family("quorum_instance", Kind::Gauge, "This process's instance number in the shared state.");
+            e.sample("quorum_instance", &[], f64::from(s.instance));
+        }
     }
 }
 

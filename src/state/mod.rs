@@ -206,8 +206,13 @@ pub(crate) trait SharedLog: Send + Sync {
     fn instance(&self) -> u32;
     /// Appends an outcome after every committed entry; `None` when the request's outcome is
     /// already in the log.
-    fn append_outcome(&self, request_id: u64, prediction: &LoggedPrediction, outcome: f32, value: Option<f64>)
-        -> Result<Option<i64>>;
+    fn append_outcome(
+        &self,
+        request_id: u64,
+        prediction: &LoggedPrediction,
+        outcome: f32,
+        value: Option<f64>,
+    ) -> Result<Option<i64>>;
     /// Entries after `position`, in order, at most `limit`.
     fn outcomes_after(&self, position: i64, limit: usize) -> Result<Vec<OutcomeEntry>>;
     /// The last position committed.
@@ -357,7 +362,10 @@ mod tests {
     fn passwords_never_reach_the_redacted_url() {
         assert_eq!(redact_url("postgres://app:s3cret@db:5432/q"), "postgres://app:***@db:5432/q");
         assert_eq!(redact_url("postgres://app@db/q"), "postgres://app@db/q");
-        assert_eq!(redact_url("postgresql://db/q?user=a&password=x&sslmode=off"), "postgresql://db/q?user=a&password=***&sslmode=off");
+        assert_eq!(
+            redact_url("postgresql://db/q?user=a&password=x&sslmode=off"),
+            "postgresql://db/q?user=a&password=***&sslmode=off"
+        );
         let url = StateUrl::parse("postgres://u:pw@h/d").unwrap();
         assert!(!format!("{url:?}").contains("pw@"));
     }

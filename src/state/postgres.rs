@@ -176,11 +176,8 @@ impl Postgres {
             .enable_all()
             .build()
             .map_err(|e| Error::io("starting the PostgreSQL runtime", e))?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(8)
             .runtime(Runtime::Tokio1)
@@ -202,7 +199,8 @@ impl Postgres {
         let pool = store.pool.clone();
         store.instance = store.run(async move {
             let client = pool.get().await.map_err(pg("connecting"))?;
-            let row = client.query_one("SELECT nextval('quorum_instance')", &[]).await.map_err(pg("quorum_instance"))?;
+            let row =
+                client.query_one("SELECT nextval('quorum_instance')", &[]).await.map_err(pg("quorum_instance"))?;
             Ok(row.get::<_, i64>(0) as u32)
         })?;
         Ok(store)
@@ -214,7 +212,9 @@ impl Postgres {
         self.runtime.spawn(async move {
             let _ = sender.send(future.await);
         });
-        receiver.recv().map_err(|_| Error::io("state database", std::io::Error::other("the PostgreSQL task stopped")))?
+        receiver
+            .recv()
+            .map_err(|_| Error::io("state database", std::io::Error::other("the PostgreSQL task stopped")))?
     }
 
     fn migrate(&self) -> Result<()> {
@@ -389,7 +389,14 @@ impl Backend for Postgres {
             .weights
             .iter()
             .map(|w| {
-                (w.ensemble.clone(), w.weights.to_string(), w.strategy.clone(), w.version as i32, w.epoch as i64, w.learner_state.clone())
+                (
+                    w.ensemble.clone(),
+                    w.weights.to_string(),
+                    w.strategy.clone(),
+                    w.version as i32,
+                    w.epoch as i64,
+                    w.learner_state.clone(),
+                )
             })
             .collect();
         let tracking: Vec<_> = flush.tracking.iter().map(|(n, v, s)| (n.clone(), *v as i32, s.clone())).collect();
@@ -397,8 +404,16 @@ impl Backend for Postgres {
             .performance
             .iter()
             .map(|p| {
-                let saturated = if p.value.is_nan() { p.value } else { p.value.clamp(-DECIMAL_10_6_MAX, DECIMAL_10_6_MAX) };
-                (p.model_id.clone(), p.model_version.clone(), p.metric.to_string(), saturated, p.value, p.conditions.to_string())
+                let saturated =
+                    if p.value.is_nan() { p.value } else { p.value.clamp(-DECIMAL_10_6_MAX, DECIMAL_10_6_MAX) };
+                (
+                    p.model_id.clone(),
+                    p.model_version.clone(),
+                    p.metric.to_string(),
+                    saturated,
+                    p.value,
+                    p.conditions.to_string(),
+                )
             })
             .collect();
         let instance = self.instance as i32;
@@ -479,15 +494,21 @@ impl Backend for Postgres {
                 )
                 .await
                 .map_err(pg("reading ensemble_config"))?;
-            Ok(rows.iter().map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, i64>(1) as u64, r.get::<_, String>(2))).collect::<Vec<_>>())
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, i64>(1) as u64, r.get::<_, String>(2)))
+                .collect::<Vec<_>>())
         })?;
         rows.into_iter()
-            .map(|(v, e, w)| Ok((v, e, serde_json::from_str(&w).map_err(|e| Error::json("ensemble_config.model_weights", e))?)))
+            .map(|(v, e, w)| {
+                Ok((v, e, serde_json::from_str(&w).map_err(|e| Error::json("ensemble_config.model_weights", e))?))
+            })
             .collect()
     }
 
     fn save_experiment(&self, name: &str, ensemble: &str, state: &str, document: &str) -> Result<()> {
-        let (name, ensemble, state, document) = (name.to_string(), ensemble.to_string(), state.to_string(), document.to_string());
+        let (name, ensemble, state, document) =
+            (name.to_string(), ensemble.to_string(), state.to_string(), document.to_string());
         with_pool(self, move |client| async move {
             client
                 .execute(
@@ -681,10 +702,8 @@ impl SharedLog for Postgres {
         let wakeups = &self.wakeups;
         let generation = wakeups.generation.lock().unwrap_or_else(|p| p.into_inner());
         let seen = *generation;
-        let _ = wakeups
-            .changed
-            .wait_timeout_while(generation, timeout, |g| *g == seen)
-            .unwrap_or_else(|p| p.into_inner());
+        let _ =
+            wakeups.changed.wait_timeout_while(generation, timeout, |g| *g == seen).unwrap_or_else(|p| p.into_inner());
     }
 
     fn wake(&self) {

@@ -87,9 +87,11 @@ impl Sqlite {
     pub(super) fn open(path: &Path) -> Result<Sqlite> {
         let connection = Connection::open(path).map_err(db_error::<rusqlite::Error>("opening"))?;
         connection.busy_timeout(Duration::from_secs(5)).map_err(db_error::<rusqlite::Error>("busy timeout"))?;
-        connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-            .map_err(db_error::<rusqlite::Error>("journal mode"))?;
+        connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;").map_err(db_error::<
+            rusqlite::Error,
+        >(
+            "journal mode",
+        ))?;
         let store = Sqlite { connection: Mutex::new(connection) };
         store.migrate(&path.display().to_string())?;
         Ok(store)
@@ -97,9 +99,11 @@ impl Sqlite {
 
     fn migrate(&self, url: &str) -> Result<()> {
         let mut connection = self.lock();
-        let tx = connection
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(db_error::<rusqlite::Error>("begin"))?;
+        let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db_error::<
+            rusqlite::Error,
+        >(
+            "begin"
+        ))?;
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)",
         )
@@ -269,7 +273,8 @@ impl Backend for Sqlite {
         let mut statement = connection
             .prepare("SELECT document FROM experiments ORDER BY name")
             .map_err(db_error::<rusqlite::Error>("reading experiments"))?;
-        let rows = statement.query_map([], |row| row.get(0)).map_err(db_error::<rusqlite::Error>("reading experiments"))?;
+        let rows =
+            statement.query_map([], |row| row.get(0)).map_err(db_error::<rusqlite::Error>("reading experiments"))?;
         rows.map(|r| r.map_err(db_error::<rusqlite::Error>("reading experiments"))).collect()
     }
 }

@@ -111,7 +111,11 @@ pub fn promtool_check(text: &str) -> Option<Result<(), String>> {
 /// `QUORUM_REQUIRE_POSTGRES=1` (as `make test` sets), where that is a failure.
 pub fn scratch_database(prefix: &str) -> Option<ScratchDatabase> {
     let admin = "postgres://postgres@127.0.0.1:5432/test";
-    let name = format!("{prefix}_{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000);
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000
+    );
     match psql(admin, &format!("CREATE DATABASE {name}")) {
         Ok(_) => Some(ScratchDatabase { url: format!("postgres://postgres@127.0.0.1:5432/{name}"), name }),
         Err(e) => {
@@ -146,6 +150,9 @@ pub struct ScratchDatabase {
 
 impl Drop for ScratchDatabase {
     fn drop(&mut self) {
-        let _ = psql("postgres://postgres@127.0.0.1:5432/test", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        let _ = psql(
+            "postgres://postgres@127.0.0.1:5432/test",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
     }
 }

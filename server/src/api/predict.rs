@@ -383,13 +383,19 @@ pub async fn outcomes(_scope: Predictor, State(state): State<AppState>, Body(bod
     let limits = &state.config().limits;
     let request: OutcomesRequest = parse(&body, limits.max_json_depth, "the outcomes request")?;
     let engine = state.engine();
+    // With a shared state an outcome is a database round trip: `inline` moves it off the worker
+    // when it is slow.
+    crate::inline::run("outcomes", || record_outcomes(engine, request, limits.max_batch_rows))
+}
+
+fn record_outcomes(engine: &quorum::InferenceEngine, request: OutcomesRequest, max_rows: usize) -> ApiResult<Response> {
     match request {
         OutcomesRequest::One(o) => {
             engine.record_outcome_valued(o.request_id, o.outcome, o.business_value)?;
             Ok(Json(OutcomesResponse { recorded: 1, errors: Vec::new() }).into_response())
         }
         OutcomesRequest::Many { outcomes } => {
-            check_rows(outcomes.len(), limits.max_batch_rows)?;
+            check_rows(outcomes.len(), max_rows)?;
             let mut errors = Vec::new();
             for (index, o) in outcomes.iter().enumerate() {
                 if let Err(e) = engine.record_outcome_valued(o.request_id, o.outcome, o.business_value) {
