@@ -175,12 +175,8 @@ impl InferenceEngine {
             None => Arc::new(EnsembleTelemetry::new()),
         };
         let schema_id = schema.fingerprint();
-        let log_context = Arc::new(LogContext {
-            ensemble: Arc::from(config.name.as_str()),
-            version: config.version,
-            features: schema.names().to_vec().into(),
-            members: members.iter().map(|m| Arc::clone(&m.model.name)).collect(),
-        });
+        let member_names: Vec<Arc<str>> = members.iter().map(|m| Arc::clone(&m.model.name)).collect();
+        let log_context = Arc::new(LogContext::new(&config.name, config.version, schema.names(), &member_names));
         static LOADS: AtomicU64 = AtomicU64::new(1);
         let loaded = Arc::new(LoadedEnsemble {
             id: LOADS.fetch_add(1, Ordering::Relaxed),

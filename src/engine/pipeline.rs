@@ -5,7 +5,7 @@
 //! Every stage takes the request's [`Call`].
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use super::counters::Path;
 use super::fused::run_fused;
@@ -345,8 +345,8 @@ impl EngineInner {
                 log.push(InferenceRecord {
                     request_id: id,
                     context: Arc::clone(&ens.log_context),
-                    at: SystemTime::now(),
-                    latency_us: u32::try_from(call.started.elapsed().as_micros()).unwrap_or(u32::MAX),
+                    at: log.wall_time(call.started),
+                    latency_us: u32::try_from(now.duration_since(call.started).as_micros()).unwrap_or(u32::MAX),
                     prediction: combined.prediction,
                     confidence: combined.confidence,
                     regime,

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -74,8 +74,21 @@ pub struct InferenceLogStats {
 pub(crate) struct LogContext {
     pub ensemble: Arc<str>,
     pub version: u32,
-    pub features: Arc<[String]>,
-    pub members: Arc<[Arc<str>]>,
+    /// Feature names, each already a JSON string followed by `:` (escaped once, not per row).
+    feature_keys: Vec<String>,
+    member_keys: Vec<String>,
+}
+
+impl LogContext {
+    pub fn new(ensemble: &str, version: u32, features: &[String], members: &[Arc<str>]) -> LogContext {
+        let key = |name: &str| format!("{}:", serde_json::Value::from(name));
+        LogContext {
+            ensemble: Arc::from(ensemble),
+            version,
+            feature_keys: features.iter().map(|f| key(f)).collect(),
+            member_keys: members.iter().map(|m| key(m)).collect(),
+        }
+    }
 }
 
 /// One logged prediction.
@@ -94,35 +107,29 @@ pub(crate) struct InferenceRecord {
 
 fn push_number(out: &mut String, value: f32) {
     if value.is_finite() {
-        let _ = write!(out, "{value}");
+        out.push_str(ryu::Buffer::new().format_finite(value));
     } else {
         out.push_str("null");
     }
 }
 
-fn push_json_string(out: &mut String, s: &str) {
-    // serde_json's escaping (names are short; this runs on the writer thread).
-    out.push_str(&serde_json::Value::from(s).to_string());
-}
-
 impl InferenceRecord {
     pub fn features(&self) -> &[f32] {
-        &self.values[..self.context.features.len()]
+        &self.values[..self.context.feature_keys.len()]
     }
 
     pub fn members(&self) -> &[f32] {
-        &self.values[self.context.features.len()..]
+        &self.values[self.context.feature_keys.len()..]
     }
 
     /// `{"feature": value, ...}` (the story's `input_features`).
     pub fn features_json(&self, out: &mut String) {
         out.push('{');
-        for (i, (name, &value)) in self.context.features.iter().zip(self.features()).enumerate() {
+        for (i, (key, &value)) in self.context.feature_keys.iter().zip(self.features()).enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            push_json_string(out, name);
-            out.push(':');
+            out.push_str(key);
             push_number(out, value);
         }
         out.push('}');
@@ -143,12 +150,11 @@ impl InferenceRecord {
             None => out.push_str(",\"regime\":null"),
         }
         out.push_str(",\"members\":{");
-        for (i, (name, &value)) in self.context.members.iter().zip(self.members()).enumerate() {
+        for (i, (key, &value)) in self.context.member_keys.iter().zip(self.members()).enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            push_json_string(out, name);
-            out.push(':');
+            out.push_str(key);
             push_number(out, value);
         }
         out.push_str("}}");
@@ -170,6 +176,9 @@ impl InferenceRecord {
 /// The producer side, held by the engine.
 pub(crate) struct InferenceLog {
     sender: SyncSender<InferenceRecord>,
+    /// The wall clock at one instant: a record's time is derived from its call's start `Instant`
+    /// (no second clock read per prediction).
+    epoch: (Instant, SystemTime),
     /// `sample` as a threshold on a request id's hash.
     threshold: u64,
     counters: Arc<LogCounters>,
@@ -204,13 +213,23 @@ impl InferenceLog {
             .spawn(move || write_loop(&receiver, &store, options, &writer_counters))
             .map_err(|e| Error::io("starting the inference log writer", e))?;
         let threshold = if options.sample >= 1.0 { u64::MAX } else { (options.sample * u64::MAX as f64) as u64 };
-        Ok(InferenceLog { sender, threshold, counters })
+        Ok(InferenceLog { sender, epoch: (Instant::now(), SystemTime::now()), threshold, counters })
     }
 
     /// Whether the prediction `request_id` is in the sample.
     #[inline]
     pub fn sampled(&self, request_id: u64) -> bool {
         self.threshold == u64::MAX || spread(request_id) < self.threshold
+    }
+
+    /// The wall-clock time of `at`.
+    #[inline]
+    pub fn wall_time(&self, at: Instant) -> SystemTime {
+        let (instant, wall) = self.epoch;
+        match at.checked_duration_since(instant) {
+            Some(after) => wall + after,
+            None => wall - instant.duration_since(at),
+        }
     }
 
     /// Queues a record; never blocks (a full queue drops it and counts the drop).
@@ -248,17 +267,21 @@ fn write_loop(
     let mut batch: Vec<InferenceRecord> = Vec::with_capacity(options.batch_rows);
     let mut backoff = Duration::from_millis(100);
     loop {
-        let deadline = Instant::now() + flush_every;
+        // The writer sleeps rather than blocking on the queue: a blocked receiver would make every
+        // prediction's send a wake-up (a futex call) on the hot path.
+        if batch.len() < options.batch_rows {
+            std::thread::sleep(flush_every);
+        }
         let mut closed = false;
         while batch.len() < options.batch_rows {
-            match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match receiver.try_recv() {
                 Ok(record) => {
                     counters.queued.fetch_sub(1, Ordering::Relaxed);
                     counters.in_batch.fetch_add(1, Ordering::Relaxed);
                     batch.push(record);
                 }
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
                     closed = true;
                     break;
                 }
@@ -300,12 +323,12 @@ mod tests {
     fn record(values: Vec<f32>) -> InferenceRecord {
         InferenceRecord {
             request_id: 7,
-            context: Arc::new(LogContext {
-                ensemble: "market".into(),
-                version: 2,
-                features: vec!["rsi \"14\"".to_string(), "vol".to_string()].into(),
-                members: vec![Arc::from("technical"), Arc::from("sentiment")].into(),
-            }),
+            context: Arc::new(LogContext::new(
+                "market",
+                2,
+                &["rsi \"14\"".to_string(), "vol".to_string()],
+                &[Arc::from("technical"), Arc::from("sentiment")],
+            )),
             at: UNIX_EPOCH + Duration::from_micros(1_795_775_532_000_123),
             latency_us: 1_234,
             prediction: 0.625,
@@ -336,7 +359,12 @@ mod tests {
     #[test]
     fn a_sample_keeps_about_its_fraction_of_request_ids() {
         let (sender, _receiver) = sync_channel(1);
-        let log = InferenceLog { sender, threshold: (0.25 * u64::MAX as f64) as u64, counters: Default::default() };
+        let log = InferenceLog {
+            sender,
+            epoch: (Instant::now(), SystemTime::now()),
+            threshold: (0.25 * u64::MAX as f64) as u64,
+            counters: Default::default(),
+        };
         let kept = (0..100_000u64).filter(|id| log.sampled(*id)).count();
         assert!((23_500..26_500).contains(&kept), "{kept}");
     }

@@ -311,14 +311,13 @@ fn copy_escape(out: &mut String, value: &str) {
 }
 
 fn float_text(out: &mut String, value: f32) {
-    use std::fmt::Write as _;
     if value.is_nan() {
         out.push_str("NaN");
     } else if value.is_infinite() {
         out.push_str(if value > 0.0 { "Infinity" } else { "-Infinity" });
     } else {
-        // Rust prints the shortest text that reads back as the same f32.
-        let _ = write!(out, "{value}");
+        // The shortest text that reads back as the same f32.
+        out.push_str(ryu::Buffer::new().format_finite(value));
     }
 }
 
@@ -725,7 +724,7 @@ mod tests {
             float_text(&mut f, v);
             f.push(' ');
         }
-        assert_eq!(f, "0.1 NaN -Infinity 0.0000001 ");
+        assert_eq!(f, "0.1 NaN -Infinity 1e-7 ");
     }
 
     #[test]
