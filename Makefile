@@ -24,7 +24,7 @@ VENV_SERVE := .venv-serve
 VENV_SERVE_STAMP := $(VENV_SERVE)/.stamp-$(ORT_VERSION)
 SERVE_PORT ?= 8080
 
-.PHONY: demo test monitoring-tools monitoring-check venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference
+.PHONY: demo test monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -78,6 +78,36 @@ monitoring-tools:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v chromium >/dev/null || \
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus chromium)
 
+# haproxy, from Debian: the load balancer in front of three replicas in the scale-out proof.
+scale-tools:
+	@command -v haproxy >/dev/null || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends haproxy)
+
+# PostgreSQL as the state store, against the local server (127.0.0.1:5432, trust auth): here a test
+# that cannot reach it fails instead of skipping.
+postgres-test:
+	QUORUM_REQUIRE_POSTGRES=1 cargo test -p quorum --features postgres --test postgres
+
+# The scale-out proof: three `quorum serve` replicas behind haproxy on one PostgreSQL, the held-out
+# data replayed through the balancer, then again with kill -9 of a replica (scripts/scale_out.py).
+scale-out-check: scale-tools
+	cargo build -p quorum-cli
+	$(PYTHON) scripts/scale_out.py --quorum target/debug/quorum
+
+# The Kubernetes manifests against the Kubernetes schemas (offline, PyPI's kubernetes-validate, for
+# the oldest and newest versions checked), then what ties them to the server (scripts/k8s_check.py).
+VENV_K8S := .venv-k8s
+K8S_MANIFESTS := $(filter-out deploy/k8s/kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
+$(VENV_K8S)/.stamp:
+	$(PYTHON) -m venv $(VENV_K8S)
+	$(VENV_K8S)/bin/pip install --quiet kubernetes-validate
+	touch $@
+k8s-check: $(VENV_K8S)/.stamp
+	$(VENV_K8S)/bin/kubernetes-validate --strict --quiet -k 1.30.0 $(K8S_MANIFESTS)
+	$(VENV_K8S)/bin/kubernetes-validate --strict --quiet -k 1.37.0 $(K8S_MANIFESTS)
+	cargo build -p quorum-cli
+	$(VENV_K8S)/bin/python scripts/k8s_check.py --quorum target/debug/quorum
+
 # The Prometheus rules: syntax, their unit tests, and the example scrape configuration.
 monitoring-check: monitoring-tools
 	promtool check rules deploy/prometheus/alerts.yml
@@ -87,11 +117,13 @@ monitoring-check: monitoring-tools
 	  deploy/prometheus/prometheus.yml > $$tmp/prometheus.yml && promtool check config $$tmp/prometheus.yml; \
 	  status=$$?; rm -rf $$tmp; exit $$status
 
-test: venv ort-compat venv-serve monitoring-tools monitoring-check
+test: venv ort-compat venv-serve monitoring-tools monitoring-check k8s-check
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --all-targets
 	cargo test -p quorum --features ndarray --test ndarray
+	$(MAKE) postgres-test
+	$(MAKE) scale-out-check
 	cargo test --doc
 	$(MAKE) python-test
 	$(MAKE) node-test
