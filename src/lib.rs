@@ -61,7 +61,7 @@ pub use breaker::{BreakerOptions, BreakerState, SlidingWindow};
 pub use cache::{CacheOptions, CacheStats};
 pub use engine::{
     AutoscaleSettings, CurrentWeights, EngineBuilder, EngineOptions, EnsembleHandle, Fault, FusionStatus,
-    InferenceEngine, RegistryHandle, ResolvedRow,
+    InferenceEngine, InferenceLogSetting, RegistryHandle, ResolvedRow, SharedStatus,
 };
 pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};
 pub use error::{Error, Result};

@@ -45,6 +45,13 @@ export declare class InferenceEngine {
    * `reason` when they do not.
    */
   fusion(ensemble: string): any
+  /**
+   * The inference log's counters (`written`, `dropped`, `write_errors`, `waiting`, `last_error`), or
+   * null when logging is off.
+   */
+  inferenceLogStats(): any
+  /** Where this process stands in a shared (PostgreSQL) state's outcome log, or null. */
+  sharedStatus(): any
   /** Drops the idle replicas of `model` (it loads again on its next call); returns how many. */
   unloadModel(model: string): number
   /** `predict` on the libuv thread pool (`routingKey` as in `predict`). */
@@ -207,6 +214,10 @@ export interface EngineOptions {
   memoryBudgetBytes?: number
   /** Run each ensemble's members as one fused ONNX model when they can be (default true). */
   fusion?: boolean
+  /** Where state lives: `sqlite:<path>` (default `<home>/state.sqlite`) or `postgres://...`. */
+  state?: string
+  /** Log every prediction: `true`, or `{sample?, queueCapacity?, batchRows?, flushMs?}`. */
+  inferenceLog?: boolean | { sample?: number, queueCapacity?: number, batchRows?: number, flushMs?: number }
 }
 
 /** Every code the core's errors carry (`quorum.ErrorCode` in index.js names each; a test checks). */

@@ -25,10 +25,13 @@ pub struct InferenceLogOptions {
     /// sample is the same on every replica's records.
     pub sample: f64,
     /// Records that may wait for the database (default 100,000); past it they are dropped and counted.
+    #[serde(alias = "queueCapacity")]
     pub queue_capacity: usize,
     /// Most rows per write (default 5,000).
+    #[serde(alias = "batchRows")]
     pub batch_rows: usize,
-    /// Longest a record waits for a fuller batch, in milliseconds (default 50).
+    /// How often the writer takes what is queued, in milliseconds (default 50).
+    #[serde(alias = "flushMs")]
     pub flush_ms: u64,
 }
 

@@ -224,6 +224,11 @@ pub struct EngineOptions {
     pub memory_budget_bytes: Option<f64>,
     /// Run each ensemble's members as one fused ONNX model when they can be (default true).
     pub fusion: Option<bool>,
+    /// Where state lives: `sqlite:<path>` (default `<home>/state.sqlite`) or `postgres://...`.
+    pub state: Option<String>,
+    /// Log every prediction: `true`, or `{sample?, queueCapacity?, batchRows?, flushMs?}`.
+    #[napi(ts_type = "boolean | { sample?: number, queueCapacity?: number, batchRows?: number, flushMs?: number }")]
+    pub inference_log: Option<serde_json::Value>,
 }
 
 /// Options of `optimize`.
@@ -448,6 +453,19 @@ impl JsInferenceEngine {
     #[napi]
     pub fn fusion(&self, ensemble: String) -> Result<serde_json::Value> {
         to_json(&guarded(|| Ok(self.inner.ensemble(&ensemble)?.fusion()))?)
+    }
+
+    /// The inference log's counters (`written`, `dropped`, `write_errors`, `waiting`, `last_error`), or
+    /// null when logging is off.
+    #[napi]
+    pub fn inference_log_stats(&self) -> Result<serde_json::Value> {
+        to_json(&self.inner.inference_log_stats())
+    }
+
+    /// Where this process stands in a shared (PostgreSQL) state's outcome log, or null.
+    #[napi]
+    pub fn shared_status(&self) -> Result<serde_json::Value> {
+        to_json(&self.inner.shared_status())
     }
 
     /// Drops the idle replicas of `model` (it loads again on its next call); returns how many.

@@ -86,3 +86,23 @@ test('metricsText is the Prometheus exposition of what was counted', () => {
   assert.ok(text.includes('# TYPE quorum_request_duration_seconds histogram\n'))
   assert.ok(text.includes('quorum_request_duration_seconds_count{ensemble="market"} 3\n'))
 })
+
+test('the inference log writes every prediction to the state store', async () => {
+  const fs = require('node:fs')
+  const os = require('node:os')
+  const path = require('node:path')
+  const { MODELS, manifest } = require('./helpers')
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'quorum-node-log-'))
+  const engine = new quorum.InferenceEngine(home, { inferenceLog: { flushMs: 5 } })
+  for (const m of manifest()) engine.registerModel(m.name, path.join(MODELS, `${m.name}.onnx`), m.features)
+  engine.createEnsemble({ name: 'market', members: ['technical', 'fundamental', 'sentiment'] })
+  for (const row of rows.slice(0, 20)) engine.predict('market', featuresOf(engine, row))
+  const deadline = Date.now() + 10000
+  while (engine.inferenceLogStats().written < 20 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  assert.equal(engine.inferenceLogStats().written, 20)
+  assert.equal(engine.inferenceLogStats().dropped, 0)
+  assert.equal(engine.sharedStatus(), null)
+  assert.throws(() => new quorum.InferenceEngine(home, { state: 'mysql://u:secret@h/q' }), (e) => e.code === 'config' && !e.message.includes('secret'))
+})

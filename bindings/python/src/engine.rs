@@ -24,7 +24,7 @@ impl InferenceEngine {
 #[pymethods]
 impl InferenceEngine {
     #[new]
-    #[pyo3(signature = (home, ort_library=None, tracking=true, persistence=true, sessions_per_model=None, synchronous_refits=false, cache_capacity=None, cache_ttl_ms=None, default_model=None, models=None, memory_budget_bytes=None, fusion=true))]
+    #[pyo3(signature = (home, ort_library=None, tracking=true, persistence=true, sessions_per_model=None, synchronous_refits=false, cache_capacity=None, cache_ttl_ms=None, default_model=None, models=None, memory_budget_bytes=None, fusion=true, state=None, inference_log=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python constructor
     fn new(
         py: Python<'_>,
@@ -40,6 +40,8 @@ impl InferenceEngine {
         models: Option<Bound<'_, PyAny>>,
         memory_budget_bytes: Option<u64>,
         fusion: bool,
+        state: Option<String>,
+        inference_log: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         // The keyword arguments as the core's options document: validated there, once, for every
         // language.
@@ -57,6 +59,8 @@ impl InferenceEngine {
             "default_model": json(default_model)?,
             "memory_budget_bytes": memory_budget_bytes,
             "fusion": fusion,
+            "state": state,
+            "inference_log": json(inference_log)?,
         });
         if let Some(models) = models {
             // Anything but a dict of option dicts is refused by the core, with its error text.
@@ -90,6 +94,17 @@ impl InferenceEngine {
     fn fusion<'py>(&self, py: Python<'py>, ensemble: &str) -> PyResult<Bound<'py, PyAny>> {
         let status = guarded(py, || Ok(self.inner.ensemble(ensemble)?.fusion()))?;
         to_python(py, &status)
+    }
+
+    /// The inference log's counters (`written`, `dropped`, `write_errors`, `waiting`, `last_error`),
+    /// or None when logging is off.
+    fn inference_log_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, &self.inner.inference_log_stats())
+    }
+
+    /// Where this process stands in a shared (PostgreSQL) state's outcome log, or None.
+    fn shared_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, &self.inner.shared_status())
     }
 
     /// Drops the idle replicas of `model` (it loads again on its next call); returns how many.

@@ -88,3 +88,31 @@ def test_metrics_text_is_the_prometheus_exposition_of_what_was_counted(engine, r
     assert 'quorum_predictions_total{ensemble="market"} 3\n' in text
     assert "# TYPE quorum_request_duration_seconds histogram\n" in text
     assert 'quorum_request_duration_seconds_count{ensemble="market"} 3\n' in text
+
+
+def test_inference_log_writes_every_prediction_to_the_state_store(tmp_path, rows):
+    import sqlite3
+    import time
+
+    from conftest import MODELS, manifest
+
+    state = tmp_path / "elsewhere.sqlite"
+    e = quorum.InferenceEngine(tmp_path / "logged", state=f"sqlite:{state}", inference_log={"flush_ms": 5})
+    for m in manifest():
+        e.register_model(m["name"], MODELS / f"{m['name']}.onnx", m["features"])
+    e.create_ensemble({"name": "market", "members": ["technical", "fundamental", "sentiment"]})
+    ids = [e.predict("market", {n: r[n] for n in e.feature_names("market")}).request_id for r in rows[:20]]
+    deadline = time.time() + 10
+    while e.inference_log_stats()["written"] < 20 and time.time() < deadline:
+        time.sleep(0.02)
+    assert e.inference_log_stats()["dropped"] == 0
+    assert e.shared_status() is None
+    logged = sqlite3.connect(state).execute("SELECT request_id FROM inference_logs ORDER BY id").fetchall()
+    assert [int(r[0]) for r in logged] == ids
+
+
+def test_a_bad_state_url_is_a_config_error(tmp_path):
+    with pytest.raises(quorum.ConfigError) as info:
+        quorum.InferenceEngine(tmp_path / "h", state="mysql://root:secret@db/q")
+    assert info.value.code == "config"
+    assert "secret" not in str(info.value)
