@@ -480,13 +480,14 @@ impl Tracker {
 
     /// The prediction `request_id` while it waits for its outcome (not consumed): what an outcome
     /// log entry carries. `None` when unknown here or expired.
-    pub fn peek(&self, request_id: u64) -> Option<(EnsembleKey, Task, Option<Regime>, f32, Vec<f32>)> {
+    pub fn peek(&self, request_id: u64) -> Option<(Scored, Task)> {
         let slot = lock(self.slot(request_id));
         if slot.request_id != request_id || slot.at.elapsed() > self.options.pending_ttl {
             return None;
         }
         let key = slot.key.clone()?;
-        Some((key, slot.task, slot.regime, slot.prediction, slot.members.clone()))
+        let pending = Scored { key, regime: slot.regime, prediction: slot.prediction, members: slot.members.clone() };
+        Some((pending, slot.task))
     }
 
     /// Adds a joined prediction and outcome to the version's metrics and drift tests.

@@ -219,13 +219,13 @@ impl InferenceEngine {
             return Err(Error::Outcome(format!("outcome {outcome} for request {request_id} is not finite")));
         }
         let (prediction, task) = match tracker.peek(request_id) {
-            Some((key, task, regime, prediction, members)) => {
+            Some((pending, task)) => {
                 let logged = LoggedPrediction {
-                    ensemble: key.name.to_string(),
-                    version: key.version,
-                    regime,
-                    prediction,
-                    members,
+                    ensemble: pending.key.name.to_string(),
+                    version: pending.key.version,
+                    regime: pending.regime,
+                    prediction: pending.prediction,
+                    members: pending.members,
                 };
                 (logged, task)
             }

@@ -58,6 +58,8 @@ class InferenceEngine(_NativeEngine):
         models: Optional[dict] = None,
         memory_budget_bytes: Optional[int] = None,
         fusion: bool = True,
+        state: Optional[str] = None,
+        inference_log: "bool | dict | None" = None,
     ) -> "InferenceEngine":
         """`default_model` and `models` (by model name) say how models are served, each a dict with
         any of: `replicas` ([min, max]; the autoscaler moves within), `load` ("eager" | "lazy"),
@@ -65,8 +67,12 @@ class InferenceEngine(_NativeEngine):
         `max_delay_us`, `dispatchers`}). `cache_capacity` puts a prediction cache in front (entries
         served for `cache_ttl_ms`, default 1000). `memory_budget_bytes` unloads idle models over it.
         `fusion` runs each ensemble's members as one fused ONNX model when they can be (see
-        `fusion()`). The engine's `registry` and `optimizer` are the `Registry` and `Optimizer` of its
-        home; the model methods below are shortcuts to them."""
+        `fusion()`). `state` is where learnt weights, metrics and the inference log live:
+        "sqlite:<path>" (default `<home>/state.sqlite`) or "postgres://..." (shared by several
+        processes). `inference_log` (True, or a dict of `sample`, `queue_capacity`, `batch_rows`,
+        `flush_ms`) logs every prediction off the prediction path. The engine's `registry` and
+        `optimizer` are the `Registry` and `Optimizer` of its home; the model methods below are
+        shortcuts to them."""
         return super().__new__(
             cls,
             os.fspath(home),
@@ -81,6 +87,8 @@ class InferenceEngine(_NativeEngine):
             models,
             memory_budget_bytes,
             fusion,
+            state,
+            inference_log,
         )
 
     @property
