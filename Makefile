@@ -84,7 +84,8 @@ scale-tools:
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends haproxy)
 
 # PostgreSQL as the state store, against the local server (127.0.0.1:5432, trust auth): here a test
-# that cannot reach it fails instead of skipping.
+# that cannot reach it fails instead of skipping. (`make test` runs them in `cargo test --all-targets`,
+# where the server crate turns the feature on, with the same variable set.)
 postgres-test:
 	QUORUM_REQUIRE_POSTGRES=1 cargo test -p quorum --features postgres --test postgres
 
@@ -120,9 +121,8 @@ monitoring-check: monitoring-tools
 test: venv ort-compat venv-serve monitoring-tools monitoring-check k8s-check
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo test --all-targets
+	QUORUM_REQUIRE_POSTGRES=1 cargo test --all-targets
 	cargo test -p quorum --features ndarray --test ndarray
-	$(MAKE) postgres-test
 	$(MAKE) scale-out-check
 	cargo test --doc
 	$(MAKE) python-test

@@ -195,6 +195,16 @@ fn bad_input_is_a_one_line_error_with_a_nonzero_exit() {
     let rules = h.join("bad-rules.yml");
     std::fs::write(&rules, "latency_alert:\n  condition: p95_latency > 100\n  action: log\n").unwrap();
     assert_clean_failure(&quorum(h, &["alerts", "check", rules.to_str().unwrap()]), "needs a unit");
+    let predict = ["predict", "market", "--features", "{}"];
+    let unknown = quorum(h, &[&["--state", "mysql://root:hunter2@db/q"][..], &predict].concat());
+    assert_clean_failure(&unknown, "expected sqlite:<path> or postgres://");
+    // A database that does not answer (nothing on port 1), given through the environment: the
+    // password stays out of the message.
+    let down = quorum_with(h, &[("QUORUM_STATE", "postgres://app:hunter2@127.0.0.1:1/q")], &predict);
+    assert_clean_failure(&down, "state database");
+    for out in [&unknown, &down] {
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"));
+    }
 }
 
 #[test]
