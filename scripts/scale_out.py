@@ -344,6 +344,15 @@ backend replicas
         reference, applied = single_engine_weights(args, work, home, url, features_by_id)
         assert applied == count
         print(f"phase 2: outcome log holds {count} outcomes, each once; none acknowledged was lost")
+        for r in replicas:
+            status, body = http(r.port, "GET", "/api/v1/ml/status")
+            assert status == 200, (r.name, status)
+            state = body["state"]
+            assert state["url"].startswith("postgres://"), state
+            assert state["shared"]["caught_up"] and state["shared"]["applied_position"] == head, (r.name, state)
+            print(f"  {r.name}: instance {state['shared']['instance']}, applied {state['shared']['applied']} "
+                  f"(skipped {state['shared']['skipped']}), inference log written {state['inference_log']['written']}, "
+                  f"dropped {state['inference_log']['dropped']}")
         check_same(replicas, reference, "phase 2")
         if failed["predict"] > args.clients:
             raise SystemExit(f"FAIL: {failed['predict']} failed predictions: more than the {args.clients} that can be "

@@ -148,7 +148,13 @@ pub async fn start_with_signal(
 fn watch_state(engine: &InferenceEngine) {
     if let Some(store) = engine.state_store() {
         let shared = engine.shared_status();
-        tracing::info!(state = %store.url().redacted(), instance = shared.map(|s| s.instance), "state store");
+        tracing::info!(state = %store.url().redacted(), instance = shared.as_ref().map(|s| s.instance), "state store");
+        if shared.is_some() && engine.inference_log_stats().is_none() {
+            tracing::warn!(
+                "shared state without the inference log: an outcome can only be posted to the replica that made \
+                 its prediction (set [engine] inference_log = true)"
+            );
+        }
     }
     if engine.inference_log_stats().is_none() {
         return;

@@ -129,6 +129,13 @@ fn document(state: &AppState) -> serde_json::Value {
         "history": history,
         "alerts": alerts,
         "experiments": engine.experiments().unwrap_or_default(),
+        // Where state lives (password redacted), the inference log's counters, and this replica's
+        // place in a shared outcome log.
+        "state": {
+            "url": engine.state_store().map(|s| s.url().redacted()),
+            "inference_log": engine.inference_log_stats(),
+            "shared": engine.shared_status(),
+        },
     })
 }
 
