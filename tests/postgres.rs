@@ -185,7 +185,11 @@ fn engines_sharing_a_state_learn_as_one_and_a_late_one_catches_up() {
         let again = receiver.record_outcome(p.request_id, 1.0).unwrap_err();
         assert_eq!(again.code(), "outcome", "an outcome counts once");
     }
-    assert_eq!(a.record_outcome(u64::MAX >> 12, 1.0).unwrap_err().code(), "outcome");
+    // An id this process could have issued but no longer holds is refused at once, not waited for.
+    let own = u64::from(a.shared_status().unwrap().instance) << 40;
+    let started = Instant::now();
+    assert_eq!(a.record_outcome(own + 999_999_999, 1.0).unwrap_err().code(), "outcome");
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     let head: i64 = psql(&url, "SELECT max(position) FROM outcome_log").unwrap().parse().unwrap();
     assert_eq!(head, 120);
     for e in [&a, &b] {
@@ -219,4 +223,35 @@ fn engines_sharing_a_state_learn_as_one_and_a_late_one_catches_up() {
         single.record_outcome(p.request_id, outcome.parse().unwrap()).unwrap();
     }
     assert_eq!(weight_bits(&single, "shared"), weight_bits(&a, "shared"));
+}
+
+#[test]
+fn an_experiment_is_credited_with_its_predictions_outcomes_posted_to_another_engine() {
+    let Some(db) = common::scratch_database("q_ab") else { return };
+    let home = tempfile::tempdir().unwrap();
+    let log = Some(InferenceLogOptions { flush_ms: 5, ..Default::default() });
+    let a = engine(home.path(), &db.url, log);
+    let b = engine(home.path(), &db.url, log);
+    register_models(&a);
+    a.create_ensemble(boa("exp")).unwrap();
+    let treatment = a.create_ensemble_inactive(boa("exp")).unwrap().version;
+    let mut config = quorum::ExperimentConfig::new("ab", "exp", 1, treatment);
+    config.steps = vec![50.0, 100.0];
+    a.start_experiment(config).unwrap();
+    wait_for("b to load the ensemble", Duration::from_secs(10), || b.ensemble("exp").is_ok());
+    let handle = a.ensemble("exp").unwrap();
+    let rows = common::holdout_features(60);
+    let mut versions = std::collections::HashSet::new();
+    for (i, f) in rows.iter().enumerate() {
+        let p = handle.predict_routed(f, Some(&format!("user-{i}")), None).unwrap();
+        versions.insert(p.ensemble_version);
+        b.record_outcome(p.request_id, (i % 2) as f32).unwrap();
+    }
+    assert_eq!(versions.len(), 2, "both arms predicted: {versions:?}");
+    let head = 60;
+    wait_for("a to apply the log", Duration::from_secs(10), || a.shared_status().unwrap().applied_position == head);
+    let status = a.experiment_status("ab").unwrap();
+    assert_eq!(status.arms.control.outcomes + status.arms.treatment.outcomes, 60, "{status:?}");
+    assert!(status.arms.treatment.outcomes > 0);
+    assert_eq!(a.shared_status().unwrap().skipped, 0, "the treatment's outcomes teach the treatment");
 }

@@ -168,13 +168,19 @@ impl InferenceEngine {
     fn apply_entry(&self, shared: &Shared, entry: &OutcomeEntry) {
         let p = &entry.prediction;
         let Some(tracker) = self.inner.tracker.as_ref() else { return };
-        let loaded = match self.ensemble(&p.ensemble) {
-            Ok(handle) => handle.slot.load_full(),
-            Err(_) => {
-                shared.skipped.inc();
-                return;
-            }
+        let Ok(handle) = self.ensemble(&p.ensemble) else {
+            shared.skipped.inc();
+            return;
         };
+        // The version that predicted: the current one, or the treatment of the experiment this
+        // process runs on the ensemble.
+        let mut loaded = handle.slot.load_full();
+        if loaded.key.version != p.version {
+            let treatment = handle.slot.experiment.load_full().and_then(|r| r.treatment.load_full());
+            if let Some(t) = treatment.filter(|t| t.key.version == p.version) {
+                loaded = t;
+            }
+        }
         let key = &loaded.key;
         if key.version != p.version || key.members.len() != p.members.len() {
             shared.skipped.inc();
@@ -185,6 +191,22 @@ impl InferenceEngine {
             key.learning.refit();
         }
         shared.applied_count.inc();
+        // An experiment runs per process: it is credited with the outcomes of its own predictions
+        // (their ids carry this instance), wherever the outcome was posted.
+        if entry.request_id >> 40 == u64::from(shared.log.instance()) {
+            let credited = self.inner.credit_experiment(
+                entry.request_id,
+                &p.ensemble,
+                p.version,
+                p.prediction,
+                entry.outcome,
+                entry.business_value,
+            );
+            if credited.is_err() {
+                // Saving the experiment's state failed: counted with the other failed state writes.
+                self.inner.flush_errors.inc();
+            }
+        }
     }
 
     /// Another replica changed the shared home: reload what it names.
@@ -252,11 +274,17 @@ impl InferenceEngine {
     /// write queue, so this waits for it a little.
     fn find_logged(&self, shared: &Shared, request_id: u64) -> Result<LoggedPrediction> {
         let started = Instant::now();
+        // This replica's own prediction gone from its ring (expired or overwritten) is in the inference
+        // log already or never will be, and an id no instance can have issued never will: no reason to
+        // wait (nor to let a bogus id hold a thread).
+        let instance = request_id >> 40;
+        let hopeless =
+            instance == u64::from(shared.log.instance()) || instance == 0 || instance > crate::state::MAX_INSTANCE;
         loop {
             if let Some(found) = shared.log.find_prediction(request_id)? {
                 return Ok(found);
             }
-            if started.elapsed() >= JOIN_WAIT {
+            if hopeless || started.elapsed() >= JOIN_WAIT {
                 return Err(Error::Outcome(format!(
                     "unknown request id {request_id}: it is neither pending on this replica nor in the inference log \
                      (outcomes for a replica's predictions reach other replicas through the inference log)"

@@ -25,6 +25,10 @@ use crate::regime::Regime;
 
 pub use inference_log::{InferenceLogOptions, InferenceLogStats};
 
+/// The highest instance number (the `quorum_instance` sequence's MAXVALUE): request ids stay below
+/// `(MAX_INSTANCE + 1) << 40` = 2^53.
+pub(crate) const MAX_INSTANCE: u64 = 8191;
+
 /// When state is written.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PersistOptions {
