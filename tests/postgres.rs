@@ -255,3 +255,16 @@ fn an_experiment_is_credited_with_its_predictions_outcomes_posted_to_another_eng
     assert!(status.arms.treatment.outcomes > 0);
     assert_eq!(a.shared_status().unwrap().skipped, 0, "the treatment's outcomes teach the treatment");
 }
+
+#[test]
+fn an_engine_over_postgresql_can_be_dropped_inside_an_async_runtime() {
+    let Some(db) = common::scratch_database("q_drop") else { return };
+    let home = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+    runtime.block_on(async {
+        let engine = engine(home.path(), &db.url, Some(InferenceLogOptions::default()));
+        register_models(&engine);
+        engine.create_ensemble(boa("market")).unwrap();
+        drop(engine);
+    });
+}

@@ -139,7 +139,9 @@ impl Wakeups {
 }
 
 pub(super) struct Postgres {
-    runtime: tokio::runtime::Runtime,
+    /// `Some` until dropped (see `Drop`); `handle` spawns on it.
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
     pool: Pool,
     config: tokio_postgres::Config,
     instance: u32,
@@ -187,7 +189,8 @@ impl Postgres {
             .build()
             .map_err(pg("building the connection pool"))?;
         let mut store = Postgres {
-            runtime,
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
             pool,
             config,
             instance: 0,
@@ -209,7 +212,7 @@ impl Postgres {
     /// Runs `future` on the store's runtime and waits for it (from any thread).
     fn run<T: Send + 'static>(&self, future: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        self.runtime.spawn(async move {
+        self.handle.spawn(async move {
             let _ = sender.send(future.await);
         });
         receiver
@@ -254,7 +257,7 @@ impl Postgres {
         *listening = true;
         let config = self.config.clone();
         let wakeups = Arc::downgrade(&self.wakeups);
-        self.runtime.spawn(async move {
+        self.handle.spawn(async move {
             loop {
                 if let Ok((client, mut connection)) = config.connect(NoTls).await {
                     let forward = async {
@@ -356,6 +359,17 @@ fn copy_text(rows: &[InferenceRecord]) -> String {
         out.push('\n');
     }
     out
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks until its tasks stop, which tokio refuses (with a panic) inside
+        // an async context — where an async embedder may well drop its last engine. Let it go
+        // in the background instead: the listener and pool tasks stop on their own.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Backend for Postgres {
