@@ -232,6 +232,7 @@ impl EngineBuilder {
             runtime,
             models: Mutex::new(Models::default()),
             ensembles: RwLock::new(HashMap::new()),
+            loading: Mutex::new(()),
             tracker,
             next_request_id: AtomicU64::new(first_request_id),
             last_history: Mutex::new(Instant::now()),

@@ -298,6 +298,14 @@ impl InferenceEngine {
     /// handle skips the by-name lookup.
     pub fn ensemble(&self, name: &str) -> Result<EnsembleHandle> {
         let found = self.inner.ensembles.read().unwrap_or_else(|p| p.into_inner()).get(name).map(Arc::clone);
+        if let Some(slot) = found {
+            return Ok(EnsembleHandle { engine: self.clone(), slot });
+        }
+        // One first load at a time: two racing loads would each start their own learning, and the
+        // outcomes taught to the one replaced would be lost. A caller that waited takes the load
+        // made meanwhile.
+        let _loading = self.inner.loading.lock().unwrap_or_else(|p| p.into_inner());
+        let found = self.inner.ensembles.read().unwrap_or_else(|p| p.into_inner()).get(name).map(Arc::clone);
         match found {
             Some(slot) => Ok(EnsembleHandle { engine: self.clone(), slot }),
             None => self.load_ensemble(name),

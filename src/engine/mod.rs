@@ -89,6 +89,8 @@ struct EngineInner {
     runtime: Runtime,
     models: Mutex<Models>,
     ensembles: RwLock<HashMap<String, Arc<EnsembleSlot>>>,
+    /// Held while an ensemble not loaded yet is loaded by name (see `ensemble`).
+    loading: Mutex<()>,
     tracker: Option<Tracker>,
     next_request_id: AtomicU64,
     last_history: Mutex<Instant>,
