@@ -98,3 +98,32 @@ fn a_new_ensemble_version_starts_fresh() {
     let p = engine.predict("learning", &rows[0]).unwrap();
     assert_eq!((p.ensemble_version, p.weights_epoch), (2, 0));
 }
+
+#[test]
+fn cache_hits_reach_the_inference_log_like_other_predictions() {
+    let home = tempfile::tempdir().unwrap();
+    common::market_engine(home.path());
+    let engine = InferenceEngine::builder(home.path())
+        .with_prediction_cache(quorum::CacheOptions { capacity: 100, ..Default::default() })
+        .with_inference_log(quorum::InferenceLogOptions { flush_ms: 5, ..Default::default() })
+        .build()
+        .unwrap();
+    let rows = common::holdout_features(1);
+    let first = engine.predict("market", &rows[0]).unwrap();
+    let hit = engine.predict("market", &rows[0]).unwrap();
+    assert!(hit.cached && !first.cached);
+    let started = std::time::Instant::now();
+    while engine.inference_log_stats().unwrap().written < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", engine.inference_log_stats());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let db = rusqlite::Connection::open(home.path().join("state.sqlite")).unwrap();
+    let ids: Vec<String> = db
+        .prepare("SELECT request_id FROM inference_logs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(ids, [first.request_id.to_string(), hit.request_id.to_string()]);
+}

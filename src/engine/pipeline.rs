@@ -18,6 +18,7 @@ use crate::cache::CacheKey;
 use crate::error::{Error, Result};
 use crate::features::gather;
 use crate::prediction::{BatchPrediction, MemberRun, Prediction};
+use crate::regime::Regime;
 use crate::state::inference_log::InferenceRecord;
 use crate::strategy::{MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
 use crate::tracking::Logged;
@@ -234,13 +235,46 @@ impl EngineInner {
         let mut p = Prediction::clone(&hit);
         p.request_id = self.next_request_ids(1);
         p.cached = true;
-        if let Some(tracker) = &self.tracker {
+        if self.tracker.is_some() || self.inference_log.is_some() {
             let members: Vec<f32> = p.model_contributions.iter().map(|c| c.prediction.unwrap_or(f32::NAN)).collect();
-            let record = Logged { task: ens.task, regime: None, prediction: p.prediction, members: &members };
-            tracker.record_prediction(p.request_id, call.started, &ens.key, &record);
+            if let Some(tracker) = &self.tracker {
+                let record = Logged { task: ens.task, regime: None, prediction: p.prediction, members: &members };
+                tracker.record_prediction(p.request_id, call.started, &ens.key, &record);
+            }
+            // A cache hit is a prediction like any other: logged, so its outcome can be joined anywhere.
+            self.log_row(call, p.request_id, 0, Instant::now(), (p.prediction, p.confidence, None), &members);
         }
         p.latency_ms = call.started.elapsed().as_secs_f64() * 1e3;
         Lookup::Hit(p)
+    }
+
+    /// Queues row `row` of the call (answered at `at`) for the inference log, when it is on and the
+    /// request id is in its sample: one `Arc` and one `Vec`, never blocking.
+    fn log_row(
+        &self,
+        call: &Call<'_>,
+        id: u64,
+        row: usize,
+        at: Instant,
+        (prediction, confidence, regime): (f32, f32, Option<Regime>),
+        members: &[f32],
+    ) {
+        let Some(log) = self.inference_log.as_ref().filter(|l| l.sampled(id)) else { return };
+        let width = call.width();
+        let features = &call.dense[row * width..(row + 1) * width];
+        let mut values = Vec::with_capacity(features.len() + members.len());
+        values.extend_from_slice(features);
+        values.extend_from_slice(members);
+        log.push(InferenceRecord {
+            request_id: id,
+            context: Arc::clone(&call.ens.log_context),
+            at: log.wall_time(call.started),
+            latency_us: u32::try_from(at.duration_since(call.started).as_micros()).unwrap_or(u32::MAX),
+            prediction,
+            confidence,
+            regime,
+            values,
+        });
     }
 
     /// Stores a good answer (cache, last good) or, below quorum, serves the last good one as stale.
@@ -337,22 +371,7 @@ impl EngineInner {
                 let record = Logged { task: ens.task, regime, prediction: combined.prediction, members: member_values };
                 tracker.record_prediction(id, now, &ens.key, &record);
             }
-            if let Some(log) = self.inference_log.as_ref().filter(|l| l.sampled(id)) {
-                let features = &call.dense[row * width..(row + 1) * width];
-                let mut values = Vec::with_capacity(features.len() + m);
-                values.extend_from_slice(features);
-                values.extend_from_slice(member_values);
-                log.push(InferenceRecord {
-                    request_id: id,
-                    context: Arc::clone(&ens.log_context),
-                    at: log.wall_time(call.started),
-                    latency_us: u32::try_from(now.duration_since(call.started).as_micros()).unwrap_or(u32::MAX),
-                    prediction: combined.prediction,
-                    confidence: combined.confidence,
-                    regime,
-                    values,
-                });
-            }
+            self.log_row(call, id, row, now, (combined.prediction, combined.confidence, regime), member_values);
             predictions.push(combined.prediction);
             confidences.push(combined.confidence);
             regimes.push(regime);

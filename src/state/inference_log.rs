@@ -99,7 +99,9 @@ impl LogContext {
 pub(crate) struct InferenceRecord {
     pub request_id: u64,
     pub context: Arc<LogContext>,
+    /// When the request started (wall clock).
     pub at: SystemTime,
+    /// From the request's start to its answer being combined.
     pub latency_us: u32,
     pub prediction: f32,
     pub confidence: f32,
@@ -116,6 +118,19 @@ fn push_number(out: &mut String, value: f32) {
     }
 }
 
+/// `{key value, ...}` from keys already written as `"name":`.
+fn push_object(out: &mut String, keys: &[String], values: &[f32]) {
+    out.push('{');
+    for (i, (key, &value)) in keys.iter().zip(values).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(key);
+        push_number(out, value);
+    }
+    out.push('}');
+}
+
 impl InferenceRecord {
     pub fn features(&self) -> &[f32] {
         &self.values[..self.context.feature_keys.len()]
@@ -127,15 +142,7 @@ impl InferenceRecord {
 
     /// `{"feature": value, ...}` (the story's `input_features`).
     pub fn features_json(&self, out: &mut String) {
-        out.push('{');
-        for (i, (key, &value)) in self.context.feature_keys.iter().zip(self.features()).enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(key);
-            push_number(out, value);
-        }
-        out.push('}');
+        push_object(out, &self.context.feature_keys, self.features());
     }
 
     /// `{"prediction", "confidence", "ensemble_version", "regime", "members": {name: value}}`
@@ -152,15 +159,9 @@ impl InferenceRecord {
             }
             None => out.push_str(",\"regime\":null"),
         }
-        out.push_str(",\"members\":{");
-        for (i, (key, &value)) in self.context.member_keys.iter().zip(self.members()).enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(key);
-            push_number(out, value);
-        }
-        out.push_str("}}");
+        out.push_str(",\"members\":");
+        push_object(out, &self.context.member_keys, self.members());
+        out.push('}');
     }
 
     /// The story's `latency_ms` is an integer: rounded up, so a logged 0 means under a microsecond.
