@@ -64,9 +64,10 @@ fn bench(c: &mut Criterion) {
     let engine = InferenceEngine::builder(home.path())
         .with_prediction_cache(CacheOptions { ttl: Duration::from_secs(3600), ..CacheOptions::default() })
         .without_tracking()
+        .without_persistence()
         .build()
         .unwrap();
-    let uncached = InferenceEngine::builder(home.path()).without_tracking().build().unwrap();
+    let uncached = InferenceEngine::builder(home.path()).without_tracking().without_persistence().build().unwrap();
     let f = common::holdout_features(1).remove(0);
     assert!(!engine.predict("market", &f).unwrap().cached && engine.predict("market", &f).unwrap().cached);
     let mut group = c.benchmark_group("engine_predict");

@@ -28,7 +28,7 @@ fn bench(c: &mut Criterion) {
     let batch = Batch::row_major(&schema, &batch_values).unwrap();
     let mut out = Vec::new();
     // The same engine with the members run one by one instead of as one fused model.
-    let unfused = InferenceEngine::builder(home.path()).with_fusion(false).build().unwrap();
+    let unfused = InferenceEngine::builder(home.path()).with_fusion(false).without_persistence().build().unwrap();
     let unfused = unfused.ensemble("market").unwrap();
     assert!(handle.fusion().fused && !unfused.fusion().fused);
 
@@ -62,6 +62,7 @@ fn bench(c: &mut Criterion) {
         let engine = InferenceEngine::builder(home.path())
             .with_runtime_options(RuntimeOptions::default().with_intra_threads(intra).with_spinning(spin))
             .without_tracking()
+            .without_persistence()
             .build()
             .unwrap();
         let handle = engine.ensemble("market").unwrap();

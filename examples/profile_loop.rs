@@ -17,14 +17,16 @@ fn main() {
     let rows: usize = std::env::args().nth(1).map_or(1, |a| a.parse().unwrap());
     let values = direct::rows(rows, &schema);
     let batch = quorum::Batch::row_major(&schema, &values).unwrap();
-    let unfused = quorum::InferenceEngine::builder(home.path()).with_fusion(false).build().unwrap();
+    let unfused =
+        quorum::InferenceEngine::builder(home.path()).with_fusion(false).without_persistence().build().unwrap();
     let unfused = unfused.ensemble("market").unwrap();
-    let untracked = quorum::InferenceEngine::builder(home.path()).without_tracking().build().unwrap();
+    let untracked =
+        quorum::InferenceEngine::builder(home.path()).without_tracking().without_persistence().build().unwrap();
     let untracked = untracked.ensemble("market").unwrap();
-    let mut logging = quorum::InferenceEngine::builder(home.path()).with_inference_log(Default::default());
-    if let Ok(url) = std::env::var("QUORUM_PROFILE_STATE") {
-        logging = logging.with_state(quorum::StateUrl::parse(&url).unwrap());
-    }
+    // Its own state file: one engine writes a state at a time.
+    let own_state = quorum::StateUrl::Sqlite(home.path().join("logging-state.sqlite"));
+    let url = std::env::var("QUORUM_PROFILE_STATE").map_or(own_state, |url| quorum::StateUrl::parse(&url).unwrap());
+    let logging = quorum::InferenceEngine::builder(home.path()).with_inference_log(Default::default()).with_state(url);
     let logging = logging.build().unwrap();
     let logged = logging.ensemble("market").unwrap();
     let mut out = Vec::new();

@@ -34,7 +34,11 @@ fn main() -> quorum::Result<()> {
     println!("{:<16} {:>7} {:>12} {:>10} {:>10} {:>10}", "sessions", "callers", "pred/s", "p50 µs", "p95 µs", "p99 µs");
     for (label, intra, spin) in [("intra1-nospin", 1, false), ("intra2-spin", 2, true)] {
         let options = RuntimeOptions::default().with_intra_threads(intra).with_spinning(spin);
-        let engine = InferenceEngine::builder(home.path()).with_runtime_options(options).without_tracking().build()?;
+        let engine = InferenceEngine::builder(home.path())
+            .with_runtime_options(options)
+            .without_tracking()
+            .without_persistence()
+            .build()?;
         for callers in [1, 2, 4, 8] {
             let stop = Arc::new(AtomicBool::new(false));
             let workers: Vec<_> = (0..callers)

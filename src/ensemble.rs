@@ -242,10 +242,36 @@ pub struct EnsembleStore {
 }
 
 impl EnsembleStore {
+    /// The ensembles of `home`; nothing is created until a version is saved, so that reading a
+    /// mistyped home does not make one.
     pub fn open(home: impl AsRef<Path>) -> Result<EnsembleStore> {
-        let root = home.as_ref().join("ensembles");
-        store::create_dir_all(&root)?;
-        Ok(EnsembleStore { root })
+        Ok(EnsembleStore { root: home.as_ref().join("ensembles") })
+    }
+
+    /// The active ensembles that removing `model` (one version, or all when `removed` is `None`)
+    /// would break, as `name@version`: those naming it as a member or a fallback, at that exact
+    /// version, or at its default version when no other version remains.
+    pub fn users_of(&self, model: &str, removed: Option<u32>, remaining: &[u32]) -> Result<Vec<String>> {
+        let breaks = |spec: &MemberSpec| {
+            spec.model == model
+                && match (removed, spec.version) {
+                    (None, _) => true,
+                    (Some(v), VersionSpec::Exact(pinned)) => pinned == v,
+                    (Some(_), VersionSpec::Default) => remaining.is_empty(),
+                }
+        };
+        let mut users = Vec::new();
+        for name in self.list()? {
+            let config = self.get(&name)?;
+            let uses = config.members.iter().any(|m| {
+                breaks(m)
+                    || m.fallback.as_deref().and_then(|f| f.parse::<MemberSpec>().ok()).is_some_and(|f| breaks(&f))
+            });
+            if uses {
+                users.push(format!("{}@{}", config.name, config.version));
+            }
+        }
+        Ok(users)
     }
 
     fn dir(&self, name: &str) -> Result<PathBuf> {
@@ -274,17 +300,26 @@ impl EnsembleStore {
         }
         let dir = self.dir(&config.name)?;
         store::create_dir_all(&dir)?;
-        config.version = self.versions(&config.name)?.last().copied().unwrap_or(0) + 1;
+        store::clear_abandoned(&dir);
         config.created_at = store::now_rfc3339();
-        let path = dir.join(format!("{}.json", config.version));
-        if path.exists() {
-            return Err(Error::AlreadyExists {
-                what: "ensemble version",
-                name: format!("{}@{}", config.name, config.version),
-            });
+        // Another writer (thread or process) may take the version we picked: each version file is
+        // created only if absent, so the loser picks the next number instead of overwriting.
+        let mut attempts = 0;
+        loop {
+            let last = self.versions(&config.name)?.last().copied().unwrap_or(0);
+            config.version = crate::registry::next_version("ensemble", &config.name, last)?;
+            let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::json("ensemble configuration", e))?;
+            if store::create_new_atomic(&dir.join(format!("{}.json", config.version)), &json)? {
+                break;
+            }
+            attempts += 1;
+            if attempts == 64 {
+                return Err(Error::AlreadyExists {
+                    what: "ensemble version",
+                    name: format!("{}@{} (64 attempts raced)", config.name, config.version),
+                });
+            }
         }
-        let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::json("ensemble configuration", e))?;
-        store::write_atomic(&path, &json)?;
         if !activate {
             return Ok(config);
         }
@@ -354,9 +389,14 @@ impl EnsembleStore {
     }
 
     /// Names of all ensembles with at least one version.
+    ///
+    /// # Errors
+    /// `not_found` when the home itself does not exist.
     pub fn list(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = fs::read_dir(&self.root)
-            .map_err(|e| Error::io(format!("listing {}", self.root.display()), e))?
+        let Some(entries) = store::read_dir_in_home(&self.root)? else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| store::validate_name("ensemble name", n).is_ok())

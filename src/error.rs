@@ -104,6 +104,24 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+
+    /// Another process writes this home's SQLite state: one writer at a time, since each would
+    /// overwrite the other's learnt weights and tracked sums.
+    #[error("{path} is in use by another process ({holder}); one process at a time writes a home's state: stop that one, or share state between processes through PostgreSQL (--state postgres://...)")]
+    Locked { path: PathBuf, holder: String },
+
+    /// Refused because something still uses it (ensembles using a model): change those first, or force.
+    #[error("{what} {name:?} is used by {users}; change or remove those first, or force it")]
+    InUse { what: &'static str, name: String, users: String },
+
+    /// An input over its configured size limit.
+    #[error("{what} is larger than the limit of {limit} bytes ({size})")]
+    TooLarge { what: String, size: String, limit: u64 },
+
+    /// Written state no longer reaches its store: the home or its database was deleted or replaced
+    /// while the engine ran.
+    #[error("state lost: {0}")]
+    StateLost(String),
 }
 
 /// `Result` with quorum's [`Error`].
@@ -146,6 +164,10 @@ impl Error {
             Error::Io { .. } => "io",
             Error::Json { .. } => "json",
             Error::Internal(_) => "internal",
+            Error::Locked { .. } => "locked",
+            Error::InUse { .. } => "in_use",
+            Error::TooLarge { .. } => "too_large",
+            Error::StateLost(_) => "state_lost",
         }
     }
 
@@ -173,6 +195,10 @@ impl Error {
         "io",
         "json",
         "internal",
+        "locked",
+        "in_use",
+        "too_large",
+        "state_lost",
     ];
 
     /// The error for a panic caught at a boundary, with the panic's message when it has one.
@@ -233,6 +259,10 @@ mod tests {
             Error::io("x", io()),
             Error::json("x", json()),
             Error::Internal(s()),
+            Error::Locked { path: PathBuf::new(), holder: s() },
+            Error::InUse { what: "model", name: s(), users: s() },
+            Error::TooLarge { what: s(), size: s(), limit: 0 },
+            Error::StateLost(s()),
         ];
         for error in &all {
             match error {
@@ -256,7 +286,11 @@ mod tests {
                 | Error::Outcome(_)
                 | Error::Io { .. }
                 | Error::Json { .. }
-                | Error::Internal(_) => {}
+                | Error::Internal(_)
+                | Error::Locked { .. }
+                | Error::InUse { .. }
+                | Error::TooLarge { .. }
+                | Error::StateLost(_) => {}
             }
         }
         all

@@ -126,7 +126,7 @@ impl<'a> Batch<'a> {
         if values.is_empty() {
             return Err(Error::InvalidInput("the batch is empty (no rows)".into()));
         }
-        if values.len() % width != 0 {
+        if !values.len().is_multiple_of(width) {
             return Err(Error::InvalidInput(format!(
                 "wrong row width: {} values do not split into rows of {width} features",
                 values.len()

@@ -61,7 +61,7 @@ pub use breaker::{BreakerOptions, BreakerState, SlidingWindow};
 pub use cache::{CacheOptions, CacheStats};
 pub use engine::{
     AutoscaleSettings, CurrentWeights, EngineBuilder, EngineOptions, EnsembleHandle, Fault, FusionStatus,
-    InferenceEngine, InferenceLogSetting, RegistryHandle, ResolvedRow, SharedStatus,
+    InferenceEngine, InferenceLogSetting, RegistryHandle, ResolvedRow, SharedStatus, TrackingSetting, TrackingTable,
 };
 pub use ensemble::{EnsembleConfig, EnsembleStore, MemberSpec};
 pub use error::{Error, Result};
@@ -74,7 +74,8 @@ pub use onnx::{graph_io, GraphIo, TensorInfo};
 pub use optimizer::{OptimizeOptions, OptimizeReport, Optimizer};
 pub use prediction::{BatchPrediction, ExperimentArm, MemberRun, ModelContribution, Prediction};
 pub use registry::{
-    Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry, Task, VersionSpec,
+    check_version, Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry, Task,
+    VersionSpec, MAX_VERSION,
 };
 pub use replay::{ReplayOptions, ReplayReport};
 pub use replicas::{LoadPolicy, ModelOptions, ReplicaStatus};

@@ -335,7 +335,7 @@ pub fn quantize_static(
             "INT8 static quantization ({granularity:?}) needs opset {needed} or later; the model has {opset}"
         )));
     }
-    if width == 0 || calibration.is_empty() || calibration.len() % width != 0 {
+    if width == 0 || calibration.is_empty() || !calibration.len().is_multiple_of(width) {
         return Err(Error::Optimize("static quantization needs calibration rows".into()));
     }
     let graph = model.graph.as_ref().ok_or_else(|| Error::Optimize("the model has no graph".into()))?;

@@ -156,11 +156,38 @@ impl ModelMetadata {
     }
 }
 
+/// The highest model or ensemble version: versions fit a signed 32-bit column (PostgreSQL's
+/// `integer`) and are exact in a JavaScript number.
+pub const MAX_VERSION: u32 = i32::MAX as u32;
+
 fn validate_version(version: u32) -> Result<()> {
-    if version == 0 {
-        return Err(Error::InvalidName { what: "model version", value: "0".into(), reason: "versions start at 1" });
+    check_version("model version", f64::from(version)).map(|_| ())
+}
+
+/// A version given as a number by a caller (a JavaScript number, a Python int): an integer from 1
+/// to [`MAX_VERSION`], else `invalid_name`, never silently truncated or wrapped.
+pub fn check_version(what: &'static str, value: f64) -> Result<u32> {
+    let invalid = |reason| Error::InvalidName { what, value: value.to_string(), reason };
+    if value.fract() != 0.0 || !value.is_finite() {
+        return Err(invalid("a version is a whole number"));
     }
-    Ok(())
+    if value < 1.0 {
+        return Err(invalid("versions start at 1"));
+    }
+    if value > f64::from(MAX_VERSION) {
+        return Err(invalid("versions end at 2147483647"));
+    }
+    Ok(value as u32)
+}
+
+/// The version after `last`, or `config` when `last` is the highest there can be.
+pub(crate) fn next_version(what: &str, name: &str, last: u32) -> Result<u32> {
+    if last >= MAX_VERSION {
+        return Err(Error::Config(format!(
+            "{what} {name:?} has reached the highest version ({MAX_VERSION}); register under a new name"
+        )));
+    }
+    Ok(last + 1)
 }
 
 pub(crate) fn validate_features(model: &str, features: &[String]) -> Result<()> {
@@ -194,7 +221,11 @@ pub struct ModelRegistration {
     version: Option<u32>,
     metadata: BTreeMap<String, serde_json::Value>,
     lineage: Option<Lineage>,
+    max_bytes: u64,
 }
+
+/// The default limit on a model file's size: 2 GiB, protobuf's own limit on one ONNX file.
+pub const DEFAULT_MAX_MODEL_BYTES: u64 = 2 << 30;
 
 impl ModelRegistration {
     /// A classifier by default, whose prediction is `probabilities:1` (sklearn-onnx's convention).
@@ -213,7 +244,13 @@ impl ModelRegistration {
             version: None,
             metadata: BTreeMap::new(),
             lineage: None,
+            max_bytes: DEFAULT_MAX_MODEL_BYTES,
         }
+    }
+    /// The largest file accepted, in bytes (default [`DEFAULT_MAX_MODEL_BYTES`]).
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
     pub fn with_output(mut self, output: OutputSpec) -> Self {
         self.output = output;
@@ -319,16 +356,34 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Opens (creating if needed) the registry under `home`.
+    /// Opens the registry under `home`. Nothing is created until a model is registered, so that
+    /// reading a mistyped home does not make one; leftovers of killed writes are cleared here.
     pub fn open(home: impl AsRef<Path>) -> Result<Registry> {
-        let root = home.as_ref().join("models");
-        store::create_dir_all(&root)?;
-        Ok(Registry { root })
+        let registry = Registry { root: home.as_ref().join("models") };
+        registry.clear_leftovers();
+        Ok(registry)
     }
 
     /// The directory the models live in (`<home>/models`).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The quorum home this registry belongs to.
+    pub fn home(&self) -> &Path {
+        self.root.parent().unwrap_or(&self.root)
+    }
+
+    /// Removes the staging and trash folders (`.tmp-*`) that a registration or removal killed
+    /// mid-way left behind, unless a live process of this machine is still writing them.
+    fn clear_leftovers(&self) {
+        let Ok(models) = fs::read_dir(&self.root) else {
+            return;
+        };
+        store::clear_abandoned(&self.root);
+        for model in models.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()) {
+            store::clear_abandoned(&model.path());
+        }
     }
 
     fn model_dir(&self, name: &str) -> Result<PathBuf> {
@@ -348,7 +403,7 @@ impl Registry {
         let r = registration;
         store::validate_name("model name", &r.name)?;
         validate_features(&r.name, &r.features)?;
-        let bytes = fs::read(&r.file).map_err(|e| Error::io(format!("reading model file {}", r.file.display()), e))?;
+        let bytes = read_model_file(&r.file, r.max_bytes)?;
         check_model(runtime, &r.name, &bytes, &r.features, &r.output)?;
 
         let model_dir = self.model_dir(&r.name)?;
@@ -374,7 +429,7 @@ impl Registry {
         }
         // Another writer may take the version we picked between listing and renaming: pick again.
         for _ in 0..32 {
-            meta.version = highest_numbered_entry(&model_dir) + 1;
+            meta.version = next_version("model", &meta.name, highest_numbered_entry(&model_dir))?;
             match self.publish(&model_dir, &meta, &bytes) {
                 Err(Error::AlreadyExists { .. }) => continue,
                 other => return other.map(|()| meta),
@@ -421,9 +476,14 @@ impl Registry {
     }
 
     /// Every registered model, by name.
+    ///
+    /// # Errors
+    /// `not_found` when the home itself does not exist.
     pub fn list(&self) -> Result<Vec<ModelSummary>> {
-        let mut names: Vec<String> = fs::read_dir(&self.root)
-            .map_err(|e| Error::io(format!("listing {}", self.root.display()), e))?
+        let Some(entries) = store::read_dir_in_home(&self.root)? else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
             .filter(|e| e.path().is_dir())
             .filter_map(|e| e.file_name().into_string().ok())
@@ -514,7 +574,27 @@ impl Registry {
     }
 
     /// Removes one version, or the whole model when `version` is `None`.
+    ///
+    /// # Errors
+    /// `in_use`, naming them, when active ensembles of this home would break (members or fallbacks
+    /// at that version, or the model's last version); [`Registry::force_remove`] removes anyway.
+    /// `not_found` when there is no such model or version.
     pub fn remove(&self, name: &str, version: Option<u32>) -> Result<()> {
+        let remaining: Vec<u32> = self.versions(name)?.into_iter().filter(|v| Some(*v) != version).collect();
+        let users = crate::ensemble::EnsembleStore::open(self.home())?.users_of(name, version, &remaining)?;
+        if !users.is_empty() {
+            return Err(Error::InUse {
+                what: if version.is_some() { "model version" } else { "model" },
+                name: version.map_or_else(|| name.to_string(), |v| format!("{name}@{v}")),
+                users: format!("the ensembles {}", users.join(", ")),
+            });
+        }
+        self.force_remove(name, version)
+    }
+
+    /// Removes one version, or the whole model, even when ensembles use it (they then fail with
+    /// `not_found` until changed).
+    pub fn force_remove(&self, name: &str, version: Option<u32>) -> Result<()> {
         let model_dir = self.model_dir(name)?;
         let (target, label) = match version {
             Some(v) => {
@@ -559,6 +639,35 @@ impl Registry {
         }
         Ok(bytes)
     }
+}
+
+/// Reads a model file: a regular file (not a device, a FIFO or a folder, which could be read
+/// forever) of at most `max_bytes`, read no further than that even if it grows meanwhile.
+///
+/// # Errors
+/// `invalid_input` for anything but a regular file; `too_large` over `max_bytes`; `io`.
+pub fn read_model_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let context = || format!("reading model file {}", path.display());
+    let file = fs::File::open(path).map_err(|e| Error::io(context(), e))?;
+    let meta = file.metadata().map_err(|e| Error::io(context(), e))?;
+    if !meta.is_file() {
+        return Err(Error::InvalidInput(format!(
+            "model file {} is not a regular file (a device, a pipe or a folder): give the path of an .onnx file",
+            path.display()
+        )));
+    }
+    let too_large =
+        |size: String| Error::TooLarge { what: format!("model file {}", path.display()), size, limit: max_bytes };
+    if meta.len() > max_bytes {
+        return Err(too_large(format!("{} bytes", meta.len())));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| Error::io(context(), e))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large("more, and it grew while read".into()));
+    }
+    Ok(bytes)
 }
 
 /// The highest number among the entries of `dir`, complete versions or not (0 when none).

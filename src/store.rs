@@ -41,6 +41,57 @@ pub fn temporary_name(base: &str) -> String {
     format!(".tmp-{base}-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Whether `name` is a [`temporary_name`] whose writer, a process of this machine, is gone.
+fn is_abandoned_temporary(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(".tmp-") else {
+        return false;
+    };
+    // .tmp-{base}-{pid}-{counter}-{nanos}; the base may itself contain '-'.
+    let mut parts = rest.rsplitn(4, '-');
+    let (Some(_nanos), Some(_counter), Some(pid), Some(_base)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    match pid.parse::<u32>() {
+        Ok(pid) => pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists(),
+        Err(_) => false,
+    }
+}
+
+/// Removes the leftovers of writes killed mid-way (staging folders, temporary files, trash) found
+/// directly in `dir`, with a warning naming each and its size: they would otherwise stay forever.
+pub fn clear_abandoned(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        if !entry.file_name().to_str().is_some_and(is_abandoned_temporary) {
+            continue;
+        }
+        let path = entry.path();
+        let bytes = size_on_disk(&path);
+        let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        match removed {
+            Ok(()) => tracing::warn!(path = %path.display(), bytes, "removed the leftover of an interrupted write"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove the leftover of an interrupted write")
+            }
+        }
+    }
+}
+
+/// Bytes under `path` (a file, or a folder's files), for reports.
+fn size_on_disk(path: &Path) -> u64 {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::read_dir(path)
+            .map(|entries| entries.filter_map(|e| e.ok()).map(|e| size_on_disk(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
 /// Writes `bytes` to `path` so that readers see either the old file or the whole new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().ok_or_else(|| Error::Config(format!("{} has no parent directory", path.display())))?;
@@ -57,6 +108,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` to `path` only if nothing is there, atomically: readers see no file or the whole
+/// one, and of two writers racing for one path exactly one wins. `Ok(false)` when `path` existed.
+pub fn create_new_atomic(path: &Path, bytes: &[u8]) -> Result<bool> {
+    let dir = path.parent().ok_or_else(|| Error::Config(format!("{} has no parent directory", path.display())))?;
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(temporary_name(file_name));
+    write_synced(&tmp, bytes).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })?;
+    // link(2), unlike rename(2), fails when the target exists.
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            sync_dir(dir);
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::io(format!("creating {}", path.display()), e)),
+    }
+}
+
 /// Writes and fsyncs a new file.
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let context = || format!("writing {}", path.display());
@@ -69,6 +142,21 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn sync_dir(dir: &Path) {
     if let Ok(handle) = File::open(dir) {
         let _ = handle.sync_all();
+    }
+}
+
+/// Lists `dir`, a folder of a quorum home: `None` when the home exists without it (nothing saved
+/// there yet), `not_found` when the home itself is missing (a mistyped `--home`).
+pub fn read_dir_in_home(dir: &Path) -> Result<Option<fs::ReadDir>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(Some(entries)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match dir.parent() {
+            Some(home) if !home.as_os_str().is_empty() && !home.is_dir() => {
+                Err(Error::not_found("quorum home", home.display().to_string()))
+            }
+            _ => Ok(None),
+        },
+        Err(e) => Err(Error::io(format!("listing {}", dir.display()), e)),
     }
 }
 

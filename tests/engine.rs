@@ -192,8 +192,9 @@ fn ensembles_are_versioned_and_reloaded_from_the_home() {
     let f: Features = common::holdout_features(1).remove(0);
     let p = engine.predict("market", &f).unwrap();
     assert_eq!((p.ensemble_version, p.model_contributions.len()), (2, 2));
-    // A second engine (another process, say) loads the latest saved version on first use.
-    let other = common::engine(home.path());
+    // A second engine (another process, say, reading without writing state: one writer per home)
+    // loads the latest saved version on first use.
+    let other = InferenceEngine::builder(home.path()).without_persistence().build().unwrap();
     assert_eq!(other.predict("market", &f).unwrap().ensemble_version, 2);
 }
 
@@ -240,7 +241,7 @@ fn a_pinned_ensemble_version_survives_a_reload_until_a_new_version_is_saved() {
     let handle = engine.set_default_ensemble_version("market", 1).unwrap();
     assert_eq!(handle.config().version, 1);
     assert_eq!(engine.predict("market", &common::holdout_features(1)[0]).unwrap().ensemble_version, 1);
-    drop(engine);
+    drop((handle, engine));
     let reopened = InferenceEngine::builder(home.path()).build().unwrap();
     assert_eq!(reopened.ensemble("market").unwrap().config().version, 1, "the pin is kept in the home");
     assert!(matches!(reopened.set_default_ensemble_version("market", 7), Err(Error::NotFound { .. })));

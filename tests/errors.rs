@@ -171,7 +171,8 @@ fn invalid_names_are_refused_before_touching_the_disk() {
     assert!("../x@1".parse::<MemberSpec>().is_err());
     assert!("x@0".parse::<MemberSpec>().is_err());
     assert!("x@latest".parse::<MemberSpec>().is_err());
-    assert!(std::fs::read_dir(home.path().join("models")).unwrap().next().is_none());
+    // Nothing was written: no models folder, or an empty one.
+    assert!(std::fs::read_dir(home.path().join("models")).map_or(true, |mut entries| entries.next().is_none()));
 }
 
 #[test]

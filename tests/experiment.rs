@@ -273,6 +273,7 @@ fn one_experiment_per_ensemble_and_bad_configurations_are_refused() {
     assert_eq!(engine.predict("market", &holdout_features(1)[0]).expect("predict").ensemble_version, 1);
     assert_eq!(
         InferenceEngine::builder(home.path())
+            .without_persistence()
             .build()
             .expect("engine")
             .ensemble("market")

@@ -15,7 +15,7 @@ fn contributions(p: &Prediction) -> Vec<(Option<f32>, f32)> {
 fn fused_members_answer_exactly_as_separate_ones() {
     let home = tempfile::tempdir().unwrap();
     let fused = common::market_engine(home.path());
-    let separate = InferenceEngine::builder(home.path()).with_fusion(false).build().unwrap();
+    let separate = InferenceEngine::builder(home.path()).with_fusion(false).without_persistence().build().unwrap();
     let (f, s) = (fused.ensemble("market").unwrap(), separate.ensemble("market").unwrap());
     let status = f.fusion();
     assert!(status.fused && status.reason.is_none() && status.sessions >= 1, "{status:?}");
@@ -81,6 +81,7 @@ fn members_that_cannot_be_fused_say_why() {
     assert!(reason.contains("fundamental") && reason.contains("timeout"), "{reason}");
     let p = timed.predict("market", &common::holdout_features(1)[0]).unwrap();
     assert!(!p.fused && !p.degraded);
+    drop(timed);
 
     let engine = common::engine(home.path());
     let alone = ["technical".parse::<MemberSpec>().unwrap()];

@@ -54,16 +54,37 @@ fn weights_and_metrics_resume_after_a_restart() {
 
 #[test]
 fn the_background_flush_bounds_what_a_crash_loses() {
-    let home = tempfile::tempdir().unwrap();
+    // The crash is real: this test runs itself again as a child process that learns, lets the
+    // background flush run, and is killed with SIGKILL (no drop, no final flush, its lock released
+    // by the kernel).
+    const CHILD: &str = "QUORUM_TEST_CRASH_HOME";
     let rows = common::holdout_features(30);
-    common::market_engine(home.path());
-    let options = PersistOptions { flush_interval: Duration::from_millis(50), history_interval: Duration::ZERO };
-    let engine = InferenceEngine::builder(home.path()).with_persistence(options).build().unwrap();
-    engine.create_ensemble(EnsembleConfig::new("learning", members()).with_strategy(StrategyKind::Hedge)).unwrap();
-    teach(&engine, "learning", &rows);
-    std::thread::sleep(Duration::from_millis(400));
-    // A crash: no drop, no final flush.
-    std::mem::forget(engine);
+    if let Some(home) = std::env::var_os(CHILD) {
+        let options = PersistOptions { flush_interval: Duration::from_millis(50), history_interval: Duration::ZERO };
+        let engine = InferenceEngine::builder(std::path::Path::new(&home)).with_persistence(options).build().unwrap();
+        engine.create_ensemble(EnsembleConfig::new("learning", members()).with_strategy(StrategyKind::Hedge)).unwrap();
+        teach(&engine, "learning", &rows);
+        std::thread::sleep(Duration::from_millis(400));
+        println!("taught");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    drop(common::market_engine(home.path()));
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "the_background_flush_bounds_what_a_crash_loses", "--nocapture", "--test-threads=1"])
+        .env(CHILD, home.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    while !line.contains("taught") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "the child ended before teaching");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
     let restarted = common::engine(home.path());
     assert_eq!(restarted.predict("learning", &rows[0]).unwrap().weights_epoch, 30);
     assert_eq!(restarted.metrics("learning").unwrap().metrics.all_time.count, 30);

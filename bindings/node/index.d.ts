@@ -26,6 +26,10 @@ export declare const ErrorCode: Readonly<{
   IO: 'io'
   JSON: 'json'
   INTERNAL: 'internal'
+  LOCKED: 'locked'
+  IN_USE: 'in_use'
+  TOO_LARGE: 'too_large'
+  STATE_LOST: 'state_lost'
 }>
 
 /** One of the values of `ErrorCode`. */

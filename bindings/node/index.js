@@ -38,13 +38,49 @@ function onnxruntimeLibrary() {
 
 const CODED = /^\[([a-z_]+)\] ([\s\S]*)$/
 
+const CODES = new Set(native.errorCodes())
+
 function withCode(error) {
-  const match = error instanceof Error ? CODED.exec(error.message) : null
+  if (!(error instanceof Error)) return error
+  const match = CODED.exec(error.message)
   if (match) {
     error.code = match[1]
     error.message = match[2]
+  } else if (!CODES.has(error.code)) {
+    // N-API's own argument checks (a missing argument, a string for a number) carry its status
+    // ('InvalidArg', 'NumberExpected') or nothing: they are the caller's invalid input.
+    error.code = 'invalid_input'
+    error.message = error.message.replace(/^Expected \$?\w+, got \d+$/, 'an argument has the wrong type')
   }
   return error
+}
+
+/** A coded TypeError for a JS-side argument check. */
+function invalidInput(message) {
+  const error = new TypeError(message)
+  error.code = 'invalid_input'
+  return error
+}
+
+/** A row for the native path: a Float32Array as is; any other typed array or an array of numbers
+ * copied into one; anything else (booleans, strings, holes) refused, as the Python package does. */
+function float32Row(row) {
+  if (row instanceof Float32Array) return row
+  if (ArrayBuffer.isView(row) && !(row instanceof DataView) && typeof row[0] !== 'bigint') return Float32Array.from(row)
+  if (Array.isArray(row)) {
+    for (let i = 0; i < row.length; i++) {
+      if (typeof row[i] !== 'number') throw invalidInput(`row[${i}]: a ${typeof row[i]} is not a number`)
+    }
+    return Float32Array.from(row)
+  }
+  throw invalidInput(`a row is a Float32Array or an array of numbers, not ${row === null ? 'null' : typeof row}`)
+}
+
+/** The features argument of predict: an object of numbers. */
+function checkFeatures(features) {
+  if (features === null || typeof features !== 'object' || Array.isArray(features)) {
+    throw invalidInput(`features are an object of {name: number}, not ${features === null ? 'null' : Array.isArray(features) ? 'an array' : typeof features}`)
+  }
 }
 
 // Every method of the native classes, synchronous or returning a Promise, reports coded errors.
@@ -178,6 +214,7 @@ proto.predict = function predict(ensemble, features, deadlineMs, routingKey) {
     }
     // A missing or non-numeric feature (the native path names it in a typed error), or features that
     // just changed: read by name natively.
+    checkFeatures(features)
     return unpackScratch(nativePredict.call(this, ensemble, features, scratch, deadlineMs, routingKey))
   } catch (error) {
     throw withCode(error)
@@ -185,7 +222,7 @@ proto.predict = function predict(ensemble, features, deadlineMs, routingKey) {
 }
 proto.predictRow = function predictRow(ensemble, row, deadlineMs, routingKey) {
   try {
-    return unpackScratch(nativePredictRow.call(this, ensemble, row, scratch, deadlineMs, routingKey))
+    return unpackScratch(nativePredictRow.call(this, ensemble, float32Row(row), scratch, deadlineMs, routingKey))
   } catch (error) {
     throw withCode(error)
   }
@@ -194,6 +231,7 @@ proto.predictAsync = function predictAsync(ensemble, features, routingKey) {
   // The features are read synchronously: a bad request still rejects rather than throws.
   let pending
   try {
+    checkFeatures(features)
     pending = nativePredictAsync.call(this, ensemble, features, routingKey)
   } catch (error) {
     return Promise.reject(withCode(error))
@@ -217,15 +255,23 @@ function withRuntime(options) {
   return { ...options, ortLibrary: options.ortLibrary ?? onnxruntimeLibrary() }
 }
 
+/** A home argument: a non-empty string (never `undefined` turned into a folder named "undefined"). */
+function homeOf(home) {
+  if (typeof home !== 'string' || home === '') {
+    throw invalidInput(`the quorum home is a non-empty path string, not ${home === '' ? 'an empty string' : home === null ? 'null' : typeof home}`)
+  }
+  return home
+}
+
 class InferenceEngine extends native.InferenceEngine {
   constructor(home, options = {}) {
-    coded(() => super(String(home), withRuntime(options)))
+    coded(() => super(homeOf(home), withRuntime(options)))
   }
 }
 
 class Registry extends native.Registry {
   constructor(home, options = {}) {
-    coded(() => super(String(home), withRuntime(options)))
+    coded(() => super(homeOf(home), withRuntime(options)))
   }
 }
 
@@ -259,6 +305,10 @@ const ErrorCode = Object.freeze({
   IO: 'io',
   JSON: 'json',
   INTERNAL: 'internal',
+  LOCKED: 'locked',
+  IN_USE: 'in_use',
+  TOO_LARGE: 'too_large',
+  STATE_LOST: 'state_lost',
 })
 
 module.exports = { InferenceEngine, Registry, Optimizer, ErrorCode, errorCodes: native.errorCodes, onnxruntimeLibrary }

@@ -1,5 +1,11 @@
 //! `quorum`: the command-line face of the library, working on a quorum home directory.
 
+/// `println!` for a command's output: when the reader has gone away (`quorum ... | head`), the
+/// command stops and `main` exits quietly with 141, as Unix tools do, instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::emit_line(format_args!($($arg)*))? };
+}
+
 mod watch;
 
 use std::path::PathBuf;
@@ -263,11 +269,14 @@ enum ModelsCommand {
         #[arg(long, default_value = "classification")]
         task: String,
         /// Version number (default: the next one).
-        #[arg(long)]
+        #[arg(long, value_parser = version_arg)]
         version: Option<u32>,
         /// Make this version the default.
         #[arg(long)]
         set_default: bool,
+        /// The largest model file accepted, in bytes (default 2 GiB, protobuf's own limit).
+        #[arg(long, default_value_t = quorum::registry::DEFAULT_MAX_MODEL_BYTES)]
+        max_bytes: u64,
     },
     /// List models and their versions.
     List {
@@ -277,16 +286,23 @@ enum ModelsCommand {
     /// Show a model's metadata (the default version unless --version).
     Show {
         name: String,
-        #[arg(long)]
+        #[arg(long, value_parser = version_arg)]
         version: Option<u32>,
     },
     /// Make a version the default.
-    SetDefault { name: String, version: u32 },
-    /// Remove a model, or one version of it.
+    SetDefault {
+        name: String,
+        #[arg(value_parser = version_arg)]
+        version: u32,
+    },
+    /// Remove a model, or one version of it (refused while ensembles use it, unless --force).
     Remove {
         name: String,
-        #[arg(long)]
+        #[arg(long, value_parser = version_arg)]
         version: Option<u32>,
+        /// Remove it even though ensembles use it (they then fail until changed).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -386,6 +402,12 @@ enum ExperimentCommand {
     },
 }
 
+/// A version on the command line: the library's rule (1 to 2147483647), checked by clap.
+fn version_arg(text: &str) -> std::result::Result<u32, String> {
+    let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a whole number"))?;
+    quorum::check_version("version", value).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -396,6 +418,7 @@ fn main() -> ExitCode {
     };
     match Error::guard(|| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_closed_stdout(&e) => ExitCode::from(141),
         Err(e) => {
             eprintln!("error[{}]: {e}", e.code());
             ExitCode::FAILURE
@@ -403,12 +426,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// The engine of an existing home: commands that only use what a home holds never make one, so
+/// a mistyped `--home` is an error rather than a new empty home.
 fn engine(home: &std::path::Path) -> Result<InferenceEngine> {
+    if !home.is_dir() {
+        return Err(Error::NotFound {
+            what: "quorum home",
+            name: format!("{} (register a model or create an ensemble there first, or fix --home)", home.display()),
+        });
+    }
     let builder = InferenceEngine::builder(home);
     match STATE.get().and_then(Option::as_ref) {
         Some(url) => builder.with_state(url.clone()).build(),
         None => builder.build(),
     }
+}
+
+/// What a command's output error says when its reader went away: `main` then exits quietly.
+const STDOUT_CLOSED: &str = "writing to stdout";
+
+fn emit_line(args: std::fmt::Arguments<'_>) -> Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{args}").map_err(|e| Error::io(STDOUT_CLOSED, e))
+}
+
+/// Whether `error` is the reader of stdout going away.
+fn is_closed_stdout(error: &Error) -> bool {
+    matches!(error, Error::Io { context, source } if context == STDOUT_CLOSED && source.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// Prints `text`; `Ok(false)` when the reader went away (`| head`), which is not an error.
@@ -424,7 +468,7 @@ fn print_or_stop(text: &str) -> Result<bool> {
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::json("output", e))?;
-    println!("{text}");
+    out!("{text}");
     Ok(())
 }
 
@@ -455,9 +499,9 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&report.summary())
             } else {
-                println!("walk-forward backtest of {} through ensemble {ensemble:?}\n", data.display());
-                println!("{report}");
-                println!("report: {}\nchart:  {}", json_path.display(), svg_path.display());
+                out!("walk-forward backtest of {} through ensemble {ensemble:?}\n", data.display());
+                out!("{report}");
+                out!("report: {}\nchart:  {}", json_path.display(), svg_path.display());
                 Ok(())
             }
         }
@@ -469,19 +513,26 @@ fn run(cli: Cli) -> Result<()> {
                 return print_json(&metrics);
             }
             let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
-            println!(
+            out!(
                 "ensemble {}@{}  (all time; win_acc: accuracy over the count window)",
-                metrics.ensemble, metrics.version
+                metrics.ensemble,
+                metrics.version
             );
-            println!(
+            out!(
                 "{:<14} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                "predictor", "count", "accuracy", "f1", "log_loss", "brier", "win_acc"
+                "predictor",
+                "count",
+                "accuracy",
+                "f1",
+                "log_loss",
+                "brier",
+                "win_acc"
             );
             let rows =
                 std::iter::once(("ensemble".to_string(), metrics.metrics)).chain(metrics.members.iter().cloned());
             for (name, m) in rows {
                 let a = m.all_time;
-                println!(
+                out!(
                     "{name:<14} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
                     a.count,
                     pct(a.accuracy),
@@ -491,10 +542,10 @@ fn run(cli: Cli) -> Result<()> {
                     pct(m.window.accuracy)
                 );
             }
-            println!("ranking (best first, by windowed loss): {}", metrics.ranking.join(", "));
+            out!("ranking (best first, by windowed loss): {}", metrics.ranking.join(", "));
             for (regime, group) in &metrics.regimes {
                 let all = group.metrics.all_time;
-                println!("regime {regime}: {} outcomes, accuracy {}", all.count, pct(all.accuracy));
+                out!("regime {regime}: {} outcomes, accuracy {}", all.count, pct(all.accuracy));
             }
             Ok(())
         }
@@ -541,7 +592,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let ms = |m: Option<f64>| m.map_or("-".into(), |v| format!("{v:.4}"));
             let pct = |a: Option<f64>| a.map_or("-".into(), |v| format!("{:.2}%", v * 100.0));
-            println!(
+            out!(
                 "{}@{}: accuracy {}, p50 at batch 1 {} ms, {} bytes",
                 report.model,
                 report.version,
@@ -549,12 +600,17 @@ fn run(cli: Cli) -> Result<()> {
                 ms(report.original.p50_ms(1)),
                 report.original.size_bytes
             );
-            println!(
+            out!(
                 "{:<26} {:>9} {:>9} {:>11} {:>11} {:>10}  decision",
-                "candidate", "accuracy", "agreement", "p50 b=1 ms", "p50 b=64 ms", "bytes"
+                "candidate",
+                "accuracy",
+                "agreement",
+                "p50 b=1 ms",
+                "p50 b=64 ms",
+                "bytes"
             );
             for c in &report.candidates {
-                println!(
+                out!(
                     "{:<26} {:>9} {:>9} {:>11} {:>11} {:>10}  {}",
                     c.method.as_str(),
                     pct(c.accuracy),
@@ -566,16 +622,16 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             match &report.chosen {
-                Some(chosen) => println!(
+                Some(chosen) => out!(
                     "chosen: {} registered as {}@{} ({:.1}% faster; default version unchanged)",
                     chosen.method.as_str(),
                     report.model,
                     chosen.version,
                     report.performance_improvement.latency_reduction * 100.0
                 ),
-                None => println!("kept the original: no candidate was both faster and accurate enough"),
+                None => out!("kept the original: no candidate was both faster and accurate enough"),
             }
-            println!("deployment_ready: {}", report.deployment_ready);
+            out!("deployment_ready: {}", report.deployment_ready);
             Ok(())
         }
         Command::Quantize { model, out, method, data, features, per_channel, json } => {
@@ -595,9 +651,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             for n in &rewritten.nodes {
                 let what = if n.rewritten { "rewritten".to_string() } else { n.reason.clone().unwrap_or_default() };
-                println!("{:<28} {:<24} {what}", n.node, n.op_type);
+                out!("{:<28} {:<24} {what}", n.node, n.op_type);
             }
-            println!("wrote {} ({} bytes)", out.display(), rewritten.bytes.len());
+            out!("wrote {} ({} bytes)", out.display(), rewritten.bytes.len());
             Ok(())
         }
         Command::Benchmark { model, data, outcome, json } => {
@@ -608,17 +664,14 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 return print_json(&bench);
             }
-            println!(
+            out!(
                 "{model}: {} bytes{}",
                 bench.size_bytes,
                 bench.accuracy.map(|a| format!(", accuracy {:.2}%", a * 100.0)).unwrap_or_default()
             );
-            println!("{:>6} {:>10} {:>10} {:>10} {:>14}", "batch", "p50 ms", "p95 ms", "p99 ms", "rows/s");
+            out!("{:>6} {:>10} {:>10} {:>10} {:>14}", "batch", "p50 ms", "p95 ms", "p99 ms", "rows/s");
             for l in &bench.latency {
-                println!(
-                    "{:>6} {:>10.4} {:>10.4} {:>10.4} {:>14.0}",
-                    l.batch, l.p50_ms, l.p95_ms, l.p99_ms, l.throughput
-                );
+                out!("{:>6} {:>10.4} {:>10.4} {:>10.4} {:>14.0}", l.batch, l.p50_ms, l.p95_ms, l.p99_ms, l.throughput);
             }
             Ok(())
         }
@@ -638,7 +691,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Runtime => {
             let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default())?;
             let path = quorum::Runtime::library_path().map(|p| p.display().to_string()).unwrap_or_default();
-            println!("library: {path}\nbuild: {}\noptions: {:?}", runtime.build_info(), runtime.options());
+            out!("library: {path}\nbuild: {}\noptions: {:?}", runtime.build_info(), runtime.options());
             Ok(())
         }
         Command::Replay { ensemble, data, outcome, json } => {
@@ -649,12 +702,12 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&report)
             } else {
-                println!("replay of {} through ensemble {ensemble:?}\n", data.display());
-                println!("{report}");
+                out!("replay of {} through ensemble {ensemble:?}\n", data.display());
+                out!("{report}");
                 if let Some(name) = experiment {
                     let e = engine.experiment_status(&name)?;
                     let last = e.decisions.last().map_or(String::new(), |d| format!(": {}", d.reason));
-                    println!("experiment {name}: {}{last}", e.state.as_str());
+                    out!("experiment {name}: {}{last}", e.state.as_str());
                 }
                 Ok(())
             }
@@ -709,7 +762,7 @@ fn experiments(home: &std::path::Path, cmd: ExperimentCommand) -> Result<()> {
                 return print_json(&list);
             }
             for e in list {
-                println!(
+                out!(
                     "{}  {}  {} v{} vs v{}  step {}/{} ({}%)",
                     e.name,
                     e.state.as_str(),
@@ -724,24 +777,24 @@ fn experiments(home: &std::path::Path, cmd: ExperimentCommand) -> Result<()> {
             return Ok(());
         }
     };
-    println!("experiment {}: {}", status.name, status.state.as_str());
+    out!("experiment {}: {}", status.name, status.state.as_str());
     Ok(())
 }
 
 /// `experiment status` for people.
 fn print_experiment(s: &quorum::ExperimentStatus) -> Result<()> {
-    println!("experiment {} on {}: {}", s.name, s.ensemble, s.state.as_str());
-    println!("step {} of {:?} %: the treatment gets {}%", s.step, s.steps, s.split_percent);
-    println!(
+    out!("experiment {} on {}: {}", s.name, s.ensemble, s.state.as_str());
+    out!("step {} of {:?} %: the treatment gets {}%", s.step, s.steps, s.split_percent);
+    out!(
         "metric {} ({} is better), alpha {}",
         s.metric.as_str(),
         if s.higher_is_better { "higher" } else { "lower" },
         s.alpha
     );
     let number = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.5}"));
-    println!("\n{:<10} {:>7} {:>7} {:>9} {:>10} {:>10}", "arm", "version", "share", "outcomes", "mean", "sd");
+    out!("\n{:<10} {:>7} {:>7} {:>9} {:>10} {:>10}", "arm", "version", "share", "outcomes", "mean", "sd");
     for (arm, a) in [("control", &s.arms.control), ("treatment", &s.arms.treatment)] {
-        println!(
+        out!(
             "{arm:<10} {:>7} {:>6}% {:>9} {:>10} {:>10}",
             a.version,
             a.share_percent,
@@ -751,16 +804,16 @@ fn print_experiment(s: &quorum::ExperimentStatus) -> Result<()> {
         );
     }
     match (s.estimate, s.confidence_sequence) {
-        (Some(estimate), Some([lower, upper])) => println!(
+        (Some(estimate), Some([lower, upper])) => out!(
             "\ntreatment − control {estimate:+.5}, {:.0}% confidence sequence [{lower:+.5}, {upper:+.5}], always-valid p = {:.4}",
             100.0 * (1.0 - s.alpha),
             s.p_value
         ),
-        _ => println!("\nthe test needs {} outcomes per arm", quorum::experiment::msprt::MIN_ARM_OUTCOMES),
+        _ => out!("\nthe test needs {} outcomes per arm", quorum::experiment::msprt::MIN_ARM_OUTCOMES),
     }
-    println!("\ndecisions:");
+    out!("\ndecisions:");
     for d in &s.decisions {
-        println!("  {}  {:<13} {}", d.at, d.action.as_str(), d.reason);
+        out!("  {}  {:<13} {}", d.at, d.action.as_str(), d.reason);
     }
     Ok(())
 }
@@ -812,10 +865,11 @@ fn serve(home: PathBuf, home_given: bool, args: ServeArgs) -> Result<()> {
 
 fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
     match cmd {
-        ModelsCommand::Register { name, file, features, output, kind, task, version, set_default } => {
+        ModelsCommand::Register { name, file, features, output, kind, task, version, set_default, max_bytes } => {
             let features: Vec<String> =
                 features.into_iter().map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect();
             let mut registration = ModelRegistration::new(&name, file, features)
+                .with_max_bytes(max_bytes)
                 .with_output(output.parse::<OutputSpec>()?)
                 .with_kind(kind.parse::<ModelKind>()?)
                 .with_task(task.parse::<Task>()?);
@@ -827,7 +881,7 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
             if set_default {
                 engine.registry().set_default(&meta.name, meta.version)?;
             }
-            println!(
+            out!(
                 "registered {}@{} ({} features, sha256 {})",
                 meta.name,
                 meta.version,
@@ -841,10 +895,10 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
             if json {
                 return print_json(&list);
             }
-            println!("{:<20} {:<12} {:<15} {:>8}  versions", "name", "kind", "task", "default");
+            out!("{:<20} {:<12} {:<15} {:>8}  versions", "name", "kind", "task", "default");
             for m in list {
                 let versions: Vec<String> = m.versions.iter().map(u32::to_string).collect();
-                println!(
+                out!(
                     "{:<20} {:<12} {:<15} {:>8}  {}",
                     m.name,
                     format!("{:?}", m.kind).to_lowercase(),
@@ -864,11 +918,16 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
             print_json(&registry.get(&name, version)?)
         }
         ModelsCommand::SetDefault { name, version } => Registry::open(home)?.set_default(&name, version),
-        ModelsCommand::Remove { name, version } => {
-            Registry::open(home)?.remove(&name, version)?;
+        ModelsCommand::Remove { name, version, force } => {
+            let registry = Registry::open(home)?;
+            if force {
+                registry.force_remove(&name, version)?;
+            } else {
+                registry.remove(&name, version)?;
+            }
             match version {
-                Some(v) => println!("removed {name}@{v}"),
-                None => println!("removed {name}"),
+                Some(v) => out!("removed {name}@{v}"),
+                None => out!("removed {name}"),
             }
             Ok(())
         }
@@ -922,7 +981,7 @@ fn ensembles(home: &std::path::Path, cmd: EnsembleCommand) -> Result<()> {
             let engine = engine(home)?;
             let saved =
                 if inactive { engine.create_ensemble_inactive(config)? } else { engine.create_ensemble(config)? };
-            println!(
+            out!(
                 "created ensemble {}@{} ({} members, {})",
                 saved.name,
                 saved.version,
@@ -937,7 +996,7 @@ fn ensembles(home: &std::path::Path, cmd: EnsembleCommand) -> Result<()> {
                 let config = store.get(&name)?;
                 let members: Vec<String> =
                     config.members.iter().map(|m| format!("{}@{}", m.model, m.version)).collect();
-                println!("{name}@{}  {}", config.version, members.join(","));
+                out!("{name}@{}  {}", config.version, members.join(","));
             }
             Ok(())
         }

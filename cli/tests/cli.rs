@@ -147,7 +147,11 @@ fn register_list_show_predict_and_replay_json() {
     assert_eq!(metrics["ranking"].as_array().unwrap().len(), 3);
     assert!(metrics["regimes"].as_array().unwrap().len() >= 2);
 
-    ok(quorum(home.path(), &["models", "remove", "sentiment"]));
+    // Ensembles use it: refused with their names, until forced.
+    let refused = quorum(home.path(), &["models", "remove", "sentiment"]);
+    assert_clean_failure(&refused, "error[in_use]");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("market@1"));
+    ok(quorum(home.path(), &["models", "remove", "sentiment", "--force"]));
     assert!(!ok(quorum(home.path(), &["models", "list"])).contains("sentiment"));
 }
 
@@ -342,4 +346,59 @@ fn an_experiment_routes_keys_alike_in_two_processes_and_replay_feeds_it() {
     assert!(list.contains("\"stopped\""), "{list}");
     let again = quorum(home.path(), &["experiment", "pause", "ab"]);
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("error[config]"));
+}
+
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let home = tempfile::tempdir().unwrap();
+    setup(home.path(), &[]);
+    ok(quorum(home.path(), &["replay", "market", "--data", &holdout(), "--outcome", "next_day_up"]));
+    let features: serde_json::Map<String, serde_json::Value> =
+        common::holdout_features(1).remove(0).iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+    let features = serde_json::Value::Object(features).to_string();
+    for args in [
+        vec!["metrics", "market", "--json"],
+        vec!["predict", "market", "--features", &features],
+        vec!["models", "list", "--json"],
+    ] {
+        // The reader is gone before the command prints (it loads models first): `quorum ... | head -0`.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quorum"))
+            .arg("--home")
+            .arg(home.path())
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}");
+    }
+}
+
+#[test]
+fn a_mistyped_home_is_not_created_by_reading_commands() {
+    let parent = tempfile::tempdir().unwrap();
+    let typo = parent.path().join("typo");
+    for args in [&["models", "list"][..], &["ensemble", "list"], &["metrics", "market"], &["predict", "market", "--features", "{}"]] {
+        assert_clean_failure(&quorum(&typo, args), "error[not_found]: quorum home not found");
+        assert!(!typo.exists(), "{args:?} made the home");
+    }
+}
+
+#[test]
+fn versions_out_of_range_are_refused_on_the_command_line() {
+    let home = tempfile::tempdir().unwrap();
+    let file = common::model_file("technical");
+    let features = common::features_of("technical").join(",");
+    for bad in ["4294967295", "0", "-1", "1.5"] {
+        let out = quorum(
+            home.path(),
+            &["models", "register", "t", "--file", file.to_str().unwrap(), "--features", &features, "--version", bad],
+        );
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(!home.path().join("models/t").exists(), "{bad}");
+    }
 }

@@ -70,7 +70,8 @@ impl ApiError {
             }
             E::NotFound { .. } => StatusCode::NOT_FOUND,
             E::AlreadyExists { .. } => StatusCode::CONFLICT,
-            E::TrackingDisabled => StatusCode::CONFLICT,
+            E::TrackingDisabled | E::InUse { .. } | E::Locked { .. } => StatusCode::CONFLICT,
+            E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             E::QuorumNotReached { .. } | E::MemberUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             E::RuntimeUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -175,6 +175,8 @@ impl EngineBuilder {
     }
 
     pub fn build(self) -> Result<InferenceEngine> {
+        // An engine writes state, so it may make its home; read-only tools never do.
+        crate::store::create_dir_all(&self.home)?;
         let registry = Registry::open(&self.home)?;
         let ensembles = EnsembleStore::open(&self.home)?;
         let runtime = Runtime::new(self.runtime)?;
@@ -274,8 +276,8 @@ pub struct EngineOptions {
     /// Path of libonnxruntime (default: found as [`RuntimeOptions`] finds it).
     #[serde(alias = "ortLibrary")]
     pub ort_library: Option<PathBuf>,
-    /// Outcome tracking (default on).
-    pub tracking: Option<bool>,
+    /// Outcome tracking: `true` (the default), `false`, or its options (see [`TrackingSetting`]).
+    pub tracking: Option<TrackingSetting>,
     /// Learnt weights and tracked metrics written to `<home>/state.sqlite` (default on).
     pub persistence: Option<bool>,
     #[serde(alias = "sessionsPerModel")]
@@ -306,6 +308,59 @@ pub struct EngineOptions {
     pub inference_log: Option<InferenceLogSetting>,
 }
 
+/// `tracking = true | false`, or a table of what bounds it; absent keys keep their defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum TrackingSetting {
+    On(bool),
+    Options(TrackingTable),
+}
+
+/// The tracker's bounds as the bindings give them, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingTable {
+    /// Outcomes in the count window (default 500).
+    pub window: Option<usize>,
+    /// Length of the time window, seconds (default 3600).
+    #[serde(alias = "windowSeconds")]
+    pub window_seconds: Option<f64>,
+    /// Predictions kept waiting for their outcome (default 65 536).
+    #[serde(alias = "pendingCapacity")]
+    pub pending_capacity: Option<usize>,
+    /// How long a prediction waits for its outcome, seconds (default 86 400).
+    #[serde(alias = "pendingTtlSeconds")]
+    pub pending_ttl_seconds: Option<f64>,
+}
+
+impl TrackingTable {
+    fn options(self) -> Result<TrackingOptions> {
+        let seconds = |what: &str, value: f64| {
+            if value.is_finite() && value > 0.0 && value <= 365.0 * 86_400.0 {
+                Ok(std::time::Duration::from_secs_f64(value))
+            } else {
+                Err(Error::Config(format!(
+                    "tracking {what} must be a positive number of seconds up to a year, not {value}"
+                )))
+            }
+        };
+        let mut options = TrackingOptions::default();
+        if let Some(window) = self.window {
+            options.window = window;
+        }
+        if let Some(capacity) = self.pending_capacity {
+            options.pending_capacity = capacity;
+        }
+        if let Some(s) = self.window_seconds {
+            options.window_duration = seconds("window_seconds", s)?;
+        }
+        if let Some(s) = self.pending_ttl_seconds {
+            options.pending_ttl = seconds("pending_ttl_seconds", s)?;
+        }
+        Ok(options)
+    }
+}
+
 /// `inference_log = true` or a table of [`InferenceLogOptions`].
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
 #[serde(untagged)]
@@ -334,8 +389,10 @@ impl EngineOptions {
         }
         let mut builder =
             EngineBuilder::new(home).with_runtime_options(runtime).with_fusion(self.fusion.unwrap_or(true));
-        if self.tracking == Some(false) {
-            builder = builder.without_tracking();
+        match self.tracking {
+            Some(TrackingSetting::On(false)) => builder = builder.without_tracking(),
+            Some(TrackingSetting::Options(table)) => builder = builder.with_tracking(table.options()?),
+            Some(TrackingSetting::On(true)) | None => {}
         }
         if self.persistence == Some(false) {
             builder = builder.without_persistence();

@@ -42,7 +42,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Instant;
 
-pub use builder::{AutoscaleSettings, EngineBuilder, EngineOptions, InferenceLogSetting};
+pub use builder::{
+    AutoscaleSettings, EngineBuilder, EngineOptions, InferenceLogSetting, TrackingSetting, TrackingTable,
+};
 pub use handle::{CurrentWeights, EnsembleHandle, FusionStatus, ResolvedRow};
 pub use member::Fault;
 pub use registry_handle::RegistryHandle;

@@ -52,8 +52,13 @@ impl RegistryHandle {
         self.registry().versions(name)
     }
 
-    pub fn remove(&self, name: &str, version: Option<u32>) -> Result<()> {
-        self.registry().remove(name, version)
+    /// See [`Registry::remove`]; with `force`, [`Registry::force_remove`].
+    pub fn remove(&self, name: &str, version: Option<u32>, force: bool) -> Result<()> {
+        if force {
+            self.registry().force_remove(name, version)
+        } else {
+            self.registry().remove(name, version)
+        }
     }
 
     /// Makes `version` the model's default; through an engine, its loaded ensembles move onto it

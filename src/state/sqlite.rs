@@ -80,11 +80,88 @@ const MIGRATIONS: [&str; 2] = [V1, V2];
 /// loading use it.
 pub(super) struct Sqlite {
     connection: Mutex<Connection>,
+    /// Held for the backend's life: one writer per state file (see [`WriterLock`]).
+    _writer: WriterLock,
+    /// The database file as opened, to notice it being deleted or replaced underneath.
+    identity: FileIdentity,
+    path: std::path::PathBuf,
+}
+
+/// An exclusive advisory lock on `<state>.lock`, holding who took it: a second process writing the
+/// same state would overwrite the first's learnt weights and tracked sums at each flush (last one
+/// wins), so it is refused, with the holder named. Released when the backend drops or the process dies.
+struct WriterLock {
+    _file: std::fs::File,
+}
+
+impl WriterLock {
+    fn acquire(database: &Path) -> Result<WriterLock> {
+        use std::io::{Read, Seek, Write};
+        let mut lock_path = database.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock_path = std::path::PathBuf::from(lock_path);
+        let context = || format!("locking {}", lock_path.display());
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io(context(), e))?;
+        // An engine of this process that was just dropped may still be finishing its last flush on
+        // a background thread: give it a moment before calling the state taken.
+        let mine = format!("pid {} ", std::process::id());
+        let patience = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    let _ = file.rewind().and_then(|()| file.read_to_string(&mut holder));
+                    let holder = holder.trim();
+                    if holder.starts_with(&mine) && std::time::Instant::now() < patience {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    return Err(Error::Locked {
+                        path: database.to_path_buf(),
+                        holder: if holder.is_empty() { "holder unknown".into() } else { holder.to_string() },
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(context(), e)),
+            }
+        }
+        let program = std::env::args().next().unwrap_or_default();
+        let program = Path::new(&program).file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let holder = format!("pid {} ({program}), since {}", std::process::id(), crate::store::now_rfc3339());
+        // Who holds it is advice for the refused; failing to write it does not stop the holder.
+        let _ = file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(holder.as_bytes()));
+        Ok(WriterLock { _file: file })
+    }
+}
+
+/// A file's device and inode: the same path naming another file (or none) means it was replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> std::io::Result<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok(FileIdentity { dev: meta.dev(), ino: meta.ino() })
+    }
 }
 
 impl Sqlite {
     /// Opens (creating) the database at `path` and applies the migrations it lacks.
+    ///
+    /// # Errors
+    /// `locked`, naming the holder, when another process (or another engine of this one) writes it.
     pub(super) fn open(path: &Path) -> Result<Sqlite> {
+        let writer = WriterLock::acquire(path)?;
         let connection = Connection::open(path).map_err(db_error::<rusqlite::Error>("opening"))?;
         connection.busy_timeout(Duration::from_secs(5)).map_err(db_error::<rusqlite::Error>("busy timeout"))?;
         connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;").map_err(db_error::<
@@ -92,9 +169,26 @@ impl Sqlite {
         >(
             "journal mode",
         ))?;
-        let store = Sqlite { connection: Mutex::new(connection) };
+        let identity = FileIdentity::of(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let store = Sqlite { connection: Mutex::new(connection), _writer: writer, identity, path: path.to_path_buf() };
         store.migrate(&path.display().to_string())?;
         Ok(store)
+    }
+
+    /// Fails when the database file was deleted or replaced since it was opened: SQLite would go
+    /// on writing into the unlinked file, and every flush would be lost while reporting success.
+    fn check_present(&self) -> Result<()> {
+        match FileIdentity::of(&self.path) {
+            Ok(identity) if identity == self.identity => Ok(()),
+            Ok(_) => Err(Error::StateLost(format!(
+                "{} was replaced by another file while this engine wrote it; what it learnt since is not saved",
+                self.path.display()
+            ))),
+            Err(e) => Err(Error::StateLost(format!(
+                "{} is gone ({e}): its home was deleted or moved while this engine wrote it; what it learnt since is not saved",
+                self.path.display()
+            ))),
+        }
     }
 
     fn migrate(&self, url: &str) -> Result<()> {
@@ -133,6 +227,7 @@ impl Backend for Sqlite {
     }
 
     fn write_inference_logs(&self, rows: &[InferenceRecord]) -> Result<()> {
+        self.check_present()?;
         let mut connection = self.lock();
         let tx = connection.transaction().map_err(db_error::<rusqlite::Error>("begin"))?;
         {
@@ -166,6 +261,7 @@ impl Backend for Sqlite {
     }
 
     fn write(&self, flush: &Flush) -> Result<()> {
+        self.check_present()?;
         let mut connection = self.lock();
         let tx = connection.transaction().map_err(db_error::<rusqlite::Error>("begin"))?;
         for w in &flush.weights {

@@ -207,7 +207,11 @@ fn resolve(
 pub struct EngineOptions {
     /// Path of libonnxruntime (default: the one bundled in `onnxruntime-node`).
     pub ort_library: Option<String>,
-    pub tracking: Option<bool>,
+    /// Outcome tracking: `true` (default), `false`, or its bounds.
+    #[napi(
+        ts_type = "boolean | { window?: number, windowSeconds?: number, pendingCapacity?: number, pendingTtlSeconds?: number }"
+    )]
+    pub tracking: Option<serde_json::Value>,
     pub persistence: Option<bool>,
     pub sessions_per_model: Option<u32>,
     pub synchronous_refits: Option<bool>,
@@ -254,7 +258,8 @@ pub struct ModelOptions {
     pub kind: Option<String>,
     /// classification or regression.
     pub task: Option<String>,
-    pub version: Option<u32>,
+    /// A whole number from 1 to 2147483647 (anything else throws `invalid_name`).
+    pub version: Option<f64>,
 }
 
 /// A batch's answers by column.
@@ -438,8 +443,8 @@ impl JsInferenceEngine {
     /// Makes `version` the model's default and moves loaded ensembles onto it (a hot swap: running
     /// predictions finish on the old version). Returns the ensembles reloaded.
     #[napi]
-    pub fn set_default_version(&self, model: String, version: u32) -> Result<Vec<String>> {
-        guarded(|| self.inner.set_default_version(&model, version))
+    pub fn set_default_version(&self, model: String, version: f64) -> Result<Vec<String>> {
+        guarded(|| self.inner.set_default_version(&model, quorum::check_version("version", version)?))
     }
 
     /// The replica pools of every loaded version of `model` (all models when absent).

@@ -60,7 +60,7 @@ impl JsRegistry {
                     r = r.with_task(task.parse()?);
                 }
                 if let Some(v) = o.version {
-                    r = r.with_version(v);
+                    r = r.with_version(quorum::check_version("version", v)?);
                 }
             }
             self.inner.register(r)
@@ -89,17 +89,21 @@ impl JsRegistry {
         guarded(|| self.inner.versions(&name))
     }
 
-    /// Removes one version, or (no version) the whole model.
+    /// Removes one version, or (no version) the whole model. Throws `in_use`, naming them, when
+    /// ensembles use it, unless `force`.
     #[napi]
-    pub fn remove(&self, name: String, version: Option<u32>) -> Result<()> {
-        guarded(|| self.inner.remove(&name, version))
+    pub fn remove(&self, name: String, version: Option<f64>, force: Option<bool>) -> Result<()> {
+        guarded(|| {
+            let version = version.map(|v| quorum::check_version("version", v)).transpose()?;
+            self.inner.remove(&name, version, force.unwrap_or(false))
+        })
     }
 
     /// Makes `version` the model's default. Through an engine's registry, the engine's loaded
     /// ensembles move onto it at once (a hot swap); returns the ensembles reloaded.
     #[napi]
-    pub fn set_default(&self, name: String, version: u32) -> Result<Vec<String>> {
-        guarded(|| self.inner.set_default(&name, version))
+    pub fn set_default(&self, name: String, version: f64) -> Result<Vec<String>> {
+        guarded(|| self.inner.set_default(&name, quorum::check_version("version", version)?))
     }
 
     /// Checks a model's file (`name` or `name@version`) against the sha256 recorded at registration;

@@ -42,6 +42,31 @@ pub fn from_python<T: serde::de::DeserializeOwned>(
 }
 
 /// A Python `version=None` / `version=3` argument as the core's version spec.
-pub fn version_spec(version: Option<u32>) -> quorum::VersionSpec {
-    version.map_or(quorum::VersionSpec::Default, quorum::VersionSpec::Exact)
+pub fn version_spec(version: Option<Version>) -> quorum::VersionSpec {
+    version.map_or(quorum::VersionSpec::Default, |v| quorum::VersionSpec::Exact(v.0))
+}
+
+/// A version argument: an int from 1 to 2147483647, else `InvalidNameError` (never `True`, a
+/// float, or a number wrapped into range), the same rule as the Node package's.
+#[derive(Debug, Clone, Copy)]
+pub struct Version(pub u32);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Version {
+    type Error = PyErr;
+
+    fn extract(value: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let invalid = || {
+            let shown = value.repr().map_or_else(|_| "?".to_string(), |r| r.to_string());
+            to_py_err(quorum::Error::InvalidName {
+                what: "version",
+                value: shown,
+                reason: "a version is a whole number from 1 to 2147483647",
+            })
+        };
+        if value.is_instance_of::<pyo3::types::PyBool>() {
+            return Err(invalid());
+        }
+        let n: i64 = value.extract().map_err(|_| invalid())?;
+        quorum::check_version("version", n as f64).map(Version).map_err(|_| invalid())
+    }
 }

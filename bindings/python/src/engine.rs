@@ -4,7 +4,7 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, P
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::conversion::{from_python, guarded, to_py_err, to_python};
+use crate::conversion::{from_python, guarded, to_py_err, to_python, Version};
 use crate::registry::Registry;
 
 /// An engine over a quorum home. Thread-safe: share one per process; predictions release the GIL.
@@ -24,13 +24,13 @@ impl InferenceEngine {
 #[pymethods]
 impl InferenceEngine {
     #[new]
-    #[pyo3(signature = (home, ort_library=None, tracking=true, persistence=true, sessions_per_model=None, synchronous_refits=false, cache_capacity=None, cache_ttl_ms=None, default_model=None, models=None, memory_budget_bytes=None, fusion=true, state=None, inference_log=None))]
+    #[pyo3(signature = (home, ort_library=None, tracking=None, persistence=true, sessions_per_model=None, synchronous_refits=false, cache_capacity=None, cache_ttl_ms=None, default_model=None, models=None, memory_budget_bytes=None, fusion=true, state=None, inference_log=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python constructor
     fn new(
         py: Python<'_>,
         home: std::path::PathBuf,
         ort_library: Option<std::path::PathBuf>,
-        tracking: bool,
+        tracking: Option<Bound<'_, PyAny>>,
         persistence: bool,
         sessions_per_model: Option<usize>,
         synchronous_refits: bool,
@@ -50,7 +50,7 @@ impl InferenceEngine {
         };
         let mut document = serde_json::json!({
             "ort_library": ort_library,
-            "tracking": tracking,
+            "tracking": json(tracking)?,
             "persistence": persistence,
             "sessions_per_model": sessions_per_model,
             "synchronous_refits": synchronous_refits,
@@ -78,8 +78,8 @@ impl InferenceEngine {
 
     /// Makes `version` the model's default and moves loaded ensembles onto it (a hot swap: running
     /// predictions finish on the old version). Returns the ensembles reloaded.
-    fn set_default_version(&self, py: Python<'_>, name: &str, version: u32) -> PyResult<Vec<String>> {
-        guarded(py, || self.inner.set_default_version(name, version))
+    fn set_default_version(&self, py: Python<'_>, name: &str, version: Version) -> PyResult<Vec<String>> {
+        guarded(py, || self.inner.set_default_version(name, version.0))
     }
 
     /// The replica pools of every loaded version of `model` (all models when None): replicas, idle,

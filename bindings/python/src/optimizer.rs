@@ -2,7 +2,7 @@
 
 use pyo3::prelude::*;
 
-use crate::conversion::{guarded, to_py_err, to_python, version_spec};
+use crate::conversion::{guarded, to_py_err, to_python, version_spec, Version};
 use crate::engine::InferenceEngine;
 
 /// Measures and rewrites models: benchmark, optimize (candidates judged on data, the winner
@@ -29,7 +29,7 @@ impl Optimizer {
         model: &str,
         data: std::path::PathBuf,
         outcome: Option<String>,
-        version: Option<u32>,
+        version: Option<Version>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bench = guarded(py, || self.inner.benchmark(model, version_spec(version), &data, outcome.as_deref()))?;
         to_python(py, &bench)
@@ -50,7 +50,7 @@ impl Optimizer {
         accuracy_threshold: Option<f64>,
         methods: Option<Vec<String>>,
         target_latency_ms: Option<f64>,
-        version: Option<u32>,
+        version: Option<Version>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let document = serde_json::json!({
             "accuracy_threshold": accuracy_threshold,

@@ -2,7 +2,7 @@
 
 use pyo3::prelude::*;
 
-use crate::conversion::{guarded, to_py_err, to_python, version_spec};
+use crate::conversion::{guarded, to_py_err, to_python, version_spec, Version};
 
 /// The models of a quorum home: `<home>/models/<name>/<version>/`. Thread-safe.
 #[derive(Debug)]
@@ -43,7 +43,7 @@ impl Registry {
         output: &str,
         kind: &str,
         task: &str,
-        version: Option<u32>,
+        version: Option<Version>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let parse = || -> quorum::Result<quorum::ModelRegistration> {
             let mut r = quorum::ModelRegistration::new(name, file, features)
@@ -51,7 +51,7 @@ impl Registry {
                 .with_kind(kind.parse()?)
                 .with_task(task.parse()?);
             if let Some(v) = version {
-                r = r.with_version(v);
+                r = r.with_version(v.0);
             }
             Ok(r)
         };
@@ -68,7 +68,7 @@ impl Registry {
 
     /// A model version's metadata (the default version when `version` is None).
     #[pyo3(signature = (name, version=None))]
-    fn show<'py>(&self, py: Python<'py>, name: &str, version: Option<u32>) -> PyResult<Bound<'py, PyAny>> {
+    fn show<'py>(&self, py: Python<'py>, name: &str, version: Option<Version>) -> PyResult<Bound<'py, PyAny>> {
         let meta = guarded(py, || self.inner.show(name, version_spec(version)))?;
         to_python(py, &meta)
     }
@@ -78,22 +78,23 @@ impl Registry {
         guarded(py, || self.inner.versions(name))
     }
 
-    /// Removes one version, or (`version` None) the whole model.
-    #[pyo3(signature = (name, version=None))]
-    fn remove(&self, py: Python<'_>, name: &str, version: Option<u32>) -> PyResult<()> {
-        guarded(py, || self.inner.remove(name, version))
+    /// Removes one version, or (`version` None) the whole model. Raises InUseError, naming them,
+    /// when ensembles use it, unless `force`.
+    #[pyo3(signature = (name, version=None, force=false))]
+    fn remove(&self, py: Python<'_>, name: &str, version: Option<Version>, force: bool) -> PyResult<()> {
+        guarded(py, || self.inner.remove(name, version.map(|v| v.0), force))
     }
 
     /// Makes `version` the model's default. Through an engine's registry, the engine's loaded
     /// ensembles move onto it at once (a hot swap); returns the ensembles reloaded.
-    fn set_default(&self, py: Python<'_>, name: &str, version: u32) -> PyResult<Vec<String>> {
-        guarded(py, || self.inner.set_default(name, version))
+    fn set_default(&self, py: Python<'_>, name: &str, version: Version) -> PyResult<Vec<String>> {
+        guarded(py, || self.inner.set_default(name, version.0))
     }
 
     /// Checks a version's file against the sha256 recorded at registration; returns its metadata,
     /// or raises ChecksumMismatchError.
     #[pyo3(signature = (name, version=None))]
-    fn verify<'py>(&self, py: Python<'py>, name: &str, version: Option<u32>) -> PyResult<Bound<'py, PyAny>> {
+    fn verify<'py>(&self, py: Python<'py>, name: &str, version: Option<Version>) -> PyResult<Bound<'py, PyAny>> {
         let meta = guarded(py, || self.inner.verify(name, version_spec(version)))?;
         to_python(py, &meta)
     }

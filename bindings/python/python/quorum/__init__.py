@@ -13,7 +13,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy
 
@@ -48,7 +48,7 @@ class InferenceEngine(_NativeEngine):
         cls,
         home: "str | os.PathLike[str]",
         ort_library: "Optional[str | os.PathLike[str]]" = None,
-        tracking: bool = True,
+        tracking: Union[bool, Dict[str, float]] = True,
         persistence: bool = True,
         sessions_per_model: Optional[int] = None,
         synchronous_refits: bool = False,
@@ -117,9 +117,9 @@ class InferenceEngine(_NativeEngine):
         """`Registry.show` on the engine's registry."""
         return self.registry.show(name, version)
 
-    def remove_model(self, name: str, version: Optional[int] = None) -> None:
+    def remove_model(self, name: str, version: Optional[int] = None, force: bool = False) -> None:
         """`Registry.remove` on the engine's registry."""
-        self.registry.remove(name, version)
+        self.registry.remove(name, version, force)
 
     def optimize(
         self,

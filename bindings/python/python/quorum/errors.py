@@ -97,6 +97,22 @@ class JSONError(QuorumError, ValueError):
     """A JSON document or configuration could not be parsed."""
 
 
+class LockedError(QuorumError, RuntimeError):
+    """Another process writes this home's state (one writer per SQLite state file); the message names it."""
+
+
+class InUseError(QuorumError, RuntimeError):
+    """Refused because something still uses it (ensembles using a model); pass force=True to override."""
+
+
+class TooLargeError(QuorumError, ValueError):
+    """An input over its configured size limit (a model file, a request body)."""
+
+
+class StateLostError(QuorumError, OSError):
+    """Written state no longer reaches its store: the home or its database was deleted or replaced."""
+
+
 # The class raised for each of the core's error codes (`quorum._quorum.ERROR_CODES`; a test checks
 # that every code has one).
 BY_CODE = {
@@ -121,6 +137,10 @@ BY_CODE = {
     "io": StorageError,
     "json": JSONError,
     "internal": InternalError,
+    "locked": LockedError,
+    "in_use": InUseError,
+    "too_large": TooLargeError,
+    "state_lost": StateLostError,
 }
 
 __all__ = [name for name, value in list(globals().items()) if isinstance(value, type) and issubclass(value, QuorumError)]
