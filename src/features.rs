@@ -61,11 +61,18 @@ impl Features {
     }
 
     /// Parses `{"name": number, ...}`. Numbers beyond f32's range are refused rather than rounded to infinity.
+    ///
+    /// # Errors
+    /// `json` for malformed JSON; `invalid_input` for a value that is not a number or does not fit
+    /// in f32, and for a name given twice (JSON parsers disagree on which copy wins).
     pub fn from_json(text: &str) -> Result<Features> {
-        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+        let entries: UniqueEntries = serde_json::from_str(text)
             .map_err(|e| Error::json("request features (expected {\"name\": number, ...})", e))?;
-        let mut values = HashMap::with_capacity(map.len());
-        for (name, value) in map {
+        if let Some(name) = entries.duplicate {
+            return Err(Error::InvalidInput(format!("feature {name:?} is given twice")));
+        }
+        let mut values = HashMap::with_capacity(entries.values.len());
+        for (name, value) in entries.values {
             let number = value
                 .as_f64()
                 .ok_or_else(|| Error::InvalidInput(format!("feature {name:?} is {value}, not a number")))?;
@@ -321,6 +328,40 @@ pub(crate) fn gather(dense: &[f32], schema_width: usize, indices: &[usize], out:
     out.clear();
     for row in dense.chunks_exact(schema_width) {
         out.extend(indices.iter().map(|&i| row[i]));
+    }
+}
+
+/// A JSON object's entries in order, noting the first name that appears twice (serde_json's own
+/// map keeps the last copy silently).
+struct UniqueEntries {
+    values: Vec<(String, serde_json::Value)>,
+    duplicate: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for UniqueEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of feature names to numbers")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<UniqueEntries, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                let mut entries = UniqueEntries { values: Vec::new(), duplicate: None };
+                while let Some((name, value)) = map.next_entry::<String, serde_json::Value>()? {
+                    if !seen.insert(name.clone()) && entries.duplicate.is_none() {
+                        entries.duplicate = Some(name.clone());
+                    }
+                    entries.values.push((name, value));
+                }
+                Ok(entries)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
     }
 }
 

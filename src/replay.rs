@@ -1,10 +1,11 @@
 //! Walk-forward replay of a CSV file: predict each row in file order, then record its outcome, and
 //! report per-member and ensemble metrics, latency percentiles and throughput.
 //!
-//! The CSV is the simple numeric kind: comma-separated, no quoted fields with commas inside, a header
-//! row. The columns the ensemble consumes and the outcome column must be numeric
-//! (`inf`, `-inf` and `NaN` are read as such; an empty cell is NaN). Other columns (dates, ids) are
-//! ignored. Rows the engine refuses are counted, the first refusal kept, and the replay goes on.
+//! The CSV is RFC 4180 with a header row (quoted fields allowed; duplicate column names refused).
+//! The columns the ensemble consumes and the outcome column must be numeric (`inf`, `-inf` and
+//! `NaN` are read as such; an empty cell is NaN). Other columns (dates, ids, free text in any
+//! encoding) are ignored. Rows the engine refuses are counted, the first refusal kept, and the
+//! replay goes on.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -51,26 +52,56 @@ pub struct Table {
 
 impl Table {
     pub fn read(path: &Path) -> Result<Table> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        Table::parse(&text)
+        let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        Table::parse_bytes(&bytes)
     }
 
+    /// Parses CSV text; see [`Table::parse_bytes`].
     pub fn parse(text: &str) -> Result<Table> {
-        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let header = lines.next().ok_or_else(|| Error::InvalidInput("the CSV file is empty".into()))?;
-        let columns: Vec<String> = header.split(',').map(|c| c.trim().trim_matches('"').to_string()).collect();
-        let mut cells = Vec::new();
-        for (i, line) in lines.enumerate() {
-            let fields: Vec<&str> = line.split(',').collect();
-            if fields.len() != columns.len() {
+        Table::parse_bytes(text.as_bytes())
+    }
+
+    /// Parses RFC 4180 CSV (quoted fields, `""` escapes, CRLF) with a header row, by the `csv` crate.
+    /// Cells are read as bytes: text that is not UTF-8 fails only where a used column holds it (with
+    /// its line and column), so an unused free-text column cannot sink the file.
+    ///
+    /// # Errors
+    /// `invalid_input` for an empty file, a duplicate or empty header name, a row whose field count
+    /// differs from the header's (with its line), or malformed quoting.
+    pub fn parse_bytes(data: &[u8]) -> Result<Table> {
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(data);
+        let csv_error = |e: csv::Error| {
+            let line = e.position().map(|p| format!("CSV line {}: ", p.line())).unwrap_or_default();
+            match e.kind() {
+                csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                    Error::InvalidInput(format!("{line}{len} fields, the header has {expected_len}"))
+                }
+                _ => Error::InvalidInput(format!("{line}{e}")),
+            }
+        };
+        let header = reader.byte_headers().map_err(csv_error)?.clone();
+        if header.is_empty() {
+            return Err(Error::InvalidInput("the CSV file is empty".into()));
+        }
+        let mut columns = Vec::with_capacity(header.len());
+        for (i, name) in header.iter().enumerate() {
+            let name = std::str::from_utf8(name)
+                .map_err(|_| Error::InvalidInput(format!("CSV header: column {} is not UTF-8 text", i + 1)))?;
+            if columns.iter().any(|c| c == name) {
                 return Err(Error::InvalidInput(format!(
-                    "CSV line {}: {} fields, the header has {}",
-                    i + 2,
-                    fields.len(),
-                    columns.len()
+                    "CSV header: column {name:?} appears twice (which one would be read is ambiguous)"
                 )));
             }
-            cells.extend(fields.iter().zip(&columns).map(|(f, c)| parse_cell(f.trim(), c, i + 2)));
+            columns.push(name.to_string());
+        }
+        let mut cells = Vec::new();
+        let mut record = csv::ByteRecord::new();
+        while reader.read_byte_record(&mut record).map_err(csv_error)? {
+            let line = record.position().map_or(0, |p| p.line());
+            cells.extend(record.iter().zip(&columns).map(|(field, column)| match std::str::from_utf8(field) {
+                Ok(text) => parse_cell(text, column, line),
+                Err(_) => Err(format!("CSV line {line}, column {column:?}: not UTF-8 text")),
+            }));
         }
         if cells.is_empty() {
             return Err(Error::InvalidInput("the CSV file has a header but no rows".into()));
@@ -93,7 +124,7 @@ impl Table {
     }
 }
 
-fn parse_cell(text: &str, column: &str, line: usize) -> std::result::Result<f32, String> {
+fn parse_cell(text: &str, column: &str, line: u64) -> std::result::Result<f32, String> {
     if text.is_empty() {
         return Ok(f32::NAN);
     }
@@ -213,5 +244,39 @@ impl fmt::Display for ReplayReport {
             self.latency_ms.p50, self.latency_ms.p95, self.latency_ms.p99
         )?;
         write!(f, "throughput: {:.0} predictions/s (one thread, predict + record outcome)", self.throughput)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_fields_follow_rfc_4180() {
+        let table = Table::parse("date,\"note\",x\n2020-01-01,\"up, then \"\"down\"\"\",1.5\r\n").unwrap();
+        assert_eq!(table.columns, ["date", "note", "x"]);
+        assert_eq!(table.cell(0, 2), Ok(1.5));
+        assert!(table.cell(0, 1).is_err(), "text is not a number");
+    }
+
+    #[test]
+    fn a_duplicate_column_is_refused_by_name() {
+        let error = Table::parse("a,b,a\n1,2,3\n").unwrap_err();
+        assert!(error.to_string().contains("\"a\" appears twice"), "{error}");
+    }
+
+    #[test]
+    fn non_utf8_text_fails_only_where_it_is_used_with_its_line() {
+        let mut data = b"x,comment\n1,ok\n2,caf".to_vec();
+        data.extend_from_slice(&[0xE9, b'\n']);
+        let table = Table::parse_bytes(&data).unwrap();
+        assert_eq!((table.cell(0, 0), table.cell(1, 0)), (Ok(1.0), Ok(2.0)));
+        assert!(table.cell(1, 1).unwrap_err().contains("line 3"), "{:?}", table.cell(1, 1));
+    }
+
+    #[test]
+    fn a_short_row_names_its_line() {
+        let error = Table::parse("a,b\n1,2\n3\n").unwrap_err();
+        assert!(error.to_string().contains("line 3") && error.to_string().contains("1 fields"), "{error}");
     }
 }

@@ -72,8 +72,7 @@ fn model_files_must_be_regular_and_within_the_size_limit() {
     assert!(device.to_string().contains("not a regular file"), "{device}");
     let folder = engine.register_model(ModelRegistration::new("dir", home.path(), features.clone())).unwrap_err();
     assert_eq!(folder.code(), "invalid_input", "{folder}");
-    let small =
-        ModelRegistration::new("small", common::model_file("technical"), features.clone()).with_max_bytes(1000);
+    let small = ModelRegistration::new("small", common::model_file("technical"), features.clone()).with_max_bytes(1000);
     let too_large = engine.register_model(small).unwrap_err();
     assert_eq!(too_large.code(), "too_large", "{too_large}");
     assert!(engine.register_model(ModelRegistration::new("ok", common::model_file("technical"), features)).is_ok());

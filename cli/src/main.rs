@@ -51,7 +51,7 @@ enum Command {
     /// Predict one request: prints the prediction as JSON.
     Predict {
         ensemble: String,
-        /// Features as a JSON object: '{"f1": 0.1, ...}'.
+        /// Features as a JSON object: '{"f1": 0.1, ...}', '@file.json' to read a file, or '-' for stdin.
         #[arg(long)]
         features: String,
         /// Picks the experiment arm while the ensemble runs an experiment (a user, an account, a symbol).
@@ -402,6 +402,29 @@ enum ExperimentCommand {
     },
 }
 
+/// The largest features document read from a file or stdin.
+const MAX_FEATURES_BYTES: u64 = 1 << 20;
+
+/// The `--features` argument's JSON: the text itself, `@path` for a file's, or `-` for stdin's
+/// (at most 1 MiB either way).
+fn features_text(arg: &str) -> Result<String> {
+    use std::io::Read;
+    let (what, reader): (String, Box<dyn Read>) = if arg == "-" {
+        ("--features from stdin".into(), Box::new(std::io::stdin().lock()))
+    } else if let Some(path) = arg.strip_prefix('@') {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(format!("reading --features file {path}"), e))?;
+        (format!("--features file {path}"), Box::new(file))
+    } else {
+        return Ok(arg.to_string());
+    };
+    let mut bytes = Vec::new();
+    reader.take(MAX_FEATURES_BYTES + 1).read_to_end(&mut bytes).map_err(|e| Error::io(format!("reading {what}"), e))?;
+    if bytes.len() as u64 > MAX_FEATURES_BYTES {
+        return Err(Error::TooLarge { what, size: "more".into(), limit: MAX_FEATURES_BYTES });
+    }
+    String::from_utf8(bytes).map_err(|_| Error::InvalidInput(format!("{what} is not UTF-8 text")))
+}
+
 /// A version on the command line: the library's rule (1 to 2147483647), checked by clap.
 fn version_arg(text: &str) -> std::result::Result<u32, String> {
     let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a whole number"))?;
@@ -482,7 +505,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ensemble(cmd) => ensembles(&home, cmd),
         Command::Experiment(cmd) => experiments(&home, cmd),
         Command::Predict { ensemble, features, routing_key } => {
-            let features = Features::from_json(&features)?;
+            let features = Features::from_json(&features_text(&features)?)?;
             let prediction =
                 engine(&home)?.ensemble(&ensemble)?.predict_routed(&features, routing_key.as_deref(), None)?;
             print_json(&prediction)

@@ -382,7 +382,12 @@ fn a_closed_stdout_ends_a_command_quietly() {
 fn a_mistyped_home_is_not_created_by_reading_commands() {
     let parent = tempfile::tempdir().unwrap();
     let typo = parent.path().join("typo");
-    for args in [&["models", "list"][..], &["ensemble", "list"], &["metrics", "market"], &["predict", "market", "--features", "{}"]] {
+    for args in [
+        &["models", "list"][..],
+        &["ensemble", "list"],
+        &["metrics", "market"],
+        &["predict", "market", "--features", "{}"],
+    ] {
         assert_clean_failure(&quorum(&typo, args), "error[not_found]: quorum home not found");
         assert!(!typo.exists(), "{args:?} made the home");
     }
@@ -401,4 +406,37 @@ fn versions_out_of_range_are_refused_on_the_command_line() {
         assert!(!out.status.success(), "{bad} accepted");
         assert!(!home.path().join("models/t").exists(), "{bad}");
     }
+}
+
+#[test]
+fn features_come_from_a_file_or_stdin_and_a_repeated_name_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    setup(home.path(), &[]);
+    let features: serde_json::Map<String, serde_json::Value> =
+        common::holdout_features(1).remove(0).iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+    let text = serde_json::Value::Object(features).to_string();
+    let inline: serde_json::Value =
+        serde_json::from_str(&ok(quorum(home.path(), &["predict", "market", "--features", &text]))).unwrap();
+    let file = home.path().join("features.json");
+    std::fs::write(&file, &text).unwrap();
+    let at = format!("@{}", file.display());
+    let from_file: serde_json::Value =
+        serde_json::from_str(&ok(quorum(home.path(), &["predict", "market", "--features", &at]))).unwrap();
+    assert_eq!(from_file["prediction"], inline["prediction"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["predict", "market", "--features", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let from_stdin: serde_json::Value = serde_json::from_str(&ok(child.wait_with_output().unwrap())).unwrap();
+    assert_eq!(from_stdin["prediction"], inline["prediction"]);
+    let repeated = text.replacen('{', "{\"vix\": 1.0, ", 1);
+    assert_clean_failure(
+        &quorum(home.path(), &["predict", "market", "--features", &repeated]),
+        "\"vix\" is given twice",
+    );
 }

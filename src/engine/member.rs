@@ -29,6 +29,33 @@ pub enum Fault {
     FailFraction(f32),
 }
 
+impl Fault {
+    /// A fault as the bindings name it: `"fail"`, `"panic"`, `"slow"` (`amount`: milliseconds each
+    /// call sleeps first), `"fail_fraction"` (`amount`: the fraction of calls, 0 to 1), or `"none"`
+    /// (`None`: behave again).
+    ///
+    /// # Errors
+    /// `invalid_input` for another kind or a missing or out-of-range amount.
+    pub fn from_kind(kind: &str, amount: Option<f64>) -> Result<Option<Fault>> {
+        let invalid = |why: &str| Error::InvalidInput(format!("fault {kind:?}: {why}"));
+        let amount_in = |lo: f64, hi: f64, unit: &str| match amount {
+            Some(a) if a.is_finite() && (lo..=hi).contains(&a) => Ok(a),
+            Some(a) => Err(invalid(&format!("amount {a} is not within {lo} to {hi} {unit}"))),
+            None => Err(invalid(&format!("needs an amount ({unit})"))),
+        };
+        match kind {
+            "none" => Ok(None),
+            "fail" => Ok(Some(Fault::Fail)),
+            "panic" => Ok(Some(Fault::Panic)),
+            "slow" => {
+                Ok(Some(Fault::Slow(Duration::from_secs_f64(amount_in(0.0, 3_600_000.0, "milliseconds")? / 1e3))))
+            }
+            "fail_fraction" => Ok(Some(Fault::FailFraction(amount_in(0.0, 1.0, "a fraction of calls")? as f32))),
+            _ => Err(invalid("the kinds are none, fail, panic, slow and fail_fraction")),
+        }
+    }
+}
+
 /// What kind of fault a model has now; one atomic byte, read on every call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

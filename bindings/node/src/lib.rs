@@ -473,6 +473,17 @@ impl JsInferenceEngine {
         to_json(&self.inner.shared_status())
     }
 
+    /// For tests and rehearsals: makes every call to `model` fail (`'fail'`), panic (`'panic'`),
+    /// sleep `amount` milliseconds first (`'slow'`), or fail for a fraction `amount` of calls
+    /// (`'fail_fraction'`), until `'none'`. Breakers, fallbacks and quorum then act as in production.
+    #[napi]
+    pub fn inject_fault(&self, model: String, kind: String, amount: Option<f64>) -> Result<()> {
+        guarded(|| {
+            self.inner.inject_fault(&model, quorum::Fault::from_kind(&kind, amount)?);
+            Ok(())
+        })
+    }
+
     /// Drops the idle replicas of `model` (it loads again on its next call); returns how many.
     #[napi]
     pub fn unload_model(&self, model: String) -> u32 {

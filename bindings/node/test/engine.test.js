@@ -55,7 +55,8 @@ test('many concurrent promises agree with synchronous calls', async () => {
 
 test('prediction cache', () => {
   const { home } = marketEngine(quorum)
-  const engine = new quorum.InferenceEngine(home, { cacheCapacity: 100 })
+  // A second engine on the home reads it without writing state (one writer per state file).
+  const engine = new quorum.InferenceEngine(home, { cacheCapacity: 100, persistence: false })
   const f = featuresOf(engine, rows[0])
   assert.equal(engine.predict('market', f).cached, false)
   assert.equal(engine.predict('market', f).cached, true)
@@ -105,4 +106,46 @@ test('the inference log writes every prediction to the state store', async () =>
   assert.equal(engine.inferenceLogStats().dropped, 0)
   assert.equal(engine.sharedStatus(), null)
   assert.throws(() => new quorum.InferenceEngine(home, { state: 'mysql://u:secret@h/q' }), (e) => e.code === 'config' && !e.message.includes('secret'))
+})
+
+test('bad arguments are coded errors, one rule with Python', async () => {
+  const { engine, home } = marketEngine(quorum)
+  for (const bad of [undefined, null, 7, 'x']) {
+    assert.throws(() => engine.predict('market', bad), (e) => e.code === 'invalid_input', String(bad))
+  }
+  await assert.rejects(engine.predictAsync('market', undefined), (e) => e.code === 'invalid_input')
+  const names = engine.featureNames('market')
+  const values = names.map((n) => rows[0][n])
+  const f32 = engine.predictRow('market', new Float32Array(values))
+  assert.equal(engine.predictRow('market', new Float64Array(values)).prediction, f32.prediction)
+  assert.equal(engine.predictRow('market', values).prediction, f32.prediction)
+  assert.throws(() => engine.predictRow('market', values.map(() => true)), (e) => e.code === 'invalid_input')
+  const withBool = { ...featuresOf(engine, rows[0]), vix: true }
+  assert.throws(() => engine.predict('market', withBool), (e) => e.code === 'invalid_input')
+  for (const bad of [-1, 0, 1.5, 2 ** 32, NaN]) {
+    assert.throws(() => engine.setDefaultVersion('technical', bad), (e) => e.code === 'invalid_name', String(bad))
+    assert.throws(
+      () => engine.registerModel('vh', `${require('./helpers').MODELS}/technical.onnx`, engine.registry.show('technical').features, { version: bad }),
+      (e) => e.code === 'invalid_name',
+    )
+  }
+  assert.deepEqual(engine.registry.versions('vh'), [])
+  assert.throws(() => new quorum.InferenceEngine(undefined), (e) => e.code === 'invalid_input')
+  assert.throws(() => new quorum.InferenceEngine(home), (e) => e.code === 'locked' && e.message.includes('pid'))
+  assert.throws(() => engine.registry.remove('sentiment'), (e) => e.code === 'in_use' && e.message.includes('market@'))
+  engine.registry.remove('sentiment', null, true)
+  assert.ok(!engine.listModels().some((m) => m.name === 'sentiment'))
+})
+
+test('faults can be injected to rehearse failures', () => {
+  const { engine } = marketEngine(quorum)
+  const f = featuresOf(engine, rows[0])
+  engine.injectFault('sentiment', 'fail')
+  const p = engine.predict('market', f)
+  assert.equal(p.degraded, true)
+  engine.injectFault('sentiment', 'none')
+  assert.equal(engine.predict('market', f).degraded, false)
+  assert.throws(() => engine.injectFault('sentiment', 'slow'), (e) => e.code === 'invalid_input')
+  const bounded = new quorum.InferenceEngine(require('node:fs').mkdtempSync(require('node:path').join(require('node:os').tmpdir(), 'q-')), { tracking: { window: 50, windowSeconds: 60 } })
+  assert.ok(bounded)
 })

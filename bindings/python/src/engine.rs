@@ -107,6 +107,18 @@ impl InferenceEngine {
         to_python(py, &self.inner.shared_status())
     }
 
+    /// For tests and rehearsals: makes every call to `model` fail (`"fail"`), panic (`"panic"`),
+    /// sleep `amount` milliseconds first (`"slow"`), or fail for a fraction `amount` of calls
+    /// (`"fail_fraction"`), until `"none"`. Breakers, fallbacks and quorum then act as in production.
+    #[pyo3(signature = (model, kind, amount=None))]
+    fn inject_fault(&self, py: Python<'_>, model: &str, kind: &str, amount: Option<f64>) -> PyResult<()> {
+        let fault = quorum::Fault::from_kind(kind, amount).map_err(to_py_err)?;
+        guarded(py, || {
+            self.inner.inject_fault(model, fault);
+            Ok(())
+        })
+    }
+
     /// Drops the idle replicas of `model` (it loads again on its next call); returns how many.
     fn unload_model(&self, py: Python<'_>, name: &str) -> PyResult<usize> {
         guarded(py, || Ok(self.inner.unload_model(name)))
@@ -146,6 +158,10 @@ impl InferenceEngine {
         let row = handle
             .resolve_row_routed(
                 |name| match features.get_item(name) {
+                    // A bool is an int to Python, but never a market feature: refused, as in Node.
+                    Ok(Some(value)) if value.is_instance_of::<pyo3::types::PyBool>() => {
+                        Err(quorum::Error::InvalidInput(format!("feature {name:?}: a bool is not a number")))
+                    }
                     Ok(Some(value)) => value.extract::<f32>().map(Some).map_err(|_| {
                         let type_name = value.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string());
                         quorum::Error::InvalidInput(format!("feature {name:?}: a {type_name} is not a number"))

@@ -69,3 +69,50 @@ def test_tracking_disabled_is_one_category_for_outcomes_and_metrics(tmp_path):
         with pytest.raises(quorum.TrackingDisabledError) as caught:
             call()
         assert caught.value.code == "tracking_disabled"
+
+
+def test_versions_and_booleans_follow_one_rule_with_node(engine, rows):
+    names = engine.feature_names("market")
+    good = {n: rows[0][n] for n in names}
+    with pytest.raises(quorum.InvalidInputError) as caught:
+        engine.predict("market", {**good, "vix": True})
+    assert "bool" in str(caught.value)
+    for bad in (-1, 0, 1.5, True, 2**32, 2**70):
+        with pytest.raises(quorum.InvalidNameError):
+            engine.set_default_version("technical", bad)
+        with pytest.raises(quorum.InvalidNameError):
+            engine.register_model("vh", MODELS / "technical.onnx", engine.registry.show("technical")["features"], version=bad)
+    assert engine.registry.versions("vh") == []
+
+
+def test_a_model_in_use_is_removed_only_when_forced(engine):
+    with pytest.raises(quorum.InUseError) as caught:
+        engine.remove_model("sentiment")
+    assert caught.value.code == "in_use" and "market@" in str(caught.value)
+    engine.remove_model("sentiment", force=True)
+    assert "sentiment" not in [m["name"] for m in engine.list_models()]
+
+
+def test_a_second_engine_on_one_state_is_refused_and_tracking_bounds_are_settable(tmp_path):
+    other_home = tmp_path / "other"
+    bounded = quorum.InferenceEngine(str(other_home), tracking={"window": 50, "window_seconds": 60})
+    with pytest.raises(quorum.LockedError) as caught:
+        quorum.InferenceEngine(str(other_home))
+    assert caught.value.code == "locked" and "pid" in str(caught.value)
+    with pytest.raises(quorum.JSONError):
+        quorum.InferenceEngine(str(tmp_path / "third"), tracking={"windw": 5})
+    del bounded
+
+
+def test_faults_can_be_injected_to_rehearse_failures(engine, rows):
+    names = engine.feature_names("market")
+    good = {n: rows[0][n] for n in names}
+    engine.inject_fault("sentiment", "fail")
+    p = engine.predict("market", good)
+    assert p.degraded and p.model_contributions["sentiment"]["prediction"] is None
+    engine.inject_fault("sentiment", "none")
+    assert not engine.predict("market", good).degraded
+    with pytest.raises(quorum.InvalidInputError):
+        engine.inject_fault("sentiment", "slow")
+    with pytest.raises(quorum.InvalidInputError):
+        engine.inject_fault("sentiment", "melt")
