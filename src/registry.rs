@@ -404,7 +404,7 @@ impl Registry {
         store::validate_name("model name", &r.name)?;
         validate_features(&r.name, &r.features)?;
         let bytes = read_model_file(&r.file, r.max_bytes)?;
-        check_model(runtime, &r.name, &bytes, &r.features, &r.output)?;
+        check_model(runtime, &r.name, &bytes, &r.features, &r.output)?.check_task(&r.name, r.task)?;
 
         let model_dir = self.model_dir(&r.name)?;
         store::create_dir_all(&model_dir)?;
@@ -688,7 +688,7 @@ pub(crate) fn check_model(
     bytes: &[u8],
     features: &[String],
     output: &OutputSpec,
-) -> Result<()> {
+) -> Result<TrialRun> {
     let mut session = runtime.session(name, bytes, None)?;
     let load_error = |reason: String| Error::ModelLoad { model: name.to_string(), reason };
     let input_width = single_float_input_width(&session).map_err(load_error)?;
@@ -713,7 +713,44 @@ pub(crate) fn check_model(
     let value = outputs
         .get(&output.name)
         .ok_or_else(|| load_error(format!("a trial run did not produce output {:?}", output.name)))?;
-    read_output_column(name, value, output, 1).map(|_| ())
+    read_output_column(name, value, output, 1).map(|column| TrialRun { value: column.get(0) })
+}
+
+/// What a model answered to one row of zeros at registration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TrialRun {
+    pub value: f32,
+}
+
+impl TrialRun {
+    /// A classifier's declared output must be a probability (a regression's anything finite).
+    pub fn check_task(self, model: &str, task: Task) -> Result<()> {
+        if task == Task::Classification {
+            check_probability(model, self.value, 0).map_err(|e| Error::ModelLoad {
+                model: model.to_string(),
+                reason: format!(
+                    "{e}; register the probabilities output (--output NAME:CLASS) or the model as --task regression"
+                ),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Rounding in a softmax may leave a probability this far outside [0, 1].
+const PROBABILITY_SLACK: f32 = 1e-5;
+
+/// `Ok` when `value` can be a classifier's probability; else `output_shape` naming it.
+#[inline]
+pub(crate) fn check_probability(model: &str, value: f32, row: usize) -> Result<()> {
+    if (-PROBABILITY_SLACK..=1.0 + PROBABILITY_SLACK).contains(&value) {
+        return Ok(());
+    }
+    Err(Error::OutputShape {
+        model: model.to_string(),
+        expected: "a probability in [0, 1] (a classifier)".into(),
+        found: format!("{value} in row {row}"),
+    })
 }
 
 /// `Ok(Some(width))` for a `[batch, width]` float input, `Ok(None)` when the width is dynamic.

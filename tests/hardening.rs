@@ -147,3 +147,20 @@ fn reading_a_missing_home_is_an_error_and_creates_nothing() {
     // A home that exists but holds nothing yet lists nothing.
     assert!(Registry::open(parent.path()).unwrap().list().unwrap().is_empty());
 }
+
+#[test]
+fn a_classifier_whose_output_is_no_probability_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::engine(home.path());
+    let linear = common::repo().join("tests/fixtures/linear.onnx");
+    // y = 2a + b: 0 on the trial row of zeros, so registration cannot tell; every call checks.
+    let reg = ModelRegistration::new("lin", &linear, ["a", "b"]).with_output("variable".parse().unwrap());
+    engine.register_model(reg).unwrap();
+    engine.create_ensemble(EnsembleConfig::new("probs", ["lin".parse::<MemberSpec>().unwrap()])).unwrap();
+    let inside = quorum::Features::new().with("a", 0.25).with("b", 0.25);
+    assert!((engine.predict("probs", &inside).unwrap().prediction - 0.75).abs() < 1e-6);
+    let outside = quorum::Features::new().with("a", 1.0).with("b", 1.0);
+    let error = engine.predict("probs", &outside).unwrap_err();
+    assert!(error.to_string().contains("a probability in [0, 1]"), "{error}");
+    assert!(error.to_string().contains('3'), "{error}");
+}

@@ -52,6 +52,12 @@ export declare class InferenceEngine {
   inferenceLogStats(): any
   /** Where this process stands in a shared (PostgreSQL) state's outcome log, or null. */
   sharedStatus(): any
+  /**
+   * For tests and rehearsals: makes every call to `model` fail (`'fail'`), panic (`'panic'`),
+   * sleep `amount` milliseconds first (`'slow'`), or fail for a fraction `amount` of calls
+   * (`'fail_fraction'`), until `'none'`. Breakers, fallbacks and quorum then act as in production.
+   */
+  injectFault(model: string, kind: string, amount?: number | undefined | null): void
   /** Drops the idle replicas of `model` (it loads again on its next call); returns how many. */
   unloadModel(model: string): number
   /** `predict` on the libuv thread pool (`routingKey` as in `predict`). */
@@ -138,8 +144,11 @@ export declare class Registry {
   show(model: string): any
   /** The model's versions, oldest first. */
   versions(name: string): Array<number>
-  /** Removes one version, or (no version) the whole model. */
-  remove(name: string, version?: number | undefined | null): void
+  /**
+   * Removes one version, or (no version) the whole model. Throws `in_use`, naming them, when
+   * ensembles use it, unless `force`.
+   */
+  remove(name: string, version?: number | undefined | null, force?: boolean | undefined | null): void
   /**
    * Makes `version` the model's default. Through an engine's registry, the engine's loaded
    * ensembles move onto it at once (a hot swap); returns the ensembles reloaded.
@@ -195,7 +204,8 @@ export interface Contribution {
 export interface EngineOptions {
   /** Path of libonnxruntime (default: the one bundled in `onnxruntime-node`). */
   ortLibrary?: string
-  tracking?: boolean
+  /** Outcome tracking: `true` (default), `false`, or its bounds. */
+  tracking?: boolean | { window?: number, windowSeconds?: number, pendingCapacity?: number, pendingTtlSeconds?: number }
   persistence?: boolean
   sessionsPerModel?: number
   synchronousRefits?: boolean
@@ -238,6 +248,7 @@ export interface ModelOptions {
   kind?: string
   /** classification or regression. */
   task?: string
+  /** A whole number from 1 to 2147483647 (anything else throws `invalid_name`). */
   version?: number
 }
 

@@ -135,9 +135,10 @@ enum Command {
         /// The column with each row's realised outcome (0 or 1).
         #[arg(long)]
         outcome: String,
-        /// The feature holding each period's return, for volatility regimes ("none" to disable).
-        #[arg(long, default_value = "ret_1d")]
-        regime_feature: String,
+        /// The feature holding each period's return, for the regime method (default: the
+        /// ensemble's own regime configuration; without one the method is left out; "none" to disable).
+        #[arg(long)]
+        regime_feature: Option<String>,
         /// Where backtest.json and backtest.svg go (default: <home>/reports/<ensemble>).
         #[arg(long)]
         report_dir: Option<PathBuf>,
@@ -513,8 +514,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Backtest { ensemble, data, outcome, regime_feature, report_dir, json } => {
             let engine = engine(&home)?;
             let mut options = quorum::backtest::BacktestOptions::new(outcome);
-            if regime_feature != "none" {
-                options.regime = Some(quorum::regime::RegimeOptions::new(regime_feature));
+            match regime_feature.as_deref() {
+                Some("none") => options.without_regimes = true,
+                Some(feature) => options.regime = Some(quorum::regime::RegimeOptions::new(feature)),
+                None => {}
             }
             let report = quorum::backtest::backtest(&engine, &ensemble, &data, &options)?;
             let dir = report_dir.unwrap_or_else(|| home.join("reports").join(&ensemble));

@@ -118,6 +118,8 @@ fn register_list_show_predict_and_replay_json() {
             "--outcome",
             "next_day_up",
             "--json",
+            "--regime-feature",
+            "ret_1d",
             "--report-dir",
             dir.to_str().unwrap(),
         ],
@@ -439,4 +441,24 @@ fn features_come_from_a_file_or_stdin_and_a_repeated_name_is_refused() {
         &quorum(home.path(), &["predict", "market", "--features", &repeated]),
         "\"vix\" is given twice",
     );
+}
+
+#[test]
+fn backtest_uses_the_ensembles_regimes_and_refuses_data_it_cannot_score() {
+    let home = tempfile::tempdir().unwrap();
+    setup(home.path(), &[]);
+    let out =
+        ok(quorum(home.path(), &["backtest", "market", "--data", &holdout(), "--outcome", "next_day_up", "--json"]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(report["methods"].get("regime").is_none(), "{report}");
+    assert!(report["notes"][0].as_str().unwrap().contains("no regime method"), "{report}");
+    // Data without the default regime feature works; data with no scorable row is an error.
+    let data = home.path().join("unscorable.csv");
+    let (columns, rows) = common::holdout();
+    let body: Vec<String> =
+        rows.iter().take(5).map(|r| r.iter().map(|_| "x".to_string()).collect::<Vec<_>>().join(",")).collect();
+    std::fs::write(&data, format!("{}\n{}\n", columns.join(","), body.join("\n"))).unwrap();
+    let failed =
+        quorum(home.path(), &["backtest", "market", "--data", data.to_str().unwrap(), "--outcome", "next_day_up"]);
+    assert_clean_failure(&failed, "no row of 5 could be scored");
 }

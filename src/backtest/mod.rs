@@ -41,8 +41,11 @@ pub struct BacktestOptions {
     pub outcome: String,
     pub online: OnlineOptions,
     pub meta: MetaOptions,
-    /// Regime detection; `None` puts every row in `normal`.
+    /// Regime detection for the `regime` method; `None` uses the ensemble's own regime
+    /// configuration, and when it has none the method is left out (with a note in the report).
     pub regime: Option<RegimeOptions>,
+    /// Leave the `regime` method out even when the ensemble configures regimes.
+    pub without_regimes: bool,
 }
 
 impl BacktestOptions {
@@ -52,6 +55,7 @@ impl BacktestOptions {
             online: OnlineOptions::default(),
             meta: MetaOptions::default(),
             regime: None,
+            without_regimes: false,
         }
     }
 }
@@ -126,6 +130,8 @@ pub struct BacktestReport {
     pub regimes: BTreeMap<String, BTreeMap<String, MethodMetrics>>,
     /// Per scored row, in order: the row's index in the file, its regime and each method's prediction.
     pub timeline: Timeline,
+    /// What the reader should know about how it ran (a method left out and why).
+    pub notes: Vec<String>,
 }
 
 /// Row-by-row record of the backtest (for the report file and the chart).
@@ -152,6 +158,7 @@ impl BacktestReport {
             "refused": self.refused,
             "methods": self.methods,
             "regimes": self.regimes,
+            "notes": self.notes,
         })
     }
 
@@ -208,21 +215,36 @@ pub fn backtest_table(
     }
     let outcome_column = table.column_index(&options.outcome)?;
     let feature_columns = handle.feature_names().iter().map(|f| table.column_index(f)).collect::<Result<Vec<_>>>()?;
-    let regime_column = match &options.regime {
+    let config = handle.config();
+    let mut notes = Vec::new();
+    let regime_options = match (&options.regime, &config.regime) {
+        _ if options.without_regimes => None,
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(own)) => Some(own.detector.clone()),
+        (None, None) => {
+            notes.push(format!(
+                "no regime method: ensemble {ensemble:?} configures no regimes and no regime feature was given"
+            ));
+            None
+        }
+    };
+    let regime_column = match &regime_options {
         Some(r) => {
             r.validate()?;
             Some(table.column_index(&r.feature)?)
         }
         None => None,
     };
-    let config = handle.config();
     let members: Vec<String> = config.members.iter().map(|m| m.model.clone()).collect();
     let m = members.len();
     let static_weights: Vec<f64> =
         normalise_weights(config.weights.as_deref(), m)?.into_iter().map(f64::from).collect();
 
     let mut method_order = members.clone();
-    method_order.extend(["equal", "static", "hedge", "boa", "stacking", "blending", "regime"].map(String::from));
+    method_order.extend(["equal", "static", "hedge", "boa", "stacking", "blending"].map(String::from));
+    if regime_column.is_some() {
+        method_order.push("regime".into());
+    }
     let mut overall: BTreeMap<String, Scores> = method_order.iter().map(|n| (n.clone(), Scores::default())).collect();
     let mut by_regime: BTreeMap<Regime, BTreeMap<String, Scores>> = BTreeMap::new();
     let mut timeline = Timeline { members: members.clone(), ..Timeline::default() };
@@ -236,7 +258,7 @@ pub fn backtest_table(
         Regime::ALL.iter().map(|_| Hedge::with_prior(&static_weights, options.online)).collect();
     let mut stacker = MetaLearner::stacking(Task::Classification, options.meta);
     let mut blender = MetaLearner::blending(Task::Classification, options.meta);
-    let mut detector = options.regime.clone().map(RegimeDetector::new);
+    let mut detector = regime_options.map(RegimeDetector::new);
 
     let (mut refused, mut positives) = (0, 0.0);
     let mut row_values = Vec::with_capacity(feature_columns.len());
@@ -293,8 +315,10 @@ pub fn backtest_table(
         let blend = blender.params().map_or_else(|| static_weights.clone(), <[f64]>::to_vec);
         timeline.blending_weights.push(blend.clone());
         predictions.push((m + 5, weighted(&blend)));
-        per_regime[regime.index()].weights(&answered, &mut weights);
-        predictions.push((m + 6, weighted(&weights)));
+        if detector.is_some() {
+            per_regime[regime.index()].weights(&answered, &mut weights);
+            predictions.push((m + 6, weighted(&weights)));
+        }
 
         timeline.row.push(row);
         timeline.regime.push(regime);
@@ -328,7 +352,15 @@ pub fn backtest_table(
         }
     }
     let scored = table.rows() - refused;
+    if scored == 0 {
+        return Err(Error::InvalidInput(format!(
+            "no row of {} could be scored: each lacked a finite {:?} outcome or a readable, accepted set of features",
+            table.rows(),
+            options.outcome
+        )));
+    }
     Ok(BacktestReport {
+        notes,
         rows: table.rows(),
         scored,
         refused,
@@ -350,6 +382,9 @@ impl std::fmt::Display for BacktestReport {
             "rows {}  scored {}  refused {}  base rate (share of 1s) {:.4}",
             self.rows, self.scored, self.refused, self.base_rate
         )?;
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
+        }
         let regimes: Vec<&String> = self.regimes.keys().collect();
         write!(f, "\n{:<12} {:>9} {:>9} {:>9} {:>9}", "method", "accuracy", "f1", "log_loss", "brier")?;
         for r in &regimes {

@@ -165,7 +165,7 @@ fn run_fused_session(
     let m = members.len();
     for (i, (member, name)) in members.iter().zip(&fused.outputs).enumerate() {
         let meta = &member.model.meta;
-        let target = OutputTarget { model: &meta.name, spec: &meta.output, name };
+        let target = OutputTarget { model: &meta.name, spec: &meta.output, name, task: meta.task };
         target.write(outputs.get(name), rows, out, m, i)?;
     }
     Ok(())

@@ -274,7 +274,8 @@ impl LoadedModel {
                 Some(options) => session.run_with_options(ort::inputs![tensor], options)?,
                 None => session.run(ort::inputs![tensor])?,
             };
-            let target = OutputTarget { model: &meta.name, spec: &meta.output, name: &meta.output.name };
+            let target =
+                OutputTarget { model: &meta.name, spec: &meta.output, name: &meta.output.name, task: meta.task };
             target.write(outputs.get(&meta.output.name), count, out, stride, member)?;
             Ok(count)
         });
@@ -297,10 +298,12 @@ pub(super) struct OutputTarget<'a> {
     pub model: &'a str,
     pub spec: &'a OutputSpec,
     pub name: &'a str,
+    /// A classifier's output must be a probability.
+    pub task: registry::Task,
 }
 
 impl OutputTarget<'_> {
-    /// Checks the output (present, declared shape, finite) and writes row `r`'s value to
+    /// Checks the output (present, declared shape, finite, a probability for a classifier) and writes row `r`'s value to
     /// `out[r * stride + member]`.
     #[inline]
     pub fn write(
@@ -325,6 +328,9 @@ impl OutputTarget<'_> {
                     expected: "finite predictions".into(),
                     found: format!("{v} in row {row}"),
                 });
+            }
+            if self.task == registry::Task::Classification {
+                registry::check_probability(self.model, v, row)?;
             }
             out[row * stride + member] = v;
         }
