@@ -113,16 +113,20 @@ impl Completion {
         }
     }
 
-    /// Blocks the calling thread until every expected slot is filled.
-    pub fn wait(&self) -> Vec<Option<MemberResult>> {
+    /// Blocks the calling thread until every expected slot is filled, or until `end`: slots still
+    /// empty then stay `None` (their answers, arriving later, are dropped).
+    pub fn wait_until(&self, end: Instant) -> Vec<Option<MemberResult>> {
         loop {
             let mut state = self.lock();
-            if state.remaining == 0 {
-                return std::mem::take(&mut state.results);
+            let now = Instant::now();
+            if state.remaining == 0 || now >= end {
+                // Late answers still land in a slot vector of the same length, unread.
+                let slots = state.results.len();
+                return std::mem::replace(&mut state.results, (0..slots).map(|_| None).collect());
             }
             state.waiter = Waiter::Thread(std::thread::current());
             drop(state);
-            std::thread::park();
+            std::thread::park_timeout(end - now);
         }
     }
 

@@ -105,9 +105,20 @@ pub struct EnsembleConfig {
     /// feature values, marked `stale`, instead of failing (when there is one; the last 10 000 rows).
     #[serde(default, alias = "serveStale", skip_serializing_if = "std::ops::Not::not")]
     pub serve_stale: bool,
+    /// How long the members may take for one request, in milliseconds (default
+    /// [`DEFAULT_LATENCY_BUDGET_MS`]). A member still running when it is spent is cut off (ONNX
+    /// Runtime's terminate flag) and counted as a slow failure by its breaker; members not started
+    /// by then are skipped; the answer comes from those that answered if they make the quorum,
+    /// marked degraded. Members run in configuration order: list slow ones (large networks) last.
+    #[serde(default, alias = "latencyBudgetMs", skip_serializing_if = "Option::is_none")]
+    pub latency_budget_ms: Option<f64>,
     #[serde(default)]
     pub created_at: String,
 }
+
+/// The default latency budget of an ensemble's members, in milliseconds: the story's 100 ms, past
+/// which an answer is no use to the trading engine that asked (set it lower for tighter loops).
+pub const DEFAULT_LATENCY_BUDGET_MS: f64 = 100.0;
 
 impl EnsembleConfig {
     /// Equal-weight soft vote over `members`.
@@ -124,8 +135,20 @@ impl EnsembleConfig {
             meta: MetaOptions::default(),
             regime: None,
             serve_stale: false,
+            latency_budget_ms: None,
             created_at: String::new(),
         }
+    }
+
+    /// See [`EnsembleConfig::latency_budget_ms`].
+    pub fn with_latency_budget(mut self, budget: std::time::Duration) -> Self {
+        self.latency_budget_ms = Some(budget.as_secs_f64() * 1e3);
+        self
+    }
+
+    /// The members' latency budget per request.
+    pub fn latency_budget(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.latency_budget_ms.unwrap_or(DEFAULT_LATENCY_BUDGET_MS) / 1e3)
     }
 
     #[must_use]
@@ -218,6 +241,11 @@ impl EnsembleConfig {
         }
         if let Some(r) = &self.regime {
             r.detector.validate()?;
+        }
+        if let Some(ms) = self.latency_budget_ms {
+            if !(ms > 0.0 && ms <= 60_000.0) {
+                return Err(Error::Config(format!("latency_budget_ms must be above 0 and at most 60000, not {ms}")));
+            }
         }
         if let NonFinitePolicy::Impute { value, per_feature } = &self.non_finite {
             if !value.is_finite() || per_feature.values().any(|v| !v.is_finite()) {

@@ -169,6 +169,8 @@ pub(crate) struct FusedSession {
     /// once, so a call creates no ONNX Runtime values. `None` when an output's shape is not fixed
     /// apart from its batch dimension.
     pub single: Option<SingleRow>,
+    /// Lets an ensemble's latency budget cut a run off (`None` if its run options could not be made).
+    pub watch: Option<std::sync::Arc<crate::replicas::Watch>>,
 }
 
 pub(crate) struct SingleRow {
@@ -181,7 +183,8 @@ pub(crate) struct SingleRow {
 impl FusedSession {
     fn new(session: Session, inputs: &[String], outputs: &[String]) -> FusedSession {
         let single = single_row_binding(&session, inputs, outputs).ok().flatten();
-        FusedSession { session, inputs: vec![Vec::new(); inputs.len()], single }
+        let watch = crate::replicas::new_watch().ok();
+        FusedSession { session, inputs: vec![Vec::new(); inputs.len()], single, watch }
     }
 }
 
@@ -229,6 +232,9 @@ pub(crate) struct FusedSessions {
     /// Lowered to the sessions built so far when building another fails, so that a failing build is
     /// not retried on every busy call.
     max: AtomicUsize,
+    /// Until when (watchdog µs) calls take the members' own path, after a fused run outlasted its
+    /// ensemble's latency budget: there, a slow member is cut off alone and the others still answer.
+    suspended_until_us: std::sync::atomic::AtomicU64,
 }
 
 impl FusedSessions {
@@ -243,7 +249,20 @@ impl FusedSessions {
             outputs: model.outputs,
             total: AtomicUsize::new(1),
             max: AtomicUsize::new(max.max(1)),
+            suspended_until_us: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Sends calls to the members' own path for `duration`.
+    pub fn suspend(&self, duration: std::time::Duration) {
+        let until = crate::replicas::monotonic_us() + duration.as_micros() as u64;
+        self.suspended_until_us.store(until, Ordering::Relaxed);
+    }
+
+    /// Whether calls should skip the fused model now.
+    pub fn suspended(&self) -> bool {
+        let until = self.suspended_until_us.load(Ordering::Relaxed);
+        until != 0 && crate::replicas::monotonic_us() < until
     }
 
     /// An idle session, a new one below the cap, or `None`.

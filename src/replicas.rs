@@ -242,10 +242,8 @@ impl ReplicaSource {
         if !session.outputs().iter().any(|o| o.name() == self.meta.output.name) {
             return Err(load_error(format!("it has no output {:?}", self.meta.output.name)));
         }
-        let watch = match self.timeout {
-            Some(_) => Some(Watchdog::register(RunOptions::new().map_err(|e| load_error(e.to_string()))?)),
-            None => None,
-        };
+        // Every replica can be cut off: by the model's timeout, or by an ensemble's latency budget.
+        let watch = Some(Watchdog::register(RunOptions::new().map_err(|e| load_error(e.to_string()))?));
         Ok(Replica { session, input: Vec::with_capacity(self.meta.features.len()), watch })
     }
 }
@@ -638,7 +636,8 @@ struct Watchdog {
     watches: Mutex<Vec<Weak<Watch>>>,
 }
 
-struct Watch {
+/// Run options a watchdog can terminate: one per replica and per fused session.
+pub(crate) struct Watch {
     options: RunOptions,
     /// µs since [`Watchdog::epoch`] when the run must end; 0 when idle; [`FIRING`] once terminated.
     deadline_us: AtomicU64,
@@ -696,13 +695,29 @@ impl Watchdog {
     }
 }
 
+/// A new watch on the process's watchdog.
+pub(crate) fn new_watch() -> ort::Result<Arc<Watch>> {
+    Ok(Watchdog::register(RunOptions::new()?))
+}
+
+/// Microseconds on the watchdog's clock (monotonic, from its first use).
+pub(crate) fn monotonic_us() -> u64 {
+    Watchdog::now_us()
+}
+
 impl Watch {
-    fn arm(&self, timeout: Duration) {
+    /// The options to run with, so that the watchdog can end the run.
+    pub(crate) fn options(&self) -> &RunOptions {
+        &self.options
+    }
+
+    /// Asks the watchdog to terminate the run in progress after `timeout`.
+    pub(crate) fn arm(&self, timeout: Duration) {
         self.deadline_us.store(Watchdog::now_us() + timeout.as_micros() as u64, Ordering::Release);
     }
 
     /// Ends the watch; true when the watchdog terminated the run. Leaves the options reusable.
-    fn disarm(&self) -> bool {
+    pub(crate) fn disarm(&self) -> bool {
         if self.deadline_us.swap(0, Ordering::AcqRel) != FIRING {
             return false;
         }

@@ -164,3 +164,40 @@ fn a_classifier_whose_output_is_no_probability_is_refused() {
     assert!(error.to_string().contains("a probability in [0, 1]"), "{error}");
     assert!(error.to_string().contains('3'), "{error}");
 }
+
+#[test]
+fn a_spent_latency_budget_answers_with_the_members_that_answered() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let slow = common::repo().join("tests/fixtures/slow.onnx");
+    engine.register_model(ModelRegistration::new("slow", slow, ["x"])).unwrap();
+    let members = ["technical", "fundamental", "slow"].map(|m| m.parse::<MemberSpec>().unwrap());
+    let budget = std::time::Duration::from_millis(40);
+    engine.create_ensemble(EnsembleConfig::new("budgeted", members).with_latency_budget(budget)).unwrap();
+    let features = common::holdout_features(1).remove(0).with("x", 0.5);
+    // slow.onnx spends ~170 ms. Fused, the one run is cut off when the budget is spent: no member
+    // answered. The calls that follow take the members' own path for a while, where the budget cuts
+    // the slow one off alone and the two others make the quorum.
+    let first = engine.predict("budgeted", &features).unwrap_err();
+    assert_eq!(first.code(), "quorum_not_reached", "{first}");
+    let p = engine.predict("budgeted", &features).unwrap();
+    assert!(!p.fused);
+    assert!(p.degraded, "{p:?}");
+    let late = p.model_contributions.iter().find(|c| &*c.model == "slow").unwrap();
+    assert!(late.prediction.is_none());
+    assert!(late.error.as_deref().unwrap().contains("latency budget"), "{late:?}");
+
+    // First in line, it spends the budget and the members after it are skipped: no quorum.
+    let first = ["slow", "technical", "fundamental"].map(|m| m.parse::<MemberSpec>().unwrap());
+    let unfused = InferenceEngine::builder(home.path()).with_fusion(false).without_persistence().build().unwrap();
+    unfused.create_ensemble(EnsembleConfig::new("slow-first", first).with_latency_budget(budget)).unwrap();
+    let error = unfused.predict("slow-first", &features).unwrap_err();
+    assert_eq!(error.code(), "quorum_not_reached", "{error}");
+    assert!(error.to_string().contains("latency budget"), "{error}");
+
+    let bad = EnsembleConfig::new("bad", ["technical".parse::<MemberSpec>().unwrap()]);
+    let mut bad = bad.with_latency_budget(std::time::Duration::ZERO);
+    assert_eq!(engine.create_ensemble(bad.clone()).unwrap_err().code(), "config");
+    bad.latency_budget_ms = Some(f64::NAN);
+    assert_eq!(engine.create_ensemble(bad).unwrap_err().code(), "config");
+}

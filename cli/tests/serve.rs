@@ -125,7 +125,10 @@ fn sigterm_under_load_finishes_accepted_requests_and_exits_zero() {
         let engine = common::market_engine(home.path());
         let slow = common::repo().join("tests/fixtures/slow.onnx");
         engine.register_model(ModelRegistration::new("slow", slow, ["x"])).unwrap();
-        engine.create_ensemble(EnsembleConfig::new("slow", ["slow".parse::<MemberSpec>().unwrap()])).unwrap();
+        // Its calls outlast the default latency budget: this test wants them to finish.
+        let slow = EnsembleConfig::new("slow", ["slow".parse::<MemberSpec>().unwrap()])
+            .with_latency_budget(Duration::from_secs(10));
+        engine.create_ensemble(slow).unwrap();
     }
     let tokens = home.path().join("tokens");
     std::fs::write(&tokens, format!("admin {ADMIN}\npredict {PREDICT}\n")).unwrap();

@@ -99,7 +99,10 @@ fn slow_home() -> tempfile::TempDir {
     let engine = common::engine(home.path());
     let slow = common::repo().join("tests/fixtures/slow.onnx");
     engine.register_model(ModelRegistration::new("slow", slow, ["x"])).unwrap();
-    engine.create_ensemble(EnsembleConfig::new("slow", ["slow".parse::<MemberSpec>().unwrap()])).unwrap();
+    // Its calls outlast the default latency budget: these tests want them to run their course.
+    let slow = EnsembleConfig::new("slow", ["slow".parse::<MemberSpec>().unwrap()])
+        .with_latency_budget(std::time::Duration::from_secs(10));
+    engine.create_ensemble(slow).unwrap();
     home
 }
 

@@ -78,7 +78,7 @@ impl InferenceEngine {
             let answered = members.iter().enumerate().all(|(i, member)| {
                 // Past the breaker: probing is not traffic and must not move its statistics.
                 let rows_in = Rows::Schema { dense: probe, width, indices: &member.indices };
-                let run = || member.model.run(rows_in, 1, &mut separate, i, Instant::now());
+                let run = || member.model.run(rows_in, 1, &mut separate, i, Instant::now(), None);
                 matches!(catch_unwind(AssertUnwindSafe(run)), Ok(Ok(_)))
             });
             if !answered {
@@ -86,7 +86,7 @@ impl InferenceEngine {
             }
             let mut together = vec![f32::NAN; m];
             let mut session = fused.checkout().ok_or("no fused session")?;
-            let ran = run_fused_session(&mut session, &fused, members, probe, 1, &mut together);
+            let ran = run_fused_session(&mut session, &fused, members, probe, 1, &mut together, None);
             fused.give_back(session);
             ran.map_err(|e| format!("probe run of the fused model: {e}"))?;
             for (i, (a, b)) in separate.iter().zip(&together).enumerate() {
@@ -114,23 +114,52 @@ pub(super) fn run_fused(
     dense: &[f32],
     rows: usize,
     out: &mut [f32],
-) -> Option<Duration> {
+    limit: Instant,
+) -> FusedOutcome {
     let healthy = ens.members.iter().all(|m| !m.model.diverted() && m.model.breaker.is_closed());
-    if !healthy {
-        return None;
+    if !healthy || fused.suspended() {
+        return FusedOutcome::NotUsed;
     }
-    let mut session = fused.checkout()?;
+    let Some(mut session) = fused.checkout() else { return FusedOutcome::NotUsed };
     let started = Instant::now();
-    let ran = catch_unwind(AssertUnwindSafe(|| run_fused_session(&mut session, fused, &ens.members, dense, rows, out)));
+    // Moved out for the run and back after: no reference count touched per call.
+    let watch = session.watch.take();
+    if let Some(watch) = &watch {
+        watch.arm(limit.saturating_duration_since(started));
+    }
+    let ran = catch_unwind(AssertUnwindSafe(|| {
+        let options = watch.as_deref().map(crate::replicas::Watch::options);
+        run_fused_session(&mut session, fused, &ens.members, dense, rows, out, options)
+    }));
+    let cut_off = watch.as_ref().is_some_and(|w| w.disarm());
+    session.watch = watch;
     fused.give_back(session);
     let elapsed = started.elapsed();
+    if cut_off {
+        // Some member is slow: for a while its own path cuts it off alone, the others answer.
+        fused.suspend(FUSION_SUSPENSION);
+        return FusedOutcome::CutOff;
+    }
     if !matches!(ran, Ok(Ok(()))) {
-        return None;
+        return FusedOutcome::NotUsed;
     }
     for member in &ens.members {
         member.model.breaker.record_success(elapsed);
     }
-    Some(elapsed)
+    FusedOutcome::Ran(elapsed)
+}
+
+/// How long calls take the members' own path after a fused run outlasted the latency budget.
+const FUSION_SUSPENSION: Duration = Duration::from_secs(1);
+
+/// What became of a call offered to the fused model.
+pub(super) enum FusedOutcome {
+    /// Every member answered in one run, taking this long.
+    Ran(Duration),
+    /// Not used (a member in trouble, every session busy) or failed: run the members one by one.
+    NotUsed,
+    /// Cut off when the ensemble's latency budget was spent.
+    CutOff,
 }
 
 fn run_fused_session(
@@ -140,6 +169,7 @@ fn run_fused_session(
     dense: &[f32],
     rows: usize,
     out: &mut [f32],
+    options: Option<&ort::session::RunOptions>,
 ) -> Result<()> {
     let width = dense.len() / rows;
     let outputs = match &mut session.single {
@@ -150,7 +180,10 @@ fn run_fused_session(
                     *value = dense[column];
                 }
             }
-            session.session.run_binding(&single.binding)?
+            match options {
+                Some(options) => session.session.run_binding_with_options(&single.binding, options)?,
+                None => session.session.run_binding(&single.binding)?,
+            }
         }
         _ => {
             let mut inputs = Vec::with_capacity(members.len());
@@ -159,7 +192,10 @@ fn run_fused_session(
                 let tensor = TensorRef::from_array_view(([rows, member.indices.len()], buffer.as_slice()))?;
                 inputs.push((Cow::Borrowed(name.as_str()), SessionInputValue::from(tensor)));
             }
-            session.session.run(inputs)?
+            match options {
+                Some(options) => session.session.run_with_options(inputs, options)?,
+                None => session.session.run(inputs)?,
+            }
         }
     };
     let m = members.len();

@@ -204,7 +204,8 @@ impl LoadedModel {
     /// [`LoadedModel::run`] behind the model's circuit breaker, with injected faults applied and a
     /// panic turned into this call's failure (the replica goes back to its pool while unwinding).
     /// Writes row `r`'s prediction to `out[r * stride + member]`, `stride = out.len() / count`.
-    pub fn call(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize) -> Result<usize> {
+    /// `limit`: when the call must end (an ensemble's latency budget); it is cut off then.
+    pub fn call(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize, limit: Option<Instant>) -> Result<usize> {
         let unavailable = |reason: String| Error::MemberUnavailable { model: self.meta.name.clone(), reason };
         if self.forced_fallback.load(Ordering::Relaxed) {
             return Err(unavailable("an alert sent its calls to its fallback".into()));
@@ -223,7 +224,7 @@ impl LoadedModel {
                 FaultKind::Panic => panic!("injected panic in model {}", self.meta.name),
                 FaultKind::None | FaultKind::Slow | FaultKind::FailSome => {}
             }
-            self.run(rows, count, out, member, started)
+            self.run(rows, count, out, member, started, limit)
         }))
         .unwrap_or_else(|_| Err(unavailable("it panicked".into())));
         let elapsed = started.elapsed();
@@ -232,33 +233,53 @@ impl LoadedModel {
         result
     }
 
-    fn timed_out(&self, timeout: Duration) -> Error {
+    fn timed_out(&self, timeout: Duration, budget: bool) -> Error {
+        let what = if budget { "cut off when the ensemble's latency budget was spent" } else { "timed out" };
         Error::MemberUnavailable {
             model: self.meta.name.clone(),
-            reason: format!("timed out after {:.3} ms", timeout.as_secs_f64() * 1e3),
+            reason: format!("{what} after {:.3} ms", timeout.as_secs_f64() * 1e3),
         }
     }
 
     /// Runs the model once on `count` rows on an idle replica, under its timeout, past the breaker
     /// (the fusion probe calls it directly: probing is not traffic).
     /// Returns the rows run (`count`, or what a `Selected` dispatcher chose).
-    pub fn run(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize, started: Instant) -> Result<usize> {
+    pub fn run(
+        &self,
+        rows: Rows<'_>,
+        count: usize,
+        out: &mut [f32],
+        member: usize,
+        started: Instant,
+        limit: Option<Instant>,
+    ) -> Result<usize> {
         let stride = if matches!(rows, Rows::Selected(_)) { 1 } else { out.len() / count };
         let mut replica = self.pool.checkout(started)?;
+        // The model's own timeout, or what is left of the budget when that is shorter.
+        let left = limit.map(|end| end.saturating_duration_since(Instant::now()));
+        let (timeout, by_budget) = match (self.pool.timeout(), left) {
+            (Some(own), Some(left)) if left < own => (Some(left), true),
+            (Some(own), _) => (Some(own), false),
+            (None, Some(left)) => (Some(left), true),
+            (None, None) => (None, false),
+        };
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return Err(self.timed_out(Duration::ZERO, by_budget));
+        }
         if self.fault.kind() == FaultKind::Slow {
             // An injected slow call holds its replica, as a slow model would, and obeys the timeout.
             let delay = self.fault.delay();
-            match self.pool.timeout() {
+            match timeout {
                 Some(timeout) if delay > timeout => {
                     std::thread::sleep(timeout);
-                    return Err(self.timed_out(timeout));
+                    return Err(self.timed_out(timeout, by_budget));
                 }
                 _ => std::thread::sleep(delay),
             }
         }
         let columns = self.meta.features.len();
         let meta = &self.meta;
-        let outcome = replica.run(self.pool.timeout(), |session, input, options| -> Result<usize> {
+        let outcome = replica.run(timeout, |session, input, options| -> Result<usize> {
             let count = match rows {
                 Rows::Schema { dense, width, indices } => {
                     gather(dense, width, indices, input);
@@ -281,14 +302,14 @@ impl LoadedModel {
         });
         match outcome {
             RunOutcome::Done(result) => result,
-            RunOutcome::TimedOut => Err(self.timed_out(self.pool.timeout().unwrap_or_default())),
+            RunOutcome::TimedOut => Err(self.timed_out(timeout.unwrap_or_default(), by_budget)),
         }
     }
 }
 
 impl BatchModel for LoadedModel {
     fn run_selected(&self, select: &mut dyn FnMut(&mut Vec<f32>) -> usize, out: &mut [f32]) -> Result<usize> {
-        self.call(Rows::Selected(select), out.len(), out, 0)
+        self.call(Rows::Selected(select), out.len(), out, 0, None)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::counters::Path;
-use super::fused::run_fused;
+use super::fused::{run_fused, FusedOutcome};
 use super::loaded::LoadedEnsemble;
 use super::member::{LoadedModel, Rows};
 use super::{EngineInner, InferenceEngine};
@@ -36,6 +36,19 @@ pub(super) struct Call<'a> {
 impl Call<'_> {
     fn width(&self) -> usize {
         self.ens.schema.names().len()
+    }
+
+    /// When the members' latency budget ends for this call.
+    fn budget_end(&self) -> Instant {
+        self.started + self.ens.config.latency_budget()
+    }
+
+    /// Why a member did not run: the budget was spent before its turn.
+    fn budget_spent(&self) -> String {
+        format!(
+            "skipped: the ensemble's latency budget ({} ms) was spent before its turn",
+            self.ens.config.latency_budget().as_secs_f64() * 1e3
+        )
     }
 
     /// Refuses the request once its deadline has passed.
@@ -98,7 +111,7 @@ impl EngineInner {
         let outcome = if call.ens.batched {
             call.check_deadline()?;
             call.ens.telemetry.path(Path::Queued);
-            let results = self.submit(call, true).wait();
+            let results = self.submit(call, true).wait_until(call.budget_end());
             self.collect(call, results).and_then(|mut answers| {
                 self.fallbacks(call, &mut answers, false);
                 self.combine(call, published, answers)
@@ -117,7 +130,7 @@ impl EngineInner {
         let mut values = vec![f32::NAN; call.rows * m];
         if let Ok(fused) = &ens.fused {
             call.check_deadline()?;
-            if let Some(elapsed) = run_fused(fused, ens, call.dense, call.rows, &mut values) {
+            if let FusedOutcome::Ran(elapsed) = run_fused(fused, ens, call.dense, call.rows, &mut values, call.budget_end()) {
                 ens.telemetry.path(Path::Fused);
                 for member in &ens.members {
                     member.model.telemetry.fused();
@@ -132,11 +145,16 @@ impl EngineInner {
         ens.telemetry.path(Path::Members);
         let width = call.width();
         let mut runs = Vec::with_capacity(m);
+        let budget_end = call.budget_end();
         for (i, member) in ens.members.iter().enumerate() {
             call.check_deadline()?;
             let t = Instant::now();
+            if t >= budget_end {
+                runs.push(member_run(&member.model, 0.0, Some(call.budget_spent())));
+                continue;
+            }
             let rows_in = Rows::Schema { dense: call.dense, width, indices: &member.indices };
-            let result = member.model.call(rows_in, call.rows, &mut values, i);
+            let result = member.model.call(rows_in, call.rows, &mut values, i, Some(budget_end));
             runs.push(member_run(&member.model, t.elapsed().as_secs_f64() * 1e3, result.err().map(|e| e.to_string())));
         }
         let mut answers = Answers { values, runs };
@@ -151,13 +169,19 @@ impl EngineInner {
         let width = call.width();
         let completion = Completion::new(ens.members.len());
         let mut row = Vec::new();
+        let budget_end = call.budget_end();
         for (i, member) in ens.members.iter().enumerate() {
             let model = &member.model;
             if inline && (!model.batching || (model.batcher.is_empty() && model.pool.has_idle())) {
                 let t = Instant::now();
+                if t >= budget_end {
+                    let late = Error::MemberUnavailable { model: model.meta.name.clone(), reason: call.budget_spent() };
+                    completion.set(i, (Err(late), 0.0));
+                    continue;
+                }
                 let mut value = [f32::NAN];
                 let rows_in = Rows::Schema { dense: call.dense, width, indices: &member.indices };
-                let result = model.call(rows_in, 1, &mut value, 0);
+                let result = model.call(rows_in, 1, &mut value, 0, Some(budget_end));
                 completion.set(i, (result.map(|_| value[0]), t.elapsed().as_secs_f64() * 1e3));
             } else {
                 gather(call.dense, width, &member.indices, &mut row);
@@ -176,7 +200,7 @@ impl EngineInner {
         let mut runs = Vec::with_capacity(m);
         for (i, (member, result)) in call.ens.members.iter().zip(results).enumerate() {
             let (result, latency_ms) = result.unwrap_or_else(|| {
-                let reason = "no answer".into();
+                let reason = "late: the ensemble's latency budget was spent before it answered".into();
                 (Err(Error::MemberUnavailable { model: member.model.meta.name.clone(), reason }), 0.0)
             });
             let error = match result {
@@ -212,7 +236,7 @@ impl EngineInner {
             } else {
                 let t = Instant::now();
                 let rows_in = Rows::Schema { dense: call.dense, width, indices };
-                let answered = stand_in.call(rows_in, call.rows, &mut answers.values, i).is_ok();
+                let answered = stand_in.call(rows_in, call.rows, &mut answers.values, i, Some(call.budget_end())).is_ok();
                 if answered {
                     call.ens.telemetry.fallback_used();
                 }
