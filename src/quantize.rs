@@ -134,11 +134,31 @@ pub fn quantize_weight(values: &[f32], k: usize, n: usize, granularity: Granular
 /// INT8 dynamic quantization of every MatMul / Gemm with a constant 2-D weight.
 pub fn quantize_dynamic(model: &[u8], granularity: Granularity) -> Result<Rewritten> {
     let mut model = onnx::decode(model)?;
-    if onnx::default_opset(&model).unwrap_or(0) < 11 {
-        return Err(Error::Optimize(
-            "INT8 dynamic quantization needs opset 11 or later (MatMulInteger, DynamicQuantizeLinear)".into(),
-        ));
+    {
+        // What the model holds comes first: a tree ensemble has nothing to quantize at any opset.
+        let graph = model.graph.as_ref().ok_or_else(|| Error::Optimize("the model has no graph".into()))?;
+        let initializers: HashMap<String, TensorProto> =
+            graph.initializer.iter().map(|t| (t.name().to_string(), t.clone())).collect();
+        let plans: Vec<NodeReport> = graph
+            .node
+            .iter()
+            .enumerate()
+            .map(|(index, node)| NodeReport {
+                node: if node.name().is_empty() {
+                    format!("{}_{index}", node.op_type())
+                } else {
+                    node.name().to_string()
+                },
+                op_type: node.op_type().to_string(),
+                rewritten: false,
+                reason: plan_integer_matmul(node, &initializers).err(),
+            })
+            .collect();
+        if plans.iter().all(|r| r.reason.is_some()) {
+            return Err(nothing_to_rewrite("quantize", &plans));
+        }
     }
+    lift_opset(&mut model, 11, "INT8 dynamic quantization (MatMulInteger, DynamicQuantizeLinear)")?;
     let graph = model.graph.as_mut().ok_or_else(|| Error::Optimize("the model has no graph".into()))?;
     let initializers: HashMap<String, TensorProto> =
         graph.initializer.iter().map(|t| (t.name().to_string(), t.clone())).collect();
@@ -229,6 +249,53 @@ pub fn quantize_dynamic(model: &[u8], granularity: Granularity) -> Result<Rewrit
     graph.initializer.retain(|t| !replaced_weights.contains(t.name()) || still_read.contains(t.name()));
     graph.initializer.extend(new_initializers);
     Ok(Rewritten { bytes: onnx::encode(&model), nodes: report })
+}
+
+/// The last default-domain opset through which an operator written at opset 7 or later keeps its
+/// meaning (same attributes and inputs, only new types or negative axes added), for the operators
+/// tabular models are made of. An operator not listed, or one whose definition changed (Clip's
+/// bounds became inputs at 11, Squeeze's axes at 13, Softmax's axis at 13, Dropout, Slice, Pad,
+/// TopK, Resize...), stops the lift.
+fn meaning_kept_through(op: &str) -> Option<i64> {
+    Some(match op {
+        "Softmax" | "LogSoftmax" | "Hardmax" | "Squeeze" | "Unsqueeze" | "Split" | "ReduceSum" | "ReduceMean"
+        | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL2" | "ReduceLogSumExp" => 12,
+        "MatMul" | "Gemm" | "Add" | "Sub" | "Mul" | "Div" | "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Sqrt"
+        | "Abs" | "Neg" | "Pow" | "LeakyRelu" | "Concat" | "Reshape" | "Cast" | "Identity" | "Constant" | "Gather"
+        | "Flatten" | "Transpose" | "Sum" | "Max" | "Min" | "Mean" | "ArgMax" | "ArgMin" | "Shape" | "Equal"
+        | "Less" | "Greater" | "Where" | "Not" | "And" | "Or" => 13,
+        _ => return None,
+    })
+}
+
+/// Raises the model's default-domain opset to `needed` when it is lower and every default-domain
+/// node keeps its meaning there (as ONNX Runtime's quantizer lifts old models to 11); else the
+/// error names the first node that does not. Other domains (`ai.onnx.ml`) are left as they are.
+fn lift_opset(model: &mut onnx::proto::ModelProto, needed: i64, what: &str) -> Result<()> {
+    let current = onnx::default_opset(model).unwrap_or(0);
+    if current >= needed {
+        return Ok(());
+    }
+    let graph = model.graph.as_ref().ok_or_else(|| Error::Optimize("the model has no graph".into()))?;
+    if current < 7 {
+        return Err(Error::Optimize(format!("{what} needs opset {needed}; the model has {current}, too old to lift")));
+    }
+    if let Some(node) = graph
+        .node
+        .iter()
+        .find(|n| onnx::is_default_domain(n) && meaning_kept_through(n.op_type()).is_none_or(|last| last < needed))
+    {
+        return Err(Error::Optimize(format!(
+            "{what} needs opset {needed}; the model has {current}, and its {} node {:?} may change meaning if \
+             lifted (convert the model to opset {needed} first, e.g. with onnx.version_converter)",
+            node.op_type(),
+            node.name()
+        )));
+    }
+    for import in model.opset_import.iter_mut().filter(|o| o.domain().is_empty() || o.domain() == "ai.onnx") {
+        import.version = Some(needed);
+    }
+    Ok(())
 }
 
 fn nothing_to_rewrite(what: &str, report: &[NodeReport]) -> Error {
@@ -328,13 +395,8 @@ pub fn quantize_static(
     granularity: Granularity,
 ) -> Result<Rewritten> {
     let mut model = onnx::decode(model)?;
-    let opset = onnx::default_opset(&model).unwrap_or(0);
     let needed = if granularity == Granularity::PerChannel { 13 } else { 10 };
-    if opset < needed {
-        return Err(Error::Optimize(format!(
-            "INT8 static quantization ({granularity:?}) needs opset {needed} or later; the model has {opset}"
-        )));
-    }
+    lift_opset(&mut model, needed, &format!("INT8 static quantization ({granularity:?})"))?;
     if width == 0 || calibration.is_empty() || !calibration.len().is_multiple_of(width) {
         return Err(Error::Optimize("static quantization needs calibration rows".into()));
     }
@@ -693,6 +755,42 @@ mod tests {
         assert_eq!(quantize_value(2.5, 1.0, 0, -127, 127), 2);
         assert_eq!(quantize_value(3.5, 1.0, 0, -127, 127), 4);
         assert_eq!(quantize_value(1000.0, 1.0, 0, -127, 127), 127);
+    }
+
+    fn model_at(opset: i64, node: Vec<onnx::proto::NodeProto>, initializer: Vec<TensorProto>) -> Vec<u8> {
+        use onnx::proto::{GraphProto, ModelProto, OperatorSetIdProto};
+        let import = |domain: &str, version| OperatorSetIdProto { domain: Some(domain.into()), version: Some(version) };
+        let graph = GraphProto { node, initializer, ..Default::default() };
+        let model = ModelProto {
+            ir_version: Some(7),
+            opset_import: vec![import("", opset), import("ai.onnx.ml", 1)],
+            graph: Some(graph),
+            ..Default::default()
+        };
+        onnx::encode(&model)
+    }
+
+    #[test]
+    fn a_tree_ensemble_has_nothing_to_quantize_whatever_its_opset() {
+        let mut trees = onnx::node("TreeEnsembleClassifier", &["X"], &["label", "probabilities"], "trees");
+        trees.domain = Some("ai.onnx.ml".into());
+        let error = quantize_dynamic(&model_at(9, vec![trees], vec![]), Granularity::PerTensor).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("nothing to quantize") && !message.contains("opset"), "{message}");
+    }
+
+    #[test]
+    fn an_old_matmul_model_is_lifted_to_opset_11_unless_a_node_would_change_meaning() {
+        let weight = || onnx::f32_tensor("W", &[2, 2], &[1.0, -2.0, 0.5, 3.0]);
+        let matmul = || onnx::node("MatMul", &["X", "W"], &["Y"], "mm");
+        let lifted = quantize_dynamic(&model_at(9, vec![matmul()], vec![weight()]), Granularity::PerTensor).unwrap();
+        assert_eq!(onnx::default_opset(&onnx::decode(&lifted.bytes).unwrap()), Some(11));
+        assert!(lifted.nodes.iter().any(|n| n.rewritten));
+        let clip = onnx::node("Clip", &["Y"], &["Z"], "clip");
+        let error = quantize_dynamic(&model_at(9, vec![matmul(), clip], vec![weight()]), Granularity::PerTensor)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("Clip") && error.contains("version_converter"), "{error}");
     }
 
     #[test]

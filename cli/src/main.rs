@@ -85,6 +85,10 @@ enum Command {
         /// fp16 is tried on a GPU provider only.
         #[arg(long, default_value = "cpu")]
         provider: String,
+        /// The workload to decide for: batch sizes and their share of calls, e.g. 1:0.2,64:0.8
+        /// (default 1:1, single rows; sizes among 1, 8, 64, 512).
+        #[arg(long, default_value = "1:1")]
+        batch_sizes: String,
         /// Graph optimisation level of the saved fp32-optimized candidate: basic, extended (portable)
         /// or all (this machine's CPU layout).
         #[arg(long, default_value = "extended")]
@@ -501,6 +505,11 @@ fn run(cli: Cli) -> Result<()> {
     let state = cli.state.as_deref().map(StateUrl::parse).transpose()?;
     let _ = STATE.set(state);
     let home = cli.home.unwrap_or_else(|| PathBuf::from("./quorum-home"));
+    if !matches!(cli.command, Command::Serve(_)) {
+        // What the library repairs on its own (a killed write's leftovers) is said on stderr; the
+        // server sets its own logging from its configuration.
+        quorum_server::init_logging(&quorum_server::config::LogConfig { level: "warn".into(), format: "text".into() });
+    }
     match cli.command {
         Command::Models(cmd) => models(&home, cmd),
         Command::Ensemble(cmd) => ensembles(&home, cmd),
@@ -584,6 +593,7 @@ fn run(cli: Cli) -> Result<()> {
             method,
             provider,
             graph_level,
+            batch_sizes,
             json,
         } => {
             let provider = match provider.as_str() {
@@ -609,6 +619,7 @@ fn run(cli: Cli) -> Result<()> {
                 methods: (!methods.is_empty()).then_some(methods),
                 provider,
                 graph_level: graph_level.parse()?,
+                batch_sizes: quorum::OptimizeOptions::parse_batch_sizes(&batch_sizes)?,
                 ..Default::default()
             };
             let report =

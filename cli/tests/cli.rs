@@ -462,3 +462,20 @@ fn backtest_uses_the_ensembles_regimes_and_refuses_data_it_cannot_score() {
         quorum(home.path(), &["backtest", "market", "--data", data.to_str().unwrap(), "--outcome", "next_day_up"]);
     assert_clean_failure(&failed, "no row of 5 could be scored");
 }
+
+#[test]
+fn leftovers_of_a_killed_registration_are_removed_with_a_warning() {
+    let home = tempfile::tempdir().unwrap();
+    let file = common::model_file("technical");
+    let features = common::features_of("technical").join(",");
+    ok(quorum(home.path(), &["models", "register", "t", "--file", file.to_str().unwrap(), "--features", &features]));
+    let dead = (4_000_000..4_194_304).find(|pid| !Path::new(&format!("/proc/{pid}")).exists()).unwrap();
+    let staging = home.path().join(format!("models/t/.tmp-2-{dead}-0-1"));
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("model.onnx"), vec![0u8; 1000]).unwrap();
+    let out = quorum(home.path(), &["models", "list"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("removed the leftover of an interrupted write") && stderr.contains("1000"), "{stderr}");
+    assert!(!staging.exists());
+}

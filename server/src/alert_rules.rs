@@ -17,8 +17,13 @@ pub fn load_rules(path: Option<&Path>) -> Result<Vec<AlertRule>> {
         ),
         None => (DEFAULT_RULES.to_string(), "the default alert rules".to_string()),
     };
+    parse_rules(&text, &origin)
+}
+
+/// Parses rules in the story's YAML form; `origin` names them in errors.
+pub fn parse_rules(text: &str, origin: &str) -> Result<Vec<AlertRule>> {
     let specs: BTreeMap<String, RuleSpec> =
-        serde_saphyr::from_str(&text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        serde_saphyr::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
     quorum::alerts::rules_from_specs(&specs).map_err(|e| Error::Config(format!("{origin}: {e}")))
 }
 

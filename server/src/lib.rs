@@ -13,6 +13,8 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http_metrics;
 mod jobs;
 mod model_stats;

@@ -494,6 +494,17 @@ fn split_body<'a>(headers: &HeaderMap, body: &'a [u8], max_depth: usize) -> OipR
     Ok((request, binary))
 }
 
+/// For the fuzz target: `bytes` as an inference request whose JSON part is `json_length` bytes
+/// long (binary tensors after it), read against an ensemble taking features `a` and `b`.
+pub(crate) fn fuzz_infer(bytes: &[u8], json_length: usize) {
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_LENGTH, json_length.into());
+    if let Ok((request, binary)) = split_body(&headers, bytes, 32) {
+        let _ = read_inputs(&request, binary, &["a".to_string(), "b".to_string()], "fuzz");
+        let _ = requested_outputs(&request);
+    }
+}
+
 /// A feature's values, one per row.
 type Column = (String, Vec<f32>);
 

@@ -205,7 +205,14 @@ impl LoadedModel {
     /// panic turned into this call's failure (the replica goes back to its pool while unwinding).
     /// Writes row `r`'s prediction to `out[r * stride + member]`, `stride = out.len() / count`.
     /// `limit`: when the call must end (an ensemble's latency budget); it is cut off then.
-    pub fn call(&self, rows: Rows<'_>, count: usize, out: &mut [f32], member: usize, limit: Option<Instant>) -> Result<usize> {
+    pub fn call(
+        &self,
+        rows: Rows<'_>,
+        count: usize,
+        out: &mut [f32],
+        member: usize,
+        limit: Option<Instant>,
+    ) -> Result<usize> {
         let unavailable = |reason: String| Error::MemberUnavailable { model: self.meta.name.clone(), reason };
         if self.forced_fallback.load(Ordering::Relaxed) {
             return Err(unavailable("an alert sent its calls to its fallback".into()));

@@ -130,7 +130,9 @@ impl EngineInner {
         let mut values = vec![f32::NAN; call.rows * m];
         if let Ok(fused) = &ens.fused {
             call.check_deadline()?;
-            if let FusedOutcome::Ran(elapsed) = run_fused(fused, ens, call.dense, call.rows, &mut values, call.budget_end()) {
+            if let FusedOutcome::Ran(elapsed) =
+                run_fused(fused, ens, call.dense, call.rows, &mut values, call.budget_end())
+            {
                 ens.telemetry.path(Path::Fused);
                 for member in &ens.members {
                     member.model.telemetry.fused();
@@ -236,7 +238,8 @@ impl EngineInner {
             } else {
                 let t = Instant::now();
                 let rows_in = Rows::Schema { dense: call.dense, width, indices };
-                let answered = stand_in.call(rows_in, call.rows, &mut answers.values, i, Some(call.budget_end())).is_ok();
+                let answered =
+                    stand_in.call(rows_in, call.rows, &mut answers.values, i, Some(call.budget_end())).is_ok();
                 if answered {
                     call.ens.telemetry.fallback_used();
                 }

@@ -246,6 +246,9 @@ pub struct OptimizeOptions {
     pub methods: Option<Vec<String>>,
     /// The p50 single-row latency a deployment needs (deploymentReady requires it).
     pub target_latency_ms: Option<f64>,
+    /// The workload the decision weighs: batch size → share of calls, e.g. `{1: 0.2, 64: 0.8}`
+    /// (default single rows; sizes among 1, 8, 64, 512).
+    pub batch_sizes: Option<HashMap<String, f64>>,
 }
 
 /// Options of `registerModel`.

@@ -56,6 +56,7 @@ impl JsOptimizer {
                     "accuracy_threshold": o.accuracy_threshold,
                     "methods": o.methods,
                     "target_latency_ms": o.target_latency_ms,
+                    "batch_sizes": o.batch_sizes,
                 })
             });
             let options = quorum::OptimizeOptions::from_json(document)?;

@@ -39,7 +39,7 @@ impl Optimizer {
     /// registers the fastest one within `accuracy_threshold` as a new version (or keeps the
     /// original). Returns the report: `candidates`, `chosen`, `performance_improvement`,
     /// `deployment_ready`.
-    #[pyo3(signature = (model, data, outcome, accuracy_threshold=None, methods=None, target_latency_ms=None, version=None))]
+    #[pyo3(signature = (model, data, outcome, accuracy_threshold=None, methods=None, target_latency_ms=None, version=None, batch_sizes=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python method
     fn optimize<'py>(
         &self,
@@ -51,11 +51,13 @@ impl Optimizer {
         methods: Option<Vec<String>>,
         target_latency_ms: Option<f64>,
         version: Option<Version>,
+        batch_sizes: Option<std::collections::BTreeMap<usize, f64>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let document = serde_json::json!({
             "accuracy_threshold": accuracy_threshold,
             "methods": methods,
             "target_latency_ms": target_latency_ms,
+            "batch_sizes": batch_sizes,
         });
         let options = quorum::OptimizeOptions::from_json(document).map_err(to_py_err)?;
         let report = guarded(py, || self.inner.optimize(model, version_spec(version), &data, outcome, &options))?;

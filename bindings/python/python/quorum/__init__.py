@@ -130,10 +130,14 @@ class InferenceEngine(_NativeEngine):
         methods: Optional[Sequence[str]] = None,
         target_latency_ms: Optional[float] = None,
         version: Optional[int] = None,
+        batch_sizes: Optional[Dict[int, float]] = None,
     ) -> Dict[str, Any]:
-        """`Optimizer.optimize` on the engine's registry."""
+        """`Optimizer.optimize` on the engine's registry; `batch_sizes` ({1: 0.2, 64: 0.8}) is the
+        workload the decision weighs (default single rows)."""
         listed = list(methods) if methods is not None else None
-        return self.optimizer.optimize(model, data, outcome, accuracy_threshold, listed, target_latency_ms, version)
+        return self.optimizer.optimize(
+            model, data, outcome, accuracy_threshold, listed, target_latency_ms, version, batch_sizes
+        )
 
     def benchmark(
         self,

@@ -162,6 +162,7 @@ class Optimizer:
         methods: Optional[list[str]] = None,
         target_latency_ms: Optional[float] = None,
         version: Optional[int] = None,
+        batch_sizes: Optional[dict[int, float]] = None,
     ) -> dict[str, Any]: ...
     def quantize(
         self,
