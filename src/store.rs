@@ -41,8 +41,21 @@ pub fn temporary_name(base: &str) -> String {
     format!(".tmp-{base}-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Whether `name` is a [`temporary_name`] whose writer, a process of this machine, is gone.
-fn is_abandoned_temporary(name: &str) -> bool {
+/// How old a temporary must be before it counts as abandoned: a home shared by replicas in other PID
+/// namespaces (pods on one volume) sees their live writers' pids as dead, so age decides too.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Whether `path` (named `name`) is a [`temporary_name`] whose writer, a process of this machine, is
+/// gone, and which nothing has touched for [`ABANDONED_AFTER`].
+fn is_abandoned(path: &Path, name: &str) -> bool {
+    is_dead_writers_temporary(name)
+        && fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age >= ABANDONED_AFTER))
+}
+
+/// Whether `name` is a [`temporary_name`] whose writer's pid names no live process here.
+fn is_dead_writers_temporary(name: &str) -> bool {
     let Some(rest) = name.strip_prefix(".tmp-") else {
         return false;
     };
@@ -66,10 +79,10 @@ pub fn clear_abandoned(dir: &Path) {
         return;
     };
     for entry in entries.filter_map(|e| e.ok()) {
-        if !entry.file_name().to_str().is_some_and(is_abandoned_temporary) {
+        let path = entry.path();
+        if !entry.file_name().to_str().is_some_and(|name| is_abandoned(&path, name)) {
             continue;
         }
-        let path = entry.path();
         let bytes = size_on_disk(&path);
         let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
         match removed {

@@ -108,12 +108,20 @@ fn leftovers_of_killed_writes_are_cleared_on_open() {
     std::fs::write(staging.join("model.onnx"), vec![0u8; 4096]).unwrap();
     let trash = home.path().join(format!("models/.tmp-removed-{dead}-1-456"));
     std::fs::create_dir_all(&trash).unwrap();
-    // A live writer's (this process's) staging stays.
+    // Written to a while ago: a fresh one may be a live writer's in another PID namespace.
+    let recent = home.path().join(format!("models/technical/.tmp-4-{dead}-0-5"));
+    std::fs::create_dir_all(&recent).unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for old in [&staging, &trash] {
+        std::fs::File::open(old).unwrap().set_modified(an_hour_ago).unwrap();
+    }
+    // A live writer's (this process's) staging stays whatever its age.
     let live = home.path().join(format!("models/technical/.tmp-3-{}-0-789", std::process::id()));
     std::fs::create_dir_all(&live).unwrap();
+    std::fs::File::open(&live).unwrap().set_modified(an_hour_ago).unwrap();
     Registry::open(home.path()).unwrap();
-    assert!(!staging.exists() && !trash.exists(), "the dead writer's leftovers are removed");
-    assert!(live.exists(), "a live writer's staging is left alone");
+    assert!(!staging.exists() && !trash.exists(), "the dead writer's old leftovers are removed");
+    assert!(live.exists() && recent.exists(), "a live writer's staging and a recent one are left alone");
 }
 
 #[test]

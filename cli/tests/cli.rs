@@ -473,6 +473,8 @@ fn leftovers_of_a_killed_registration_are_removed_with_a_warning() {
     let staging = home.path().join(format!("models/t/.tmp-2-{dead}-0-1"));
     std::fs::create_dir_all(&staging).unwrap();
     std::fs::write(staging.join("model.onnx"), vec![0u8; 1000]).unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::open(&staging).unwrap().set_modified(an_hour_ago).unwrap();
     let out = quorum(home.path(), &["models", "list"]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -5,7 +5,7 @@
 //! Every stage takes the request's [`Call`].
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::counters::Path;
 use super::fused::{run_fused, FusedOutcome};
@@ -38,9 +38,13 @@ impl Call<'_> {
         self.ens.schema.names().len()
     }
 
-    /// When the members' latency budget ends for this call.
+    /// When the members' latency budget ends for this call: the ensemble's budget per row, so a
+    /// large batch is not cut off for being large, only a member that is slow for its size.
     fn budget_end(&self) -> Instant {
-        self.started + self.ens.config.latency_budget()
+        let rows = u32::try_from(self.rows.max(1)).unwrap_or(u32::MAX);
+        let budget = self.ens.config.latency_budget().saturating_mul(rows);
+        // Past what an Instant can hold is never.
+        self.started.checked_add(budget).unwrap_or(self.started + Duration::from_secs(86_400 * 365))
     }
 
     /// Why a member did not run: the budget was spent before its turn.
