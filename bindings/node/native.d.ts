@@ -263,6 +263,11 @@ export interface OptimizeOptions {
   methods?: Array<string>
   /** The p50 single-row latency a deployment needs (deploymentReady requires it). */
   targetLatencyMs?: number
+  /**
+   * The workload the decision weighs: batch size → share of calls, e.g. `{1: 0.2, 64: 0.8}`
+   * (default single rows; sizes among 1, 8, 64, 512).
+   */
+  batchSizes?: Record<string, number>
 }
 
 /**
