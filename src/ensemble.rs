@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::features::NonFinitePolicy;
 use crate::meta::MetaOptions;
 use crate::online::OnlineOptions;
-use crate::registry::VersionSpec;
+use crate::registry::{Registry, VersionSpec};
 use crate::store;
 use crate::strategy::{normalise_weights, StrategyKind};
 
@@ -274,6 +274,26 @@ impl EnsembleStore {
     /// mistyped home does not make one.
     pub fn open(home: impl AsRef<Path>) -> Result<EnsembleStore> {
         Ok(EnsembleStore { root: home.as_ref().join("ensembles") })
+    }
+
+    /// Removes one version of `model`, or all (`version` `None`), from `registry` (this home's).
+    ///
+    /// # Errors
+    /// `in_use`, naming them, when active ensembles would break (see [`EnsembleStore::users_of`]),
+    /// unless `force`; `not_found` when there is no such model or version.
+    pub fn remove_model(&self, registry: &Registry, model: &str, version: Option<u32>, force: bool) -> Result<()> {
+        if !force {
+            let remaining: Vec<u32> = registry.versions(model)?.into_iter().filter(|v| Some(*v) != version).collect();
+            let users = self.users_of(model, version, &remaining)?;
+            if !users.is_empty() {
+                return Err(Error::InUse {
+                    what: if version.is_some() { "model version" } else { "model" },
+                    name: version.map_or_else(|| model.to_string(), |v| format!("{model}@{v}")),
+                    users: format!("the ensembles {}", users.join(", ")),
+                });
+            }
+        }
+        registry.remove(model, version)
     }
 
     /// The active ensembles that removing `model` (one version, or all when `removed` is `None`)

@@ -575,26 +575,9 @@ impl Registry {
 
     /// Removes one version, or the whole model when `version` is `None`.
     ///
-    /// # Errors
-    /// `in_use`, naming them, when active ensembles of this home would break (members or fallbacks
-    /// at that version, or the model's last version); [`Registry::force_remove`] removes anyway.
-    /// `not_found` when there is no such model or version.
+    /// This does not look at ensembles: [`crate::EnsembleStore::remove_model`], what the CLI and the
+    /// bindings call, refuses while active ensembles use the model.
     pub fn remove(&self, name: &str, version: Option<u32>) -> Result<()> {
-        let remaining: Vec<u32> = self.versions(name)?.into_iter().filter(|v| Some(*v) != version).collect();
-        let users = crate::ensemble::EnsembleStore::open(self.home())?.users_of(name, version, &remaining)?;
-        if !users.is_empty() {
-            return Err(Error::InUse {
-                what: if version.is_some() { "model version" } else { "model" },
-                name: version.map_or_else(|| name.to_string(), |v| format!("{name}@{v}")),
-                users: format!("the ensembles {}", users.join(", ")),
-            });
-        }
-        self.force_remove(name, version)
-    }
-
-    /// Removes one version, or the whole model, even when ensembles use it (they then fail with
-    /// `not_found` until changed).
-    pub fn force_remove(&self, name: &str, version: Option<u32>) -> Result<()> {
         let model_dir = self.model_dir(name)?;
         let (target, label) = match version {
             Some(v) => {

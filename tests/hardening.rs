@@ -129,18 +129,19 @@ fn a_model_in_use_is_removed_only_when_forced() {
     let home = tempfile::tempdir().unwrap();
     drop(common::market_engine(home.path()));
     let registry = Registry::open(home.path()).unwrap();
-    let error = registry.remove("sentiment", None).unwrap_err();
+    let ensembles = EnsembleStore::open(home.path()).unwrap();
+    let error = ensembles.remove_model(&registry, "sentiment", None, false).unwrap_err();
     assert_eq!(error.code(), "in_use");
     assert!(error.to_string().contains("market@1"), "{error}");
     // Its only version is what the ensemble's default spec resolves to.
-    assert_eq!(registry.remove("sentiment", Some(1)).unwrap_err().code(), "in_use");
+    assert_eq!(ensembles.remove_model(&registry, "sentiment", Some(1), false).unwrap_err().code(), "in_use");
     // A second version makes the first removable: the ensemble follows the default.
     let features = common::features_of("sentiment");
     let engine = common::engine(home.path());
     engine.register_model(ModelRegistration::new("sentiment", common::model_file("sentiment"), features)).unwrap();
     drop(engine);
-    registry.remove("sentiment", Some(1)).unwrap();
-    registry.force_remove("sentiment", None).unwrap();
+    ensembles.remove_model(&registry, "sentiment", Some(1), false).unwrap();
+    ensembles.remove_model(&registry, "sentiment", None, true).unwrap();
     assert!(registry.versions("sentiment").unwrap().is_empty());
 }
 

@@ -956,12 +956,7 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
         }
         ModelsCommand::SetDefault { name, version } => Registry::open(home)?.set_default(&name, version),
         ModelsCommand::Remove { name, version, force } => {
-            let registry = Registry::open(home)?;
-            if force {
-                registry.force_remove(&name, version)?;
-            } else {
-                registry.remove(&name, version)?;
-            }
+            quorum::EnsembleStore::open(home)?.remove_model(&Registry::open(home)?, &name, version, force)?;
             match version {
                 Some(v) => out!("removed {name}@{v}"),
                 None => out!("removed {name}"),

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::InferenceEngine;
+use crate::ensemble::EnsembleStore;
 use crate::error::Result;
 use crate::registry::{ModelMetadata, ModelRegistration, ModelSummary, Registry, VersionSpec};
 use crate::runtime::{Runtime, RuntimeOptions};
@@ -52,13 +53,10 @@ impl RegistryHandle {
         self.registry().versions(name)
     }
 
-    /// See [`Registry::remove`]; with `force`, [`Registry::force_remove`].
+    /// See [`EnsembleStore::remove_model`]: refused while this home's ensembles use it, unless `force`.
     pub fn remove(&self, name: &str, version: Option<u32>, force: bool) -> Result<()> {
-        if force {
-            self.registry().force_remove(name, version)
-        } else {
-            self.registry().remove(name, version)
-        }
+        let registry = self.registry();
+        EnsembleStore::open(registry.home())?.remove_model(registry, name, version, force)
     }
 
     /// Makes `version` the model's default; through an engine, its loaded ensembles move onto it
