@@ -38,6 +38,8 @@ test('the optimizer quantizes one file and benchmarks a registered model', () =>
   assert.equal(fs.statSync(out).size, report.bytes)
   assert.ok(report.nodes.some((n) => n.rewritten))
   assert.throws(() => optimizer.quantize(path.join(MODELS, 'technical.onnx'), out, 'int4'), (e) => e.code === 'config')
+  const holdout = path.join(REPO, 'examples', 'data', 'holdout.csv')
+  assert.throws(() => optimizer.optimize('sentiment', holdout, 'next_day_up', { batchSizes: { 3: 1 } }), (e) => e.code === 'config')
   const bench = engine.optimizer.benchmark('sentiment', path.join(REPO, 'examples', 'data', 'holdout.csv'), 'next_day_up')
   assert.equal(bench.latency.length, 4)
 })

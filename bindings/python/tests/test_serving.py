@@ -81,8 +81,13 @@ def test_optimize_and_benchmark(tmp_path):
     technical = next(m for m in manifest() if m["name"] == "technical")
     e = quorum.InferenceEngine(tmp_path / "opt", persistence=False)
     e.register_model("technical", MODELS / "technical.onnx", technical["features"])
-    report = e.optimize("technical", HOLDOUT, "next_day_up", accuracy_threshold=0.01, methods=["int8-dynamic"])
+    report = e.optimize(
+        "technical", HOLDOUT, "next_day_up", accuracy_threshold=0.01, methods=["int8-dynamic"], batch_sizes={1: 0.5, 64: 0.5}
+    )
     assert [c["method"] for c in report["candidates"]] == ["int8-dynamic"]
+    assert set(report["candidates"][0]["latency_ratio"]) == {"1", "64"}, report["candidates"][0]
+    with pytest.raises(quorum.ConfigError):
+        e.optimize("technical", HOLDOUT, "next_day_up", batch_sizes={3: 1.0})
     assert set(report) >= {"candidates", "chosen", "performance_improvement", "deployment_ready"}
     bench = e.benchmark("technical", HOLDOUT, outcome="next_day_up")
     assert [l["batch"] for l in bench["latency"]] == [1, 8, 64, 512]
