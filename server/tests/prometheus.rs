@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quorum::{EnsembleConfig, ExperimentConfig, Fault, MemberSpec};
+use quorum::{ExperimentConfig, Fault};
 use support::{common, Running, PREDICTOR};
 
 /// Dashboard expressions that return nothing on this machine, and why.
@@ -136,15 +136,16 @@ fn dashboard_expressions() -> Vec<String> {
 fn prometheus_scrapes_quorum_fires_the_latency_alert_and_answers_every_dashboard_query() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = support::tokens_file(dir.path());
-    let server = Running::market(|c| {
+    // The slow member below must slow the answers down, not be cut off by the latency budget (by
+    // default it would keep p95 near the alert's 100 ms).
+    let server = Running::patient_market(|c| {
         c.tokens = Some(tokens);
         c.engine = Some(toml::from_str("cache_capacity = 1000").unwrap());
     });
     let engine = server.state().engine().clone();
     // An experiment, tracked outcomes and cache hits, so that their panels have data.
-    let members = ["technical", "fundamental", "sentiment"].map(|m| m.parse::<MemberSpec>().unwrap());
-    engine.create_ensemble_inactive(EnsembleConfig::new("market", members).with_weights(vec![0.2, 0.5, 0.3])).unwrap();
-    engine.start_experiment(ExperimentConfig::new("ab", "market", 1, 2)).unwrap();
+    engine.create_ensemble_inactive(support::patient_market(vec![0.2, 0.5, 0.3])).unwrap();
+    engine.start_experiment(ExperimentConfig::new("ab", "market", 2, 3)).unwrap();
     for (i, features) in common::holdout_features(60).iter().enumerate() {
         let p = engine.predict("market", features).unwrap();
         engine.record_outcome(p.request_id, (i % 2) as f32).unwrap();

@@ -31,6 +31,17 @@ impl Running {
         Running::start(home, configure)
     }
 
+    /// [`Running::market`] whose `market` ensemble waits up to 2 s for its members (version 2):
+    /// for tests where a slow member must slow the answers down rather than be cut off by the
+    /// default latency budget.
+    pub fn patient_market(configure: impl FnOnce(&mut ServerConfig)) -> Running {
+        let home = tempfile::tempdir().unwrap();
+        let engine = common::market_engine(home.path());
+        engine.create_ensemble(patient_market(vec![0.4, 0.4, 0.2])).unwrap();
+        drop(engine);
+        Running::start(home, configure)
+    }
+
     pub fn start(home: tempfile::TempDir, configure: impl FnOnce(&mut ServerConfig)) -> Running {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let mut config = ServerConfig { home: home.path().to_path_buf(), ..Default::default() };
@@ -163,4 +174,13 @@ pub fn tokens_file(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("tokens");
     std::fs::write(&path, format!("# test tokens\nadmin {ADMIN}\npredict {PREDICTOR}\n")).unwrap();
     path
+}
+
+/// A `market` configuration over the three example models with these weights and a 2 s latency
+/// budget (see [`Running::patient_market`]).
+pub fn patient_market(weights: Vec<f32>) -> quorum::EnsembleConfig {
+    let members = ["technical", "fundamental", "sentiment"].map(|m| m.parse::<quorum::MemberSpec>().unwrap());
+    quorum::EnsembleConfig::new("market", members)
+        .with_weights(weights)
+        .with_latency_budget(std::time::Duration::from_secs(2))
 }
