@@ -483,6 +483,19 @@ fn is_closed_stdout(error: &Error) -> bool {
     matches!(error, Error::Io { context, source } if context == STDOUT_CLOSED && source.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
+/// The engine of a command that adds to the home (`models register`, `ensemble create`): it may
+/// make the home, and writes no learning state of its own, so that it works beside a `quorum serve`
+/// that holds the home's SQLite state; with a PostgreSQL state it joins it, to announce the change
+/// to every replica.
+fn writing_engine(home: &std::path::Path) -> Result<InferenceEngine> {
+    std::fs::create_dir_all(home).map_err(|e| Error::io(format!("creating {}", home.display()), e))?;
+    let builder = InferenceEngine::builder(home);
+    match STATE.get().and_then(Option::as_ref) {
+        Some(url @ StateUrl::Postgres(_)) => builder.with_state(url.clone()).build(),
+        _ => builder.without_persistence().build(),
+    }
+}
+
 /// Prints `text`; `Ok(false)` when the reader went away (`| head`), which is not an error.
 fn print_or_stop(text: &str) -> Result<bool> {
     use std::io::Write;
@@ -913,7 +926,7 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
             if let Some(v) = version {
                 registration = registration.with_version(v);
             }
-            let engine = engine(home)?;
+            let engine = writing_engine(home)?;
             let meta = engine.register_model(registration)?;
             if set_default {
                 engine.registry().set_default(&meta.name, meta.version)?;
@@ -1010,7 +1023,7 @@ fn ensembles(home: &std::path::Path, cmd: EnsembleCommand) -> Result<()> {
                 config =
                     config.with_non_finite(quorum::NonFinitePolicy::Impute { value, per_feature: Default::default() });
             }
-            let engine = engine(home)?;
+            let engine = writing_engine(home)?;
             let saved =
                 if inactive { engine.create_ensemble_inactive(config)? } else { engine.create_ensemble(config)? };
             out!(

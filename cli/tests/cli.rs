@@ -481,3 +481,22 @@ fn leftovers_of_a_killed_registration_are_removed_with_a_warning() {
     assert!(stderr.contains("removed the leftover of an interrupted write") && stderr.contains("1000"), "{stderr}");
     assert!(!staging.exists());
 }
+
+#[test]
+fn beside_a_process_holding_the_state_models_and_ensembles_can_be_added_but_state_writers_are_refused() {
+    let home = tempfile::tempdir().unwrap();
+    setup(home.path(), &[]);
+    // This test process plays `quorum serve`: its engine holds the home's SQLite state.
+    let server = quorum::InferenceEngine::builder(home.path()).build().unwrap();
+    let file = common::model_file("technical");
+    let features = common::features_of("technical").join(",");
+    ok(quorum(
+        home.path(),
+        &["models", "register", "technical", "--file", file.to_str().unwrap(), "--features", &features],
+    ));
+    ok(quorum(home.path(), &["ensemble", "create", "solo", "--members", "technical"]));
+    let refused = quorum(home.path(), &["metrics", "market"]);
+    assert_clean_failure(&refused, "error[locked]");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains(&format!("pid {}", std::process::id())));
+    drop(server);
+}
