@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
         // Teach every ensemble 200 outcomes so that stacking and blending are fitted.
         for (i, f) in rows.iter().enumerate() {
             let p = engine.predict(&name, f).unwrap();
-            engine.record_outcome(p.request_id, (i % 2) as f32).unwrap();
+            engine.record_outcome(p.request_id, (i % 2) as f64).unwrap();
         }
         assert!(label != "stacking" || engine.predict(&name, &rows[0]).unwrap().fit_window.is_some());
         names.push((label, name));

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::meta::{FitWindow, MetaKind, MetaLearner, MetaOptions};
-use crate::online::{Boa, Hedge, OnlineOptions, OnlineWeights};
+use crate::online::{OnlineOptions, OnlineRule};
 use crate::regime::{Regime, RegimeDetector, RegimeOptions};
 use crate::registry::Task;
 use crate::strategy::StrategyKind;
@@ -64,8 +64,7 @@ struct Learners {
     recent: Vec<f64>,
     seen: Vec<bool>,
     loss_decay: f64,
-    hedge: Option<Hedge>,
-    boa: Option<Boa>,
+    online: Option<OnlineRule>,
     meta: Option<MetaLearner>,
     /// A meta-learner refit is due and not yet done.
     #[serde(skip)]
@@ -80,8 +79,7 @@ impl Learners {
             recent: vec![0.0; m],
             seen: vec![false; m],
             loss_decay: online.loss_decay,
-            hedge: (strategy == StrategyKind::Hedge).then(|| Hedge::with_prior(prior, online)),
-            boa: (strategy == StrategyKind::Boa).then(|| Boa::new(m, online)),
+            online: OnlineRule::new(strategy, prior, online),
             meta: match strategy {
                 StrategyKind::Stacking => Some(MetaLearner::stacking(task, meta)),
                 StrategyKind::Blending => Some(MetaLearner::blending(task, meta)),
@@ -95,11 +93,6 @@ impl Learners {
         let m = prior.len();
         let all = vec![true; m];
         let mut w = vec![0.0f64; m];
-        let online: Option<&dyn OnlineWeights> = match (&self.hedge, &self.boa) {
-            (Some(h), _) => Some(h),
-            (_, Some(b)) => Some(b),
-            _ => None,
-        };
         let mut out = RegimeWeights {
             strategy: self.strategy,
             weights: prior.to_vec(),
@@ -107,8 +100,8 @@ impl Learners {
             recent_loss: vec![None; m],
             fit_window: None,
         };
-        if let Some(rule) = online {
-            rule.weights(&all, &mut w);
+        if let Some(rule) = &self.online {
+            rule.rule().weights(&all, &mut w);
             out.weights = w.iter().map(|&x| x as f32).collect();
         }
         if self.strategy.is_adaptive() {
@@ -130,11 +123,8 @@ impl Learners {
 
     fn update(&mut self, members: &[Option<f64>], outcome: f64) {
         track_loss(&mut self.recent, &mut self.seen, members, outcome, self.loss_decay);
-        if let Some(h) = &mut self.hedge {
-            h.update(members, outcome);
-        }
-        if let Some(b) = &mut self.boa {
-            b.update(members, outcome);
+        if let Some(rule) = &mut self.online {
+            rule.rule_mut().update(members, outcome);
         }
         // The meta-learners need every member's prediction for a row.
         let complete: Option<Vec<f64>> = members.iter().copied().collect();
@@ -293,14 +283,14 @@ impl Learning {
     /// Learns one outcome for a prediction made in `regime` (members: NaN = did not answer).
     /// Returns true when a stacking or blending refit became due: the caller runs [`Learning::refit`]
     /// (the engine does it on its background thread, so an outcome costs O(members)).
-    pub fn learn(&self, regime: Option<Regime>, members: &[f32], outcome: f32) -> bool {
+    pub fn learn(&self, regime: Option<Regime>, members: &[f32], outcome: f64) -> bool {
         if !self.adaptive {
             return false;
         }
         let members: Vec<Option<f64>> = members.iter().map(|&v| (!v.is_nan()).then_some(f64::from(v))).collect();
         let mut learners = self.learners.lock().unwrap_or_else(|p| p.into_inner());
         let index = regime.map_or(0, Regime::index).min(learners.len() - 1);
-        learners[index].update(&members, f64::from(outcome));
+        learners[index].update(&members, outcome);
         self.republish(&learners, &[index]);
         learners[index].refit_due
     }

@@ -223,10 +223,7 @@ impl EnsembleConfig {
                 )));
             }
         }
-        let o = &self.online;
-        if !(o.eta > 0.0 && o.eta.is_finite() && (0.0..1.0).contains(&o.alpha) && (0.0..1.0).contains(&o.floor)) {
-            return Err(Error::Config(format!("online options need eta > 0, 0 ≤ alpha < 1, 0 ≤ floor < 1: {o:?}")));
-        }
+        self.online.validate()?;
         let meta = &self.meta;
         if meta.window == 0
             || meta.refit_every == 0

@@ -151,10 +151,10 @@ impl BenchmarkData {
         let (mut rows, mut outcomes) = (Vec::new(), Vec::new());
         for r in 0..table.rows() {
             let values: Option<Vec<f32>> =
-                columns.iter().map(|&c| table.cell(r, c).ok().filter(|v| v.is_finite())).collect();
+                columns.iter().map(|&c| table.feature(r, c).ok().filter(|v| v.is_finite())).collect();
             let label = match outcome_column {
                 Some(c) => match table.cell(r, c) {
-                    Ok(v) if v.is_finite() => Some(v),
+                    Ok(v) if v.is_finite() => Some(v as f32),
                     _ => continue,
                 },
                 None => None,

@@ -46,8 +46,9 @@ pub struct ReplayReport {
 #[derive(Debug, Clone)]
 pub struct Table {
     pub columns: Vec<String>,
-    /// Row-major cells; a cell that is not a number is kept as an error message.
-    cells: Vec<std::result::Result<f32, String>>,
+    /// Row-major cells, parsed as f64 (outcomes keep every digit); a cell that is not a number is
+    /// kept as an error message.
+    cells: Vec<std::result::Result<f64, String>>,
 }
 
 impl Table {
@@ -119,16 +120,22 @@ impl Table {
         })
     }
 
-    pub fn cell(&self, row: usize, column: usize) -> std::result::Result<f32, &str> {
+    /// A cell as parsed (f64): outcomes.
+    pub fn cell(&self, row: usize, column: usize) -> std::result::Result<f64, &str> {
         self.cells[row * self.columns.len() + column].as_ref().copied().map_err(String::as_str)
+    }
+
+    /// A cell as a model input (f32).
+    pub fn feature(&self, row: usize, column: usize) -> std::result::Result<f32, &str> {
+        self.cell(row, column).map(|v| v as f32)
     }
 }
 
-fn parse_cell(text: &str, column: &str, line: u64) -> std::result::Result<f32, String> {
+fn parse_cell(text: &str, column: &str, line: u64) -> std::result::Result<f64, String> {
     if text.is_empty() {
-        return Ok(f32::NAN);
+        return Ok(f64::NAN);
     }
-    text.parse::<f32>().map_err(|_| format!("CSV line {line}, column {column:?}: {text:?} is not a number"))
+    text.parse::<f64>().map_err(|_| format!("CSV line {line}, column {column:?}: {text:?} is not a number"))
 }
 
 /// Replays `data` through `ensemble` in file order.
@@ -155,10 +162,10 @@ pub fn replay_table(
     let mut row_values = Vec::with_capacity(feature_columns.len());
     let started = Instant::now();
     for row in 0..table.rows() {
-        let attempt = (|| -> Result<(crate::Prediction, f32)> {
+        let attempt = (|| -> Result<(crate::Prediction, f64)> {
             row_values.clear();
             for &c in &feature_columns {
-                row_values.push(table.cell(row, c).map_err(|e| Error::InvalidInput(e.to_string()))?);
+                row_values.push(table.feature(row, c).map_err(|e| Error::InvalidInput(e.to_string()))?);
             }
             let outcome = table.cell(row, outcome_column).map_err(|e| Error::InvalidInput(e.to_string()))?;
             if !outcome.is_finite() {
@@ -175,6 +182,8 @@ pub fn replay_table(
         })();
         match attempt {
             Ok((prediction, outcome)) => {
+                // The replay's metrics are kept in f32, like the predictions they score.
+                let outcome = outcome as f32;
                 ensemble_acc.add(prediction.prediction, outcome);
                 if member_acc.is_empty() {
                     member_acc = prediction

@@ -48,10 +48,14 @@ pub enum StrategyKind {
     SoftVote,
     /// Weighted majority of member classes; classification only.
     Majority,
-    /// Soft vote with Hedge + Fixed-Share weights, updated at every outcome.
+    /// Soft vote with Fixed-Share weights at AdaHedge's learning rate, updated at every outcome.
     Hedge,
     /// Soft vote with Bernstein Online Aggregation weights (parameter-free), updated at every outcome.
     Boa,
+    /// Soft vote with ML-Poly weights (parameter-free), updated at every outcome.
+    Mlpol,
+    /// Soft vote with exponentially weighted average weights, η calibrated online on a grid.
+    Ewa,
     /// A logistic (or ridge) meta-model on member predictions, refitted walk-forward.
     Stacking,
     /// Soft vote with convex weights fitted on the most recent outcomes, refitted on a schedule.
@@ -66,10 +70,12 @@ impl std::str::FromStr for StrategyKind {
             "majority" | "hard-vote" | "hard_vote" => Ok(StrategyKind::Majority),
             "hedge" => Ok(StrategyKind::Hedge),
             "boa" => Ok(StrategyKind::Boa),
+            "mlpol" | "ml-poly" | "ml_poly" => Ok(StrategyKind::Mlpol),
+            "ewa" => Ok(StrategyKind::Ewa),
             "stacking" => Ok(StrategyKind::Stacking),
             "blending" => Ok(StrategyKind::Blending),
             other => Err(Error::Config(format!(
-                "unknown strategy {other:?}; expected soft-vote, majority, hedge, boa, stacking or blending"
+                "unknown strategy {other:?}; expected soft-vote, majority, hedge, boa, mlpol, ewa, stacking or blending"
             ))),
         }
     }
@@ -83,9 +89,16 @@ impl StrategyKind {
             StrategyKind::Majority => "majority",
             StrategyKind::Hedge => "hedge",
             StrategyKind::Boa => "boa",
+            StrategyKind::Mlpol => "mlpol",
+            StrategyKind::Ewa => "ewa",
             StrategyKind::Stacking => "stacking",
             StrategyKind::Blending => "blending",
         }
+    }
+
+    /// Whether the strategy is an online rule (`hedge`, `boa`, `mlpol`, `ewa`).
+    pub fn is_online(self) -> bool {
+        matches!(self, StrategyKind::Hedge | StrategyKind::Boa | StrategyKind::Mlpol | StrategyKind::Ewa)
     }
 
     /// Whether the strategy learns from outcomes.

@@ -501,7 +501,7 @@ impl Tracker {
     }
 
     /// Scores a logged prediction against its realised outcome (for classification, 0 or 1).
-    pub fn record_outcome(&self, request_id: u64, outcome: f32) -> Result<Scored> {
+    pub fn record_outcome(&self, request_id: u64, outcome: f64) -> Result<Scored> {
         if !outcome.is_finite() {
             return Err(Error::Outcome(format!("outcome {outcome} for request {request_id} is not finite")));
         }
@@ -525,7 +525,8 @@ impl Tracker {
             let key = slot.key.clone().ok_or_else(|| Error::Outcome("slot without ensemble".into()))?;
             (key, slot.task, slot.regime, slot.prediction, slot.members.clone())
         };
-        self.score(&key, task, regime, prediction, &members, outcome);
+        // Metrics are kept in f32 like the predictions they score; learners get the f64 outcome.
+        self.score(&key, task, regime, prediction, &members, outcome as f32);
         Ok(Scored { key, regime, prediction, members })
     }
 
@@ -818,7 +819,7 @@ mod tests {
                 &key,
                 &Logged { task: Task::Regression, regime: None, prediction: p, members: &[p, f32::NAN] },
             );
-            tracker.record_outcome(id as u64, o).unwrap();
+            tracker.record_outcome(id as u64, f64::from(o)).unwrap();
         }
         let m = &tracker.metrics("e")[0];
         assert_eq!(m.metrics.all_time.mae, Some(1.0));
@@ -862,7 +863,7 @@ mod tests {
                 &key,
                 &Logged { task: Task::Classification, regime: Some(regime), prediction: 0.5, members: &[sharp, 0.5] },
             );
-            tracker.record_outcome(id, y).unwrap();
+            tracker.record_outcome(id, f64::from(y)).unwrap();
         }
         let m = &tracker.metrics("e")[0];
         let sharp = m.members[0].1.all_time;
@@ -891,7 +892,7 @@ mod tests {
                 &key,
                 &Logged { task: Task::Classification, regime: None, prediction: 0.5, members: &[good, breaks] },
             );
-            tracker.record_outcome(id, y).unwrap();
+            tracker.record_outcome(id, f64::from(y)).unwrap();
         }
         let events = tracker.drift_events();
         assert!(!events.is_empty(), "no drift flagged");

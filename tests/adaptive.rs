@@ -23,7 +23,7 @@ fn replay(engine: &quorum::InferenceEngine, ensemble: &str) -> Vec<f32> {
     let outcome = table.column_index("next_day_up").unwrap();
     let mut out = Vec::new();
     for row in 0..table.rows() {
-        let values: Vec<f32> = columns.iter().map(|&c| table.cell(row, c).unwrap()).collect();
+        let values: Vec<f32> = columns.iter().map(|&c| table.feature(row, c).unwrap()).collect();
         let Ok(p) = handle.predict_row(&values) else { continue };
         engine.record_outcome(p.request_id, table.cell(row, outcome).unwrap()).unwrap();
         out.push(p.prediction);
@@ -41,6 +41,8 @@ fn engine_strategies_predict_what_the_backtest_reports() {
     let configs = [
         ("hedge", EnsembleConfig::new("e-hedge", members()).with_strategy(StrategyKind::Hedge)),
         ("boa", EnsembleConfig::new("e-boa", members()).with_strategy(StrategyKind::Boa)),
+        ("mlpol", EnsembleConfig::new("e-mlpol", members()).with_strategy(StrategyKind::Mlpol)),
+        ("ewa", EnsembleConfig::new("e-ewa", members()).with_strategy(StrategyKind::Ewa)),
         ("stacking", EnsembleConfig::new("e-stacking", members()).with_strategy(StrategyKind::Stacking)),
         ("blending", EnsembleConfig::new("e-blending", members()).with_strategy(StrategyKind::Blending)),
         ("regime", EnsembleConfig::new("e-regime", members()).with_strategy(StrategyKind::Hedge).with_regimes(regimes)),
@@ -105,7 +107,7 @@ fn stacking_reports_its_fit_window_once_fitted() {
     assert!(before.fit_window.is_none() && before.strategy.starts_with("stacking (unfitted"));
     for (i, f) in rows.iter().enumerate() {
         let p = engine.predict("stacked", f).unwrap();
-        engine.record_outcome(p.request_id, (i % 2) as f32).unwrap();
+        engine.record_outcome(p.request_id, (i % 2) as f64).unwrap();
     }
     let after = engine.predict("stacked", &rows[0]).unwrap();
     assert_eq!(after.strategy, "stacking");
@@ -129,7 +131,7 @@ fn regimes_pick_strategies_and_are_tracked() {
         seen.insert(regime);
         let expected = if regime == Regime::High { "majority" } else { "soft-vote" };
         assert_eq!(p.strategy, expected);
-        engine.record_outcome(p.request_id, (i % 2) as f32).unwrap();
+        engine.record_outcome(p.request_id, (i % 2) as f64).unwrap();
     }
     assert!(seen.len() >= 2, "{seen:?}");
     let m = engine.metrics("regimes").unwrap();
@@ -148,13 +150,20 @@ fn every_adaptive_strategy_explains_recent_losses() {
     let home = tempfile::tempdir().unwrap();
     let engine = common::market_engine(home.path());
     let rows = common::holdout_features(10);
-    for strategy in [StrategyKind::Hedge, StrategyKind::Boa, StrategyKind::Stacking, StrategyKind::Blending] {
+    for strategy in [
+        StrategyKind::Hedge,
+        StrategyKind::Boa,
+        StrategyKind::Mlpol,
+        StrategyKind::Ewa,
+        StrategyKind::Stacking,
+        StrategyKind::Blending,
+    ] {
         let name = format!("explained-{}", strategy.as_str());
         engine.create_ensemble(EnsembleConfig::new(&name, members()).with_strategy(strategy)).unwrap();
         assert!(engine.predict(&name, &rows[0]).unwrap().model_contributions.iter().all(|c| c.recent_loss.is_none()));
         for (i, f) in rows.iter().enumerate() {
             let p = engine.predict(&name, f).unwrap();
-            engine.record_outcome(p.request_id, (i % 2) as f32).unwrap();
+            engine.record_outcome(p.request_id, (i % 2) as f64).unwrap();
         }
         let p = engine.predict(&name, &rows[0]).unwrap();
         assert!(
@@ -177,7 +186,7 @@ fn background_refits_arrive_after_the_outcome_that_made_them_due() {
     let rows = common::holdout_features(40);
     for (i, f) in rows.iter().enumerate() {
         let p = engine.predict("async", f).unwrap();
-        engine.record_outcome(p.request_id, (i % 2) as f32).unwrap();
+        engine.record_outcome(p.request_id, (i % 2) as f64).unwrap();
     }
     // The fit due at the 40th outcome runs on the engine's background thread.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -6,8 +6,20 @@ use quorum::backtest::{backtest_table, BacktestOptions, BacktestReport};
 use quorum::regime::RegimeOptions;
 use quorum::replay::Table;
 
-const METHODS: [&str; 10] =
-    ["technical", "fundamental", "sentiment", "equal", "static", "hedge", "boa", "stacking", "blending", "regime"];
+const METHODS: [&str; 12] = [
+    "technical",
+    "fundamental",
+    "sentiment",
+    "equal",
+    "static",
+    "hedge",
+    "boa",
+    "mlpol",
+    "ewa",
+    "stacking",
+    "blending",
+    "regime",
+];
 
 /// The holdout CSV with its outcome column rewritten by `rewrite(row_index, outcome)`.
 fn holdout_with(rewrite: impl Fn(usize, &str) -> String) -> Table {
@@ -40,7 +52,8 @@ fn every_method_is_scored_on_the_same_rows() {
     for name in METHODS {
         let m = report.methods.get(name).unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(m.count, 499, "{name}");
-        assert!((0.0..=1.0).contains(&m.accuracy) && m.log_loss > 0.0 && m.brier > 0.0);
+        assert!((0.0..=1.0).contains(&m.accuracy.unwrap()) && m.log_loss.unwrap() > 0.0 && m.brier.unwrap() > 0.0);
+        assert!(m.rmse.is_none(), "a classification backtest reports classification metrics");
     }
     let per_regime: usize = report.regimes.values().map(|r| r["equal"].count).sum();
     assert_eq!(per_regime, 499);
@@ -56,7 +69,13 @@ fn every_method_is_scored_on_the_same_rows() {
     let (json, svg) = report.write(&dir).unwrap();
     assert!(std::fs::read_to_string(svg).unwrap().contains("<svg"));
     let written: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
-    assert_eq!(written["timeline"]["hedge_weights"].as_array().unwrap().len(), 499);
+    for rule in ["hedge", "boa", "mlpol", "ewa", "blending"] {
+        assert_eq!(written["timeline"]["weights"][rule].as_array().unwrap().len(), 499, "{rule}");
+    }
+    for oracle in ["best-member", "best-convex"] {
+        assert_eq!(summary["oracles"][oracle]["hindsight"], true);
+        assert!(summary["methods"].get(oracle).is_none(), "an oracle is never listed as a method");
+    }
 }
 
 #[test]
@@ -118,12 +137,12 @@ fn with_shuffled_outcomes_no_method_beats_the_base_rate_beyond_noise() {
         let base_brier = report.base_rate * (1.0 - report.base_rate);
         for name in METHODS {
             let m = report.methods[name];
+            let (accuracy, brier) = (m.accuracy.unwrap(), m.brier.unwrap());
             assert!(
-                m.accuracy <= base + noise,
-                "seed {seed}: {name} accuracy {} beats base rate {base} + {noise}",
-                m.accuracy
+                accuracy <= base + noise,
+                "seed {seed}: {name} accuracy {accuracy} beats base rate {base} + {noise}"
             );
-            assert!(m.brier >= base_brier - 0.02, "seed {seed}: {name} Brier {} beats {base_brier}", m.brier);
+            assert!(brier >= base_brier - 0.02, "seed {seed}: {name} Brier {brier} beats {base_brier}");
         }
     }
 }

@@ -122,7 +122,7 @@ fn outcomes_are_tracked_per_member_and_ensemble() {
         let p = engine.predict("market", f).unwrap();
         let outcome = (i % 3 == 0) as u8;
         correct += u32::from(p.label == Some(outcome));
-        engine.record_outcome(p.request_id, f32::from(outcome)).unwrap();
+        engine.record_outcome(p.request_id, f64::from(outcome)).unwrap();
     }
     let m = engine.metrics("market").unwrap();
     assert_eq!(m.metrics.all_time.count, 30);

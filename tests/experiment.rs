@@ -224,7 +224,7 @@ fn a_restarted_engine_continues_the_experiment_where_it_was() {
         engine.start_experiment(config).expect("start");
         for (i, features) in holdout_features(200).iter().enumerate() {
             let p = engine.predict("market", features).expect("predict");
-            engine.record_outcome(p.request_id, (i % 2) as f32).expect("outcome");
+            engine.record_outcome(p.request_id, (i % 2) as f64).expect("outcome");
         }
         engine.experiment_status("restart").expect("status")
     };

@@ -38,7 +38,7 @@ fn predictions_errors_latency_and_tracking_are_counted_and_promtool_accepts_the_
         ids.push(engine.predict("market", features).unwrap().request_id);
     }
     for (i, id) in ids.iter().enumerate() {
-        engine.record_outcome(*id, (i % 2) as f32).unwrap();
+        engine.record_outcome(*id, (i % 2) as f64).unwrap();
     }
     let handle = engine.ensemble("market").unwrap();
     let names = handle.feature_names();

@@ -13,7 +13,7 @@ fn members() -> [MemberSpec; 3] {
 fn teach(engine: &InferenceEngine, ensemble: &str, rows: &[quorum::Features]) -> quorum::Prediction {
     for (i, f) in rows.iter().enumerate() {
         let p = engine.predict(ensemble, f).unwrap();
-        engine.record_outcome(p.request_id, (i % 3 == 0) as u8 as f32).unwrap();
+        engine.record_outcome(p.request_id, (i % 3 == 0) as u8 as f64).unwrap();
     }
     engine.predict(ensemble, &rows[0]).unwrap()
 }

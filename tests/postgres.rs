@@ -181,7 +181,7 @@ fn engines_sharing_a_state_learn_as_one_and_a_late_one_catches_up() {
         let p = predictor.predict("shared", f).unwrap();
         assert!(ids.insert(p.request_id), "request id {} issued twice", p.request_id);
         by_id.insert(p.request_id, f.clone());
-        receiver.record_outcome(p.request_id, (i % 3 == 0) as u8 as f32).unwrap();
+        receiver.record_outcome(p.request_id, (i % 3 == 0) as u8 as f64).unwrap();
         let again = receiver.record_outcome(p.request_id, 1.0).unwrap_err();
         assert_eq!(again.code(), "outcome", "an outcome counts once");
     }
@@ -245,7 +245,7 @@ fn an_experiment_is_credited_with_its_predictions_outcomes_posted_to_another_eng
     for (i, f) in rows.iter().enumerate() {
         let p = handle.predict_routed(f, Some(&format!("user-{i}")), None).unwrap();
         versions.insert(p.ensemble_version);
-        b.record_outcome(p.request_id, (i % 2) as f32).unwrap();
+        b.record_outcome(p.request_id, (i % 2) as f64).unwrap();
     }
     assert_eq!(versions.len(), 2, "both arms predicted: {versions:?}");
     let head = 60;

@@ -148,7 +148,7 @@ fn prometheus_scrapes_quorum_fires_the_latency_alert_and_answers_every_dashboard
     engine.start_experiment(ExperimentConfig::new("ab", "market", 2, 3)).unwrap();
     for (i, features) in common::holdout_features(60).iter().enumerate() {
         let p = engine.predict("market", features).unwrap();
-        engine.record_outcome(p.request_id, (i % 2) as f32).unwrap();
+        engine.record_outcome(p.request_id, (i % 2) as f64).unwrap();
         engine.predict("market", features).unwrap();
     }
 

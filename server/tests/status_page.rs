@@ -47,7 +47,7 @@ fn the_status_page_draws_real_latency_weights_and_accuracy_in_a_browser() {
     let rows = common::holdout_features(200);
     for (i, features) in rows.iter().enumerate() {
         let p = engine.predict("market", features).unwrap();
-        engine.record_outcome(p.request_id, (i % 2) as f32).unwrap();
+        engine.record_outcome(p.request_id, (i % 2) as f64).unwrap();
         if i % 20 == 0 {
             std::thread::sleep(Duration::from_millis(120));
         }

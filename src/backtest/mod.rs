@@ -6,11 +6,19 @@
 //! row t's outcome shown to the learners. Nothing a method uses at row t depends on an outcome at or
 //! after t; `tests/backtest.rs` checks that rewriting future outcomes changes no earlier prediction.
 //!
-//! Methods: each member alone; `equal` weights; `static` (the ensemble's configured weights); `hedge`
-//! (Hedge + Fixed-Share); `boa` (the parameter-free rule, opera's BOA); `stacking` (logistic regression
-//! on member logits, walk-forward); `blending` (convex weights on the recent window); `regime` (Hedge
-//! weights kept separately per volatility regime). Stacking and blending predict with the configured
-//! weights until their first fit. Rows the engine refuses (non-finite features) are skipped by every
+//! Methods: each member alone; `equal` weights; `static` (the ensemble's configured weights); the
+//! online rules `hedge` (Fixed-Share, AdaHedge's rate), `boa`, `mlpol` and `ewa` (see
+//! [`crate::online`]), each starting from the configured weights as its prior; `stacking` (logistic
+//! regression on member logits, or ridge regression for a regression ensemble, walk-forward);
+//! `blending` (convex weights on the recent window); `regime` (Hedge weights kept separately per
+//! volatility regime). Stacking and blending predict with the configured weights until their first
+//! fit. Classification ensembles are scored by accuracy, F1, log-loss and Brier score; regression
+//! ensembles by RMSE, MAE and MAPE.
+//!
+//! Oracles are reported apart from the methods, because they are chosen in hindsight, after every
+//! outcome is known: `best-member` (the member with the lowest squared error over all scored rows)
+//! and `best-convex` (the constant convex combination of the members with the lowest squared error,
+//! opera's `bestConvex`). They say how much a rule left on the table, never what was achievable live. Rows the engine refuses (non-finite features) are skipped by every
 //! method and never reach the regime detector, exactly as in the engine; a member that fails on a row
 //! is scored, for that row, with the equal-weight prediction of the others.
 //!
@@ -24,16 +32,19 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 mod chart;
+mod oracle;
 
 use crate::engine::InferenceEngine;
 use crate::error::{Error, Result};
 use crate::meta::{MetaLearner, MetaOptions};
-use crate::online::{Boa, Hedge, OnlineOptions, OnlineWeights};
+use crate::online::{OnlineOptions, OnlineRule};
 use crate::regime::{Regime, RegimeDetector, RegimeOptions};
 use crate::registry::Task;
 use crate::replay::Table;
 use crate::store;
-use crate::strategy::normalise_weights;
+use crate::strategy::{normalise_weights, StrategyKind};
+
+pub use oracle::Oracle;
 
 /// What to backtest.
 #[derive(Debug, Clone)]
@@ -60,14 +71,29 @@ impl BacktestOptions {
     }
 }
 
-/// Classification metrics of one method over some rows.
+/// The online rules a backtest runs, in report order.
+pub const ONLINE_METHODS: [StrategyKind; 4] =
+    [StrategyKind::Hedge, StrategyKind::Boa, StrategyKind::Mlpol, StrategyKind::Ewa];
+
+/// Metrics of one method over some rows. Classification: accuracy, F1, log-loss and Brier score;
+/// regression: RMSE, MAE (outcome units) and MAPE (a fraction, over rows whose outcome is not 0).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
 pub struct MethodMetrics {
     pub count: usize,
-    pub accuracy: f64,
-    pub f1_score: f64,
-    pub log_loss: f64,
-    pub brier: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f1_score: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brier: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rmse: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mae: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mape: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -78,7 +104,10 @@ struct Scores {
     fp: usize,
     fn_: usize,
     log_loss: f64,
-    brier: f64,
+    squared: f64,
+    absolute: f64,
+    percentage: f64,
+    percentage_count: usize,
 }
 
 const CLIP: f64 = 1e-6;
@@ -92,19 +121,32 @@ impl Scores {
         self.fp += usize::from(predicted && !actual);
         self.fn_ += usize::from(!predicted && actual);
         self.log_loss += log_loss(p, y);
-        self.brier += (p - y).powi(2);
+        self.squared += (p - y).powi(2);
+        self.absolute += (p - y).abs();
+        if y != 0.0 {
+            self.percentage += ((p - y) / y).abs();
+            self.percentage_count += 1;
+        }
     }
 
-    fn metrics(&self) -> MethodMetrics {
+    fn metrics(&self, task: Task) -> MethodMetrics {
         let n = self.count.max(1) as f64;
-        let f1_den = 2 * self.tp + self.fp + self.fn_;
-        MethodMetrics {
-            count: self.count,
-            accuracy: self.correct as f64 / n,
-            f1_score: if f1_den == 0 { 0.0 } else { 2.0 * self.tp as f64 / f1_den as f64 },
-            log_loss: self.log_loss / n,
-            brier: self.brier / n,
+        let mut m = MethodMetrics { count: self.count, ..MethodMetrics::default() };
+        match task {
+            Task::Classification => {
+                let f1_den = 2 * self.tp + self.fp + self.fn_;
+                m.accuracy = Some(self.correct as f64 / n);
+                m.f1_score = Some(if f1_den == 0 { 0.0 } else { 2.0 * self.tp as f64 / f1_den as f64 });
+                m.log_loss = Some(self.log_loss / n);
+                m.brier = Some(self.squared / n);
+            }
+            Task::Regression => {
+                m.rmse = Some((self.squared / n).sqrt());
+                m.mae = Some(self.absolute / n);
+                m.mape = (self.percentage_count > 0).then(|| self.percentage / self.percentage_count as f64);
+            }
         }
+        m
     }
 }
 
@@ -116,17 +158,23 @@ fn log_loss(p: f64, y: f64) -> f64 {
 /// The result of a backtest.
 #[derive(Debug, Clone, Serialize)]
 pub struct BacktestReport {
+    /// `classification` or `regression`: which metrics the methods carry.
+    pub task: Task,
     /// Data rows in the file.
     pub rows: usize,
     /// Rows every method was scored on.
     pub scored: usize,
     /// Rows the engine refused (skipped by every method).
     pub refused: usize,
-    /// Share of scored rows whose outcome is 1.
+    /// Classification: share of scored rows whose outcome is 1. Regression: mean outcome.
     pub base_rate: f64,
     /// Method names in report order: members, then the combinations.
     pub method_order: Vec<String>,
     pub methods: BTreeMap<String, MethodMetrics>,
+    /// Hindsight oracles (not methods: they see every outcome in advance), by name:
+    /// `best-member` and `best-convex`.
+    pub oracles: BTreeMap<String, Oracle>,
+    /// Per regime, each method's and oracle's metrics on that regime's rows.
     pub regimes: BTreeMap<String, BTreeMap<String, MethodMetrics>>,
     /// Per scored row, in order: the row's index in the file, its regime and each method's prediction.
     pub timeline: Timeline,
@@ -144,32 +192,42 @@ pub struct Timeline {
     pub predictions: BTreeMap<String, Vec<f64>>,
     /// Member names, the order of the weight vectors below.
     pub members: Vec<String>,
-    /// Weights in force at each scored row.
-    pub hedge_weights: Vec<Vec<f64>>,
-    pub boa_weights: Vec<Vec<f64>>,
-    pub blending_weights: Vec<Vec<f64>>,
+    /// Method (`hedge`, `boa`, `mlpol`, `ewa`, `blending`) → the weights in force at each scored row.
+    pub weights: BTreeMap<String, Vec<Vec<f64>>>,
 }
 
 impl BacktestReport {
-    /// The object `quorum backtest --json` prints: `{"rows", "methods", "regimes"}` (plus `refused`).
+    /// The object `quorum backtest --json` prints: `{"task", "rows", "methods", "oracles", "regimes"}`
+    /// (plus `refused` and `notes`).
     pub fn summary(&self) -> serde_json::Value {
         serde_json::json!({
+            "task": self.task,
             "rows": self.rows,
             "refused": self.refused,
             "methods": self.methods,
+            "oracles": self.oracles,
             "regimes": self.regimes,
             "notes": self.notes,
         })
     }
 
-    /// Cumulative log-loss of `method` at each scored row.
-    pub fn cumulative_log_loss(&self, method: &str) -> Vec<f64> {
+    /// The per-row loss the chart accumulates: log-loss (classification) or squared error (regression).
+    fn row_loss(&self, p: f64, y: f64) -> f64 {
+        match self.task {
+            Task::Classification => log_loss(p, y),
+            Task::Regression => (p - y).powi(2),
+        }
+    }
+
+    /// Cumulative loss of `method` (or an oracle) at each scored row: log-loss for classification,
+    /// squared error for regression.
+    pub fn cumulative_loss(&self, method: &str) -> Vec<f64> {
         let mut total = 0.0;
         self.timeline.predictions.get(method).map_or_else(Vec::new, |p| {
             p.iter()
                 .zip(&self.timeline.outcome)
                 .map(|(p, y)| {
-                    total += log_loss(*p, *y);
+                    total += self.row_loss(*p, *y);
                     total
                 })
                 .collect()
@@ -177,7 +235,7 @@ impl BacktestReport {
     }
 
     /// Writes `backtest.json` (everything, including the timeline) and `backtest.svg` (weights over
-    /// time, cumulative log-loss per method) into `dir`.
+    /// time, cumulative loss per method) into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(PathBuf, PathBuf)> {
         store::create_dir_all(dir)?;
         let json_path = dir.join("backtest.json");
@@ -206,13 +264,9 @@ pub fn backtest_table(
     table: &Table,
     options: &BacktestOptions,
 ) -> Result<BacktestReport> {
+    options.online.validate()?;
     let handle = engine.ensemble(ensemble)?;
-    if handle.task() != Task::Classification {
-        return Err(Error::Config(
-            "backtest compares classification ensembles (accuracy, F1, log-loss, Brier); this one is a regression"
-                .into(),
-        ));
-    }
+    let task = handle.task();
     let outcome_column = table.column_index(&options.outcome)?;
     let feature_columns = handle.feature_names().iter().map(|f| table.column_index(f)).collect::<Result<Vec<_>>>()?;
     let config = handle.config();
@@ -241,29 +295,31 @@ pub fn backtest_table(
         normalise_weights(config.weights.as_deref(), m)?.into_iter().map(f64::from).collect();
 
     let mut method_order = members.clone();
-    method_order.extend(["equal", "static", "hedge", "boa", "stacking", "blending"].map(String::from));
+    method_order.extend(["equal", "static"].map(String::from));
+    method_order.extend(ONLINE_METHODS.iter().map(|k| k.as_str().to_string()));
+    method_order.extend(["stacking", "blending"].map(String::from));
     if regime_column.is_some() {
         method_order.push("regime".into());
     }
-    let mut overall: BTreeMap<String, Scores> = method_order.iter().map(|n| (n.clone(), Scores::default())).collect();
-    let mut by_regime: BTreeMap<Regime, BTreeMap<String, Scores>> = BTreeMap::new();
+    let mut overall: Vec<Scores> = vec![Scores::default(); method_order.len()];
+    let mut by_regime: BTreeMap<Regime, Vec<Scores>> = BTreeMap::new();
     let mut timeline = Timeline { members: members.clone(), ..Timeline::default() };
-    for name in &method_order {
-        timeline.predictions.insert(name.clone(), Vec::new());
-    }
+    let mut series: Vec<Vec<f64>> = vec![Vec::new(); method_order.len()];
+    let mut weight_series: Vec<Vec<Vec<f64>>> = vec![Vec::new(); ONLINE_METHODS.len() + 1];
+    // Filled-in member predictions per scored row, for the oracles.
+    let mut member_rows: Vec<f64> = Vec::new();
 
-    let mut hedge = Hedge::with_prior(&static_weights, options.online);
-    let mut boa = Boa::new(m, options.online);
-    let mut per_regime: Vec<Hedge> =
-        Regime::ALL.iter().map(|_| Hedge::with_prior(&static_weights, options.online)).collect();
-    let mut stacker = MetaLearner::stacking(Task::Classification, options.meta);
-    let mut blender = MetaLearner::blending(Task::Classification, options.meta);
+    let new_rule = |kind| OnlineRule::new(kind, &static_weights, options.online).expect("an online rule");
+    let mut rules: Vec<OnlineRule> = ONLINE_METHODS.iter().map(|&k| new_rule(k)).collect();
+    let mut per_regime: Vec<OnlineRule> = Regime::ALL.iter().map(|_| new_rule(StrategyKind::Hedge)).collect();
+    let mut stacker = MetaLearner::stacking(task, options.meta);
+    let mut blender = MetaLearner::blending(task, options.meta);
     let mut detector = regime_options.map(RegimeDetector::new);
 
-    let (mut refused, mut positives) = (0, 0.0);
+    let (mut refused, mut outcome_sum) = (0, 0.0);
     let mut row_values = Vec::with_capacity(feature_columns.len());
     let mut weights = vec![0.0; m];
-    let mut predictions: Vec<(usize, f64)> = Vec::with_capacity(method_order.len());
+    let mut predictions: Vec<f64> = Vec::with_capacity(method_order.len());
     for row in 0..table.rows() {
         let Ok(outcome) = table.cell(row, outcome_column) else {
             refused += 1;
@@ -271,7 +327,7 @@ pub fn backtest_table(
         };
         row_values.clear();
         let readable =
-            feature_columns.iter().try_for_each(|&c| table.cell(row, c).map(|v| row_values.push(v)).map_err(|_| ()));
+            feature_columns.iter().try_for_each(|&c| table.feature(row, c).map(|v| row_values.push(v)).map_err(|_| ()));
         let prediction = match readable {
             Ok(()) if outcome.is_finite() => handle.predict_row(&row_values).ok(),
             _ => None,
@@ -281,11 +337,11 @@ pub fn backtest_table(
             continue;
         };
         let regime = match (&mut detector, regime_column) {
-            (Some(d), Some(c)) => d.observe(table.cell(row, c).map_or(f64::NAN, f64::from)),
+            (Some(d), Some(c)) => d.observe(table.cell(row, c).unwrap_or(f64::NAN)),
             _ => Regime::Normal,
         };
-        let y = f64::from(outcome);
-        positives += y;
+        let y = outcome;
+        outcome_sum += y;
         let member_values: Vec<Option<f64>> =
             prediction.model_contributions.iter().map(|c| c.prediction.map(f64::from)).collect();
         let answered: Vec<bool> = member_values.iter().map(Option::is_some).collect();
@@ -298,51 +354,41 @@ pub fn backtest_table(
 
         // Every method predicts from what it knew before this row's outcome.
         predictions.clear();
-        for (i, v) in member_values.iter().enumerate() {
-            predictions.push((i, v.unwrap_or(equal)));
+        predictions.extend(member_values.iter().map(|v| v.unwrap_or(equal)));
+        member_rows.extend_from_slice(&predictions);
+        predictions.push(equal);
+        predictions.push(weighted(&static_weights));
+        for (rule, kept) in rules.iter().zip(&mut weight_series) {
+            rule.rule().weights(&answered, &mut weights);
+            kept.push(weights.clone());
+            predictions.push(weighted(&weights));
         }
-        predictions.push((m, equal));
-        predictions.push((m + 1, weighted(&static_weights)));
-        hedge.weights(&answered, &mut weights);
-        timeline.hedge_weights.push(weights.clone());
-        predictions.push((m + 2, weighted(&weights)));
-        boa.weights(&answered, &mut weights);
-        timeline.boa_weights.push(weights.clone());
-        predictions.push((m + 3, weighted(&weights)));
         let complete: Option<Vec<f64>> = member_values.iter().copied().collect();
         let stacked = complete.as_deref().and_then(|x| stacker.predict(x)).unwrap_or_else(|| weighted(&static_weights));
-        predictions.push((m + 4, stacked));
+        predictions.push(stacked);
         let blend = blender.params().map_or_else(|| static_weights.clone(), <[f64]>::to_vec);
-        timeline.blending_weights.push(blend.clone());
-        predictions.push((m + 5, weighted(&blend)));
+        predictions.push(weighted(&blend));
+        weight_series[ONLINE_METHODS.len()].push(blend);
         if detector.is_some() {
-            per_regime[regime.index()].weights(&answered, &mut weights);
-            predictions.push((m + 6, weighted(&weights)));
+            per_regime[regime.index()].rule().weights(&answered, &mut weights);
+            predictions.push(weighted(&weights));
         }
 
         timeline.row.push(row);
         timeline.regime.push(regime);
         timeline.outcome.push(y);
-        let regime_scores = by_regime
-            .entry(regime)
-            .or_insert_with(|| method_order.iter().map(|n| (n.clone(), Scores::default())).collect());
-        for &(method, p) in &predictions {
-            let name = &method_order[method];
-            if let Some(s) = overall.get_mut(name) {
-                s.add(p, y);
-            }
-            if let Some(s) = regime_scores.get_mut(name) {
-                s.add(p, y);
-            }
-            if let Some(series) = timeline.predictions.get_mut(name) {
-                series.push(p);
-            }
+        let regime_scores = by_regime.entry(regime).or_insert_with(|| vec![Scores::default(); method_order.len()]);
+        for (i, &p) in predictions.iter().enumerate() {
+            overall[i].add(p, y);
+            regime_scores[i].add(p, y);
+            series[i].push(p);
         }
 
         // Only now does the outcome of row t reach the learners.
-        hedge.update(&member_values, y);
-        boa.update(&member_values, y);
-        per_regime[regime.index()].update(&member_values, y);
+        for rule in &mut rules {
+            rule.rule_mut().update(&member_values, y);
+        }
+        per_regime[regime.index()].rule_mut().update(&member_values, y);
         if let Some(x) = &complete {
             for learner in [&mut stacker, &mut blender] {
                 if learner.observe(x, y) {
@@ -359,17 +405,45 @@ pub fn backtest_table(
             options.outcome
         )));
     }
+    let oracles = oracle::oracles(&members, &member_rows, &timeline.outcome);
+    let mut regimes: BTreeMap<String, BTreeMap<String, MethodMetrics>> = by_regime
+        .into_iter()
+        .map(|(r, scores)| {
+            let named = method_order.iter().zip(&scores).map(|(n, s)| (n.clone(), s.metrics(task))).collect();
+            (r.as_str().to_string(), named)
+        })
+        .collect();
+    for (name, o) in &oracles {
+        let mut per: BTreeMap<Regime, Scores> = BTreeMap::new();
+        for ((p, y), r) in o.predictions.iter().zip(&timeline.outcome).zip(&timeline.regime) {
+            per.entry(*r).or_default().add(*p, *y);
+        }
+        for (r, s) in per {
+            regimes.entry(r.as_str().to_string()).or_default().insert(name.clone(), s.metrics(task));
+        }
+    }
+    let mut oracles: BTreeMap<String, Oracle> = oracles.into_iter().collect();
+    for o in oracles.values_mut() {
+        let mut s = Scores::default();
+        o.predictions.iter().zip(&timeline.outcome).for_each(|(p, y)| s.add(*p, *y));
+        o.metrics = s.metrics(task);
+    }
+    for (name, o) in &oracles {
+        timeline.predictions.insert(name.clone(), o.predictions.clone());
+    }
+    timeline.predictions.extend(method_order.iter().cloned().zip(series));
+    let weighted_methods = ONLINE_METHODS.iter().map(|k| k.as_str()).chain(["blending"]);
+    timeline.weights = weighted_methods.map(String::from).zip(weight_series).collect();
     Ok(BacktestReport {
+        task,
         notes,
         rows: table.rows(),
         scored,
         refused,
-        base_rate: if scored > 0 { positives / scored as f64 } else { 0.0 },
-        methods: overall.into_iter().map(|(n, s)| (n, s.metrics())).collect(),
-        regimes: by_regime
-            .into_iter()
-            .map(|(r, scores)| (r.as_str().to_string(), scores.into_iter().map(|(n, s)| (n, s.metrics())).collect()))
-            .collect(),
+        base_rate: outcome_sum / scored as f64,
+        methods: method_order.iter().cloned().zip(overall.iter().map(|s| s.metrics(task))).collect(),
+        oracles,
+        regimes,
         method_order,
         timeline,
     })
@@ -377,29 +451,69 @@ pub fn backtest_table(
 
 impl std::fmt::Display for BacktestReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let base = match self.task {
+            Task::Classification => "base rate (share of 1s)",
+            Task::Regression => "mean outcome",
+        };
         writeln!(
             f,
-            "rows {}  scored {}  refused {}  base rate (share of 1s) {:.4}",
+            "rows {}  scored {}  refused {}  {base} {:.4}",
             self.rows, self.scored, self.refused, self.base_rate
         )?;
         for note in &self.notes {
             writeln!(f, "note: {note}")?;
         }
         let regimes: Vec<&String> = self.regimes.keys().collect();
-        write!(f, "\n{:<12} {:>9} {:>9} {:>9} {:>9}", "method", "accuracy", "f1", "log_loss", "brier")?;
+        let (headers, regime_metric): ([&str; 4], &str) = match self.task {
+            Task::Classification => (["accuracy", "f1", "log_loss", "brier"], "acc"),
+            Task::Regression => (["rmse", "mae", "mape", ""], "rmse"),
+        };
+        write!(f, "\n{:<12}", "method")?;
+        for h in headers {
+            write!(f, " {h:>11}")?;
+        }
         for r in &regimes {
-            write!(f, " {:>12}", format!("acc[{r}]"))?;
+            write!(f, " {:>16}", format!("{regime_metric}[{r}]"))?;
         }
         writeln!(f)?;
-        for name in &self.method_order {
-            let m = &self.methods[name];
-            write!(f, "{name:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4}", m.accuracy, m.f1_score, m.log_loss, m.brier)?;
-            for r in &regimes {
-                let cell =
-                    self.regimes[*r].get(name).map_or("-".into(), |m| format!("{:.4} ({})", m.accuracy, m.count));
-                write!(f, " {cell:>12}")?;
+        let row = |f: &mut std::fmt::Formatter<'_>, name: &str, m: &MethodMetrics| -> std::fmt::Result {
+            let cells = match self.task {
+                Task::Classification => [m.accuracy, m.f1_score, m.log_loss, m.brier],
+                Task::Regression => [m.rmse, m.mae, m.mape.map(|p| p * 100.0), None],
+            };
+            write!(f, "{name:<12}")?;
+            for (c, h) in cells.iter().zip(headers) {
+                match (c, h) {
+                    (_, "") => {}
+                    (Some(v), "mape") => write!(f, " {:>10.2}%", v)?,
+                    (Some(v), _) => write!(f, " {v:>11.4}")?,
+                    (None, _) => write!(f, " {:>11}", "-")?,
+                }
             }
-            writeln!(f)?;
+            for r in &regimes {
+                let cell = self.regimes[*r].get(name).map_or("-".into(), |m| {
+                    let v = match self.task {
+                        Task::Classification => m.accuracy,
+                        Task::Regression => m.rmse,
+                    };
+                    format!("{:.4} ({})", v.unwrap_or(f64::NAN), m.count)
+                });
+                write!(f, " {cell:>16}")?;
+            }
+            writeln!(f)
+        };
+        for name in &self.method_order {
+            row(f, name, &self.methods[name])?;
+        }
+        if !self.oracles.is_empty() {
+            writeln!(f, "hindsight oracles (chosen after seeing every outcome; not methods):")?;
+            for (name, o) in &self.oracles {
+                row(f, name, &o.metrics)?;
+            }
+            for (name, o) in &self.oracles {
+                let weights: Vec<String> = o.weights.iter().map(|(m, w)| format!("{m} {w:.3}")).collect();
+                writeln!(f, "  {name}: {}", weights.join(", "))?;
+            }
         }
         Ok(())
     }

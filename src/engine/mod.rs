@@ -195,13 +195,13 @@ impl InferenceEngine {
     }
 
     /// Joins a realised outcome with the prediction `request_id` (classification: 0 or 1).
-    pub fn record_outcome(&self, request_id: u64, outcome: f32) -> Result<()> {
+    pub fn record_outcome(&self, request_id: u64, outcome: f64) -> Result<()> {
         self.record_outcome_valued(request_id, outcome, None)
     }
 
     /// [`InferenceEngine::record_outcome`] with the outcome's business value (for example the
     /// trade's P&L; higher is better), which an experiment with the `business` metric compares.
-    pub fn record_outcome_valued(&self, request_id: u64, outcome: f32, business_value: Option<f64>) -> Result<()> {
+    pub fn record_outcome_valued(&self, request_id: u64, outcome: f64, business_value: Option<f64>) -> Result<()> {
         if let Some(v) = business_value.filter(|v| !v.is_finite()) {
             return Err(Error::Outcome(format!("business value {v} for request {request_id} is not finite")));
         }
@@ -218,7 +218,14 @@ impl InferenceEngine {
                 self.inner.background.submit(Arc::clone(learning));
             }
         }
-        self.inner.credit_experiment(request_id, &key.name, key.version, scored.prediction, outcome, business_value)
+        self.inner.credit_experiment(
+            request_id,
+            &key.name,
+            key.version,
+            scored.prediction,
+            outcome as f32,
+            business_value,
+        )
     }
 
     /// Tracked metrics of the ensemble's most recent tracked version.

@@ -186,7 +186,7 @@ impl InferenceEngine {
             shared.skipped.inc();
             return;
         }
-        tracker.score(key, loaded.task, p.regime, p.prediction, &p.members, entry.outcome);
+        tracker.score(key, loaded.task, p.regime, p.prediction, &p.members, entry.outcome as f32);
         if key.learning.learn(p.regime, &p.members, entry.outcome) {
             key.learning.refit();
         }
@@ -199,7 +199,7 @@ impl InferenceEngine {
                 &p.ensemble,
                 p.version,
                 p.prediction,
-                entry.outcome,
+                entry.outcome as f32,
                 entry.business_value,
             );
             if credited.is_err() {
@@ -233,7 +233,7 @@ impl InferenceEngine {
         &self,
         shared: &Shared,
         request_id: u64,
-        outcome: f32,
+        outcome: f64,
         business_value: Option<f64>,
     ) -> Result<()> {
         let tracker = self.inner.tracker()?;

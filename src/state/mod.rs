@@ -172,7 +172,7 @@ pub(crate) struct OutcomeEntry {
     pub position: i64,
     pub request_id: u64,
     pub prediction: LoggedPrediction,
-    pub outcome: f32,
+    pub outcome: f64,
     pub business_value: Option<f64>,
 }
 
@@ -214,7 +214,7 @@ pub(crate) trait SharedLog: Send + Sync {
         &self,
         request_id: u64,
         prediction: &LoggedPrediction,
-        outcome: f32,
+        outcome: f64,
         value: Option<f64>,
     ) -> Result<Option<i64>>;
     /// Entries after `position`, in order, at most `limit`.

@@ -117,8 +117,11 @@ CREATE TABLE IF NOT EXISTS change_log (
 CREATE SEQUENCE IF NOT EXISTS quorum_instance MINVALUE 1 MAXVALUE 8191 CYCLE;
 ";
 
+/// Outcomes are f64 end to end (regression targets lose digits in REAL).
+const V2: &str = "ALTER TABLE outcome_log ALTER COLUMN outcome TYPE DOUBLE PRECISION;";
+
 /// Every migration in order: applying migration `i` brings the schema to version `i + 1`.
-const MIGRATIONS: [&str; 1] = [V1];
+const MIGRATIONS: [&str; 2] = [V1, V2];
 
 /// The story's `DECIMAL(10,6)` holds |x| < 10⁴: larger metrics are saturated there and kept exactly
 /// in `metric_value_float8`.
@@ -580,7 +583,7 @@ impl SharedLog for Postgres {
         &self,
         request_id: u64,
         prediction: &LoggedPrediction,
-        outcome: f32,
+        outcome: f64,
         value: Option<f64>,
     ) -> Result<Option<i64>> {
         let id = i64::try_from(request_id)

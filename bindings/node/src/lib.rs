@@ -542,7 +542,7 @@ impl JsInferenceEngine {
             if !(request_id >= 0.0 && request_id.fract() == 0.0 && request_id < 9_007_199_254_740_992.0) {
                 return Err(quorum::Error::Outcome(format!("request id {request_id} is not a non-negative integer")));
             }
-            self.inner.record_outcome_valued(request_id as u64, outcome as f32, business_value)
+            self.inner.record_outcome_valued(request_id as u64, outcome, business_value)
         })
     }
 

@@ -237,7 +237,7 @@ impl InferenceEngine {
         &self,
         py: Python<'_>,
         request_id: u64,
-        outcome: f32,
+        outcome: f64,
         business_value: Option<f64>,
     ) -> PyResult<()> {
         guarded(py, || self.inner.record_outcome_valued(request_id, outcome, business_value))

@@ -343,7 +343,7 @@ pub struct Outcome {
     /// The `request_id` of the prediction.
     pub request_id: u64,
     /// Classification: 0 or 1; regression: the realised value.
-    pub outcome: f32,
+    pub outcome: f64,
     /// The outcome's business value (e.g. the trade's P&L; higher is better), for experiments
     /// whose metric is `business`.
     #[serde(default)]
