@@ -11,7 +11,7 @@ mod watch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 // mimalloc rather than glibc's malloc: under HTTP load glibc spent ~11% of the server's CPU in
 // malloc/free (perf, `make load-serve`); ONNX Runtime keeps its own allocator either way.
@@ -136,9 +136,12 @@ enum Command {
         ensemble: String,
         #[arg(long)]
         data: PathBuf,
-        /// The column with each row's realised outcome (0 or 1).
+        /// The column with each row's realised outcome (classification: 0 or 1; regression: the value).
         #[arg(long)]
         outcome: String,
+        /// Settings of the online rules (hedge, boa, mlpol, ewa); default: the ensemble's own.
+        #[command(flatten)]
+        online: OnlineArgs,
         /// The feature holding each period's return, for the regime method (default: the
         /// ensemble's own regime configuration; without one the method is left out; "none" to disable).
         #[arg(long)]
@@ -146,7 +149,7 @@ enum Command {
         /// Where backtest.json and backtest.svg go (default: <home>/reports/<ensemble>).
         #[arg(long)]
         report_dir: Option<PathBuf>,
-        /// Print {"rows", "methods", "regimes"} as JSON instead of a table.
+        /// Print {"task", "rows", "methods", "oracles", "regimes"} as JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -311,6 +314,38 @@ enum ModelsCommand {
     },
 }
 
+/// `--eta`, `--alpha`, `--floor` and `--strategy-options` (a flag wins over the same key in the JSON).
+#[derive(Args, Debug, Default)]
+struct OnlineArgs {
+    /// Online rules: a fixed learning rate for hedge and ewa (default: adaptive).
+    #[arg(long)]
+    eta: Option<f64>,
+    /// Online rules: hedge's Fixed-Share mixing rate, in [0, 1] (default 0.01).
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Online rules: the least weight served to a member, in [0, 1) (default 0.01; 0 = opera's rules exactly).
+    #[arg(long)]
+    floor: Option<f64>,
+    /// Online rules: a JSON object of settings, e.g. '{"floor": 0, "gradient": false}'
+    /// (keys: eta, alpha, floor, loss_decay, gradient).
+    #[arg(long)]
+    strategy_options: Option<String>,
+}
+
+impl OnlineArgs {
+    fn apply(&self, base: quorum::online::OnlineOptions) -> Result<quorum::online::OnlineOptions> {
+        let mut options = match &self.strategy_options {
+            Some(json) => base.merged(json)?,
+            None => base,
+        };
+        options.eta = self.eta.or(options.eta);
+        options.alpha = self.alpha.unwrap_or(options.alpha);
+        options.floor = self.floor.unwrap_or(options.floor);
+        options.validate()?;
+        Ok(options)
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum EnsembleCommand {
     /// Create an ensemble (or a new version of one).
@@ -322,9 +357,11 @@ enum EnsembleCommand {
         /// One weight per member (default: equal).
         #[arg(long, value_delimiter = ',')]
         weights: Option<Vec<f32>>,
-        /// soft-vote, majority, hedge, boa, stacking or blending.
+        /// soft-vote, majority, hedge, boa, mlpol, ewa, stacking or blending.
         #[arg(long, default_value = "soft-vote")]
         strategy: String,
+        #[command(flatten)]
+        online: OnlineArgs,
         /// Detect volatility regimes from this return feature (e.g. ret_1d).
         #[arg(long)]
         regime_feature: Option<String>,
@@ -533,9 +570,10 @@ fn run(cli: Cli) -> Result<()> {
                 engine(&home)?.ensemble(&ensemble)?.predict_routed(&features, routing_key.as_deref(), None)?;
             print_json(&prediction)
         }
-        Command::Backtest { ensemble, data, outcome, regime_feature, report_dir, json } => {
+        Command::Backtest { ensemble, data, outcome, online, regime_feature, report_dir, json } => {
             let engine = engine(&home)?;
             let mut options = quorum::backtest::BacktestOptions::new(outcome);
+            options.online = online.apply(engine.ensemble(&ensemble)?.config().online)?;
             match regime_feature.as_deref() {
                 Some("none") => options.without_regimes = true,
                 Some(feature) => options.regime = Some(quorum::regime::RegimeOptions::new(feature)),
@@ -991,9 +1029,12 @@ fn ensembles(home: &std::path::Path, cmd: EnsembleCommand) -> Result<()> {
             regime_feature,
             regime_strategy,
             inactive,
+            online,
         } => {
             let members = members.iter().map(|m| m.trim().parse::<MemberSpec>()).collect::<Result<Vec<_>>>()?;
-            let mut config = EnsembleConfig::new(name, members).with_strategy(strategy.parse::<StrategyKind>()?);
+            let mut config = EnsembleConfig::new(name, members)
+                .with_strategy(strategy.parse::<StrategyKind>()?)
+                .with_online(online.apply(quorum::online::OnlineOptions::default())?);
             if let Some(w) = weights {
                 config = config.with_weights(w);
             }
