@@ -29,7 +29,7 @@ VENV_SERVE := .venv-serve
 VENV_SERVE_STAMP := $(VENV_SERVE)/.stamp-$(ORT_VERSION)
 SERVE_PORT ?= 8080
 
-.PHONY: demo test monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference
+.PHONY: demo test monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference volatility-example
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -230,6 +230,20 @@ models:
 	.venv-train/bin/python scripts/train_example_models.py
 	cd scripts && ../.venv-train/bin/python train_wide_model.py
 	.venv-train/bin/python scripts/make_test_fixtures.py
+
+# Rebuilds the volatility example (GARCH, HAR-RV and EWMA forecasts of next-day S&P 500 variance from
+# arch's bundled data) and backtests it with every online rule (build time only; the files are committed).
+volatility-example: build
+	$(PYTHON) -m venv .venv-train
+	.venv-train/bin/pip install --quiet onnxruntime==$(ORT_VERSION) scikit-learn skl2onnx onnx arch pandas numpy
+	.venv-train/bin/python scripts/train_volatility_example.py
+	rm -rf target/volatility-home
+	./target/release/quorum --home target/volatility-home models register garch --file examples/volatility/garch.onnx --features garch_var --task regression --output variable
+	./target/release/quorum --home target/volatility-home models register ewma --file examples/volatility/ewma.onnx --features ewma_var --task regression --output variable
+	./target/release/quorum --home target/volatility-home models register har --file examples/volatility/har.onnx --features rv_d,rv_w,rv_m --task regression --output variable
+	./target/release/quorum --home target/volatility-home ensemble create vol --members garch,har,ewma --strategy mlpol
+	./target/release/quorum --home target/volatility-home backtest vol --data examples/volatility/volatility.csv --outcome next_var --regime-feature ret_1d --report-dir target/volatility-report
+	cp target/volatility-report/backtest.svg docs/backtest-volatility.svg
 
 # Every fuzz target for FUZZ_SECONDS each on its committed corpus and seeds (in `make test`). Needs the
 # nightly toolchain (`cargo +nightly`, which no registry here can fetch): without one it says so on one

@@ -1,5 +1,6 @@
 //! Per-strategy costs: a single-row prediction of the three-model ensemble under each strategy, the
-//! combine step alone, and `record_outcome` (the online update). `cargo bench --bench strategies`.
+//! combine step alone, `record_outcome` (tracking plus the online update) and each online rule's
+//! update alone (`online_update`, three members, after 2 000 outcomes). `cargo bench --bench strategies`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use quorum::adaptive::RegimeConfig;
+use quorum::online::{OnlineOptions, OnlineRule};
 use quorum::regime::RegimeOptions;
 use quorum::{EnsembleConfig, MemberSpec, SoftVote, Stacking, Strategy, StrategyKind, Task};
 
@@ -26,6 +28,8 @@ fn bench(c: &mut Criterion) {
         ("majority", EnsembleConfig::new("b-majority", members()).with_strategy(StrategyKind::Majority)),
         ("hedge", EnsembleConfig::new("b-hedge", members()).with_strategy(StrategyKind::Hedge)),
         ("boa", EnsembleConfig::new("b-boa", members()).with_strategy(StrategyKind::Boa)),
+        ("mlpol", EnsembleConfig::new("b-mlpol", members()).with_strategy(StrategyKind::Mlpol)),
+        ("ewa", EnsembleConfig::new("b-ewa", members()).with_strategy(StrategyKind::Ewa)),
         ("stacking", EnsembleConfig::new("b-stacking", members()).with_strategy(StrategyKind::Stacking)),
         ("blending", EnsembleConfig::new("b-blending", members()).with_strategy(StrategyKind::Blending)),
         (
@@ -79,6 +83,30 @@ fn bench(c: &mut Criterion) {
         });
     }
     outcome.finish();
+
+    // The rule alone: regression-scale outcomes (hundreds), three members, one of them asleep 1 in 10.
+    let round = |t: usize| -> (Vec<Option<f64>>, f64) {
+        let y = 150.0 + 100.0 * (t as f64 * 0.01).sin();
+        let x = vec![Some(y * 1.1), (!t.is_multiple_of(10)).then_some(y * 0.8 + 5.0), Some(y + 20.0 * (t as f64).cos())];
+        (x, y)
+    };
+    let mut update = c.benchmark_group("online_update");
+    for kind in [StrategyKind::Hedge, StrategyKind::Boa, StrategyKind::Mlpol, StrategyKind::Ewa] {
+        let mut rule = OnlineRule::new(kind, &[0.4, 0.4, 0.2], OnlineOptions::default()).unwrap();
+        for t in 0..2000 {
+            let (x, y) = round(t);
+            rule.rule_mut().update(&x, y);
+        }
+        let mut t = 2000;
+        update.bench_function(kind.as_str(), |b| {
+            b.iter(|| {
+                let (x, y) = round(t);
+                t += 1;
+                rule.rule_mut().update(black_box(&x), black_box(y));
+            })
+        });
+    }
+    update.finish();
 }
 
 criterion_group! {

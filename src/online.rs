@@ -48,7 +48,11 @@
 //!   at round 1, 1/mean|R.w0|, which also averages in the log prior, a unitless term, and is
 //!   infinite when round 1 has no regret); and a new η added to the grid is replayed over the last
 //!   [`EWA_REPLAY_ROUNDS`] outcomes (opera replays them all; the same while fewer have been seen).
-//!   The grid holds at most [`EWA_MAX_GRID`] values.
+//!   The grid holds at most [`EWA_MAX_GRID`] rates: growing past that at one end drops the rates
+//!   farthest from the best at the other (opera's grid grows without bound, and so does its cost);
+//!   and it stops growing once a further η would serve practically the same prediction (η × the spread of the
+//!   regrets beyond [`EWA_ONE_HOT`] or below [`EWA_FLAT`]), where opera grows it at every round
+//!   (with tied losses, as for exchangeable members, opera's best η falls toward 0 for ever).
 //! * ML-Poly starts from the prior (above).
 //! * Non-uniform priors enter EWA as `ln w₀ + η R` at every η (opera adds `ln(w₀)/η` once, with
 //!   the η of its placeholder grid).
@@ -144,8 +148,16 @@ impl OnlineOptions {
 
 /// How many past outcomes [`Ewa`] keeps to replay when its grid grows.
 pub const EWA_REPLAY_ROUNDS: usize = 2048;
-/// The most learning rates [`Ewa`]'s grid holds (a range of 2⁶⁰).
-pub const EWA_MAX_GRID: usize = 61;
+/// [`Ewa`] stops growing its grid upward once η × (the spread of the regrets) reaches this: the
+/// weights are one-hot to within e⁻³⁰.
+pub const EWA_ONE_HOT: f64 = 30.0;
+/// ... and downward once η × spread falls to this: the weights are the prior to within 1e-3.
+pub const EWA_FLAT: f64 = 1e-3;
+
+/// The most learning rates [`Ewa`]'s grid holds (a range of 2¹⁵): when it grows past this at one
+/// end, the rates farthest from the best are dropped at the other, so an update costs at most
+/// O(members × 16) however far the best rate moves.
+pub const EWA_MAX_GRID: usize = 16;
 
 /// One of the online rules, as the engine and the backtest hold it (serialised with the learner state).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -607,10 +619,35 @@ impl Ewa {
 
     /// One round of EWA(η) with regrets `regret`: the served weights' prediction, then the regret
     /// update. Returns the prediction's square loss.
+    /// The grid runs this once per η per outcome, so it fuses [`softmax_floored`] and [`mixture`]
+    /// into three passes over the members (the same arithmetic).
     fn step(&self, eta: f64, total: &mut [f64], predictions: &[Option<f64>], y: f64, s: &mut Scratch) -> f64 {
-        let log_prior = &self.log_prior;
-        softmax_floored(|i| log_prior[i] + eta * total[i], &s.answered, self.options.floor, &mut s.weights);
-        let served = mixture(&s.weights, predictions);
+        let (log_prior, floor) = (&self.log_prior, self.options.floor);
+        let mut max = f64::NEG_INFINITY;
+        for ((w, &a), (lp, r)) in s.weights.iter_mut().zip(&s.answered).zip(log_prior.iter().zip(total.iter())) {
+            *w = if a { lp + eta * r } else { f64::NEG_INFINITY };
+            max = max.max(*w);
+        }
+        let served = if max.is_finite() {
+            let mut sum = 0.0;
+            for w in s.weights.iter_mut() {
+                *w = (*w - max).exp();
+                sum += *w;
+            }
+            let (mut norm, mut dot) = (0.0, 0.0);
+            for (w, x) in s.weights.iter_mut().zip(predictions) {
+                if let Some(x) = x {
+                    *w = (*w / sum).max(floor);
+                    norm += *w;
+                    dot += *w * x;
+                }
+            }
+            dot / norm
+        } else {
+            // No finite logit (a prior of zero everywhere that answered): the general path.
+            softmax_floored(|i| log_prior[i] + eta * total[i], &s.answered, floor, &mut s.weights);
+            mixture(&s.weights, predictions)
+        };
         for (r, &x) in total.iter_mut().zip(predictions) {
             *r += regret(self.options.gradient, served, x, y);
         }
@@ -634,11 +671,23 @@ impl Ewa {
         (regret, loss)
     }
 
-    /// opera's grid extension: three new rates beyond the end where the best one lies.
+    /// η × (the spread of the regrets) at grid point `k`: how far its weights are from the prior
+    /// (≈ 0) or from one-hot (large). Beyond those, a further η serves practically the same
+    /// prediction now (and, as regrets only drift, for a long while).
+    fn reach(&self, k: usize) -> f64 {
+        let m = self.members();
+        let r = &self.regret[k * m..(k + 1) * m];
+        let max = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let min = r.iter().copied().fold(f64::INFINITY, f64::min);
+        self.grid[k] * (max - min)
+    }
+
+    /// opera's grid extension: three new rates beyond the end where the best one lies (and, past
+    /// [`EWA_MAX_GRID`], the same number dropped at the other end).
     fn extend(&mut self, s: &mut Scratch) {
         let m = self.members();
         let gamma: f64 = 2.0;
-        if self.best + 1 == self.grid.len() && self.grid.len() + 3 <= EWA_MAX_GRID {
+        if self.best + 1 == self.grid.len() && self.reach(self.best) < EWA_ONE_HOT {
             let top = self.grid[self.best];
             for k in 1..=3 {
                 let eta = top * gamma.powi(k);
@@ -647,8 +696,13 @@ impl Ewa {
                 self.regret.extend(regret);
                 self.loss.push(loss);
             }
+            let excess = self.grid.len().saturating_sub(EWA_MAX_GRID);
+            self.grid.drain(..excess);
+            self.regret.drain(..excess * m);
+            self.loss.drain(..excess);
+            self.best -= excess;
         }
-        if self.best == 0 && self.grid.len() + 3 <= EWA_MAX_GRID {
+        if self.best == 0 && self.reach(0) > EWA_FLAT {
             let bottom = self.grid[0];
             let mut regrets = Vec::with_capacity(3 * m);
             let mut losses = Vec::with_capacity(3);
@@ -664,6 +718,10 @@ impl Ewa {
             losses.extend_from_slice(&self.loss);
             self.loss = losses;
             self.best += 3;
+            let keep = self.grid.len().min(EWA_MAX_GRID);
+            self.grid.truncate(keep);
+            self.regret.truncate(keep * m);
+            self.loss.truncate(keep);
         }
     }
 }

@@ -146,3 +146,80 @@ fn with_shuffled_outcomes_no_method_beats_the_base_rate_beyond_noise() {
         }
     }
 }
+
+/// A regression ensemble over `tests/fixtures/linear.onnx` (2·first + second): member `ab` = 2a + b,
+/// `ba` = 2b + a. The outcome is 0.8·ab + 0.2·ba plus a little noise, so the best constant convex
+/// combination is near (0.8, 0.2) and beats either member alone.
+fn regression_engine(home: &std::path::Path) -> (quorum::InferenceEngine, Table) {
+    let engine = common::engine(home);
+    let linear = common::repo().join("tests/fixtures/linear.onnx");
+    for (name, features) in [("ab", ["a", "b"]), ("ba", ["b", "a"])] {
+        let reg = quorum::ModelRegistration::new(name, &linear, features)
+            .with_task(quorum::Task::Regression)
+            .with_output("variable".parse::<quorum::OutputSpec>().unwrap());
+        engine.register_model(reg).unwrap();
+    }
+    let members = ["ab", "ba"].map(|m| m.parse::<quorum::MemberSpec>().unwrap());
+    engine.create_ensemble(quorum::EnsembleConfig::new("values", members)).unwrap();
+    let mut csv = String::from("a,b,ret,y\n");
+    for t in 0..400 {
+        let (a, b) = (100.0 * (t as f64 * 0.13).sin() + 300.0, 80.0 * (t as f64 * 0.029).cos() + 250.0);
+        let (ab, ba) = (2.0 * a + b, 2.0 * b + a);
+        let noise = 3.0 * (t as f64 * 2.1).sin();
+        csv.push_str(&format!("{a},{b},{},{}\n", 0.01 * (t as f64 * 0.7).sin(), 0.8 * ab + 0.2 * ba + noise));
+    }
+    (engine, Table::parse(&csv).unwrap())
+}
+
+#[test]
+fn a_regression_backtest_reports_rmse_mae_mape_and_hindsight_oracles() {
+    let home = tempfile::tempdir().unwrap();
+    let (engine, table) = regression_engine(home.path());
+    let mut options = BacktestOptions::new("y");
+    options.regime = Some(RegimeOptions::new("ret"));
+    let report = backtest_table(&engine, "values", &table, &options).unwrap();
+    assert_eq!(report.scored, 400);
+    for name in &report.method_order {
+        let m = report.methods[name];
+        assert!(m.rmse.unwrap() > 0.0 && m.mae.unwrap() > 0.0 && m.mape.unwrap() > 0.0, "{name}: {m:?}");
+        assert!(m.accuracy.is_none() && m.log_loss.is_none(), "{name}: regression has no classification metrics");
+    }
+    let convex = &report.oracles["best-convex"];
+    assert!((convex.weights["ab"] - 0.8).abs() < 0.02, "{:?}", convex.weights);
+    let best_member = report.oracles["best-member"].metrics.rmse.unwrap();
+    assert!(convex.metrics.rmse.unwrap() < best_member);
+    // Every online rule learns the mixture: better than the best member alone, near the oracle.
+    for rule in ["hedge", "boa", "mlpol", "ewa"] {
+        let rmse = report.methods[rule].rmse.unwrap();
+        assert!(rmse < best_member, "{rule}: RMSE {rmse} vs best member {best_member}");
+    }
+    assert!(report.regimes.values().all(|r| r.contains_key("best-convex") && r.contains_key("mlpol")));
+    let text = report.to_string();
+    assert!(text.contains("rmse") && text.contains("hindsight oracles"), "{text}");
+    let (json, svg) = report.write(&home.path().join("r")).unwrap();
+    assert!(std::fs::read_to_string(svg).unwrap().contains("squared error"));
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    assert_eq!(written["task"], "regression");
+    assert_eq!(written["timeline"]["predictions"]["best-convex"].as_array().unwrap().len(), 400);
+}
+
+#[test]
+fn a_regression_backtest_does_not_look_ahead() {
+    let home = tempfile::tempdir().unwrap();
+    let (engine, table) = regression_engine(home.path());
+    let original = backtest_table(&engine, "values", &table, &BacktestOptions::new("y")).unwrap();
+    // Rewrite every outcome from row 200 on: predictions up to row 200 must not move.
+    let mut csv = String::from("a,b,ret,y\n");
+    for row in 0..table.rows() {
+        let cells: Vec<f64> = (0..4).map(|c| table.cell(row, c).unwrap()).collect();
+        let y = if row >= 200 { -cells[3] } else { cells[3] };
+        csv.push_str(&format!("{},{},{},{y}\n", cells[0], cells[1], cells[2]));
+    }
+    let rewritten =
+        backtest_table(&engine, "values", &Table::parse(&csv).unwrap(), &BacktestOptions::new("y")).unwrap();
+    for name in &original.method_order {
+        let (a, b) = (&original.timeline.predictions[name], &rewritten.timeline.predictions[name]);
+        assert_eq!(a[..=200], b[..=200], "{name} looked ahead");
+    }
+    assert_ne!(original.timeline.predictions["mlpol"], rewritten.timeline.predictions["mlpol"]);
+}

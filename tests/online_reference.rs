@@ -4,7 +4,7 @@
 //! style (plain `exp`, no log domain), with the floor at 0. Plus: scale-freedom, and learning at
 //! the scale of outcomes in the tens of thousands.
 
-use quorum::online::{Boa, Ewa, Hedge, Mlpol, OnlineOptions, OnlineWeights};
+use quorum::online::{Boa, Ewa, Hedge, Mlpol, OnlineOptions, OnlineWeights, EWA_FLAT, EWA_MAX_GRID, EWA_ONE_HOT};
 
 fn opera() -> OnlineOptions {
     OnlineOptions { floor: 0.0, ..OnlineOptions::default() }
@@ -177,8 +177,10 @@ fn reference_ewa(experts: &[Vec<Option<f64>>], y: &[f64], eta: f64, w0: &[f64]) 
 
 /// opera `ewaCalib.R` (current, `grid.eta = NULL`, `gamma = 2`, `w0 = rep(1, N)`): the grid is set to
 /// 1/mean|R.w0| after round 1 and grows by three points where the best η is at an end, each new
-/// η replayed with `ewa` over the whole history.
-fn reference_ewa_calib(experts: &[Vec<Option<f64>>], y: &[f64], n: usize) -> Vec<f64> {
+/// η replayed with `ewa` over the whole history; quorum's additions, documented: past `max_grid`
+/// rates, those at the far end are dropped, and the grid stops growing where η × (the spread of
+/// the regrets) is beyond `EWA_ONE_HOT` or below `EWA_FLAT`.
+fn reference_ewa_calib(experts: &[Vec<Option<f64>>], y: &[f64], n: usize, max_grid: usize) -> Vec<f64> {
     let w0 = vec![1.0; n];
     let gamma = 2f64;
     let mut grid = vec![1.0];
@@ -212,7 +214,12 @@ fn reference_ewa_calib(experts: &[Vec<Option<f64>>], y: &[f64], n: usize) -> Vec
             grid[0] = 1.0 / (r_w0[0].iter().map(|r| r.abs()).sum::<f64>() / n as f64);
         }
         best = (0..cumulative.len()).fold(0, |b, k| if cumulative[k] < cumulative[b] { k } else { b });
-        if best == grid.len() - 1 {
+        let reach = |k: usize, r: &[Vec<f64>], grid: &[f64]| {
+            let max = r[k].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let min = r[k].iter().copied().fold(f64::INFINITY, f64::min);
+            grid[k] * (max - min)
+        };
+        if best == grid.len() - 1 && reach(best, &r_w0, &grid) < EWA_ONE_HOT {
             let top = grid[best];
             for k in 1..=3 {
                 let eta = top * gamma.powi(k);
@@ -221,8 +228,14 @@ fn reference_ewa_calib(experts: &[Vec<Option<f64>>], y: &[f64], n: usize) -> Vec
                 cumulative.push(loss);
                 r_w0.push(r);
             }
+            while grid.len() > max_grid {
+                grid.remove(0);
+                cumulative.remove(0);
+                r_w0.remove(0);
+                best -= 1;
+            }
         }
-        if best == 0 {
+        if best == 0 && reach(0, &r_w0, &grid) > EWA_FLAT {
             let bottom = grid[0];
             for k in 1..=3 {
                 let eta = bottom / gamma.powi(k);
@@ -232,6 +245,9 @@ fn reference_ewa_calib(experts: &[Vec<Option<f64>>], y: &[f64], n: usize) -> Vec
                 r_w0.insert(0, r);
             }
             best += 3;
+            grid.truncate(max_grid);
+            cumulative.truncate(max_grid);
+            r_w0.truncate(max_grid);
         }
     }
     out
@@ -325,9 +341,28 @@ fn calibrated_ewa_equals_operas_ewa_calib_round_by_round() {
         let (experts, y) = data(600, 1.0, sleepy, seed);
         let mut rule = Ewa::new(3, opera());
         let ours = predictions(&mut rule, &experts, &y);
-        assert_same("ewa", &ours, &reference_ewa_calib(&experts, &y, 3));
+        assert_same("ewa", &ours, &reference_ewa_calib(&experts, &y, 3, usize::MAX));
         assert!(rule.grid().0.len() > 7, "the grid grew past its first extension: {:?}", rule.grid());
+        assert!(rule.grid().0.len() < EWA_MAX_GRID, "opera's grid, uncapped, in this run");
     }
+}
+
+#[test]
+fn calibrated_ewa_keeps_its_grid_bounded_where_the_best_rate_runs_away() {
+    // Exchangeable experts (the outcome plus independent noise of one size): equal weights are
+    // best, so the best η keeps falling toward 0, and opera's grid keeps growing downward.
+    let mut s = Stream(12);
+    let (mut experts, mut y) = (Vec::new(), Vec::new());
+    for t in 0..1500 {
+        let v = (t as f64 * 0.1).sin();
+        experts.push((0..3).map(|_| Some(v + s.next() - 0.5)).collect::<Vec<_>>());
+        y.push(v);
+    }
+    let mut rule = Ewa::new(3, opera());
+    let ours = predictions(&mut rule, &experts, &y);
+    assert!(rule.grid().0.len() <= EWA_MAX_GRID, "{:?}", rule.grid());
+    assert!(rule.grid().1 > 0.0, "the best rate stops above 0: {:?}", rule.grid());
+    assert_same("ewa (capped)", &ours, &reference_ewa_calib(&experts, &y, 3, EWA_MAX_GRID));
 }
 
 #[test]

@@ -361,7 +361,7 @@ enum EnsembleCommand {
         #[arg(long, default_value = "soft-vote")]
         strategy: String,
         #[command(flatten)]
-        online: OnlineArgs,
+        online: Box<OnlineArgs>,
         /// Detect volatility regimes from this return feature (e.g. ret_1d).
         #[arg(long)]
         regime_feature: Option<String>,

@@ -463,6 +463,55 @@ fn backtest_uses_the_ensembles_regimes_and_refuses_data_it_cannot_score() {
     assert_clean_failure(&failed, "no row of 5 could be scored");
 }
 
+/// The volatility example (examples/volatility, built by `make volatility-example`): a regression
+/// ensemble of GARCH, HAR-RV and EWMA forecasts of next-day S&P 500 variance.
+#[test]
+fn the_volatility_example_backtests_every_rule_against_the_hindsight_oracles() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = common::repo().join("examples/volatility");
+    let file = |m: &str| dir.join(format!("{m}.onnx")).to_str().unwrap().to_string();
+    for (model, features) in [("garch", "garch_var"), ("ewma", "ewma_var"), ("har", "rv_d,rv_w,rv_m")] {
+        let path = file(model);
+        let args = ["models", "register", model, "--file", &path, "--features", features];
+        ok(quorum(home.path(), &[&args[..], &["--task", "regression", "--output", "variable"]].concat()));
+    }
+    let create = ["ensemble", "create", "vol", "--members", "garch,har,ewma", "--strategy", "mlpol"];
+    assert_clean_failure(
+        &quorum(home.path(), &[&create[..], &["--strategy-options", r#"{"flor": 0}"#]].concat()),
+        "unknown field `flor`",
+    );
+    assert_clean_failure(&quorum(home.path(), &[&create[..], &["--floor", "1.5"]].concat()), "floor is 1.5");
+    ok(quorum(home.path(), &[&create[..], &["--strategy-options", r#"{"floor": 0.02, "gradient": true}"#]].concat()));
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(quorum(home.path(), &["ensemble", "show", "vol"]))).unwrap();
+    assert_eq!(shown["online"]["floor"], 0.02, "{shown}");
+    assert_eq!(shown["strategy"], "mlpol");
+
+    let data = dir.join("volatility.csv");
+    let backtest = |extra: &[&str]| -> serde_json::Value {
+        let args = ["backtest", "vol", "--data", data.to_str().unwrap(), "--outcome", "next_var", "--json"];
+        let report_dir = home.path().join("bt");
+        let dirs = ["--regime-feature", "ret_1d", "--report-dir", report_dir.to_str().unwrap()];
+        serde_json::from_str(&ok(quorum(home.path(), &[&args[..], &dirs[..], extra].concat()))).unwrap()
+    };
+    let report = backtest(&["--floor", "0"]);
+    assert_eq!(report["task"], "regression");
+    for method in ["garch", "har", "ewma", "equal", "hedge", "boa", "mlpol", "ewa", "stacking", "blending", "regime"] {
+        for key in ["rmse", "mae", "mape"] {
+            assert!(report["methods"][method][key].as_f64().unwrap() > 0.0, "{method}.{key}: {report}");
+        }
+    }
+    for oracle in ["best-member", "best-convex"] {
+        assert_eq!(report["oracles"][oracle]["hindsight"], true);
+        assert!(report["oracles"][oracle]["metrics"]["rmse"].is_number());
+        assert!(report["regimes"]["high"][oracle]["rmse"].is_number());
+    }
+    // A fixed rate changes what hedge and ewa do; boa and mlpol have their own rates.
+    let fixed = backtest(&["--eta", "1e-9", "--floor", "0"]);
+    assert_ne!(fixed["methods"]["ewa"], report["methods"]["ewa"]);
+    assert_eq!(fixed["methods"]["mlpol"], report["methods"]["mlpol"]);
+}
+
 #[test]
 fn leftovers_of_a_killed_registration_are_removed_with_a_warning() {
     let home = tempfile::tempdir().unwrap();

@@ -79,6 +79,24 @@ test('outcomes, metrics and adaptive weights', () => {
   engine.flush()
 })
 
+for (const strategy of ['mlpol', 'ewa', 'boa']) {
+  test(`online rule ${strategy} takes its options from the configuration`, () => {
+    const { engine } = marketEngine(quorum)
+    const name = `online-${strategy}`
+    const config = { name, members: ['technical', 'fundamental', 'sentiment'], strategy, online: { floor: 0, gradient: true } }
+    const saved = engine.createEnsemble(config)
+    assert.equal(saved.online.floor, 0)
+    assert.equal(saved.strategy, strategy)
+    for (const r of rows.slice(0, 60)) {
+      const p = engine.predict(name, featuresOf(engine, r))
+      engine.recordOutcome(p.requestId, p.modelContributions.technical.prediction >= 0.5 ? 1 : 0)
+    }
+    const w = engine.predict(name, featuresOf(engine, rows[0])).modelContributions
+    assert.ok(w.technical.weight > w.fundamental.weight && w.technical.weight > w.sentiment.weight, JSON.stringify(w))
+    assert.throws(() => engine.createEnsemble({ ...config, online: { floor: 2 } }), (e) => e.code === 'config')
+  })
+}
+
 test('metricsText is the Prometheus exposition of what was counted', () => {
   const { engine } = marketEngine(quorum)
   for (const r of rows.slice(0, 3)) engine.predict('market', featuresOf(engine, r))

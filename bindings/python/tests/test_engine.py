@@ -81,6 +81,28 @@ def test_adaptive_strategy_learns_through_the_binding(engine, rows):
     assert weights["technical"] == max(weights.values())
 
 
+@pytest.mark.parametrize("strategy", ["mlpol", "ewa", "boa"])
+def test_online_rules_take_their_options_from_the_configuration(engine, rows, strategy):
+    name = f"online-{strategy}"
+    config = {
+        "name": name,
+        "members": ["technical", "fundamental", "sentiment"],
+        "strategy": strategy,
+        "online": {"floor": 0.0, "gradient": True},
+    }
+    saved = engine.create_ensemble(config)
+    assert saved["online"]["floor"] == 0.0 and saved["strategy"] == strategy
+    for r in rows[:60]:
+        p = engine.predict(name, features(engine, r))
+        technical = p.model_contributions["technical"]["prediction"]
+        engine.record_outcome(p.request_id, 1.0 if technical >= 0.5 else 0.0)
+    p = engine.predict(name, features(engine, rows[0]))
+    weights = {k: v["weight"] for k, v in p.model_contributions.items()}
+    assert weights["technical"] == max(weights.values()), weights
+    with pytest.raises(quorum.ConfigError):
+        engine.create_ensemble({**config, "online": {"floor": 2.0}})
+
+
 def test_metrics_text_is_the_prometheus_exposition_of_what_was_counted(engine, rows):
     for r in rows[:3]:
         engine.predict("market", r)

@@ -30,7 +30,7 @@ pub struct CreateEnsemble {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub weights: Option<Value>,
-    /// soft-vote, majority, hedge, boa, stacking or blending (default soft-vote).
+    /// soft-vote, majority, hedge, boa, mlpol, ewa, stacking or blending (default soft-vote).
     #[serde(default)]
     pub strategy: Option<String>,
     /// New versions only: `false` saves the version without making it active (a candidate for an
