@@ -54,11 +54,14 @@ fn migrations_record_their_version_and_a_newer_schema_is_refused() {
     let Some(db) = common::scratch_database("q_migrate") else { return };
     let url = db.url.clone();
     let store = StateStore::connect(&StateUrl::parse(&url).unwrap()).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), 2);
     drop(store);
     // Opening again applies nothing twice.
     let store = StateStore::connect(&StateUrl::parse(&url).unwrap()).unwrap();
-    assert_eq!(psql(&url, "SELECT count(*) FROM schema_version").unwrap(), "1");
+    assert_eq!(psql(&url, "SELECT count(*) FROM schema_version").unwrap(), "2");
+    // Migration 2: outcomes keep every digit of an f64 (a regression target).
+    let outcome_type = "SELECT data_type FROM information_schema.columns WHERE table_name = 'outcome_log' AND column_name = 'outcome'";
+    assert_eq!(psql(&url, outcome_type).unwrap(), "double precision");
     drop(store);
     let tables = psql(&url, "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = 'public'").unwrap();
     for table in
