@@ -87,7 +87,8 @@ fn bench(c: &mut Criterion) {
     // The rule alone: regression-scale outcomes (hundreds), three members, one of them asleep 1 in 10.
     let round = |t: usize| -> (Vec<Option<f64>>, f64) {
         let y = 150.0 + 100.0 * (t as f64 * 0.01).sin();
-        let x = vec![Some(y * 1.1), (!t.is_multiple_of(10)).then_some(y * 0.8 + 5.0), Some(y + 20.0 * (t as f64).cos())];
+        let x =
+            vec![Some(y * 1.1), (!t.is_multiple_of(10)).then_some(y * 0.8 + 5.0), Some(y + 20.0 * (t as f64).cos())];
         (x, y)
     };
     let mut update = c.benchmark_group("online_update");

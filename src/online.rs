@@ -201,6 +201,16 @@ impl OnlineRule {
     }
 }
 
+/// ln w, with `f64::MIN` for a weight of 0: the same weight (its exponential is 0 beside any real
+/// member), but finite, so the learner state survives JSON (which has no −∞).
+fn log_weight(w: f64) -> f64 {
+    if w > 0.0 {
+        w.ln()
+    } else {
+        f64::MIN
+    }
+}
+
 /// The prior normalised to sum to 1 (equal weights when it sums to zero or is not finite).
 fn normalised(prior: &[f64]) -> Vec<f64> {
     let total: f64 = prior.iter().filter(|w| w.is_finite() && **w > 0.0).sum();
@@ -320,7 +330,7 @@ impl Hedge {
 
     /// Starts from the prior (non-negative weights, any sum), e.g. the configured ones.
     pub fn with_prior(prior: &[f64], options: OnlineOptions) -> Hedge {
-        let log_weights = normalised(prior).iter().map(|w| w.ln()).collect();
+        let log_weights = normalised(prior).iter().map(|&w| log_weight(w)).collect();
         Hedge { options, log_weights, gap: 0.0, scratch: Scratch::default() }
     }
 
@@ -395,7 +405,7 @@ impl OnlineWeights for Hedge {
                 s.answered.iter_mut().for_each(|a| *a = true);
                 softmax_floored(|i| self.log_weights[i], &s.answered, 0.0, &mut s.weights);
                 for (lw, v) in self.log_weights.iter_mut().zip(&s.weights) {
-                    *lw = (self.options.alpha / n + (1.0 - self.options.alpha) * v).ln();
+                    *lw = log_weight(self.options.alpha / n + (1.0 - self.options.alpha) * v);
                 }
             }
         }
@@ -581,8 +591,8 @@ pub struct Ewa {
     best: usize,
     /// Whether the grid has been placed (after the first round with a regret).
     placed: bool,
-    /// The last rounds, `members` predictions (NaN: did not answer) then the outcome, for replays.
-    history: std::collections::VecDeque<f64>,
+    /// The last rounds, `members` predictions (`None`: did not answer) then the outcome, for replays.
+    history: std::collections::VecDeque<Option<f64>>,
     #[serde(skip)]
     scratch: Scratch,
 }
@@ -597,7 +607,7 @@ impl Ewa {
         let m = prior.len();
         Ewa {
             options,
-            log_prior: normalised(prior).iter().map(|w| w.ln()).collect(),
+            log_prior: normalised(prior).iter().map(|&w| log_weight(w)).collect(),
             grid: vec![options.eta.unwrap_or(1.0)],
             regret: vec![0.0; m],
             loss: vec![0.0],
@@ -659,14 +669,11 @@ impl Ewa {
         let m = self.members();
         let mut regret = vec![0.0; m];
         let mut loss = 0.0;
-        let mut predictions = vec![None; m];
-        let rows: Vec<f64> = self.history.iter().copied().collect();
+        let rows: Vec<Option<f64>> = self.history.iter().copied().collect();
         for round in rows.chunks_exact(m + 1) {
-            for (p, &v) in predictions.iter_mut().zip(round) {
-                *p = (!v.is_nan()).then_some(v);
-            }
-            s.load(&predictions);
-            loss += self.step(eta, &mut regret, &predictions, round[m], s);
+            let (predictions, outcome) = round.split_at(m);
+            s.load(predictions);
+            loss += self.step(eta, &mut regret, predictions, outcome[0].unwrap_or(f64::NAN), s);
         }
         (regret, loss)
     }
@@ -752,8 +759,8 @@ impl OnlineWeights for Ewa {
                 if self.history.len() == EWA_REPLAY_ROUNDS * (m + 1) {
                     self.history.drain(..m + 1);
                 }
-                self.history.extend(predictions.iter().map(|p| p.unwrap_or(f64::NAN)));
-                self.history.push_back(outcome);
+                self.history.extend(predictions);
+                self.history.push_back(Some(outcome));
                 if !self.placed {
                     let scale = self.regret.iter().map(|r| r.abs()).sum::<f64>() / m as f64;
                     if scale > 0.0 && scale.is_finite() {
@@ -828,6 +835,25 @@ mod tests {
         let mut mlpol = Mlpol::new(2, options);
         mlpol.update(&[None, Some(0.2)], 1.0);
         assert_eq!(mlpol.regret[0], 0.0);
+    }
+
+    #[test]
+    fn learner_state_survives_json_with_a_zero_prior_weight() {
+        let options = OnlineOptions { alpha: 0.0, ..OnlineOptions::default() };
+        for kind in [StrategyKind::Hedge, StrategyKind::Boa, StrategyKind::Mlpol, StrategyKind::Ewa] {
+            let mut rule = OnlineRule::new(kind, &[1.0, 0.0, 1.0], options).unwrap();
+            for t in 0..50 {
+                let y = (t % 3) as f64;
+                rule.rule_mut().update(&[Some(y + 0.1), Some(y - 1.0), (t % 5 != 0).then_some(2.0)], y);
+            }
+            let json = serde_json::to_string(&rule).unwrap();
+            let back: OnlineRule = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{kind:?}: {e}: {json}"));
+            let (mut a, mut b) = ([0.0; 3], [0.0; 3]);
+            rule.rule().weights(&[true; 3], &mut a);
+            back.rule().weights(&[true; 3], &mut b);
+            assert_eq!(a, b, "{kind:?}");
+            assert!(a.iter().all(|w| w.is_finite()));
+        }
     }
 
     #[test]

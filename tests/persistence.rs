@@ -53,6 +53,34 @@ fn weights_and_metrics_resume_after_a_restart() {
 }
 
 #[test]
+fn every_online_rule_resumes_after_a_restart_even_with_a_zero_prior_weight() {
+    // A zero configured weight is −∞ in the log domain, which JSON cannot hold; EWA also keeps
+    // rounds where a member did not answer. Both must survive the state file.
+    let home = tempfile::tempdir().unwrap();
+    let rows = common::holdout_features(40);
+    let rules = [StrategyKind::Hedge, StrategyKind::Boa, StrategyKind::Mlpol, StrategyKind::Ewa];
+    let before: Vec<quorum::Prediction> = {
+        let engine = common::market_engine(home.path());
+        rules
+            .iter()
+            .map(|&rule| {
+                let name = format!("resume-{}", rule.as_str());
+                let config =
+                    EnsembleConfig::new(&name, members()).with_strategy(rule).with_weights(vec![0.5, 0.5, 0.0]);
+                engine.create_ensemble(config).unwrap();
+                teach(&engine, &name, &rows)
+            })
+            .collect()
+    };
+    let engine = common::engine(home.path());
+    for (rule, before) in rules.iter().zip(&before) {
+        let after = engine.predict(&format!("resume-{}", rule.as_str()), &rows[0]).unwrap();
+        assert_eq!(after.weights_epoch, 40, "{rule:?} resumed where it stopped");
+        assert_eq!(after.prediction, before.prediction, "{rule:?}");
+    }
+}
+
+#[test]
 fn the_background_flush_bounds_what_a_crash_loses() {
     // The crash is real: this test runs itself again as a child process that learns, lets the
     // background flush run, and is killed with SIGKILL (no drop, no final flush, its lock released

@@ -60,7 +60,8 @@ fn migrations_record_their_version_and_a_newer_schema_is_refused() {
     let store = StateStore::connect(&StateUrl::parse(&url).unwrap()).unwrap();
     assert_eq!(psql(&url, "SELECT count(*) FROM schema_version").unwrap(), "2");
     // Migration 2: outcomes keep every digit of an f64 (a regression target).
-    let outcome_type = "SELECT data_type FROM information_schema.columns WHERE table_name = 'outcome_log' AND column_name = 'outcome'";
+    let outcome_type =
+        "SELECT data_type FROM information_schema.columns WHERE table_name = 'outcome_log' AND column_name = 'outcome'";
     assert_eq!(psql(&url, outcome_type).unwrap(), "double precision");
     drop(store);
     let tables = psql(&url, "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = 'public'").unwrap();
