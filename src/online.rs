@@ -40,8 +40,11 @@
 //! `floor` (default 0.01) is the smallest weight a member that answers is served, before
 //! renormalisation, so none is starved forever. The floor applies **before** the gradient: the loss
 //! is linearised at the prediction actually served (floored weights), so the rule learns from what
-//! it did. With `floor: 0` every rule is opera's, round for round (to 1e-9 relative in f64, checked
-//! against a direct transcription of the R sources in `tests/online_reference.rs`).
+//! it did. With `floor: 0`, `boa`, `mlpol`, `ewa` and `hedge` with a fixed `eta` are opera's
+//! `BOA`, `MLpol`, `ewaCalib` (`ewa` with a fixed η) and `fixedshare`, round for round (to 1e-9
+//! relative in f64, checked against direct transcriptions of the R sources in
+//! `tests/online_reference.rs`); the adaptive `hedge`, which opera lacks, against a direct
+//! implementation of its definition above.
 //!
 //! Where quorum departs from opera, and why:
 //! * `ewa` starts its grid after the first round with a non-zero regret at η = 1/mean|Rᵢ| (opera:
