@@ -351,13 +351,6 @@ impl Hedge {
             f64::INFINITY
         }
     }
-
-    /// The unfloored weights over all members, summing to 1.
-    pub fn raw_weights(&self) -> Vec<f64> {
-        let mut out = vec![0.0; self.log_weights.len()];
-        softmax_floored(|i| self.log_weights[i], &vec![true; out.len()], 0.0, &mut out);
-        out
-    }
 }
 
 /// The mixability gap of weights `v` (over the members with `v > 0`) on regrets `r` at rate `eta`:

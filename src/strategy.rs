@@ -96,11 +96,6 @@ impl StrategyKind {
         }
     }
 
-    /// Whether the strategy is an online rule (`hedge`, `boa`, `mlpol`, `ewa`).
-    pub fn is_online(self) -> bool {
-        matches!(self, StrategyKind::Hedge | StrategyKind::Boa | StrategyKind::Mlpol | StrategyKind::Ewa)
-    }
-
     /// Whether the strategy learns from outcomes.
     pub fn is_adaptive(self) -> bool {
         !matches!(self, StrategyKind::SoftVote | StrategyKind::Majority)
