@@ -14,7 +14,7 @@
 //! (see `engine.rs`), and falls back to the members on any error, so fusion changes speed, never
 //! results or failure isolation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -23,7 +23,7 @@ use ort::session::{IoBinding, Session};
 use ort::value::{Tensor, TensorElementType, ValueType};
 
 use crate::onnx;
-use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
+use crate::onnx::proto::{GraphProto, ModelProto, OperatorSetIdProto, ValueInfoProto};
 use crate::registry::OutputSpec;
 use crate::runtime::Runtime;
 
@@ -73,8 +73,8 @@ pub(crate) fn fuse(members: &[FusionMember<'_>]) -> std::result::Result<FusedMod
             .iter()
             .find(|o| o.name() == member.output.name)
             .ok_or_else(|| format!("member {i} has no output {:?}", member.output.name))?;
-        let needed = nodes_needed_for(&g.node, output.name());
-        if let Some(node) = g.node.iter().zip(&needed).find(|(n, keep)| **keep && has_subgraph(n)).map(|(n, _)| n) {
+        let needed = onnx::nodes_needed_for(&g.node, output.name());
+        if let Some(node) = g.node.iter().zip(&needed).find(|(n, keep)| **keep && onnx::has_subgraph(n)).map(|(n, _)| n) {
             return Err(format!("member {i} runs a {} node with a subgraph", node.op_type()));
         }
         // Empty names mean "optional input not given" and stay empty.
@@ -138,27 +138,6 @@ fn merge_opsets(opsets: &mut Vec<OperatorSetIdProto>, model: &ModelProto) -> std
         }
     }
     Ok(())
-}
-
-/// Which nodes `output` depends on (nodes are in topological order in a valid model).
-fn nodes_needed_for(nodes: &[NodeProto], output: &str) -> Vec<bool> {
-    let producer: HashMap<&str, usize> =
-        nodes.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
-    let mut needed = vec![false; nodes.len()];
-    let mut pending = vec![output];
-    while let Some(name) = pending.pop() {
-        if let Some(&i) = producer.get(name) {
-            if !needed[i] {
-                needed[i] = true;
-                pending.extend(nodes[i].input.iter().map(String::as_str).filter(|n| !n.is_empty()));
-            }
-        }
-    }
-    needed
-}
-
-fn has_subgraph(node: &NodeProto) -> bool {
-    node.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty())
 }
 
 /// A fused session and its reusable input buffers, one per member.

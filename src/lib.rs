@@ -27,6 +27,7 @@ pub mod cache;
 pub mod engine;
 mod fusion;
 mod initializers;
+pub mod native;
 pub mod prediction;
 pub mod replicas;
 pub mod runtime;

@@ -141,6 +141,27 @@ pub fn is_default_domain(node: &NodeProto) -> bool {
     node.domain().is_empty() || node.domain() == "ai.onnx"
 }
 
+/// Which nodes `output` depends on (nodes are in topological order in a valid model).
+pub(crate) fn nodes_needed_for(nodes: &[NodeProto], output: &str) -> Vec<bool> {
+    let producer: std::collections::HashMap<&str, usize> =
+        nodes.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
+    let mut needed = vec![false; nodes.len()];
+    let mut pending = vec![output];
+    while let Some(name) = pending.pop() {
+        if let Some(&i) = producer.get(name) {
+            if !needed[i] {
+                needed[i] = true;
+                pending.extend(nodes[i].input.iter().map(String::as_str).filter(|n| !n.is_empty()));
+            }
+        }
+    }
+    needed
+}
+
+pub(crate) fn has_subgraph(node: &NodeProto) -> bool {
+    node.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

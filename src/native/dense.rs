@@ -1,0 +1,273 @@
+//! The dense kernels of a native plan: matrix products (with bias), element-wise arithmetic with
+//! row broadcasting, activations, softmax, concatenation and column gathers, each over a
+//! `[rows, width]` block.
+
+/// A dense step.
+#[derive(Debug)]
+pub(crate) enum Dense {
+    /// `out = x · w + bias`, `w` stored `k × m` row-major.
+    MatMul { k: usize, m: usize, w: Vec<f32>, bias: Option<Vec<f32>> },
+    Binary(Binary),
+    Unary(Unary),
+    Softmax { log: bool },
+    /// The inputs side by side.
+    Concat,
+    /// `out[r, j] = x[r, columns[j]]`.
+    Gather { columns: Vec<usize> },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// One side of a binary operation: the step's input `i` (width 1 or the output's), or a constant
+/// row (1 or width values).
+#[derive(Debug)]
+pub(crate) enum Operand {
+    Input(usize),
+    Const(Vec<f32>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Binary {
+    pub op: BinaryOp,
+    pub lhs: Operand,
+    pub rhs: Operand,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Unary {
+    Relu,
+    LeakyRelu(f32),
+    Sigmoid,
+    Tanh,
+    Exp,
+    Log,
+    Abs,
+    Neg,
+    Sqrt,
+    Reciprocal,
+    Softplus,
+    Clip(f32, f32),
+}
+
+/// From this many rows on, matrix products go through `matrixmultiply`'s packed kernels (runtime
+/// AVX/FMA detection); below, a plain loop over the weights is faster.
+const PACKED_GEMM_ROWS: usize = 4;
+
+impl Dense {
+    pub fn run<'a>(
+        &self,
+        inputs: &[usize],
+        slot: &dyn Fn(usize) -> &'a [f32],
+        widths: &[usize],
+        rows: usize,
+        out: &mut [f32],
+    ) {
+        match self {
+            Dense::MatMul { k, m, w, bias } => matmul(slot(inputs[0]), rows, *k, *m, w, bias.as_deref(), out),
+            Dense::Binary(b) => b.run(inputs, slot, widths, rows, out),
+            Dense::Unary(u) => {
+                for (o, x) in out.iter_mut().zip(slot(inputs[0])) {
+                    *o = u.apply(*x);
+                }
+            }
+            Dense::Softmax { log } => {
+                out.copy_from_slice(slot(inputs[0]));
+                let width = out.len() / rows.max(1);
+                for row in out.chunks_exact_mut(width) {
+                    softmax(row, *log);
+                }
+            }
+            Dense::Concat => {
+                let width = out.len() / rows.max(1);
+                let mut at = 0;
+                for &s in inputs {
+                    let w = widths[s];
+                    for (r, src) in slot(s).chunks_exact(w).enumerate() {
+                        out[r * width + at..r * width + at + w].copy_from_slice(src);
+                    }
+                    at += w;
+                }
+            }
+            Dense::Gather { columns } => {
+                let x = slot(inputs[0]);
+                let w = widths[inputs[0]];
+                let width = columns.len();
+                for r in 0..rows {
+                    for (j, &c) in columns.iter().enumerate() {
+                        out[r * width + j] = x[r * w + c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Binary {
+    fn run<'a>(&self, inputs: &[usize], slot: &dyn Fn(usize) -> &'a [f32], widths: &[usize], rows: usize, out: &mut [f32]) {
+        let width = out.len() / rows.max(1);
+        // Each side as (values, per-row stride, per-column stride): broadcasting is a zero stride.
+        let (a, ar, ac) = match &self.lhs {
+            Operand::Input(i) => (slot(inputs[*i]), widths[inputs[*i]], usize::from(widths[inputs[*i]] != 1)),
+            Operand::Const(v) => (v.as_slice(), 0, usize::from(v.len() != 1)),
+        };
+        let (b, br, bc) = match &self.rhs {
+            Operand::Input(i) => (slot(inputs[*i]), widths[inputs[*i]], usize::from(widths[inputs[*i]] != 1)),
+            Operand::Const(v) => (v.as_slice(), 0, usize::from(v.len() != 1)),
+        };
+        let f: fn(f32, f32) -> f32 = match self.op {
+            BinaryOp::Add => |x, y| x + y,
+            BinaryOp::Sub => |x, y| x - y,
+            BinaryOp::Mul => |x, y| x * y,
+            BinaryOp::Div => |x, y| x / y,
+        };
+        if ar == width && ac == 1 && br == 0 && bc == 1 {
+            // The common case (a bias or scale row): vectorises.
+            for (orow, arow) in out.chunks_exact_mut(width).zip(a.chunks_exact(width)) {
+                for ((o, x), y) in orow.iter_mut().zip(arow).zip(b) {
+                    *o = f(*x, *y);
+                }
+            }
+            return;
+        }
+        for r in 0..rows {
+            for j in 0..width {
+                out[r * width + j] = f(a[r * ar + j * ac], b[r * br + j * bc]);
+            }
+        }
+    }
+}
+
+impl Unary {
+    #[inline]
+    fn apply(self, x: f32) -> f32 {
+        match self {
+            Unary::Relu => {
+                if x > 0.0 {
+                    x
+                } else if x.is_nan() {
+                    x
+                } else {
+                    0.0
+                }
+            }
+            Unary::LeakyRelu(alpha) => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    alpha * x
+                }
+            }
+            Unary::Sigmoid => sigmoid(x),
+            Unary::Tanh => x.tanh(),
+            Unary::Exp => x.exp(),
+            Unary::Log => x.ln(),
+            Unary::Abs => x.abs(),
+            Unary::Neg => -x,
+            Unary::Sqrt => x.sqrt(),
+            Unary::Reciprocal => 1.0 / x,
+            Unary::Softplus => {
+                if x > 0.0 {
+                    x + (-x).exp().ln_1p()
+                } else {
+                    x.exp().ln_1p()
+                }
+            }
+            Unary::Clip(lo, hi) => {
+                if x.is_nan() {
+                    x
+                } else {
+                    x.max(lo).min(hi)
+                }
+            }
+        }
+    }
+}
+
+/// The logistic function, without overflow for large |x|.
+#[inline]
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    let v = 1.0 / (1.0 + (-x.abs()).exp());
+    if x < 0.0 {
+        1.0 - v
+    } else {
+        v
+    }
+}
+
+/// Softmax (or log-softmax) of one row in place, max-subtracted as ONNX Runtime does.
+pub(crate) fn softmax(row: &mut [f32], log: bool) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for v in row.iter_mut() {
+        let e = (*v - max).exp();
+        sum += e;
+        if !log {
+            *v = e;
+        }
+    }
+    if log {
+        let shift = max + sum.ln();
+        for v in row.iter_mut() {
+            *v -= shift;
+        }
+    } else {
+        for v in row.iter_mut() {
+            *v /= sum;
+        }
+    }
+}
+
+/// `out[rows × m] = x[rows × k] · w[k × m] (+ bias)`.
+fn matmul(x: &[f32], rows: usize, k: usize, m: usize, w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    assert!(x.len() >= rows * k && w.len() == k * m && out.len() == rows * m);
+    for row in out.chunks_exact_mut(m) {
+        match bias {
+            Some(b) => row.copy_from_slice(b),
+            None => row.fill(0.0),
+        }
+    }
+    if rows >= PACKED_GEMM_ROWS {
+        packed_gemm(x, rows, k, m, w, out);
+        return;
+    }
+    for (xrow, orow) in x.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
+        for (xi, wrow) in xrow.iter().zip(w.chunks_exact(m)) {
+            for (o, wv) in orow.iter_mut().zip(wrow) {
+                *o += xi * wv;
+            }
+        }
+    }
+}
+
+/// `out += x · w` through matrixmultiply's packed, runtime-dispatched kernels.
+#[allow(unsafe_code)]
+fn packed_gemm(x: &[f32], rows: usize, k: usize, m: usize, w: &[f32], out: &mut [f32]) {
+    assert!(x.len() >= rows * k && w.len() >= k * m && out.len() >= rows * m);
+    // SAFETY: the three slices hold at least rows×k, k×m and rows×m elements (checked above), the
+    // strides describe dense row-major matrices of those shapes, and `out` is borrowed mutably and
+    // does not overlap the inputs.
+    unsafe {
+        matrixmultiply::sgemm(
+            rows,
+            k,
+            m,
+            1.0,
+            x.as_ptr(),
+            k as isize,
+            1,
+            w.as_ptr(),
+            m as isize,
+            1,
+            1.0,
+            out.as_mut_ptr(),
+            m as isize,
+            1,
+        );
+    }
+}
