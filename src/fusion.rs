@@ -74,7 +74,8 @@ pub(crate) fn fuse(members: &[FusionMember<'_>]) -> std::result::Result<FusedMod
             .find(|o| o.name() == member.output.name)
             .ok_or_else(|| format!("member {i} has no output {:?}", member.output.name))?;
         let needed = onnx::nodes_needed_for(&g.node, output.name());
-        if let Some(node) = g.node.iter().zip(&needed).find(|(n, keep)| **keep && onnx::has_subgraph(n)).map(|(n, _)| n) {
+        if let Some(node) = g.node.iter().zip(&needed).find(|(n, keep)| **keep && onnx::has_subgraph(n)).map(|(n, _)| n)
+        {
             return Err(format!("member {i} runs a {} node with a subgraph", node.op_type()));
         }
         // Empty names mean "optional input not given" and stay empty.

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::batching::BatchingOptions;
 use crate::error::{Error, Result};
 use crate::initializers::SharedInitializers;
+use crate::native::ExecutorInfo;
 use crate::registry::{self, ModelMetadata, Registry};
 use crate::runtime::{ExecutionProvider, ProviderFallback, Runtime};
 
@@ -339,6 +340,9 @@ pub struct ReplicaStatus {
     /// Set when the replicas run on the CPU instead: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider_fallback: Option<String>,
+    /// Which executor runs the model (`native`: its compiled plan, no session needed; else
+    /// `onnxruntime`), and why it is not native.
+    pub executor: ExecutorInfo,
 }
 
 impl ReplicaPool {
@@ -541,6 +545,8 @@ impl ReplicaPool {
             idle_for_ms: if in_flight == 0 { state.last_used.elapsed().as_secs_f64() * 1e3 } else { 0.0 },
             provider: self.source.provider.name(),
             provider_fallback: self.source.fell_back.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            // The pool knows only its sessions; the engine says whether the model runs natively.
+            executor: ExecutorInfo { kind: "onnxruntime".into(), reason: None },
         }
     }
 }

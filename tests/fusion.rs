@@ -14,8 +14,13 @@ fn contributions(p: &Prediction) -> Vec<(Option<f32>, f32)> {
 #[test]
 fn fused_members_answer_exactly_as_separate_ones() {
     let home = tempfile::tempdir().unwrap();
-    let fused = common::market_engine(home.path());
-    let separate = InferenceEngine::builder(home.path()).with_fusion(false).without_persistence().build().unwrap();
+    let fused = common::onnxruntime_market_engine(home.path());
+    let separate = InferenceEngine::builder(home.path())
+        .with_native(false)
+        .with_fusion(false)
+        .without_persistence()
+        .build()
+        .unwrap();
     let (f, s) = (fused.ensemble("market").unwrap(), separate.ensemble("market").unwrap());
     let status = f.fusion();
     assert!(status.fused && status.reason.is_none() && status.sessions >= 1, "{status:?}");
@@ -41,7 +46,7 @@ fn fused_members_answer_exactly_as_separate_ones() {
 #[test]
 fn a_member_in_trouble_sends_calls_to_the_members_own_path() {
     let home = tempfile::tempdir().unwrap();
-    let engine = common::market_engine(home.path());
+    let engine = common::onnxruntime_market_engine(home.path());
     let row = &common::holdout_features(1)[0];
     assert!(engine.predict("market", row).unwrap().fused);
     engine.inject_fault("sentiment", Some(Fault::Fail));
@@ -72,8 +77,9 @@ fn a_member_in_trouble_sends_calls_to_the_members_own_path() {
 #[test]
 fn members_that_cannot_be_fused_say_why() {
     let home = tempfile::tempdir().unwrap();
-    common::market_engine(home.path());
+    common::onnxruntime_market_engine(home.path());
     let timed = InferenceEngine::builder(home.path())
+        .with_native(false)
         .with_model_options("fundamental", ModelOptions::default().with_timeout(Duration::from_millis(50)))
         .build()
         .unwrap();
@@ -92,7 +98,7 @@ fn members_that_cannot_be_fused_say_why() {
 #[test]
 fn concurrent_callers_share_a_bounded_pool_of_fused_sessions() {
     let home = tempfile::tempdir().unwrap();
-    let engine = common::market_engine(home.path());
+    let engine = common::onnxruntime_market_engine(home.path());
     let rows = common::holdout_features(50);
     let expected: Vec<f32> = rows.iter().map(|r| engine.predict("market", r).unwrap().prediction).collect();
     let threads: Vec<_> = (0..4)
@@ -120,7 +126,7 @@ fn concurrent_callers_share_a_bounded_pool_of_fused_sessions() {
 #[test]
 fn a_row_resolved_from_a_lookup_predicts_like_named_features() {
     let home = tempfile::tempdir().unwrap();
-    let engine = common::market_engine(home.path());
+    let engine = common::onnxruntime_market_engine(home.path());
     let handle = engine.ensemble("market").unwrap();
     let features = &common::holdout_features(1)[0];
     let row = handle.resolve_row(|name| Ok(features.get(name))).unwrap();
@@ -141,7 +147,7 @@ fn a_row_resolved_from_a_lookup_predicts_like_named_features() {
 #[test]
 fn a_cached_schema_is_checked_against_the_ensemble_as_loaded_now() {
     let home = tempfile::tempdir().unwrap();
-    let engine = common::market_engine(home.path());
+    let engine = common::onnxruntime_market_engine(home.path());
     let handle = engine.ensemble("market").unwrap();
     let features = &common::holdout_features(1)[0];
     let (id, names) = (handle.schema_id(), handle.feature_names());

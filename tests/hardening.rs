@@ -177,7 +177,7 @@ fn a_classifier_whose_output_is_no_probability_is_refused() {
 #[test]
 fn a_spent_latency_budget_answers_with_the_members_that_answered() {
     let home = tempfile::tempdir().unwrap();
-    let engine = common::market_engine(home.path());
+    let engine = common::onnxruntime_market_engine(home.path());
     let slow = common::repo().join("tests/fixtures/slow.onnx");
     engine.register_model(ModelRegistration::new("slow", slow, ["x"])).unwrap();
     let members = ["technical", "fundamental", "slow"].map(|m| m.parse::<MemberSpec>().unwrap());
@@ -198,7 +198,12 @@ fn a_spent_latency_budget_answers_with_the_members_that_answered() {
 
     // First in line, it spends the budget and the members after it are skipped: no quorum.
     let first = ["slow", "technical", "fundamental"].map(|m| m.parse::<MemberSpec>().unwrap());
-    let unfused = InferenceEngine::builder(home.path()).with_fusion(false).without_persistence().build().unwrap();
+    let unfused = InferenceEngine::builder(home.path())
+        .with_native(false)
+        .with_fusion(false)
+        .without_persistence()
+        .build()
+        .unwrap();
     unfused.create_ensemble(EnsembleConfig::new("slow-first", first).with_latency_budget(budget)).unwrap();
     let error = unfused.predict("slow-first", &features).unwrap_err();
     assert_eq!(error.code(), "quorum_not_reached", "{error}");

@@ -113,7 +113,9 @@ fn rows(width: usize, nan: bool) -> impl Strategy<Value = Vec<f32>> {
 fn agree_on(file: &str, output: &str, width: usize, rows: &[f32]) -> Result<(), TestCaseError> {
     let rt = runtime();
     let bytes = std::fs::read(file).expect("model");
-    native::verified(&rt, "m", &bytes, output, width, Some(rows)).map(|_| ()).map_err(|why| TestCaseError::fail(format!("{file}: {why}")))
+    native::verified(&rt, "m", &bytes, output, width, Some(rows))
+        .map(|_| ())
+        .map_err(|why| TestCaseError::fail(format!("{file}: {why}")))
 }
 
 proptest! {
@@ -146,4 +148,65 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_fully_native_ensemble_answers_as_onnxruntime_does_without_loading_a_session() {
+    let home = tempfile::tempdir().unwrap();
+    let native = common::market_engine(home.path());
+    let onnxruntime =
+        quorum::InferenceEngine::builder(home.path()).with_native(false).without_persistence().build().unwrap();
+    let (n, o) = (native.ensemble("market").unwrap(), onnxruntime.ensemble("market").unwrap());
+    let status = n.fusion();
+    assert!(!status.fused && status.reason.as_deref().unwrap().contains("native"), "{status:?}");
+    assert_eq!(status.native, ["technical", "fundamental", "sentiment"]);
+    assert!(o.fusion().fused && o.fusion().native.is_empty());
+    for row in common::holdout_features(300) {
+        let (a, b) = (n.predict(&row).unwrap(), o.predict(&row).unwrap());
+        assert!(!a.degraded && !a.fused && b.fused);
+        assert!((a.prediction - b.prediction).abs() <= 1e-5, "{} vs {}", a.prediction, b.prediction);
+        for (x, y) in a.model_contributions.iter().zip(&b.model_contributions) {
+            assert!((x.prediction.unwrap() - y.prediction.unwrap()).abs() <= 1e-5, "{x:?} vs {y:?}");
+        }
+    }
+    for status in native.replicas(None) {
+        assert!(status.executor.is_native(), "{status:?}");
+        assert_eq!((status.replicas, status.calls), (0, 300), "no ONNX Runtime session: {status:?}");
+    }
+    for status in onnxruntime.replicas(None) {
+        assert_eq!(status.executor.kind, "onnxruntime");
+        assert!(status.executor.reason.as_deref().unwrap().contains("with_native"), "{status:?}");
+    }
+}
+
+#[test]
+fn native_members_keep_faults_breakers_async_calls_and_partial_fusion() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::market_engine(home.path());
+    let row = common::holdout_features(1).remove(0);
+    engine.inject_fault("technical", Some(quorum::Fault::Fail));
+    let p = engine.predict("market", &row).unwrap();
+    assert!(p.degraded && p.skipped.iter().any(|s| &**s == "technical"), "{p:?}");
+    engine.inject_fault("technical", None);
+    let handle = engine.ensemble("market").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let queued = runtime.block_on(handle.predict_async(&row)).unwrap();
+    let inline = handle.predict(&row).unwrap();
+    assert!(!queued.degraded && (queued.prediction - inline.prediction).abs() <= 1e-6);
+
+    // Two ONNX Runtime members fuse; the native one runs beside the fused call.
+    let slow = common::repo().join("tests/fixtures/slow.onnx");
+    for name in ["slow_a", "slow_b"] {
+        engine.register_model(quorum::ModelRegistration::new(name, &slow, ["x"])).unwrap();
+    }
+    let members = ["technical", "slow_a", "slow_b"].map(|m| m.parse::<quorum::MemberSpec>().unwrap());
+    // slow.onnx spends ~170 ms: a budget it fits in.
+    let config = quorum::EnsembleConfig::new("mixed", members).with_latency_budget(std::time::Duration::from_secs(10));
+    engine.create_ensemble(config).unwrap();
+    let mixed = engine.ensemble("mixed").unwrap();
+    let status = mixed.fusion();
+    assert!(status.fused && status.native == ["technical"], "{status:?}");
+    let p = mixed.predict(&row.clone().with("x", 0.5)).unwrap();
+    assert!(p.fused && !p.degraded, "{p:?}");
+    assert!(p.model_contributions.iter().all(|c| c.prediction.is_some()), "{p:?}");
 }

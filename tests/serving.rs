@@ -24,9 +24,16 @@ fn batching() -> ModelOptions {
     ModelOptions::default().with_batching(BatchingOptions { max_batch: 64, ..BatchingOptions::default() })
 }
 
+/// The market ensemble on ONNX Runtime replicas (native executors off: these tests are about the
+/// replica pools and request queues that ONNX Runtime calls go through).
 fn engine_with(home: &std::path::Path, options: ModelOptions) -> InferenceEngine {
     common::market_engine(home);
-    InferenceEngine::builder(home).without_persistence().with_default_model_options(options).build().unwrap()
+    InferenceEngine::builder(home)
+        .without_persistence()
+        .with_native(false)
+        .with_default_model_options(options)
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -39,6 +46,7 @@ fn batched_predictions_equal_unbatched_ones_and_coalesce_under_contention() {
 
     let batched = InferenceEngine::builder(home.path())
         .without_persistence()
+        .with_native(false)
         .with_default_model_options(batching().with_replicas(1, 1))
         .build()
         .unwrap();
@@ -189,6 +197,7 @@ fn the_autoscaler_grows_a_busy_pool_and_shrinks_it_when_quiet_without_failing_a_
     common::market_engine(home.path());
     let engine = InferenceEngine::builder(home.path())
         .without_persistence()
+        .with_native(false)
         .with_model_options(
             "technical",
             ModelOptions::default().with_replicas(1, 3).with_latency_target(Duration::from_millis(50)),

@@ -125,7 +125,8 @@ fn events<'a>(document: &'a serde_json::Value, alert: &str, state: &str) -> Vec<
 fn latency_alert_scales_up_the_members_pools_and_resolves() {
     let receiver = Receiver::start(0);
     let rules = "latency_alert:\n  condition: p95_latency > 100ms over 2s\n  action: scale_up_inference_workers\n  severity: warning\n  for: 1s\n  cooldown: 1m\n  min_samples: 5\n";
-    let (server, _dir) = start(rules, &receiver, "[default_model]\nreplicas = [1, 4]\n");
+    // Native executors off: the members' ONNX Runtime pools are what the alert scales up.
+    let (server, _dir) = start(rules, &receiver, "native = false\n[default_model]\nreplicas = [1, 4]\n");
     let engine = server.state().engine().clone();
     let rows = common::holdout_features(400);
     let mut next = rows.iter().cycle();

@@ -39,6 +39,7 @@ pub struct EngineBuilder {
     memory_budget: Option<u64>,
     autoscale: AutoscaleSettings,
     fusion: bool,
+    native: bool,
     state_url: Option<StateUrl>,
     inference_log: Option<InferenceLogOptions>,
 }
@@ -71,6 +72,7 @@ impl EngineBuilder {
             memory_budget: None,
             autoscale: AutoscaleSettings::default(),
             fusion: true,
+            native: true,
             state_url: None,
             inference_log: None,
         }
@@ -148,6 +150,16 @@ impl EngineBuilder {
     /// [`EnsembleHandle::fusion`]). Off: every member is its own ONNX Runtime call, always.
     pub fn with_fusion(mut self, fuse: bool) -> Self {
         self.fusion = fuse;
+        self
+    }
+
+    /// Whether a model whose graph uses only operators quorum compiles (tree ensembles, linear
+    /// models, scalers, small MLPs; see [`crate::native`]) runs on its native plan instead of ONNX
+    /// Runtime, once the plan agreed with ONNX Runtime on probe rows at load (on by default). Off:
+    /// every model runs on ONNX Runtime. [`InferenceEngine::replicas`] says which executor each
+    /// model runs on, and why.
+    pub fn with_native(mut self, native: bool) -> Self {
+        self.native = native;
         self
     }
 
@@ -249,6 +261,7 @@ impl EngineBuilder {
             model_options: self.model_options,
             memory_budget: self.memory_budget,
             fusion: self.fusion,
+            native: self.native,
             experiments: Mutex::new(Vec::new()),
             flush_errors: Default::default(),
             gpus: if on_gpu { crate::telemetry::Gpus::open() } else { None },
@@ -300,6 +313,8 @@ pub struct EngineOptions {
     pub memory_budget_bytes: Option<u64>,
     /// Fused ensembles (default on; see [`EngineBuilder::with_fusion`]).
     pub fusion: Option<bool>,
+    /// Native executors (default on; see [`EngineBuilder::with_native`]).
+    pub native: Option<bool>,
     /// Where state lives: `sqlite:<path>` (default `<home>/state.sqlite`) or `postgres://...`
     /// (shared by replicas; see [`EngineBuilder::with_state`]).
     pub state: Option<String>,
@@ -387,8 +402,10 @@ impl EngineOptions {
         if let Some(n) = self.sessions_per_model {
             runtime = runtime.with_sessions_per_model(n);
         }
-        let mut builder =
-            EngineBuilder::new(home).with_runtime_options(runtime).with_fusion(self.fusion.unwrap_or(true));
+        let mut builder = EngineBuilder::new(home)
+            .with_runtime_options(runtime)
+            .with_fusion(self.fusion.unwrap_or(true))
+            .with_native(self.native.unwrap_or(true));
         match self.tracking {
             Some(TrackingSetting::On(false)) => builder = builder.without_tracking(),
             Some(TrackingSetting::Options(table)) => builder = builder.with_tracking(table.options()?),

@@ -1,6 +1,7 @@
-//! Fused ensembles: at load, the members merged into one ONNX model (see [`crate::fusion`]) and the
-//! proof on probe rows that it answers as the members do; per call, every member in one ONNX Runtime
-//! call, or `None` so that the members run one by one.
+//! Fused ensembles: at load, the members that run on ONNX Runtime merged into one ONNX model (see
+//! [`crate::fusion`]) and the proof on probe rows that it answers as those members do; per call, all
+//! of them in one ONNX Runtime call (members on native plans run beside it), or not used so that the
+//! members run one by one.
 
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,22 +19,42 @@ use crate::fusion::{self, FusedSession, FusedSessions, FusionMember, FUSION_MAX_
 use crate::replicas::LoadPolicy;
 use crate::runtime::ExecutionProvider;
 
+/// The fused model and which members it holds (members on native plans stay out of it).
+pub(super) struct Fused {
+    pub sessions: FusedSessions,
+    /// `included[i]`: member `i` answers in the fused call.
+    pub included: Vec<bool>,
+    /// The members it holds, in its output order.
+    which: Vec<usize>,
+}
+
 impl InferenceEngine {
-    /// The members as one fused model (see [`crate::fusion`]), checked against the members on probe
+    /// The members that run on ONNX Runtime as one fused model (see [`crate::fusion`]), checked against the members on probe
     /// rows; `Err` says why the ensemble runs its members one by one.
     pub(super) fn fuse_members(
         &self,
         members: &[Member],
         schema: &Schema,
         ensemble: &str,
-    ) -> std::result::Result<FusedSessions, String> {
+    ) -> std::result::Result<Fused, String> {
         if !self.inner.fusion {
             return Err("fusion is off (EngineBuilder::with_fusion)".into());
         }
         if members.len() < 2 {
             return Err("one member: nothing to fuse".into());
         }
-        for member in members {
+        let which: Vec<usize> = (0..members.len()).filter(|&i| members[i].model.native.is_none()).collect();
+        match which.len() {
+            0 => return Err("every member runs on its native plan: no ONNX Runtime call to fuse".into()),
+            1 => {
+                let model = &members[which[0]].model.meta.name;
+                return Err(format!("only member {model} runs on ONNX Runtime (the others natively): nothing to fuse"));
+            }
+            _ => {}
+        }
+        let included: Vec<bool> = (0..members.len()).map(|i| which.contains(&i)).collect();
+        let members_in = || which.iter().map(|&i| &members[i]);
+        for member in members_in() {
             let meta = &member.model.meta;
             let options = self.inner.options_of(&meta.name);
             let reason = if options.timeout.is_some() {
@@ -47,22 +68,22 @@ impl InferenceEngine {
             };
             return Err(format!("model {} {reason}", meta.name));
         }
-        let total: u64 = members.iter().map(|m| m.model.meta.size_bytes).sum();
+        let total: u64 = members_in().map(|m| m.model.meta.size_bytes).sum();
         if total > FUSION_MAX_BYTES {
             return Err(format!("the members' files total {total} bytes, over the fusion limit of {FUSION_MAX_BYTES}"));
         }
-        let files = members
-            .iter()
+        let files = members_in()
             .map(|m| self.inner.registry.read_verified(&m.model.meta))
             .collect::<Result<Vec<_>>>()
             .map_err(|e| e.to_string())?;
         let parts: Vec<FusionMember<'_>> =
-            members.iter().zip(&files).map(|(m, bytes)| FusionMember { bytes, output: &m.model.meta.output }).collect();
+            members_in().zip(&files).map(|(m, bytes)| FusionMember { bytes, output: &m.model.meta.output }).collect();
         let width = schema.names().len();
         let model = fusion::fuse(&parts)?;
-        let most_replicas = members.iter().map(|m| m.model.pool.max).max().unwrap_or(1);
-        let fused = FusedSessions::new(&self.inner.runtime, format!("{ensemble} (fused)"), model, most_replicas)
+        let most_replicas = members_in().map(|m| m.model.pool.max).max().unwrap_or(1);
+        let sessions = FusedSessions::new(&self.inner.runtime, format!("{ensemble} (fused)"), model, most_replicas)
             .map_err(|e| e.to_string())?;
+        let fused = Fused { sessions, included, which };
         // The proof that fusion changes nothing: the fused model and the members, each on its own,
         // give the same answers on probe rows (zeros, halves, ones, a ramp; non-negative, as rates and
         // volatilities are). A row some member cannot answer is skipped; at least one must compare.
@@ -75,7 +96,7 @@ impl InferenceEngine {
         let mut compared = 0;
         for probe in &probes {
             let mut separate = vec![f32::NAN; m];
-            let answered = members.iter().enumerate().all(|(i, member)| {
+            let answered = fused.which.iter().map(|&i| (i, &members[i])).all(|(i, member)| {
                 // Past the breaker: probing is not traffic and must not move its statistics.
                 let rows_in = Rows::Schema { dense: probe, width, indices: &member.indices };
                 let run = || member.model.run(rows_in, 1, &mut separate, i, Instant::now(), None);
@@ -85,11 +106,12 @@ impl InferenceEngine {
                 continue;
             }
             let mut together = vec![f32::NAN; m];
-            let mut session = fused.checkout().ok_or("no fused session")?;
+            let mut session = fused.sessions.checkout().ok_or("no fused session")?;
             let ran = run_fused_session(&mut session, &fused, members, probe, 1, &mut together, None);
-            fused.give_back(session);
+            fused.sessions.give_back(session);
             ran.map_err(|e| format!("probe run of the fused model: {e}"))?;
-            for (i, (a, b)) in separate.iter().zip(&together).enumerate() {
+            for &i in &fused.which {
+                let (a, b) = (separate[i], together[i]);
                 if (a - b).abs() > 1e-5 * a.abs().max(1.0) {
                     let model = &members[i].model.meta.name;
                     return Err(format!("the fused model answered {b} where member {model} answered {a}"));
@@ -104,23 +126,25 @@ impl InferenceEngine {
     }
 }
 
-/// Every member in one call of the fused model, writing `out[row * members + member]`. `None` when
-/// the fused model is not used for this call — a member's breaker is not closed or a fault is
-/// injected (the members' own path reports them), every fused session is busy — or when it failed;
-/// the members then run one by one, so a failure is still isolated to the member that caused it.
+/// Every fused member in one call of the fused model, writing `out[row * members + member]`.
+/// `NotUsed` when the fused model is not used for this call — a fused member's breaker is not
+/// closed or a fault is injected (the members' own path reports them), every fused session is busy —
+/// or when it failed; the members then run one by one, so a failure is still isolated to the member
+/// that caused it.
 pub(super) fn run_fused(
-    fused: &FusedSessions,
+    fused: &Fused,
     ens: &LoadedEnsemble,
     dense: &[f32],
     rows: usize,
     out: &mut [f32],
     limit: Instant,
 ) -> FusedOutcome {
-    let healthy = ens.members.iter().all(|m| !m.model.diverted() && m.model.breaker.is_closed());
-    if !healthy || fused.suspended() {
+    let healthy =
+        fused.which.iter().map(|&i| &ens.members[i]).all(|m| !m.model.diverted() && m.model.breaker.is_closed());
+    if !healthy || fused.sessions.suspended() {
         return FusedOutcome::NotUsed;
     }
-    let Some(mut session) = fused.checkout() else { return FusedOutcome::NotUsed };
+    let Some(mut session) = fused.sessions.checkout() else { return FusedOutcome::NotUsed };
     let started = Instant::now();
     // Moved out for the run and back after: no reference count touched per call.
     let watch = session.watch.take();
@@ -133,18 +157,18 @@ pub(super) fn run_fused(
     }));
     let cut_off = watch.as_ref().is_some_and(|w| w.disarm());
     session.watch = watch;
-    fused.give_back(session);
+    fused.sessions.give_back(session);
     let elapsed = started.elapsed();
     if cut_off {
         // Some member is slow: for a while its own path cuts it off alone, the others answer.
-        fused.suspend(FUSION_SUSPENSION);
+        fused.sessions.suspend(FUSION_SUSPENSION);
         return FusedOutcome::CutOff;
     }
     if !matches!(ran, Ok(Ok(()))) {
         return FusedOutcome::NotUsed;
     }
-    for member in &ens.members {
-        member.model.breaker.record_success(elapsed);
+    for &i in &fused.which {
+        ens.members[i].model.breaker.record_success(elapsed);
     }
     FusedOutcome::Ran(elapsed)
 }
@@ -164,7 +188,7 @@ pub(super) enum FusedOutcome {
 
 fn run_fused_session(
     session: &mut FusedSession,
-    fused: &FusedSessions,
+    fused: &Fused,
     members: &[Member],
     dense: &[f32],
     rows: usize,
@@ -174,7 +198,7 @@ fn run_fused_session(
     let width = dense.len() / rows;
     let outputs = match &mut session.single {
         Some(single) if rows == 1 => {
-            for (member, tensor) in members.iter().zip(&mut single.inputs) {
+            for (member, tensor) in fused.which.iter().map(|&i| &members[i]).zip(&mut single.inputs) {
                 let (_, values) = tensor.extract_tensor_mut();
                 for (value, &column) in values.iter_mut().zip(&member.indices) {
                     *value = dense[column];
@@ -186,8 +210,9 @@ fn run_fused_session(
             }
         }
         _ => {
-            let mut inputs = Vec::with_capacity(members.len());
-            for ((member, buffer), name) in members.iter().zip(&mut session.inputs).zip(&fused.inputs) {
+            let mut inputs = Vec::with_capacity(fused.which.len());
+            let fused_members = fused.which.iter().map(|&i| &members[i]);
+            for ((member, buffer), name) in fused_members.zip(&mut session.inputs).zip(&fused.sessions.inputs) {
                 gather(dense, width, &member.indices, buffer);
                 let tensor = TensorRef::from_array_view(([rows, member.indices.len()], buffer.as_slice()))?;
                 inputs.push((Cow::Borrowed(name.as_str()), SessionInputValue::from(tensor)));
@@ -199,8 +224,8 @@ fn run_fused_session(
         }
     };
     let m = members.len();
-    for (i, (member, name)) in members.iter().zip(&fused.outputs).enumerate() {
-        let meta = &member.model.meta;
+    for (&i, name) in fused.which.iter().zip(&fused.sessions.outputs) {
+        let meta = &members[i].model.meta;
         let target = OutputTarget { model: &meta.name, spec: &meta.output, name, task: meta.task };
         target.write(outputs.get(name), rows, out, m, i)?;
     }

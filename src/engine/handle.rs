@@ -51,6 +51,9 @@ pub struct FusionStatus {
     /// Why the members are not fused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Members that run on their native plans, beside the fused call (they need no ONNX Runtime
+    /// call; see [`crate::native`]).
+    pub native: Vec<String>,
 }
 
 /// An ensemble's current weights (see [`EnsembleHandle::current_weights`]).
@@ -105,9 +108,11 @@ impl EnsembleHandle {
     /// asynchronous) requests, and any call the fused model fails, run the members one by one.
     pub fn fusion(&self) -> FusionStatus {
         let ens = self.slot.load();
+        let native =
+            ens.members.iter().filter(|m| m.model.native.is_some()).map(|m| m.model.meta.name.clone()).collect();
         match &ens.fused {
-            Ok(fused) => FusionStatus { fused: true, sessions: fused.sessions(), reason: None },
-            Err(reason) => FusionStatus { fused: false, sessions: 0, reason: Some(reason.clone()) },
+            Ok(fused) => FusionStatus { fused: true, sessions: fused.sessions.sessions(), reason: None, native },
+            Err(reason) => FusionStatus { fused: false, sessions: 0, reason: Some(reason.clone()), native },
         }
     }
 

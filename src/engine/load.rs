@@ -274,8 +274,14 @@ impl InferenceEngine {
         }
         // Loaded outside the lock: building sessions takes milliseconds.
         let options = self.inner.options_of(&meta.name);
-        let model =
-            Arc::new(LoadedModel::load(&self.inner.runtime, &self.inner.registry, meta, self.inner.breaker, options)?);
+        let model = Arc::new(LoadedModel::load(
+            &self.inner.runtime,
+            &self.inner.registry,
+            meta,
+            self.inner.breaker,
+            options,
+            self.inner.native,
+        )?);
         let mut models = self.inner.lock_models();
         if let Some(fault) = models.faults.get(&key.0) {
             model.inject(*fault);

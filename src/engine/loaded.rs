@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use super::counters::EnsembleTelemetry;
+use super::fused::Fused;
 use super::member::Member;
 use crate::ensemble::EnsembleConfig;
 use crate::features::Schema;
-use crate::fusion::FusedSessions;
 use crate::prediction::Prediction;
 use crate::registry::Task;
 use crate::state::inference_log::LogContext;
@@ -26,8 +26,8 @@ pub(super) struct LoadedEnsemble {
     pub batched: bool,
     /// The last good prediction per feature row, when the ensemble serves stale answers below quorum.
     pub last_good: Option<Arc<LastGood>>,
-    /// The members as one fused model, or why they are not.
-    pub fused: std::result::Result<FusedSessions, String>,
+    /// The members that run on ONNX Runtime as one fused model, or why they are not.
+    pub fused: std::result::Result<Fused, String>,
     /// A hash of the schema's feature names (see [`EnsembleHandle::schema_id`]).
     pub schema_id: u64,
     /// The ensemble's counters: every load of the same name shares them.

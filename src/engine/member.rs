@@ -14,9 +14,10 @@ use crate::batching::{BatchModel, Batcher, BatchingOptions};
 use crate::breaker::{BreakerOptions, CircuitBreaker};
 use crate::error::{Error, Result};
 use crate::features::gather;
+use crate::native::{self, ExecutorInfo, NativeModel};
 use crate::registry::{self, ModelMetadata, OutputSpec, Registry};
-use crate::replicas::{ModelOptions, ReplicaPool, RunOutcome};
-use crate::runtime::Runtime;
+use crate::replicas::{LoadPolicy, ModelOptions, ReplicaPool, RunOutcome};
+use crate::runtime::{ExecutionProvider, Runtime};
 
 /// A fault injected into a model (for tests of degraded operation): every call to the model fails,
 /// panics, or sleeps first, or a fraction of calls fails, until cleared.
@@ -129,6 +130,11 @@ pub(super) struct LoadedModel {
     pub name: Arc<str>,
     pub meta: ModelMetadata,
     pub pool: ReplicaPool,
+    /// The model's native plan, when it has one that agreed with ONNX Runtime at load: every call
+    /// then runs it on the caller's thread and the pool's sessions stay unloaded.
+    pub native: Option<NativeModel>,
+    /// Which executor runs the model, and why not native.
+    pub executor: ExecutorInfo,
     /// Serves queued requests: batched synchronous callers and every asynchronous one.
     pub batcher: Arc<Batcher>,
     /// Whether synchronous single-row callers queue under contention (batching configured).
@@ -162,9 +168,32 @@ impl LoadedModel {
         meta: ModelMetadata,
         breaker: BreakerOptions,
         options: &ModelOptions,
+        native: bool,
     ) -> Result<LoadedModel> {
         let range = options.validate(runtime.options().sessions_per_model())?;
         let width = meta.features.len();
+        let plan = if !native {
+            Err("native executors are off (EngineBuilder::with_native)".to_string())
+        } else if !matches!(options.provider, ExecutionProvider::Cpu) {
+            Err(format!("it is configured for the {} execution provider", options.provider.name()))
+        } else {
+            registry
+                .read_verified(&meta)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| native::verified(runtime, &meta.name, &bytes, &meta.output.name, width, None))
+        };
+        let (native, executor) = match plan {
+            Ok(plan) => (Some(plan), ExecutorInfo::native()),
+            Err(why) => (None, ExecutorInfo::onnxruntime(why)),
+        };
+        // A native model needs no session: its pool loads one only if asked.
+        let lazy;
+        let options = if native.is_some() {
+            lazy = options.clone().with_load_policy(LoadPolicy::Lazy);
+            &lazy
+        } else {
+            options
+        };
         let pool = ReplicaPool::new(runtime, registry, meta.clone(), options, range)?;
         // Without batching, queued (asynchronous) requests still go through the queue, one row per call.
         let batching = options.batching.unwrap_or(BatchingOptions { max_batch: 1, ..BatchingOptions::default() });
@@ -174,6 +203,8 @@ impl LoadedModel {
             batching: options.batching.is_some(),
             meta,
             pool,
+            native,
+            executor,
             breaker: CircuitBreaker::new(breaker),
             fault: FaultSlot {
                 kind: AtomicU8::new(FaultKind::None as u8),
@@ -261,6 +292,9 @@ impl LoadedModel {
         limit: Option<Instant>,
     ) -> Result<usize> {
         let stride = if matches!(rows, Rows::Selected(_)) { 1 } else { out.len() / count };
+        if self.native.is_some() {
+            return self.run_native(rows, count, out, stride, member, limit);
+        }
         let mut replica = self.pool.checkout(started)?;
         // The model's own timeout, or what is left of the budget when that is shorter.
         let left = limit.map(|end| end.saturating_duration_since(Instant::now()));
@@ -314,6 +348,64 @@ impl LoadedModel {
     }
 }
 
+impl LoadedModel {
+    /// [`LoadedModel::run`] on the native plan, on this thread. A plan runs in microseconds and
+    /// cannot be interrupted: the budget and an injected slow call are honoured before it starts.
+    fn run_native(
+        &self,
+        mut rows: Rows<'_>,
+        count: usize,
+        out: &mut [f32],
+        stride: usize,
+        member: usize,
+        limit: Option<Instant>,
+    ) -> Result<usize> {
+        let left = limit.map(|end| end.saturating_duration_since(Instant::now()));
+        let timeout = match (self.pool.timeout(), left) {
+            (Some(own), Some(left)) => Some((own.min(left), left < own)),
+            (Some(own), None) => Some((own, false)),
+            (None, Some(left)) => Some((left, true)),
+            (None, None) => None,
+        };
+        if let Some((t, by_budget)) = timeout.filter(|(t, _)| t.is_zero()) {
+            return Err(self.timed_out(t, by_budget));
+        }
+        if self.fault.kind() == FaultKind::Slow {
+            let delay = self.fault.delay();
+            match timeout {
+                Some((t, by_budget)) if delay > t => {
+                    std::thread::sleep(t);
+                    return Err(self.timed_out(t, by_budget));
+                }
+                _ => std::thread::sleep(delay),
+            }
+        }
+        let Some(plan) = &self.native else { return Err(Error::Internal("no native plan".into())) };
+        let width = self.meta.features.len();
+        let mut fill = |input: &mut Vec<f32>| -> usize {
+            match rows {
+                Rows::Schema { dense, width: w, indices } => {
+                    gather(dense, w, indices, input);
+                    count
+                }
+                Rows::Selected(ref mut select) => select(input),
+            }
+        };
+        let meta = &self.meta;
+        let target = OutputTarget { model: &meta.name, spec: &meta.output, name: &meta.output.name, task: meta.task };
+        let columns = plan.output_width();
+        debug_assert_eq!(plan.input_width(), width);
+        plan.run_with(&mut fill, |values, rows| {
+            if rows == 0 {
+                return Ok(0);
+            }
+            let column = meta.output.column.unwrap_or(0) as usize;
+            target.check_rows(|r| values[r * columns + column], rows, out, stride, member)?;
+            Ok(rows)
+        })
+    }
+}
+
 impl BatchModel for LoadedModel {
     fn run_selected(&self, select: &mut dyn FnMut(&mut Vec<f32>) -> usize, out: &mut [f32]) -> Result<usize> {
         self.call(Rows::Selected(select), out.len(), out, 0, None)
@@ -348,8 +440,21 @@ impl OutputTarget<'_> {
             found: "no such output".into(),
         })?;
         let column = registry::read_output_column(self.model, value, self.spec, rows)?;
+        self.check_rows(|row| column.get(row), rows, out, stride, member)
+    }
+
+    /// The checks of [`OutputTarget::write`] on values read through `get(row)`.
+    #[inline]
+    pub fn check_rows(
+        &self,
+        get: impl Fn(usize) -> f32,
+        rows: usize,
+        out: &mut [f32],
+        stride: usize,
+        member: usize,
+    ) -> Result<()> {
         for row in 0..rows {
-            let v = column.get(row);
+            let v = get(row);
             if !v.is_finite() {
                 return Err(Error::OutputShape {
                     model: self.model.to_string(),

@@ -109,6 +109,8 @@ struct EngineInner {
     model_options: HashMap<String, ModelOptions>,
     memory_budget: Option<u64>,
     fusion: bool,
+    /// Whether models whose graphs compile run on their native plans.
+    native: bool,
     /// Experiments this engine has taken up (running, paused or ended since).
     experiments: Mutex<Vec<Arc<route::RunningExperiment>>>,
     /// Failed background writes to the state store (a metric; the next flush retries).
@@ -277,7 +279,11 @@ impl InferenceEngine {
             .filter(|m| model.is_none_or(|name| &*m.name == name))
             .map(|m| {
                 let (batches, batched_rows) = m.batcher.dispatched();
-                ReplicaStatus { queued: m.batcher.queued(), batches, batched_rows, ..m.pool.status() }
+                let pool = m.pool.status();
+                // A native model's calls never reach its pool.
+                let calls = if m.native.is_some() { m.telemetry.calls.get() } else { pool.calls };
+                let executor = m.executor.clone();
+                ReplicaStatus { queued: m.batcher.queued(), batches, batched_rows, calls, executor, ..pool }
             })
             .collect();
         list.sort_by(|a, b| (&a.model, a.version).cmp(&(&b.model, b.version)));

@@ -126,33 +126,32 @@ impl EngineInner {
         self.settle(call, key, outcome)
     }
 
-    /// Every member on every row of the call, inline (fused in one call when the ensemble can),
-    /// then fallbacks and [`EngineInner::combine`].
+    /// Every member on every row of the call, inline (those on ONNX Runtime fused in one call when
+    /// the ensemble can, those on native plans beside it), then fallbacks and
+    /// [`EngineInner::combine`].
     pub(super) fn run(&self, call: &Call<'_>, published: Arc<Published>) -> Result<BatchPrediction> {
         let ens = call.ens;
         let m = ens.members.len();
         let mut values = vec![f32::NAN; call.rows * m];
+        let mut fused_in: Option<(&[bool], f64)> = None;
         if let Ok(fused) = &ens.fused {
             call.check_deadline()?;
             if let FusedOutcome::Ran(elapsed) =
                 run_fused(fused, ens, call.dense, call.rows, &mut values, call.budget_end())
             {
-                ens.telemetry.path(Path::Fused);
-                for member in &ens.members {
-                    member.model.telemetry.fused();
-                }
-                let latency_ms = elapsed.as_secs_f64() * 1e3;
-                let runs = ens.members.iter().map(|member| member_run(&member.model, latency_ms, None)).collect();
-                let mut batch = self.combine(call, published, Answers { values, runs })?;
-                batch.fused = true;
-                return Ok(batch);
+                fused_in = Some((&fused.included, elapsed.as_secs_f64() * 1e3));
             }
         }
-        ens.telemetry.path(Path::Members);
+        ens.telemetry.path(if fused_in.is_some() { Path::Fused } else { Path::Members });
         let width = call.width();
         let mut runs = Vec::with_capacity(m);
         let budget_end = call.budget_end();
         for (i, member) in ens.members.iter().enumerate() {
+            if let Some((_, latency_ms)) = fused_in.filter(|(included, _)| included[i]) {
+                member.model.telemetry.fused();
+                runs.push(member_run(&member.model, latency_ms, None));
+                continue;
+            }
             call.check_deadline()?;
             let t = Instant::now();
             if t >= budget_end {
@@ -165,7 +164,9 @@ impl EngineInner {
         }
         let mut answers = Answers { values, runs };
         self.fallbacks(call, &mut answers, false);
-        self.combine(call, published, answers)
+        let mut batch = self.combine(call, published, answers)?;
+        batch.fused = fused_in.is_some();
+        Ok(batch)
     }
 
     /// Starts every member on the call's one row: inline when allowed and the model is quiet (or does
@@ -178,7 +179,9 @@ impl EngineInner {
         let budget_end = call.budget_end();
         for (i, member) in ens.members.iter().enumerate() {
             let model = &member.model;
-            if inline && (!model.batching || (model.batcher.is_empty() && model.pool.has_idle())) {
+            // A native model needs no replica: it runs inline whenever inline is allowed.
+            let quiet = model.native.is_some() || (model.batcher.is_empty() && model.pool.has_idle());
+            if inline && (!model.batching || quiet) {
                 let t = Instant::now();
                 if t >= budget_end {
                     let late = Error::MemberUnavailable { model: model.meta.name.clone(), reason: call.budget_spent() };

@@ -246,7 +246,14 @@ impl Builder {
         }
     }
 
-    fn emit(&mut self, node: &NodeProto, kernel: Kernel, inputs: Vec<usize>, width: usize, rank: u8) -> Result<(), Refusal> {
+    fn emit(
+        &mut self,
+        node: &NodeProto,
+        kernel: Kernel,
+        inputs: Vec<usize>,
+        width: usize,
+        rank: u8,
+    ) -> Result<(), Refusal> {
         let out = node.output.first().filter(|o| !o.is_empty()).ok_or("no output")?;
         if width == 0 {
             return Err("an empty output".into());
@@ -404,10 +411,15 @@ impl Builder {
                     let bound = |c: Option<&Constant>, default: f32| -> Result<f32, Refusal> {
                         match c {
                             None => Ok(default),
-                            Some(c) => c.floats().and_then(|v| v.first().copied()).ok_or("a bound that is not a float".into()),
+                            Some(c) => {
+                                c.floats().and_then(|v| v.first().copied()).ok_or("a bound that is not a float".into())
+                            }
                         }
                     };
-                    (bound(self.optional_constant(node, 1)?, f32::MIN)?, bound(self.optional_constant(node, 2)?, f32::MAX)?)
+                    (
+                        bound(self.optional_constant(node, 1)?, f32::MIN)?,
+                        bound(self.optional_constant(node, 2)?, f32::MAX)?,
+                    )
                 };
                 self.unary(node, Unary::Clip(lo, hi))
             }
@@ -455,9 +467,17 @@ impl Builder {
                 let shape = self.constant(input(1))?.ints().ok_or("a shape that is not integers")?.to_vec();
                 let rank_out = match shape.as_slice() {
                     [-1] if w == 1 => 1,
-                    [first, second] if (*first == -1 || *first == 0) && (*second == w as i64 || (*first == 0 && *second == -1)) => 2,
+                    [first, second]
+                        if (*first == -1 || *first == 0) && (*second == w as i64 || (*first == 0 && *second == -1)) =>
+                    {
+                        2
+                    }
                     [-1, 1] if w == 1 => 2,
-                    _ => return Err(format!("shape {shape:?} for a value of rank {rank} and width {w} does not keep rows")),
+                    _ => {
+                        return Err(format!(
+                            "shape {shape:?} for a value of rank {rank} and width {w} does not keep rows"
+                        ))
+                    }
                 };
                 self.alias(node, Value::Runtime { slot, rank: rank_out })
             }
@@ -528,12 +548,16 @@ impl Builder {
         if slots.is_empty() {
             return Err("both operands are constants".into());
         }
-        let width = widths.iter().flatten().map(|(w, _)| *w).chain(operands.iter().filter_map(|o| match o {
-            Operand::Const(v) => Some(v.len()),
-            Operand::Input(_) => None,
-        }))
-        .max()
-        .unwrap_or(1);
+        let width = widths
+            .iter()
+            .flatten()
+            .map(|(w, _)| *w)
+            .chain(operands.iter().filter_map(|o| match o {
+                Operand::Const(v) => Some(v.len()),
+                Operand::Input(_) => None,
+            }))
+            .max()
+            .unwrap_or(1);
         for (w, o) in widths.iter().zip(&operands) {
             let (ow, orank) = match (w, o) {
                 (Some((w, r)), _) => (*w, *r),
@@ -639,7 +663,14 @@ impl Builder {
         }
     }
 
-    fn emit_named(&mut self, node: &NodeProto, out: &str, kernel: Kernel, inputs: Vec<usize>, width: usize) -> Result<(), Refusal> {
+    fn emit_named(
+        &mut self,
+        node: &NodeProto,
+        out: &str,
+        kernel: Kernel,
+        inputs: Vec<usize>,
+        width: usize,
+    ) -> Result<(), Refusal> {
         let slot = self.widths.len();
         self.widths.push(width);
         self.steps.push(Step { kernel, inputs, output: slot });
@@ -668,4 +699,3 @@ fn columns(idx: &Constant, width: usize) -> Result<(Vec<usize>, u8), Refusal> {
         .collect::<Result<Vec<_>, _>>()?;
     Ok((columns, rank))
 }
-

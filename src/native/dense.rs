@@ -6,14 +6,23 @@
 #[derive(Debug)]
 pub(crate) enum Dense {
     /// `out = x · w + bias`, `w` stored `k × m` row-major.
-    MatMul { k: usize, m: usize, w: Vec<f32>, bias: Option<Vec<f32>> },
+    MatMul {
+        k: usize,
+        m: usize,
+        w: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    },
     Binary(Binary),
     Unary(Unary),
-    Softmax { log: bool },
+    Softmax {
+        log: bool,
+    },
     /// The inputs side by side.
     Concat,
     /// `out[r, j] = x[r, columns[j]]`.
-    Gather { columns: Vec<usize> },
+    Gather {
+        columns: Vec<usize>,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +118,14 @@ impl Dense {
 }
 
 impl Binary {
-    fn run<'a>(&self, inputs: &[usize], slot: &dyn Fn(usize) -> &'a [f32], widths: &[usize], rows: usize, out: &mut [f32]) {
+    fn run<'a>(
+        &self,
+        inputs: &[usize],
+        slot: &dyn Fn(usize) -> &'a [f32],
+        widths: &[usize],
+        rows: usize,
+        out: &mut [f32],
+    ) {
         let width = out.len() / rows.max(1);
         // Each side as (values, per-row stride, per-column stride): broadcasting is a zero stride.
         let (a, ar, ac) = match &self.lhs {

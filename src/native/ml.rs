@@ -2,7 +2,7 @@
 //! `Normalizer`, `Imputer`, and the post-transforms (logistic, softmax, softmax-zero, probit) as ONNX
 //! Runtime applies them.
 
-use super::compile::{attr_floats, attr_i, attr_ints, attr_strings, attr_s, known_attributes};
+use super::compile::{attr_floats, attr_i, attr_ints, attr_s, attr_strings, known_attributes};
 use super::dense::{sigmoid, softmax};
 use crate::onnx::proto::NodeProto;
 
@@ -80,9 +80,15 @@ pub(crate) enum MlOp {
         /// A classifier with one score column and two labels: `[1 - s, s]`.
         second_class: bool,
     },
-    Scaler { offset: Vec<f32>, scale: Vec<f32> },
+    Scaler {
+        offset: Vec<f32>,
+        scale: Vec<f32>,
+    },
     Normalizer(Norm),
-    Imputer { values: Vec<f32>, replaced: f32 },
+    Imputer {
+        values: Vec<f32>,
+        replaced: f32,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -107,7 +113,14 @@ impl MlOp {
                 if classifier {
                     known_attributes(
                         node,
-                        &["coefficients", "intercepts", "multi_class", "post_transform", "classlabels_ints", "classlabels_strings"],
+                        &[
+                            "coefficients",
+                            "intercepts",
+                            "multi_class",
+                            "post_transform",
+                            "classlabels_ints",
+                            "classlabels_strings",
+                        ],
                     )?;
                 } else {
                     known_attributes(node, &["coefficients", "intercepts", "post_transform", "targets"])?;
@@ -120,7 +133,10 @@ impl MlOp {
                     usize::try_from(attr_i(node, "targets").unwrap_or(1)).map_err(|_| "a negative targets")?
                 };
                 if targets == 0 || coefficients.len() != targets * width {
-                    return Err(format!("{} coefficients for {targets} targets of {width} features", coefficients.len()));
+                    return Err(format!(
+                        "{} coefficients for {targets} targets of {width} features",
+                        coefficients.len()
+                    ));
                 }
                 if intercepts.is_empty() {
                     intercepts = vec![0.0; targets];
@@ -129,7 +145,8 @@ impl MlOp {
                     return Err(format!("{} intercepts for {targets} targets", intercepts.len()));
                 }
                 let transform = PostTransform::parse(attr_s(node, "post_transform").as_deref())?;
-                let labels = attr_ints(node, "classlabels_ints").len().max(attr_strings(node, "classlabels_strings").len());
+                let labels =
+                    attr_ints(node, "classlabels_ints").len().max(attr_strings(node, "classlabels_strings").len());
                 let second_class = classifier && targets == 1 && labels == 2;
                 if second_class && transform == PostTransform::Probit {
                     return Err("a binary classifier that writes a single probit score".into());

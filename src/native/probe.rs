@@ -33,10 +33,17 @@ pub fn verified(
 
 /// Runs `rows` through both; the first disagreement, or an output ONNX Runtime computes but the
 /// plan cannot match in shape, is the error.
-pub fn compare(plan: &NativeModel, session: &mut Session, output: &str, features: usize, rows: &[f32]) -> Result<(), String> {
+pub fn compare(
+    plan: &NativeModel,
+    session: &mut Session,
+    output: &str,
+    features: usize,
+    rows: &[f32],
+) -> Result<(), String> {
     let count = rows.len() / features;
     let tensor = TensorRef::from_array_view(([count, features], rows)).map_err(|e| e.to_string())?;
-    let outputs = session.run(ort::inputs![tensor]).map_err(|e| format!("ONNX Runtime failed on the probe rows: {e}"))?;
+    let outputs =
+        session.run(ort::inputs![tensor]).map_err(|e| format!("ONNX Runtime failed on the probe rows: {e}"))?;
     let value = outputs.get(output).ok_or_else(|| format!("ONNX Runtime did not produce {output:?}"))?;
     let (shape, expected) =
         value.try_extract_tensor::<f32>().map_err(|_| format!("output {output:?} is not a float32 tensor"))?;

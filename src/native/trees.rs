@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::compile::{attr_floats, attr_i, attr_ints, attr_strings, attr_s, known_attributes};
+use super::compile::{attr_floats, attr_i, attr_ints, attr_s, attr_strings, known_attributes};
 use super::ml::{post_transform_row, PostTransform};
 use crate::onnx::proto::NodeProto;
 
@@ -95,9 +95,23 @@ impl TreeEnsemble {
             "post_transform",
         ];
         if classifier {
-            known.extend(["class_ids", "class_nodeids", "class_treeids", "class_weights", "classlabels_int64s", "classlabels_strings"]);
+            known.extend([
+                "class_ids",
+                "class_nodeids",
+                "class_treeids",
+                "class_weights",
+                "classlabels_int64s",
+                "classlabels_strings",
+            ]);
         } else {
-            known.extend(["aggregate_function", "n_targets", "target_ids", "target_nodeids", "target_treeids", "target_weights"]);
+            known.extend([
+                "aggregate_function",
+                "n_targets",
+                "target_ids",
+                "target_nodeids",
+                "target_treeids",
+                "target_weights",
+            ]);
         }
         // The *_as_tensor attributes hold float64 thresholds or weights: ONNX Runtime then compares
         // in float64, which float32 thresholds cannot reproduce exactly.
@@ -151,7 +165,8 @@ impl TreeEnsemble {
         }
         let mut weights_of: HashMap<(i64, i64), Vec<(u32, f32)>> = HashMap::new();
         for j in 0..w_trees.len() {
-            let t = usize::try_from(w_ids[j]).ok().filter(|t| *t < targets).ok_or(format!("{prefix} id {}", w_ids[j]))?;
+            let t =
+                usize::try_from(w_ids[j]).ok().filter(|t| *t < targets).ok_or(format!("{prefix} id {}", w_ids[j]))?;
             weights_of.entry((w_trees[j], w_nodes[j])).or_default().push((t as u32, w_values[j]));
         }
         // Leaves first get indices, then inner nodes (leaf-tagged children point at leaves).
@@ -197,10 +212,10 @@ impl TreeEnsemble {
             if leaf_of[i] != u32::MAX {
                 continue;
             }
-            let feature = usize::try_from(feature_ids[i]).ok().filter(|f| *f < features).ok_or(format!(
-                "node {} reads feature {} of {features}",
-                node_ids[i], feature_ids[i]
-            ))?;
+            let feature = usize::try_from(feature_ids[i])
+                .ok()
+                .filter(|f| *f < features)
+                .ok_or(format!("node {} reads feature {} of {features}", node_ids[i], feature_ids[i]))?;
             let yes = child(tree_ids[i], yes_ids[i])?;
             let no = child(tree_ids[i], no_ids[i])?;
             for id in [yes_ids[i], no_ids[i]] {
@@ -235,7 +250,9 @@ impl TreeEnsemble {
         // Which targets get a score: static per target, or refused.
         let mut has_score = vec![false; targets];
         for (t, has) in has_score.iter_mut().enumerate() {
-            let carried = |l: usize| leaf_weights[leaf_start[l] as usize..leaf_start[l + 1] as usize].iter().any(|(id, _)| *id as usize == t);
+            let carried = |l: usize| {
+                leaf_weights[leaf_start[l] as usize..leaf_start[l + 1] as usize].iter().any(|(id, _)| *id as usize == t)
+            };
             let any = (0..leaves).any(carried);
             if !any {
                 continue;

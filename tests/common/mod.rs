@@ -56,7 +56,17 @@ pub fn technical_home() -> (tempfile::TempDir, InferenceEngine) {
 
 /// Registers the three example models and the `market` soft-vote ensemble.
 pub fn market_engine(home: &Path) -> InferenceEngine {
-    let engine = engine(home);
+    market_engine_with(home, engine(home))
+}
+
+/// [`market_engine`] with native executors off: every member runs on ONNX Runtime (for tests of
+/// what ONNX Runtime calls do: fusion, replica pools, cut-off runs, autoscaling).
+pub fn onnxruntime_market_engine(home: &Path) -> InferenceEngine {
+    market_engine_with(home, InferenceEngine::builder(home).with_native(false).build().expect("engine"))
+}
+
+fn market_engine_with(home: &Path, engine: InferenceEngine) -> InferenceEngine {
+    let _ = home;
     for (name, kind, features) in example_models() {
         engine
             .register_model(ModelRegistration::new(&name, model_file(&name), features).with_kind(kind))
