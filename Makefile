@@ -29,7 +29,7 @@ VENV_SERVE := .venv-serve
 VENV_SERVE_STAMP := $(VENV_SERVE)/.stamp-$(ORT_VERSION)
 SERVE_PORT ?= 8080
 
-.PHONY: demo test monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference volatility-example
+.PHONY: demo test monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference volatility-example native-fixtures native-bench-model native-bench
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -230,6 +230,23 @@ models:
 	.venv-train/bin/python scripts/train_example_models.py
 	cd scripts && ../.venv-train/bin/python train_wide_model.py
 	.venv-train/bin/python scripts/make_test_fixtures.py
+
+# The exporter models the native-executor tests compare with ONNX Runtime (skl2onnx, onnxmltools for
+# LightGBM and XGBoost, torch-style graphs; ai.onnx opsets 9 to 22): tests/fixtures/native, committed.
+native-fixtures:
+	$(PYTHON) -m venv .venv-train
+	.venv-train/bin/pip install --quiet onnxruntime==$(ORT_VERSION) scikit-learn skl2onnx onnx onnxmltools lightgbm xgboost arch pandas numpy
+	.venv-train/bin/python scripts/make_native_fixtures.py
+
+# The 500-tree LightGBM model native_bench measures (target/quorum-models, 2 MB, not committed), then
+# the native-vs-ONNX Runtime table: `make native-bench`.
+native-bench-model:
+	$(PYTHON) -m venv .venv-train
+	.venv-train/bin/pip install --quiet onnxruntime==$(ORT_VERSION) scikit-learn skl2onnx onnx onnxmltools lightgbm arch pandas numpy
+	.venv-train/bin/python scripts/make_native_fixtures.py --bench
+
+native-bench: venv native-bench-model
+	cargo run --release --example native_bench
 
 # Rebuilds the volatility example (GARCH, HAR-RV and EWMA forecasts of next-day S&P 500 variance from
 # arch's bundled data) and backtests it with every online rule (build time only; the files are committed).

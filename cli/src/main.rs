@@ -291,7 +291,8 @@ enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show a model's metadata (the default version unless --version).
+    /// Show a model's metadata (the default version unless --version) and its `executor`: `native`,
+    /// or `onnxruntime` with the reason, decided as an engine decides at load.
     Show {
         name: String,
         #[arg(long, value_parser = version_arg)]
@@ -1003,7 +1004,24 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
                 Some(v) => v,
                 None => registry.default_version(&name)?,
             };
-            print_json(&registry.get(&name, version)?)
+            let meta = registry.get(&name, version)?;
+            // Which executor an engine would run it on, decided as at load (plan + probe rows).
+            let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default())?;
+            let bytes = registry.read_verified(&meta)?;
+            let executor = match quorum::native::verified(
+                &runtime,
+                &meta.name,
+                &bytes,
+                &meta.output.name,
+                meta.features.len(),
+                None,
+            ) {
+                Ok(_) => quorum::native::ExecutorInfo::native(),
+                Err(why) => quorum::native::ExecutorInfo::onnxruntime(why),
+            };
+            let mut document = serde_json::to_value(&meta).map_err(|e| quorum::Error::json("model metadata", e))?;
+            document["executor"] = serde_json::to_value(&executor).map_err(|e| quorum::Error::json("executor", e))?;
+            print_json(&document)
         }
         ModelsCommand::SetDefault { name, version } => Registry::open(home)?.set_default(&name, version),
         ModelsCommand::Remove { name, version, force } => {

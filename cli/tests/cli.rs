@@ -66,6 +66,7 @@ fn register_list_show_predict_and_replay_json() {
         serde_json::from_str(&ok(quorum(home.path(), &["models", "show", "technical"]))).unwrap();
     assert_eq!(show["kind"], "technical");
     assert_eq!(show["output"]["column"], 1);
+    assert_eq!(show["executor"]["kind"], "native", "{show}");
     let ensembles = ok(quorum(home.path(), &["ensemble", "list"]));
     assert!(ensembles.contains("market@1"), "{ensembles}");
     let shown: serde_json::Value =

@@ -399,7 +399,7 @@ impl LoadedModel {
             if rows == 0 {
                 return Ok(0);
             }
-            let column = meta.output.column.unwrap_or(0) as usize;
+            let column = meta.output.column.unwrap_or(0);
             target.check_rows(|r| values[r * columns + column], rows, out, stride, member)?;
             Ok(rows)
         })

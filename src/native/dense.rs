@@ -163,10 +163,9 @@ impl Unary {
     #[inline]
     fn apply(self, x: f32) -> f32 {
         match self {
+            // NaN stays NaN, as in ONNX Runtime.
             Unary::Relu => {
-                if x > 0.0 {
-                    x
-                } else if x.is_nan() {
+                if x > 0.0 || x.is_nan() {
                     x
                 } else {
                     0.0

@@ -30,11 +30,13 @@ pub struct ExecutorInfo {
 }
 
 impl ExecutorInfo {
-    pub(crate) fn native() -> ExecutorInfo {
+    /// The model runs on its native plan.
+    pub fn native() -> ExecutorInfo {
         ExecutorInfo { kind: "native".into(), reason: None }
     }
 
-    pub(crate) fn onnxruntime(reason: impl Into<String>) -> ExecutorInfo {
+    /// The model runs on ONNX Runtime, for `reason`.
+    pub fn onnxruntime(reason: impl Into<String>) -> ExecutorInfo {
         ExecutorInfo { kind: "onnxruntime".into(), reason: Some(reason.into()) }
     }
 

@@ -75,17 +75,21 @@ test('optimize and benchmark a registered model', () => {
   assert.throws(() => engine.optimize('technical', data, 'next_day_up', { methods: ['int4'] }), (e) => e.code === 'config')
 })
 
-test('fused members answer as separate ones', () => {
+test('the example models run natively and fusion says why it has nothing to fuse', () => {
   const fused = engineWith({})
   const separate = engineWith({ fusion: false })
-  assert.equal(fused.fusion('market').fused, true)
+  const native = fused.fusion('market')
+  assert.equal(native.fused, false)
+  assert.match(native.reason, /native/)
+  assert.deepEqual(native.native, ['technical', 'fundamental', 'sentiment'])
+  for (const r of fused.replicas()) assert.equal(r.executor.kind, 'native')
   const status = separate.fusion('market')
   assert.equal(status.fused, false)
   assert.match(status.reason, /with_fusion/)
   for (const row of rows.slice(0, 50)) {
     const a = fused.predict('market', featuresOf(fused, row))
     const b = separate.predict('market', featuresOf(separate, row))
-    assert.equal(a.fused, true)
+    assert.equal(a.fused, false)
     assert.equal(b.fused, false)
     assert.equal(a.prediction, b.prediction)
     assert.equal(a.confidence, b.confidence)

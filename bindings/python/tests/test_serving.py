@@ -99,18 +99,20 @@ def test_optimize_and_benchmark(tmp_path):
         e.optimize("technical", HOLDOUT, "next_day_up", methods=["int4"])
 
 
-def test_fused_members_answer_as_separate_ones(tmp_path, rows):
+def test_the_example_models_run_natively_and_fusion_says_why_it_has_nothing_to_fuse(tmp_path, rows):
     fused = make_engine(tmp_path / "fused")
     separate = make_engine(tmp_path / "separate", fusion=False)
     status = fused.fusion("market")
-    assert status["fused"] is True and status["sessions"] >= 1
+    assert status["fused"] is False and "native" in status["reason"]
+    assert status["native"] == ["technical", "fundamental", "sentiment"]
+    assert all(r["executor"]["kind"] == "native" for r in fused.replicas())
     status = separate.fusion("market")
     assert status["fused"] is False and "with_fusion" in status["reason"]
     names = fused.feature_names("market")
     for r in rows[:50]:
         features = {n: r[n] for n in names}
         a, b = fused.predict("market", features), separate.predict("market", features)
-        assert a.fused and not b.fused
+        assert not a.fused and not b.fused
         assert (a.prediction, a.confidence) == (b.prediction, b.confidence)
     with pytest.raises(quorum.NotFoundError):
         fused.fusion("nope")
