@@ -76,7 +76,55 @@ fn main() {
         let [d, e, f, p] = samples.map(median);
         println!("| {rows} | {d:.2} | {e:.2} | {f:.2} | {p:.2} | {:.3} |", e / d);
     }
+    per_model(&schema);
     lightgbm();
+}
+
+/// Each example model alone at 1,024 rows: its native plan against its ONNX Runtime session.
+fn per_model(schema: &[String]) {
+    let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default()).unwrap();
+    for m in direct::MODELS {
+        let bytes = std::fs::read(common::model_file(m)).unwrap();
+        let features = common::features_of(m);
+        let idx: Vec<usize> = features.iter().map(|f| schema.iter().position(|s| s == f).unwrap()).collect();
+        let values = direct::rows(1024, schema);
+        let input: Vec<f32> = values.chunks_exact(schema.len()).flat_map(|r| idx.iter().map(|&i| r[i])).collect();
+        compare_one(&runtime, m, &bytes, &features, &input, 1024);
+    }
+}
+
+fn compare_one(runtime: &quorum::Runtime, name: &str, bytes: &[u8], features: &[String], input: &[f32], rows: usize) {
+    let width = features.len();
+    let plan = NativeModel::compile(bytes, "probabilities", width).unwrap();
+    let mut session = Session::builder(runtime.environment())
+        .unwrap()
+        .with_intra_threads(1)
+        .unwrap()
+        .with_intra_op_spinning(false)
+        .unwrap()
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .unwrap()
+        .commit_from_memory(bytes)
+        .unwrap();
+    let mut arena = Vec::new();
+    let (mut ort_s, mut nat_s) = (Vec::new(), Vec::new());
+    let mut worst = 0f32;
+    for _ in 0..1000 {
+        let t = Instant::now();
+        let tensor = TensorRef::from_array_view(([rows, width], input)).unwrap();
+        let outputs = session.run(ort::inputs![tensor]).unwrap();
+        let (_, expected) = outputs["probabilities"].try_extract_tensor::<f32>().unwrap();
+        ort_s.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let got = plan.run(input, rows, &mut arena);
+        nat_s.push(t.elapsed().as_secs_f64());
+        worst = got.iter().zip(expected).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+    }
+    let (o, n) = (median(ort_s), median(nat_s));
+    println!(
+        "{name} batch {rows}: ONNX Runtime {o:.1} µs | native {n:.1} µs | speed-up {:.2}× | largest difference {worst:.2e}",
+        o / n
+    );
 }
 
 /// The 500-tree LightGBM model at batch 100, when `make native-bench-model` has written it.
@@ -89,36 +137,11 @@ fn lightgbm() {
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("lightgbm500.json")).unwrap()).unwrap();
     let width = meta["features"].as_array().unwrap().len();
-    let plan = NativeModel::compile(&bytes, "probabilities", width).unwrap();
+    let features: Vec<String> = meta["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
     let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default()).unwrap();
-    let mut session = Session::builder(runtime.environment())
-        .unwrap()
-        .with_intra_threads(1)
-        .unwrap()
-        .with_intra_op_spinning(false)
-        .unwrap()
-        .with_optimization_level(GraphOptimizationLevel::Level3)
-        .unwrap()
-        .commit_from_memory(&bytes)
-        .unwrap();
     let rows = 100;
     let values: Vec<f32> = (0..rows * width).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
-    let mut arena = Vec::new();
-    let (mut ort_s, mut nat_s) = (Vec::new(), Vec::new());
-    let mut worst = 0f32;
-    for _ in 0..2000 {
-        let t = Instant::now();
-        let tensor = TensorRef::from_array_view(([rows, width], values.as_slice())).unwrap();
-        let outputs = session.run(ort::inputs![tensor]).unwrap();
-        let (_, expected) = outputs["probabilities"].try_extract_tensor::<f32>().unwrap();
-        ort_s.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let got = plan.run(&values, rows, &mut arena);
-        nat_s.push(t.elapsed().as_secs_f64());
-        worst = got.iter().zip(expected).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
-    }
-    let (o, n) = (median(ort_s), median(nat_s));
-    println!("lightgbm500 batch {rows}: ONNX Runtime {o:.1} µs | native {n:.1} µs | speed-up {:.2}× | largest difference {worst:.2e}", o / n);
+    compare_one(&runtime, "lightgbm500", &bytes, &features, &values, rows);
 }
 
 fn cpu_model() -> String {

@@ -405,18 +405,21 @@ impl TreeEnsemble {
         self.finish(rows, out);
     }
 
-    /// Blocks of rows walk each tree in lockstep, branch-free, `MODE` fixed at compile time.
+    /// Blocks of rows walk each tree in lockstep, branch-free, `MODE` fixed at compile time. A last
+    /// short block repeats its last row, so every block has `BLOCK` independent walks the compiler
+    /// unrolls and the processor overlaps.
     fn walk_blocks<const MODE: u8>(&self, ls: &Lockstep, x: &[f32], width: usize, rows: usize, out: &mut [f32]) {
         let t = self.targets;
-        for &(root, depth) in &ls.trees {
-            let mut r0 = 0;
-            while r0 < rows {
-                let b = (rows - r0).min(BLOCK);
+        let mut r0 = 0;
+        while r0 < rows {
+            let b = (rows - r0).min(BLOCK);
+            let bases: [usize; BLOCK] = std::array::from_fn(|k| (r0 + k.min(b - 1)) * width);
+            for &(root, depth) in &ls.trees {
                 let mut at = [root; BLOCK];
                 for _ in 0..depth {
-                    for (k, a) in at.iter_mut().enumerate().take(b) {
-                        let n = &ls.nodes[*a as usize];
-                        let v = x[(r0 + k) * width + (n.feature & !NAN_YES) as usize];
+                    for k in 0..BLOCK {
+                        let n = &ls.nodes[at[k] as usize];
+                        let v = x[bases[k] + (n.feature & !NAN_YES) as usize];
                         let th = n.threshold;
                         let cmp = match MODE {
                             0 => v <= th,
@@ -427,24 +430,16 @@ impl TreeEnsemble {
                             _ => v != th,
                         };
                         let yes = cmp | ((n.feature & NAN_YES != 0) & v.is_nan());
-                        *a = if yes { n.yes } else { n.no };
+                        // A select by arithmetic, not a branch: the comparison is a coin flip.
+                        at[k] = n.no ^ ((n.no ^ n.yes) & 0u32.wrapping_sub(u32::from(yes)));
                     }
                 }
                 for (k, a) in at.iter().enumerate().take(b) {
                     let leaf = (a - ls.inner) as usize;
-                    let scores = &mut out[(r0 + k) * t..(r0 + k + 1) * t];
-                    match &self.single {
-                        Some((target, values)) => self.add(&mut scores[*target as usize], values[leaf]),
-                        None => {
-                            let (lo, hi) = (self.leaf_start[leaf] as usize, self.leaf_start[leaf + 1] as usize);
-                            for &(target, w) in &self.leaf_weights[lo..hi] {
-                                self.add(&mut scores[target as usize], w);
-                            }
-                        }
-                    }
+                    self.add_leaf(leaf, &mut out[(r0 + k) * t..(r0 + k + 1) * t]);
                 }
-                r0 += b;
             }
+            r0 += b;
         }
     }
 
@@ -460,6 +455,20 @@ impl TreeEnsemble {
             match &self.classifier {
                 Some(c) => self.finish_classifier(c, scores),
                 None => self.finish_regressor(scores),
+            }
+        }
+    }
+
+    /// A leaf's weights into one row's scores.
+    #[inline(always)]
+    fn add_leaf(&self, leaf: usize, scores: &mut [f32]) {
+        match &self.single {
+            Some((target, values)) => self.add(&mut scores[*target as usize], values[leaf]),
+            None => {
+                let (lo, hi) = (self.leaf_start[leaf] as usize, self.leaf_start[leaf + 1] as usize);
+                for &(target, w) in &self.leaf_weights[lo..hi] {
+                    self.add(&mut scores[target as usize], w);
+                }
             }
         }
     }
