@@ -128,6 +128,7 @@ test: venv ort-compat venv-serve monitoring-tools monitoring-check k8s-check
 	cargo clippy --workspace --all-targets -- -D warnings
 	QUORUM_REQUIRE_POSTGRES=1 cargo test --all-targets
 	cargo test -p quorum --features ndarray --test ndarray
+	cargo test -p quorum --features gpu --test gpu
 	$(MAKE) scale-out-check
 	cargo test --doc
 	$(MAKE) python-test

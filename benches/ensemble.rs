@@ -27,10 +27,15 @@ fn bench(c: &mut Criterion) {
     let batch_values = rows(1024, &schema);
     let batch = Batch::row_major(&schema, &batch_values).unwrap();
     let mut out = Vec::new();
-    // The same engine with the members run one by one instead of as one fused model.
-    let unfused = InferenceEngine::builder(home.path()).with_fusion(false).without_persistence().build().unwrap();
-    let unfused = unfused.ensemble("market").unwrap();
-    assert!(handle.fusion().fused && !unfused.fusion().fused);
+    // The example models run on native plans by default; the same ensemble on ONNX Runtime, fused
+    // into one call, and with the members run one by one.
+    assert!(!handle.fusion().native.is_empty());
+    let ort = |fusion: bool| {
+        let engine = InferenceEngine::builder(home.path()).with_native(false).with_fusion(fusion).without_persistence();
+        engine.build().unwrap().ensemble("market").unwrap()
+    };
+    let (fused, unfused) = (ort(true), ort(false));
+    assert!(fused.fusion().fused && !unfused.fusion().fused);
 
     // The engine and the baseline must compute the same thing.
     direct.predict(&one, 1, &mut out);
@@ -43,6 +48,9 @@ fn bench(c: &mut Criterion) {
     single
         .bench_function("engine_predict_named", |b| b.iter(|| engine.predict("market", black_box(&features)).unwrap()));
     single.bench_function("engine_handle_predict_row", |b| b.iter(|| handle.predict_row(black_box(&one)).unwrap()));
+    single.bench_function("engine_onnxruntime_fused_predict_row", |b| {
+        b.iter(|| fused.predict_row(black_box(&one)).unwrap())
+    });
     single.bench_function("engine_unfused_predict_row", |b| b.iter(|| unfused.predict_row(black_box(&one)).unwrap()));
     single.finish();
 
@@ -50,6 +58,9 @@ fn bench(c: &mut Criterion) {
     batched.throughput(Throughput::Elements(1024));
     batched.bench_function("direct_ort", |b| b.iter(|| direct.predict(black_box(&batch_values), 1024, &mut out)));
     batched.bench_function("engine_predict_batch", |b| b.iter(|| handle.predict_batch(black_box(&batch)).unwrap()));
+    batched.bench_function("engine_onnxruntime_fused_predict_batch", |b| {
+        b.iter(|| fused.predict_batch(black_box(&batch)).unwrap())
+    });
     batched.bench_function("engine_unfused_predict_batch", |b| {
         b.iter(|| unfused.predict_batch(black_box(&batch)).unwrap())
     });
@@ -60,6 +71,7 @@ fn bench(c: &mut Criterion) {
     let mut threads = c.benchmark_group("threads");
     for (label, intra, spin) in [("intra1_nospin", 1, false), ("intra2_spin", 2, true), ("intra2_nospin", 2, false)] {
         let engine = InferenceEngine::builder(home.path())
+            .with_native(false)
             .with_runtime_options(RuntimeOptions::default().with_intra_threads(intra).with_spinning(spin))
             .without_tracking()
             .without_persistence()

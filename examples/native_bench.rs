@@ -137,7 +137,8 @@ fn lightgbm() {
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("lightgbm500.json")).unwrap()).unwrap();
     let width = meta["features"].as_array().unwrap().len();
-    let features: Vec<String> = meta["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+    let features: Vec<String> =
+        meta["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
     let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default()).unwrap();
     let rows = 100;
     let values: Vec<f32> = (0..rows * width).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();

@@ -1,5 +1,5 @@
 //! Interleaved engine-vs-direct timing (development aid; the criterion bench is the reference):
-//! the three example models through raw ort, the engine (members fused), the engine with fusion off,
+//! the three example models through raw ort, the engine (members on native plans), the engine with fusion off,
 //! the engine without tracking, and the engine logging every prediction to the inference log (to
 //! `QUORUM_PROFILE_STATE`, e.g. a `postgres://` URL with `--features postgres`, else the home's
 //! SQLite), alternating call by call so that machine noise hits all alike.

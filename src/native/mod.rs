@@ -10,6 +10,8 @@
 
 mod compile;
 mod dense;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 mod ml;
 mod probe;
 mod trees;
