@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::batching::BatchingOptions;
 use crate::error::{Error, Result};
 use crate::initializers::SharedInitializers;
-use crate::native::ExecutorInfo;
+use crate::native::{ExecutorInfo, GpuOptions};
 use crate::registry::{self, ModelMetadata, Registry};
 use crate::runtime::{ExecutionProvider, ProviderFallback, Runtime};
 
@@ -42,7 +42,8 @@ pub enum LoadPolicy {
 /// How one model is served; also read from JSON (the bindings' `models` option):
 /// `{"replicas": [min, max], "load": "eager"|"lazy", "timeout_ms": 5, "latency_target_ms": 1,
 /// "share_weights": true, "batching": {"max_batch": 256, "max_delay_us": 0, "dispatchers": 1},
-/// "provider": {"kind": "cuda", "device_id": 0}, "provider_fallback": "cpu"|"fail"}`,
+/// "provider": {"kind": "cuda", "device_id": 0}, "provider_fallback": "cpu"|"fail",
+/// "native_gpu": {"device": 0, "precision": "f32"|"f16", "min_rows": 512}}`,
 /// every key optional. Set per model name with
 /// [`EngineBuilder::with_model_options`](crate::EngineBuilder::with_model_options), or for every model
 /// with [`EngineBuilder::with_default_model_options`](crate::EngineBuilder::with_default_model_options).
@@ -58,6 +59,7 @@ pub struct ModelOptions {
     pub(crate) share_weights: bool,
     pub(crate) provider: ExecutionProvider,
     pub(crate) provider_fallback: ProviderFallback,
+    pub(crate) native_gpu: Option<GpuOptions>,
 }
 
 impl Default for ModelOptions {
@@ -71,6 +73,7 @@ impl Default for ModelOptions {
             share_weights: true,
             provider: ExecutionProvider::Cpu,
             provider_fallback: ProviderFallback::Cpu,
+            native_gpu: None,
         }
     }
 }
@@ -114,6 +117,14 @@ impl ModelOptions {
         self
     }
 
+    /// Batches of at least `min_rows` rows of the model's native MLP plan run on a GPU (feature
+    /// `gpu`), once the GPU and the CPU plan agree on the probe rows at load; smaller calls, and any
+    /// call while the GPU is busy with another, stay on the CPU plan.
+    pub fn with_native_gpu(mut self, gpu: GpuOptions) -> Self {
+        self.native_gpu = Some(gpu);
+        self
+    }
+
     /// Whether replicas share prepacked weights (default true; off only to measure what it saves).
     pub fn with_shared_weights(mut self, share: bool) -> Self {
         self.share_weights = share;
@@ -135,6 +146,9 @@ impl ModelOptions {
         }
         if let Some(b) = &self.batching {
             b.validate()?;
+        }
+        if self.native_gpu.is_some() && !cfg!(feature = "gpu") {
+            return Err(Error::Config("native_gpu needs quorum built with the `gpu` feature".into()));
         }
         Ok((min, max))
     }
@@ -158,6 +172,8 @@ struct ModelOptionsDocument {
     provider: ExecutionProvider,
     #[serde(default, alias = "providerFallback")]
     provider_fallback: ProviderFallback,
+    #[serde(alias = "nativeGpu")]
+    native_gpu: Option<GpuOptions>,
 }
 
 /// Keys in snake_case, or camelCase as JavaScript writes them.
@@ -197,6 +213,7 @@ impl TryFrom<ModelOptionsDocument> for ModelOptions {
             share_weights: d.share_weights.unwrap_or(defaults.share_weights),
             provider: d.provider,
             provider_fallback: d.provider_fallback,
+            native_gpu: d.native_gpu,
         })
     }
 }
@@ -546,7 +563,7 @@ impl ReplicaPool {
             provider: self.source.provider.name(),
             provider_fallback: self.source.fell_back.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             // The pool knows only its sessions; the engine says whether the model runs natively.
-            executor: ExecutorInfo { kind: "onnxruntime".into(), reason: None },
+            executor: ExecutorInfo { kind: "onnxruntime".into(), reason: None, gpu: None },
         }
     }
 }

@@ -135,6 +135,9 @@ pub(super) struct LoadedModel {
     pub native: Option<NativeModel>,
     /// Which executor runs the model, and why not native.
     pub executor: ExecutorInfo,
+    /// Large batches of a native MLP on a GPU, and from how many rows (feature `gpu`).
+    #[cfg(feature = "gpu")]
+    gpu: Option<(std::sync::Mutex<crate::native::gpu::GpuMlp>, usize)>,
     /// Serves queued requests: batched synchronous callers and every asynchronous one.
     pub batcher: Arc<Batcher>,
     /// Whether synchronous single-row callers queue under contention (batching configured).
@@ -186,6 +189,23 @@ impl LoadedModel {
             Ok(plan) => (Some(plan), ExecutorInfo::native()),
             Err(why) => (None, ExecutorInfo::onnxruntime(why)),
         };
+        #[cfg(feature = "gpu")]
+        let mut executor = executor;
+        #[cfg(feature = "gpu")]
+        let gpu = match (&native, options.native_gpu) {
+            (Some(plan), Some(gpu)) => match gpu_for(plan, gpu) {
+                Ok(mlp) => {
+                    executor.gpu = Some(format!("cuda:{} {:?}, from {} rows", gpu.device, gpu.precision, gpu.min_rows));
+                    Some((std::sync::Mutex::new(mlp), gpu.min_rows))
+                }
+                Err(why) => {
+                    executor.gpu = Some(format!("not on the GPU: {why}"));
+                    None
+                }
+            },
+            _ => None,
+        };
+
         // A native model needs no session: its pool loads one only if asked.
         let lazy;
         let options = if native.is_some() {
@@ -205,6 +225,8 @@ impl LoadedModel {
             pool,
             native,
             executor,
+            #[cfg(feature = "gpu")]
+            gpu,
             breaker: CircuitBreaker::new(breaker),
             fault: FaultSlot {
                 kind: AtomicU8::new(FaultKind::None as u8),
@@ -395,7 +417,19 @@ impl LoadedModel {
         let target = OutputTarget { model: &meta.name, spec: &meta.output, name: &meta.output.name, task: meta.task };
         let columns = plan.output_width();
         debug_assert_eq!(plan.input_width(), width);
-        plan.run_with(&mut fill, |values, rows| {
+        #[cfg(feature = "gpu")]
+        let mut on_gpu = |input: &[f32], rows: usize, answer: &mut Vec<f32>| -> bool {
+            // A busy GPU is not waited for: the CPU plan answers this call.
+            let Some((gpu, _)) = self.gpu.as_ref().filter(|(_, min)| rows >= *min) else { return false };
+            let Ok(mut gpu) = gpu.try_lock() else { return false };
+            gpu.run(input, rows, answer).is_ok()
+        };
+        #[cfg(feature = "gpu")]
+        let device: Option<&mut native::Device<'_>> =
+            if self.gpu.is_some() { Some(&mut on_gpu) } else { None };
+        #[cfg(not(feature = "gpu"))]
+        let device = None;
+        plan.run_with(&mut fill, device, |values, rows| {
             if rows == 0 {
                 return Ok(0);
             }
@@ -404,6 +438,33 @@ impl LoadedModel {
             Ok(rows)
         })
     }
+}
+
+/// The plan on the GPU, checked against the CPU plan on the probe rows (float32: as native plans are
+/// checked against ONNX Runtime; float16: within 1e-2).
+#[cfg(feature = "gpu")]
+fn gpu_for(
+    plan: &NativeModel,
+    options: crate::native::GpuOptions,
+) -> std::result::Result<crate::native::gpu::GpuMlp, String> {
+    use crate::native::Precision;
+    let mut gpu = plan.gpu(options.device, options.precision)?;
+    let probes = native::probe_rows(plan.input_width());
+    let rows = probes.len() / plan.input_width();
+    let mut arena = Vec::new();
+    let expected = plan.run(&probes, rows, &mut arena).to_vec();
+    let mut got = Vec::new();
+    gpu.run(&probes, rows, &mut got)?;
+    for (g, e) in got.iter().zip(&expected) {
+        let close = match options.precision {
+            Precision::F32 => native::agrees(*g, *e),
+            Precision::F16 => (g - e).abs() <= 1e-2 * e.abs().max(1.0),
+        };
+        if !close {
+            return Err(format!("on the probe rows the GPU answered {g} where the CPU plan answered {e}"));
+        }
+    }
+    Ok(gpu)
 }
 
 impl BatchModel for LoadedModel {

@@ -15,13 +15,7 @@ use half::f16;
 use super::dense::{BinaryOp, Dense, Operand, Unary};
 use super::{Kernel, NativeModel};
 
-/// How a GPU plan stores weights and activations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    F32,
-    /// Half-precision weights and activations, float32 accumulation in cuBLAS.
-    F16,
-}
+pub use super::Precision;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]

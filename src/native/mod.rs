@@ -29,17 +29,43 @@ pub struct ExecutorInfo {
     /// `None` when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// With [`GpuOptions`]: where large batches of a native MLP run (`"cuda:0 f16, from 512 rows"`),
+    /// or why they stay on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+}
+
+/// How a GPU plan stores weights and activations (feature `gpu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    /// Half-precision weights and activations, float32 accumulation in cuBLAS; answers within 1e-2
+    /// of the CPU plan's (checked on the probe rows at load).
+    F16,
+}
+
+/// Batches of at least `min_rows` rows of a native MLP run on GPU `device` (feature `gpu`; see
+/// [`crate::ModelOptions::with_native_gpu`]). JSON: `{"device": 0, "precision": "f16", "min_rows": 512}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuOptions {
+    #[serde(default)]
+    pub device: usize,
+    pub precision: Precision,
+    #[serde(alias = "minRows")]
+    pub min_rows: usize,
 }
 
 impl ExecutorInfo {
     /// The model runs on its native plan.
     pub fn native() -> ExecutorInfo {
-        ExecutorInfo { kind: "native".into(), reason: None }
+        ExecutorInfo { kind: "native".into(), reason: None, gpu: None }
     }
 
     /// The model runs on ONNX Runtime, for `reason`.
     pub fn onnxruntime(reason: impl Into<String>) -> ExecutorInfo {
-        ExecutorInfo { kind: "onnxruntime".into(), reason: Some(reason.into()) }
+        ExecutorInfo { kind: "onnxruntime".into(), reason: Some(reason.into()), gpu: None }
     }
 
     /// Whether the model runs on its native plan.
@@ -79,10 +105,14 @@ pub struct NativeModel {
     operators: Vec<String>,
 }
 
+/// Another executor that may answer a call instead of the CPU plan (a GPU): gets the input rows and
+/// their count, returns whether it wrote the output into the buffer.
+pub type Device<'a> = dyn FnMut(&[f32], usize, &mut Vec<f32>) -> bool + 'a;
+
 thread_local! {
     /// Each thread's input buffer and arena, grown to the largest call seen: no allocation per call
     /// once warm, and no lock.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 impl NativeModel {
@@ -110,16 +140,25 @@ impl NativeModel {
     /// Runs `rows` rows: `fill` writes the `rows × input_width` input into the buffer it is given
     /// and returns the rows written (a queue's dispatcher may pick fewer); `read` gets the output
     /// block (`rows × output_width`, row-major) and those rows. Uses this thread's scratch space.
+    /// `device`, when given, may answer instead (a GPU for large batches): it gets the input and
+    /// the rows and returns whether it wrote the output into the buffer it is given.
     pub fn run_with<R>(
         &self,
         fill: &mut dyn FnMut(&mut Vec<f32>) -> usize,
+        device: Option<&mut Device<'_>>,
         read: impl FnOnce(&[f32], usize) -> R,
     ) -> R {
         SCRATCH.with(|scratch| {
             let mut guard = scratch.borrow_mut();
-            let (input, arena) = &mut *guard;
+            let (input, arena, answer) = &mut *guard;
             let rows = fill(input);
-            let out = self.eval(&input[..rows * self.widths[0]], rows, arena);
+            let input = &input[..rows * self.widths[0]];
+            if let Some(device) = device {
+                if device(input, rows, answer) {
+                    return read(answer, rows);
+                }
+            }
+            let out = self.eval(input, rows, arena);
             read(out, rows)
         })
     }
