@@ -224,6 +224,8 @@ export interface EngineOptions {
   memoryBudgetBytes?: number
   /** Run each ensemble's members as one fused ONNX model when they can be (default true). */
   fusion?: boolean
+  /** Run models whose graphs compile on native plans instead of ONNX Runtime (default true). */
+  native?: boolean
   /** Where state lives: `sqlite:<path>` (default `<home>/state.sqlite`) or `postgres://...`. */
   state?: string
   /** Log every prediction: `true`, or `{sample?, queueCapacity?, batchRows?, flushMs?}`. */

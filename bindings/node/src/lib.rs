@@ -228,6 +228,8 @@ pub struct EngineOptions {
     pub memory_budget_bytes: Option<f64>,
     /// Run each ensemble's members as one fused ONNX model when they can be (default true).
     pub fusion: Option<bool>,
+    /// Run models whose graphs compile on native plans instead of ONNX Runtime (default true).
+    pub native: Option<bool>,
     /// Where state lives: `sqlite:<path>` (default `<home>/state.sqlite`) or `postgres://...`.
     pub state: Option<String>,
     /// Log every prediction: `true`, or `{sample?, queueCapacity?, batchRows?, flushMs?}`.

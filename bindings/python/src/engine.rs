@@ -24,7 +24,7 @@ impl InferenceEngine {
 #[pymethods]
 impl InferenceEngine {
     #[new]
-    #[pyo3(signature = (home, ort_library=None, tracking=None, persistence=true, sessions_per_model=None, synchronous_refits=false, cache_capacity=None, cache_ttl_ms=None, default_model=None, models=None, memory_budget_bytes=None, fusion=true, state=None, inference_log=None))]
+    #[pyo3(signature = (home, ort_library=None, tracking=None, persistence=true, sessions_per_model=None, synchronous_refits=false, cache_capacity=None, cache_ttl_ms=None, default_model=None, models=None, memory_budget_bytes=None, fusion=true, state=None, inference_log=None, native=true))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python constructor
     fn new(
         py: Python<'_>,
@@ -42,6 +42,7 @@ impl InferenceEngine {
         fusion: bool,
         state: Option<String>,
         inference_log: Option<Bound<'_, PyAny>>,
+        native: bool,
     ) -> PyResult<Self> {
         // The keyword arguments as the core's options document: validated there, once, for every
         // language.
@@ -59,6 +60,7 @@ impl InferenceEngine {
             "default_model": json(default_model)?,
             "memory_budget_bytes": memory_budget_bytes,
             "fusion": fusion,
+            "native": native,
             "state": state,
             "inference_log": json(inference_log)?,
         });

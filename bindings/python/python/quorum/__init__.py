@@ -60,6 +60,7 @@ class InferenceEngine(_NativeEngine):
         fusion: bool = True,
         state: Optional[str] = None,
         inference_log: "bool | dict | None" = None,
+        native: bool = True,
     ) -> "InferenceEngine":
         """`default_model` and `models` (by model name) say how models are served, each a dict with
         any of: `replicas` ([min, max]; the autoscaler moves within), `load` ("eager" | "lazy"),
@@ -67,7 +68,8 @@ class InferenceEngine(_NativeEngine):
         `max_delay_us`, `dispatchers`}). `cache_capacity` puts a prediction cache in front (entries
         served for `cache_ttl_ms`, default 1000). `memory_budget_bytes` unloads idle models over it.
         `fusion` runs each ensemble's members as one fused ONNX model when they can be (see
-        `fusion()`). `state` is where learnt weights, metrics and the inference log live:
+        `fusion()`). `native` runs models whose graphs compile (trees, linear models, small MLPs)
+        on native plans instead of ONNX Runtime (see `replicas()`' `executor`). `state` is where learnt weights, metrics and the inference log live:
         "sqlite:<path>" (default `<home>/state.sqlite`) or "postgres://..." (shared by several
         processes). `inference_log` (True, or a dict of `sample`, `queue_capacity`, `batch_rows`,
         `flush_ms`) logs every prediction off the prediction path. The engine's `registry` and
@@ -89,6 +91,7 @@ class InferenceEngine(_NativeEngine):
             fusion,
             state,
             inference_log,
+            native,
         )
 
     @property

@@ -82,6 +82,7 @@ class InferenceEngine:
         fusion: bool = True,
         state: Optional[str] = None,
         inference_log: Union[bool, dict[str, Any], None] = None,
+        native: bool = True,
     ) -> Self: ...
     @property
     def registry(self) -> Registry: ...
