@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ort::session::SessionInputValue;
 use ort::value::TensorRef;
 
-use super::loaded::LoadedEnsemble;
+use super::loaded::{Fused, LoadedEnsemble};
 use super::member::{Member, OutputTarget, Rows};
 use super::InferenceEngine;
 use crate::error::Result;
@@ -18,15 +18,6 @@ use crate::features::{gather, Schema};
 use crate::fusion::{self, FusedSession, FusedSessions, FusionMember, FUSION_MAX_BYTES};
 use crate::replicas::LoadPolicy;
 use crate::runtime::ExecutionProvider;
-
-/// The fused model and which members it holds (members on native plans stay out of it).
-pub(super) struct Fused {
-    pub sessions: FusedSessions,
-    /// `included[i]`: member `i` answers in the fused call.
-    pub included: Vec<bool>,
-    /// The members it holds, in its output order.
-    which: Vec<usize>,
-}
 
 impl InferenceEngine {
     /// The members that run on ONNX Runtime as one fused model (see [`crate::fusion`]), checked against the members on probe

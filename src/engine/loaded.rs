@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use super::counters::EnsembleTelemetry;
-use super::fused::Fused;
 use super::member::Member;
 use crate::ensemble::EnsembleConfig;
 use crate::features::Schema;
+use crate::fusion::FusedSessions;
 use crate::prediction::Prediction;
 use crate::registry::Task;
 use crate::state::inference_log::LogContext;
@@ -34,6 +34,15 @@ pub(super) struct LoadedEnsemble {
     pub telemetry: Arc<EnsembleTelemetry>,
     /// What this load's inference log records share.
     pub log_context: Arc<LogContext>,
+}
+
+/// The fused model and which members it holds (members on native plans stay out of it).
+pub(super) struct Fused {
+    pub sessions: FusedSessions,
+    /// `included[i]`: member `i` answers in the fused call.
+    pub included: Vec<bool>,
+    /// The members it holds, in its output order.
+    pub which: Vec<usize>,
 }
 
 /// Last good predictions keyed by the exact bits of the dense feature row.

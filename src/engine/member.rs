@@ -425,8 +425,7 @@ impl LoadedModel {
             gpu.run(input, rows, answer).is_ok()
         };
         #[cfg(feature = "gpu")]
-        let device: Option<&mut native::Device<'_>> =
-            if self.gpu.is_some() { Some(&mut on_gpu) } else { None };
+        let device: Option<&mut native::Device<'_>> = if self.gpu.is_some() { Some(&mut on_gpu) } else { None };
         #[cfg(not(feature = "gpu"))]
         let device = None;
         plan.run_with(&mut fill, device, |values, rows| {

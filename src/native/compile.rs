@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 
+use super::attributes::{attr_f, attr_i, attr_ints, attribute, known_attributes, require_i};
 use super::dense::{Binary, BinaryOp, Dense, Operand, Unary};
 use super::ml::MlOp;
 use super::trees::TreeEnsemble;
 use super::{Kernel, NativeModel, Step};
 use crate::onnx::proto::tensor_proto::DataType;
-use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto};
+use crate::onnx::proto::{NodeProto, TensorProto};
 use crate::onnx::{self, ML_DOMAIN};
 
 type Refusal = String;
@@ -171,52 +172,6 @@ fn constant(t: &TensorProto) -> Result<Constant, Refusal> {
         return Err(bad());
     }
     Ok(c)
-}
-
-/// Refuses an attribute this compiler does not know for the operator: it might change the result.
-pub(super) fn known_attributes(node: &NodeProto, known: &[&str]) -> Result<(), Refusal> {
-    match node.attribute.iter().find(|a| !known.contains(&a.name())) {
-        Some(a) => Err(format!("attribute {:?} is not supported", a.name())),
-        None => Ok(()),
-    }
-}
-
-fn attribute<'n>(node: &'n NodeProto, name: &str) -> Option<&'n AttributeProto> {
-    node.attribute.iter().find(|a| a.name() == name)
-}
-
-pub(super) fn attr_i(node: &NodeProto, name: &str) -> Option<i64> {
-    attribute(node, name).and_then(|a| a.i)
-}
-
-pub(super) fn attr_f(node: &NodeProto, name: &str) -> Option<f32> {
-    attribute(node, name).and_then(|a| a.f)
-}
-
-pub(super) fn attr_s(node: &NodeProto, name: &str) -> Option<String> {
-    attribute(node, name).and_then(|a| a.s.as_ref()).map(|s| String::from_utf8_lossy(s).into_owned())
-}
-
-pub(super) fn attr_floats(node: &NodeProto, name: &str) -> Vec<f32> {
-    attribute(node, name).map(|a| a.floats.clone()).unwrap_or_default()
-}
-
-pub(super) fn attr_ints(node: &NodeProto, name: &str) -> Vec<i64> {
-    attribute(node, name).map(|a| a.ints.clone()).unwrap_or_default()
-}
-
-pub(super) fn attr_strings(node: &NodeProto, name: &str) -> Vec<String> {
-    attribute(node, name)
-        .map(|a| a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
-        .unwrap_or_default()
-}
-
-/// An attribute that must be absent or hold exactly `allowed`.
-fn require_i(node: &NodeProto, name: &str, allowed: &[i64]) -> Result<(), Refusal> {
-    match attr_i(node, name) {
-        Some(v) if !allowed.contains(&v) => Err(format!("{name}={v} is not supported")),
-        _ => Ok(()),
-    }
 }
 
 impl Builder {

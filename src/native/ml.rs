@@ -2,7 +2,7 @@
 //! `Normalizer`, `Imputer`, and the post-transforms (logistic, softmax, softmax-zero, probit) as ONNX
 //! Runtime applies them.
 
-use super::compile::{attr_floats, attr_i, attr_ints, attr_s, attr_strings, known_attributes};
+use super::attributes::{attr_floats, attr_i, attr_ints, attr_s, attr_strings, known_attributes};
 use super::dense::{sigmoid, softmax};
 use crate::onnx::proto::NodeProto;
 
@@ -171,7 +171,7 @@ impl MlOp {
             "Imputer" => {
                 known_attributes(node, &["imputed_value_floats", "replaced_value_float"])?;
                 let values = per_column(attr_floats(node, "imputed_value_floats"), "imputed values")?;
-                let replaced = super::compile::attr_f(node, "replaced_value_float").unwrap_or(0.0);
+                let replaced = super::attributes::attr_f(node, "replaced_value_float").unwrap_or(0.0);
                 Ok(MlOp::Imputer { values, replaced })
             }
             other => Err(format!("operator {other}")),

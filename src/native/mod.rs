@@ -8,6 +8,7 @@
 //! Only the nodes the declared output needs are compiled. The engine switches a model to its plan
 //! only after the plan and ONNX Runtime agree on probe rows ([`probe_rows`]).
 
+mod attributes;
 mod compile;
 mod dense;
 #[cfg(feature = "gpu")]

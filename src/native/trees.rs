@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::compile::{attr_floats, attr_i, attr_ints, attr_s, attr_strings, known_attributes};
+use super::attributes::{attr_floats, attr_i, attr_ints, attr_s, attr_strings, known_attributes};
 use super::ml::{post_transform_row, PostTransform};
 use crate::onnx::proto::NodeProto;
 
