@@ -25,6 +25,20 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    if let Ok(model) = std::env::var("QUORUM_BENCH_ONLY") {
+        // One model's line alone (for a profiler).
+        let home = tempfile::tempdir().unwrap();
+        let engine = common::market_engine(home.path());
+        let schema = engine.ensemble("market").unwrap().feature_names().to_vec();
+        let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default()).unwrap();
+        let bytes = std::fs::read(common::model_file(&model)).unwrap();
+        let features = common::features_of(&model);
+        let idx: Vec<usize> = features.iter().map(|f| schema.iter().position(|s| s == f).unwrap()).collect();
+        let values = direct::rows(1024, &schema);
+        let input: Vec<f32> = values.chunks_exact(schema.len()).flat_map(|r| idx.iter().map(|&i| r[i])).collect();
+        compare_one(&runtime, &model, &bytes, &features, &input, 1024);
+        return;
+    }
     let home = tempfile::tempdir().unwrap();
     let native = common::market_engine(home.path());
     let handle = native.ensemble("market").unwrap();
@@ -109,7 +123,8 @@ fn compare_one(runtime: &quorum::Runtime, name: &str, bytes: &[u8], features: &[
     let mut arena = Vec::new();
     let (mut ort_s, mut nat_s) = (Vec::new(), Vec::new());
     let mut worst = 0f32;
-    for _ in 0..1000 {
+    let runs = std::env::var("QUORUM_BENCH_RUNS").map_or(1000, |n| n.parse().unwrap());
+    for _ in 0..runs {
         let t = Instant::now();
         let tensor = TensorRef::from_array_view(([rows, width], input)).unwrap();
         let outputs = session.run(ort::inputs![tensor]).unwrap();

@@ -15,6 +15,7 @@ mod dense;
 pub mod gpu;
 mod ml;
 mod probe;
+mod quickscorer;
 mod trees;
 
 use std::cell::RefCell;

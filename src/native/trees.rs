@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use super::attributes::{attr_floats, attr_i, attr_ints, attr_s, attr_strings, known_attributes};
 use super::ml::{post_transform_row, PostTransform};
+use super::quickscorer::{Forest, QuickScorer};
 use crate::onnx::proto::NodeProto;
 
 /// A child index with this bit set is a leaf (the rest is the leaf's index).
@@ -66,6 +67,9 @@ pub(crate) struct TreeEnsemble {
     classifier: Option<Classifier>,
     /// The branch-free layout batches use, when every node has the same mode.
     lockstep: Option<Lockstep>,
+    /// The QuickScorer layout, when every tree has at most 64 leaves and every node tests `<=` (or
+    /// every node `<`): preferred at any batch size.
+    quick: Option<QuickScorer>,
 }
 
 /// Rows walked together through one tree: their loads and comparisons overlap instead of waiting on
@@ -319,8 +323,28 @@ impl TreeEnsemble {
             None
         };
         let lockstep = modes.is_none().then(|| lockstep(&nodes, &missing_true, &roots, leaves as u32));
+        let quick = match (&modes, mode) {
+            (None, Mode::Leq | Mode::Lt) => {
+                let column = |f: fn(&Node) -> u32| nodes.iter().map(f).collect::<Vec<u32>>();
+                let (tested, yes, no) = (column(|n| n.feature), column(|n| n.yes), column(|n| n.no));
+                let thresholds: Vec<f32> = nodes.iter().map(|n| n.threshold).collect();
+                QuickScorer::new(&Forest {
+                    features: &tested,
+                    thresholds: &thresholds,
+                    yes: &yes,
+                    no: &no,
+                    missing_yes: &missing_true,
+                    roots: &roots,
+                    leaf_flag: LEAF,
+                    width: features,
+                    strict: mode == Mode::Lt,
+                })
+            }
+            _ => None,
+        };
         Ok(TreeEnsemble {
             lockstep,
+            quick,
             nodes,
             modes,
             mode,
@@ -374,6 +398,18 @@ impl TreeEnsemble {
             Aggregate::Max => f32::NEG_INFINITY,
         };
         out[..rows * t].fill(init);
+        if let Some(quick) = &self.quick {
+            match (&self.single, self.aggregate) {
+                // The common case (boosting, one score): one add per tree, no dispatch.
+                (Some((target, values)), Aggregate::Sum | Aggregate::Average) => {
+                    let target = *target as usize;
+                    quick.run(x, width, rows, |r, leaf| out[r * t + target] += values[leaf]);
+                }
+                _ => quick.run(x, width, rows, |r, leaf| self.add_leaf(leaf, &mut out[r * t..(r + 1) * t])),
+            }
+            self.finish(rows, out);
+            return;
+        }
         if let Some(ls) = self.lockstep.as_ref().filter(|_| rows >= BLOCK / 2) {
             match self.mode {
                 Mode::Leq => self.walk_blocks::<0>(ls, x, width, rows, out),
