@@ -297,6 +297,9 @@ enum ModelsCommand {
         name: String,
         #[arg(long, value_parser = version_arg)]
         version: Option<u32>,
+        /// Accepted for symmetry with `models list --json`: the output is always JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Make a version the default.
     SetDefault {
@@ -998,7 +1001,7 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
             }
             Ok(())
         }
-        ModelsCommand::Show { name, version } => {
+        ModelsCommand::Show { name, version, json: _ } => {
             let registry = Registry::open(home)?;
             let version = match version {
                 Some(v) => v,

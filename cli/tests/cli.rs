@@ -63,7 +63,7 @@ fn register_list_show_predict_and_replay_json() {
     let list = ok(quorum(home.path(), &["models", "list"]));
     assert!(list.contains("technical") && list.contains("fundamental") && list.contains("sentiment"), "{list}");
     let show: serde_json::Value =
-        serde_json::from_str(&ok(quorum(home.path(), &["models", "show", "technical"]))).unwrap();
+        serde_json::from_str(&ok(quorum(home.path(), &["models", "show", "technical", "--json"]))).unwrap();
     assert_eq!(show["kind"], "technical");
     assert_eq!(show["output"]["column"], 1);
     assert_eq!(show["executor"]["kind"], "native", "{show}");

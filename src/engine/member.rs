@@ -293,6 +293,36 @@ impl LoadedModel {
         result
     }
 
+    /// The model's own timeout, or what is left of the budget when that is shorter (and whether the
+    /// budget is the limit).
+    fn time_left(&self, limit: Option<Instant>) -> (Option<Duration>, bool) {
+        let left = limit.map(|end| end.saturating_duration_since(Instant::now()));
+        match (self.pool.timeout(), left) {
+            (Some(own), Some(left)) if left < own => (Some(left), true),
+            (Some(own), _) => (Some(own), false),
+            (None, Some(left)) => (Some(left), true),
+            (None, None) => (None, false),
+        }
+    }
+
+    /// An injected slow fault sleeps first, cut off at the timeout.
+    fn injected_delay(&self, timeout: Option<Duration>, by_budget: bool) -> Result<()> {
+        if self.fault.kind() != FaultKind::Slow {
+            return Ok(());
+        }
+        let delay = self.fault.delay();
+        match timeout {
+            Some(t) if delay > t => {
+                std::thread::sleep(t);
+                Err(self.timed_out(t, by_budget))
+            }
+            _ => {
+                std::thread::sleep(delay);
+                Ok(())
+            }
+        }
+    }
+
     fn timed_out(&self, timeout: Duration, budget: bool) -> Error {
         let what = if budget { "cut off when the ensemble's latency budget was spent" } else { "timed out" };
         Error::MemberUnavailable {
@@ -319,27 +349,12 @@ impl LoadedModel {
         }
         let mut replica = self.pool.checkout(started)?;
         // The model's own timeout, or what is left of the budget when that is shorter.
-        let left = limit.map(|end| end.saturating_duration_since(Instant::now()));
-        let (timeout, by_budget) = match (self.pool.timeout(), left) {
-            (Some(own), Some(left)) if left < own => (Some(left), true),
-            (Some(own), _) => (Some(own), false),
-            (None, Some(left)) => (Some(left), true),
-            (None, None) => (None, false),
-        };
+        let (timeout, by_budget) = self.time_left(limit);
         if timeout.is_some_and(|t| t.is_zero()) {
             return Err(self.timed_out(Duration::ZERO, by_budget));
         }
-        if self.fault.kind() == FaultKind::Slow {
-            // An injected slow call holds its replica, as a slow model would, and obeys the timeout.
-            let delay = self.fault.delay();
-            match timeout {
-                Some(timeout) if delay > timeout => {
-                    std::thread::sleep(timeout);
-                    return Err(self.timed_out(timeout, by_budget));
-                }
-                _ => std::thread::sleep(delay),
-            }
-        }
+        // An injected slow call holds its replica, as a slow model would, and obeys the timeout.
+        self.injected_delay(timeout, by_budget)?;
         let columns = self.meta.features.len();
         let meta = &self.meta;
         let outcome = replica.run(timeout, |session, input, options| -> Result<usize> {
@@ -382,26 +397,11 @@ impl LoadedModel {
         member: usize,
         limit: Option<Instant>,
     ) -> Result<usize> {
-        let left = limit.map(|end| end.saturating_duration_since(Instant::now()));
-        let timeout = match (self.pool.timeout(), left) {
-            (Some(own), Some(left)) => Some((own.min(left), left < own)),
-            (Some(own), None) => Some((own, false)),
-            (None, Some(left)) => Some((left, true)),
-            (None, None) => None,
-        };
-        if let Some((t, by_budget)) = timeout.filter(|(t, _)| t.is_zero()) {
-            return Err(self.timed_out(t, by_budget));
+        let (timeout, by_budget) = self.time_left(limit);
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return Err(self.timed_out(Duration::ZERO, by_budget));
         }
-        if self.fault.kind() == FaultKind::Slow {
-            let delay = self.fault.delay();
-            match timeout {
-                Some((t, by_budget)) if delay > t => {
-                    std::thread::sleep(t);
-                    return Err(self.timed_out(t, by_budget));
-                }
-                _ => std::thread::sleep(delay),
-            }
-        }
+        self.injected_delay(timeout, by_budget)?;
         let Some(plan) = &self.native else { return Err(Error::Internal("no native plan".into())) };
         let width = self.meta.features.len();
         let mut fill = |input: &mut Vec<f32>| -> usize {

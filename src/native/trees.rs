@@ -426,16 +426,7 @@ impl TreeEnsemble {
         for &root in &self.roots {
             for r in 0..rows {
                 let leaf = self.leaf(root, &x[r * width..(r + 1) * width]);
-                let scores = &mut out[r * t..(r + 1) * t];
-                match &self.single {
-                    Some((target, values)) => self.add(&mut scores[*target as usize], values[leaf]),
-                    None => {
-                        let (a, b) = (self.leaf_start[leaf] as usize, self.leaf_start[leaf + 1] as usize);
-                        for &(target, w) in &self.leaf_weights[a..b] {
-                            self.add(&mut scores[target as usize], w);
-                        }
-                    }
-                }
+                self.add_leaf(leaf, &mut out[r * t..(r + 1) * t]);
             }
         }
         self.finish(rows, out);
