@@ -3,9 +3,13 @@
 //!
 //! Candidates: ONNX Runtime's offline graph optimisation (all levels, saved), INT8 dynamic per tensor
 //! and per channel, INT8 static (QDQ) calibrated on the data's first 256 rows by MinMax, Percentile
-//! and Entropy ([`crate::quantize`], [`crate::calibrate`]), and FP16 when a GPU execution provider is
-//! configured (on
-//! CPU a float16 model runs behind casts and is slower, so it is not tried). Each is benchmarked on the
+//! and Entropy ([`crate::quantize`], [`crate::calibrate`]), FP16 when a GPU execution provider is
+//! configured (on CPU a float16 model runs behind casts and is slower, so it is not tried), and the
+//! original's native plan ([`crate::native`]; on a GPU provider with feature `gpu`, also its plan on
+//! the GPU in float32 and float16). A native candidate is the same file run by another executor:
+//! when it wins, no version is registered (the engine runs the model natively when its plan verifies
+//! at load; a GPU plan needs the model's `native_gpu` option, which the report spells out). Each is
+//! benchmarked on the
 //! caller's data exactly like the original: latency p50/p95/p99 at batch 1, 8, 64 and 512, throughput,
 //! file size, resident memory of a loaded session, and accuracy against the outcomes plus agreement
 //! and score differences against the float32 original. A candidate is accepted when it loads, loses
@@ -24,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::calibrate::Calibrator;
 use crate::engine::InferenceEngine;
 use crate::error::{Error, Result};
+use crate::native::NativeModel;
 use crate::quantize::{self, Granularity, NodeReport};
 use crate::registry::{self, Lineage, ModelMetadata, ModelRegistration, OutputSpec, Task, VersionSpec};
 use crate::replay::Table;
@@ -51,6 +56,12 @@ pub enum Method {
     Int8StaticPercentile,
     Int8StaticEntropy,
     Fp16,
+    /// The original's native plan on the CPU (no ONNX Runtime call), verified on the probe rows.
+    Native,
+    /// The original's native plan on a GPU in float32 (feature `gpu`, a GPU provider).
+    NativeGpu,
+    /// The original's native plan on a GPU with float16 weights and activations.
+    NativeGpuFp16,
 }
 
 impl Method {
@@ -63,7 +74,15 @@ impl Method {
             Method::Int8StaticPercentile => "int8-static-percentile",
             Method::Int8StaticEntropy => "int8-static-entropy",
             Method::Fp16 => "fp16",
+            Method::Native => "native",
+            Method::NativeGpu => "native-gpu",
+            Method::NativeGpuFp16 => "native-gpu-fp16",
         }
+    }
+
+    /// Whether the candidate is the original run by a native executor (no new file).
+    pub fn is_native(self) -> bool {
+        matches!(self, Method::Native | Method::NativeGpu | Method::NativeGpuFp16)
     }
 
     /// The calibrator of a static method.
@@ -88,10 +107,14 @@ impl std::str::FromStr for Method {
             "int8-static-percentile" => Method::Int8StaticPercentile,
             "int8-static-entropy" => Method::Int8StaticEntropy,
             "fp16" => Method::Fp16,
+            "native" => Method::Native,
+            "native-gpu" => Method::NativeGpu,
+            "native-gpu-fp16" => Method::NativeGpuFp16,
             other => {
                 return Err(Error::Config(format!(
                     "unknown optimization method {other:?} (fp32-optimized, int8-dynamic, int8-dynamic-per-channel, \
-                     int8-static-minmax, int8-static-percentile, int8-static-entropy, fp16)"
+                     int8-static-minmax, int8-static-percentile, int8-static-entropy, fp16, native, native-gpu, \
+                     native-gpu-fp16)"
                 )))
             }
         })
@@ -233,12 +256,103 @@ pub fn benchmark_model(
     data: &BenchmarkData,
     reference: Option<&ModelBenchmark>,
 ) -> Result<ModelBenchmark> {
-    let mut measured = benchmark_models(runtime, &[model], output, task, data, &ExecutionProvider::Cpu)?;
+    let mut measured = benchmark_models(runtime, &[Subject::Onnx(model)], output, task, data, &ExecutionProvider::Cpu)?;
     let mut bench = measured.remove(0)?;
     if let Some(r) = reference {
         compare(&mut bench, r, task);
     }
     Ok(bench)
+}
+
+/// What one benchmarked model is: ONNX bytes run on an ONNX Runtime session, or a native plan (of
+/// a file of `size` bytes) run on the CPU or, with feature `gpu`, on a GPU.
+pub enum Subject<'a> {
+    Onnx(&'a [u8]),
+    Native {
+        plan: &'a NativeModel,
+        size: usize,
+    },
+    #[cfg(feature = "gpu")]
+    Gpu {
+        plan: &'a NativeModel,
+        size: usize,
+        options: crate::native::GpuOptions,
+    },
+}
+
+impl std::fmt::Debug for Subject<'_> {
+    // The model's bytes or plan would drown the output: its kind and size say which it is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Subject::Onnx(_) => "Onnx",
+            Subject::Native { .. } => "Native",
+            #[cfg(feature = "gpu")]
+            Subject::Gpu { .. } => "Gpu",
+        };
+        f.debug_struct(kind).field("size", &self.size()).finish()
+    }
+}
+
+impl Subject<'_> {
+    fn size(&self) -> usize {
+        match self {
+            Subject::Onnx(bytes) => bytes.len(),
+            Subject::Native { size, .. } => *size,
+            #[cfg(feature = "gpu")]
+            Subject::Gpu { size, .. } => *size,
+        }
+    }
+
+    fn load(&self, runtime: &Runtime, provider: &ExecutionProvider) -> Result<Runner<'_>> {
+        match self {
+            Subject::Onnx(bytes) => {
+                let (session, _) = runtime.session_on("benchmark", bytes, None, provider, ProviderFallback::Fail)?;
+                Ok(Runner::Session(session))
+            }
+            Subject::Native { plan, .. } => Ok(Runner::Native { plan, arena: Vec::new() }),
+            #[cfg(feature = "gpu")]
+            Subject::Gpu { plan, options, .. } => {
+                let gpu = crate::native::gpu::GpuMlp::verified(plan, *options).map_err(Error::Optimize)?;
+                Ok(Runner::Gpu { gpu: Box::new(gpu), columns: plan.output_width(), answer: Vec::new() })
+            }
+        }
+    }
+}
+
+/// A loaded [`Subject`], ready to score rows.
+enum Runner<'a> {
+    Session(ort::session::Session),
+    Native {
+        plan: &'a NativeModel,
+        arena: Vec<f32>,
+    },
+    #[cfg(feature = "gpu")]
+    Gpu {
+        gpu: Box<crate::native::gpu::GpuMlp>,
+        columns: usize,
+        answer: Vec<f32>,
+    },
+}
+
+impl Runner<'_> {
+    /// The output column's score for each row of `rows` (`width` columns).
+    fn scores(&mut self, output: &OutputSpec, rows: &[f32], width: usize) -> Result<Vec<f32>> {
+        let n = rows.len() / width;
+        let column = output.column.unwrap_or(0);
+        match self {
+            Runner::Session(session) => run_scores(session, output, rows, width),
+            Runner::Native { plan, arena } => {
+                let columns = plan.output_width();
+                let values = plan.run(rows, n, arena);
+                Ok((0..n).map(|r| values[r * columns + column]).collect())
+            }
+            #[cfg(feature = "gpu")]
+            Runner::Gpu { gpu, columns, answer } => {
+                gpu.run(rows, n, answer).map_err(Error::Optimize)?;
+                Ok((0..n).map(|r| answer[r * *columns + column]).collect())
+            }
+        }
+    }
 }
 
 /// Benchmarks several models side by side: their latency samples are taken in interleaved rounds,
@@ -247,7 +361,7 @@ pub fn benchmark_model(
 /// of the others' agreement and score differences. A model that does not load or run gets its error.
 pub fn benchmark_models(
     runtime: &Runtime,
-    models: &[&[u8]],
+    models: &[Subject<'_>],
     output: &OutputSpec,
     task: Task,
     data: &BenchmarkData,
@@ -256,16 +370,14 @@ pub fn benchmark_models(
     let mut sessions: Vec<Result<Loaded>> = Vec::with_capacity(models.len());
     for model in models {
         let before = resident_bytes();
-        let built = runtime.session_on("benchmark", model, None, provider, ProviderFallback::Fail).and_then(
-            |(mut session, _)| {
-                let mut scores = Vec::with_capacity(data.len());
-                for chunk in data.rows.chunks(512 * data.width) {
-                    scores.extend(run_scores(&mut session, output, chunk, data.width)?);
-                }
-                let memory = before.zip(resident_bytes()).map(|(b, a)| a.saturating_sub(b));
-                Ok((session, scores, memory))
-            },
-        );
+        let built = model.load(runtime, provider).and_then(|mut session| {
+            let mut scores = Vec::with_capacity(data.len());
+            for chunk in data.rows.chunks(512 * data.width) {
+                scores.extend(session.scores(output, chunk, data.width)?);
+            }
+            let memory = before.zip(resident_bytes()).map(|(b, a)| a.saturating_sub(b));
+            Ok((session, scores, memory))
+        });
         sessions.push(built);
     }
     let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); BATCH_SIZES.len()]; models.len()];
@@ -280,7 +392,7 @@ pub fn benchmark_models(
                 let (Ok((session, _, _)), None) = (session, &failures[m]) else { continue };
                 for i in 0..12 {
                     let t = Instant::now();
-                    if let Err(e) = run_scores(session, output, &input, data.width) {
+                    if let Err(e) = session.scores(output, &input, data.width) {
                         failures[m] = Some(e);
                         break;
                     }
@@ -325,7 +437,7 @@ pub fn benchmark_models(
             _ => None,
         };
         results.push(Ok(ModelBenchmark {
-            size_bytes: models[m].len() as u64,
+            size_bytes: models[m].size() as u64,
             session_memory_bytes,
             latency,
             accuracy,
@@ -343,8 +455,8 @@ pub fn benchmark_models(
     Ok(results)
 }
 
-/// A benchmarked model's session, its scores on the data, and the memory its creation added.
-type Loaded = (ort::session::Session, Vec<f32>, Option<u64>);
+/// A benchmarked model's runner, its scores on the data, and the memory its creation added.
+type Loaded<'a> = (Runner<'a>, Vec<f32>, Option<u64>);
 
 /// Agreement of predicted classes and score differences against the reference's scores.
 fn compare(bench: &mut ModelBenchmark, reference: &ModelBenchmark, task: Task) {
@@ -556,11 +668,17 @@ pub struct Candidate {
     pub nodes: Vec<NodeReport>,
 }
 
-/// The chosen candidate, registered.
+/// The chosen candidate: registered as a new version, or (a native executor) the original version.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Chosen {
     pub method: Method,
+    /// The new version, or the original's when nothing was registered.
     pub version: u32,
+    /// Whether a new version was registered (false for a native candidate: same file).
+    pub registered: bool,
+    /// For a native candidate: what makes the engine run the model that way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The story's `performance_improvement` object: the chosen model against the original, as measured.
@@ -716,13 +834,31 @@ impl Optimizer {
                 Method::Int8StaticEntropy,
             ];
             if options.provider.is_gpu() {
-                all.push(Method::Fp16);
+                all.extend([Method::Fp16, Method::NativeGpu, Method::NativeGpuFp16]);
             }
+            all.push(Method::Native);
             all
         });
         let mut candidates = Vec::new();
+        // The original's native plan, compiled and verified once for every native method.
+        let mut plan: Option<std::result::Result<NativeModel, String>> = None;
         let mut rewrites: Vec<(Method, quantize::Rewritten)> = Vec::new();
+        let mut natives: Vec<Method> = Vec::new();
         for method in methods {
+            if method.is_native() {
+                let verified = plan.get_or_insert_with(|| {
+                    if !self.engine.native_enabled() {
+                        return Err("native executors are off in this engine (EngineBuilder::with_native)".into());
+                    }
+                    crate::native::verified(runtime, &meta.name, &bytes, &meta.output.name, data.width, None)
+                });
+                match (verified, gpu_options(method, &options.provider)) {
+                    (Err(why), _) => candidates.push(rejected(method, format!("no native plan: {why}"), Vec::new())),
+                    (Ok(_), Err(why)) => candidates.push(rejected(method, why, Vec::new())),
+                    (Ok(_), Ok(_)) => natives.push(method),
+                }
+                continue;
+            }
             let rewritten = match method {
                 Method::Fp32Optimized => optimized_graph(runtime, &bytes, options.graph_level)
                     .map(|b| quantize::Rewritten { bytes: b, nodes: vec![] }),
@@ -734,21 +870,33 @@ impl Optimizer {
                     quantize::quantize_static(runtime, &bytes, rows, data.width, calibrator, Granularity::PerTensor)
                 }
                 Method::Fp16 => quantize::convert_fp16(&bytes),
+                Method::Native | Method::NativeGpu | Method::NativeGpuFp16 => unreachable!("handled above"),
             };
             match rewritten {
                 Ok(r) => rewrites.push((method, r)),
                 Err(e) => candidates.push(rejected(method, e.to_string(), Vec::new())),
             }
         }
-        let models: Vec<&[u8]> =
-            std::iter::once(bytes.as_slice()).chain(rewrites.iter().map(|(_, r)| r.bytes.as_slice())).collect();
+        let mut models: Vec<Subject<'_>> = std::iter::once(Subject::Onnx(&bytes))
+            .chain(rewrites.iter().map(|(_, r)| Subject::Onnx(&r.bytes)))
+            .collect();
+        if let Some(Ok(plan)) = &plan {
+            for &method in &natives {
+                models.push(native_subject(method, plan, bytes.len(), &options.provider)?);
+            }
+        }
         let mut measured =
             benchmark_models(runtime, &models, &meta.output, meta.task, &data, &options.provider)?.into_iter();
+        drop(models);
         let original = measured.next().ok_or_else(|| Error::Optimize("no benchmark of the original".into()))??;
         let base_p50 = original.p50_ms(1).unwrap_or(f64::INFINITY);
+        // Native candidates carry no new file: the original's bytes and no per-node report.
+        let tried = rewrites
+            .into_iter()
+            .chain(natives.into_iter().map(|m| (m, quantize::Rewritten { bytes: Vec::new(), nodes: Vec::new() })));
         // (method, model, workload latency ratio, p50 at batch 1)
         let mut built: Vec<(Method, Vec<u8>, f64, f64)> = Vec::new();
-        for ((method, rewritten), bench) in rewrites.into_iter().zip(measured) {
+        for ((method, rewritten), bench) in tried.zip(measured) {
             let bench = match bench {
                 Ok(b) => b,
                 Err(e) => {
@@ -812,13 +960,21 @@ impl Optimizer {
             Some(bench) => PerformanceImprovement::between(&original, bench),
             None => PerformanceImprovement::none(),
         };
-        let registered = self.register(&meta, method, &winner, &improvement, target_met(p50), candidate.as_ref())?;
+        let chosen = if method.is_native() {
+            // The same file on another executor: nothing to register.
+            let note = native_note(method, &candidates, &options.provider);
+            Chosen { method, version: meta.version, registered: false, note: Some(note) }
+        } else {
+            let registered =
+                self.register(&meta, method, &winner, &improvement, target_met(p50), candidate.as_ref())?;
+            Chosen { method, version: registered.version, registered: true, note: None }
+        };
         Ok(OptimizeReport {
             model: meta.name.clone(),
             version: meta.version,
             original,
             candidates,
-            chosen: Some(Chosen { method, version: registered.version }),
+            chosen: Some(chosen),
             performance_improvement: improvement,
             deployment_ready: target_met(p50),
         })
@@ -862,6 +1018,91 @@ impl Optimizer {
         let _ = std::fs::remove_dir_all(&dir);
         registered
     }
+}
+
+/// The GPU a native GPU method runs on (the provider's device), or why it cannot be tried.
+#[cfg(feature = "gpu")]
+fn gpu_options(
+    method: Method,
+    provider: &ExecutionProvider,
+) -> std::result::Result<Option<(usize, crate::native::Precision)>, String> {
+    use crate::native::Precision;
+    let precision = match method {
+        Method::NativeGpu => Precision::F32,
+        Method::NativeGpuFp16 => Precision::F16,
+        _ => return Ok(None),
+    };
+    match provider {
+        ExecutionProvider::Cuda { device_id } | ExecutionProvider::TensorRt { device_id, .. } => {
+            Ok(Some((usize::try_from(*device_id).unwrap_or(0), precision)))
+        }
+        _ => Err("native GPU candidates need a GPU provider (--provider cuda)".into()),
+    }
+}
+
+/// The GPU a native GPU method runs on, or why it cannot be tried.
+#[cfg(not(feature = "gpu"))]
+fn gpu_options(method: Method, _: &ExecutionProvider) -> std::result::Result<Option<(usize, ())>, String> {
+    match method {
+        Method::NativeGpu | Method::NativeGpuFp16 => Err("this build of quorum lacks the `gpu` feature".into()),
+        _ => Ok(None),
+    }
+}
+
+/// The subject a native method benchmarks: the plan on the CPU or on the provider's GPU.
+fn native_subject<'a>(
+    method: Method,
+    plan: &'a NativeModel,
+    size: usize,
+    provider: &ExecutionProvider,
+) -> Result<Subject<'a>> {
+    match gpu_options(method, provider).map_err(Error::Optimize)? {
+        None => Ok(Subject::Native { plan, size }),
+        #[cfg(feature = "gpu")]
+        Some((device, precision)) => Ok(Subject::Gpu {
+            plan,
+            size,
+            // Every benchmarked call runs on the GPU; min_rows is chosen from the results.
+            options: crate::native::GpuOptions { device, precision, min_rows: 0 },
+        }),
+        #[cfg(not(feature = "gpu"))]
+        Some(_) => Err(Error::Optimize("this build of quorum lacks the `gpu` feature".into())),
+    }
+}
+
+/// How to run a chosen native candidate. The CPU plan is the engine's default; a GPU plan needs the
+/// model's `native_gpu` option, from the smallest measured batch size at which the GPU beat the CPU
+/// plan (or the original, when the CPU plan was not measured).
+fn native_note(method: Method, candidates: &[Candidate], provider: &ExecutionProvider) -> String {
+    let precision = match method {
+        Method::NativeGpu => "f32",
+        Method::NativeGpuFp16 => "f16",
+        _ => {
+            return "no new version: the engine runs this version on its native plan whenever the plan verifies \
+                    at load (EngineBuilder::with_native, on by default)"
+                .into()
+        }
+    };
+    let latency = |m: Method| candidates.iter().find(|c| c.method == m && c.benchmark.is_some()).map(|c| &c.latency_ms);
+    let gpu = latency(method);
+    let cpu = latency(Method::Native);
+    let min_rows = BATCH_SIZES
+        .iter()
+        .copied()
+        .find(|b| match (gpu.and_then(|g| g.get(b)), cpu.and_then(|c| c.get(b))) {
+            (Some(g), Some(c)) => g < c,
+            (Some(_), None) => true,
+            _ => false,
+        })
+        .unwrap_or(BATCH_SIZES[BATCH_SIZES.len() - 1]);
+    let device = match provider {
+        ExecutionProvider::Cuda { device_id } | ExecutionProvider::TensorRt { device_id, .. } => *device_id,
+        _ => 0,
+    };
+    format!(
+        "no new version: set the model's option native_gpu = {{\"device\": {device}, \"precision\": \"{precision}\", \
+         \"min_rows\": {min_rows}}} (ModelOptions::with_native_gpu)"
+    )
 }
 
 fn rejected(method: Method, reason: String, nodes: Vec<NodeReport>) -> Candidate {

@@ -189,7 +189,8 @@ fn optimize_judges_every_candidate_on_the_data_and_keeps_or_registers_consistent
             Method::Int8DynamicPerChannel,
             Method::Int8StaticMinmax,
             Method::Int8StaticPercentile,
-            Method::Int8StaticEntropy
+            Method::Int8StaticEntropy,
+            Method::Native
         ]
     );
     let original = report.original.accuracy.unwrap();
@@ -213,7 +214,16 @@ fn optimize_judges_every_candidate_on_the_data_and_keeps_or_registers_consistent
             assert!(report.candidates.iter().any(|c| c.method == chosen.method && c.accepted));
             assert!(report.performance_improvement.latency_reduction >= 0.05);
             assert_eq!(report.performance_improvement.speedup.len(), 4);
-            assert_eq!(chosen.version, 2);
+            // A native winner is the same file on another executor: nothing new is registered.
+            let versions = engine.registry().list().unwrap()[0].versions.clone();
+            if chosen.method.is_native() {
+                assert_eq!((chosen.version, chosen.registered), (1, false));
+                assert!(chosen.note.as_deref().unwrap().contains("no new version"));
+                assert_eq!(versions, vec![1]);
+            } else {
+                assert_eq!((chosen.version, chosen.registered), (2, true));
+                assert_eq!(versions, vec![1, 2]);
+            }
         }
     }
     // The default version is untouched either way.
@@ -253,6 +263,69 @@ fn the_chosen_model_is_registered_with_its_lineage_and_the_story_fields() {
         engine.ensemble("int8").unwrap()
     };
     assert!(handle.predict(&common::holdout_features(1)[0]).is_ok());
+}
+
+#[test]
+fn the_native_candidate_is_measured_on_the_original_and_wins_without_a_new_version() {
+    let (_home, engine) = common::technical_home();
+    let data = common::repo().join("examples/data/holdout.csv");
+    // Accept whatever is measured, so that the choice between ORT and native is exercised on any machine.
+    let options = OptimizeOptions {
+        methods: Some(vec![Method::Native]),
+        min_speedup: -100.0,
+        target_latency: Some(std::time::Duration::from_secs(1)),
+        ..OptimizeOptions::default()
+    };
+    let report =
+        Optimizer::new(&engine).optimize("technical", VersionSpec::Default, &data, "next_day_up", &options).unwrap();
+    let native = &report.candidates[0];
+    assert_eq!(native.method, Method::Native);
+    assert!(native.accepted, "{native:?}");
+    assert_eq!(native.latency_ms.len(), 4, "{native:?}");
+    // The same model on another executor: same accuracy and every class agrees.
+    assert_eq!(native.accuracy, report.original.accuracy);
+    assert_eq!(native.agreement, Some(1.0));
+    let diff = native.benchmark.as_ref().unwrap().max_abs_diff.unwrap();
+    assert!(diff < 1e-5, "{diff}");
+    let chosen = report.chosen.unwrap();
+    assert_eq!((chosen.method, chosen.version, chosen.registered), (Method::Native, 1, false));
+    assert_eq!(engine.registry().list().unwrap()[0].versions, vec![1]);
+}
+
+#[test]
+fn native_candidates_are_rejected_with_the_reason_when_they_cannot_run() {
+    let home = tempfile::tempdir().unwrap();
+    let engine =
+        quorum::InferenceEngine::builder(home.path()).without_persistence().with_native(false).build().unwrap();
+    engine
+        .register_model(quorum::ModelRegistration::new(
+            "technical",
+            common::model_file("technical"),
+            common::features_of("technical"),
+        ))
+        .unwrap();
+    let data = common::repo().join("examples/data/holdout.csv");
+    let options = OptimizeOptions {
+        methods: Some(vec![Method::Native, Method::NativeGpu, Method::NativeGpuFp16]),
+        ..OptimizeOptions::default()
+    };
+    let report =
+        Optimizer::new(&engine).optimize("technical", VersionSpec::Default, &data, "next_day_up", &options).unwrap();
+    assert_eq!(report.candidates.len(), 3);
+    for c in &report.candidates {
+        assert!(!c.accepted && c.benchmark.is_none(), "{c:?}");
+        assert!(c.reason.as_deref().unwrap().contains("native executors are off"), "{c:?}");
+    }
+    assert!(report.chosen.is_none());
+
+    // With native on but no GPU provider (or no `gpu` feature), the GPU methods say which is missing.
+    let (_home, engine) = common::technical_home();
+    let report =
+        Optimizer::new(&engine).optimize("technical", VersionSpec::Default, &data, "next_day_up", &options).unwrap();
+    for c in report.candidates.iter().filter(|c| c.method != Method::Native) {
+        let reason = c.reason.as_deref().unwrap();
+        assert!(reason.contains("gpu` feature") || reason.contains("GPU provider"), "{reason}");
+    }
 }
 
 #[test]

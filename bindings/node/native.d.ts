@@ -260,7 +260,8 @@ export interface OptimizeOptions {
   accuracyThreshold?: number
   /**
    * Methods to try (default: all for the CPU): fp32-optimized, int8-dynamic,
-   * int8-dynamic-per-channel, int8-static-minmax, int8-static-percentile, int8-static-entropy.
+   * int8-dynamic-per-channel, int8-static-minmax, int8-static-percentile, int8-static-entropy,
+   * native (the original's native plan: a winner registers no version).
    */
   methods?: Array<string>
   /** The p50 single-row latency a deployment needs (deploymentReady requires it). */

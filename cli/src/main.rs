@@ -78,7 +78,8 @@ enum Command {
         #[arg(long)]
         target_latency_ms: Option<f64>,
         /// Methods to try, comma-separated: fp32-optimized, int8-dynamic, int8-dynamic-per-channel,
-        /// int8-static-minmax, int8-static-percentile, int8-static-entropy, fp16 (default: all but fp16).
+        /// int8-static-minmax, int8-static-percentile, int8-static-entropy, fp16, native, native-gpu,
+        /// native-gpu-fp16 (default: all but the GPU ones; those too with a GPU provider).
         #[arg(long, value_delimiter = ',')]
         method: Vec<String>,
         /// Where the model will run, and so where it is benchmarked: cpu, cuda or tensorrt (device 0);
@@ -714,6 +715,14 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             match &report.chosen {
+                Some(chosen) if !chosen.registered => out!(
+                    "chosen: {} for {}@{} ({:.1}% faster); {}",
+                    chosen.method.as_str(),
+                    report.model,
+                    chosen.version,
+                    report.performance_improvement.latency_reduction * 100.0,
+                    chosen.note.as_deref().unwrap_or("")
+                ),
                 Some(chosen) => out!(
                     "chosen: {} registered as {}@{} ({:.1}% faster; default version unchanged)",
                     chosen.method.as_str(),

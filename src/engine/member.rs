@@ -193,7 +193,7 @@ impl LoadedModel {
         let mut executor = executor;
         #[cfg(feature = "gpu")]
         let gpu = match (&native, options.native_gpu) {
-            (Some(plan), Some(gpu)) => match gpu_for(plan, gpu) {
+            (Some(plan), Some(gpu)) => match native::gpu::GpuMlp::verified(plan, gpu) {
                 Ok(mlp) => {
                     executor.gpu = Some(format!("cuda:{} {:?}, from {} rows", gpu.device, gpu.precision, gpu.min_rows));
                     Some((std::sync::Mutex::new(mlp), gpu.min_rows))
@@ -437,33 +437,6 @@ impl LoadedModel {
             Ok(rows)
         })
     }
-}
-
-/// The plan on the GPU, checked against the CPU plan on the probe rows (float32: as native plans are
-/// checked against ONNX Runtime; float16: within 1e-2).
-#[cfg(feature = "gpu")]
-fn gpu_for(
-    plan: &NativeModel,
-    options: crate::native::GpuOptions,
-) -> std::result::Result<crate::native::gpu::GpuMlp, String> {
-    use crate::native::Precision;
-    let mut gpu = plan.gpu(options.device, options.precision)?;
-    let probes = native::probe_rows(plan.input_width());
-    let rows = probes.len() / plan.input_width();
-    let mut arena = Vec::new();
-    let expected = plan.run(&probes, rows, &mut arena).to_vec();
-    let mut got = Vec::new();
-    gpu.run(&probes, rows, &mut got)?;
-    for (g, e) in got.iter().zip(&expected) {
-        let close = match options.precision {
-            Precision::F32 => native::agrees(*g, *e),
-            Precision::F16 => (g - e).abs() <= 1e-2 * e.abs().max(1.0),
-        };
-        if !close {
-            return Err(format!("on the probe rows the GPU answered {g} where the CPU plan answered {e}"));
-        }
-    }
-    Ok(gpu)
 }
 
 impl BatchModel for LoadedModel {

@@ -181,6 +181,12 @@ impl InferenceEngine {
         &self.inner.runtime
     }
 
+    /// Whether models whose graphs compile run on their native plans (see
+    /// [`EngineBuilder::with_native`]).
+    pub fn native_enabled(&self) -> bool {
+        self.inner.native
+    }
+
     /// Registers a model version (see [`Registry::register`]).
     pub fn register_model(&self, registration: ModelRegistration) -> Result<ModelMetadata> {
         self.inner.registry.register(&self.inner.runtime, registration)

@@ -271,6 +271,29 @@ impl GpuMlp {
 
     /// Runs `rows` rows of `input` (row-major) and writes `rows × outputs` values to `out`; the
     /// copies in and out are included (the call returns when the answer is on the host).
+    /// The plan on the GPU, checked against the CPU plan on the probe rows (float32: as native plans
+    /// are checked against ONNX Runtime; float16: within 1e-2). The engine and the optimizer both
+    /// take a GPU plan only through here.
+    pub fn verified(plan: &NativeModel, options: super::GpuOptions) -> Result<GpuMlp, String> {
+        let mut gpu = GpuMlp::new(plan, options.device, options.precision)?;
+        let probes = super::probe_rows(plan.input_width());
+        let rows = probes.len() / plan.input_width();
+        let mut arena = Vec::new();
+        let expected = plan.run(&probes, rows, &mut arena).to_vec();
+        let mut got = Vec::new();
+        gpu.run(&probes, rows, &mut got)?;
+        for (g, e) in got.iter().zip(&expected) {
+            let close = match options.precision {
+                Precision::F32 => super::agrees(*g, *e),
+                Precision::F16 => (g - e).abs() <= 1e-2 * e.abs().max(1.0),
+            };
+            if !close {
+                return Err(format!("on the probe rows the GPU answered {g} where the CPU plan answered {e}"));
+            }
+        }
+        Ok(gpu)
+    }
+
     pub fn run(&mut self, input: &[f32], rows: usize, out: &mut Vec<f32>) -> Result<(), String> {
         if rows == 0 {
             out.clear();

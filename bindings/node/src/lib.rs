@@ -244,7 +244,8 @@ pub struct OptimizeOptions {
     /// Largest accuracy loss accepted, absolute (default 0.01: one point).
     pub accuracy_threshold: Option<f64>,
     /// Methods to try (default: all for the CPU): fp32-optimized, int8-dynamic,
-    /// int8-dynamic-per-channel, int8-static-minmax, int8-static-percentile, int8-static-entropy.
+    /// int8-dynamic-per-channel, int8-static-minmax, int8-static-percentile, int8-static-entropy,
+    /// native (the original's native plan: a winner registers no version).
     pub methods: Option<Vec<String>>,
     /// The p50 single-row latency a deployment needs (deploymentReady requires it).
     pub target_latency_ms: Option<f64>,

@@ -35,9 +35,10 @@ impl Optimizer {
         to_python(py, &bench)
     }
 
-    /// Builds INT8 / optimised candidates of a registered model, benchmarks them on a CSV file and
-    /// registers the fastest one within `accuracy_threshold` as a new version (or keeps the
-    /// original). Returns the report: `candidates`, `chosen`, `performance_improvement`,
+    /// Builds INT8 / optimised candidates of a registered model and measures its native plan,
+    /// benchmarks them on a CSV file and registers the fastest one within `accuracy_threshold` as a
+    /// new version (or keeps the original; a native winner registers nothing, `chosen.registered`
+    /// is false). Returns the report: `candidates`, `chosen`, `performance_improvement`,
     /// `deployment_ready`.
     #[pyo3(signature = (model, data, outcome, accuracy_threshold=None, methods=None, target_latency_ms=None, version=None, batch_sizes=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python method

@@ -26,8 +26,10 @@ use crate::state::AppState;
 pub struct OptimizeRequest {
     /// `model` or `model@version`.
     pub model_id: String,
-    /// `auto` (every CPU method), `int8` (the INT8 methods), `fp16`, or one method name
-    /// (`int8-dynamic`, `int8-static-entropy`, `fp32-optimized`, ...).
+    /// `auto` (every CPU method, the native plan included), `int8` (the INT8 methods), `fp16`, or one
+    /// method name (`int8-dynamic`, `int8-static-entropy`, `fp32-optimized`, `native`, ...). A native
+    /// winner is the same file on another executor: `chosen.registered` is false and its `note` says
+    /// how the engine runs it.
     #[serde(default)]
     pub optimization_type: Option<String>,
     /// The p50 single-row latency a deployment needs, in ms (`deployment_ready` requires it).
@@ -123,6 +125,7 @@ pub async fn optimize(_scope: Admin, State(state): State<AppState>, Body(body): 
     let outcome = request.outcome;
     jobs::run(&state.inner.jobs, job_wait(&state), "optimize", move || {
         let report = Optimizer::new(&engine).optimize(&spec.model, spec.version, &data, &outcome, &options)?;
+        // A native winner registers nothing: the faster model is the original version itself.
         let optimized = report.chosen.as_ref().map(|c| format!("{}@{}", report.model, c.version));
         let mut value = serde_json::to_value(&report).map_err(|e| quorum::Error::json("optimize report", e))?;
         value["optimized_model_id"] = optimized.map_or(serde_json::Value::Null, Into::into);
