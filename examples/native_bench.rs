@@ -25,6 +25,23 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    if std::env::var("QUORUM_BENCH_ONLY").as_deref() == Ok("engine") {
+        // The native engine's 1,024-row batch alone (for a profiler).
+        let home = tempfile::tempdir().unwrap();
+        let engine = common::market_engine(home.path());
+        let handle = engine.ensemble("market").unwrap();
+        let schema = handle.feature_names().to_vec();
+        let values = direct::rows(1024, &schema);
+        let batch = quorum::Batch::row_major(&schema, &values).unwrap();
+        let mut samples = Vec::new();
+        for _ in 0..3000 {
+            let t = Instant::now();
+            std::hint::black_box(handle.predict_batch(&batch).unwrap());
+            samples.push(t.elapsed().as_secs_f64());
+        }
+        println!("engine, native, 1,024 rows: {:.1} µs", median(samples));
+        return;
+    }
     if let Ok(model) = std::env::var("QUORUM_BENCH_ONLY") {
         // One model's line alone (for a profiler).
         let home = tempfile::tempdir().unwrap();

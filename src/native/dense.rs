@@ -80,11 +80,7 @@ impl Dense {
         match self {
             Dense::MatMul { k, m, w, bias } => matmul(slot(inputs[0]), rows, *k, *m, w, bias.as_deref(), out),
             Dense::Binary(b) => b.run(inputs, slot, widths, rows, out),
-            Dense::Unary(u) => {
-                for (o, x) in out.iter_mut().zip(slot(inputs[0])) {
-                    *o = u.apply(*x);
-                }
-            }
+            Dense::Unary(u) => u.map(slot(inputs[0]), out),
             Dense::Softmax { log } => {
                 out.copy_from_slice(slot(inputs[0]));
                 let width = out.len() / rows.max(1);
@@ -126,8 +122,6 @@ impl Binary {
         rows: usize,
         out: &mut [f32],
     ) {
-        let width = out.len() / rows.max(1);
-        // Each side as (values, per-row stride, per-column stride): broadcasting is a zero stride.
         let (a, ar, ac) = match &self.lhs {
             Operand::Input(i) => (slot(inputs[*i]), widths[inputs[*i]], usize::from(widths[inputs[*i]] != 1)),
             Operand::Const(v) => (v.as_slice(), 0, usize::from(v.len() != 1)),
@@ -136,12 +130,33 @@ impl Binary {
             Operand::Input(i) => (slot(inputs[*i]), widths[inputs[*i]], usize::from(widths[inputs[*i]] != 1)),
             Operand::Const(v) => (v.as_slice(), 0, usize::from(v.len() != 1)),
         };
-        let f: fn(f32, f32) -> f32 = match self.op {
-            BinaryOp::Add => |x, y| x + y,
-            BinaryOp::Sub => |x, y| x - y,
-            BinaryOp::Mul => |x, y| x * y,
-            BinaryOp::Div => |x, y| x / y,
-        };
+        let sides = Sides { a, ar, ac, b, br, bc };
+        // One loop per operator, each inlined: a function pointer per element does not vectorise.
+        match self.op {
+            BinaryOp::Add => sides.apply(rows, out, |x, y| x + y),
+            BinaryOp::Sub => sides.apply(rows, out, |x, y| x - y),
+            BinaryOp::Mul => sides.apply(rows, out, |x, y| x * y),
+            BinaryOp::Div => sides.apply(rows, out, |x, y| x / y),
+        }
+    }
+}
+
+/// A binary step's two sides as (values, per-row stride, per-column stride): broadcasting is a
+/// zero stride.
+struct Sides<'a> {
+    a: &'a [f32],
+    ar: usize,
+    ac: usize,
+    b: &'a [f32],
+    br: usize,
+    bc: usize,
+}
+
+impl Sides<'_> {
+    #[inline(always)]
+    fn apply(&self, rows: usize, out: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+        let Sides { a, ar, ac, b, br, bc } = *self;
+        let width = out.len() / rows.max(1);
         if ar == width && ac == 1 && br == 0 && bc == 1 {
             // The common case (a bias or scale row): vectorises.
             for (orow, arow) in out.chunks_exact_mut(width).zip(a.chunks_exact(width)) {
@@ -160,7 +175,24 @@ impl Binary {
 }
 
 impl Unary {
-    #[inline]
+    /// `out[i] = f(x[i])`, one loop per function (a per-element `match` does not vectorise).
+    fn map(self, x: &[f32], out: &mut [f32]) {
+        #[inline(always)]
+        fn each(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = f(*v);
+            }
+        }
+        match self {
+            Unary::Relu => each(x, out, |v| Unary::Relu.apply(v)),
+            Unary::Sigmoid => each(x, out, sigmoid),
+            Unary::Tanh => each(x, out, f32::tanh),
+            Unary::Neg => each(x, out, |v| -v),
+            other => each(x, out, |v| other.apply(v)),
+        }
+    }
+
+    #[inline(always)]
     fn apply(self, x: f32) -> f32 {
         match self {
             // NaN stays NaN, as in ONNX Runtime.

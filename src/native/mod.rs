@@ -14,6 +14,7 @@ mod dense;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 mod ml;
+mod perfect;
 mod probe;
 mod quickscorer;
 mod trees;

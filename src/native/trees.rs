@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use super::attributes::{attr_floats, attr_i, attr_ints, attr_s, attr_strings, known_attributes};
 use super::ml::{post_transform_row, PostTransform};
+use super::perfect::Perfect;
 use super::quickscorer::{Forest, QuickScorer};
 use crate::onnx::proto::NodeProto;
 
@@ -70,6 +71,9 @@ pub(crate) struct TreeEnsemble {
     /// The QuickScorer layout, when every tree has at most 64 leaves and every node tests `<=` (or
     /// every node `<`): preferred at any batch size.
     quick: Option<QuickScorer>,
+    /// The padded layout, when the forest is at most [`super::perfect::MAX_DEPTH`] deep and every
+    /// node tests `<=` (or every node `<`): preferred over QuickScorer.
+    perfect: Option<Perfect>,
 }
 
 /// Rows walked together through one tree: their loads and comparisons overlap instead of waiting on
@@ -323,12 +327,12 @@ impl TreeEnsemble {
             None
         };
         let lockstep = modes.is_none().then(|| lockstep(&nodes, &missing_true, &roots, leaves as u32));
-        let quick = match (&modes, mode) {
+        let (quick, perfect) = match (&modes, mode) {
             (None, Mode::Leq | Mode::Lt) => {
                 let column = |f: fn(&Node) -> u32| nodes.iter().map(f).collect::<Vec<u32>>();
                 let (tested, yes, no) = (column(|n| n.feature), column(|n| n.yes), column(|n| n.no));
                 let thresholds: Vec<f32> = nodes.iter().map(|n| n.threshold).collect();
-                QuickScorer::new(&Forest {
+                let forest = Forest {
                     features: &tested,
                     thresholds: &thresholds,
                     yes: &yes,
@@ -338,13 +342,18 @@ impl TreeEnsemble {
                     leaf_flag: LEAF,
                     width: features,
                     strict: mode == Mode::Lt,
-                })
+                };
+                match Perfect::new(&forest) {
+                    Some(perfect) => (None, Some(perfect)),
+                    None => (QuickScorer::new(&forest), None),
+                }
             }
-            _ => None,
+            _ => (None, None),
         };
         Ok(TreeEnsemble {
             lockstep,
             quick,
+            perfect,
             nodes,
             modes,
             mode,
@@ -398,9 +407,20 @@ impl TreeEnsemble {
             Aggregate::Max => f32::NEG_INFINITY,
         };
         out[..rows * t].fill(init);
-        if let Some(quick) = &self.quick {
+        if let Some(perfect) = &self.perfect {
             match (&self.single, self.aggregate) {
                 // The common case (boosting, one score): one add per tree, no dispatch.
+                (Some((target, values)), Aggregate::Sum | Aggregate::Average) => {
+                    let target = *target as usize;
+                    perfect.run(x, width, rows, |r, leaf| out[r * t + target] += values[leaf]);
+                }
+                _ => perfect.run(x, width, rows, |r, leaf| self.add_leaf(leaf, &mut out[r * t..(r + 1) * t])),
+            }
+            self.finish(rows, out);
+            return;
+        }
+        if let Some(quick) = &self.quick {
+            match (&self.single, self.aggregate) {
                 (Some((target, values)), Aggregate::Sum | Aggregate::Average) => {
                     let target = *target as usize;
                     quick.run(x, width, rows, |r, leaf| out[r * t + target] += values[leaf]);
