@@ -25,6 +25,8 @@ pub(crate) struct Perfect {
     nodes: Vec<(u32, f32)>,
     /// Per tree, the global leaf index of each of its `2^depth` leaf slots, left to right.
     leaves: Vec<u32>,
+    /// For a forest whose every leaf adds one value to one score: that value per leaf slot.
+    slot_values: Option<Vec<f32>>,
     trees: usize,
     /// Tests are `x < t` (else `x <= t`).
     strict: bool,
@@ -52,47 +54,77 @@ impl Perfect {
             layout.place(root, 0, 0);
         }
         let nan_yes = nodes.iter().any(|(feature, _)| feature & NAN_YES != 0);
-        Some(Perfect { depth, nodes, leaves, trees: f.roots.len(), strict: f.strict, nan_yes })
+        Some(Perfect { depth, nodes, leaves, slot_values: None, trees: f.roots.len(), strict: f.strict, nan_yes })
+    }
+
+    /// Keeps each leaf's one value (by global leaf) in its slots, for [`Perfect::sum`].
+    pub fn with_leaf_values(mut self, values: &[f32]) -> Perfect {
+        self.slot_values = Some(self.leaves.iter().map(|&l| values[l as usize]).collect());
+        self
+    }
+
+    /// With leaf values: adds each row's sum over the trees, in tree order, to
+    /// `out[row * stride + target]`. False (nothing done) without them.
+    pub fn sum(&self, x: &[f32], width: usize, rows: usize, out: &mut [f32], stride: usize, target: usize) -> bool {
+        let Some(values) = &self.slot_values else { return false };
+        let slots = 1usize << self.depth;
+        let whole = rows / BLOCK * BLOCK;
+        for r0 in (0..whole).step_by(BLOCK) {
+            let mut acc = [0f32; BLOCK];
+            self.dispatch::<BLOCK>(x, width, r0, &mut |tree, at| {
+                for (a, &slot) in acc.iter_mut().zip(at) {
+                    *a += values[tree * slots + slot];
+                }
+            });
+            for (k, a) in acc.iter().enumerate() {
+                out[(r0 + k) * stride + target] += a;
+            }
+        }
+        for r in whole..rows {
+            let mut acc = 0f32;
+            self.dispatch::<1>(x, width, r, &mut |tree, at| acc += values[tree * slots + at[0]]);
+            out[r * stride + target] += acc;
+        }
+        true
     }
 
     /// Each row's leaf in each tree, handed to `leaf(row, global leaf)` tree by tree in order.
     pub fn run(&self, x: &[f32], width: usize, rows: usize, mut leaf: impl FnMut(usize, usize)) {
-        match (self.strict, self.nan_yes) {
-            (true, true) => self.blocks::<true, true>(x, width, rows, &mut leaf),
-            (true, false) => self.blocks::<true, false>(x, width, rows, &mut leaf),
-            (false, true) => self.blocks::<false, true>(x, width, rows, &mut leaf),
-            (false, false) => self.blocks::<false, false>(x, width, rows, &mut leaf),
-        }
-    }
-
-    /// Whole blocks of [`BLOCK`] rows, then the rest one by one (a lone row walks alone, not
-    /// beside seven copies of itself).
-    fn blocks<const STRICT: bool, const NAN: bool>(
-        &self,
-        x: &[f32],
-        width: usize,
-        rows: usize,
-        leaf: &mut impl FnMut(usize, usize),
-    ) {
+        let slots = 1usize << self.depth;
         let whole = rows / BLOCK * BLOCK;
-        let mut r0 = 0;
-        while r0 < whole {
-            self.walk::<STRICT, NAN, BLOCK>(x, width, r0, leaf);
-            r0 += BLOCK;
+        for r0 in (0..whole).step_by(BLOCK) {
+            self.dispatch::<BLOCK>(x, width, r0, &mut |tree, at| {
+                for (k, &slot) in at.iter().enumerate() {
+                    leaf(r0 + k, self.leaves[tree * slots + slot] as usize);
+                }
+            });
         }
+        // The rest one by one: a lone row walks alone, not beside seven copies of itself.
         for r in whole..rows {
-            self.walk::<STRICT, NAN, 1>(x, width, r, leaf);
+            self.dispatch::<1>(x, width, r, &mut |tree, at| leaf(r, self.leaves[tree * slots + at[0]] as usize));
         }
     }
 
-    /// Rows `r0..r0 + B` through every tree, `B` walks side by side; `STRICT` and `NAN` (whether
-    /// some node sends a missing value to `yes`) fixed at compile time.
+    /// [`Perfect::walk`] with `STRICT` and `NAN` (whether some node sends a missing value to
+    /// `yes`) fixed at compile time.
+    #[inline(always)]
+    fn dispatch<const B: usize>(&self, x: &[f32], width: usize, r0: usize, sink: &mut impl FnMut(usize, &[usize; B])) {
+        match (self.strict, self.nan_yes) {
+            (true, true) => self.walk::<true, true, B>(x, width, r0, sink),
+            (true, false) => self.walk::<true, false, B>(x, width, r0, sink),
+            (false, true) => self.walk::<false, true, B>(x, width, r0, sink),
+            (false, false) => self.walk::<false, false, B>(x, width, r0, sink),
+        }
+    }
+
+    /// Rows `r0..r0 + B` through every tree, `B` walks side by side: `sink(tree, leaf slots)`.
+    #[inline(always)]
     fn walk<const STRICT: bool, const NAN: bool, const B: usize>(
         &self,
         x: &[f32],
         width: usize,
         r0: usize,
-        leaf: &mut impl FnMut(usize, usize),
+        sink: &mut impl FnMut(usize, &[usize; B]),
     ) {
         let inner = (1usize << self.depth) - 1;
         let bases: [usize; B] = std::array::from_fn(|k| (r0 + k) * width);
@@ -110,10 +142,10 @@ impl Perfect {
                     at[k] = 2 * at[k] + 2 - usize::from(yes);
                 }
             }
-            let leaves = &self.leaves[tree * (inner + 1)..(tree + 1) * (inner + 1)];
-            for (k, &a) in at.iter().enumerate() {
-                leaf(r0 + k, leaves[a - inner] as usize);
+            for a in &mut at {
+                *a -= inner;
             }
+            sink(tree, &at);
         }
     }
 }

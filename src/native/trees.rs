@@ -344,7 +344,14 @@ impl TreeEnsemble {
                     strict: mode == Mode::Lt,
                 };
                 match Perfect::new(&forest) {
-                    Some(perfect) => (None, Some(perfect)),
+                    Some(perfect) => {
+                        let values: Option<&Vec<f32>> = single.as_ref().map(|(_, values)| values);
+                        let perfect = match values {
+                            Some(v) => perfect.with_leaf_values(v),
+                            None => perfect,
+                        };
+                        (None, Some(perfect))
+                    }
                     None => (QuickScorer::new(&forest), None),
                 }
             }
@@ -410,9 +417,9 @@ impl TreeEnsemble {
         if let Some(perfect) = &self.perfect {
             match (&self.single, self.aggregate) {
                 // The common case (boosting, one score): one add per tree, no dispatch.
-                (Some((target, values)), Aggregate::Sum | Aggregate::Average) => {
-                    let target = *target as usize;
-                    perfect.run(x, width, rows, |r, leaf| out[r * t + target] += values[leaf]);
+                (Some((target, _)), Aggregate::Sum | Aggregate::Average) => {
+                    let done = perfect.sum(x, width, rows, out, t, *target as usize);
+                    debug_assert!(done, "a single-valued forest's layout keeps its leaf values");
                 }
                 _ => perfect.run(x, width, rows, |r, leaf| self.add_leaf(leaf, &mut out[r * t..(r + 1) * t])),
             }
