@@ -275,7 +275,8 @@ impl Schema {
     /// Passes an all-finite block through untouched (the check vectorises); otherwise imputes or
     /// refuses value by value.
     fn admit_all<'r>(&self, mut values: Cow<'r, [f32]>, batch: bool) -> Result<Cow<'r, [f32]>> {
-        if values.iter().all(|v| v.is_finite()) {
+        // Blocks without an early exit inside: the check vectorises.
+        if values.chunks(256).all(|block| block.iter().fold(true, |fine, v| fine & v.is_finite())) {
             return Ok(values);
         }
         let width = self.names.len();

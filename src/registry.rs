@@ -726,7 +726,7 @@ const PROBABILITY_SLACK: f32 = 1e-5;
 /// `Ok` when `value` can be a classifier's probability; else `output_shape` naming it.
 #[inline]
 pub(crate) fn check_probability(model: &str, value: f32, row: usize) -> Result<()> {
-    if (-PROBABILITY_SLACK..=1.0 + PROBABILITY_SLACK).contains(&value) {
+    if is_probability(value) {
         return Ok(());
     }
     Err(Error::OutputShape {
@@ -734,6 +734,12 @@ pub(crate) fn check_probability(model: &str, value: f32, row: usize) -> Result<(
         expected: "a probability in [0, 1] (a classifier)".into(),
         found: format!("{value} in row {row}"),
     })
+}
+
+/// Whether a classifier's score is a probability (within the slack float arithmetic leaves).
+#[inline]
+pub(crate) fn is_probability(value: f32) -> bool {
+    (-PROBABILITY_SLACK..=1.0 + PROBABILITY_SLACK).contains(&value)
 }
 
 /// `Ok(Some(width))` for a `[batch, width]` float input, `Ok(None)` when the width is dynamic.

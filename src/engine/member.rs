@@ -486,6 +486,18 @@ impl OutputTarget<'_> {
         stride: usize,
         member: usize,
     ) -> Result<()> {
+        // One pass that copies and checks without a branch per row; the rows are searched for the
+        // culprit only when some value is bad.
+        let classifier = self.task == registry::Task::Classification;
+        let mut fine = true;
+        for row in 0..rows {
+            let v = get(row);
+            fine &= v.is_finite() & (!classifier | registry::is_probability(v));
+            out[row * stride + member] = v;
+        }
+        if fine {
+            return Ok(());
+        }
         for row in 0..rows {
             let v = get(row);
             if !v.is_finite() {
@@ -495,10 +507,9 @@ impl OutputTarget<'_> {
                     found: format!("{v} in row {row}"),
                 });
             }
-            if self.task == registry::Task::Classification {
+            if classifier {
                 registry::check_probability(self.model, v, row)?;
             }
-            out[row * stride + member] = v;
         }
         Ok(())
     }
