@@ -7,6 +7,7 @@
 //! when it is older than the time-to-live. Recording a prediction locks one ring slot (uncontended:
 //! request ids are consecutive) and reuses that slot's buffer, so it does not allocate once warm.
 
+use smallvec::SmallVec;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -413,8 +414,9 @@ struct Pending {
     task: Task,
     regime: Option<Regime>,
     prediction: f32,
-    /// NaN marks a member that did not answer (it is not scored).
-    members: Vec<f32>,
+    /// NaN marks a member that did not answer (it is not scored). Inline up to four members: the
+    /// ring is megabytes, so a slot's fields should sit on its own cache lines.
+    members: SmallVec<[f32; 4]>,
 }
 
 /// Joins outcomes with predictions. Shared by an engine's clones.
@@ -465,7 +467,7 @@ impl Tracker {
                     task: Task::Classification,
                     regime: None,
                     prediction: 0.0,
-                    members: Vec::new(),
+                    members: SmallVec::new(),
                 })
             })
             .collect();
@@ -523,7 +525,7 @@ impl Tracker {
             slot.request_id = u64::MAX; // an outcome is counted once
             self.join_lag.observe_duration(slot.at.elapsed());
             let key = slot.key.clone().ok_or_else(|| Error::Outcome("slot without ensemble".into()))?;
-            (key, slot.task, slot.regime, slot.prediction, slot.members.clone())
+            (key, slot.task, slot.regime, slot.prediction, slot.members.to_vec())
         };
         // Metrics are kept in f32 like the predictions they score; learners get the f64 outcome.
         self.score(&key, task, regime, prediction, &members, outcome as f32);
@@ -538,7 +540,7 @@ impl Tracker {
             return None;
         }
         let key = slot.key.clone()?;
-        let pending = Scored { key, regime: slot.regime, prediction: slot.prediction, members: slot.members.clone() };
+        let pending = Scored { key, regime: slot.regime, prediction: slot.prediction, members: slot.members.to_vec() };
         Some((pending, slot.task))
     }
 

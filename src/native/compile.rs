@@ -66,6 +66,9 @@ struct Builder {
     operators: Vec<String>,
     /// The default domain's opset (operators changed meaning across versions).
     opset: i64,
+    /// How many needed nodes (and the declared output) read each value: a value read once may be
+    /// folded into the step that reads it.
+    uses: HashMap<String, usize>,
 }
 
 /// Compiles the part of `bytes` that `output` needs, for an input of `features` columns.
@@ -87,6 +90,7 @@ pub(crate) fn compile(bytes: &[u8], output: &str, features: usize) -> Result<Nat
         steps: Vec::new(),
         operators: Vec::new(),
         opset: onnx::default_opset(&model).unwrap_or(1),
+        uses: HashMap::new(),
     };
     for t in &graph.initializer {
         b.values.insert(t.name().to_string(), Value::Const(constant(t)?));
@@ -98,6 +102,12 @@ pub(crate) fn compile(bytes: &[u8], output: &str, features: usize) -> Result<Nat
     check_input_type(input, features)?;
     b.values.insert(input.name().to_string(), Value::Runtime { slot: 0, rank: 2 });
     let needed = onnx::nodes_needed_for(&graph.node, output);
+    for (node, _) in graph.node.iter().zip(&needed).filter(|(_, keep)| **keep) {
+        for name in &node.input {
+            *b.uses.entry(name.clone()).or_default() += 1;
+        }
+    }
+    *b.uses.entry(output.to_string()).or_default() += 1;
     for (node, _) in graph.node.iter().zip(&needed).filter(|(_, keep)| **keep) {
         if onnx::has_subgraph(node) {
             return Err(format!("node {:?} ({}) has a subgraph", node.name(), node.op_type()));
@@ -527,8 +537,42 @@ impl Builder {
                 return Err("a 1-D value against a 2-D one broadcasts across the batch".into());
             }
         }
+        if let BinaryOp::Add = op {
+            if self.fold_bias(node, [lhs, rhs], &operands, width, rank_out)? {
+                return Ok(());
+            }
+        }
         let kernel = Dense::Binary(Binary { op, lhs: operands.remove(0), rhs: operands.remove(0) });
         self.emit(node, Kernel::Dense(kernel), slots, width, rank_out)
+    }
+
+    /// `MatMul` then `Add` of a constant row, the product read by nothing else (as skl2onnx writes
+    /// a dense layer): the row becomes the product's bias, saving a pass over the block. Returns
+    /// whether it folded.
+    fn fold_bias(
+        &mut self,
+        node: &NodeProto,
+        names: [&str; 2],
+        operands: &[Operand],
+        width: usize,
+        rank: u8,
+    ) -> Result<bool, Refusal> {
+        let (runtime, constant) = match operands {
+            [Operand::Input(_), Operand::Const(c)] => (names[0], c),
+            [Operand::Const(c), Operand::Input(_)] => (names[1], c),
+            _ => return Ok(false),
+        };
+        let Some(Value::Runtime { slot, .. }) = self.values.get(runtime) else { return Ok(false) };
+        let slot = *slot;
+        let read_once = self.uses.get(runtime) == Some(&1);
+        let Some(last) = self.steps.last_mut().filter(|s| s.output == slot && read_once) else { return Ok(false) };
+        let Kernel::Dense(Dense::MatMul { m, bias: bias @ None, .. }) = &mut last.kernel else { return Ok(false) };
+        if *m != width {
+            return Ok(false);
+        }
+        *bias = Some(if constant.len() == 1 { vec![constant[0]; width] } else { constant.clone() });
+        self.alias(node, Value::Runtime { slot, rank })?;
+        Ok(true)
     }
 
     fn gemm(&mut self, node: &NodeProto) -> Result<(), Refusal> {

@@ -6,6 +6,8 @@
 //! [`MAX_DEPTH`] whose nodes all test `x <= t` (or all `x < t`): padding grows a tree to `2^depth`
 //! leaves, so deeper forests keep QuickScorer or the lockstep walk.
 
+use std::cell::RefCell;
+
 use super::quickscorer::Forest;
 
 /// The deepest forest laid out this way (64 leaves per tree, 756 bytes of nodes and leaves).
@@ -16,6 +18,17 @@ const BLOCK: usize = 8;
 
 /// Set in a node's feature: a missing (NaN) value takes the `yes` branch.
 const NAN_YES: u32 = 1 << 31;
+
+/// Forests at most this deep are swept rather than walked when summing: every node is compared
+/// for [`BLOCK`] rows at once (lanes the compiler vectorises), and each row's leaf is then picked
+/// level by level with selects. A tree costs `2^depth - 1` comparisons instead of `depth` dependent
+/// loads, which pays only while trees are this shallow.
+const SWEEP_MAX_DEPTH: u32 = 4;
+
+thread_local! {
+    /// Each thread's block of rows transposed to columns (`width` lanes of [`BLOCK`] values).
+    static COLUMNS: RefCell<Vec<[f32; BLOCK]>> = const { RefCell::new(Vec::new()) };
+}
 
 /// A forest of padded trees.
 #[derive(Debug)]
@@ -69,7 +82,25 @@ impl Perfect {
         let Some(values) = &self.slot_values else { return false };
         let slots = 1usize << self.depth;
         let whole = rows / BLOCK * BLOCK;
-        for r0 in (0..whole).step_by(BLOCK) {
+        if (1..=SWEEP_MAX_DEPTH).contains(&self.depth) && whole > 0 {
+            COLUMNS.with(|columns| {
+                let mut columns = columns.borrow_mut();
+                columns.resize(width, [0.0; BLOCK]);
+                for r0 in (0..whole).step_by(BLOCK) {
+                    for (f, column) in columns.iter_mut().enumerate() {
+                        for (k, lane) in column.iter_mut().enumerate() {
+                            *lane = x[(r0 + k) * width + f];
+                        }
+                    }
+                    let acc = self.sweep_dispatch(&columns, values);
+                    for (k, a) in acc.iter().enumerate() {
+                        out[(r0 + k) * stride + target] += a;
+                    }
+                }
+            });
+        }
+        let walked = if (1..=SWEEP_MAX_DEPTH).contains(&self.depth) { whole } else { 0 };
+        for r0 in (walked..whole).step_by(BLOCK) {
             let mut acc = [0f32; BLOCK];
             self.dispatch::<BLOCK>(x, width, r0, &mut |tree, at| {
                 for (a, &slot) in acc.iter_mut().zip(at) {
@@ -86,6 +117,56 @@ impl Perfect {
             out[r * stride + target] += acc;
         }
         true
+    }
+
+    /// [`Perfect::sweep`] with the test, the missing-value check and the depth fixed at compile time.
+    fn sweep_dispatch(&self, columns: &[[f32; BLOCK]], values: &[f32]) -> [f32; BLOCK] {
+        macro_rules! depths {
+            ($strict:literal, $nan:literal) => {
+                match self.depth {
+                    1 => self.sweep::<$strict, $nan, 1>(columns, values),
+                    2 => self.sweep::<$strict, $nan, 2>(columns, values),
+                    3 => self.sweep::<$strict, $nan, 3>(columns, values),
+                    _ => self.sweep::<$strict, $nan, 4>(columns, values),
+                }
+            };
+        }
+        match (self.strict, self.nan_yes) {
+            (true, true) => depths!(true, true),
+            (true, false) => depths!(true, false),
+            (false, true) => depths!(false, true),
+            (false, false) => depths!(false, false),
+        }
+    }
+
+    /// One block of [`BLOCK`] rows (`columns`: the block transposed) through every tree of a
+    /// forest `D` deep: each node's test for every lane (vectorised), packed into one bit per node,
+    /// and the lane's leaf slot read from [`SLOT_OF`]; returns each row's sum of leaf values, in tree
+    /// order.
+    #[inline(always)]
+    fn sweep<const STRICT: bool, const NAN: bool, const D: usize>(
+        &self,
+        columns: &[[f32; BLOCK]],
+        values: &[f32],
+    ) -> [f32; BLOCK] {
+        let (inner, slots) = ((1usize << D) - 1, 1usize << D);
+        let table = slot_table(D as u32);
+        let mut acc = [0f32; BLOCK];
+        for (nodes, leaves) in self.nodes.chunks_exact(inner).zip(values.chunks_exact(slots)) {
+            let mut bits = [0u32; BLOCK];
+            for (n, &(feature, threshold)) in nodes.iter().enumerate() {
+                let column = &columns[(if NAN { feature & !NAN_YES } else { feature }) as usize];
+                let nan_yes = NAN && feature & NAN_YES != 0;
+                for (b, &v) in bits.iter_mut().zip(column) {
+                    let yes = if STRICT { v < threshold } else { v <= threshold };
+                    *b |= u32::from(yes | (nan_yes & v.is_nan())) << n;
+                }
+            }
+            for (a, &b) in acc.iter_mut().zip(&bits) {
+                *a += leaves[table[b as usize] as usize];
+            }
+        }
+        acc
     }
 
     /// Each row's leaf in each tree, handed to `leaf(row, global leaf)` tree by tree in order.
@@ -150,6 +231,29 @@ impl Perfect {
     }
 }
 
+/// For a perfect tree `depth` deep: the leaf slot a row reaches, indexed by its tests' outcomes
+/// (bit `n` set: it passes node `n`, level order). The same for every tree of that depth.
+fn slot_table(depth: u32) -> &'static [u8] {
+    static TABLES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    let tables = TABLES.get_or_init(|| {
+        (0..=SWEEP_MAX_DEPTH)
+            .map(|d| {
+                let inner = (1usize << d) - 1;
+                (0..1usize << inner)
+                    .map(|bits| {
+                        let mut at = 0;
+                        for _ in 0..d {
+                            at = 2 * at + 2 - ((bits >> at) & 1);
+                        }
+                        (at - inner) as u8
+                    })
+                    .collect()
+            })
+            .collect()
+    });
+    &tables[depth as usize]
+}
+
 /// The number of tests on the longest path from `at` to a leaf.
 fn depth_of(f: &Forest<'_>, at: u32) -> u32 {
     if at & f.leaf_flag != 0 {
@@ -188,5 +292,155 @@ impl Layout<'_, '_> {
         self.nodes[slot] = (self.f.features[node] | nan, self.f.thresholds[node]);
         self.place(self.f.yes[node], 2 * slot + 1, level + 1);
         self.place(self.f.no[node], 2 * slot + 2, level + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The padded layout, walked and swept, against a plain walk of the original trees, on random
+    //! forests of every depth the layout takes, with ties, missing values and both tests.
+
+    use super::*;
+
+    const LEAF: u32 = 1 << 31;
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// A forest in the flat form [`Forest`] borrows.
+    #[derive(Default)]
+    struct Flat {
+        features: Vec<u32>,
+        thresholds: Vec<f32>,
+        yes: Vec<u32>,
+        no: Vec<u32>,
+        missing_yes: Vec<bool>,
+        roots: Vec<u32>,
+        leaves: u32,
+    }
+
+    impl Flat {
+        /// A random subtree at most `depth` deep; returns its id (`LEAF`-tagged for a leaf).
+        fn grow(&mut self, rng: &mut Rng, depth: u32, width: usize) -> u32 {
+            if depth == 0 || rng.below(4) == 0 {
+                self.leaves += 1;
+                return (self.leaves - 1) | LEAF;
+            }
+            let id = self.features.len();
+            self.features.push(rng.below(width) as u32);
+            // Few distinct thresholds, so that rows tie with them.
+            self.thresholds.push(rng.below(5) as f32 - 2.0);
+            self.missing_yes.push(rng.below(2) == 0);
+            self.yes.push(0);
+            self.no.push(0);
+            let yes = self.grow(rng, depth - 1, width);
+            let no = self.grow(rng, depth - 1, width);
+            (self.yes[id], self.no[id]) = (yes, no);
+            id as u32
+        }
+
+        fn forest(&self, width: usize, strict: bool) -> Forest<'_> {
+            Forest {
+                features: &self.features,
+                thresholds: &self.thresholds,
+                yes: &self.yes,
+                no: &self.no,
+                missing_yes: &self.missing_yes,
+                roots: &self.roots,
+                leaf_flag: LEAF,
+                width,
+                strict,
+            }
+        }
+
+        fn leaf(&self, mut at: u32, row: &[f32], strict: bool) -> usize {
+            while at & LEAF == 0 {
+                let i = at as usize;
+                let v = row[self.features[i] as usize];
+                let t = self.thresholds[i];
+                let pass = if strict { v < t } else { v <= t };
+                at = if pass || (self.missing_yes[i] && v.is_nan()) { self.yes[i] } else { self.no[i] };
+            }
+            (at & !LEAF) as usize
+        }
+    }
+
+    #[test]
+    fn walked_and_swept_padded_forests_reach_the_leaves_a_plain_walk_reaches() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let width = 5;
+        for case in 0..200 {
+            let depth = 1 + (case % MAX_DEPTH as usize) as u32;
+            let strict = case % 2 == 1;
+            let mut flat = Flat::default();
+            for _ in 0..1 + rng.below(12) {
+                let root = flat.grow(&mut rng, depth, width);
+                flat.roots.push(root);
+            }
+            let values: Vec<f32> = (0..flat.leaves).map(|_| rng.below(1000) as f32 / 7.0 - 60.0).collect();
+            // 8-row blocks and a remainder; values on, around and between the thresholds, and NaN.
+            let rows = 1 + rng.below(30);
+            let x: Vec<f32> = (0..rows * width)
+                .map(|_| match rng.below(6) {
+                    0 => f32::NAN,
+                    1 => rng.below(5) as f32 - 2.0,
+                    _ => rng.below(1000) as f32 / 150.0 - 3.3,
+                })
+                .collect();
+            let forest = flat.forest(width, strict);
+            let Some(perfect) = Perfect::new(&forest) else { panic!("depth {depth} is within MAX_DEPTH") };
+            let expected: Vec<Vec<usize>> = (0..rows)
+                .map(|r| {
+                    flat.roots.iter().map(|&root| flat.leaf(root, &x[r * width..(r + 1) * width], strict)).collect()
+                })
+                .collect();
+            let mut walked = vec![Vec::new(); rows];
+            perfect.run(&x, width, rows, |r, leaf| walked[r].push(leaf));
+            assert_eq!(walked, expected, "case {case}: depth {depth}, strict {strict}");
+            let summed_in_order: Vec<f32> =
+                expected.iter().map(|leaves| leaves.iter().fold(0.0, |s, &l| s + values[l])).collect();
+            let mut out = vec![0.0; rows];
+            assert!(perfect.with_leaf_values(&values).sum(&x, width, rows, &mut out, 1, 0));
+            assert_eq!(out, summed_in_order, "case {case}: depth {depth}, strict {strict}");
+        }
+    }
+
+    #[test]
+    fn the_slot_table_follows_the_walk() {
+        // Depth 2 (bit n: node n passes): node 0 passes → node 1, which sends a pass to slot 0 and a
+        // fail to slot 1; node 0 fails → node 2, which sends a pass to slot 2 and a fail to slot 3.
+        assert_eq!(slot_table(2), &[3, 1, 3, 0, 2, 1, 2, 0]);
+        assert_eq!(slot_table(0), &[0]);
+    }
+
+    #[test]
+    fn forests_deeper_than_the_layout_are_left_to_the_other_layouts() {
+        let mut flat = Flat::default();
+        let mut at = flat.leaves | LEAF;
+        flat.leaves += 1;
+        for _ in 0..=MAX_DEPTH {
+            let id = flat.features.len() as u32;
+            flat.features.push(0);
+            flat.thresholds.push(0.0);
+            flat.missing_yes.push(false);
+            flat.yes.push(at);
+            flat.no.push(flat.leaves | LEAF);
+            flat.leaves += 1;
+            at = id;
+        }
+        flat.roots.push(at);
+        assert!(Perfect::new(&flat.forest(1, false)).is_none());
     }
 }
