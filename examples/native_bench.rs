@@ -172,8 +172,13 @@ fn lightgbm() {
     let features: Vec<String> =
         meta["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
     let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default()).unwrap();
+    // Real rows: held-out days of the features it was trained on.
     let rows = 100;
-    let values: Vec<f32> = (0..rows * width).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let values: Vec<f32> = common::holdout_features(rows)
+        .iter()
+        .flat_map(|f| features.iter().map(|n| f.get(n).unwrap()).collect::<Vec<f32>>())
+        .collect();
+    assert_eq!(values.len(), rows * width);
     compare_one(&runtime, "lightgbm500", &bytes, &features, &values, rows);
 }
 
