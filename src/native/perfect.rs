@@ -2,9 +2,10 @@
 //! (a leaf above it becomes a node whose two subtrees are copies of that leaf), so a node's
 //! children are implicit (`2i + 1` for `yes`, `2i + 2` for `no`), every walk takes exactly `depth`
 //! steps with no data-dependent exit, and a step is a load, a comparison and an add. Blocks of rows
-//! walk one tree together so that their steps overlap. Only for forests of depth at most
-//! [`MAX_DEPTH`] whose nodes all test `x <= t` (or all `x < t`): padding grows a tree to `2^depth`
-//! leaves, so deeper forests keep QuickScorer or the lockstep walk.
+//! walk one tree together so that their steps overlap. Very shallow forests whose leaves each add
+//! one value are swept instead of walked (see [`SWEEP_MAX_DEPTH`]). Only for forests of depth at
+//! most [`MAX_DEPTH`] whose nodes all test `x <= t` (or all `x < t`): padding grows a tree to
+//! `2^depth` leaves, so deeper forests keep QuickScorer or the lockstep walk.
 
 use std::cell::RefCell;
 
@@ -20,9 +21,10 @@ const BLOCK: usize = 8;
 const NAN_YES: u32 = 1 << 31;
 
 /// Forests at most this deep are swept rather than walked when summing: every node is compared
-/// for [`BLOCK`] rows at once (lanes the compiler vectorises), and each row's leaf is then picked
-/// level by level with selects. A tree costs `2^depth - 1` comparisons instead of `depth` dependent
-/// loads, which pays only while trees are this shallow.
+/// for [`BLOCK`] rows at once (lanes the compiler vectorises), the outcomes packed one bit per node,
+/// and each row's leaf slot read from [`slot_table`]. A tree costs `2^depth - 1` comparisons instead
+/// of `depth` dependent loads, which pays only while trees are this shallow (the depth-4 table is
+/// 32 KB).
 const SWEEP_MAX_DEPTH: u32 = 4;
 
 thread_local! {
@@ -141,7 +143,7 @@ impl Perfect {
 
     /// One block of [`BLOCK`] rows (`columns`: the block transposed) through every tree of a
     /// forest `D` deep: each node's test for every lane (vectorised), packed into one bit per node,
-    /// and the lane's leaf slot read from [`SLOT_OF`]; returns each row's sum of leaf values, in tree
+    /// and the lane's leaf slot read from [`slot_table`]; returns each row's sum of leaf values, in tree
     /// order.
     #[inline(always)]
     fn sweep<const STRICT: bool, const NAN: bool, const D: usize>(
