@@ -14,6 +14,7 @@ pub mod telemetry;
 pub mod units;
 
 // Model store: ONNX files, their metadata and versions, ensembles' configurations.
+mod batch_size;
 pub mod ensemble;
 pub mod features;
 #[doc(hidden)] // the ONNX protobuf, public only for the optimizer's integration tests

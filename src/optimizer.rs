@@ -474,16 +474,22 @@ fn run_scores(
     rows: &[f32],
     width: usize,
 ) -> Result<Vec<f32>> {
-    let n = rows.len() / width;
-    let tensor = TensorRef::from_array_view(([n, width], rows))?;
-    let outputs = session.run(ort::inputs![tensor])?;
-    let value = outputs.get(&output.name).ok_or_else(|| Error::OutputShape {
-        model: "benchmark".into(),
-        expected: format!("an output named {:?}", output.name),
-        found: "no such output".into(),
+    let mut scores = Vec::with_capacity(rows.len() / width.max(1));
+    // A model with a fixed batch size gets as many calls as that takes.
+    let per_call = crate::batch_size::fixed_batch(session);
+    crate::batch_size::in_calls(rows, width, per_call, &mut Vec::new(), |piece| -> Result<()> {
+        let tensor = TensorRef::from_array_view(([piece.input_rows, width], piece.input))?;
+        let outputs = session.run(ort::inputs![tensor])?;
+        let value = outputs.get(&output.name).ok_or_else(|| Error::OutputShape {
+            model: "benchmark".into(),
+            expected: format!("an output named {:?}", output.name),
+            found: "no such output".into(),
+        })?;
+        let column = registry::read_output_column("benchmark", value, output, piece.input_rows)?;
+        scores.extend((0..piece.rows).map(|r| column.get(r)));
+        Ok(())
     })?;
-    let column = registry::read_output_column("benchmark", value, output, n)?;
-    Ok((0..n).map(|r| column.get(r)).collect())
+    Ok(scores)
 }
 
 /// Resident set size from /proc (Linux only).

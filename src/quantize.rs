@@ -578,9 +578,10 @@ fn collect_activations(
     let bytes = onnx::encode(&augmented);
     let mut session = runtime.session("calibration", &bytes, None)?;
     let mut values: HashMap<String, Vec<f32>> = tensors.iter().map(|t| (t.clone(), Vec::new())).collect();
-    for chunk in rows.chunks(512 * width) {
-        let n = chunk.len() / width;
-        let tensor = ort::value::TensorRef::from_array_view(([n, width], chunk))?;
+    // 512 rows a call, or what a fixed batch size takes (padding rows are left out of the ranges).
+    let per_call = Some(crate::batch_size::fixed_batch(&session).unwrap_or(512));
+    crate::batch_size::in_calls(rows, width, per_call, &mut Vec::new(), |piece| -> Result<()> {
+        let tensor = ort::value::TensorRef::from_array_view(([piece.input_rows, width], piece.input))?;
         let outputs = session.run(ort::inputs![input => tensor])?;
         for t in &exposed {
             let value =
@@ -589,13 +590,14 @@ fn collect_activations(
                 .try_extract_tensor::<f32>()
                 .map_err(|e| Error::Optimize(format!("calibration: tensor {t} is not float32: {e}")))?;
             if let Some(v) = values.get_mut(t.as_str()) {
-                v.extend_from_slice(data);
+                v.extend_from_slice(&data[..data.len() / piece.input_rows * piece.rows]);
             }
         }
         if let Some(v) = values.get_mut(input) {
-            v.extend_from_slice(chunk);
+            v.extend_from_slice(&piece.input[..piece.rows * width]);
         }
-    }
+        Ok(())
+    })?;
     Ok(values)
 }
 

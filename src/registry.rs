@@ -135,6 +135,12 @@ pub struct ModelMetadata {
     pub metadata: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     pub lineage: Option<Lineage>,
+    /// The most rows one ONNX Runtime call of the model takes: its input's batch dimension when
+    /// that is fixed (`torch.onnx.export` without `dynamic_axes` writes 1), or 1 when a free
+    /// dimension failed on two rows at registration. `None`: any number. Every batch path splits
+    /// rows into calls of this size (a fixed size above 1 gets its short last call filled up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch: Option<u32>,
 }
 
 impl ModelMetadata {
@@ -404,7 +410,8 @@ impl Registry {
         store::validate_name("model name", &r.name)?;
         validate_features(&r.name, &r.features)?;
         let bytes = read_model_file(&r.file, r.max_bytes)?;
-        check_model(runtime, &r.name, &bytes, &r.features, &r.output)?.check_task(&r.name, r.task)?;
+        let trial = check_model(runtime, &r.name, &bytes, &r.features, &r.output)?;
+        trial.check_task(&r.name, r.task)?;
 
         let model_dir = self.model_dir(&r.name)?;
         store::create_dir_all(&model_dir)?;
@@ -420,6 +427,7 @@ impl Registry {
             created_at: store::now_rfc3339(),
             metadata: r.metadata,
             lineage: r.lineage,
+            max_batch: trial.max_batch.map(|n| n as u32),
         };
         if let Some(v) = r.version {
             validate_version(v)?;
@@ -688,21 +696,34 @@ pub(crate) fn check_model(
     if !output_names.contains(&output.name) {
         return Err(load_error(format!("it has no output {:?} (outputs: {})", output.name, output_names.join(", "))));
     }
-    let zeros = vec![0f32; features.len()];
-    let tensor = TensorRef::from_array_view(([1usize, features.len()], zeros.as_slice()))?;
-    let outputs = session
-        .run(ort::inputs![tensor])
-        .map_err(|e| load_error(format!("a trial run on one row of zeros failed: {e}")))?;
-    let value = outputs
-        .get(&output.name)
-        .ok_or_else(|| load_error(format!("a trial run did not produce output {:?}", output.name)))?;
-    read_output_column(name, value, output, 1).map(|column| TrialRun { value: column.get(0) })
+    // One row of zeros (as many as a fixed batch takes), then, when the batch is free, two rows:
+    // a model that cannot take batches despite a free dimension is found here, not under load.
+    let fixed = crate::batch_size::fixed_batch(&session);
+    let trial = |session: &mut ort::session::Session, rows: usize| -> Result<f32> {
+        let zeros = vec![0f32; rows * features.len()];
+        let tensor = TensorRef::from_array_view(([rows, features.len()], zeros.as_slice()))?;
+        let outputs = session.run(ort::inputs![tensor]).map_err(|e| {
+            let what = if rows == 1 { "one row".to_string() } else { format!("{rows} rows") };
+            load_error(format!("a trial run on {what} of zeros failed: {e}"))
+        })?;
+        let value = outputs
+            .get(&output.name)
+            .ok_or_else(|| load_error(format!("a trial run did not produce output {:?}", output.name)))?;
+        read_output_column(name, value, output, rows).map(|column| column.get(0))
+    };
+    let value = trial(&mut session, fixed.unwrap_or(1))?;
+    let max_batch = match fixed {
+        Some(n) => Some(n),
+        None => trial(&mut session, 2).err().map(|_| 1),
+    };
+    Ok(TrialRun { value, max_batch })
 }
 
-/// What a model answered to one row of zeros at registration.
+/// What a model answered to one row of zeros at registration, and the most rows it takes per call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TrialRun {
     pub value: f32,
+    pub max_batch: Option<usize>,
 }
 
 impl TrialRun {

@@ -49,11 +49,14 @@ impl InferenceEngine {
             let meta = &member.model.meta;
             let options = self.inner.options_of(&meta.name);
             let reason = if options.timeout.is_some() {
-                "has a per-call timeout"
+                "has a per-call timeout".to_string()
             } else if !matches!(options.provider, ExecutionProvider::Cpu) {
-                "runs on another execution provider than the CPU"
+                "runs on another execution provider than the CPU".to_string()
             } else if options.load == LoadPolicy::Lazy {
-                "loads lazily"
+                "loads lazily".to_string()
+            } else if let Some(n) = meta.max_batch {
+                // A fused graph would inherit the fixed size, and batches would fail.
+                format!("takes at most {n} row(s) per call (a fixed batch size)")
             } else {
                 continue;
             };
@@ -218,7 +221,7 @@ fn run_fused_session(
     for (&i, name) in fused.which.iter().zip(&fused.sessions.outputs) {
         let meta = &members[i].model.meta;
         let target = OutputTarget { model: &meta.name, spec: &meta.output, name, task: meta.task };
-        target.write(outputs.get(name), rows, out, m, i)?;
+        target.write(outputs.get(name), rows, rows, out, m, i)?;
     }
     Ok(())
 }

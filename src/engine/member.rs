@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use ort::value::{DynValue, TensorRef};
 
 use super::counters::ModelTelemetry;
+use crate::batch_size;
 use crate::batching::{BatchModel, Batcher, BatchingOptions};
 use crate::breaker::{BreakerOptions, CircuitBreaker};
 use crate::error::{Error, Result};
@@ -368,14 +369,20 @@ impl LoadedModel {
             if count == 0 {
                 return Ok(0);
             }
-            let tensor = TensorRef::from_array_view(([count, columns], input.as_slice()))?;
-            let outputs = match options {
-                Some(options) => session.run_with_options(ort::inputs![tensor], options)?,
-                None => session.run(ort::inputs![tensor])?,
-            };
             let target =
                 OutputTarget { model: &meta.name, spec: &meta.output, name: &meta.output.name, task: meta.task };
-            target.write(outputs.get(&meta.output.name), count, out, stride, member)?;
+            // A model with a fixed batch size gets as many calls as that takes.
+            let per_call = meta.max_batch.map(|n| n as usize);
+            batch_size::in_calls(&input[..count * columns], columns, per_call, &mut Vec::new(), |piece| {
+                let tensor = TensorRef::from_array_view(([piece.input_rows, columns], piece.input))?;
+                let outputs = match options {
+                    Some(options) => session.run_with_options(ort::inputs![tensor], options)?,
+                    None => session.run(ort::inputs![tensor])?,
+                };
+                let value = outputs.get(&meta.output.name);
+                let out = &mut out[piece.first * stride..];
+                target.write(value, piece.input_rows, piece.rows, out, stride, member)
+            })?;
             Ok(count)
         });
         match outcome {
@@ -459,9 +466,12 @@ impl OutputTarget<'_> {
     /// Checks the output (present, declared shape, finite, a probability for a classifier) and writes row `r`'s value to
     /// `out[r * stride + member]`.
     #[inline]
+    /// `produced`: the rows the model was given (a fixed batch size may exceed `rows`, the rows
+    /// meant).
     pub fn write(
         &self,
         value: Option<&DynValue>,
+        produced: usize,
         rows: usize,
         out: &mut [f32],
         stride: usize,
@@ -472,7 +482,7 @@ impl OutputTarget<'_> {
             expected: format!("an output named {:?}", self.name),
             found: "no such output".into(),
         })?;
-        let column = registry::read_output_column(self.model, value, self.spec, rows)?;
+        let column = registry::read_output_column(self.model, value, self.spec, produced)?;
         self.check_rows(|row| column.get(row), rows, out, stride, member)
     }
 

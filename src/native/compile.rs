@@ -140,10 +140,10 @@ fn check_input_type(input: &crate::onnx::proto::ValueInfoProto, features: usize)
         if shape.dim.len() != 2 {
             return Err(format!("input {:?} has rank {}, not [batch, features]", input.name(), shape.dim.len()));
         }
+        // A fixed batch size is fine: every supported operator keeps rows independent (a Reshape
+        // naming the batch size is refused below), and the probe runs ONNX Runtime in calls of that
+        // size. The plan then takes any number of rows.
         use crate::onnx::proto::tensor_shape_proto::dimension::Value as D;
-        if let Some(D::DimValue(first)) = shape.dim[0].value {
-            return Err(format!("input {:?} has a fixed batch size of {first}", input.name()));
-        }
         if let Some(D::DimValue(w)) = shape.dim[1].value {
             if w != features as i64 {
                 return Err(format!("input {:?} has {w} columns, {features} features were declared", input.name()));

@@ -41,20 +41,29 @@ pub fn compare(
     rows: &[f32],
 ) -> Result<(), String> {
     let count = rows.len() / features;
-    let tensor = TensorRef::from_array_view(([count, features], rows)).map_err(|e| e.to_string())?;
-    let outputs =
-        session.run(ort::inputs![tensor]).map_err(|e| format!("ONNX Runtime failed on the probe rows: {e}"))?;
-    let value = outputs.get(output).ok_or_else(|| format!("ONNX Runtime did not produce {output:?}"))?;
-    let (shape, expected) =
-        value.try_extract_tensor::<f32>().map_err(|_| format!("output {output:?} is not a float32 tensor"))?;
     let width = plan.output_width();
-    let per_row: i64 = shape.iter().skip(1).product();
-    if shape.first().copied() != Some(count as i64) || per_row != width as i64 {
-        return Err(format!("ONNX Runtime's output has shape {:?}, the plan's [{count}, {width}]", &shape[..]));
-    }
+    // ONNX Runtime's answers, in as many calls as a fixed batch size takes.
+    let mut expected = Vec::with_capacity(count * width);
+    let per_call = crate::batch_size::fixed_batch(session);
+    crate::batch_size::in_calls(rows, features, per_call, &mut Vec::new(), |piece| {
+        let tensor =
+            TensorRef::from_array_view(([piece.input_rows, features], piece.input)).map_err(|e| e.to_string())?;
+        let outputs =
+            session.run(ort::inputs![tensor]).map_err(|e| format!("ONNX Runtime failed on the probe rows: {e}"))?;
+        let value = outputs.get(output).ok_or_else(|| format!("ONNX Runtime did not produce {output:?}"))?;
+        let (shape, values) =
+            value.try_extract_tensor::<f32>().map_err(|_| format!("output {output:?} is not a float32 tensor"))?;
+        let per_row: i64 = shape.iter().skip(1).product();
+        if shape.first().copied() != Some(piece.input_rows as i64) || per_row != width as i64 {
+            let rows = piece.input_rows;
+            return Err(format!("ONNX Runtime's output has shape {:?}, the plan's [{rows}, {width}]", &shape[..]));
+        }
+        expected.extend_from_slice(&values[..piece.rows * width]);
+        Ok(())
+    })?;
     let mut arena = Vec::new();
     let got = plan.run(rows, count, &mut arena);
-    for (i, (n, o)) in got.iter().zip(expected).enumerate() {
+    for (i, (n, o)) in got.iter().zip(&expected).enumerate() {
         if !agrees(*n, *o) {
             return Err(format!(
                 "on probe row {} column {} the plan answered {n} where ONNX Runtime answered {o}",
