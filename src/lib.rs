@@ -17,6 +17,7 @@ pub mod units;
 mod batch_size;
 pub mod ensemble;
 pub mod features;
+pub mod input_type;
 #[doc(hidden)] // the ONNX protobuf, public only for the optimizer's integration tests
 pub mod onnx;
 pub mod registry;

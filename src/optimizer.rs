@@ -22,12 +22,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
 
 use crate::calibrate::Calibrator;
 use crate::engine::InferenceEngine;
 use crate::error::{Error, Result};
+use crate::input_type::InputType;
 use crate::native::NativeModel;
 use crate::quantize::{self, Granularity, NodeReport};
 use crate::registry::{self, Lineage, ModelMetadata, ModelRegistration, OutputSpec, Task, VersionSpec};
@@ -307,7 +307,8 @@ impl Subject<'_> {
         match self {
             Subject::Onnx(bytes) => {
                 let (session, _) = runtime.session_on("benchmark", bytes, None, provider, ProviderFallback::Fail)?;
-                Ok(Runner::Session(session))
+                let (_, input_type) = registry::model_input(&session).map_err(Error::Optimize)?;
+                Ok(Runner::Session(session, input_type))
             }
             Subject::Native { plan, .. } => Ok(Runner::Native { plan, arena: Vec::new() }),
             #[cfg(feature = "gpu")]
@@ -321,7 +322,7 @@ impl Subject<'_> {
 
 /// A loaded [`Subject`], ready to score rows.
 enum Runner<'a> {
-    Session(ort::session::Session),
+    Session(ort::session::Session, InputType),
     Native {
         plan: &'a NativeModel,
         arena: Vec<f32>,
@@ -340,7 +341,7 @@ impl Runner<'_> {
         let n = rows.len() / width;
         let column = output.column.unwrap_or(0);
         match self {
-            Runner::Session(session) => run_scores(session, output, rows, width),
+            Runner::Session(session, input_type) => run_scores(session, *input_type, output, rows, width),
             Runner::Native { plan, arena } => {
                 let columns = plan.output_width();
                 let values = plan.run(rows, n, arena);
@@ -470,6 +471,7 @@ fn compare(bench: &mut ModelBenchmark, reference: &ModelBenchmark, task: Task) {
 
 fn run_scores(
     session: &mut ort::session::Session,
+    input_type: InputType,
     output: &OutputSpec,
     rows: &[f32],
     width: usize,
@@ -478,7 +480,7 @@ fn run_scores(
     // A model with a fixed batch size gets as many calls as that takes.
     let per_call = crate::batch_size::fixed_batch(session);
     crate::batch_size::in_calls(rows, width, per_call, &mut Vec::new(), |piece| -> Result<()> {
-        let tensor = TensorRef::from_array_view(([piece.input_rows, width], piece.input))?;
+        let tensor = input_type.tensor(piece.input_rows, width, piece.input)?;
         let outputs = session.run(ort::inputs![tensor])?;
         let value = outputs.get(&output.name).ok_or_else(|| Error::OutputShape {
             model: "benchmark".into(),

@@ -16,11 +16,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::value::ValueType;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::input_type::InputType;
 use crate::runtime::Runtime;
 use crate::store;
 
@@ -141,6 +142,10 @@ pub struct ModelMetadata {
     /// rows into calls of this size (a fixed size above 1 gets its short last call filled up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch: Option<u32>,
+    /// The element type the model's input takes; features are converted into it once per call
+    /// (see [`InputType`]). Absent in the metadata for float32.
+    #[serde(default, skip_serializing_if = "InputType::is_float32")]
+    pub input_type: InputType,
 }
 
 impl ModelMetadata {
@@ -428,6 +433,7 @@ impl Registry {
             metadata: r.metadata,
             lineage: r.lineage,
             max_batch: trial.max_batch.map(|n| n as u32),
+            input_type: trial.input_type,
         };
         if let Some(v) = r.version {
             validate_version(v)?;
@@ -682,7 +688,7 @@ pub(crate) fn check_model(
 ) -> Result<TrialRun> {
     let mut session = runtime.session(name, bytes, None)?;
     let load_error = |reason: String| Error::ModelLoad { model: name.to_string(), reason };
-    let input_width = single_float_input_width(&session).map_err(load_error)?;
+    let (input_width, input_type) = model_input(&session).map_err(load_error)?;
     if let Some(width) = input_width {
         if width != features.len() {
             return Err(load_error(format!(
@@ -701,7 +707,7 @@ pub(crate) fn check_model(
     let fixed = crate::batch_size::fixed_batch(&session);
     let trial = |session: &mut ort::session::Session, rows: usize| -> Result<f32> {
         let zeros = vec![0f32; rows * features.len()];
-        let tensor = TensorRef::from_array_view(([rows, features.len()], zeros.as_slice()))?;
+        let tensor = input_type.tensor(rows, features.len(), &zeros)?;
         let outputs = session.run(ort::inputs![tensor]).map_err(|e| {
             let what = if rows == 1 { "one row".to_string() } else { format!("{rows} rows") };
             load_error(format!("a trial run on {what} of zeros failed: {e}"))
@@ -716,7 +722,7 @@ pub(crate) fn check_model(
         Some(n) => Some(n),
         None => trial(&mut session, 2).err().map(|_| 1),
     };
-    Ok(TrialRun { value, max_batch })
+    Ok(TrialRun { value, max_batch, input_type })
 }
 
 /// What a model answered to one row of zeros at registration, and the most rows it takes per call.
@@ -724,6 +730,7 @@ pub(crate) fn check_model(
 pub(crate) struct TrialRun {
     pub value: f32,
     pub max_batch: Option<usize>,
+    pub input_type: InputType,
 }
 
 impl TrialRun {
@@ -763,29 +770,37 @@ pub(crate) fn is_probability(value: f32) -> bool {
     (-PROBABILITY_SLACK..=1.0 + PROBABILITY_SLACK).contains(&value)
 }
 
-/// `Ok(Some(width))` for a `[batch, width]` float input, `Ok(None)` when the width is dynamic.
-pub(crate) fn single_float_input_width(session: &ort::session::Session) -> std::result::Result<Option<usize>, String> {
+/// The model's one input: its width (`None` when dynamic) and element type, for a
+/// `[batch, width]` tensor of a type quorum feeds ([`InputType`]).
+pub(crate) fn model_input(session: &ort::session::Session) -> std::result::Result<(Option<usize>, InputType), String> {
     let inputs = session.inputs();
     if inputs.len() != 1 {
         return Err(format!(
-            "quorum runs models with exactly one float32 input [batch, features]; this one has {} inputs ({})",
+            "quorum runs models with exactly one input [batch, features]; this one has {} inputs ({}) \
+             (skl2onnx writes one input per DataFrame column unless given one initial type for all)",
             inputs.len(),
             inputs.iter().map(|i| i.name().to_string()).collect::<Vec<_>>().join(", ")
         ));
     }
-    match inputs[0].dtype() {
-        ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } if shape.len() == 2 => {
-            Ok((shape[1] >= 0).then_some(shape[1] as usize))
-        }
-        other => Err(format!(
-            "its input {:?} is {other:?}; quorum needs a float32 tensor [batch, features]",
+    let refusal = |what: String| {
+        format!(
+            "its input {:?} is {what}; quorum needs a [batch, features] tensor of float32, float64, float16 or \
+             int64 (cast the data to float32 before exporting, e.g. to_onnx(model, X[:1].astype(numpy.float32)))",
             inputs[0].name()
-        )),
+        )
+    };
+    match inputs[0].dtype() {
+        ValueType::Tensor { ty, shape, .. } if shape.len() == 2 => match InputType::of(*ty) {
+            Some(input_type) => Ok(((shape[1] >= 0).then_some(shape[1] as usize), input_type)),
+            None => Err(refusal(format!("a tensor of {ty:?}"))),
+        },
+        ValueType::Tensor { shape, .. } => Err(refusal(format!("a tensor of rank {}", shape.len()))),
+        other => Err(refusal(format!("{other:?}"))),
     }
 }
 
-/// A view of column `output.column` of a `[rows, C]` float output (or of a `[rows]` / `[rows, 1]`
-/// output without a column); any other shape or type is an [`Error::OutputShape`].
+/// A view of column `output.column` of a `[rows, C]` float32 or float64 output (or of a `[rows]` /
+/// `[rows, 1]` output without a column); any other shape or type is an [`Error::OutputShape`].
 pub(crate) fn read_output_column<'v>(
     model: &str,
     value: &'v ort::value::DynValue,
@@ -795,12 +810,18 @@ pub(crate) fn read_output_column<'v>(
     let shape_error = |found: String| Error::OutputShape {
         model: model.to_string(),
         expected: match output.column {
-            Some(c) => format!("float32 {} of shape [{rows}, >{c}]", output.name),
-            None => format!("float32 {} of shape [{rows}] or [{rows}, 1]", output.name),
+            Some(c) => format!("float32 or float64 {} of shape [{rows}, >{c}]", output.name),
+            None => format!("float32 or float64 {} of shape [{rows}] or [{rows}, 1]", output.name),
         },
         found,
     };
-    let (shape, data) = value.try_extract_tensor::<f32>().map_err(|_| shape_error(format!("{:?}", value.dtype())))?;
+    let (shape, data) = match value.try_extract_tensor::<f32>() {
+        Ok((shape, data)) => (shape, Values::F32(data)),
+        Err(_) => match value.try_extract_tensor::<f64>() {
+            Ok((shape, data)) => (shape, Values::F64(data)),
+            Err(_) => return Err(shape_error(format!("{:?}", value.dtype()))),
+        },
+    };
     let dims: &[i64] = shape;
     let found = || format!("shape {dims:?}");
     let (stride, column) = match (dims, output.column) {
@@ -815,14 +836,25 @@ pub(crate) fn read_output_column<'v>(
 /// A strided view of one output column.
 #[derive(Debug)]
 pub(crate) struct OutputColumn<'v> {
-    data: &'v [f32],
+    data: Values<'v>,
     stride: usize,
     column: usize,
+}
+
+/// An output's values: float32, or float64 (read as float32).
+#[derive(Debug)]
+enum Values<'v> {
+    F32(&'v [f32]),
+    F64(&'v [f64]),
 }
 
 impl OutputColumn<'_> {
     #[inline]
     pub fn get(&self, row: usize) -> f32 {
-        self.data[row * self.stride + self.column]
+        let at = row * self.stride + self.column;
+        match self.data {
+            Values::F32(data) => data[at],
+            Values::F64(data) => data[at] as f32,
+        }
     }
 }

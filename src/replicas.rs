@@ -249,7 +249,7 @@ impl ReplicaSource {
             self.runtime.session_on(&label, &bytes, sharing.as_deref(), &self.provider, self.provider_fallback)?;
         *self.fell_back.lock().unwrap_or_else(|p| p.into_inner()) = fell_back;
         let load_error = |reason: String| Error::ModelLoad { model: label.clone(), reason };
-        if let Some(width) = registry::single_float_input_width(&session).map_err(load_error)? {
+        if let (Some(width), _) = registry::model_input(&session).map_err(load_error)? {
             if width != self.meta.features.len() {
                 return Err(load_error(format!(
                     "its input takes {width} features but its metadata declares {}",

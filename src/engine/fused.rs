@@ -54,6 +54,9 @@ impl InferenceEngine {
                 "runs on another execution provider than the CPU".to_string()
             } else if options.load == LoadPolicy::Lazy {
                 "loads lazily".to_string()
+            } else if !meta.input_type.is_float32() {
+                // The fused graph takes the schema's float32 rows.
+                format!("takes {:?} features, not float32", meta.input_type)
             } else if let Some(n) = meta.max_batch {
                 // A fused graph would inherit the fixed size, and batches would fail.
                 format!("takes at most {n} row(s) per call (a fixed batch size)")

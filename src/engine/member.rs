@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ort::value::{DynValue, TensorRef};
+use ort::value::DynValue;
 
 use super::counters::ModelTelemetry;
 use crate::batch_size;
@@ -374,7 +374,8 @@ impl LoadedModel {
             // A model with a fixed batch size gets as many calls as that takes.
             let per_call = meta.max_batch.map(|n| n as usize);
             batch_size::in_calls(&input[..count * columns], columns, per_call, &mut Vec::new(), |piece| {
-                let tensor = TensorRef::from_array_view(([piece.input_rows, columns], piece.input))?;
+                // Converted once per call when the model takes another type than float32.
+                let tensor = meta.input_type.tensor(piece.input_rows, columns, piece.input)?;
                 let outputs = match options {
                     Some(options) => session.run_with_options(ort::inputs![tensor], options)?,
                     None => session.run(ort::inputs![tensor])?,
