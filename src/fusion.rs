@@ -283,7 +283,7 @@ mod tests {
     }
 
     fn probabilities() -> OutputSpec {
-        OutputSpec { name: "probabilities".into(), column: Some(1) }
+        OutputSpec { name: "probabilities".into(), column: Some(1), label: None }
     }
 
     #[test]
@@ -338,7 +338,7 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.contains("versions 17 and 13"), "{err}");
-        let missing = OutputSpec { name: "nope".into(), column: None };
+        let missing = OutputSpec { name: "nope".into(), column: None, label: None };
         let err = fuse(&[FusionMember { bytes: &technical, output: &missing }]).unwrap_err();
         assert!(err.contains("no output"), "{err}");
         let err = fuse(&[FusionMember { bytes: b"garbage", output: &output }]).unwrap_err();

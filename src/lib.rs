@@ -16,6 +16,7 @@ pub mod units;
 // Model store: ONNX files, their metadata and versions, ensembles' configurations.
 mod batch_size;
 pub mod ensemble;
+mod exported;
 pub mod features;
 pub mod input_type;
 #[doc(hidden)] // the ONNX protobuf, public only for the optimizer's integration tests

@@ -79,33 +79,37 @@ pub struct OutputSpec {
     pub name: String,
     #[serde(default)]
     pub column: Option<usize>,
+    /// The class label the column holds: given as `name:LABEL` (resolved to the column at
+    /// registration from the model's ZipMap or classifier labels), or found there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 impl FromStr for OutputSpec {
     type Err = Error;
-    /// Parses `name` or `name:column`.
+    /// Parses `name`, `name:column` or `name:label` (a class label, when not a number).
     fn from_str(s: &str) -> Result<Self> {
-        let (name, column) = match s.rsplit_once(':') {
-            Some((name, column)) => {
-                let column = column.parse().map_err(|_| {
-                    Error::Config(format!("output {s:?}: column {column:?} is not a non-negative integer"))
-                })?;
-                (name, Some(column))
-            }
-            None => (s, None),
+        let (name, column, label) = match s.rsplit_once(':') {
+            Some((_, "")) => return Err(Error::Config(format!("output {s:?}: the class after ':' is empty"))),
+            Some((name, class)) => match class.parse() {
+                Ok(column) => (name, Some(column), None),
+                Err(_) => (name, None, Some(class.to_string())),
+            },
+            None => (s, None, None),
         };
         if name.is_empty() {
             return Err(Error::Config(format!("output {s:?}: the output name is empty")));
         }
-        Ok(OutputSpec { name: name.to_string(), column })
+        Ok(OutputSpec { name: name.to_string(), column, label })
     }
 }
 
 impl fmt::Display for OutputSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.column {
-            Some(c) => write!(f, "{}:{c}", self.name),
-            None => f.write_str(&self.name),
+        match (self.column, &self.label) {
+            (Some(c), _) => write!(f, "{}:{c}", self.name),
+            (None, Some(label)) => write!(f, "{}:{label}", self.name),
+            (None, None) => f.write_str(&self.name),
         }
     }
 }
@@ -249,7 +253,7 @@ impl ModelRegistration {
             name: name.into(),
             file: file.into(),
             features: features.into_iter().map(Into::into).collect(),
-            output: OutputSpec { name: "probabilities".into(), column: Some(1) },
+            output: OutputSpec { name: "probabilities".into(), column: Some(1), label: None },
             kind: ModelKind::Other,
             task: Task::Classification,
             version: None,
@@ -415,7 +419,18 @@ impl Registry {
         store::validate_name("model name", &r.name)?;
         validate_features(&r.name, &r.features)?;
         let bytes = read_model_file(&r.file, r.max_bytes)?;
-        let trial = check_model(runtime, &r.name, &bytes, &r.features, &r.output)?;
+        // A ZipMap output is cut back to its probability tensor, a class label resolved to a column.
+        let OutputSpec { name, column, label } = r.output;
+        let settled = crate::exported::settle(&bytes, &crate::exported::Declared { name, column, label })
+            .map_err(|reason| Error::ModelLoad { model: r.name.clone(), reason })?;
+        let bytes = settled.bytes.unwrap_or(bytes);
+        let crate::exported::Declared { name, column, label } = settled.output;
+        let output = OutputSpec { name, column, label };
+        let mut metadata = r.metadata;
+        if let Some(note) = settled.note {
+            metadata.insert("exported".into(), serde_json::Value::String(note));
+        }
+        let trial = check_model(runtime, &r.name, &bytes, &r.features, &output)?;
         trial.check_task(&r.name, r.task)?;
 
         let model_dir = self.model_dir(&r.name)?;
@@ -426,11 +441,11 @@ impl Registry {
             kind: r.kind,
             task: r.task,
             features: r.features,
-            output: r.output,
+            output,
             sha256: sha256_hex(&bytes),
             size_bytes: bytes.len() as u64,
             created_at: store::now_rfc3339(),
-            metadata: r.metadata,
+            metadata,
             lineage: r.lineage,
             max_batch: trial.max_batch.map(|n| n as u32),
             input_type: trial.input_type,

@@ -989,6 +989,9 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
                 meta.features.len(),
                 &meta.sha256[..12]
             );
+            if let Some(note) = meta.metadata.get("exported").and_then(|v| v.as_str()) {
+                out!("{note}");
+            }
             if let Some(n) = meta.max_batch {
                 let fill = if n > 1 { ", a short last one filled up" } else { "" };
                 out!("it takes {n} row(s) per call: batches are split into calls of that size{fill}");

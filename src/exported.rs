@@ -1,0 +1,125 @@
+//! Classifier outputs as exporters write them, settled once at registration. skl2onnx and
+//! onnxmltools end a classifier with a `ZipMap`: a sequence of maps from class label to probability,
+//! one map per row, which quorum cannot read and which costs a map per prediction. The ZipMap is cut
+//! off: the model is stored with the probability tensor that fed it as its output, and the class
+//! the prediction is read from is mapped to that tensor's column once, from the ZipMap's labels.
+//! A class label (`--output NAME:up`) is resolved the same way for a ZipMap or a classifier node
+//! with labels.
+
+use crate::onnx::proto::type_proto::{Tensor as TensorType, Value as TypeValue};
+use crate::onnx::proto::{tensor_proto::DataType, NodeProto, TypeProto, ValueInfoProto};
+use crate::onnx::{self, ML_DOMAIN};
+
+/// A declared output: the name, and a column or a class label (the registry's `OutputSpec`, kept
+/// apart so that this module does not import the registry that calls it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Declared {
+    pub name: String,
+    pub column: Option<usize>,
+    pub label: Option<String>,
+}
+
+/// What registration reads from a model and what it stores.
+#[derive(Debug)]
+pub(crate) struct Settled {
+    /// The model without its ZipMap, when it had one on the declared output.
+    pub bytes: Option<Vec<u8>>,
+    /// The declared output, resolved: the tensor's name and its column.
+    pub output: Declared,
+    /// What was done, for the registration's report.
+    pub note: Option<String>,
+}
+
+/// Settles `spec` against the model: cuts a ZipMap that produces it (or that its name feeds), and
+/// resolves a class label to a column. A model that does not decode is left to the load check.
+pub(crate) fn settle(bytes: &[u8], spec: &Declared) -> Result<Settled, String> {
+    let unchanged = |output: Declared| Settled { bytes: None, output, note: None };
+    let Ok(mut model) = onnx::decode(bytes) else { return Ok(unchanged(spec.clone())) };
+    let Some(graph) = model.graph.as_mut() else { return Ok(unchanged(spec.clone())) };
+    let zipmap = graph.node.iter().position(|n| {
+        n.op_type() == "ZipMap" && (n.output.first() == Some(&spec.name) || n.input.first() == Some(&spec.name))
+    });
+    let Some(z) = zipmap else {
+        return match &spec.label {
+            None => Ok(unchanged(spec.clone())),
+            Some(label) => {
+                let labels = classifier_labels(&graph.node).ok_or_else(|| {
+                    format!("output {:?}: class {label:?} needs class labels, and the model has none", spec.name)
+                })?;
+                let column = position(&labels, label, &spec.name)?;
+                Ok(unchanged(Declared { name: spec.name.clone(), column: Some(column), label: Some(label.clone()) }))
+            }
+        };
+    };
+    let node = graph.node.remove(z);
+    let (tensor, map) = (node.input[0].clone(), node.output[0].clone());
+    let labels = labels_of(&node).ok_or("a ZipMap without class labels")?;
+    // The class: a label (given as text or as an integer label), else the positive class of two.
+    let column = match (&spec.label, spec.column) {
+        (Some(label), _) => position(&labels, label, &map)?,
+        (None, Some(c)) if is_integer_labelled(&node) => position(&labels, &c.to_string(), &map)?,
+        (None, Some(c)) if c < labels.len() => c,
+        (None, Some(c)) => return Err(format!("output {map:?} has {} classes, not a column {c}", labels.len())),
+        (None, None) if labels.len() == 2 => 1,
+        (None, None) => {
+            return Err(format!(
+                "output {map:?} has {} classes ({}): name one with --output {map}:CLASS",
+                labels.len(),
+                labels.join(", ")
+            ))
+        }
+    };
+    graph.output.retain(|o| o.name() != map);
+    if !graph.output.iter().any(|o| o.name() == tensor) {
+        graph.output.push(float_output(&tensor));
+    }
+    let label = labels[column].clone();
+    let note = format!(
+        "output {map:?} is a ZipMap (a map per row): stored without it, reading the tensor {tensor:?} that fed it, \
+         column {column} (class {label})"
+    );
+    Ok(Settled {
+        bytes: Some(onnx::encode(&model)),
+        output: Declared { name: tensor, column: Some(column), label: Some(label) },
+        note: Some(note),
+    })
+}
+
+/// A float tensor output of unknown shape (ONNX Runtime infers it).
+fn float_output(name: &str) -> ValueInfoProto {
+    ValueInfoProto {
+        name: Some(name.to_string()),
+        r#type: Some(TypeProto {
+            value: Some(TypeValue::TensorType(TensorType { elem_type: Some(DataType::Float as i32), shape: None })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn is_integer_labelled(node: &NodeProto) -> bool {
+    node.attribute.iter().any(|a| a.name() == "classlabels_int64s" || a.name() == "classlabels_ints")
+}
+
+/// A node's class labels as text (`classlabels_strings`, `classlabels_int64s` or `classlabels_ints`).
+fn labels_of(node: &NodeProto) -> Option<Vec<String>> {
+    node.attribute.iter().find_map(|a| match a.name() {
+        "classlabels_strings" => Some(a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()),
+        "classlabels_int64s" | "classlabels_ints" => Some(a.ints.iter().map(|i| i.to_string()).collect()),
+        _ => None,
+    })
+}
+
+/// The labels of the graph's classifier node (ai.onnx.ml), if it has exactly one.
+fn classifier_labels(nodes: &[NodeProto]) -> Option<Vec<String>> {
+    let mut found = nodes.iter().filter(|n| n.domain() == ML_DOMAIN && n.op_type().ends_with("Classifier"));
+    let node = found.next()?;
+    found.next().is_none().then(|| labels_of(node)).flatten()
+}
+
+fn position(labels: &[String], label: &str, output: &str) -> Result<usize, String> {
+    labels
+        .iter()
+        .position(|l| l == label)
+        .ok_or_else(|| format!("output {output:?} has no class {label:?} (classes: {})", labels.join(", ")))
+}

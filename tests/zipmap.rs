@@ -1,0 +1,153 @@
+//! Classifiers as their exporters write them by default (issue 22): a ZipMap output (a map per row)
+//! is cut back at registration to the probability tensor that fed it, the class read from it is
+//! resolved from the ZipMap's labels (integer or string), and the stored model answers exactly as
+//! the same model exported without ZipMap. Fixtures: `scripts/make_zipmap_fixtures.py`.
+
+mod common;
+
+use ort::session::Session;
+use ort::value::TensorRef;
+use quorum::{
+    EnsembleConfig, Error, InferenceEngine, MemberSpec, ModelRegistration, OutputSpec, Runtime, RuntimeOptions,
+    VersionSpec,
+};
+
+const FEATURES: [&str; 3] = ["ret_1d", "ret_5d", "vix"];
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    common::repo().join(format!("tests/fixtures/exporters/{name}.onnx"))
+}
+
+fn features() -> Vec<String> {
+    FEATURES.map(String::from).to_vec()
+}
+
+fn rows(n: usize) -> Vec<f32> {
+    common::holdout_features(n).iter().flat_map(|f| FEATURES.map(|name| f.get(name).unwrap())).collect()
+}
+
+/// Column `column` of the plain export's `probabilities`, straight from ONNX Runtime.
+fn reference(plain: &str, column: usize, values: &[f32]) -> Vec<f32> {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let mut session = Session::builder(runtime.environment()).unwrap().commit_from_file(fixture(plain)).unwrap();
+    let n = values.len() / 3;
+    let outputs = session.run(ort::inputs![TensorRef::from_array_view(([n, 3], values)).unwrap()]).unwrap();
+    let (shape, p) = outputs["probabilities"].try_extract_tensor::<f32>().unwrap();
+    let classes = shape[1] as usize;
+    (0..n).map(|r| p[r * classes + column]).collect()
+}
+
+fn fresh_engine(home: &std::path::Path) -> InferenceEngine {
+    InferenceEngine::builder(home).without_persistence().build().unwrap()
+}
+
+fn register(engine: &InferenceEngine, name: &str, output: Option<&str>) -> quorum::Result<quorum::ModelMetadata> {
+    let mut registration = ModelRegistration::new(name, fixture(name), features());
+    if let Some(output) = output {
+        registration = registration.with_output(output.parse::<OutputSpec>()?);
+    }
+    engine.register_model(registration)
+}
+
+/// The model's member predictions over `values` through a one-member ensemble.
+fn predictions(engine: &InferenceEngine, name: &str, values: &[f32]) -> Vec<f32> {
+    let ensemble = format!("{name}_alone");
+    engine.create_ensemble(EnsembleConfig::new(&ensemble, [name.parse::<MemberSpec>().unwrap()])).unwrap();
+    let handle = engine.ensemble(&ensemble).unwrap();
+    let batch = quorum::Batch::row_major(&handle.feature_names(), values).unwrap();
+    handle.predict_batch(&batch).unwrap().member_predictions
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (r, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() < 1e-6, "{what}, row {r}: {g} vs {w}");
+    }
+}
+
+#[test]
+fn default_exports_register_as_they_are_and_read_the_positive_class() {
+    let values = rows(64);
+    for (name, label) in [("zipmap_int", "1"), ("zipmap_str", "up"), ("zipmap_lightgbm", "1")] {
+        let home = tempfile::tempdir().unwrap();
+        let engine = fresh_engine(home.path());
+        // No --output: the default `probabilities:1` names the ZipMap's input (skl2onnx) or its
+        // output (onnxmltools).
+        let meta = register(&engine, name, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((meta.output.column, meta.output.label.as_deref()), (Some(1), Some(label)), "{name}");
+        assert!(meta.metadata["exported"].as_str().unwrap().contains("ZipMap"), "{name}: {:?}", meta.metadata);
+        // The stored model has no ZipMap left.
+        let stored = engine.registry().read_verified(&meta).unwrap();
+        let graph = quorum::onnx::decode(&stored).unwrap().graph.unwrap();
+        assert!(graph.node.iter().all(|n| n.op_type() != "ZipMap"), "{name}");
+        let plain = format!("{name}_plain");
+        assert_close(&predictions(&engine, name, &values), &reference(&plain, 1, &values), name);
+    }
+}
+
+#[test]
+fn a_class_label_or_an_integer_label_picks_its_column() {
+    let values = rows(32);
+    let home = tempfile::tempdir().unwrap();
+    let engine = fresh_engine(home.path());
+    let cases = [
+        ("zipmap_str", "output_probability:down", 0),
+        ("zipmap_int", "output_probability:1", 1),
+        ("zipmap_three", "output_probability:flat", 1),
+        ("zipmap_three", "output_probability:up", 2),
+    ];
+    for (i, (name, output, column)) in cases.into_iter().enumerate() {
+        let alias = format!("{name}_{i}");
+        let registration =
+            ModelRegistration::new(&alias, fixture(name), features()).with_output(output.parse().unwrap());
+        let meta = engine.register_model(registration).unwrap_or_else(|e| panic!("{output}: {e}"));
+        assert_eq!(meta.output.column, Some(column), "{output}");
+        let plain = format!("{name}_plain");
+        assert_close(&predictions(&engine, &alias, &values), &reference(&plain, column, &values), output);
+    }
+    // A label on a plain classifier output resolves from the classifier's own labels.
+    let registration = ModelRegistration::new("plain_up", fixture("zipmap_str_plain"), features())
+        .with_output("probabilities:up".parse().unwrap());
+    assert_eq!(engine.register_model(registration).unwrap().output.column, Some(1));
+}
+
+#[test]
+fn an_unknown_class_or_a_missing_one_among_three_is_refused_with_the_classes() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = fresh_engine(home.path());
+    let e = register(&engine, "zipmap_str", Some("output_probability:sideways")).unwrap_err();
+    assert!(matches!(e, Error::ModelLoad { .. }), "{e:?}");
+    assert!(e.to_string().contains("no class \"sideways\" (classes: down, up)"), "{e}");
+    let e = register(&engine, "zipmap_three", Some("output_probability")).unwrap_err();
+    assert!(e.to_string().contains("3 classes (down, flat, up)") && e.to_string().contains(":CLASS"), "{e}");
+    assert!("output:".parse::<OutputSpec>().is_err());
+}
+
+#[test]
+fn a_cut_member_fuses_with_the_example_models_and_runs_natively_where_it_can() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = common::onnxruntime_market_engine(home.path());
+    register(&engine, "zipmap_int", None).unwrap();
+    let members = ["technical", "fundamental", "sentiment", "zipmap_int"].map(|m| m.parse::<MemberSpec>().unwrap());
+    engine.create_ensemble(EnsembleConfig::new("mixed", members)).unwrap();
+    let handle = engine.ensemble("mixed").unwrap();
+    assert!(handle.fusion().fused, "{:?}", handle.fusion());
+    let names = handle.feature_names();
+    let features = common::holdout_features(20);
+    let values: Vec<f32> = features.iter().flat_map(|f| names.iter().map(|n| f.get(n).unwrap())).collect();
+    let answer = handle.predict_batch(&quorum::Batch::row_major(&names, &values).unwrap()).unwrap();
+    assert!(answer.fused);
+    let expected = reference("zipmap_int_plain", 1, &rows(20));
+    let got: Vec<f32> = (0..20).map(|r| answer.member_predictions[r * 4 + 3]).collect();
+    assert_close(&got, &expected, "fused");
+
+    // With native executors on, the cut logistic regression runs on its native plan.
+    let home = tempfile::tempdir().unwrap();
+    let native = fresh_engine(home.path());
+    register(&native, "zipmap_int", None).unwrap();
+    native.create_ensemble(EnsembleConfig::new("one", ["zipmap_int".parse::<MemberSpec>().unwrap()])).unwrap();
+    let replica = native.replicas(None).into_iter().find(|r| r.model == "zipmap_int").unwrap();
+    assert!(replica.executor.is_native(), "{:?}", replica.executor);
+    let meta = native.registry().resolve("zipmap_int", VersionSpec::Default).unwrap();
+    assert_eq!(meta.output.name, "probabilities");
+}
