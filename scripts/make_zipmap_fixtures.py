@@ -5,7 +5,9 @@ reference):
 - zipmap_int.onnx: sklearn LogisticRegression, labels 0/1, skl2onnx defaults;
 - zipmap_str.onnx: the same trained on labels "down"/"up";
 - zipmap_lightgbm.onnx: a LightGBM classifier through onnxmltools' defaults (labels 0/1);
-- zipmap_three.onnx: a three-class LogisticRegression with labels "down", "flat", "up".
+- zipmap_three.onnx: a three-class LogisticRegression with labels "down", "flat", "up";
+- regressor_default.onnx: a LinearRegression with skl2onnx defaults (output `variable`, no
+  probabilities), next to nothing: its reference is its own output.
 
 Trained on the example data's three features ret_1d, ret_5d, vix. Run with the training venv:
     .venv-train/bin/python scripts/make_zipmap_fixtures.py
@@ -47,6 +49,11 @@ save("zipmap_str", to_onnx(m, x[:1], target_opset=17), to_onnx(m, x[:1], options
 three = np.where(frame["ret_1d"].shift(-1).fillna(0) > 0.005, "up", np.where(frame["ret_1d"].shift(-1).fillna(0) < -0.005, "down", "flat"))
 m = LogisticRegression(max_iter=500).fit(x, three)
 save("zipmap_three", to_onnx(m, x[:1], target_opset=17), to_onnx(m, x[:1], options={"zipmap": False}, target_opset=17))
+
+from sklearn.linear_model import LinearRegression
+
+m = LinearRegression().fit(x, frame["ret_1d"].shift(-1).fillna(0).to_numpy(np.float32))
+onnx.save(to_onnx(m, x[:1], target_opset=17), OUT / "regressor_default.onnx")
 
 m = lightgbm.LGBMClassifier(n_estimators=20, num_leaves=7, verbose=-1, random_state=0).fit(x, y)
 types = [("input", FloatTensorType([None, 3]))]

@@ -17,6 +17,8 @@ pub(crate) struct Declared {
     pub name: String,
     pub column: Option<usize>,
     pub label: Option<String>,
+    /// Nothing was declared: `probabilities:1` when the model has it, else the obvious output.
+    pub pick: bool,
 }
 
 /// What registration reads from a model and what it stores.
@@ -36,9 +38,31 @@ pub(crate) fn settle(bytes: &[u8], spec: &Declared) -> Result<Settled, String> {
     let unchanged = |output: Declared| Settled { bytes: None, output, note: None };
     let Ok(mut model) = onnx::decode(bytes) else { return Ok(unchanged(spec.clone())) };
     let Some(graph) = model.graph.as_mut() else { return Ok(unchanged(spec.clone())) };
-    let zipmap = graph.node.iter().position(|n| {
+    let is_output = |name: &str| graph.output.iter().any(|o| o.name() == name);
+    let named = graph.node.iter().position(|n| {
         n.op_type() == "ZipMap" && (n.output.first() == Some(&spec.name) || n.input.first() == Some(&spec.name))
     });
+    // Nothing declared and no `probabilities`: the model's only ZipMap, else its only float output.
+    let zipmap = match named {
+        None if spec.pick && !is_output(&spec.name) => {
+            let mut zipmaps = graph
+                .node
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.op_type() == "ZipMap" && n.output.first().is_some_and(|o| is_output(o)));
+            match (zipmaps.next(), zipmaps.next()) {
+                (Some((z, _)), None) => Some(z),
+                _ => {
+                    return pick_float_output(graph).map(|(output, note)| Settled {
+                        bytes: None,
+                        output,
+                        note: Some(note),
+                    })
+                }
+            }
+        }
+        other => other,
+    };
     let Some(z) = zipmap else {
         return match &spec.label {
             None => Ok(unchanged(spec.clone())),
@@ -47,7 +71,12 @@ pub(crate) fn settle(bytes: &[u8], spec: &Declared) -> Result<Settled, String> {
                     format!("output {:?}: class {label:?} needs class labels, and the model has none", spec.name)
                 })?;
                 let column = position(&labels, label, &spec.name)?;
-                Ok(unchanged(Declared { name: spec.name.clone(), column: Some(column), label: Some(label.clone()) }))
+                Ok(unchanged(Declared {
+                    name: spec.name.clone(),
+                    column: Some(column),
+                    label: Some(label.clone()),
+                    pick: false,
+                }))
             }
         };
     };
@@ -57,6 +86,15 @@ pub(crate) fn settle(bytes: &[u8], spec: &Declared) -> Result<Settled, String> {
     // The class: a label (given as text or as an integer label), else the positive class of two.
     let column = match (&spec.label, spec.column) {
         (Some(label), _) => position(&labels, label, &map)?,
+        // Picked, not declared: the positive class of two.
+        (None, Some(_)) if spec.pick && labels.len() == 2 => 1,
+        (None, Some(_)) if spec.pick => {
+            return Err(format!(
+                "output {map:?} has {} classes ({}): name one with --output {map}:CLASS",
+                labels.len(),
+                labels.join(", ")
+            ))
+        }
         (None, Some(c)) if is_integer_labelled(&node) => position(&labels, &c.to_string(), &map)?,
         (None, Some(c)) if c < labels.len() => c,
         (None, Some(c)) => return Err(format!("output {map:?} has {} classes, not a column {c}", labels.len())),
@@ -80,9 +118,48 @@ pub(crate) fn settle(bytes: &[u8], spec: &Declared) -> Result<Settled, String> {
     );
     Ok(Settled {
         bytes: Some(onnx::encode(&model)),
-        output: Declared { name: tensor, column: Some(column), label: Some(label) },
+        output: Declared { name: tensor, column: Some(column), label: Some(label), pick: false },
         note: Some(note),
     })
+}
+
+/// With nothing declared and neither `probabilities` nor a ZipMap: the graph's only float32 or
+/// float64 tensor output (its column 1 when it has two columns, a classifier's probabilities), or
+/// an error naming the candidates.
+fn pick_float_output(graph: &crate::onnx::proto::GraphProto) -> Result<(Declared, String), String> {
+    let floats: Vec<&ValueInfoProto> = graph
+        .output
+        .iter()
+        .filter(|o| match o.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(TypeValue::TensorType(t)) => {
+                t.elem_type == Some(DataType::Float as i32) || t.elem_type == Some(DataType::Double as i32)
+            }
+            _ => false,
+        })
+        .collect();
+    let [output] = floats.as_slice() else {
+        let names: Vec<&str> = graph.output.iter().map(|o| o.name()).collect();
+        return Err(format!(
+            "no output was declared and the model has no `probabilities` output and {} float outputs \
+             (outputs: {}): pass --output NAME[:CLASS]",
+            floats.len(),
+            names.join(", ")
+        ));
+    };
+    let columns = match output.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(TypeValue::TensorType(t)) => t.shape.as_ref().and_then(|s| s.dim.get(1)).and_then(|d| match d.value {
+            Some(crate::onnx::proto::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
+            _ => None,
+        }),
+        _ => None,
+    };
+    let column = (columns == Some(2)).then_some(1);
+    let name = output.name().to_string();
+    let note = match column {
+        Some(c) => format!("no output was declared: reading {name:?}, column {c}"),
+        None => format!("no output was declared: reading {name:?}"),
+    };
+    Ok((Declared { name, column, label: None, pick: false }, note))
 }
 
 /// A float tensor output of unknown shape (ONNX Runtime infers it).

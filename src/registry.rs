@@ -230,7 +230,8 @@ pub struct ModelRegistration {
     name: String,
     file: PathBuf,
     features: Vec<String>,
-    output: OutputSpec,
+    /// `None`: registration picks the obvious output (see [`ModelRegistration::with_output`]).
+    output: Option<OutputSpec>,
     kind: ModelKind,
     task: Task,
     version: Option<u32>,
@@ -243,7 +244,8 @@ pub struct ModelRegistration {
 pub const DEFAULT_MAX_MODEL_BYTES: u64 = 2 << 30;
 
 impl ModelRegistration {
-    /// A classifier by default, whose prediction is `probabilities:1` (sklearn-onnx's convention).
+    /// A classifier by default, whose prediction registration picks (see
+    /// [`ModelRegistration::with_output`]).
     pub fn new(
         name: impl Into<String>,
         file: impl Into<PathBuf>,
@@ -253,7 +255,7 @@ impl ModelRegistration {
             name: name.into(),
             file: file.into(),
             features: features.into_iter().map(Into::into).collect(),
-            output: OutputSpec { name: "probabilities".into(), column: Some(1), label: None },
+            output: None,
             kind: ModelKind::Other,
             task: Task::Classification,
             version: None,
@@ -267,8 +269,12 @@ impl ModelRegistration {
         self.max_bytes = max_bytes;
         self
     }
+    /// The output holding the prediction. Without it registration picks: `probabilities:1`
+    /// (sklearn-onnx's convention) when the model has it, else its only ZipMap (cut back to its
+    /// probability tensor, the second class) or its only float output; otherwise the error lists
+    /// the candidates. What it picked is in the metadata's `exported` note.
     pub fn with_output(mut self, output: OutputSpec) -> Self {
-        self.output = output;
+        self.output = Some(output);
         self
     }
     pub fn with_kind(mut self, kind: ModelKind) -> Self {
@@ -420,11 +426,16 @@ impl Registry {
         validate_features(&r.name, &r.features)?;
         let bytes = read_model_file(&r.file, r.max_bytes)?;
         // A ZipMap output is cut back to its probability tensor, a class label resolved to a column.
-        let OutputSpec { name, column, label } = r.output;
-        let settled = crate::exported::settle(&bytes, &crate::exported::Declared { name, column, label })
+        let declared = match r.output {
+            Some(OutputSpec { name, column, label }) => crate::exported::Declared { name, column, label, pick: false },
+            None => {
+                crate::exported::Declared { name: "probabilities".into(), column: Some(1), label: None, pick: true }
+            }
+        };
+        let settled = crate::exported::settle(&bytes, &declared)
             .map_err(|reason| Error::ModelLoad { model: r.name.clone(), reason })?;
         let bytes = settled.bytes.unwrap_or(bytes);
-        let crate::exported::Declared { name, column, label } = settled.output;
+        let crate::exported::Declared { name, column, label, .. } = settled.output;
         let output = OutputSpec { name, column, label };
         let mut metadata = r.metadata;
         if let Some(note) = settled.note {

@@ -151,3 +151,25 @@ fn a_cut_member_fuses_with_the_example_models_and_runs_natively_where_it_can() {
     let meta = native.registry().resolve("zipmap_int", VersionSpec::Default).unwrap();
     assert_eq!(meta.output.name, "probabilities");
 }
+
+#[test]
+fn without_a_declared_output_registration_picks_the_only_float_output_or_asks() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = fresh_engine(home.path());
+    // A regressor as skl2onnx writes it: `variable` [N, 1], no probabilities.
+    let registration = ModelRegistration::new("regressor", fixture("regressor_default"), features())
+        .with_task(quorum::Task::Regression);
+    let meta = engine.register_model(registration).unwrap();
+    assert_eq!((meta.output.name.as_str(), meta.output.column), ("variable", None));
+    assert!(meta.metadata["exported"].as_str().unwrap().contains("no output was declared"), "{:?}", meta.metadata);
+    let values = rows(16);
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let mut session =
+        Session::builder(runtime.environment()).unwrap().commit_from_file(fixture("regressor_default")).unwrap();
+    let outputs = session.run(ort::inputs![TensorRef::from_array_view(([16, 3], values.as_slice())).unwrap()]).unwrap();
+    let (_, expected) = outputs["variable"].try_extract_tensor::<f32>().unwrap();
+    assert_close(&predictions(&engine, "regressor", &values), expected, "regressor");
+    // Three classes and nothing declared: the classes are listed, nothing is guessed.
+    let e = register(&engine, "zipmap_three", None).unwrap_err();
+    assert!(e.to_string().contains("3 classes (down, flat, up)"), "{e}");
+}

@@ -244,7 +244,7 @@ export interface ExperimentArm {
 
 /** Options of `registerModel`. */
 export interface ModelOptions {
-  /** Output holding the prediction, `name` or `name:column` (default `probabilities:1`). */
+  /** Output holding the prediction, `name`, `name:column` or `name:CLASS` (default: `probabilities:1`, else the only ZipMap or float output). */
   output?: string
   /** technical, fundamental, sentiment or other. */
   kind?: string

@@ -268,9 +268,10 @@ enum ModelsCommand {
         /// The model's input features, in input order: f1,f2,...
         #[arg(long, value_delimiter = ',')]
         features: Vec<String>,
-        /// Output holding the prediction, with its column: probabilities:1
-        #[arg(long, default_value = "probabilities:1")]
-        output: String,
+        /// Output holding the prediction, with its column or class: probabilities:1, output_probability:up
+        /// (default: probabilities:1 when the model has it, else its only ZipMap or float output)
+        #[arg(long)]
+        output: Option<String>,
         /// technical, fundamental, sentiment or other.
         #[arg(long, default_value = "other")]
         kind: String,
@@ -971,9 +972,11 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
                 features.into_iter().map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect();
             let mut registration = ModelRegistration::new(&name, file, features)
                 .with_max_bytes(max_bytes)
-                .with_output(output.parse::<OutputSpec>()?)
                 .with_kind(kind.parse::<ModelKind>()?)
                 .with_task(task.parse::<Task>()?);
+            if let Some(output) = output {
+                registration = registration.with_output(output.parse::<OutputSpec>()?);
+            }
             if let Some(v) = version {
                 registration = registration.with_version(v);
             }

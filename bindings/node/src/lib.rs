@@ -258,7 +258,7 @@ pub struct OptimizeOptions {
 #[derive(Debug)]
 #[napi(object)]
 pub struct ModelOptions {
-    /// Output holding the prediction, `name` or `name:column` (default `probabilities:1`).
+    /// Output holding the prediction, `name`, `name:column` or `name:CLASS` (default: `probabilities:1`, else the only ZipMap or float output).
     pub output: Option<String>,
     /// technical, fundamental, sentiment or other.
     pub kind: Option<String>,

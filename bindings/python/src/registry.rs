@@ -32,7 +32,7 @@ impl Registry {
 
     /// Copies a model into the registry as a new version (ONNX Runtime loads it and its inputs and
     /// output are checked first); returns its metadata.
-    #[pyo3(signature = (name, file, features, output="probabilities:1", kind="other", task="classification", version=None))]
+    #[pyo3(signature = (name, file, features, output=None, kind="other", task="classification", version=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python method
     fn register<'py>(
         &self,
@@ -40,16 +40,17 @@ impl Registry {
         name: String,
         file: std::path::PathBuf,
         features: Vec<String>,
-        output: &str,
+        output: Option<&str>,
         kind: &str,
         task: &str,
         version: Option<Version>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let parse = || -> quorum::Result<quorum::ModelRegistration> {
-            let mut r = quorum::ModelRegistration::new(name, file, features)
-                .with_output(output.parse()?)
-                .with_kind(kind.parse()?)
-                .with_task(task.parse()?);
+            let mut r =
+                quorum::ModelRegistration::new(name, file, features).with_kind(kind.parse()?).with_task(task.parse()?);
+            if let Some(output) = output {
+                r = r.with_output(output.parse()?);
+            }
             if let Some(v) = version {
                 r = r.with_version(v.0);
             }

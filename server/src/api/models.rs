@@ -27,7 +27,8 @@ pub struct UploadMetadata {
     pub name: String,
     /// The model's input features, in input order.
     pub features: Vec<String>,
-    /// `OUTPUT[:COLUMN]` (default `probabilities:1`).
+    /// `OUTPUT[:COLUMN]` or `OUTPUT:CLASS` (default: `probabilities:1` when the model has it, else
+    /// its only ZipMap or float output).
     #[serde(default)]
     pub output: Option<String>,
     /// technical, fundamental, sentiment or other.
@@ -133,9 +134,11 @@ pub async fn upload(
         }
     }
     let mut registration = ModelRegistration::new(&meta.name, &*path, meta.features.clone())
-        .with_output(meta.output.as_deref().unwrap_or("probabilities:1").parse::<OutputSpec>()?)
         .with_kind(meta.kind.as_deref().unwrap_or("other").parse::<ModelKind>()?)
         .with_task(meta.task.as_deref().unwrap_or("classification").parse::<Task>()?);
+    if let Some(output) = meta.output.as_deref() {
+        registration = registration.with_output(output.parse::<OutputSpec>()?);
+    }
     if let Some(v) = meta.version {
         registration = registration.with_version(v);
     }

@@ -104,7 +104,7 @@ class InferenceEngine(_NativeEngine):
         name: str,
         file: "str | os.PathLike[str]",
         features: Sequence[str],
-        output: str = "probabilities:1",
+        output: Optional[str] = None,
         kind: str = "other",
         task: str = "classification",
         version: Optional[int] = None,

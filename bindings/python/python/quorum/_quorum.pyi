@@ -136,7 +136,7 @@ class Registry:
         name: str,
         file: Any,
         features: builtins.list[str],
-        output: str = "probabilities:1",
+        output: Optional[str] = None,
         kind: str = "other",
         task: str = "classification",
         version: Optional[int] = None,
