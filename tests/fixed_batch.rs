@@ -101,19 +101,12 @@ fn a_fixed_batch_member_runs_beside_the_example_models_and_keeps_fusion_out() {
     let home = tempfile::tempdir().unwrap();
     let engine = common::onnxruntime_market_engine(home.path());
     engine.register_model(ModelRegistration::new("fixed_batch1", fixture("fixed_batch1"), features())).unwrap();
-    let members = ["technical", "fundamental", "sentiment", "fixed_batch1"].map(|m| m.parse::<MemberSpec>().unwrap());
-    engine.create_ensemble(EnsembleConfig::new("mixed", members)).unwrap();
-    let handle = engine.ensemble("mixed").unwrap();
+    let (handle, answer) = common::beside_examples(&engine, "fixed_batch1", 40);
     let fusion = handle.fusion();
     assert!(!fusion.fused);
     assert!(fusion.reason.as_deref().unwrap().contains("fixed batch size"), "{fusion:?}");
-    let names = handle.feature_names();
-    let features = common::holdout_features(40);
-    let values: Vec<f32> = features.iter().flat_map(|f| names.iter().map(|n| f.get(n).unwrap())).collect();
-    let batch = quorum::Batch::row_major(&names, &values).unwrap();
-    let answer = handle.predict_batch(&batch).unwrap();
     assert!(answer.members.iter().all(|m| m.error.is_none()), "{:?}", answer.members);
-    for (r, f) in features.iter().enumerate() {
+    for (r, f) in common::holdout_features(40).iter().enumerate() {
         let row = FEATURES.map(|n| f.get(n).unwrap());
         assert!((answer.member_predictions[r * 4 + 3] - expected(&row)).abs() < 1e-6);
     }

@@ -125,16 +125,10 @@ fn a_float64_member_runs_beside_the_example_models_and_keeps_fusion_out() {
     let home = tempfile::tempdir().unwrap();
     let engine = common::onnxruntime_market_engine(home.path());
     engine.register_model(ModelRegistration::new("mlp_float64", fixture("mlp_float64"), features())).unwrap();
-    let members = ["technical", "fundamental", "sentiment", "mlp_float64"].map(|m| m.parse::<MemberSpec>().unwrap());
-    engine.create_ensemble(EnsembleConfig::new("mixed", members)).unwrap();
-    let handle = engine.ensemble("mixed").unwrap();
+    let (handle, answer) = common::beside_examples(&engine, "mlp_float64", 30);
     let fusion = handle.fusion();
     assert!(!fusion.fused);
     assert!(fusion.reason.as_deref().unwrap().contains("not float32"), "{fusion:?}");
-    let names = handle.feature_names();
-    let features = common::holdout_features(30);
-    let values: Vec<f32> = features.iter().flat_map(|f| names.iter().map(|n| f.get(n).unwrap())).collect();
-    let answer = handle.predict_batch(&quorum::Batch::row_major(&names, &values).unwrap()).unwrap();
     assert!(answer.members.iter().all(|m| m.error.is_none()), "{:?}", answer.members);
     let expected = reference("mlp_float64", InputType::Float64, &rows(30));
     for (r, want) in expected.iter().enumerate() {

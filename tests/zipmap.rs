@@ -128,14 +128,8 @@ fn a_cut_member_fuses_with_the_example_models_and_runs_natively_where_it_can() {
     let home = tempfile::tempdir().unwrap();
     let engine = common::onnxruntime_market_engine(home.path());
     register(&engine, "zipmap_int", None).unwrap();
-    let members = ["technical", "fundamental", "sentiment", "zipmap_int"].map(|m| m.parse::<MemberSpec>().unwrap());
-    engine.create_ensemble(EnsembleConfig::new("mixed", members)).unwrap();
-    let handle = engine.ensemble("mixed").unwrap();
+    let (handle, answer) = common::beside_examples(&engine, "zipmap_int", 20);
     assert!(handle.fusion().fused, "{:?}", handle.fusion());
-    let names = handle.feature_names();
-    let features = common::holdout_features(20);
-    let values: Vec<f32> = features.iter().flat_map(|f| names.iter().map(|n| f.get(n).unwrap())).collect();
-    let answer = handle.predict_batch(&quorum::Batch::row_major(&names, &values).unwrap()).unwrap();
     assert!(answer.fused);
     let expected = reference("zipmap_int_plain", 1, &rows(20));
     let got: Vec<f32> = (0..20).map(|r| answer.member_predictions[r * 4 + 3]).collect();

@@ -77,6 +77,24 @@ fn market_engine_with(home: &Path, engine: InferenceEngine) -> InferenceEngine {
     engine
 }
 
+/// Model `model` (registered by the caller) as a fourth member beside the example models, in
+/// ensemble `mixed`; the ensemble and its answer to the first `rows` held-out rows (the model's
+/// prediction is member column 3).
+pub fn beside_examples(
+    engine: &InferenceEngine,
+    model: &str,
+    rows: usize,
+) -> (quorum::EnsembleHandle, quorum::BatchPrediction) {
+    let members = ["technical", "fundamental", "sentiment", model].map(|m| m.parse::<MemberSpec>().expect("member"));
+    engine.create_ensemble(EnsembleConfig::new("mixed", members)).expect("ensemble");
+    let handle = engine.ensemble("mixed").expect("handle");
+    let names = handle.feature_names();
+    let values: Vec<f32> =
+        holdout_features(rows).iter().flat_map(|f| names.iter().map(|n| f.get(n).expect("feature"))).collect();
+    let answer = handle.predict_batch(&quorum::Batch::row_major(&names, &values).expect("batch")).expect("predict");
+    (handle, answer)
+}
+
 /// The held-out replay data: (column names, rows of f32, outcome column index).
 pub fn holdout() -> (Vec<String>, Vec<Vec<f32>>) {
     let text = std::fs::read_to_string(repo().join("examples/data/holdout.csv")).expect("holdout");
