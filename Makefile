@@ -29,7 +29,7 @@ VENV_SERVE := .venv-serve
 VENV_SERVE_STAMP := $(VENV_SERVE)/.stamp-$(ORT_VERSION)
 SERVE_PORT ?= 8080
 
-.PHONY: demo test monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference volatility-example native-fixtures native-bench-model native-bench
+.PHONY: demo test monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference volatility-example native-fixtures native-bench-model native-bench exporters-bench
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -248,6 +248,11 @@ native-bench-model:
 
 native-bench: venv native-bench-model
 	cargo run --release --example native_bench
+
+# Issue 22's goals: ZipMap vs plain exports (1 and 64 rows), a batch fixed to one row under 64
+# concurrent callers vs inline calls on as many threads as cores.
+exporters-bench: venv
+	cargo run --release --example exporters_bench
 
 # Rebuilds the volatility example (GARCH, HAR-RV and EWMA forecasts of next-day S&P 500 variance from
 # arch's bundled data) and backtests it with every online rule (build time only; the files are committed).

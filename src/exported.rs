@@ -65,7 +65,12 @@ pub(crate) fn settle(bytes: &[u8], spec: &Declared) -> Result<Settled, String> {
     };
     let Some(z) = zipmap else {
         return match &spec.label {
-            None => Ok(unchanged(spec.clone())),
+            // A plain classifier's labels name the column's class, for the prediction to report.
+            None => {
+                let label =
+                    spec.column.zip(classifier_labels(&graph.node)).and_then(|(c, labels)| labels.get(c).cloned());
+                Ok(unchanged(Declared { label, ..spec.clone() }))
+            }
             Some(label) => {
                 let labels = classifier_labels(&graph.node).ok_or_else(|| {
                     format!("output {:?}: class {label:?} needs class labels, and the model has none", spec.name)
@@ -107,9 +112,11 @@ pub(crate) fn settle(bytes: &[u8], spec: &Declared) -> Result<Settled, String> {
             ))
         }
     };
+    // The map's values are the tensor's type: float32, or float64 from a float64 pipeline.
+    let elem_type = graph.output.iter().find(|o| o.name() == map).and_then(map_value_type);
     graph.output.retain(|o| o.name() != map);
     if !graph.output.iter().any(|o| o.name() == tensor) {
-        graph.output.push(float_output(&tensor));
+        graph.output.push(float_output(&tensor, elem_type.unwrap_or(DataType::Float as i32)));
     }
     let label = labels[column].clone();
     let note = format!(
@@ -163,11 +170,21 @@ fn pick_float_output(graph: &crate::onnx::proto::GraphProto) -> Result<(Declared
 }
 
 /// A float tensor output of unknown shape (ONNX Runtime infers it).
-fn float_output(name: &str) -> ValueInfoProto {
+/// The element type of a ZipMap output's values (`seq(map(key, tensor(T)))` → `T`).
+fn map_value_type(output: &ValueInfoProto) -> Option<i32> {
+    let Some(TypeValue::SequenceType(seq)) = output.r#type.as_ref()?.value.as_ref() else { return None };
+    let Some(TypeValue::MapType(map)) = seq.elem_type.as_ref()?.value.as_ref() else { return None };
+    match map.value_type.as_ref()?.value.as_ref() {
+        Some(TypeValue::TensorType(t)) => t.elem_type,
+        _ => None,
+    }
+}
+
+fn float_output(name: &str, elem_type: i32) -> ValueInfoProto {
     ValueInfoProto {
         name: Some(name.to_string()),
         r#type: Some(TypeProto {
-            value: Some(TypeValue::TensorType(TensorType { elem_type: Some(DataType::Float as i32), shape: None })),
+            value: Some(TypeValue::TensorType(TensorType { elem_type: Some(elem_type), shape: None })),
             ..Default::default()
         }),
         ..Default::default()

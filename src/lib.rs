@@ -18,6 +18,7 @@ mod batch_size;
 pub mod ensemble;
 mod exported;
 pub mod features;
+pub mod input_map;
 pub mod input_type;
 #[doc(hidden)] // the ONNX protobuf, public only for the optimizer's integration tests
 pub mod onnx;
@@ -73,6 +74,7 @@ pub use experiment::{
     Arm, ExperimentConfig, ExperimentState, ExperimentStatus, Guardrails, Metric as ExperimentMetric,
 };
 pub use features::{Batch, Features, NonFinitePolicy};
+pub use input_map::InputMap;
 /// A model's declared inputs and outputs, as serving protocols describe them.
 pub use onnx::{graph_io, GraphIo, TensorInfo};
 pub use optimizer::{OptimizeOptions, OptimizeReport, Optimizer};

@@ -28,6 +28,10 @@ pub struct ModelContribution {
     #[serde(skip)]
     pub model: Arc<str>,
     pub version: u32,
+    /// The class its prediction is the probability of, as the model labels it (`up`, `1`), when
+    /// the model has class labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<Arc<str>>,
     /// The member's own prediction; `None` when it failed.
     pub prediction: Option<f32>,
     /// The weight it carried in this prediction (renormalised over the members that answered); for
@@ -107,6 +111,9 @@ fn contributions_by_model<S: Serializer>(list: &[ModelContribution], s: S) -> st
 pub struct MemberRun {
     pub model: Arc<str>,
     pub version: u32,
+    /// The class its predictions are the probability of, as the model labels it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<Arc<str>>,
     /// Wall time of the member's call(s) for the whole batch (its fallback's included).
     pub latency_ms: f64,
     /// Why the member itself did not answer (failure, open circuit breaker, panic).
@@ -200,6 +207,7 @@ impl BatchPrediction {
                 .map(|(i, run)| ModelContribution {
                     model: Arc::clone(&run.model),
                     version: run.version,
+                    class: run.class.clone(),
                     prediction: run.answered().then_some(self.member_predictions[row * m + i]),
                     weight: self.weights_of(row)[i],
                     latency_ms: run.latency_ms,

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::input_map::InputMap;
 use crate::input_type::InputType;
 use crate::runtime::Runtime;
 use crate::store;
@@ -232,6 +233,8 @@ pub struct ModelRegistration {
     features: Vec<String>,
     /// `None`: registration picks the obvious output (see [`ModelRegistration::with_output`]).
     output: Option<OutputSpec>,
+    /// `None`: one `[batch, features]` input, or inputs named as the features.
+    inputs: Option<InputMap>,
     kind: ModelKind,
     task: Task,
     version: Option<u32>,
@@ -256,6 +259,7 @@ impl ModelRegistration {
             file: file.into(),
             features: features.into_iter().map(Into::into).collect(),
             output: None,
+            inputs: None,
             kind: ModelKind::Other,
             task: Task::Classification,
             version: None,
@@ -275,6 +279,14 @@ impl ModelRegistration {
     /// the candidates. What it picked is in the metadata's `exported` note.
     pub fn with_output(mut self, output: OutputSpec) -> Self {
         self.output = Some(output);
+        self
+    }
+    /// Which features feed which input, for a model with several inputs (see [`InputMap`]).
+    /// Without it a model with several inputs (or one `[batch]` input) must name its inputs as
+    /// the features. Either way the stored model takes one `[batch, features]` input; the map is
+    /// in the metadata's `inputs` entry.
+    pub fn with_inputs(mut self, inputs: InputMap) -> Self {
+        self.inputs = Some(inputs);
         self
     }
     pub fn with_kind(mut self, kind: ModelKind) -> Self {
@@ -425,6 +437,19 @@ impl Registry {
         store::validate_name("model name", &r.name)?;
         validate_features(&r.name, &r.features)?;
         let bytes = read_model_file(&r.file, r.max_bytes)?;
+        let mut metadata = r.metadata;
+        let mut notes = Vec::new();
+        // Several inputs are joined into one over the declared features.
+        let bytes = match crate::input_map::join(&bytes, &r.features, r.inputs.as_ref())
+            .map_err(|reason| Error::ModelLoad { model: r.name.clone(), reason })?
+        {
+            Some(joined) => {
+                metadata.insert("inputs".into(), serde_json::Value::String(joined.map.to_string()));
+                notes.push(joined.note);
+                joined.bytes
+            }
+            None => bytes,
+        };
         // A ZipMap output is cut back to its probability tensor, a class label resolved to a column.
         let declared = match r.output {
             Some(OutputSpec { name, column, label }) => crate::exported::Declared { name, column, label, pick: false },
@@ -437,9 +462,9 @@ impl Registry {
         let bytes = settled.bytes.unwrap_or(bytes);
         let crate::exported::Declared { name, column, label, .. } = settled.output;
         let output = OutputSpec { name, column, label };
-        let mut metadata = r.metadata;
-        if let Some(note) = settled.note {
-            metadata.insert("exported".into(), serde_json::Value::String(note));
+        notes.extend(settled.note);
+        if !notes.is_empty() {
+            metadata.insert("exported".into(), serde_json::Value::String(notes.join("; ")));
         }
         let trial = check_model(runtime, &r.name, &bytes, &r.features, &output)?;
         trial.check_task(&r.name, r.task)?;
@@ -803,7 +828,7 @@ pub(crate) fn model_input(session: &ort::session::Session) -> std::result::Resul
     if inputs.len() != 1 {
         return Err(format!(
             "quorum runs models with exactly one input [batch, features]; this one has {} inputs ({}) \
-             (skl2onnx writes one input per DataFrame column unless given one initial type for all)",
+             (registration joins several inputs named as the features, or mapped with --inputs)",
             inputs.len(),
             inputs.iter().map(|i| i.name().to_string()).collect::<Vec<_>>().join(", ")
         ));

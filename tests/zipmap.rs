@@ -167,3 +167,48 @@ fn without_a_declared_output_registration_picks_the_only_float_output_or_asks() 
     let e = register(&engine, "zipmap_three", None).unwrap_err();
     assert!(e.to_string().contains("3 classes (down, flat, up)"), "{e}");
 }
+
+#[test]
+fn each_contribution_reports_the_class_as_the_model_labels_it() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = fresh_engine(home.path());
+    // A cut ZipMap (string labels, the positive class picked), a declared label, and a plain
+    // classifier whose column 1 is class "up".
+    register(&engine, "zipmap_str", None).unwrap();
+    register(&engine, "zipmap_three", Some("output_probability:flat")).unwrap();
+    register(&engine, "zipmap_str_plain", Some("probabilities:1")).unwrap();
+    let members = ["zipmap_str", "zipmap_three", "zipmap_str_plain"].map(|m| m.parse::<MemberSpec>().unwrap());
+    engine.create_ensemble(EnsembleConfig::new("labelled", members)).unwrap();
+    let handle = engine.ensemble("labelled").unwrap();
+    let (names, values) = (handle.feature_names(), rows(2));
+    let batch = quorum::Batch::row_major(&names, &values).unwrap();
+    let answer = handle.predict_batch(&batch).unwrap();
+    let classes: Vec<Option<&str>> = answer.members.iter().map(|m| m.class.as_deref()).collect();
+    assert_eq!(classes, [Some("up"), Some("flat"), Some("up")]);
+    let row = answer.row(1);
+    let json = serde_json::to_value(&row).unwrap();
+    assert_eq!(json["model_contributions"]["zipmap_three"]["class"], "flat");
+    assert_eq!(row.model_contributions[0].class.as_deref(), Some("up"));
+}
+
+#[test]
+fn onnxmltools_xgboost_defaults_register_without_an_output_and_answer_as_onnxruntime() {
+    // onnxmltools writes XGBoost classifiers without a ZipMap: `probabilities` is picked, and the
+    // tree ensemble's integer labels name the class.
+    let file = common::repo().join("tests/fixtures/native/xgboost.onnx");
+    let features: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
+    let home = tempfile::tempdir().unwrap();
+    let engine = InferenceEngine::builder(home.path()).without_persistence().with_native(false).build().unwrap();
+    let meta = engine.register_model(ModelRegistration::new("xgboost", &file, features.clone())).unwrap();
+    assert_eq!(
+        (meta.output.name.as_str(), meta.output.column, meta.output.label.as_deref()),
+        ("probabilities", Some(1), Some("1"))
+    );
+    let values: Vec<f32> = (0..16 * 8).map(|i| ((i * 37 % 101) as f32 / 25.0) - 2.0).collect();
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let mut session = Session::builder(runtime.environment()).unwrap().commit_from_file(&file).unwrap();
+    let outputs = session.run(ort::inputs![TensorRef::from_array_view(([16usize, 8], &values[..])).unwrap()]).unwrap();
+    let (_, p) = outputs["probabilities"].try_extract_tensor::<f32>().unwrap();
+    let expected: Vec<f32> = (0..16).map(|r| p[r * 2 + 1]).collect();
+    assert_close(&predictions(&engine, "xgboost", &values), &expected, "xgboost");
+}

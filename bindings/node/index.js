@@ -135,7 +135,7 @@ function unpackScratch(result) {
 function build(n, s) {
   const modelContributions = {}
   const skipped = []
-  for (let k = 8, j = 5; j < s.length; k += 5, j += 3) {
+  for (let k = 8, j = 5; j < s.length; k += 5, j += 4) {
     const prediction = n[k + 1]
     const recentLoss = n[k + 4]
     const answered = !Number.isNaN(prediction)
@@ -147,6 +147,7 @@ function build(n, s) {
       recentLoss: Number.isNaN(recentLoss) ? undefined : recentLoss,
       error: s[j + 1] || undefined,
       fallback: s[j + 2] || undefined,
+      class: s[j + 3] || undefined,
     }
     if (!answered) skipped.push(s[j])
   }

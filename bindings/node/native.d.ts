@@ -194,6 +194,8 @@ export interface Contribution {
   error?: string
   /** The fallback model that answered in its place. */
   fallback?: string
+  /** The class its prediction is the probability of, as the model labels it (`'up'`, `'1'`). */
+  class?: string
 }
 
 /**
@@ -246,6 +248,8 @@ export interface ExperimentArm {
 export interface ModelOptions {
   /** Output holding the prediction, `name`, `name:column` or `name:CLASS` (default: `probabilities:1`, else the only ZipMap or float output). */
   output?: string
+  /** For a model with several inputs, which features feed which: `'x1=a,b;x2=c,d'` (default: inputs named as the features). */
+  inputs?: string
   /** technical, fundamental, sentiment or other. */
   kind?: string
   /** classification or regression. */
@@ -287,7 +291,7 @@ export interface PackedPrediction {
   numbers: Float64Array
   /**
    * ensemble, strategy, regime ("": none), experiment and arm ("": none); then per member: model,
-   * error ("": none), fallback ("": none).
+   * error ("": none), fallback ("": none), class ("": none).
    */
   strings: Array<string>
 }

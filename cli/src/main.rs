@@ -272,6 +272,10 @@ enum ModelsCommand {
         /// (default: probabilities:1 when the model has it, else its only ZipMap or float output)
         #[arg(long)]
         output: Option<String>,
+        /// Which features feed which input, for a model with several inputs: 'x1=a,b;x2=c,d'
+        /// (default: inputs named as the features, one feature each)
+        #[arg(long)]
+        inputs: Option<String>,
         /// technical, fundamental, sentiment or other.
         #[arg(long, default_value = "other")]
         kind: String,
@@ -967,7 +971,18 @@ fn serve(home: PathBuf, home_given: bool, args: ServeArgs) -> Result<()> {
 
 fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
     match cmd {
-        ModelsCommand::Register { name, file, features, output, kind, task, version, set_default, max_bytes } => {
+        ModelsCommand::Register {
+            name,
+            file,
+            features,
+            output,
+            inputs,
+            kind,
+            task,
+            version,
+            set_default,
+            max_bytes,
+        } => {
             let features: Vec<String> =
                 features.into_iter().map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect();
             let mut registration = ModelRegistration::new(&name, file, features)
@@ -976,6 +991,9 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
                 .with_task(task.parse::<Task>()?);
             if let Some(output) = output {
                 registration = registration.with_output(output.parse::<OutputSpec>()?);
+            }
+            if let Some(inputs) = inputs {
+                registration = registration.with_inputs(inputs.parse::<quorum::InputMap>()?);
             }
             if let Some(v) = version {
                 registration = registration.with_version(v);

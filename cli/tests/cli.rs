@@ -550,3 +550,35 @@ fn beside_a_process_holding_the_state_models_and_ensembles_can_be_added_but_stat
     assert!(String::from_utf8_lossy(&refused.stderr).contains(&format!("pid {}", std::process::id())));
     drop(server);
 }
+
+#[test]
+fn models_as_exporters_write_them_register_on_the_command_line() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let fixture =
+        |name: &str| common::repo().join(format!("tests/fixtures/exporters/{name}.onnx")).to_string_lossy().to_string();
+    // A DataFrame export: one input per column, named as the features, and a ZipMap.
+    let frame = fixture("frame_pipeline");
+    let printed = ok(quorum(h, &["models", "register", "frame", "--file", &frame, "--features", "ret_1d,ret_5d,vix"]));
+    assert!(printed.contains("joined into one [batch, 3] input") && printed.contains("ZipMap"), "{printed}");
+    // Inputs that need a map: refused without it (one line, naming the flag), taken with it.
+    let grouped = fixture("grouped_inputs");
+    let register = ["models", "register", "grouped", "--file", &grouped, "--features", "ret_1d,ret_5d,vix"];
+    assert_clean_failure(&quorum(h, &register), "--inputs");
+    assert_clean_failure(&quorum(h, &[&register[..], &["--inputs", "x1"]].concat()), "error[config]");
+    assert_clean_failure(&quorum(h, &[&register[..], &["--inputs", "x1=ret_1d;x2=vix"]].concat()), "takes 2 columns");
+    ok(quorum(h, &[&register[..], &["--inputs", "x1=ret_1d,ret_5d;x2=vix"]].concat()));
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(quorum(h, &["models", "show", "grouped", "--json"]))).unwrap();
+    assert_eq!(shown["metadata"]["inputs"], "x1=ret_1d,ret_5d;x2=vix");
+    // A batch fixed to one row is shown, and a string input is refused saying what to change.
+    let fixed = fixture("fixed_batch1");
+    let printed = ok(quorum(h, &["models", "register", "fixed", "--file", &fixed, "--features", "ret_1d,ret_5d,vix"]));
+    assert!(printed.contains("it takes 1 row(s) per call"), "{printed}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(quorum(h, &["models", "show", "fixed", "--json"]))).unwrap();
+    assert_eq!(shown["max_batch"], 1);
+    let strings = fixture("string_input");
+    let refused = quorum(h, &["models", "register", "s", "--file", &strings, "--features", "ret_1d,sector"]);
+    assert_clean_failure(&refused, "takes strings");
+}

@@ -208,6 +208,35 @@ fn uploads_are_verified_before_they_become_versions_and_set_default_swaps() {
 }
 
 #[test]
+fn uploads_take_models_as_exporters_write_them() {
+    let server = Running::market(|_| {});
+    let fixture =
+        |name: &str| std::fs::read(common::repo().join(format!("tests/fixtures/exporters/{name}.onnx"))).unwrap();
+    let upload = |metadata: &str, model: &[u8]| {
+        let (content_type, body) = multipart(metadata, model);
+        send(server.addr, "POST", "/api/v1/ml/models", &[("content-type", &content_type)], &body)
+    };
+    let features = r#"["ret_1d", "ret_5d", "vix"]"#;
+    // Inputs that need a map: without it a 422 naming the field's syntax, with it a version.
+    let grouped = fixture("grouped_inputs");
+    let reply = upload(&format!(r#"{{"name": "grouped", "features": {features}}}"#), &grouped);
+    assert_eq!((reply.status, reply.code().as_str()), (422, "model_load"));
+    let reply = upload(&format!(r#"{{"name": "grouped", "features": {features}, "inputs": "x1"}}"#), &grouped);
+    assert_eq!(reply.status / 100, 4, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.code(), "config");
+    let mapped = format!(r#"{{"name": "grouped", "features": {features}, "inputs": "x1=ret_1d,ret_5d;x2=vix"}}"#);
+    let reply = upload(&mapped, &grouped);
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json()["metadata"]["inputs"], "x1=ret_1d,ret_5d;x2=vix");
+    // A DataFrame export with a ZipMap and a batch fixed to one row, as they are.
+    let reply = upload(&format!(r#"{{"name": "frame", "features": {features}}}"#), &fixture("frame_pipeline"));
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json()["output"]["label"], "1");
+    let reply = upload(&format!(r#"{{"name": "fixed", "features": {features}}}"#), &fixture("fixed_batch1"));
+    assert_eq!(reply.json()["max_batch"], 1);
+}
+
+#[test]
 fn benchmark_and_optimize_run_on_an_uploaded_dataset() {
     let server = Running::market(|c| c.limits.sync_job_wait_ms = 60_000);
     let csv = std::fs::read(common::repo().join("examples/data/holdout.csv")).unwrap();

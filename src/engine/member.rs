@@ -129,6 +129,9 @@ impl FaultSlot {
 /// A model with its replicas, its request queue and its circuit breaker.
 pub(super) struct LoadedModel {
     pub name: Arc<str>,
+    /// The class label its prediction is the probability of (`output.label`), shared by every
+    /// prediction that reports it.
+    pub class: Option<Arc<str>>,
     pub meta: ModelMetadata,
     pub pool: ReplicaPool,
     /// The model's native plan, when it has one that agreed with ONNX Runtime at load: every call
@@ -220,6 +223,7 @@ impl LoadedModel {
         let batching = options.batching.unwrap_or(BatchingOptions { max_batch: 1, ..BatchingOptions::default() });
         Ok(LoadedModel {
             name: Arc::from(meta.name.as_str()),
+            class: meta.output.label.as_deref().map(Arc::from),
             batcher: Arc::new(Batcher::new(&meta.name, width, batching)),
             batching: options.batching.is_some(),
             meta,

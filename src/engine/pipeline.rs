@@ -85,7 +85,14 @@ impl Answers {
 }
 
 fn member_run(model: &LoadedModel, latency_ms: f64, error: Option<String>) -> MemberRun {
-    MemberRun { model: Arc::clone(&model.name), version: model.meta.version, latency_ms, error, fallback: None }
+    MemberRun {
+        model: Arc::clone(&model.name),
+        version: model.meta.version,
+        class: model.class.clone(),
+        latency_ms,
+        error,
+        fallback: None,
+    }
 }
 
 /// A single-row request after the cache was consulted.

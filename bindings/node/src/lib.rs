@@ -51,6 +51,8 @@ pub struct Contribution {
     pub error: Option<String>,
     /// The fallback model that answered in its place.
     pub fallback: Option<String>,
+    /// The class its prediction is the probability of, as the model labels it (`'up'`, `'1'`).
+    pub class: Option<String>,
 }
 
 /// One prediction: the story's fields, in JavaScript's camelCase.
@@ -104,7 +106,7 @@ pub struct PackedPrediction {
     /// no answer), weight, latencyMs, recentLoss (NaN: none).
     pub numbers: Float64Array,
     /// ensemble, strategy, regime ("": none), experiment and arm ("": none); then per member: model,
-    /// error ("": none), fallback ("": none).
+    /// error ("": none), fallback ("": none), class ("": none).
     pub strings: Vec<String>,
 }
 
@@ -121,7 +123,7 @@ fn packed(p: quorum::Prediction) -> PackedPrediction {
         f64::from(flags),
         p.latency_ms,
     ]);
-    let mut strings = Vec::with_capacity(5 + 3 * p.model_contributions.len());
+    let mut strings = Vec::with_capacity(5 + 4 * p.model_contributions.len());
     let (experiment, arm) = match &p.experiment {
         Some(e) => (e.name.to_string(), e.arm.as_str().to_string()),
         None => (String::new(), String::new()),
@@ -145,6 +147,7 @@ fn packed(p: quorum::Prediction) -> PackedPrediction {
             c.model.to_string(),
             c.error.unwrap_or_default(),
             c.fallback.map_or_else(String::new, |f| f.to_string()),
+            c.class.map_or_else(String::new, |f| f.to_string()),
         ]);
     }
     PackedPrediction { numbers: Float64Array::new(numbers), strings }
@@ -260,6 +263,8 @@ pub struct OptimizeOptions {
 pub struct ModelOptions {
     /// Output holding the prediction, `name`, `name:column` or `name:CLASS` (default: `probabilities:1`, else the only ZipMap or float output).
     pub output: Option<String>,
+    /// For a model with several inputs, which features feed which: `'x1=a,b;x2=c,d'` (default: inputs named as the features).
+    pub inputs: Option<String>,
     /// technical, fundamental, sentiment or other.
     pub kind: Option<String>,
     /// classification or regression.

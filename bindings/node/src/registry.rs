@@ -53,6 +53,9 @@ impl JsRegistry {
                 if let Some(output) = o.output {
                     r = r.with_output(output.parse()?);
                 }
+                if let Some(inputs) = o.inputs {
+                    r = r.with_inputs(inputs.parse()?);
+                }
                 if let Some(kind) = o.kind {
                     r = r.with_kind(kind.parse()?);
                 }

@@ -390,7 +390,7 @@ impl Prediction {
     fn latency_ms(&self) -> f64 {
         self.inner.latency_ms
     }
-    /// `{model: {"version", "prediction", "weight", "latency_ms", "recent_loss"?, "error"?}}`
+    /// `{model: {"version", "class"?, "prediction", "weight", "latency_ms", "recent_loss"?, "error"?, "fallback"?}}`
     #[getter]
     fn model_contributions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.to_dict(py)?.get_item("model_contributions")

@@ -32,7 +32,9 @@ impl Registry {
 
     /// Copies a model into the registry as a new version (ONNX Runtime loads it and its inputs and
     /// output are checked first); returns its metadata.
-    #[pyo3(signature = (name, file, features, output=None, kind="other", task="classification", version=None))]
+    /// `inputs` maps features to the inputs of a model with several (`"x1=a,b;x2=c,d"`); without
+    /// it such a model's inputs must be named as the features.
+    #[pyo3(signature = (name, file, features, output=None, kind="other", task="classification", version=None, inputs=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of the Python method
     fn register<'py>(
         &self,
@@ -44,12 +46,16 @@ impl Registry {
         kind: &str,
         task: &str,
         version: Option<Version>,
+        inputs: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let parse = || -> quorum::Result<quorum::ModelRegistration> {
             let mut r =
                 quorum::ModelRegistration::new(name, file, features).with_kind(kind.parse()?).with_task(task.parse()?);
             if let Some(output) = output {
                 r = r.with_output(output.parse()?);
+            }
+            if let Some(inputs) = inputs {
+                r = r.with_inputs(inputs.parse()?);
             }
             if let Some(v) = version {
                 r = r.with_version(v.0);

@@ -31,6 +31,10 @@ pub struct UploadMetadata {
     /// its only ZipMap or float output).
     #[serde(default)]
     pub output: Option<String>,
+    /// For a model with several inputs: which features feed which input, `x1=a,b;x2=c,d`
+    /// (default: inputs named as the features).
+    #[serde(default)]
+    pub inputs: Option<String>,
     /// technical, fundamental, sentiment or other.
     #[serde(default)]
     pub kind: Option<String>,
@@ -138,6 +142,9 @@ pub async fn upload(
         .with_task(meta.task.as_deref().unwrap_or("classification").parse::<Task>()?);
     if let Some(output) = meta.output.as_deref() {
         registration = registration.with_output(output.parse::<OutputSpec>()?);
+    }
+    if let Some(inputs) = meta.inputs.as_deref() {
+        registration = registration.with_inputs(inputs.parse::<quorum::InputMap>()?);
     }
     if let Some(v) = meta.version {
         registration = registration.with_version(v);

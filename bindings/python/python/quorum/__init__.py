@@ -108,9 +108,11 @@ class InferenceEngine(_NativeEngine):
         kind: str = "other",
         task: str = "classification",
         version: Optional[int] = None,
+        inputs: Optional[str] = None,
     ) -> Dict[str, Any]:
-        """`Registry.register` on the engine's registry."""
-        return self.registry.register(name, file, list(features), output, kind, task, version)
+        """`Registry.register` on the engine's registry. `inputs` maps features to the inputs of a
+        model with several (`"x1=a,b;x2=c,d"`); without it they must be named as the features."""
+        return self.registry.register(name, file, list(features), output, kind, task, version, inputs)
 
     def list_models(self) -> List[Dict[str, Any]]:
         """`Registry.list` on the engine's registry."""
