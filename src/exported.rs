@@ -86,7 +86,9 @@ pub(crate) fn settle(bytes: &[u8], spec: &Declared) -> Result<Settled, String> {
         };
     };
     let node = graph.node.remove(z);
-    let (tensor, map) = (node.input[0].clone(), node.output[0].clone());
+    let (Some(tensor), Some(map)) = (node.input.first().cloned(), node.output.first().cloned()) else {
+        return Err("a ZipMap without an input or an output".into());
+    };
     let labels = labels_of(&node).ok_or("a ZipMap without class labels")?;
     // The class: a label (given as text or as an integer label), else the positive class of two.
     let column = match (&spec.label, spec.column) {

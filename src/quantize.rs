@@ -486,7 +486,8 @@ pub fn quantize_static(
                 }
             }
         }
-        let activation = node.input[0].clone();
+        // Nodes without inputs (Constant) have no activation.
+        let activation = node.input.first().cloned().unwrap_or_default();
         for input in node.input.iter_mut() {
             if params.contains_key(input.as_str()) {
                 *input = dq(input);

@@ -206,3 +206,26 @@ fn a_dataframe_export_answers_beside_the_example_models() {
     let got: Vec<f32> = (0..20).map(|r| answer.member_predictions[r * 4 + 3]).collect();
     assert_close(&got, &reference("frame_pipeline_plain", &rows(20, &FEATURES)), "beside the examples");
 }
+
+#[test]
+fn the_optimizer_measures_joined_models_like_any_other() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = fresh_engine(home.path());
+    register(&engine, "grouped_inputs", &FEATURES, Some(GROUPED)).unwrap();
+    register(&engine, "frame_pipeline", &FEATURES, None).unwrap();
+    let data = common::repo().join("examples/data/holdout.csv");
+    let optimizer = quorum::Optimizer::new(&engine);
+    for name in ["grouped_inputs", "frame_pipeline"] {
+        let bench = optimizer.benchmark(name, VersionSpec::Default, &data, Some("next_day_up")).unwrap();
+        assert_eq!(bench.latency.len(), 4, "{name}");
+        assert!(bench.accuracy.is_some(), "{name}");
+    }
+    // The float32 graph quantizes: every candidate is measured on the joined input.
+    let report =
+        optimizer.optimize("grouped_inputs", VersionSpec::Default, &data, "next_day_up", &Default::default()).unwrap();
+    assert!(!report.candidates.is_empty());
+    for candidate in &report.candidates {
+        assert!(candidate.accepted || candidate.reason.is_some(), "{candidate:?}");
+    }
+    assert!(report.candidates.iter().any(|c| c.benchmark.is_some()), "{:?}", report.candidates);
+}
