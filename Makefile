@@ -29,7 +29,7 @@ VENV_SERVE := .venv-serve
 VENV_SERVE_STAMP := $(VENV_SERVE)/.stamp-$(ORT_VERSION)
 SERVE_PORT ?= 8080
 
-.PHONY: demo test monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference volatility-example native-fixtures native-bench-model native-bench exporters-bench
+.PHONY: demo test monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference volatility-example native-fixtures native-bench-model native-bench exporters-bench opset-history-check
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -44,6 +44,18 @@ $(VENV_SERVE_STAMP):
 	$(PYTHON) -m venv $(VENV_SERVE)
 	$(VENV_SERVE)/bin/pip install --quiet "tritonclient[http]" numpy fastapi uvicorn onnxruntime==$(ORT_VERSION) pytest
 	touch $@
+
+# The `onnx` package whose operator schemas and version converter src/onnx/history.rs is generated
+# from (scripts/make_opset_history.py); `make test` checks that the committed table is current.
+VENV_ONNX := .venv-onnx
+ONNX_VERSION := 1.23.2
+$(VENV_ONNX)/.stamp:
+	$(PYTHON) -m venv $(VENV_ONNX)
+	$(VENV_ONNX)/bin/pip install --quiet onnx==$(ONNX_VERSION)
+	touch $@
+
+opset-history-check: $(VENV_ONNX)/.stamp
+	$(VENV_ONNX)/bin/python scripts/make_opset_history.py --check
 
 # A real Triton Inference Server (inside PyPI's nvidia-pytriton) for the load comparison; Debian's
 # Python 3.11, whose shared libpython pytriton's Triton needs.
@@ -123,7 +135,7 @@ monitoring-check: monitoring-tools
 	  deploy/prometheus/prometheus.yml > $$tmp/prometheus.yml && promtool check config $$tmp/prometheus.yml; \
 	  status=$$?; rm -rf $$tmp; exit $$status
 
-test: venv ort-compat venv-serve monitoring-tools monitoring-check k8s-check
+test: venv ort-compat venv-serve monitoring-tools monitoring-check k8s-check opset-history-check
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	QUORUM_REQUIRE_POSTGRES=1 cargo test --all-targets
@@ -249,9 +261,11 @@ native-bench-model:
 native-bench: venv native-bench-model
 	cargo run --release --example native_bench
 
-# Issue 22's goals: ZipMap vs plain exports (1 and 64 rows), a batch fixed to one row under 64
-# concurrent callers vs inline calls on as many threads as cores.
+# Issue 22's goals: ZipMap vs plain exports at 1 and 64 rows (`profile_loop ROWS zipmap`), a batch
+# fixed to one row under 64 concurrent callers vs inline calls on as many threads as cores.
 exporters-bench: venv
+	cargo run --release --example profile_loop -- 1 zipmap
+	cargo run --release --example profile_loop -- 64 zipmap
 	cargo run --release --example exporters_bench
 
 # Rebuilds the volatility example (GARCH, HAR-RV and EWMA forecasts of next-day S&P 500 variance from

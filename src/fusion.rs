@@ -23,6 +23,7 @@ use ort::session::{IoBinding, Session};
 use ort::value::{Tensor, TensorElementType, ValueType};
 
 use crate::onnx;
+use crate::onnx::lift::{self, Opsets};
 use crate::onnx::proto::{GraphProto, ModelProto, OperatorSetIdProto, ValueInfoProto};
 use crate::registry::OutputSpec;
 use crate::runtime::Runtime;
@@ -43,71 +44,80 @@ pub(crate) struct FusedModel {
     pub bytes: Vec<u8>,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
+    /// Which of the members given to [`fuse`] it holds, in its input and output order.
+    pub members: Vec<usize>,
+    /// The members left out (they run on their own sessions), with the reason.
+    pub left_out: Vec<(usize, String)>,
+    /// The opsets every fused member was lifted to.
+    pub opsets: Opsets,
 }
 
-/// Merges the members' graphs (see the module documentation); `Err` says why they cannot be.
+/// One member's graph, lifted and renamed under its prefix, ready to merge.
+struct Prepared {
+    input: ValueInfoProto,
+    output: ValueInfoProto,
+    nodes: Vec<crate::onnx::proto::NodeProto>,
+    initializers: Vec<crate::onnx::proto::TensorProto>,
+    ir_version: i64,
+    /// Its opset imports, in its order (the fused model keeps the order of first appearance).
+    imports: Vec<OperatorSetIdProto>,
+    /// Imports of domains other than the two that are lifted, kept as they are.
+    other_opsets: Vec<OperatorSetIdProto>,
+}
+
+/// Merges the members' graphs (see the module documentation), lifting each to the highest opset of
+/// each domain among them; a member that cannot be merged or lifted is left out with the reason,
+/// and `Err` says why fewer than two members remain.
 pub(crate) fn fuse(members: &[FusionMember<'_>]) -> std::result::Result<FusedModel, String> {
+    let decoded: Vec<std::result::Result<ModelProto, String>> =
+        members.iter().map(|m| onnx::decode(m.bytes).map_err(|e| e.to_string())).collect();
+    let target = decoded.iter().flatten().fold(Opsets::default(), |t, m| t.max(Opsets::of(m)));
     let mut graph = GraphProto { name: Some("quorum_fused_ensemble".into()), ..Default::default() };
+    let mut other_opsets: Vec<OperatorSetIdProto> = Vec::new();
     let mut opsets: Vec<OperatorSetIdProto> = Vec::new();
     let mut ir_version = 0;
-    let (mut inputs, mut outputs) = (Vec::with_capacity(members.len()), Vec::with_capacity(members.len()));
-    for (i, member) in members.iter().enumerate() {
-        let prefix = format!("m{i}/");
-        let model = onnx::decode(member.bytes).map_err(|e| format!("member {i}: {e}"))?;
-        if !model.functions.is_empty() {
-            return Err(format!("member {i} defines local functions"));
-        }
-        ir_version = ir_version.max(model.ir_version());
-        merge_opsets(&mut opsets, &model)?;
-        let g = model.graph.ok_or_else(|| format!("member {i} has no graph"))?;
-        if !g.sparse_initializer.is_empty() {
-            return Err(format!("member {i} has sparse initializers"));
-        }
-        let initialized: HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
-        let real: Vec<&ValueInfoProto> = g.input.iter().filter(|v| !initialized.contains(v.name())).collect();
-        let [input] = real[..] else {
-            return Err(format!("member {i} has {} inputs; fusion needs exactly one", real.len()));
-        };
-        let output = g
-            .output
-            .iter()
-            .find(|o| o.name() == member.output.name)
-            .ok_or_else(|| format!("member {i} has no output {:?}", member.output.name))?;
-        let needed = onnx::nodes_needed_for(&g.node, output.name());
-        if let Some(node) = g.node.iter().zip(&needed).find(|(n, keep)| **keep && onnx::has_subgraph(n)).map(|(n, _)| n)
-        {
-            return Err(format!("member {i} runs a {} node with a subgraph", node.op_type()));
-        }
-        // Empty names mean "optional input not given" and stay empty.
-        let rename = |name: &str| -> String {
-            if name.is_empty() {
-                String::new()
-            } else {
-                format!("{prefix}{name}")
+    let (mut inputs, mut outputs, mut fused, mut left_out) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, (member, model)) in members.iter().zip(decoded).enumerate() {
+        let prepared = model.and_then(|model| prepare(&format!("m{i}/"), model, member.output, target)).and_then(|p| {
+            merge_opsets(&other_opsets, &p.other_opsets)?;
+            Ok(p)
+        });
+        let p = match prepared {
+            Ok(p) => p,
+            Err(reason) => {
+                left_out.push((i, reason));
+                continue;
             }
         };
-        let fused_input = rename(input.name());
-        graph.input.push(ValueInfoProto { name: Some(fused_input.clone()), ..input.clone() });
-        inputs.push(fused_input);
-        let mut used: HashSet<&str> = HashSet::new();
-        for (node, _) in g.node.iter().zip(&needed).filter(|(_, keep)| **keep) {
-            used.extend(node.input.iter().map(String::as_str));
-            let mut node = node.clone();
-            node.input.iter_mut().for_each(|n| *n = rename(n));
-            node.output.iter_mut().for_each(|n| *n = rename(n));
-            if let Some(name) = node.name.as_mut().filter(|n| !n.is_empty()) {
-                *name = format!("{prefix}{name}");
+        ir_version = ir_version.max(p.ir_version);
+        for o in p.other_opsets {
+            if !other_opsets.iter().any(|x| x.domain() == o.domain()) {
+                other_opsets.push(o);
             }
-            graph.node.push(node);
         }
-        for t in g.initializer.iter().filter(|t| used.contains(t.name())) {
-            let mut t = t.clone();
-            t.name = Some(rename(t.name()));
-            graph.initializer.push(t);
+        // Each domain once, "ai.onnx" written "", at the target version where it is lifted.
+        for o in p.imports {
+            let domain = if o.domain() == "ai.onnx" { String::new() } else { o.domain().to_string() };
+            if !opsets.iter().any(|x| x.domain() == domain) {
+                let version = match domain.as_str() {
+                    "" => target.default,
+                    onnx::ML_DOMAIN => target.ml,
+                    _ => o.version,
+                };
+                opsets.push(OperatorSetIdProto { domain: Some(domain), version });
+            }
         }
-        let fused_output = rename(output.name());
-        graph.output.push(ValueInfoProto { name: Some(fused_output.clone()), ..output.clone() });
-        outputs.push(fused_output);
+        inputs.push(p.input.name().to_string());
+        outputs.push(p.output.name().to_string());
+        graph.input.push(p.input);
+        graph.output.push(p.output);
+        graph.node.extend(p.nodes);
+        graph.initializer.extend(p.initializers);
+        fused.push(i);
+    }
+    if fused.len() < 2 {
+        let reasons: Vec<String> = left_out.iter().map(|(i, why)| format!("member {i}: {why}")).collect();
+        return Err(if reasons.is_empty() { "fewer than two members to fuse".into() } else { reasons.join("; ") });
     }
     let model = ModelProto {
         ir_version: Some(ir_version),
@@ -117,25 +127,110 @@ pub(crate) fn fuse(members: &[FusionMember<'_>]) -> std::result::Result<FusedMod
         graph: Some(graph),
         ..Default::default()
     };
-    Ok(FusedModel { bytes: onnx::encode(&model), inputs, outputs })
+    Ok(FusedModel { bytes: onnx::encode(&model), inputs, outputs, members: fused, left_out, opsets: target })
 }
 
-/// Adds `model`'s opsets to `opsets`; one domain at two versions cannot be merged.
-fn merge_opsets(opsets: &mut Vec<OperatorSetIdProto>, model: &ModelProto) -> std::result::Result<(), String> {
-    let domain = |o: &OperatorSetIdProto| if o.domain() == "ai.onnx" { String::new() } else { o.domain().to_string() };
-    for op in &model.opset_import {
-        let d = domain(op);
-        match opsets.iter().find(|o| domain(o) == d) {
-            Some(o) if o.version != op.version => {
-                return Err(format!(
-                    "members use versions {} and {} of the {:?} opset",
-                    o.version(),
-                    op.version(),
-                    if d.is_empty() { "ai.onnx" } else { &d }
-                ))
-            }
-            Some(_) => {}
-            None => opsets.push(OperatorSetIdProto { domain: Some(d), version: op.version }),
+/// One member's needed nodes, lifted to `target` and renamed under `prefix`; `Err` says why it
+/// cannot join the fused graph.
+fn prepare(
+    prefix: &str,
+    model: ModelProto,
+    output: &OutputSpec,
+    target: Opsets,
+) -> std::result::Result<Prepared, String> {
+    if !model.functions.is_empty() {
+        return Err("it defines local functions".into());
+    }
+    let from = Opsets::of(&model);
+    let other_opsets: Vec<OperatorSetIdProto> = model
+        .opset_import
+        .iter()
+        .filter(|o| !(o.domain().is_empty() || o.domain() == "ai.onnx" || o.domain() == onnx::ML_DOMAIN))
+        .cloned()
+        .collect();
+    let ir_version = model.ir_version();
+    let imports = model.opset_import.clone();
+    let g = model.graph.ok_or("it has no graph")?;
+    if !g.sparse_initializer.is_empty() {
+        return Err("it has sparse initializers".into());
+    }
+    let initialized: HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
+    let real: Vec<&ValueInfoProto> = g.input.iter().filter(|v| !initialized.contains(v.name())).collect();
+    let [input] = real[..] else {
+        return Err(format!("it has {} inputs; fusion needs exactly one", real.len()));
+    };
+    let graph_output = g
+        .output
+        .iter()
+        .find(|o| o.name() == output.name)
+        .ok_or_else(|| format!("it has no output {:?}", output.name))?;
+    let needed = onnx::nodes_needed_for(&g.node, graph_output.name());
+    if let Some(node) = g.node.iter().zip(&needed).find(|(n, keep)| **keep && onnx::has_subgraph(n)).map(|(n, _)| n) {
+        return Err(format!("it runs a {} node with a subgraph", node.op_type()));
+    }
+    let kept: Vec<_> = g.node.iter().zip(&needed).filter(|(_, keep)| **keep).map(|(n, _)| n.clone()).collect();
+    // Nodes whose schema is the same at both opsets stay as they are; the others are adapted.
+    let lifted = lift::lift_nodes(&g, &kept, from, target).map_err(|why| {
+        let version = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+        format!(
+            "cannot be lifted from opset {}/{} to {}/{} (ai.onnx/ai.onnx.ml): {why}",
+            version(from.default),
+            version(from.ml),
+            version(target.default),
+            version(target.ml)
+        )
+    })?;
+    // Empty names mean "optional input not given" and stay empty.
+    let rename = |name: &str| -> String {
+        if name.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}{name}")
+        }
+    };
+    let mut used: HashSet<String> = HashSet::new();
+    let mut nodes = Vec::with_capacity(lifted.nodes.len());
+    for mut node in lifted.nodes {
+        used.extend(node.input.iter().cloned());
+        node.input.iter_mut().for_each(|n| *n = rename(n));
+        node.output.iter_mut().for_each(|n| *n = rename(n));
+        if let Some(name) = node.name.as_mut().filter(|n| !n.is_empty()) {
+            *name = format!("{prefix}{name}");
+        }
+        nodes.push(node);
+    }
+    let initializers = g
+        .initializer
+        .iter()
+        .chain(&lifted.initializers)
+        .filter(|t| used.contains(t.name()))
+        .map(|t| {
+            let mut t = t.clone();
+            t.name = Some(rename(t.name()));
+            t
+        })
+        .collect();
+    Ok(Prepared {
+        input: ValueInfoProto { name: Some(rename(input.name())), ..input.clone() },
+        output: ValueInfoProto { name: Some(rename(graph_output.name())), ..graph_output.clone() },
+        nodes,
+        initializers,
+        ir_version,
+        imports,
+        other_opsets,
+    })
+}
+
+/// One domain at two versions cannot be merged (domains other than the two that are lifted).
+fn merge_opsets(merged: &[OperatorSetIdProto], model: &[OperatorSetIdProto]) -> std::result::Result<(), String> {
+    for op in model {
+        if let Some(o) = merged.iter().find(|o| o.domain() == op.domain() && o.version != op.version) {
+            return Err(format!(
+                "other members use version {} of the {:?} opset, and it uses {}",
+                o.version(),
+                op.domain(),
+                op.version()
+            ));
         }
     }
     Ok(())
@@ -332,12 +427,41 @@ mod tests {
         let mut other = onnx::decode(&technical).unwrap();
         other.opset_import.iter_mut().filter(|o| o.domain().is_empty()).for_each(|o| o.version = Some(13));
         let other = onnx::encode(&other);
-        let err = fuse(&[
+        // Stamped 13, its nodes unchanged between 13 and 17: lifted to 17 and fused.
+        let lifted = fuse(&[
             FusionMember { bytes: &technical, output: &output },
             FusionMember { bytes: &other, output: &output },
         ])
+        .unwrap();
+        assert_eq!((lifted.members.as_slice(), lifted.opsets.default), (&[0, 1][..], Some(17)));
+        // An Upsample stamped 9 has no adapter to 10 here: that member is left out, the others fuse.
+        let mut upsampled = onnx::decode(&technical).unwrap();
+        upsampled.opset_import.iter_mut().filter(|o| o.domain().is_empty()).for_each(|o| o.version = Some(9));
+        let graph = upsampled.graph.as_mut().unwrap();
+        let producer = graph.node.iter_mut().find(|n| n.output.iter().any(|o| o == "probabilities")).unwrap();
+        producer.output[0] = "before_upsample".into();
+        graph.initializer.push(onnx::f32_tensor("scales", &[2], &[1.0, 1.0]));
+        graph.node.push(onnx::node("Upsample", &["before_upsample", "scales"], &["probabilities"], "up"));
+        let upsampled = onnx::encode(&upsampled);
+        let partial = fuse(&[
+            FusionMember { bytes: &technical, output: &output },
+            FusionMember { bytes: &upsampled, output: &output },
+            FusionMember { bytes: &technical, output: &output },
+        ])
+        .unwrap();
+        assert_eq!(partial.members, [0, 2]);
+        assert_eq!(partial.left_out.len(), 1);
+        assert!(
+            partial.left_out[0].1.contains("Upsample") && partial.left_out[0].1.contains("9"),
+            "{:?}",
+            partial.left_out
+        );
+        let err = fuse(&[
+            FusionMember { bytes: &technical, output: &output },
+            FusionMember { bytes: &upsampled, output: &output },
+        ])
         .unwrap_err();
-        assert!(err.contains("versions 17 and 13"), "{err}");
+        assert!(err.contains("member 1") && err.contains("Upsample"), "{err}");
         let missing = OutputSpec { name: "nope".into(), column: None, label: None };
         let err = fuse(&[FusionMember { bytes: &technical, output: &missing }]).unwrap_err();
         assert!(err.contains("no output"), "{err}");
@@ -355,5 +479,20 @@ mod tests {
         let looped = onnx::encode(&looped);
         let err = fuse(&[FusionMember { bytes: &looped, output: &output }]).unwrap_err();
         assert!(err.contains("subgraph"), "{err}");
+    }
+
+    #[test]
+    fn an_ensemble_at_one_opset_gets_the_same_fused_graph_as_before_lifting_existed() {
+        use sha2::{Digest, Sha256};
+        let output = probabilities();
+        let files = [fixture("technical.onnx"), fixture("fundamental.onnx"), fixture("sentiment.onnx")];
+        let members: Vec<FusionMember<'_>> = files.iter().map(|b| FusionMember { bytes: b, output: &output }).collect();
+        let fused = fuse(&members).unwrap();
+        // The SHA-256 of the fused example ensemble written by the fusion of 0.1.0 before opset
+        // lifting (commit 301e764): lifting at one opset changes nothing, byte for byte.
+        let digest: [u8; 32] = Sha256::digest(&fused.bytes).into();
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "76fc06795d2397430d732a203cd525bafbab1fa1045b4be326ae9cf2bd62aeb7");
+        assert!(fused.left_out.is_empty());
     }
 }

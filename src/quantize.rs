@@ -251,51 +251,22 @@ pub fn quantize_dynamic(model: &[u8], granularity: Granularity) -> Result<Rewrit
     Ok(Rewritten { bytes: onnx::encode(&model), nodes: report })
 }
 
-/// The last default-domain opset through which an operator written at opset 7 or later keeps its
-/// meaning (same attributes and inputs, only new types or negative axes added), for the operators
-/// tabular models are made of. An operator not listed, or one whose definition changed (Clip's
-/// bounds became inputs at 11, Squeeze's axes at 13, Softmax's axis at 13, Dropout, Slice, Pad,
-/// TopK, Resize...), stops the lift.
-fn meaning_kept_through(op: &str) -> Option<i64> {
-    Some(match op {
-        "Softmax" | "LogSoftmax" | "Hardmax" | "Squeeze" | "Unsqueeze" | "Split" | "ReduceSum" | "ReduceMean"
-        | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL2" | "ReduceLogSumExp" => 12,
-        "MatMul" | "Gemm" | "Add" | "Sub" | "Mul" | "Div" | "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Sqrt"
-        | "Abs" | "Neg" | "Pow" | "LeakyRelu" | "Concat" | "Reshape" | "Cast" | "Identity" | "Constant" | "Gather"
-        | "Flatten" | "Transpose" | "Sum" | "Max" | "Min" | "Mean" | "ArgMax" | "ArgMin" | "Shape" | "Equal"
-        | "Less" | "Greater" | "Where" | "Not" | "And" | "Or" => 13,
-        _ => return None,
-    })
-}
-
-/// Raises the model's default-domain opset to `needed` when it is lower and every default-domain
-/// node keeps its meaning there (as ONNX Runtime's quantizer lifts old models to 11); else the
-/// error names the first node that does not. Other domains (`ai.onnx.ml`) are left as they are.
+/// Raises the model's default-domain opset to `needed` when it is lower, by the lifting pass fusion
+/// uses (ONNX's schemas and its version converter's adapters, see `onnx::lift`), as ONNX Runtime's
+/// quantizer lifts old models to 11; else the error names the node that cannot be lifted. Other
+/// domains (`ai.onnx.ml`) are left as they are.
 fn lift_opset(model: &mut onnx::proto::ModelProto, needed: i64, what: &str) -> Result<()> {
     let current = onnx::default_opset(model).unwrap_or(0);
     if current >= needed {
         return Ok(());
     }
-    let graph = model.graph.as_ref().ok_or_else(|| Error::Optimize("the model has no graph".into()))?;
-    if current < 7 {
-        return Err(Error::Optimize(format!("{what} needs opset {needed}; the model has {current}, too old to lift")));
-    }
-    if let Some(node) = graph
-        .node
-        .iter()
-        .find(|n| onnx::is_default_domain(n) && meaning_kept_through(n.op_type()).is_none_or(|last| last < needed))
-    {
-        return Err(Error::Optimize(format!(
-            "{what} needs opset {needed}; the model has {current}, and its {} node {:?} may change meaning if \
-             lifted (convert the model to opset {needed} first, e.g. with onnx.version_converter)",
-            node.op_type(),
-            node.name()
-        )));
-    }
-    for import in model.opset_import.iter_mut().filter(|o| o.domain().is_empty() || o.domain() == "ai.onnx") {
-        import.version = Some(needed);
-    }
-    Ok(())
+    let target = onnx::Opsets { default: Some(needed), ml: None };
+    onnx::lift::lift_model(model, target).map(|_| ()).map_err(|why| {
+        Error::Optimize(format!(
+            "{what} needs opset {needed}; the model has {current} and cannot be lifted: {why} (convert the model \
+             to opset {needed} first, e.g. with onnx.version_converter)"
+        ))
+    })
 }
 
 fn nothing_to_rewrite(what: &str, report: &[NodeReport]) -> Error {
@@ -783,17 +754,31 @@ mod tests {
     }
 
     #[test]
-    fn an_old_matmul_model_is_lifted_to_opset_11_unless_a_node_would_change_meaning() {
+    fn an_old_matmul_model_is_lifted_to_opset_11_unless_a_node_cannot_be_lifted() {
         let weight = || onnx::f32_tensor("W", &[2, 2], &[1.0, -2.0, 0.5, 3.0]);
         let matmul = || onnx::node("MatMul", &["X", "W"], &["Y"], "mm");
         let lifted = quantize_dynamic(&model_at(9, vec![matmul()], vec![weight()]), Granularity::PerTensor).unwrap();
         assert_eq!(onnx::default_opset(&onnx::decode(&lifted.bytes).unwrap()), Some(11));
         assert!(lifted.nodes.iter().any(|n| n.rewritten));
-        let clip = onnx::node("Clip", &["Y"], &["Z"], "clip");
-        let error = quantize_dynamic(&model_at(9, vec![matmul(), clip], vec![weight()]), Granularity::PerTensor)
+        // Clip's bounds move from attributes to inputs at 11, as ONNX's converter does.
+        let mut clip = onnx::node("Clip", &["Y"], &["Z"], "clip");
+        clip.attribute.push(crate::onnx::proto::AttributeProto {
+            name: Some("max".into()),
+            f: Some(6.0),
+            r#type: Some(crate::onnx::proto::attribute_proto::AttributeType::Float as i32),
+            ..Default::default()
+        });
+        let lifted =
+            quantize_dynamic(&model_at(9, vec![matmul(), clip], vec![weight()]), Granularity::PerTensor).unwrap();
+        let model = onnx::decode(&lifted.bytes).unwrap();
+        let clip = model.graph.unwrap().node.into_iter().find(|n| n.op_type() == "Clip").unwrap();
+        assert!(clip.attribute.is_empty() && clip.input.len() == 3 && clip.input[1].is_empty(), "{clip:?}");
+        // Upsample has no adapter from 9 to 10: refused, naming it.
+        let upsample = onnx::node("Upsample", &["Y", "W"], &["Z"], "up");
+        let error = quantize_dynamic(&model_at(9, vec![matmul(), upsample], vec![weight()]), Granularity::PerTensor)
             .unwrap_err()
             .to_string();
-        assert!(error.contains("Clip") && error.contains("version_converter"), "{error}");
+        assert!(error.contains("Upsample") && error.contains("version_converter"), "{error}");
     }
 
     #[test]

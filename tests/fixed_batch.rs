@@ -97,14 +97,16 @@ fn single_rows_and_batches_of_every_size_answer_the_models_arithmetic_natively_o
 }
 
 #[test]
-fn a_fixed_batch_member_runs_beside_the_example_models_and_keeps_fusion_out() {
+fn a_fixed_batch_member_runs_beside_the_fused_example_models() {
     let home = tempfile::tempdir().unwrap();
     let engine = common::onnxruntime_market_engine(home.path());
     engine.register_model(ModelRegistration::new("fixed_batch1", fixture("fixed_batch1"), features())).unwrap();
     let (handle, answer) = common::beside_examples(&engine, "fixed_batch1", 40);
+    // The example models fuse; the fixed-batch member runs on its own session beside them.
     let fusion = handle.fusion();
-    assert!(!fusion.fused);
-    assert!(fusion.reason.as_deref().unwrap().contains("fixed batch size"), "{fusion:?}");
+    assert!(fusion.fused && answer.fused, "{fusion:?}");
+    assert_eq!(fusion.members, ["technical", "fundamental", "sentiment"]);
+    assert!(fusion.left_out["fixed_batch1"].contains("fixed batch size"), "{fusion:?}");
     assert!(answer.members.iter().all(|m| m.error.is_none()), "{:?}", answer.members);
     for (r, f) in common::holdout_features(40).iter().enumerate() {
         let row = FEATURES.map(|n| f.get(n).unwrap());

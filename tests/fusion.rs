@@ -83,11 +83,26 @@ fn members_that_cannot_be_fused_say_why() {
         .with_model_options("fundamental", ModelOptions::default().with_timeout(Duration::from_millis(50)))
         .build()
         .unwrap();
-    let reason = timed.ensemble("market").unwrap().fusion().reason.unwrap();
-    assert!(reason.contains("fundamental") && reason.contains("timeout"), "{reason}");
+    // The member with a timeout runs on its own; the other two share the fused session.
+    let fusion = timed.ensemble("market").unwrap().fusion();
+    assert!(fusion.fused, "{fusion:?}");
+    assert_eq!(fusion.members, ["technical", "sentiment"]);
+    assert!(fusion.left_out["fundamental"].contains("timeout"), "{fusion:?}");
     let p = timed.predict("market", &common::holdout_features(1)[0]).unwrap();
-    assert!(!p.fused && !p.degraded);
+    assert!(p.fused && !p.degraded);
     drop(timed);
+    // With two of three left out, nothing is fused, and the reason names both.
+    let two = InferenceEngine::builder(home.path())
+        .with_native(false)
+        .with_model_options("fundamental", ModelOptions::default().with_timeout(Duration::from_millis(50)))
+        .with_model_options("sentiment", ModelOptions::default().with_timeout(Duration::from_millis(50)))
+        .build()
+        .unwrap();
+    let reason = two.ensemble("market").unwrap().fusion().reason.unwrap();
+    assert!(reason.contains("fundamental") && reason.contains("sentiment") && reason.contains("timeout"), "{reason}");
+    let p = two.predict("market", &common::holdout_features(1)[0]).unwrap();
+    assert!(!p.fused && !p.degraded);
+    drop(two);
 
     let engine = common::engine(home.path());
     let alone = ["technical".parse::<MemberSpec>().unwrap()];

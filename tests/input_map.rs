@@ -194,15 +194,16 @@ fn joined_members_fuse_with_the_example_models() {
 }
 
 #[test]
-fn a_dataframe_export_answers_beside_the_example_models() {
-    // skl2onnx stamped opset 21 on it: it runs unfused beside the examples (opset 17) until fusion
-    // lifts opsets (issue 21), and its inputs are not what keeps it out.
+fn a_dataframe_export_at_another_opset_fuses_with_the_example_models() {
+    // skl2onnx stamped opset 21 on it, the examples 17: fusion lifts them all to 21.
     let home = tempfile::tempdir().unwrap();
     let engine = common::onnxruntime_market_engine(home.path());
     register(&engine, "frame_pipeline", &FEATURES, None).unwrap();
     let (handle, answer) = common::beside_examples(&engine, "frame_pipeline", 20);
-    let reason = handle.fusion().reason.unwrap_or_default();
-    assert!(reason.contains("opset"), "{reason}");
+    let fusion = handle.fusion();
+    assert!(fusion.fused && answer.fused, "{fusion:?}");
+    assert_eq!(fusion.opsets["ai.onnx"], 21);
+    assert_eq!(fusion.members.len(), 4);
     let got: Vec<f32> = (0..20).map(|r| answer.member_predictions[r * 4 + 3]).collect();
     assert_close(&got, &reference("frame_pipeline_plain", &rows(20, &FEATURES)), "beside the examples");
 }

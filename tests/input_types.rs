@@ -121,14 +121,14 @@ fn single_rows_and_batches_answer_as_onnxruntime_does_on_the_converted_features(
 }
 
 #[test]
-fn a_float64_member_runs_beside_the_example_models_and_keeps_fusion_out() {
+fn a_float64_member_runs_beside_the_fused_example_models() {
     let home = tempfile::tempdir().unwrap();
     let engine = common::onnxruntime_market_engine(home.path());
     engine.register_model(ModelRegistration::new("mlp_float64", fixture("mlp_float64"), features())).unwrap();
     let (handle, answer) = common::beside_examples(&engine, "mlp_float64", 30);
     let fusion = handle.fusion();
-    assert!(!fusion.fused);
-    assert!(fusion.reason.as_deref().unwrap().contains("not float32"), "{fusion:?}");
+    assert!(fusion.fused && answer.fused, "{fusion:?}");
+    assert!(fusion.left_out["mlp_float64"].contains("not float32"), "{fusion:?}");
     assert!(answer.members.iter().all(|m| m.error.is_none()), "{:?}", answer.members);
     let expected = reference("mlp_float64", InputType::Float64, &rows(30));
     for (r, want) in expected.iter().enumerate() {

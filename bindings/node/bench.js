@@ -30,9 +30,9 @@ async function timed(fn, repeat) {
 
 async function main() {
   const manifest = Object.fromEntries(JSON.parse(fs.readFileSync(path.join(MODELS, 'manifest.json'), 'utf8')).models.map((m) => [m.name, m]))
-  function makeEngine(fusion) {
-    const engine = new quorum.InferenceEngine(fs.mkdtempSync(path.join(os.tmpdir(), 'quorum-bench-')), { tracking: false, persistence: false, fusion })
-    for (const name of Object.keys(WEIGHTS)) engine.registerModel(name, path.join(MODELS, `${name}.onnx`), manifest[name].features, { kind: manifest[name].kind })
+  function makeEngine(fusion, native = true, models = MODELS) {
+    const engine = new quorum.InferenceEngine(fs.mkdtempSync(path.join(os.tmpdir(), 'quorum-bench-')), { tracking: false, persistence: false, fusion, native })
+    for (const name of Object.keys(WEIGHTS)) engine.registerModel(name, path.join(models, `${name}.onnx`), manifest[name].features, { kind: manifest[name].kind })
     engine.createEnsemble({ name: 'market', members: Object.keys(WEIGHTS), weights: Object.values(WEIGHTS) })
     return engine
   }
@@ -40,6 +40,12 @@ async function main() {
   // one, as the JavaScript baseline does.
   const engine = makeEngine(true)
   const unfused = makeEngine(false)
+  // Fusion across opsets (issue 21): on ONNX Runtime, the example models at their one opset and as three
+  // exporters stamp them (examples/models/mixed: 13, 9 and 22), both fused.
+  const oneOpset = makeEngine(true, false)
+  const mixed = makeEngine(true, false, path.join(MODELS, 'mixed'))
+  const mixedStatus = mixed.fusion('market')
+  if (!mixedStatus.fused || mixedStatus.opsets['ai.onnx'] !== 22) throw new Error(`mixed opsets not fused: ${JSON.stringify(mixedStatus)}`)
   // (or, as the example models now do, runs them on native plans with no ONNX Runtime call at all).
   const status = engine.fusion('market')
   if (!status.fused && status.native.length === 0) throw new Error(`not fused: ${status.reason}`)
@@ -88,6 +94,8 @@ async function main() {
     'single_row/quorum_node_row': await timed(() => engine.predictRow('market', oneRow), 3000),
     'single_row/quorum_node_async': await timed(() => engine.predictAsync('market', row), 3000),
     'single_row/quorum_node_unfused': await timed(() => unfused.predict('market', row), 3000),
+    'single_row/fused_one_opset': await timed(() => oneOpset.predict('market', row), 3000),
+    'single_row/fused_mixed_opsets': await timed(() => mixed.predict('market', row), 3000),
     'batch_1024/onnxruntime_node': await timed(rawBatch, 200),
     'batch_1024/quorum_node_sync': await timed(() => engine.predictBatch('market', matrix), 200),
     'batch_1024/quorum_node_unfused': await timed(() => unfused.predictBatch('market', matrix), 200),
@@ -96,6 +104,8 @@ async function main() {
   const single = results['single_row/onnxruntime_node'] / results['single_row/quorum_node_sync']
   const batch = results['batch_1024/onnxruntime_node'] / results['batch_1024/quorum_node_sync']
   const unfusedSingle = results['single_row/onnxruntime_node'] / results['single_row/quorum_node_unfused']
+  const across = results['single_row/fused_mixed_opsets'] / results['single_row/fused_one_opset']
+  console.log(`fused across opsets vs at one opset (ONNX Runtime, single row): ${((across - 1) * 100).toFixed(1)}%`)
   console.log(`single row: quorum ${single.toFixed(2)}x faster (${unfusedSingle.toFixed(2)}x unfused); 1024 rows: ${batch.toFixed(2)}x (onnxruntime-node ${require('onnxruntime-node/package.json').version})`)
 }
 

@@ -31,16 +31,22 @@ def timed(fn, repeat):
 
 def main():
     manifest = {m["name"]: m for m in json.loads((MODELS / "manifest.json").read_text())["models"]}
-    def make_engine(fusion):
-        engine = quorum.InferenceEngine(tempfile.mkdtemp(), tracking=False, persistence=False, fusion=fusion)
+    def make_engine(fusion, native=True, models=MODELS):
+        engine = quorum.InferenceEngine(
+            tempfile.mkdtemp(), tracking=False, persistence=False, fusion=fusion, native=native
+        )
         for name, m in manifest.items():
-            engine.register_model(name, MODELS / f"{name}.onnx", m["features"], kind=m["kind"])
+            engine.register_model(name, models / f"{name}.onnx", m["features"], kind=m["kind"])
         engine.create_ensemble({"name": "market", "members": list(WEIGHTS), "weights": list(WEIGHTS.values())})
         return engine
 
     # quorum fuses the three members into one ONNX model by default; the unfused engine runs them one
     # by one, as the Python baseline does.
     engine, unfused = make_engine(True), make_engine(False)
+    # Fusion across opsets (issue 21): on ONNX Runtime, the example models at their one opset and as
+    # three exporters stamp them (examples/models/mixed: 13, 9 and 22), both fused.
+    one_opset, mixed = make_engine(True, native=False), make_engine(True, native=False, models=MODELS / "mixed")
+    assert mixed.fusion("market")["fused"] and mixed.fusion("market")["opsets"]["ai.onnx"] == 22, mixed.fusion("market")
     # (or, as the example models now do, runs them on native plans with no ONNX Runtime call at all).
     assert engine.fusion("market")["fused"] or engine.fusion("market")["native"], engine.fusion("market")
     names = engine.feature_names("market")
@@ -81,6 +87,8 @@ def main():
         ("single_row/quorum_python", lambda: engine.predict("market", row), 3000),
         ("single_row/quorum_python_row", lambda: engine.predict_row("market", row_values), 3000),
         ("single_row/quorum_python_unfused", lambda: unfused.predict("market", row), 3000),
+        ("single_row/fused_one_opset", lambda: one_opset.predict("market", row), 3000),
+        ("single_row/fused_mixed_opsets", lambda: mixed.predict("market", row), 3000),
         ("batch_1024/onnxruntime_python", raw_batch, 200),
         ("batch_1024/quorum_python", lambda: engine.predict_batch("market", matrix), 200),
         ("batch_1024/quorum_python_unfused", lambda: unfused.predict_batch("market", matrix), 200),
@@ -93,6 +101,8 @@ def main():
     single = results["single_row/onnxruntime_python"] / results["single_row/quorum_python"]
     batch = results["batch_1024/onnxruntime_python"] / results["batch_1024/quorum_python"]
     unfused_single = results["single_row/onnxruntime_python"] / results["single_row/quorum_python_unfused"]
+    across = results["single_row/fused_mixed_opsets"] / results["single_row/fused_one_opset"]
+    print(f"fused across opsets vs at one opset (ONNX Runtime, single row): {(across - 1) * 100:+.1f}%")
     print(
         f"single row: quorum {single:.2f}x faster ({unfused_single:.2f}x unfused); 1024 rows: {batch:.2f}x "
         f"(ONNX Runtime {onnxruntime.__version__})"

@@ -390,7 +390,8 @@ enum EnsembleCommand {
     },
     /// List ensembles.
     List,
-    /// Show an ensemble's latest configuration.
+    /// Show an ensemble's latest configuration and its `fusion`: whether its members share one
+    /// ONNX Runtime session, which do, the opsets they were lifted to, and why any runs on its own.
     Show { name: String },
 }
 
@@ -1144,6 +1145,22 @@ fn ensembles(home: &std::path::Path, cmd: EnsembleCommand) -> Result<()> {
             }
             Ok(())
         }
-        EnsembleCommand::Show { name } => print_json(&quorum::EnsembleStore::open(home)?.get(&name)?),
+        EnsembleCommand::Show { name } => {
+            let config = quorum::EnsembleStore::open(home)?.get(&name)?;
+            // Through text: float32 weights keep their shortest form (0.3, not 0.30000001192092896).
+            let text = serde_json::to_string(&config).map_err(|e| Error::json("ensemble", e))?;
+            let mut document: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::json("ensemble", e))?;
+            // How an engine would run it, decided as at load: which members share the fused
+            // session, the opsets they were lifted to, and why any member runs on its own.
+            let fusion = InferenceEngine::builder(home)
+                .without_persistence()
+                .build()
+                .and_then(|engine| Ok(engine.ensemble(&name)?.fusion()))
+                .map_err(|e| e.to_string())
+                .and_then(|status| serde_json::to_value(status).map_err(|e| e.to_string()));
+            document["fusion"] = fusion.unwrap_or_else(|error| serde_json::json!({ "error": error }));
+            print_json(&document)
+        }
     }
 }

@@ -72,6 +72,9 @@ fn register_list_show_predict_and_replay_json() {
     let shown: serde_json::Value =
         serde_json::from_str(&ok(quorum(home.path(), &["ensemble", "show", "market"]))).unwrap();
     assert_eq!(shown["weights"], serde_json::json!([0.5, 0.3, 0.2]));
+    // The example models run natively: nothing is left for a fused ONNX Runtime session.
+    assert_eq!(shown["fusion"]["fused"], false, "{shown}");
+    assert!(shown["fusion"]["reason"].as_str().unwrap().contains("native"), "{shown}");
 
     let features: serde_json::Map<String, serde_json::Value> =
         common::holdout_features(1).remove(0).iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();

@@ -34,19 +34,20 @@ impl InferenceEngine {
         if members.len() < 2 {
             return Err("one member: nothing to fuse".into());
         }
-        let which: Vec<usize> = (0..members.len()).filter(|&i| members[i].model.native.is_none()).collect();
-        match which.len() {
+        let on_ort: Vec<usize> = (0..members.len()).filter(|&i| members[i].model.native.is_none()).collect();
+        match on_ort.len() {
             0 => return Err("every member runs on its native plan: no ONNX Runtime call to fuse".into()),
             1 => {
-                let model = &members[which[0]].model.meta.name;
+                let model = &members[on_ort[0]].model.meta.name;
                 return Err(format!("only member {model} runs on ONNX Runtime (the others natively): nothing to fuse"));
             }
             _ => {}
         }
-        let included: Vec<bool> = (0..members.len()).map(|i| which.contains(&i)).collect();
-        let members_in = || which.iter().map(|&i| &members[i]);
-        for member in members_in() {
-            let meta = &member.model.meta;
+        // Members that cannot share a session run on their own, beside the fused call.
+        let mut left_out: Vec<(String, String)> = Vec::new();
+        let mut candidates: Vec<usize> = Vec::new();
+        for &i in &on_ort {
+            let meta = &members[i].model.meta;
             let options = self.inner.options_of(&meta.name);
             let reason = if options.timeout.is_some() {
                 "has a per-call timeout".to_string()
@@ -61,26 +62,56 @@ impl InferenceEngine {
                 // A fused graph would inherit the fixed size, and batches would fail.
                 format!("takes at most {n} row(s) per call (a fixed batch size)")
             } else {
+                candidates.push(i);
                 continue;
             };
-            return Err(format!("model {} {reason}", meta.name));
+            left_out.push((meta.name.clone(), reason));
         }
-        let total: u64 = members_in().map(|m| m.model.meta.size_bytes).sum();
+        let summary = |left_out: &[(String, String)]| {
+            left_out.iter().map(|(model, why)| format!("model {model} {why}")).collect::<Vec<_>>().join("; ")
+        };
+        if candidates.len() < 2 {
+            return Err(summary(&left_out));
+        }
+        let total: u64 = candidates.iter().map(|&i| members[i].model.meta.size_bytes).sum();
         if total > FUSION_MAX_BYTES {
             return Err(format!("the members' files total {total} bytes, over the fusion limit of {FUSION_MAX_BYTES}"));
         }
-        let files = members_in()
-            .map(|m| self.inner.registry.read_verified(&m.model.meta))
+        let files = candidates
+            .iter()
+            .map(|&i| self.inner.registry.read_verified(&members[i].model.meta))
             .collect::<Result<Vec<_>>>()
             .map_err(|e| e.to_string())?;
-        let parts: Vec<FusionMember<'_>> =
-            members_in().zip(&files).map(|(m, bytes)| FusionMember { bytes, output: &m.model.meta.output }).collect();
+        let parts: Vec<FusionMember<'_>> = candidates
+            .iter()
+            .zip(&files)
+            .map(|(&i, bytes)| FusionMember { bytes, output: &members[i].model.meta.output })
+            .collect();
         let width = schema.names().len();
-        let model = fusion::fuse(&parts)?;
+        let model = fusion::fuse(&parts).map_err(|why| {
+            // Name the members rather than their positions among the candidates.
+            let mut why = why;
+            for (k, &i) in candidates.iter().enumerate().rev() {
+                why = why.replace(&format!("member {k}:"), &format!("model {}", members[i].model.meta.name));
+            }
+            let earlier = summary(&left_out);
+            if earlier.is_empty() {
+                why
+            } else {
+                format!("{earlier}; {why}")
+            }
+        })?;
+        for (k, why) in &model.left_out {
+            left_out.push((members[candidates[*k]].model.meta.name.clone(), why.clone()));
+        }
+        let which: Vec<usize> = model.members.iter().map(|&k| candidates[k]).collect();
+        let included: Vec<bool> = (0..members.len()).map(|i| which.contains(&i)).collect();
+        let members_in = || which.iter().map(|&i| &members[i]);
+        let opsets = model.opsets;
         let most_replicas = members_in().map(|m| m.model.pool.max).max().unwrap_or(1);
         let sessions = FusedSessions::new(&self.inner.runtime, format!("{ensemble} (fused)"), model, most_replicas)
             .map_err(|e| e.to_string())?;
-        let fused = Fused { sessions, included, which };
+        let fused = Fused { sessions, included, which, left_out, opsets };
         // The proof that fusion changes nothing: the fused model and the members, each on its own,
         // give the same answers on probe rows (zeros, halves, ones, a ramp; non-negative, as rates and
         // volatilities are). A row some member cannot answer is skipped; at least one must compare.

@@ -3,6 +3,7 @@
 //! input into dense schema-ordered rows and handing a [`Call`] to the pipeline.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,6 +55,15 @@ pub struct FusionStatus {
     /// Members that run on their native plans, beside the fused call (they need no ONNX Runtime
     /// call; see [`crate::native`]).
     pub native: Vec<String>,
+    /// The members that share the fused session (empty when not fused).
+    pub members: Vec<String>,
+    /// Members on ONNX Runtime that run on their own sessions beside the fused call, with the
+    /// reason (partial fusion).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub left_out: BTreeMap<String, String>,
+    /// The opset of each domain the fused members were lifted to (`ai.onnx`, `ai.onnx.ml`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub opsets: BTreeMap<String, i64>,
 }
 
 /// An ensemble's current weights (see [`EnsembleHandle::current_weights`]).
@@ -111,8 +121,27 @@ impl EnsembleHandle {
         let native =
             ens.members.iter().filter(|m| m.model.native.is_some()).map(|m| m.model.meta.name.clone()).collect();
         match &ens.fused {
-            Ok(fused) => FusionStatus { fused: true, sessions: fused.sessions.sessions(), reason: None, native },
-            Err(reason) => FusionStatus { fused: false, sessions: 0, reason: Some(reason.clone()), native },
+            Ok(fused) => {
+                let opsets = [("ai.onnx", fused.opsets.default), ("ai.onnx.ml", fused.opsets.ml)];
+                FusionStatus {
+                    fused: true,
+                    sessions: fused.sessions.sessions(),
+                    reason: None,
+                    native,
+                    members: fused.which.iter().map(|&i| ens.members[i].model.meta.name.clone()).collect(),
+                    left_out: fused.left_out.iter().cloned().collect(),
+                    opsets: opsets.into_iter().filter_map(|(d, v)| Some((d.to_string(), v?))).collect(),
+                }
+            }
+            Err(reason) => FusionStatus {
+                fused: false,
+                sessions: 0,
+                reason: Some(reason.clone()),
+                native,
+                members: Vec::new(),
+                left_out: BTreeMap::new(),
+                opsets: BTreeMap::new(),
+            },
         }
     }
 

@@ -43,6 +43,10 @@ pub(super) struct Fused {
     pub included: Vec<bool>,
     /// The members it holds, in its output order.
     pub which: Vec<usize>,
+    /// Members on ONNX Runtime that run on their own sessions instead, with the reason.
+    pub left_out: Vec<(String, String)>,
+    /// The opsets the fused members were lifted to.
+    pub opsets: crate::onnx::lift::Opsets,
 }
 
 /// Last good predictions keyed by the exact bits of the dense feature row.

@@ -9,6 +9,11 @@
 #[allow(clippy::all, clippy::pedantic, missing_debug_implementations, rustdoc::all)]
 pub mod proto;
 
+pub(crate) mod history;
+pub(crate) mod lift;
+
+pub use lift::Opsets;
+
 use prost::Message;
 
 use crate::error::{Error, Result};
@@ -32,6 +37,20 @@ pub fn decode(bytes: &[u8]) -> Result<ModelProto> {
         )));
     }
     Ok(model)
+}
+
+/// The model lifted to `to` (each domain to the higher of its version and the target), by ONNX's
+/// rules (see `lift`); the same bytes when nothing changes.
+///
+/// # Errors
+/// `optimize` when the bytes are not an ONNX model or a node cannot be lifted (the message names it).
+pub fn lift(bytes: &[u8], to: Opsets) -> Result<Vec<u8>> {
+    let mut model = decode(bytes)?;
+    match lift::lift_model(&mut model, to) {
+        Ok(true) => Ok(encode(&model)),
+        Ok(false) => Ok(bytes.to_vec()),
+        Err(why) => Err(Error::Optimize(format!("lifting the model's opset: {why}"))),
+    }
 }
 
 /// Encodes a model.

@@ -65,6 +65,20 @@ pub fn onnxruntime_market_engine(home: &Path) -> InferenceEngine {
     market_engine_with(home, InferenceEngine::builder(home).with_native(false).build().expect("engine"))
 }
 
+/// The `market` ensemble on ONNX Runtime with the example models as three exporters would stamp
+/// them (`examples/models/mixed/`: technical at ai.onnx 13, fundamental at 9, sentiment at 22;
+/// `scripts/make_mixed_opset_models.py`): fusion lifts them to 22.
+pub fn mixed_opset_market_engine(home: &Path) -> InferenceEngine {
+    let engine = InferenceEngine::builder(home).with_native(false).without_persistence().build().expect("engine");
+    for (name, kind, features) in example_models() {
+        let file = repo().join("examples/models/mixed").join(format!("{name}.onnx"));
+        engine.register_model(ModelRegistration::new(&name, file, features).with_kind(kind)).expect("register");
+    }
+    let members = ["technical", "fundamental", "sentiment"].map(|m| m.parse::<MemberSpec>().expect("member"));
+    engine.create_ensemble(EnsembleConfig::new("market", members).with_weights(vec![0.4, 0.4, 0.2])).expect("ensemble");
+    engine
+}
+
 fn market_engine_with(home: &Path, engine: InferenceEngine) -> InferenceEngine {
     let _ = home;
     for (name, kind, features) in example_models() {

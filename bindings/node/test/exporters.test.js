@@ -68,3 +68,14 @@ test('a string input is refused with what to change', () => {
     (e) => e.code === 'model_load' && /takes strings.*encode/.test(e.message),
   )
 })
+
+test('models at three opsets fuse and say so', () => {
+  const { MODELS, manifest } = require('./helpers')
+  const engine = new quorum.InferenceEngine(fs.mkdtempSync(path.join(os.tmpdir(), 'quorum-node-mixed-')), { persistence: false, native: false })
+  for (const m of manifest()) engine.registerModel(m.name, path.join(MODELS, 'mixed', `${m.name}.onnx`), m.features, { kind: m.kind })
+  engine.createEnsemble({ name: 'market', members: ['technical', 'fundamental', 'sentiment'] })
+  const status = engine.fusion('market')
+  assert.equal(status.fused, true, JSON.stringify(status))
+  assert.deepEqual(status.members, ['technical', 'fundamental', 'sentiment'])
+  assert.deepEqual(status.opsets, { 'ai.onnx': 22, 'ai.onnx.ml': 1 })
+})

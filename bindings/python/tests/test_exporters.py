@@ -79,3 +79,17 @@ def test_a_string_input_is_refused_with_what_to_change(tmp_path):
     engine = quorum.InferenceEngine(tmp_path / "home", persistence=False)
     with pytest.raises(quorum.ModelLoadError, match="takes strings.*encode"):
         engine.register_model("string_input", EXPORTERS / "string_input.onnx", ["ret_1d", "sector"])
+
+
+def test_models_at_three_opsets_fuse_and_say_so(tmp_path):
+    from conftest import MODELS, manifest
+
+    engine = quorum.InferenceEngine(tmp_path / "home", persistence=False, native=False)
+    for m in manifest():
+        engine.register_model(m["name"], MODELS / "mixed" / f"{m['name']}.onnx", m["features"], kind=m["kind"])
+    engine.create_ensemble({"name": "market", "members": ["technical", "fundamental", "sentiment"]})
+    status = engine.fusion("market")
+    assert status["fused"], status
+    assert status["members"] == ["technical", "fundamental", "sentiment"]
+    assert status["opsets"] == {"ai.onnx": 22, "ai.onnx.ml": 1}
+    assert "left_out" not in status

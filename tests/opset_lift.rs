@@ -1,0 +1,163 @@
+//! Opset lifting (issue 21): each adapter, on a model built at the old opset
+//! (`scripts/make_lift_fixtures.py`), answers in ONNX Runtime exactly as the original; an ensemble
+//! whose members come from different exporters and opsets fuses into one session and answers as
+//! its members do; a member that cannot be lifted runs beside the fused call.
+
+mod common;
+
+use ort::session::Session;
+use ort::value::TensorRef;
+use quorum::onnx::Opsets;
+use quorum::{EnsembleConfig, InferenceEngine, MemberSpec, ModelRegistration, Runtime, RuntimeOptions};
+
+fn run(runtime: &Runtime, bytes: &[u8], shape: &[usize], x: &[f32]) -> Vec<f32> {
+    let mut session = Session::builder(runtime.environment()).unwrap().commit_from_memory(bytes).unwrap();
+    let outputs = session.run(ort::inputs![TensorRef::from_array_view((shape.to_vec(), x)).unwrap()]).unwrap();
+    outputs["Y"].try_extract_tensor::<f32>().unwrap().1.to_vec()
+}
+
+#[test]
+fn every_adapter_answers_as_the_model_at_its_old_opset() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let dir = common::repo().join("tests/fixtures/lift");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let models = manifest["models"].as_array().unwrap();
+    assert!(models.len() >= 15);
+    for m in models {
+        let file = m["file"].as_str().unwrap();
+        let target = m["target"].as_i64().unwrap();
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        let lifted = quorum::onnx::lift(&bytes, Opsets { default: Some(target), ml: None })
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let model = quorum::onnx::decode(&lifted).unwrap();
+        assert_eq!(Opsets::of(&model).default, Some(target), "{file}");
+        // Five rows, values of both signs and a tie (Hardmax, TopK).
+        let dims: Vec<usize> = m["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_i64().unwrap())
+            .map(|d| if d < 0 { 5 } else { d as usize })
+            .collect();
+        let shape: Vec<usize> = std::iter::once(5).chain(dims[1..].iter().copied()).collect();
+        let n: usize = shape.iter().product();
+        let x: Vec<f32> = (0..n).map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0).collect();
+        let (before, after) = (run(&runtime, &bytes, &shape, &x), run(&runtime, &lifted, &shape, &x));
+        assert_eq!(before.len(), after.len(), "{file}");
+        for (i, (a, b)) in before.iter().zip(&after).enumerate() {
+            assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{file}[{i}]: {a} before, {b} after");
+        }
+    }
+}
+
+#[test]
+fn a_model_already_at_the_target_is_returned_unchanged() {
+    let bytes = std::fs::read(common::model_file("technical")).unwrap();
+    let model = quorum::onnx::decode(&bytes).unwrap();
+    assert_eq!(quorum::onnx::lift(&bytes, Opsets::of(&model)).unwrap(), bytes);
+}
+
+#[test]
+fn a_node_without_an_adapter_is_refused_naming_it() {
+    // Upsample 9 → 10 has no adapter here.
+    let bytes = std::fs::read(common::repo().join("tests/fixtures/lift/mlp_8.onnx")).unwrap();
+    let mut model = quorum::onnx::decode(&bytes).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    graph.node[3] = quorum::onnx::node("Upsample", &["R", "scales"], &["Y"], "up");
+    graph.initializer.push(quorum::onnx::f32_tensor("scales", &[2], &[1.0, 1.0]));
+    model.opset_import[0].version = Some(9);
+    let err = quorum::onnx::lift(&quorum::onnx::encode(&model), Opsets { default: Some(13), ml: None }).unwrap_err();
+    assert_eq!(err.code(), "optimize");
+    assert!(err.to_string().contains("Upsample") && err.to_string().contains("9 to 10"), "{err}");
+}
+
+const NATIVE_FEATURES: usize = 8;
+
+fn native_fixture(name: &str) -> std::path::PathBuf {
+    common::repo().join(format!("tests/fixtures/native/{name}.onnx"))
+}
+
+/// An engine on ONNX Runtime alone (native plans would leave nothing to fuse), with the three
+/// models of three exporters and opsets: LightGBM from onnxmltools (ai.onnx 9, ai.onnx.ml 1), a
+/// sklearn MLP (14) and a logistic regression (22) from skl2onnx.
+fn mixed_engine(home: &std::path::Path, fusion: bool) -> InferenceEngine {
+    let engine =
+        InferenceEngine::builder(home).without_persistence().with_native(false).with_fusion(fusion).build().unwrap();
+    let features: Vec<String> = (0..NATIVE_FEATURES).map(|i| format!("f{i}")).collect();
+    for name in ["lightgbm", "mlp_opset14", "logreg_opset22"] {
+        if engine.registry().versions(name).map_or(true, |v| v.is_empty()) {
+            engine.register_model(ModelRegistration::new(name, native_fixture(name), features.clone())).unwrap();
+        }
+    }
+    if engine.ensemble("mixed").is_err() {
+        let members = ["lightgbm", "mlp_opset14", "logreg_opset22"].map(|m| m.parse::<MemberSpec>().unwrap());
+        engine.create_ensemble(EnsembleConfig::new("mixed", members)).unwrap();
+    }
+    engine
+}
+
+fn rows(n: usize) -> Vec<f32> {
+    (0..n * NATIVE_FEATURES).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect()
+}
+
+#[test]
+fn three_exporters_at_three_opsets_fuse_into_one_session_and_answer_as_their_members() {
+    let home = tempfile::tempdir().unwrap();
+    let fused = mixed_engine(home.path(), true).ensemble("mixed").unwrap();
+    let status = fused.fusion();
+    assert!(status.fused, "{status:?}");
+    assert_eq!(status.members, ["lightgbm", "mlp_opset14", "logreg_opset22"]);
+    assert_eq!(status.opsets.get("ai.onnx"), Some(&22));
+    assert_eq!(status.opsets.get("ai.onnx.ml"), Some(&1));
+    assert!(status.left_out.is_empty(), "{status:?}");
+    let separate = mixed_engine(home.path(), false).ensemble("mixed").unwrap();
+    let names = fused.feature_names();
+    let values = rows(64);
+    let batch = quorum::Batch::row_major(&names, &values).unwrap();
+    let (a, b) = (fused.predict_batch(&batch).unwrap(), separate.predict_batch(&batch).unwrap());
+    assert!(a.fused && !b.fused);
+    for (i, (x, y)) in a.member_predictions.iter().zip(&b.member_predictions).enumerate() {
+        assert!((x - y).abs() < 1e-6, "value {i}: fused {x}, separate {y}");
+    }
+    let one = fused.predict_row(&values[..NATIVE_FEATURES]).unwrap();
+    assert!(one.fused);
+    assert!((one.prediction - b.predictions[0]).abs() < 1e-6);
+}
+
+#[test]
+fn a_member_that_cannot_be_lifted_runs_beside_the_fused_call() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = mixed_engine(home.path(), true);
+    // The MLP again, stamped 9 with an Upsample (no adapter from 9 to 10) before its output.
+    let bytes = std::fs::read(native_fixture("mlp_opset14")).unwrap();
+    let mut model = quorum::onnx::decode(&bytes).unwrap();
+    model.opset_import.iter_mut().filter(|o| o.domain().is_empty()).for_each(|o| o.version = Some(9));
+    let graph = model.graph.as_mut().unwrap();
+    let producer = graph.node.iter_mut().find(|n| n.output.iter().any(|o| o == "probabilities")).unwrap();
+    producer.output[0] = "before_upsample".into();
+    graph.initializer.push(quorum::onnx::f32_tensor("scales", &[2], &[1.0, 1.0]));
+    graph.node.push(quorum::onnx::node("Upsample", &["before_upsample", "scales"], &["probabilities"], "up"));
+    let file = home.path().join("upsampled.onnx");
+    std::fs::write(&file, quorum::onnx::encode(&model)).unwrap();
+    let features: Vec<String> = (0..NATIVE_FEATURES).map(|i| format!("f{i}")).collect();
+    engine.register_model(ModelRegistration::new("upsampled", &file, features)).unwrap();
+    let members = ["lightgbm", "upsampled", "logreg_opset22"].map(|m| m.parse::<MemberSpec>().unwrap());
+    engine.create_ensemble(EnsembleConfig::new("partial", members)).unwrap();
+    let handle = engine.ensemble("partial").unwrap();
+    let status = handle.fusion();
+    assert!(status.fused, "{status:?}");
+    assert_eq!(status.members, ["lightgbm", "logreg_opset22"]);
+    let why = &status.left_out["upsampled"];
+    assert!(why.contains("Upsample"), "{why}");
+    let names = handle.feature_names();
+    let values = rows(16);
+    let answer = handle.predict_batch(&quorum::Batch::row_major(&names, &values).unwrap()).unwrap();
+    assert!(answer.fused && answer.members.iter().all(|m| m.error.is_none()), "{:?}", answer.members);
+    let mlp = engine.ensemble("mixed").unwrap();
+    let reference = mlp.predict_batch(&quorum::Batch::row_major(&names, &values).unwrap()).unwrap();
+    for r in 0..16 {
+        // Member 1 (the upsampled MLP, scale 1) answers as the MLP (member 1 of "mixed").
+        assert!((answer.member_predictions[r * 3 + 1] - reference.member_predictions[r * 3 + 1]).abs() < 1e-6);
+    }
+}
