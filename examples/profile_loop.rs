@@ -101,21 +101,22 @@ fn mixed_opsets(rows: usize) {
         "rows {rows}: fused at one opset {x:.2} µs | fused across opsets {y:.2} µs ({:+.1}%)",
         (y / x - 1.0) * 100.0
     );
-    // Engine load (ensembles, sessions, fusion with its probe rows), median of 15 each.
+    // Engine load (ensembles, sessions, fusion with its probe rows), alternating, median of 41 each.
     let load = |home: &std::path::Path| {
-        let mut times: Vec<f64> = (0..15)
-            .map(|_| {
-                let t = Instant::now();
-                let engine =
-                    quorum::InferenceEngine::builder(home).with_native(false).without_persistence().build().unwrap();
-                std::hint::black_box(engine.ensemble("market").unwrap());
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
-        times[7]
+        let t = Instant::now();
+        let engine = quorum::InferenceEngine::builder(home).with_native(false).without_persistence().build().unwrap();
+        std::hint::black_box(engine.ensemble("market").unwrap());
+        t.elapsed().as_secs_f64() * 1e3
     };
-    let (la, lb) = (load(one_home.path()), load(mixed_home.path()));
+    let (mut ones, mut mixeds) = (Vec::new(), Vec::new());
+    for _ in 0..41 {
+        ones.push(load(one_home.path()));
+        mixeds.push(load(mixed_home.path()));
+    }
+    let [la, lb] = [ones, mixeds].map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    });
     println!("engine load: one opset {la:.1} ms | across opsets {lb:.1} ms ({:+.1}%)", (lb / la - 1.0) * 100.0);
 }
 

@@ -116,10 +116,19 @@ pub(crate) fn settle(bytes: &[u8], spec: &Declared) -> Result<Settled, String> {
     };
     // The map's values are the tensor's type: float32, or float64 from a float64 pipeline.
     let elem_type = graph.output.iter().find(|o| o.name() == map).and_then(map_value_type);
-    graph.output.retain(|o| o.name() != map);
-    if !graph.output.iter().any(|o| o.name() == tensor) {
-        graph.output.push(float_output(&tensor, elem_type.unwrap_or(DataType::Float as i32)));
-    }
+    let existing = graph.output.iter().find(|o| o.name() == tensor).cloned();
+    // The stored model answers the probabilities alone: the label branch (the exporter's Cast to
+    // `output_label`) would cost every call a node quorum never reads.
+    graph.output = vec![existing.unwrap_or_else(|| float_output(&tensor, elem_type.unwrap_or(DataType::Float as i32)))];
+    let needed = crate::onnx::nodes_needed_for(&graph.node, &tensor);
+    let mut keep = needed.into_iter();
+    graph.node.retain(|_| keep.next().unwrap_or(false));
+    let used: std::collections::HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
+    let dropped: Vec<String> =
+        graph.initializer.iter().map(|t| t.name().to_string()).filter(|n| !used.contains(n)).collect();
+    graph.initializer.retain(|t| used.contains(t.name()));
+    // Before IR 4 initializers are listed as inputs too: a dropped one must not become an input.
+    graph.input.retain(|i| !dropped.iter().any(|d| d == i.name()));
     let label = labels[column].clone();
     let note = format!(
         "output {map:?} is a ZipMap (a map per row): stored without it, reading the tensor {tensor:?} that fed it, \

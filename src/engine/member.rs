@@ -220,12 +220,19 @@ impl LoadedModel {
         };
         let pool = ReplicaPool::new(runtime, registry, meta.clone(), options, range)?;
         // Without batching, queued (asynchronous) requests still go through the queue, one row per call.
-        let batching = options.batching.unwrap_or(BatchingOptions { max_batch: 1, ..BatchingOptions::default() });
+        let mut batching = options.batching.unwrap_or(BatchingOptions { max_batch: 1, ..BatchingOptions::default() });
+        // A model that takes one row per call gains nothing from coalescing: synchronous callers run
+        // inline on the pool, and the queue's rows are served by as many dispatchers as replicas.
+        let one_row = meta.max_batch == Some(1);
+        if one_row {
+            batching.max_batch = 1;
+            batching.dispatchers = batching.dispatchers.max(pool.max);
+        }
         Ok(LoadedModel {
             name: Arc::from(meta.name.as_str()),
             class: meta.output.label.as_deref().map(Arc::from),
             batcher: Arc::new(Batcher::new(&meta.name, width, batching)),
-            batching: options.batching.is_some(),
+            batching: options.batching.is_some() && !one_row,
             meta,
             pool,
             native,
