@@ -161,3 +161,76 @@ fn a_member_that_cannot_be_lifted_runs_beside_the_fused_call() {
         assert!((answer.member_predictions[r * 3 + 1] - reference.member_predictions[r * 3 + 1]).abs() < 1e-6);
     }
 }
+
+#[test]
+fn every_native_fixture_fuses_beside_a_member_at_another_opset() {
+    // The exporters' models at every opset from 9 to 22 (skl2onnx, torch, onnxmltools), each fused
+    // with a partner stamped differently: every node they contain lifts, and the fused answers are
+    // the members' own.
+    let dir = common::repo().join("tests/fixtures/native");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let build = |fusion: bool| {
+        InferenceEngine::builder(home.path())
+            .without_persistence()
+            .with_native(false)
+            .with_fusion(fusion)
+            .build()
+            .unwrap()
+    };
+    let engine = build(true);
+    let features: Vec<String> = (0..NATIVE_FEATURES).map(|i| format!("f{i}")).collect();
+    let mut pairs = Vec::new();
+    for (i, m) in manifest["models"].as_array().unwrap().iter().enumerate() {
+        let file = m["file"].as_str().unwrap();
+        let name = format!("m{i}");
+        let mut output = m["output"].as_str().unwrap().to_string();
+        if let Some(c) = m["column"].as_u64() {
+            output = format!("{output}:{c}");
+        }
+        let task = m["task"].as_str().unwrap();
+        let registration = ModelRegistration::new(&name, dir.join(file), features.clone())
+            .with_output(output.parse().unwrap())
+            .with_task(task.parse().unwrap());
+        engine.register_model(registration).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let partner = match (task, file) {
+            ("regression", "linear_regressor.onnx") => "boosting_regressor",
+            ("regression", _) => "linear_regressor",
+            (_, "logreg_opset22.onnx") => "mlp_opset9",
+            _ => "logreg_opset22",
+        };
+        pairs.push((name, file.to_string(), partner));
+    }
+    // Partners under their own names (registered once more, so each pair has two distinct members).
+    for partner in ["boosting_regressor", "linear_regressor", "mlp_opset9", "logreg_opset22"] {
+        let task = if partner.contains("regressor") { "regression" } else { "classification" };
+        let output = if task == "regression" { "variable" } else { "probabilities:1" };
+        let registration = ModelRegistration::new(partner, dir.join(format!("{partner}.onnx")), features.clone())
+            .with_output(output.parse().unwrap())
+            .with_task(task.parse().unwrap());
+        engine.register_model(registration).unwrap();
+    }
+    for (name, _, partner) in &pairs {
+        let members = [name.as_str(), partner].map(|m| m.parse::<MemberSpec>().unwrap());
+        engine.create_ensemble(EnsembleConfig::new(format!("{name}_pair"), members)).unwrap();
+    }
+    let separate = build(false);
+    let values = rows(16);
+    for (name, file, partner) in &pairs {
+        let fused = engine.ensemble(&format!("{name}_pair")).unwrap();
+        let status = fused.fusion();
+        assert!(status.fused && status.left_out.is_empty(), "{file} with {partner}: {status:?}");
+        if *partner == "logreg_opset22" {
+            assert_eq!(status.opsets["ai.onnx"], 22, "{file}");
+        }
+        let names = fused.feature_names();
+        let batch = quorum::Batch::row_major(&names, &values).unwrap();
+        let a = fused.predict_batch(&batch).unwrap();
+        let b = separate.ensemble(&format!("{name}_pair")).unwrap().predict_batch(&batch).unwrap();
+        assert!(a.fused, "{file}");
+        for (x, y) in a.member_predictions.iter().zip(&b.member_predictions) {
+            assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{file} with {partner}: fused {x}, separate {y}");
+        }
+    }
+}
