@@ -33,19 +33,30 @@ pub struct BatchingOptions {
     /// thread that always takes everything queued makes the biggest batches; measured best for the
     /// example models on 2 cores — raise it for a heavy model on a big machine).
     pub dispatchers: usize,
+    /// Most requests waiting in the model's queue (default 65,536): one more is refused at once
+    /// with [`Error::Overloaded`], so a flood of asynchronous requests cannot grow memory without
+    /// bound.
+    pub max_queued: usize,
 }
+
+/// The default [`BatchingOptions::max_queued`].
+pub const DEFAULT_MAX_QUEUED: usize = 65_536;
 
 impl Default for BatchingOptions {
     fn default() -> Self {
-        BatchingOptions { max_batch: 256, max_delay: Duration::ZERO, dispatchers: 1 }
+        BatchingOptions { max_batch: 256, max_delay: Duration::ZERO, dispatchers: 1, max_queued: DEFAULT_MAX_QUEUED }
     }
 }
 
 impl BatchingOptions {
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.max_batch == 0 || self.dispatchers == 0 || self.max_delay > Duration::from_secs(1) {
+        if self.max_batch == 0
+            || self.dispatchers == 0
+            || self.max_delay > Duration::from_secs(1)
+            || self.max_queued == 0
+        {
             return Err(Error::Config(format!(
-                "batching: need max_batch ≥ 1, dispatchers ≥ 1 and max_delay ≤ 1 s, got {self:?}"
+                "batching: need max_batch ≥ 1, dispatchers ≥ 1, max_delay ≤ 1 s and max_queued ≥ 1, got {self:?}"
             )));
         }
         Ok(())
@@ -268,6 +279,13 @@ impl Batcher {
         if queue.closed {
             drop(queue);
             completion.complete(slot, (Err(self.closed_error()), 0.0));
+            return;
+        }
+        let queued = queue.tickets.len();
+        if queued >= self.options.max_queued {
+            drop(queue);
+            let overloaded = Error::Overloaded { model: self.model.clone(), queued, limit: self.options.max_queued };
+            completion.complete(slot, (Err(overloaded), 0.0));
             return;
         }
         queue.rows.extend(row.iter().copied());

@@ -122,6 +122,11 @@ pub enum Error {
     /// while the engine ran.
     #[error("state lost: {0}")]
     StateLost(String),
+
+    /// A model's request queue is full (`BatchingOptions::max_queued`): refused at once rather than
+    /// queued without bound. Retry later, or raise the bound.
+    #[error("model {model:?} is overloaded: {queued} requests are queued, the limit is {limit}; retry later or raise batching max_queued")]
+    Overloaded { model: String, queued: usize, limit: usize },
 }
 
 /// `Result` with quorum's [`Error`].
@@ -168,6 +173,7 @@ impl Error {
             Error::InUse { .. } => "in_use",
             Error::TooLarge { .. } => "too_large",
             Error::StateLost(_) => "state_lost",
+            Error::Overloaded { .. } => "overloaded",
         }
     }
 
@@ -199,6 +205,7 @@ impl Error {
         "in_use",
         "too_large",
         "state_lost",
+        "overloaded",
     ];
 
     /// The error for a panic caught at a boundary, with the panic's message when it has one.
@@ -263,6 +270,7 @@ mod tests {
             Error::InUse { what: "model", name: s(), users: s() },
             Error::TooLarge { what: s(), size: s(), limit: 0 },
             Error::StateLost(s()),
+            Error::Overloaded { model: s(), queued: 1, limit: 1 },
         ];
         for error in &all {
             match error {
@@ -290,7 +298,8 @@ mod tests {
                 | Error::Locked { .. }
                 | Error::InUse { .. }
                 | Error::TooLarge { .. }
-                | Error::StateLost(_) => {}
+                | Error::StateLost(_)
+                | Error::Overloaded { .. } => {}
             }
         }
         all

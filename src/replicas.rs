@@ -41,7 +41,7 @@ pub enum LoadPolicy {
 
 /// How one model is served; also read from JSON (the bindings' `models` option):
 /// `{"replicas": [min, max], "load": "eager"|"lazy", "timeout_ms": 5, "latency_target_ms": 1,
-/// "share_weights": true, "batching": {"max_batch": 256, "max_delay_us": 0, "dispatchers": 1},
+/// "share_weights": true, "batching": {"max_batch": 256, "max_delay_us": 0, "dispatchers": 1, "max_queued": 65536},
 /// "provider": {"kind": "cuda", "device_id": 0}, "provider_fallback": "cpu"|"fail",
 /// "native_gpu": {"device": 0, "precision": "f32"|"f16", "min_rows": 512}}`,
 /// every key optional. Set per model name with
@@ -185,6 +185,8 @@ struct BatchingDocument {
     #[serde(alias = "maxDelayUs")]
     max_delay_us: Option<u64>,
     dispatchers: Option<usize>,
+    #[serde(alias = "maxQueued")]
+    max_queued: Option<usize>,
 }
 
 fn millis(what: &str, ms: f64) -> Result<Duration> {
@@ -205,6 +207,7 @@ impl TryFrom<ModelOptionsDocument> for ModelOptions {
                 max_batch: b.max_batch.unwrap_or(batch_defaults.max_batch),
                 max_delay: b.max_delay_us.map_or(batch_defaults.max_delay, Duration::from_micros),
                 dispatchers: b.dispatchers.unwrap_or(batch_defaults.dispatchers),
+                max_queued: b.max_queued.unwrap_or(batch_defaults.max_queued),
             }),
             latency_target: match d.latency_target_ms {
                 Some(ms) => millis("latency_target_ms", ms)?,

@@ -443,3 +443,43 @@ fn an_unavailable_gpu_provider_falls_back_to_cpu_visibly_or_fails_as_configured(
         )
     );
 }
+
+#[test]
+fn a_flood_of_async_requests_beyond_the_queue_bound_is_refused_as_overloaded() {
+    let home = tempfile::tempdir().unwrap();
+    let bounded = ModelOptions::default()
+        .with_batching(BatchingOptions { max_batch: 64, max_queued: 500, ..BatchingOptions::default() })
+        .with_replicas(1, 1);
+    let engine = engine_with(home.path(), bounded);
+    // Each call of the technical model takes 5 ms (64 rows): its queue fills while the flood arrives.
+    engine.inject_fault("technical", Some(Fault::Slow(Duration::from_millis(5))));
+    let handle = engine.ensemble("market").unwrap();
+    let row = rows(&engine, 1).remove(0);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+    const FLOOD: usize = 100_000;
+    let (ok, overloaded, other, peak) = runtime.block_on(async {
+        let tasks: Vec<_> = (0..FLOOD).map(|_| tokio::spawn(handle.predict_row_async(&row))).collect();
+        // While they are outstanding, no model queues more than its bound.
+        let peak = engine.replicas(None).iter().map(|r| r.queued).max().unwrap_or(0);
+        let (mut ok, mut overloaded, mut other) = (0, 0, Vec::new());
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(Error::Overloaded { limit, .. }) => {
+                    assert_eq!(limit, 500);
+                    overloaded += 1
+                }
+                Err(e) => other.push(e.to_string()),
+            }
+        }
+        (ok, overloaded, other, peak)
+    });
+    assert!(other.is_empty(), "{} other errors, first: {:?}", other.len(), other.first());
+    assert_eq!(ok + overloaded, FLOOD);
+    assert!(ok >= 500 && overloaded > 0, "{ok} answered, {overloaded} refused");
+    assert!(peak <= 500, "a queue held {peak} requests");
+    assert_eq!(Error::Overloaded { model: "m".into(), queued: 1, limit: 1 }.code(), "overloaded");
+    // The engine still answers once the flood is over.
+    engine.inject_fault("technical", None);
+    assert!(handle.predict_row(&row).is_ok());
+}

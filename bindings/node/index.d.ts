@@ -30,6 +30,7 @@ export declare const ErrorCode: Readonly<{
   IN_USE: 'in_use'
   TOO_LARGE: 'too_large'
   STATE_LOST: 'state_lost'
+  OVERLOADED: 'overloaded'
 }>
 
 /** One of the values of `ErrorCode`. */

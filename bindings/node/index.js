@@ -310,6 +310,7 @@ const ErrorCode = Object.freeze({
   IN_USE: 'in_use',
   TOO_LARGE: 'too_large',
   STATE_LOST: 'state_lost',
+  OVERLOADED: 'overloaded',
 })
 
 module.exports = { InferenceEngine, Registry, Optimizer, ErrorCode, errorCodes: native.errorCodes, onnxruntimeLibrary }

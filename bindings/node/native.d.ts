@@ -217,7 +217,7 @@ export interface EngineOptions {
   cacheTtlMs?: number
   /**
    * How every model is served: `{replicas?: [min, max], load?: "eager" | "lazy", timeoutMs?,
-   * latencyTargetMs?, shareWeights?, batching?: {maxBatch?, maxDelayUs?, dispatchers?}}`.
+   * latencyTargetMs?, shareWeights?, batching?: {maxBatch?, maxDelayUs?, dispatchers?, maxQueued?}}`.
    */
   defaultModel?: any
   /** The same, per model name. */

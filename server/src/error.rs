@@ -73,7 +73,9 @@ impl ApiError {
             E::TrackingDisabled | E::InUse { .. } | E::Locked { .. } => StatusCode::CONFLICT,
             E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            E::QuorumNotReached { .. } | E::MemberUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::QuorumNotReached { .. } | E::MemberUnavailable { .. } | E::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             E::RuntimeUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             // The server's own trouble: a model that fails, a damaged artifact, disk, bugs.
             _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -208,8 +208,8 @@ impl EngineInner {
         completion
     }
 
-    /// The members' answers to one submitted row; a member refused for its deadline refuses the
-    /// whole request.
+    /// The members' answers to one submitted row; a member refused for its deadline or a full
+    /// queue refuses the whole request.
     fn collect(&self, call: &Call<'_>, results: MemberResults) -> Result<Answers> {
         let m = call.ens.members.len();
         let mut values = vec![f32::NAN; m];
@@ -224,7 +224,7 @@ impl EngineInner {
                     values[i] = v;
                     None
                 }
-                Err(e @ Error::DeadlineExceeded { .. }) => return Err(e),
+                Err(e @ (Error::DeadlineExceeded { .. } | Error::Overloaded { .. })) => return Err(e),
                 Err(e) => Some(e.to_string()),
             };
             runs.push(member_run(&member.model, latency_ms, error));

@@ -223,7 +223,7 @@ pub struct EngineOptions {
     /// How long a cached prediction may be served, in milliseconds (default 1000; needs cacheCapacity).
     pub cache_ttl_ms: Option<f64>,
     /// How every model is served: `{replicas?: [min, max], load?: "eager" | "lazy", timeoutMs?,
-    /// latencyTargetMs?, shareWeights?, batching?: {maxBatch?, maxDelayUs?, dispatchers?}}`.
+    /// latencyTargetMs?, shareWeights?, batching?: {maxBatch?, maxDelayUs?, dispatchers?, maxQueued?}}`.
     pub default_model: Option<serde_json::Value>,
     /// The same, per model name.
     pub models: Option<HashMap<String, serde_json::Value>>,

@@ -113,6 +113,10 @@ class StateLostError(QuorumError, OSError):
     """Written state no longer reaches its store: the home or its database was deleted or replaced."""
 
 
+class OverloadedError(QuorumError, RuntimeError):
+    """A model's request queue is full (batching max_queued): refused at once; retry later."""
+
+
 # The class raised for each of the core's error codes (`quorum._quorum.ERROR_CODES`; a test checks
 # that every code has one).
 BY_CODE = {
@@ -141,6 +145,7 @@ BY_CODE = {
     "in_use": InUseError,
     "too_large": TooLargeError,
     "state_lost": StateLostError,
+    "overloaded": OverloadedError,
 }
 
 __all__ = [name for name, value in list(globals().items()) if isinstance(value, type) and issubclass(value, QuorumError)]
