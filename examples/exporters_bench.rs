@@ -47,8 +47,10 @@ fn hammer(handle: &EnsembleHandle, threads: usize, calls: usize, values: &Arc<Ve
                     for i in (t..calls).step_by(threads) {
                         let row = &values[(i % rows) * 3..(i % rows) * 3 + 3];
                         let t0 = Instant::now();
-                        if handle.predict_row(row).is_err() {
-                            failures.fetch_add(1, Ordering::Relaxed);
+                        if let Err(e) = handle.predict_row(row) {
+                            if failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                                eprintln!("first failure: {e}");
+                            }
                         }
                         latencies.push(t0.elapsed().as_secs_f64() * 1e3);
                     }

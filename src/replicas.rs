@@ -14,8 +14,9 @@
 //! * A per-call timeout is enforced by a watchdog thread that sets ONNX Runtime's terminate flag on
 //!   the run's `RunOptions`; the mutex is never held across an ONNX Runtime call.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use ort::session::{RunOptions, Session};
@@ -309,7 +310,6 @@ impl Replica {
 pub(crate) struct ReplicaPool {
     source: ReplicaSource,
     state: Mutex<PoolState>,
-    returned: Condvar,
     pub min: usize,
     pub max: usize,
     pub latency_target: Duration,
@@ -322,6 +322,11 @@ pub(crate) struct ReplicaPool {
 
 struct PoolState {
     idle: Vec<Replica>,
+    /// Callers waiting for a replica, oldest first; each parks its own thread.
+    waiters: VecDeque<Waiter>,
+    /// Replicas handed to a waiter that waited too long (its ticket), not yet taken.
+    handed: Vec<(u64, Replica)>,
+    next_ticket: u64,
     /// Replicas in existence: idle or running a call.
     total: usize,
     waiting: usize,
@@ -332,6 +337,20 @@ struct PoolState {
     growing: bool,
     last_used: Instant,
 }
+
+/// A caller parked in [`ReplicaPool::checkout`].
+struct Waiter {
+    ticket: u64,
+    since: Instant,
+    thread: std::thread::Thread,
+}
+
+/// A waiter older than this gets the next returned replica handed to it: callers that keep calling
+/// may otherwise retake every replica they return (which keeps throughput up) and starve the
+/// parked ones past a latency budget (64 callers on 2 cores lost calls to the 100 ms budget). At
+/// 0.5 ms nearly every return became a hand-off and a context switch, halving throughput; 5 ms
+/// keeps the p99 wait near 5 ms at the throughput of barging (`examples/exporters_bench.rs`).
+const FAIR_AFTER: Duration = Duration::from_micros(5000);
 
 /// A pool's state as reported by [`InferenceEngine::replicas`](crate::InferenceEngine::replicas).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -365,6 +384,14 @@ pub struct ReplicaStatus {
     pub executor: ExecutorInfo,
 }
 
+impl PoolState {
+    /// Removes waiter `ticket`, which took a replica itself.
+    fn stop_waiting(&mut self, ticket: u64) {
+        self.waiters.retain(|w| w.ticket != ticket);
+        self.waiting -= 1;
+    }
+}
+
 impl ReplicaPool {
     /// Builds `min` replicas now unless the policy is lazy.
     pub fn new(
@@ -392,13 +419,15 @@ impl ReplicaPool {
             state: Mutex::new(PoolState {
                 total: idle.len(),
                 idle,
+                waiters: VecDeque::new(),
+                handed: Vec::new(),
+                next_ticket: 0,
                 waiting: 0,
                 peak_waiting: 0,
                 loading: false,
                 growing: false,
                 last_used: Instant::now(),
             }),
-            returned: Condvar::new(),
             min,
             max,
             latency_target: options.latency_target,
@@ -421,15 +450,31 @@ impl ReplicaPool {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Takes an idle replica, loading one if the pool is unloaded, waiting while all are busy.
+    /// Takes an idle replica, loading one if the pool is unloaded, waiting while all are busy (a
+    /// waiter older than [`FAIR_AFTER`] is handed the next replica returned).
     pub fn checkout(&self, now: Instant) -> Result<PooledReplica<'_>> {
         let mut state = self.lock();
+        let mut ticket: Option<u64> = None;
         loop {
+            if let Some(t) = ticket {
+                if let Some(i) = state.handed.iter().position(|(h, _)| *h == t) {
+                    let (_, replica) = state.handed.swap_remove(i);
+                    state.waiting -= 1;
+                    state.last_used = now;
+                    return Ok(PooledReplica { pool: self, replica: Some(replica), started: now });
+                }
+            }
             if let Some(replica) = state.idle.pop() {
+                if let Some(t) = ticket.take() {
+                    state.stop_waiting(t);
+                }
                 state.last_used = now;
                 return Ok(PooledReplica { pool: self, replica: Some(replica), started: now });
             }
             if state.total == 0 && !state.loading {
+                if let Some(t) = ticket.take() {
+                    state.stop_waiting(t);
+                }
                 state.loading = true;
                 drop(state);
                 let built = self.source.build();
@@ -443,16 +488,25 @@ impl ReplicaPool {
                     }
                     Err(e) => {
                         // Waiters retry the load themselves (and get its error if it fails again).
+                        let waiters: Vec<_> = state.waiters.iter().map(|w| w.thread.clone()).collect();
                         drop(state);
-                        self.returned.notify_all();
+                        waiters.iter().for_each(std::thread::Thread::unpark);
                         Err(e)
                     }
                 };
             }
-            state.waiting += 1;
-            state.peak_waiting = state.peak_waiting.max(state.waiting);
-            state = self.returned.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
-            state.waiting -= 1;
+            if ticket.is_none() {
+                let t = state.next_ticket;
+                state.next_ticket += 1;
+                state.waiters.push_back(Waiter { ticket: t, since: Instant::now(), thread: std::thread::current() });
+                state.waiting += 1;
+                state.peak_waiting = state.peak_waiting.max(state.waiting);
+                ticket = Some(t);
+            }
+            drop(state);
+            // Woken by a returned, handed, grown or failed-to-load replica; spurious wake-ups loop.
+            std::thread::park();
+            state = self.lock();
         }
     }
 
@@ -467,11 +521,18 @@ impl ReplicaPool {
             self.calls.fetch_add(1, Ordering::Relaxed);
         }
         let mut state = self.lock();
-        state.idle.push(replica);
-        let someone_waits = state.waiting > 0;
+        let overdue = state.waiters.front().is_some_and(|w| w.since.elapsed() >= FAIR_AFTER);
+        let wake = if overdue {
+            let waiter = state.waiters.pop_front().expect("checked");
+            state.handed.push((waiter.ticket, replica));
+            Some(waiter.thread)
+        } else {
+            state.idle.push(replica);
+            state.waiters.front().map(|w| w.thread.clone())
+        };
         drop(state);
-        if someone_waits {
-            self.returned.notify_one();
+        if let Some(thread) = wake {
+            thread.unpark();
         }
     }
 
@@ -490,10 +551,10 @@ impl ReplicaPool {
         let replica = built?;
         state.total += 1;
         state.idle.push(replica);
-        let someone_waits = state.waiting > 0;
+        let wake = state.waiters.front().map(|w| w.thread.clone());
         drop(state);
-        if someone_waits {
-            self.returned.notify_one();
+        if let Some(thread) = wake {
+            thread.unpark();
         }
         Ok(true)
     }
