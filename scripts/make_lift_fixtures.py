@@ -67,6 +67,14 @@ save("batchnorm_13", 13, [
     numpy_helper.from_array(np.array([0.5, 0.0, -0.5, 1.0], np.float32), "mean"),
     numpy_helper.from_array(np.array([1.0, 2.0, 0.5, 4.0], np.float32), "var"),
 ])
+save("upsample_8", 8, [node("Upsample", ["X"], ["Y"], scales=[1.0, 1.0, 2.0, 2.0], mode="nearest")],
+     ["N", 1, 2, 3], ["N", 1, 4, 6], 13)
+save("upsample_linear_9", 9, [node("Upsample", ["X", "S"], ["Y"], mode="linear")],
+     ["N", 1, 2, 3], ["N", 1, 4, 6], 11, inits=[numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "S")])
+save("resize_nearest_10", 10, [node("Resize", ["X", "S"], ["Y"], mode="nearest")],
+     ["N", 1, 2, 3], ["N", 1, 3, 4], 13, inits=[numpy_helper.from_array(np.array([1, 1, 1.5, 1.5], np.float32), "S")])
+save("resize_linear_10", 10, [node("Resize", ["X", "S"], ["Y"], mode="linear")],
+     ["N", 1, 2, 3], ["N", 1, 3, 4], 11, inits=[numpy_helper.from_array(np.array([1, 1, 1.5, 1.5], np.float32), "S")])
 # A graph of operators whose schemas changed only by adding types: every step is Compatible.
 save("mlp_8", 8, [
     node("MatMul", ["X", "W"], ["H"]),

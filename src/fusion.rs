@@ -434,14 +434,15 @@ mod tests {
         ])
         .unwrap();
         assert_eq!((lifted.members.as_slice(), lifted.opsets.default), (&[0, 1][..], Some(17)));
-        // An Upsample stamped 9 has no adapter to 10 here: that member is left out, the others fuse.
+        // A Scatter stamped 10 has no adapter to 11 here: that member is left out, the others fuse.
         let mut upsampled = onnx::decode(&technical).unwrap();
-        upsampled.opset_import.iter_mut().filter(|o| o.domain().is_empty()).for_each(|o| o.version = Some(9));
+        upsampled.opset_import.iter_mut().filter(|o| o.domain().is_empty()).for_each(|o| o.version = Some(10));
         let graph = upsampled.graph.as_mut().unwrap();
         let producer = graph.node.iter_mut().find(|n| n.output.iter().any(|o| o == "probabilities")).unwrap();
-        producer.output[0] = "before_upsample".into();
-        graph.initializer.push(onnx::f32_tensor("scales", &[2], &[1.0, 1.0]));
-        graph.node.push(onnx::node("Upsample", &["before_upsample", "scales"], &["probabilities"], "up"));
+        producer.output[0] = "before_scatter".into();
+        graph.initializer.push(onnx::f32_tensor("updates", &[1, 1], &[0.5]));
+        graph.initializer.push(onnx::i32_tensor("indices", &[1, 1], &[0]));
+        graph.node.push(onnx::node("Scatter", &["before_scatter", "indices", "updates"], &["probabilities"], "sc"));
         let upsampled = onnx::encode(&upsampled);
         let partial = fuse(&[
             FusionMember { bytes: &technical, output: &output },
@@ -452,7 +453,7 @@ mod tests {
         assert_eq!(partial.members, [0, 2]);
         assert_eq!(partial.left_out.len(), 1);
         assert!(
-            partial.left_out[0].1.contains("Upsample") && partial.left_out[0].1.contains("9"),
+            partial.left_out[0].1.contains("Scatter") && partial.left_out[0].1.contains("10"),
             "{:?}",
             partial.left_out
         );
@@ -461,7 +462,7 @@ mod tests {
             FusionMember { bytes: &upsampled, output: &output },
         ])
         .unwrap_err();
-        assert!(err.contains("member 1") && err.contains("Upsample"), "{err}");
+        assert!(err.contains("member 1") && err.contains("Scatter"), "{err}");
         let missing = OutputSpec { name: "nope".into(), column: None, label: None };
         let err = fuse(&[FusionMember { bytes: &technical, output: &missing }]).unwrap_err();
         assert!(err.contains("no output"), "{err}");

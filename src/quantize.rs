@@ -773,12 +773,12 @@ mod tests {
         let model = onnx::decode(&lifted.bytes).unwrap();
         let clip = model.graph.unwrap().node.into_iter().find(|n| n.op_type() == "Clip").unwrap();
         assert!(clip.attribute.is_empty() && clip.input.len() == 3 && clip.input[1].is_empty(), "{clip:?}");
-        // Upsample has no adapter from 9 to 10: refused, naming it.
-        let upsample = onnx::node("Upsample", &["Y", "W"], &["Z"], "up");
+        // Scatter has no adapter from 10 to 11: refused, naming it.
+        let upsample = onnx::node("Scatter", &["Y", "I", "W"], &["Z"], "sc");
         let error = quantize_dynamic(&model_at(9, vec![matmul(), upsample], vec![weight()]), Granularity::PerTensor)
             .unwrap_err()
             .to_string();
-        assert!(error.contains("Upsample") && error.contains("version_converter"), "{error}");
+        assert!(error.contains("Scatter") && error.contains("version_converter"), "{error}");
     }
 
     #[test]

@@ -60,19 +60,29 @@ fn a_model_already_at_the_target_is_returned_unchanged() {
 
 #[test]
 fn a_node_without_an_adapter_is_refused_naming_it() {
-    // Upsample 9 → 10 has no adapter here.
+    // Scatter 10 → 11 has no adapter here (ONNX rewrites it into ScatterElements).
     let bytes = std::fs::read(common::repo().join("tests/fixtures/lift/mlp_8.onnx")).unwrap();
     let mut model = quorum::onnx::decode(&bytes).unwrap();
     let graph = model.graph.as_mut().unwrap();
-    graph.node[3] = quorum::onnx::node("Upsample", &["R", "scales"], &["Y"], "up");
-    graph.initializer.push(quorum::onnx::f32_tensor("scales", &[2], &[1.0, 1.0]));
-    model.opset_import[0].version = Some(9);
+    graph.node[3] = quorum::onnx::node("Scatter", &["R", "indices", "updates"], &["Y"], "sc");
+    graph.initializer.push(quorum::onnx::f32_tensor("updates", &[1, 1], &[0.5]));
+    model.opset_import[0].version = Some(10);
     let err = quorum::onnx::lift(&quorum::onnx::encode(&model), Opsets { default: Some(13), ml: None }).unwrap_err();
     assert_eq!(err.code(), "optimize");
-    assert!(err.to_string().contains("Upsample") && err.to_string().contains("9 to 10"), "{err}");
+    assert!(err.to_string().contains("Scatter") && err.to_string().contains("10 to 11"), "{err}");
 }
 
 const NATIVE_FEATURES: usize = 8;
+
+fn int64s(name: &str, values: &[i64]) -> quorum::onnx::proto::TensorProto {
+    quorum::onnx::proto::TensorProto {
+        name: Some(name.into()),
+        dims: vec![values.len() as i64],
+        data_type: Some(quorum::onnx::proto::tensor_proto::DataType::Int64 as i32),
+        int64_data: values.to_vec(),
+        ..Default::default()
+    }
+}
 
 fn native_fixture(name: &str) -> std::path::PathBuf {
     common::repo().join(format!("tests/fixtures/native/{name}.onnx"))
@@ -129,15 +139,25 @@ fn three_exporters_at_three_opsets_fuse_into_one_session_and_answer_as_their_mem
 fn a_member_that_cannot_be_lifted_runs_beside_the_fused_call() {
     let home = tempfile::tempdir().unwrap();
     let engine = mixed_engine(home.path(), true);
-    // The MLP again, stamped 9 with an Upsample (no adapter from 9 to 10) before its output.
+    // The MLP again, stamped 10, its probabilities passed through a Scatter that writes column 0
+    // back onto itself (no adapter from 10 to 11: ONNX rewrites Scatter into ScatterElements).
     let bytes = std::fs::read(native_fixture("mlp_opset14")).unwrap();
     let mut model = quorum::onnx::decode(&bytes).unwrap();
-    model.opset_import.iter_mut().filter(|o| o.domain().is_empty()).for_each(|o| o.version = Some(9));
+    model.opset_import.iter_mut().filter(|o| o.domain().is_empty()).for_each(|o| o.version = Some(10));
     let graph = model.graph.as_mut().unwrap();
     let producer = graph.node.iter_mut().find(|n| n.output.iter().any(|o| o == "probabilities")).unwrap();
-    producer.output[0] = "before_upsample".into();
-    graph.initializer.push(quorum::onnx::f32_tensor("scales", &[2], &[1.0, 1.0]));
-    graph.node.push(quorum::onnx::node("Upsample", &["before_upsample", "scales"], &["probabilities"], "up"));
+    producer.output[0] = "before".into();
+    graph.initializer.push(int64s("zero", &[0]));
+    graph.initializer.push(int64s("one", &[1]));
+    graph.initializer.push(quorum::onnx::f32_tensor("nothing", &[], &[0.0]));
+    graph.node.push(quorum::onnx::node("Slice", &["before", "zero", "one", "one"], &["column0"], "first"));
+    graph.node.push(quorum::onnx::node("Mul", &["column0", "nothing"], &["zeros"], "zeros"));
+    let mut cast = quorum::onnx::node("Cast", &["zeros"], &["indices"], "indices");
+    cast.attribute.push(quorum::onnx::int_attribute("to", 7));
+    graph.node.push(cast);
+    let mut scatter = quorum::onnx::node("Scatter", &["before", "indices", "column0"], &["probabilities"], "sc");
+    scatter.attribute.push(quorum::onnx::int_attribute("axis", 1));
+    graph.node.push(scatter);
     let file = home.path().join("upsampled.onnx");
     std::fs::write(&file, quorum::onnx::encode(&model)).unwrap();
     let features: Vec<String> = (0..NATIVE_FEATURES).map(|i| format!("f{i}")).collect();
@@ -149,7 +169,7 @@ fn a_member_that_cannot_be_lifted_runs_beside_the_fused_call() {
     assert!(status.fused, "{status:?}");
     assert_eq!(status.members, ["lightgbm", "logreg_opset22"]);
     let why = &status.left_out["upsampled"];
-    assert!(why.contains("Upsample"), "{why}");
+    assert!(why.contains("Scatter"), "{why}");
     let names = handle.feature_names();
     let values = rows(16);
     let answer = handle.predict_batch(&quorum::Batch::row_major(&names, &values).unwrap()).unwrap();
@@ -157,7 +177,7 @@ fn a_member_that_cannot_be_lifted_runs_beside_the_fused_call() {
     let mlp = engine.ensemble("mixed").unwrap();
     let reference = mlp.predict_batch(&quorum::Batch::row_major(&names, &values).unwrap()).unwrap();
     for r in 0..16 {
-        // Member 1 (the upsampled MLP, scale 1) answers as the MLP (member 1 of "mixed").
+        // Member 1 (the MLP through its identity Scatter) answers as the MLP (member 1 of "mixed").
         assert!((answer.member_predictions[r * 3 + 1] - reference.member_predictions[r * 3 + 1]).abs() < 1e-6);
     }
 }

@@ -16,7 +16,6 @@ pub const SERVER_CODES: &[&str] = &[
     "unsupported_media_type",
     "route_not_found",
     "method_not_allowed",
-    "overloaded",
     "timeout",
     "not_ready",
     "job_not_found",
@@ -54,6 +53,8 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// The server's admission control refusing a request: the core's `overloaded` code (a model's
+    /// full queue), since it means the same to a client: retry later.
     pub fn overloaded(message: impl Into<String>) -> ApiError {
         ApiError { retry_after: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message) }
     }

@@ -125,11 +125,13 @@ fn lift_node(
     to: i64,
     out: &mut Lifted,
 ) -> Result<(), String> {
-    let op = node.op_type();
-    let changes = history(domain, op).ok_or_else(|| format!("{op} is not an operator of {domain}"))?;
     let mut node = node.clone();
     let mut extra: Vec<NodeProto> = Vec::new();
     for k in from..to {
+        // Read per step: an adapter may turn the node into another operator (Upsample → Resize).
+        let op = node.op_type().to_string();
+        let op = op.as_str();
+        let changes = history(domain, op).ok_or_else(|| format!("{op} is not an operator of {domain}"))?;
         if !changes.contains(&(k + 1)) {
             continue;
         }
@@ -256,6 +258,46 @@ fn adapt(
             Ok(())
         }
         "Softmax_12_13" => softmax_12_13(ctx, node, extra),
+        "Upsample_8_9" => {
+            let scales = take_attribute(node, "scales").ok_or("Upsample without scales")?;
+            let name = ctx.constant_f32s(node, "scales", &scales.floats);
+            set_input(node, 1, name);
+            Ok(())
+        }
+        // Upsample is deprecated at 10: the same node as a Resize (same inputs, same mode).
+        "Upsample_9_10" => {
+            node.op_type = Some("Resize".into());
+            node.attribute.retain(|a| a.name() == "mode");
+            Ok(())
+        }
+        // Resize 11 takes roi before scales. ONNX's converter leaves the new coordinate default
+        // (half_pixel), which moves every sample; Resize 10 meant asymmetric coordinates and, for
+        // nearest, the floor, so both are written out.
+        "Resize_10_11" => {
+            let scales = node.input.get(1).cloned().ok_or("Resize without scales")?;
+            let roi = ctx.constant_f32s(node, "roi", &[]);
+            node.input.truncate(1);
+            node.input.push(roi);
+            node.input.push(scales);
+            let nearest = node
+                .attribute
+                .iter()
+                .find(|a| a.name() == "mode")
+                .and_then(|a| a.s.as_deref())
+                .is_none_or(|m| m == b"nearest");
+            let string = |name: &str, value: &str| AttributeProto {
+                name: Some(name.into()),
+                s: Some(value.as_bytes().to_vec()),
+                r#type: Some(AttributeType::String as i32),
+                ..Default::default()
+            };
+            node.attribute.retain(|a| a.name() != "coordinate_transformation_mode" && a.name() != "nearest_mode");
+            node.attribute.push(string("coordinate_transformation_mode", "asymmetric"));
+            if nearest {
+                node.attribute.push(string("nearest_mode", "floor"));
+            }
+            Ok(())
+        }
         other => {
             if let Some(rest) =
                 other.strip_prefix("SetAttribute:").or_else(|| other.strip_prefix("SetAttributeIfAbsent:"))
@@ -384,6 +426,12 @@ impl Context {
             int64_data: values.to_vec(),
             ..Default::default()
         });
+        name
+    }
+
+    fn constant_f32s(&mut self, node: &NodeProto, what: &str, values: &[f32]) -> String {
+        let name = self.fresh(&format!("{}_{what}", node.output.first().map_or("node", String::as_str)));
+        self.initializers.push(super::f32_tensor(&name, &[values.len() as i64], values));
         name
     }
 
