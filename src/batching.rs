@@ -1,19 +1,18 @@
-//! Dynamic batching: concurrent single-row requests for one model coalesce into one ONNX Runtime call.
+//! Dynamic batching's queue and its one-shot replies: concurrent single-row requests for one
+//! ensemble load wait in a [`Batcher`] until a dispatcher takes them as one batch
+//! (`engine::coalesce` runs it: through the fused model in one ONNX Runtime call when the ensemble
+//! is fused). Each request's answer comes back through its [`Reply`]: a synchronous caller parks on
+//! it, an asynchronous one is woken.
 //!
-//! Each loaded model has a queue. A synchronous caller that finds the queue empty and a replica idle
-//! runs inline, so batching adds nothing for a lone caller; otherwise it queues its row and parks.
-//! Dispatcher threads (one per possible replica) take up to `max_batch` queued rows — waiting up to
-//! `max_delay` for the batch to fill when fewer are queued — run them in one call and hand every
-//! caller its value. Asynchronous callers always queue: they never run a model on the executor's
-//! threads. A request's deadline is checked when its batch is formed: a request that cannot finish
-//! in time (by the model's recent batch latency) is refused with [`Error::DeadlineExceeded`] rather
-//! than served late.
+//! The queue refuses a request past its bound at once ([`Error::Overloaded`]), and a dispatcher
+//! refuses, when it forms a batch, each request whose deadline the batch would miss (by the recent
+//! batch latency) with [`Error::DeadlineExceeded`] rather than serve it late.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -21,19 +20,22 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::telemetry::{Histogram, HistogramSnapshot, ROW_BOUNDS};
 
-/// Per-model batching settings.
+/// Batching settings, given per model ([`crate::ModelOptions::with_batching`]). An ensemble with a
+/// member that batches coalesces its queued requests under the tightest of its members' settings:
+/// the smallest `max_batch` and `max_queued`, the longest `max_delay`, the most `dispatchers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchingOptions {
-    /// Most rows one ONNX Runtime call takes (default 256).
+    /// Most requests one batch carries (default 256): through a fused ensemble, the rows of one ONNX
+    /// Runtime call.
     pub max_batch: usize,
     /// How long the oldest queued request may wait for the batch to fill (default 0: a batch is
     /// whatever queued while the replicas were busy, so batching never waits on an idle machine).
     pub max_delay: Duration,
-    /// Threads serving the queue, each running one batch at a time on a replica (default 1: one
+    /// Threads serving the ensemble's queue, each running one batch at a time (default 1: one
     /// thread that always takes everything queued makes the biggest batches; measured best for the
-    /// example models on 2 cores — raise it for a heavy model on a big machine).
+    /// example models on 2 cores — raise it for heavy models on a big machine).
     pub dispatchers: usize,
-    /// Most requests waiting in the model's queue (default 65,536): one more is refused at once
+    /// Most requests waiting in the ensemble's queue (default 65,536): one more is refused at once
     /// with [`Error::Overloaded`], so a flood of asynchronous requests cannot grow memory without
     /// bound.
     pub max_queued: usize,
@@ -63,59 +65,32 @@ impl BatchingOptions {
     }
 }
 
-/// One member's answer to a queued request, with the wall time of the call that produced it.
-pub(crate) type MemberResult = (Result<f32>, f64);
-
-/// Where the answers to one request's members arrive; the caller parks (sync) or is woken (async).
-pub(crate) struct Completion {
-    state: Mutex<CompletionState>,
-}
-
-struct CompletionState {
-    results: Vec<Option<MemberResult>>,
-    remaining: usize,
-    waiter: Waiter,
-}
-
+/// How a parked request is woken.
 enum Waiter {
     None,
     Thread(Thread),
     Task(Waker),
 }
 
-impl Completion {
-    pub fn new(slots: usize) -> Arc<Completion> {
-        Arc::new(Completion {
-            state: Mutex::new(CompletionState {
-                results: (0..slots).map(|_| None).collect(),
-                remaining: 0,
-                waiter: Waiter::None,
-            }),
-        })
+/// Where one queued request's answer arrives, once.
+pub(crate) struct Reply<T> {
+    state: Mutex<(Option<T>, Waiter)>,
+}
+
+impl<T> Reply<T> {
+    pub fn new() -> Arc<Reply<T>> {
+        Arc::new(Reply { state: Mutex::new((None, Waiter::None)) })
     }
 
-    fn lock(&self) -> MutexGuard<'_, CompletionState> {
+    fn lock(&self) -> MutexGuard<'_, (Option<T>, Waiter)> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Announces that slot answers will come from elsewhere (before queueing them).
-    pub fn expect(&self, count: usize) {
-        self.lock().remaining += count;
-    }
-
-    /// Fills a slot directly (an inline run); does not count against `expect`.
-    pub fn set(&self, slot: usize, result: MemberResult) {
-        self.lock().results[slot] = Some(result);
-    }
-
-    fn complete(&self, slot: usize, result: MemberResult) {
+    /// Delivers the answer and wakes whoever waits for it.
+    pub fn send(&self, value: T) {
         let mut state = self.lock();
-        state.results[slot] = Some(result);
-        state.remaining -= 1;
-        if state.remaining > 0 {
-            return;
-        }
-        let waiter = std::mem::replace(&mut state.waiter, Waiter::None);
+        state.0 = Some(value);
+        let waiter = std::mem::replace(&mut state.1, Waiter::None);
         drop(state);
         match waiter {
             Waiter::None => {}
@@ -124,201 +99,201 @@ impl Completion {
         }
     }
 
-    /// Blocks the calling thread until every expected slot is filled, or until `end`: slots still
-    /// empty then stay `None` (their answers, arriving later, are dropped).
-    pub fn wait_until(&self, end: Instant) -> Vec<Option<MemberResult>> {
+    /// Blocks the calling thread until the answer arrives, or until `end` (`None` then).
+    pub fn wait_until(&self, end: Option<Instant>) -> Option<T> {
         loop {
             let mut state = self.lock();
-            let now = Instant::now();
-            if state.remaining == 0 || now >= end {
-                // Late answers still land in a slot vector of the same length, unread.
-                let slots = state.results.len();
-                return std::mem::replace(&mut state.results, (0..slots).map(|_| None).collect());
+            if let Some(value) = state.0.take() {
+                return Some(value);
             }
-            state.waiter = Waiter::Thread(std::thread::current());
+            let now = Instant::now();
+            if end.is_some_and(|end| now >= end) {
+                return None;
+            }
+            state.1 = Waiter::Thread(std::thread::current());
             drop(state);
-            std::thread::park_timeout(end - now);
+            match end {
+                Some(end) => std::thread::park_timeout(end - now),
+                None => std::thread::park(),
+            }
         }
     }
 
-    /// Resolves when every expected slot is filled.
-    pub fn wait_async(self: &Arc<Self>) -> CompletionFuture {
-        CompletionFuture { completion: Arc::clone(self) }
+    /// Resolves when the answer arrives.
+    pub fn wait_async(self: &Arc<Self>) -> ReplyFuture<T> {
+        ReplyFuture { reply: Arc::clone(self) }
     }
 }
 
-/// The future of [`Completion::wait_async`].
-pub(crate) struct CompletionFuture {
-    completion: Arc<Completion>,
+/// The future of [`Reply::wait_async`].
+pub(crate) struct ReplyFuture<T> {
+    reply: Arc<Reply<T>>,
 }
 
-impl Future for CompletionFuture {
-    type Output = Vec<Option<MemberResult>>;
+impl<T> Future for ReplyFuture<T> {
+    type Output = T;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.completion.lock();
-        if state.remaining == 0 {
-            return Poll::Ready(std::mem::take(&mut state.results));
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut state = self.reply.lock();
+        if let Some(value) = state.0.take() {
+            return Poll::Ready(value);
         }
-        match &state.waiter {
+        match &state.1 {
             Waiter::Task(w) if w.will_wake(cx.waker()) => {}
-            _ => state.waiter = Waiter::Task(cx.waker().clone()),
+            _ => state.1 = Waiter::Task(cx.waker().clone()),
         }
         Poll::Pending
     }
 }
 
-/// A model that a dispatcher can run a batch of gathered rows on.
-pub(crate) trait BatchModel: Send + Sync + 'static {
-    /// Takes a replica (waiting if all are busy), then lets `select` write the rows to run into its
-    /// input buffer (row-major, the model's width) and return how many; runs them and writes one
-    /// value per row to `out` (at least as long as the rows). Returns the rows run.
-    fn run_selected(&self, select: &mut dyn FnMut(&mut Vec<f32>) -> usize, out: &mut [f32]) -> Result<usize>;
+/// One queued request: what the dispatcher answers to, its deadline and when it began.
+pub(crate) struct Ticket<T> {
+    pub request: T,
+    pub deadline: Option<Instant>,
+    pub enqueued: Instant,
 }
 
-struct Ticket {
-    completion: Arc<Completion>,
-    slot: usize,
-    deadline: Option<Instant>,
-    enqueued: Instant,
-}
-
-/// One model's request queue.
-pub(crate) struct Batcher {
-    model: String,
+/// One queue of single-row requests, `width` values each.
+pub(crate) struct Batcher<T> {
+    /// What is queued for, in errors (`ensemble "market"`).
+    what: String,
     width: usize,
     options: BatchingOptions,
-    dispatchers: usize,
-    queue: Mutex<Queue>,
+    queue: Mutex<Queue<T>>,
     arrived: Condvar,
-    spawned: OnceLock<()>,
+    /// Requests queued now, read without the lock (a lone caller's "is anyone queued?").
+    depth: AtomicUsize,
     /// Mean µs of recent batch runs (an EWMA), to refuse requests whose deadline cannot be met.
     recent_batch_us: AtomicU64,
-    /// Dispatched calls and the rows they carried: rows / batches is the mean batch size.
-    batches: AtomicU64,
-    batched_rows: AtomicU64,
-    /// Rows per dispatched call, and each run request's wait from its start to its batch.
+    /// Rows per batch, and each run request's wait from its start to its batch.
     batch_rows: Histogram,
     queue_wait: Histogram,
 }
 
-struct Queue {
+struct Queue<T> {
     rows: VecDeque<f32>,
-    tickets: VecDeque<Ticket>,
+    tickets: VecDeque<Ticket<T>>,
     /// Dispatchers parked for work, and wake-ups sent to them not yet taken.
     idle: usize,
     notified: usize,
+    /// A dispatcher holding a batch open waits for this many requests (0: none waits).
+    want: usize,
     closed: bool,
 }
 
-impl Batcher {
-    pub fn new(model: &str, width: usize, options: BatchingOptions) -> Batcher {
+impl<T> Batcher<T> {
+    pub fn new(what: String, width: usize, options: BatchingOptions) -> Batcher<T> {
         Batcher {
-            model: model.to_string(),
+            what,
             width,
             options,
-            dispatchers: options.dispatchers.max(1),
             queue: Mutex::new(Queue {
                 rows: VecDeque::new(),
                 tickets: VecDeque::new(),
                 idle: 0,
                 notified: 0,
+                want: 0,
                 closed: false,
             }),
             arrived: Condvar::new(),
-            spawned: OnceLock::new(),
+            depth: AtomicUsize::new(0),
             recent_batch_us: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            batched_rows: AtomicU64::new(0),
             batch_rows: Histogram::new(ROW_BOUNDS),
             queue_wait: Histogram::latency(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
+    pub fn options(&self) -> &BatchingOptions {
+        &self.options
+    }
+
+    /// Values per queued row.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue<T>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().tickets.is_empty()
+        self.queued() == 0
     }
 
     pub fn queued(&self) -> usize {
-        self.lock().tickets.len()
+        self.depth.load(Ordering::Relaxed)
     }
 
-    /// Rows per dispatched call, and queued requests' waits (their start to their batch's run).
+    /// Rows per batch, and queued requests' waits (their start to their batch's run).
     pub fn histograms(&self) -> (HistogramSnapshot, HistogramSnapshot) {
         (self.batch_rows.snapshot(), self.queue_wait.snapshot())
     }
 
-    /// (calls dispatched, rows they carried) so far.
-    pub fn dispatched(&self) -> (u64, u64) {
-        (self.batches.load(Ordering::Relaxed), self.batched_rows.load(Ordering::Relaxed))
-    }
-
-    /// Queues one gathered row; its answer goes to `completion` slot `slot`, which must have been
-    /// told to [`Completion::expect`] it. `enqueued` is when the request began (one clock read per
-    /// request, not per member).
-    pub fn enqueue<M: BatchModel>(
-        self: &Arc<Self>,
-        model: &Arc<M>,
+    /// Queues one row; `enqueued` is when the request began. A closed or full queue hands the
+    /// request back with the error to answer it with.
+    pub fn enqueue(
+        &self,
         row: &[f32],
-        completion: &Arc<Completion>,
-        slot: usize,
+        request: T,
         deadline: Option<Instant>,
         enqueued: Instant,
-    ) {
-        self.spawned.get_or_init(|| {
-            if spawn_dispatchers(self, &Arc::downgrade(model), self.dispatchers) == 0 {
-                // Nobody would serve the queue: refuse rather than park callers forever.
-                self.lock().closed = true;
-            }
-        });
+    ) -> std::result::Result<(), (T, Error)> {
+        debug_assert_eq!(row.len(), self.width);
         let mut queue = self.lock();
         if queue.closed {
-            drop(queue);
-            completion.complete(slot, (Err(self.closed_error()), 0.0));
-            return;
+            return Err((request, self.closed_error()));
         }
         let queued = queue.tickets.len();
         if queued >= self.options.max_queued {
             drop(queue);
-            let overloaded = Error::Overloaded { model: self.model.clone(), queued, limit: self.options.max_queued };
-            completion.complete(slot, (Err(overloaded), 0.0));
-            return;
+            let overloaded = Error::Overloaded { what: self.what.clone(), queued, limit: self.options.max_queued };
+            return Err((request, overloaded));
         }
         queue.rows.extend(row.iter().copied());
-        queue.tickets.push_back(Ticket { completion: Arc::clone(completion), slot, deadline, enqueued });
+        queue.tickets.push_back(Ticket { request, deadline, enqueued });
+        self.depth.store(queue.tickets.len(), Ordering::Relaxed);
+        // The batch a dispatcher holds open is full: wake it (once).
+        let filled = queue.want > 0 && queue.tickets.len() >= queue.want;
+        if filled {
+            queue.want = 0;
+        }
         let wake = queue.idle > queue.notified;
         if wake {
             queue.notified += 1;
         }
         drop(queue);
-        if wake {
+        if filled {
+            self.arrived.notify_all();
+        } else if wake {
             self.arrived.notify_one();
         }
+        Ok(())
     }
 
-    fn closed_error(&self) -> Error {
-        Error::MemberUnavailable { model: self.model.clone(), reason: "the model was unloaded".into() }
+    /// Why a request on a closed queue was refused.
+    pub fn closed_error(&self) -> Error {
+        Error::Internal(format!(
+            "the queue of {} was closed (unloaded, or no dispatcher thread could start)",
+            self.what
+        ))
     }
 
-    /// Stops the dispatchers; queued requests are refused.
-    pub fn close(&self) {
+    /// Stops the dispatchers; returns the queued requests, which the caller refuses.
+    pub fn close(&self) -> Vec<T> {
         let mut queue = self.lock();
         queue.closed = true;
         let tickets = std::mem::take(&mut queue.tickets);
         queue.rows.clear();
+        self.depth.store(0, Ordering::Relaxed);
         drop(queue);
         self.arrived.notify_all();
-        for t in tickets {
-            t.completion.complete(t.slot, (Err(self.closed_error()), 0.0));
-        }
+        tickets.into_iter().map(|t| t.request).collect()
     }
 
-    /// Waits for work, then takes up to `max_batch` tickets and their rows. `None` once closed.
-    fn next_batch(&self, tickets: &mut Vec<Ticket>, rows: &mut Vec<f32>) -> Option<()> {
+    /// Waits for work, then takes up to `max_batch` tickets and their rows (`fair`: at most an
+    /// even share of what is queued among `dispatchers`, so that dispatchers running one row at a
+    /// time all get work). `None` once closed.
+    pub fn next_batch(&self, tickets: &mut Vec<Ticket<T>>, rows: &mut Vec<f32>, fair: bool) -> Option<()> {
         let mut queue = self.lock();
         loop {
             if queue.closed {
@@ -335,141 +310,98 @@ impl Batcher {
             queue.notified = queue.notified.saturating_sub(1);
         }
         let max = self.options.max_batch;
+        // With `max_delay` set, the batch stays open until it is full or the oldest request has
+        // waited that long. By default it never waits: a batch is what arrived while the last one
+        // ran, which follows the arrival rate. (Measured on 2 cores, holding the batch open for as
+        // many requests as the last one carried, or half as many, for up to half a run: mean batch
+        // 64 instead of 31 but 39% less throughput, or the same batch and throughput — the
+        // callers' side then idles while the dispatcher waits.)
         if !self.options.max_delay.is_zero() && queue.tickets.len() < max {
             let until = queue.tickets.front().map(|t| t.enqueued + self.options.max_delay);
             while let Some(left) = until.and_then(|u| u.checked_duration_since(Instant::now())) {
                 if queue.tickets.len() >= max || queue.closed {
                     break;
                 }
+                // Woken by the request that fills the batch, or at the delay's end.
+                queue.want = max;
                 queue = self.arrived.wait_timeout(queue, left).unwrap_or_else(|p| p.into_inner()).0;
             }
+            queue.want = 0;
             if queue.tickets.is_empty() {
                 return Some(());
             }
         }
-        let take = queue.tickets.len().min(max);
+        let queued = queue.tickets.len();
+        let share = if fair { queued.div_ceil(self.options.dispatchers.max(1)) } else { queued };
+        let take = share.min(max).max(1);
         tickets.extend(queue.tickets.drain(..take));
         rows.extend(queue.rows.drain(..take * self.width));
+        self.depth.store(queue.tickets.len(), Ordering::Relaxed);
+        // Work left for another parked dispatcher.
+        let wake = !queue.tickets.is_empty() && queue.idle > queue.notified;
+        if wake {
+            queue.notified += 1;
+        }
+        drop(queue);
+        if wake {
+            self.arrived.notify_one();
+        }
         Some(())
     }
 
-    fn note_batch(&self, elapsed: Duration) {
+    /// Admits the taken tickets (drained from `taken`) for a run starting now: one whose deadline
+    /// the run (by recent runs) would miss goes to `refused` with its error; the rest go to `kept`,
+    /// their rows compacted in `rows`.
+    pub fn admit(
+        &self,
+        taken: &mut Vec<Ticket<T>>,
+        kept: &mut Vec<Ticket<T>>,
+        rows: &mut Vec<f32>,
+        refused: &mut Vec<(T, Error)>,
+    ) {
+        let expected = Duration::from_micros(self.recent_batch_us.load(Ordering::Relaxed));
+        let now = Instant::now();
+        let width = self.width;
+        for (i, ticket) in taken.drain(..).enumerate() {
+            match ticket.deadline {
+                Some(deadline) if now + expected > deadline => {
+                    let error = self.deadline_error(&ticket, deadline, now, expected);
+                    refused.push((ticket.request, error));
+                }
+                _ => {
+                    self.queue_wait.observe_duration(now.saturating_duration_since(ticket.enqueued));
+                    let at = kept.len();
+                    if at != i {
+                        rows.copy_within(i * width..(i + 1) * width, at * width);
+                    }
+                    kept.push(ticket);
+                }
+            }
+        }
+        rows.truncate(kept.len() * width);
+    }
+
+    /// Records a batch of `rows` requests that took `elapsed`.
+    pub fn note_batch(&self, elapsed: Duration, rows: usize) {
         let us = elapsed.as_micros() as u64;
         let old = self.recent_batch_us.load(Ordering::Relaxed);
         let new = if old == 0 { us } else { (old * 7 + us) / 8 };
         self.recent_batch_us.store(new, Ordering::Relaxed);
+        self.batch_rows.observe(rows as u64);
     }
-}
 
-/// Starts `count` dispatchers; returns how many started.
-fn spawn_dispatchers<M: BatchModel>(batcher: &Arc<Batcher>, model: &Weak<M>, count: usize) -> usize {
-    (0..count)
-        .filter(|i| {
-            let (batcher, model) = (Arc::clone(batcher), Weak::clone(model));
-            std::thread::Builder::new()
-                .name(format!("quorum-batch-{i}"))
-                .spawn(move || dispatch(&batcher, &model))
-                .is_ok()
-        })
-        .count()
-}
-
-/// A dispatcher's loop: take a batch, refuse the requests whose deadline it cannot meet, run the rest.
-/// It parks on the queue holding only the queue: the model is upgraded per batch, so a model that is
-/// unloaded or replaced is dropped (and closes its queue) while its dispatchers wait.
-fn dispatch<M: BatchModel>(batcher: &Batcher, model: &Weak<M>) {
-    let (mut tickets, mut rows, mut kept, mut out) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    loop {
-        tickets.clear();
-        rows.clear();
-        if batcher.next_batch(&mut tickets, &mut rows).is_none() {
-            return;
-        }
-        if tickets.is_empty() {
-            continue;
-        }
-        let Some(strong) = model.upgrade() else {
-            for t in tickets.drain(..) {
-                t.completion.complete(t.slot, (Err(batcher.closed_error()), 0.0));
-            }
-            return;
-        };
-        // Requests are admitted only once a replica is in hand: one whose deadline passed while the
-        // batch waited for it, or that the next run (by recent runs) would finish late, is refused.
-        let expected = Duration::from_micros(batcher.recent_batch_us.load(Ordering::Relaxed));
-        let width = batcher.width;
-        kept.clear();
-        out.clear();
-        out.resize(tickets.len(), f32::NAN);
-        let mut select = |input: &mut Vec<f32>| {
-            let now = Instant::now();
-            input.clear();
-            for (i, ticket) in tickets.drain(..).enumerate() {
-                match ticket.deadline {
-                    Some(deadline) if now + expected > deadline => {
-                        let error = deadline_error(batcher, &ticket, deadline, now, expected);
-                        ticket.completion.complete(ticket.slot, (Err(error), 0.0));
-                    }
-                    _ => {
-                        batcher.queue_wait.observe_duration(now.saturating_duration_since(ticket.enqueued));
-                        input.extend_from_slice(&rows[i * width..(i + 1) * width]);
-                        kept.push(ticket);
-                    }
+    fn deadline_error(&self, ticket: &Ticket<T>, deadline: Instant, now: Instant, expected: Duration) -> Error {
+        Error::DeadlineExceeded {
+            what: self.what.clone(),
+            detail: format!(
+                "queued {:.3} ms; the next batch takes about {:.3} ms and the deadline is {}",
+                now.duration_since(ticket.enqueued).as_secs_f64() * 1e3,
+                expected.as_secs_f64() * 1e3,
+                match deadline.checked_duration_since(now) {
+                    Some(left) => format!("{:.3} ms away", left.as_secs_f64() * 1e3),
+                    None => "past".into(),
                 }
-            }
-            kept.len()
-        };
-        let started = Instant::now();
-        let result = strong.run_selected(&mut select, &mut out);
-        // `select` never ran (open breaker, injected failure, a failed load): every request gets the error.
-        for ticket in tickets.drain(..) {
-            let error = match &result {
-                Err(e) => share_error(batcher, e),
-                Ok(_) => batcher.closed_error(),
-            };
-            ticket.completion.complete(ticket.slot, (Err(error), 0.0));
+            ),
         }
-        if kept.is_empty() {
-            continue;
-        }
-        let elapsed = started.elapsed();
-        batcher.note_batch(elapsed);
-        batcher.batches.fetch_add(1, Ordering::Relaxed);
-        batcher.batched_rows.fetch_add(kept.len() as u64, Ordering::Relaxed);
-        batcher.batch_rows.observe(kept.len() as u64);
-        let ms = elapsed.as_secs_f64() * 1e3;
-        for (ticket, value) in kept.drain(..).zip(&out) {
-            let answer = match &result {
-                Ok(_) => Ok(*value),
-                Err(e) => Err(share_error(batcher, e)),
-            };
-            ticket.completion.complete(ticket.slot, (answer, ms));
-        }
-    }
-}
-
-fn deadline_error(batcher: &Batcher, ticket: &Ticket, deadline: Instant, now: Instant, expected: Duration) -> Error {
-    Error::DeadlineExceeded {
-        what: format!("model {:?}", batcher.model),
-        detail: format!(
-            "queued {:.3} ms; the next run takes about {:.3} ms and the deadline is {}",
-            now.duration_since(ticket.enqueued).as_secs_f64() * 1e3,
-            expected.as_secs_f64() * 1e3,
-            match deadline.checked_duration_since(now) {
-                Some(left) => format!("{:.3} ms away", left.as_secs_f64() * 1e3),
-                None => "past".into(),
-            }
-        ),
-    }
-}
-
-/// The same failure for every request of a failed batch (errors are not `Clone`: ort's is not),
-/// as the model's unavailability with the original message.
-fn share_error(batcher: &Batcher, error: &Error) -> Error {
-    match error {
-        Error::MemberUnavailable { model, reason } => {
-            Error::MemberUnavailable { model: model.clone(), reason: reason.clone() }
-        }
-        other => Error::MemberUnavailable { model: batcher.model.clone(), reason: other.to_string() },
     }
 }

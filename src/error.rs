@@ -123,10 +123,10 @@ pub enum Error {
     #[error("state lost: {0}")]
     StateLost(String),
 
-    /// A model's request queue is full (`BatchingOptions::max_queued`): refused at once rather than
-    /// queued without bound. Retry later, or raise the bound.
-    #[error("model {model:?} is overloaded: {queued} requests are queued, the limit is {limit}; retry later or raise batching max_queued")]
-    Overloaded { model: String, queued: usize, limit: usize },
+    /// An ensemble's request queue is full (`BatchingOptions::max_queued`): refused at once rather
+    /// than queued without bound. Retry later, or raise the bound.
+    #[error("{what} is overloaded: {queued} requests are queued, the limit is {limit}; retry later or raise batching max_queued")]
+    Overloaded { what: String, queued: usize, limit: usize },
 }
 
 /// `Result` with quorum's [`Error`].
@@ -270,7 +270,7 @@ mod tests {
             Error::InUse { what: "model", name: s(), users: s() },
             Error::TooLarge { what: s(), size: s(), limit: 0 },
             Error::StateLost(s()),
-            Error::Overloaded { model: s(), queued: 1, limit: 1 },
+            Error::Overloaded { what: s(), queued: 1, limit: 1 },
         ];
         for error in &all {
             match error {

@@ -510,11 +510,6 @@ impl ReplicaPool {
         }
     }
 
-    /// Whether a call would find a replica idle right now (no waiting).
-    pub fn has_idle(&self) -> bool {
-        !self.lock().idle.is_empty()
-    }
-
     fn give_back(&self, replica: Replica, started: Instant) {
         if self.scales() {
             self.latencies.record(started.elapsed());

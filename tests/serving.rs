@@ -478,7 +478,7 @@ fn a_flood_of_async_requests_beyond_the_queue_bound_is_refused_as_overloaded() {
     assert_eq!(ok + overloaded, FLOOD);
     assert!(ok >= 500 && overloaded > 0, "{ok} answered, {overloaded} refused");
     assert!(peak <= 500, "a queue held {peak} requests");
-    assert_eq!(Error::Overloaded { model: "m".into(), queued: 1, limit: 1 }.code(), "overloaded");
+    assert_eq!(Error::Overloaded { what: "m".into(), queued: 1, limit: 1 }.code(), "overloaded");
     // The engine still answers once the flood is over.
     engine.inject_fault("technical", None);
     assert!(handle.predict_row(&row).is_ok());

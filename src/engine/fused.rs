@@ -126,7 +126,7 @@ impl InferenceEngine {
             let mut separate = vec![f32::NAN; m];
             let answered = fused.which.iter().map(|&i| (i, &members[i])).all(|(i, member)| {
                 // Past the breaker: probing is not traffic and must not move its statistics.
-                let rows_in = Rows::Schema { dense: probe, width, indices: &member.indices };
+                let rows_in = Rows { dense: probe, width, indices: &member.indices };
                 let run = || member.model.run(rows_in, 1, &mut separate, i, Instant::now(), None);
                 matches!(catch_unwind(AssertUnwindSafe(run)), Ok(Ok(_)))
             });

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
+use super::coalesce::EnsembleQueue;
 use super::counters::EnsembleTelemetry;
 use super::loaded::{LastGood, LoadedEnsemble};
 use super::member::{LoadedModel, Member};
@@ -178,7 +179,8 @@ impl InferenceEngine {
         let member_names: Vec<Arc<str>> = members.iter().map(|m| Arc::clone(&m.model.name)).collect();
         let log_context = Arc::new(LogContext::new(&config.name, config.version, schema.names(), &member_names));
         static LOADS: AtomicU64 = AtomicU64::new(1);
-        let loaded = Arc::new(LoadedEnsemble {
+        let (engine, width) = (Arc::downgrade(&self.inner), schema.names().len());
+        let loaded = Arc::new_cyclic(|me| LoadedEnsemble {
             id: LOADS.fetch_add(1, Ordering::Relaxed),
             key: EnsembleKey {
                 name: Arc::from(config.name.as_str()),
@@ -189,7 +191,8 @@ impl InferenceEngine {
             },
             task,
             schema,
-            batched: members.iter().any(|m| m.model.batching),
+            batched: members.iter().any(|m| m.model.batching.is_some()),
+            queue: Arc::new(EnsembleQueue::new(&config.name, width, &members, engine, me.clone())),
             fused,
             schema_id,
             members,

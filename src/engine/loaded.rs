@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::coalesce::EnsembleQueue;
 use super::counters::EnsembleTelemetry;
 use super::member::Member;
 use crate::ensemble::EnsembleConfig;
@@ -22,8 +23,10 @@ pub(super) struct LoadedEnsemble {
     pub task: Task,
     pub schema: Schema,
     pub members: Vec<Member>,
-    /// Some member batches: synchronous single rows go through the queues under contention.
+    /// Some member batches: synchronous single rows go through the queue under contention.
     pub batched: bool,
+    /// Queued requests (asynchronous ones, and synchronous ones under contention when batched).
+    pub queue: Arc<EnsembleQueue>,
     /// The last good prediction per feature row, when the ensemble serves stale answers below quorum.
     pub last_good: Option<Arc<LastGood>>,
     /// The members that run on ONNX Runtime as one fused model, or why they are not.
@@ -34,6 +37,13 @@ pub(super) struct LoadedEnsemble {
     pub telemetry: Arc<EnsembleTelemetry>,
     /// What this load's inference log records share.
     pub log_context: Arc<LogContext>,
+}
+
+impl Drop for LoadedEnsemble {
+    fn drop(&mut self) {
+        // Nobody can be waiting (a queued caller holds the load): this stops the dispatchers.
+        self.queue.close();
+    }
 }
 
 /// The fused model and which members it holds (members on native plans stay out of it).

@@ -11,7 +11,7 @@ use ort::value::DynValue;
 
 use super::counters::ModelTelemetry;
 use crate::batch_size;
-use crate::batching::{BatchModel, Batcher, BatchingOptions};
+use crate::batching::BatchingOptions;
 use crate::breaker::{BreakerOptions, CircuitBreaker};
 use crate::error::{Error, Result};
 use crate::features::gather;
@@ -142,10 +142,13 @@ pub(super) struct LoadedModel {
     /// Large batches of a native MLP on a GPU, and from how many rows (feature `gpu`).
     #[cfg(feature = "gpu")]
     gpu: Option<(std::sync::Mutex<crate::native::gpu::GpuMlp>, usize)>,
-    /// Serves queued requests: batched synchronous callers and every asynchronous one.
-    pub batcher: Arc<Batcher>,
-    /// Whether synchronous single-row callers queue under contention (batching configured).
-    pub batching: bool,
+    /// The batching configured for the model, when it coalesces rows (not for a model that takes
+    /// one row per call): an ensemble with such a member queues its requests under contention.
+    pub batching: Option<BatchingOptions>,
+    /// Batches of queued requests this model ran (for an ensemble's dispatcher, fused or not) and
+    /// the rows they carried.
+    pub batches: AtomicU64,
+    pub batched_rows: AtomicU64,
     pub breaker: CircuitBreaker,
     fault: FaultSlot,
     pub telemetry: ModelTelemetry,
@@ -154,18 +157,12 @@ pub(super) struct LoadedModel {
     pub forced_fallback: AtomicBool,
 }
 
-/// The rows a model call runs on: the ensemble's dense rows (the member picks its columns), or rows
-/// a queue's dispatcher selects once a replica is in hand (so that requests whose deadline passed
-/// while it waited are refused, not run) and writes into the replica's input buffer.
-pub(super) enum Rows<'a> {
-    Schema { dense: &'a [f32], width: usize, indices: &'a [usize] },
-    Selected(&'a mut dyn FnMut(&mut Vec<f32>) -> usize),
-}
-
-impl Drop for LoadedModel {
-    fn drop(&mut self) {
-        self.batcher.close();
-    }
+/// The rows a model call runs on: the ensemble's dense rows, `width` values each, of which the
+/// member takes the columns `indices`.
+pub(super) struct Rows<'a> {
+    pub dense: &'a [f32],
+    pub width: usize,
+    pub indices: &'a [usize],
 }
 
 impl LoadedModel {
@@ -219,20 +216,15 @@ impl LoadedModel {
             options
         };
         let pool = ReplicaPool::new(runtime, registry, meta.clone(), options, range)?;
-        // Without batching, queued (asynchronous) requests still go through the queue, one row per call.
-        let mut batching = options.batching.unwrap_or(BatchingOptions { max_batch: 1, ..BatchingOptions::default() });
-        // A model that takes one row per call gains nothing from coalescing: synchronous callers run
-        // inline on the pool, and the queue's rows are served by as many dispatchers as replicas.
-        let one_row = meta.max_batch == Some(1);
-        if one_row {
-            batching.max_batch = 1;
-            batching.dispatchers = batching.dispatchers.max(pool.max);
-        }
+        // A model that takes one row per call gains nothing from coalescing: its ensemble's
+        // callers run inline on the pool.
+        let batching = options.batching.filter(|_| meta.max_batch != Some(1));
         Ok(LoadedModel {
             name: Arc::from(meta.name.as_str()),
             class: meta.output.label.as_deref().map(Arc::from),
-            batcher: Arc::new(Batcher::new(&meta.name, width, batching)),
-            batching: options.batching.is_some() && !one_row,
+            batching,
+            batches: AtomicU64::new(0),
+            batched_rows: AtomicU64::new(0),
             meta,
             pool,
             native,
@@ -345,7 +337,7 @@ impl LoadedModel {
 
     /// Runs the model once on `count` rows on an idle replica, under its timeout, past the breaker
     /// (the fusion probe calls it directly: probing is not traffic).
-    /// Returns the rows run (`count`, or what a `Selected` dispatcher chose).
+    /// Returns the rows run (`count`).
     pub fn run(
         &self,
         rows: Rows<'_>,
@@ -355,7 +347,7 @@ impl LoadedModel {
         started: Instant,
         limit: Option<Instant>,
     ) -> Result<usize> {
-        let stride = if matches!(rows, Rows::Selected(_)) { 1 } else { out.len() / count };
+        let stride = out.len() / count;
         if self.native.is_some() {
             return self.run_native(rows, count, out, stride, member, limit);
         }
@@ -370,13 +362,7 @@ impl LoadedModel {
         let columns = self.meta.features.len();
         let meta = &self.meta;
         let outcome = replica.run(timeout, |session, input, options| -> Result<usize> {
-            let count = match rows {
-                Rows::Schema { dense, width, indices } => {
-                    gather(dense, width, indices, input);
-                    count
-                }
-                Rows::Selected(select) => select(input),
-            };
+            gather(rows.dense, rows.width, rows.indices, input);
             if count == 0 {
                 return Ok(0);
             }
@@ -409,7 +395,7 @@ impl LoadedModel {
     /// cannot be interrupted: the budget and an injected slow call are honoured before it starts.
     fn run_native(
         &self,
-        mut rows: Rows<'_>,
+        rows: Rows<'_>,
         count: usize,
         out: &mut [f32],
         stride: usize,
@@ -424,13 +410,8 @@ impl LoadedModel {
         let Some(plan) = &self.native else { return Err(Error::Internal("no native plan".into())) };
         let width = self.meta.features.len();
         let mut fill = |input: &mut Vec<f32>| -> usize {
-            match rows {
-                Rows::Schema { dense, width: w, indices } => {
-                    gather(dense, w, indices, input);
-                    count
-                }
-                Rows::Selected(ref mut select) => select(input),
-            }
+            gather(rows.dense, rows.width, rows.indices, input);
+            count
         };
         let meta = &self.meta;
         let target = OutputTarget { model: &meta.name, spec: &meta.output, name: &meta.output.name, task: meta.task };
@@ -455,12 +436,6 @@ impl LoadedModel {
             target.check_rows(|r| values[r * columns + column], rows, out, stride, member)?;
             Ok(rows)
         })
-    }
-}
-
-impl BatchModel for LoadedModel {
-    fn run_selected(&self, select: &mut dyn FnMut(&mut Vec<f32>) -> usize, out: &mut [f32]) -> Result<usize> {
-        self.call(Rows::Selected(select), out.len(), out, 0, None)
     }
 }
 

@@ -21,6 +21,7 @@
 
 mod background;
 mod builder;
+mod coalesce;
 mod counters;
 mod experiment;
 mod fused;
@@ -277,6 +278,7 @@ impl InferenceEngine {
 
     /// The replica pools of every loaded version of `model` (all models when `None`).
     pub fn replicas(&self, model: Option<&str>) -> Vec<ReplicaStatus> {
+        let loads = self.inner.loads();
         let mut list: Vec<ReplicaStatus> = self
             .inner
             .lock_models()
@@ -284,12 +286,19 @@ impl InferenceEngine {
             .into_iter()
             .filter(|m| model.is_none_or(|name| &*m.name == name))
             .map(|m| {
-                let (batches, batched_rows) = m.batcher.dispatched();
+                let relaxed = std::sync::atomic::Ordering::Relaxed;
+                let (batches, batched_rows) = (m.batches.load(relaxed), m.batched_rows.load(relaxed));
+                // The queues of the loaded ensembles the model version is a member of.
+                let queued = loads
+                    .iter()
+                    .filter(|l| l.members.iter().any(|x| Arc::ptr_eq(&x.model, &m)))
+                    .map(|l| l.queue.batcher.queued())
+                    .sum();
                 let pool = m.pool.status();
                 // A native model's calls never reach its pool.
                 let calls = if m.native.is_some() { m.telemetry.calls.get() } else { pool.calls };
                 let executor = m.executor.clone();
-                ReplicaStatus { queued: m.batcher.queued(), batches, batched_rows, calls, executor, ..pool }
+                ReplicaStatus { queued, batches, batched_rows, calls, executor, ..pool }
             })
             .collect();
         list.sort_by(|a, b| (&a.model, a.version).cmp(&(&b.model, b.version)));

@@ -1,22 +1,22 @@
 //! One request's way through the engine, once its features are dense rows in schema order:
-//! cache lookup → members (fused in one call, inline one by one, or queued to their models'
-//! dispatchers) → fallbacks for members that failed → quorum check and combination → tracking →
-//! settle (cache and last good answer stored, or the last good answer served stale below quorum).
-//! Every stage takes the request's [`Call`].
+//! cache lookup → (queued to the ensemble's dispatcher under contention, to run in a batch with
+//! others) → members (fused in one call, or one by one) → fallbacks for members that failed →
+//! quorum check and combination → tracking → settle (cache and last good answer stored, or the last
+//! good answer served stale below quorum). Every stage takes the request's [`Call`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::coalesce::{Answer, Request};
 use super::counters::Path;
 use super::fused::{run_fused, FusedOutcome};
 use super::loaded::LoadedEnsemble;
 use super::member::{LoadedModel, Rows};
 use super::{EngineInner, InferenceEngine};
 use crate::adaptive::{Published, RegimeWeights};
-use crate::batching::{Completion, MemberResult};
+use crate::batching::Ticket;
 use crate::cache::CacheKey;
 use crate::error::{Error, Result};
-use crate::features::gather;
 use crate::prediction::{BatchPrediction, MemberRun, Prediction};
 use crate::regime::Regime;
 use crate::state::inference_log::InferenceRecord;
@@ -101,9 +101,6 @@ enum Lookup {
     Miss(Option<CacheKey>),
 }
 
-/// Members' answers to one queued row: each slot filled by an inline run or a dispatcher.
-type MemberResults = Vec<Option<MemberResult>>;
-
 impl EngineInner {
     /// One row, synchronously: the cache, then the members (inline, or through the queues under
     /// contention when some member batches), then the last good answer if quorum was lost.
@@ -119,18 +116,60 @@ impl EngineInner {
             Lookup::Hit(p) => return Ok(p),
             Lookup::Miss(key) => key,
         };
-        let outcome = if call.ens.batched {
-            call.check_deadline()?;
-            call.ens.telemetry.path(Path::Queued);
-            let results = self.submit(call, true).wait_until(call.budget_end());
-            self.collect(call, results).and_then(|mut answers| {
-                self.fallbacks(call, &mut answers, false);
-                self.combine(call, published, answers)
+        let inline = if call.ens.batched { call.ens.queue.try_inline() } else { None };
+        if call.ens.batched && inline.is_none() {
+            return self.queue_and_wait(call, key);
+        }
+        let outcome = self.run(call, published);
+        drop(inline);
+        let outcome = outcome.map(|batch| batch.row(0));
+        settle(call.ens, call.dense, key, outcome, call.started, self)
+    }
+
+    /// Queues the call's row to the ensemble's dispatcher and parks until it is answered (settled
+    /// there) or the deadline passes.
+    fn queue_and_wait(&self, call: &Call<'_>, key: Option<CacheKey>) -> Result<Prediction> {
+        call.check_deadline()?;
+        call.ens.telemetry.path(Path::Queued);
+        let reply = call.ens.queue.submit(call.dense, call.deadline, call.started);
+        let answer = reply.wait_until(call.deadline).unwrap_or_else(|| {
+            Err(Error::DeadlineExceeded {
+                what: format!("ensemble {:?}", call.ens.config.name),
+                detail: "still queued when the deadline passed".into(),
             })
-        } else {
-            self.run(call, published)
-        };
-        self.settle(call, key, outcome)
+        });
+        self.settle_queued(call, key, answer)
+    }
+
+    /// A queued request's row of its batch, settled on the caller's thread.
+    fn settle_queued(&self, call: &Call<'_>, key: Option<CacheKey>, answer: Answer) -> Result<Prediction> {
+        let outcome = answer.map(|(batch, row)| {
+            let mut p = batch.row(row);
+            p.latency_ms = call.started.elapsed().as_secs_f64() * 1e3;
+            p
+        });
+        settle(call.ens, call.dense, key, outcome, call.started, self)
+    }
+
+    /// Runs queued requests (their rows `dense`, in ticket order) as one call through the members
+    /// and answers each with the shared batch (or the batch's error).
+    pub(super) fn answer_batch(&self, ens: &LoadedEnsemble, dense: &[f32], tickets: &mut Vec<Ticket<Request>>) {
+        let rows = tickets.len();
+        let started = tickets.iter().map(|t| t.enqueued).min().unwrap_or_else(Instant::now);
+        let call = Call { ens, dense, rows, started, deadline: None };
+        match self.run(&call, ens.key.learning.published()) {
+            Ok(batch) => {
+                let batch = Arc::new(batch);
+                for (i, ticket) in tickets.drain(..).enumerate() {
+                    ticket.request.send(Ok((Arc::clone(&batch), i)));
+                }
+            }
+            Err(e) => {
+                for ticket in tickets.drain(..) {
+                    ticket.request.send(Err(replicate(&e)));
+                }
+            }
+        }
     }
 
     /// Every member on every row of the call, inline (those on ONNX Runtime fused in one call when
@@ -165,102 +204,33 @@ impl EngineInner {
                 runs.push(member_run(&member.model, 0.0, Some(call.budget_spent())));
                 continue;
             }
-            let rows_in = Rows::Schema { dense: call.dense, width, indices: &member.indices };
+            let rows_in = Rows { dense: call.dense, width, indices: &member.indices };
             let result = member.model.call(rows_in, call.rows, &mut values, i, Some(budget_end));
             runs.push(member_run(&member.model, t.elapsed().as_secs_f64() * 1e3, result.err().map(|e| e.to_string())));
         }
         let mut answers = Answers { values, runs };
-        self.fallbacks(call, &mut answers, false);
+        self.fallbacks(call, &mut answers);
         let mut batch = self.combine(call, published, answers)?;
         batch.fused = fused_in.is_some();
         Ok(batch)
     }
 
-    /// Starts every member on the call's one row: inline when allowed and the model is quiet (or does
-    /// not batch), otherwise queued. The returned completion resolves when the queued ones answer.
-    fn submit(&self, call: &Call<'_>, inline: bool) -> Arc<Completion> {
-        let ens = call.ens;
+    /// The one fallback routine: each member that failed and has a fallback gets its stand-in,
+    /// run on every row of the call.
+    fn fallbacks(&self, call: &Call<'_>, answers: &mut Answers) {
         let width = call.width();
-        let completion = Completion::new(ens.members.len());
-        let mut row = Vec::new();
-        let budget_end = call.budget_end();
-        for (i, member) in ens.members.iter().enumerate() {
-            let model = &member.model;
-            // A native model needs no replica: it runs inline whenever inline is allowed.
-            let quiet = model.native.is_some() || (model.batcher.is_empty() && model.pool.has_idle());
-            if inline && (!model.batching || quiet) {
-                let t = Instant::now();
-                if t >= budget_end {
-                    let late = Error::MemberUnavailable { model: model.meta.name.clone(), reason: call.budget_spent() };
-                    completion.set(i, (Err(late), 0.0));
-                    continue;
-                }
-                let mut value = [f32::NAN];
-                let rows_in = Rows::Schema { dense: call.dense, width, indices: &member.indices };
-                let result = model.call(rows_in, 1, &mut value, 0, Some(budget_end));
-                completion.set(i, (result.map(|_| value[0]), t.elapsed().as_secs_f64() * 1e3));
-            } else {
-                gather(call.dense, width, &member.indices, &mut row);
-                completion.expect(1);
-                model.batcher.enqueue(model, &row, &completion, i, call.deadline, call.started);
-            }
-        }
-        completion
-    }
-
-    /// The members' answers to one submitted row; a member refused for its deadline or a full
-    /// queue refuses the whole request.
-    fn collect(&self, call: &Call<'_>, results: MemberResults) -> Result<Answers> {
-        let m = call.ens.members.len();
-        let mut values = vec![f32::NAN; m];
-        let mut runs = Vec::with_capacity(m);
-        for (i, (member, result)) in call.ens.members.iter().zip(results).enumerate() {
-            let (result, latency_ms) = result.unwrap_or_else(|| {
-                let reason = "late: the ensemble's latency budget was spent before it answered".into();
-                (Err(Error::MemberUnavailable { model: member.model.meta.name.clone(), reason }), 0.0)
-            });
-            let error = match result {
-                Ok(v) => {
-                    values[i] = v;
-                    None
-                }
-                Err(e @ (Error::DeadlineExceeded { .. } | Error::Overloaded { .. })) => return Err(e),
-                Err(e) => Some(e.to_string()),
-            };
-            runs.push(member_run(&member.model, latency_ms, error));
-        }
-        Ok(Answers { values, runs })
-    }
-
-    /// The one fallback routine: each member that failed and has a fallback gets its stand-in, run
-    /// inline on every row of the call, or (`queued`, single rows: nothing may run on an async
-    /// caller's thread) queued to the stand-in's dispatcher; the completion returned then resolves
-    /// when they answer, and [`apply_queued`] records them.
-    fn fallbacks(&self, call: &Call<'_>, answers: &mut Answers, queued: bool) -> Option<Arc<Completion>> {
-        let width = call.width();
-        let mut completion: Option<Arc<Completion>> = None;
-        let mut row = Vec::new();
         for (i, member) in call.ens.members.iter().enumerate() {
             let Some((stand_in, indices)) = member.fallback.as_ref().filter(|_| answers.runs[i].error.is_some()) else {
                 continue;
             };
-            if queued {
-                let completion = completion.get_or_insert_with(|| Completion::new(call.ens.members.len()));
-                gather(call.dense, width, indices, &mut row);
-                completion.expect(1);
-                stand_in.batcher.enqueue(stand_in, &row, completion, i, call.deadline, Instant::now());
-            } else {
-                let t = Instant::now();
-                let rows_in = Rows::Schema { dense: call.dense, width, indices };
-                let answered =
-                    stand_in.call(rows_in, call.rows, &mut answers.values, i, Some(call.budget_end())).is_ok();
-                if answered {
-                    call.ens.telemetry.fallback_used();
-                }
-                answers.stood_in(i, stand_in, answered, t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let rows_in = Rows { dense: call.dense, width, indices };
+            let answered = stand_in.call(rows_in, call.rows, &mut answers.values, i, Some(call.budget_end())).is_ok();
+            if answered {
+                call.ens.telemetry.fallback_used();
             }
+            answers.stood_in(i, stand_in, answered, t.elapsed().as_secs_f64() * 1e3);
         }
-        completion
     }
 
     /// A cache hit (tracked like any prediction, under a new request id), or the key to store under.
@@ -316,38 +286,6 @@ impl EngineInner {
             regime,
             values,
         });
-    }
-
-    /// Stores a good answer (cache, last good) or, below quorum, serves the last good one as stale.
-    fn settle(&self, call: &Call<'_>, key: Option<CacheKey>, outcome: Result<BatchPrediction>) -> Result<Prediction> {
-        let ens = call.ens;
-        match outcome {
-            Ok(batch) => {
-                let p = batch.row(0);
-                if !p.degraded {
-                    if let (Some(cache), Some(key)) = (&self.cache, key) {
-                        cache.insert(key, Arc::new(p.clone()));
-                    }
-                    if let Some(last_good) = &ens.last_good {
-                        last_good.insert(row_bits(call.dense), Arc::new(p.clone()));
-                    }
-                }
-                Ok(p)
-            }
-            Err(error @ Error::QuorumNotReached { .. }) => {
-                let Some(good) = ens.last_good.as_ref().and_then(|l| l.get(&row_bits(call.dense))) else {
-                    return Err(error);
-                };
-                let mut p = Prediction::clone(&good);
-                p.request_id = self.next_request_ids(1);
-                p.stale = true;
-                p.degraded = true;
-                p.cached = false;
-                p.latency_ms = call.started.elapsed().as_secs_f64() * 1e3;
-                Ok(p)
-            }
-            Err(other) => Err(other),
-        }
     }
 
     /// Checks the quorum, then combines each row's member predictions with the strategy and logs it
@@ -436,8 +374,8 @@ impl EngineInner {
     }
 }
 
-/// One row without blocking the calling executor: every member (and fallback) is queued to its
-/// model's dispatcher and the future resolves when they answer.
+/// One row without blocking the calling executor: queued to the ensemble's dispatcher, and the
+/// future resolves when it is answered.
 pub(super) async fn predict_queued(
     engine: InferenceEngine,
     ens: Arc<LoadedEnsemble>,
@@ -458,28 +396,64 @@ async fn queued_row(inner: &EngineInner, call: &Call<'_>) -> Result<Prediction> 
         Lookup::Hit(p) => return Ok(p),
         Lookup::Miss(key) => key,
     };
+    drop(published);
     call.check_deadline()?;
     call.ens.telemetry.path(Path::Queued);
-    let results = inner.submit(call, false).wait_async().await;
-    let mut answers = inner.collect(call, results)?;
-    if let Some(completion) = inner.fallbacks(call, &mut answers, true) {
-        apply_queued(call, completion.wait_async().await, &mut answers);
-    }
-    let outcome = inner.combine(call, published, answers);
-    inner.settle(call, key, outcome)
+    let answer = call.ens.queue.submit(call.dense, call.deadline, call.started).wait_async().await;
+    inner.settle_queued(call, key, answer)
 }
 
-/// Records the queued fallbacks' answers.
-fn apply_queued(call: &Call<'_>, results: MemberResults, answers: &mut Answers) {
-    for (i, result) in results.into_iter().enumerate() {
-        let (Some((result, latency_ms)), Some((stand_in, _))) = (result, &call.ens.members[i].fallback) else {
-            continue;
-        };
-        if let Ok(v) = result {
-            answers.values[i] = v;
-            call.ens.telemetry.fallback_used();
+/// Stores a good answer to `row` (cache, last good) or, below quorum, serves the last good one as
+/// stale.
+fn settle(
+    ens: &LoadedEnsemble,
+    row: &[f32],
+    key: Option<CacheKey>,
+    outcome: Result<Prediction>,
+    started: Instant,
+    inner: &EngineInner,
+) -> Result<Prediction> {
+    match outcome {
+        Ok(p) => {
+            if !p.degraded {
+                if let (Some(cache), Some(key)) = (&inner.cache, key) {
+                    cache.insert(key, Arc::new(p.clone()));
+                }
+                if let Some(last_good) = &ens.last_good {
+                    last_good.insert(row_bits(row), Arc::new(p.clone()));
+                }
+            }
+            Ok(p)
         }
-        answers.stood_in(i, stand_in, result.is_ok(), latency_ms);
+        Err(error @ Error::QuorumNotReached { .. }) => {
+            let Some(good) = ens.last_good.as_ref().and_then(|l| l.get(&row_bits(row))) else {
+                return Err(error);
+            };
+            let mut p = Prediction::clone(&good);
+            p.request_id = inner.next_request_ids(1);
+            p.stale = true;
+            p.degraded = true;
+            p.cached = false;
+            p.latency_ms = started.elapsed().as_secs_f64() * 1e3;
+            Ok(p)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// The error a failed batch answers each of its requests with (errors are not `Clone`: ort's is not).
+fn replicate(error: &Error) -> Error {
+    match error {
+        Error::QuorumNotReached { ensemble, succeeded, required, first_failure } => Error::QuorumNotReached {
+            ensemble: ensemble.clone(),
+            succeeded: *succeeded,
+            required: *required,
+            first_failure: first_failure.clone(),
+        },
+        Error::DeadlineExceeded { what, detail } => {
+            Error::DeadlineExceeded { what: what.clone(), detail: detail.clone() }
+        }
+        other => Error::Internal(format!("a queued batch failed: {other}")),
     }
 }
 

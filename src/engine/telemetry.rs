@@ -149,7 +149,7 @@ impl InferenceEngine {
 }
 
 impl EngineInner {
-    fn loads(&self) -> Vec<Arc<super::loaded::LoadedEnsemble>> {
+    pub(super) fn loads(&self) -> Vec<Arc<super::loaded::LoadedEnsemble>> {
         let ensembles = self.ensembles.read().unwrap_or_else(|p| p.into_inner());
         let mut loads: Vec<_> = ensembles.values().map(|slot| slot.load_full()).collect();
         loads.sort_by(|a, b| a.config.name.cmp(&b.config.name));
@@ -188,6 +188,23 @@ impl EngineInner {
         each(e, "quorum_fallbacks_total", Kind::Counter, "Failed members answered by their fallback model.", &|t| {
             t.fallbacks.get()
         });
+        e.family("quorum_queue_depth", Kind::Gauge, "Requests queued for the ensemble's dispatchers.");
+        let versions: Vec<String> = loads.iter().map(|l| l.config.version.to_string()).collect();
+        for (l, version) in loads.iter().zip(&versions) {
+            let labels = [("ensemble", &*l.config.name), ("version", version)];
+            e.sample("quorum_queue_depth", &labels, l.queue.batcher.queued() as f64);
+        }
+        let histograms: Vec<_> = loads.iter().map(|l| l.queue.batcher.histograms()).collect();
+        e.family("quorum_queue_batch_rows", Kind::Histogram, "Requests per batch the ensemble's dispatchers ran.");
+        for ((l, version), (rows, _)) in loads.iter().zip(&versions).zip(&histograms) {
+            let labels = [("ensemble", &*l.config.name), ("version", version)];
+            e.histogram("quorum_queue_batch_rows", &labels, rows, ROW_BOUNDS, 1.0);
+        }
+        e.family("quorum_queue_wait_seconds", Kind::Histogram, "From a queued request's start to its batch running.");
+        for ((l, version), (_, wait)) in loads.iter().zip(&versions).zip(&histograms) {
+            let labels = [("ensemble", &*l.config.name), ("version", version)];
+            e.histogram("quorum_queue_wait_seconds", &labels, wait, LATENCY_BOUNDS_NS, 1e9);
+        }
         e.family("quorum_prediction_errors_total", Kind::Counter, "Failed prediction requests by error code.");
         for l in &loads {
             for (code, count) in Error::CODES.iter().zip(l.telemetry.errors.iter()) {
@@ -303,22 +320,6 @@ impl EngineInner {
         gauge(e, "quorum_model_estimated_memory_bytes", "The model file's size times its sessions.", &|s| {
             s.estimated_bytes as f64
         });
-        counter(
-            e,
-            "quorum_queue_depth",
-            "Requests queued for the model's dispatchers.",
-            &|m| m.batcher.queued() as f64,
-            Kind::Gauge,
-        );
-        e.family("quorum_queue_batch_rows", Kind::Histogram, "Rows per call the model's dispatchers made.");
-        let histograms: Vec<_> = labelled.iter().map(|(m, _)| m.batcher.histograms()).collect();
-        for ((_, labels), (rows, _)) in labelled.iter().zip(&histograms) {
-            e.histogram("quorum_queue_batch_rows", labels, rows, ROW_BOUNDS, 1.0);
-        }
-        e.family("quorum_queue_wait_seconds", Kind::Histogram, "From a queued request's start to its batch running.");
-        for ((_, labels), (_, wait)) in labelled.iter().zip(&histograms) {
-            e.histogram("quorum_queue_wait_seconds", labels, wait, LATENCY_BOUNDS_NS, 1e9);
-        }
         e.family("quorum_breaker_state", Kind::Gauge, "1 for the state each model version's circuit breaker is in.");
         for (m, labels) in &labelled {
             let now = m.breaker.state();

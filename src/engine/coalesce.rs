@@ -1,0 +1,193 @@
+//! Per-ensemble dynamic batching: concurrent single-row requests for one ensemble load coalesce in
+//! its queue, and a dispatcher thread runs them as one batch through the whole pipeline — the fused
+//! model in one ONNX Runtime call when the ensemble is fused, otherwise each member once per batch —
+//! combined and tracked as a batch ([`EngineInner::answer_batch`]). Each caller takes its row of
+//! the shared batch and settles it (cache, last good answer, stale below quorum) on its own thread,
+//! so that the dispatcher's thread does little besides the batch's run.
+//!
+//! A synchronous caller of an ensemble that batches runs inline while nothing is queued and fewer
+//! than `dispatchers` callers run inline; otherwise it queues and parks. Asynchronous callers always
+//! queue: nothing runs a model on an executor's thread. An ensemble without a batching member
+//! still has a queue for its asynchronous callers, whose requests then run one by one on as many
+//! dispatchers as there are cores.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Instant;
+
+use super::loaded::LoadedEnsemble;
+use super::member::Member;
+use super::EngineInner;
+use crate::batching::{Batcher, BatchingOptions, Reply, Ticket};
+use crate::error::Result;
+use crate::prediction::BatchPrediction;
+
+/// A queued request's answer: the batch it ran in and its row there.
+pub(super) type Answer = Result<(Arc<BatchPrediction>, usize)>;
+
+/// One queued request: where its answer goes.
+pub(super) type Request = Arc<Reply<Answer>>;
+
+/// An ensemble load's queue and what its dispatchers need.
+pub(super) struct EnsembleQueue {
+    pub batcher: Batcher<Request>,
+    /// Some member batches: queued requests run together. Otherwise each runs on its own.
+    pub coalesce: bool,
+    /// Synchronous callers running inline now.
+    inline: AtomicUsize,
+    engine: Weak<EngineInner>,
+    ens: Weak<LoadedEnsemble>,
+    spawned: OnceLock<()>,
+}
+
+/// A synchronous caller's claim to run inline; released when dropped.
+pub(super) struct InlineSlot<'a>(&'a AtomicUsize);
+
+impl Drop for InlineSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl EnsembleQueue {
+    pub fn new(
+        name: &str,
+        width: usize,
+        members: &[Member],
+        engine: Weak<EngineInner>,
+        ens: Weak<LoadedEnsemble>,
+    ) -> EnsembleQueue {
+        let (options, coalesce) = options(members);
+        EnsembleQueue {
+            batcher: Batcher::new(format!("ensemble {name:?}"), width, options),
+            coalesce,
+            inline: AtomicUsize::new(0),
+            engine,
+            ens,
+            spawned: OnceLock::new(),
+        }
+    }
+
+    /// A synchronous caller may run inline when nothing is queued and fewer callers than there
+    /// are dispatchers run inline: two relaxed atomics, no lock.
+    pub fn try_inline(&self) -> Option<InlineSlot<'_>> {
+        if !self.batcher.is_empty() {
+            return None;
+        }
+        let limit = self.batcher.options().dispatchers.max(1);
+        if self.inline.fetch_add(1, Ordering::Relaxed) < limit {
+            Some(InlineSlot(&self.inline))
+        } else {
+            self.inline.fetch_sub(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    /// Queues one dense row (schema order); the reply resolves with its batch, or at once with the
+    /// error of a full or closed queue.
+    pub fn submit(self: &Arc<Self>, row: &[f32], deadline: Option<Instant>, started: Instant) -> Request {
+        self.spawned.get_or_init(|| {
+            if spawn_dispatchers(self) == 0 {
+                // Nobody would serve the queue: refuse rather than park callers forever.
+                self.close();
+            }
+        });
+        let reply = Reply::new();
+        if let Err((request, error)) = self.batcher.enqueue(row, Arc::clone(&reply), deadline, started) {
+            request.send(Err(error));
+        }
+        reply
+    }
+
+    /// Stops the dispatchers and refuses what is queued.
+    pub fn close(&self) {
+        for request in self.batcher.close() {
+            request.send(Err(self.batcher.closed_error()));
+        }
+    }
+}
+
+/// The queue's settings from the members': the tightest of those that batch (see
+/// [`BatchingOptions`]), or, when none does, one request per run on one dispatcher per core.
+fn options(members: &[Member]) -> (BatchingOptions, bool) {
+    let mut batching = members.iter().filter_map(|m| m.model.batching);
+    let Some(first) = batching.next() else {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return (BatchingOptions { dispatchers: cores, ..BatchingOptions::default() }, false);
+    };
+    let tightest = batching.fold(first, |a, b| BatchingOptions {
+        max_batch: a.max_batch.min(b.max_batch),
+        max_delay: a.max_delay.max(b.max_delay),
+        dispatchers: a.dispatchers.max(b.dispatchers),
+        max_queued: a.max_queued.min(b.max_queued),
+    });
+    (tightest, true)
+}
+
+/// Starts the queue's dispatchers; returns how many started.
+fn spawn_dispatchers(queue: &Arc<EnsembleQueue>) -> usize {
+    (0..queue.batcher.options().dispatchers.max(1))
+        .filter(|_| {
+            let queue = Arc::clone(queue);
+            std::thread::Builder::new().name("quorum-batch".into()).spawn(move || dispatch(&queue)).is_ok()
+        })
+        .count()
+}
+
+/// A dispatcher's loop: take a batch, refuse the requests whose deadline it cannot meet, run the
+/// rest. It parks holding only the queue: the engine and the load are upgraded per batch, so a load
+/// that is replaced is dropped (and closes its queue) while its dispatchers wait.
+fn dispatch(queue: &EnsembleQueue) {
+    let (mut taken, mut kept, mut one) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rows, mut refused) = (Vec::new(), Vec::new());
+    let width = queue.batcher.width();
+    loop {
+        taken.clear();
+        rows.clear();
+        if queue.batcher.next_batch(&mut taken, &mut rows, !queue.coalesce).is_none() {
+            return;
+        }
+        if taken.is_empty() {
+            continue;
+        }
+        let (Some(inner), Some(ens)) = (queue.engine.upgrade(), queue.ens.upgrade()) else {
+            for ticket in taken.drain(..) {
+                ticket.request.send(Err(queue.batcher.closed_error()));
+            }
+            return;
+        };
+        queue.batcher.admit(&mut taken, &mut kept, &mut rows, &mut refused);
+        for (request, error) in refused.drain(..) {
+            request.send(Err(error));
+        }
+        if kept.is_empty() {
+            continue;
+        }
+        if queue.coalesce {
+            run(queue, &inner, &ens, &rows, &mut kept);
+        } else {
+            for (i, ticket) in kept.drain(..).enumerate() {
+                one.push(ticket);
+                run(queue, &inner, &ens, &rows[i * width..(i + 1) * width], &mut one);
+            }
+        }
+    }
+}
+
+/// Runs one batch of admitted tickets (their rows `dense`) and credits the members with it.
+fn run(
+    queue: &EnsembleQueue,
+    inner: &EngineInner,
+    ens: &LoadedEnsemble,
+    dense: &[f32],
+    tickets: &mut Vec<Ticket<Request>>,
+) {
+    let rows = tickets.len();
+    let started = Instant::now();
+    inner.answer_batch(ens, dense, tickets);
+    queue.batcher.note_batch(started.elapsed(), rows);
+    for member in &ens.members {
+        member.model.batches.fetch_add(1, Ordering::Relaxed);
+        member.model.batched_rows.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+}

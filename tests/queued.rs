@@ -1,0 +1,240 @@
+//! The queued path (per-ensemble dynamic batching): concurrent requests for one ensemble coalesce
+//! into one batch that runs through the fused model, and deadlines, breakers, fallbacks, quorum,
+//! stale answers and fault isolation behave on it as on the inline path. Asynchronous requests
+//! always take the queued path, so each test drives them.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use quorum::{
+    BatchingOptions, BreakerOptions, BreakerState, EnsembleConfig, Error, Fault, InferenceEngine, MemberSpec,
+    ModelOptions, ModelRegistration, NonFinitePolicy, Prediction, SlidingWindow,
+};
+
+/// The market ensemble on ONNX Runtime (fused: native plans are never fused), members batching.
+fn engine(home: &std::path::Path, breaker: BreakerOptions) -> InferenceEngine {
+    common::market_engine(home);
+    InferenceEngine::builder(home)
+        .without_persistence()
+        .with_native(false)
+        .with_circuit_breaker(breaker)
+        .with_default_model_options(
+            ModelOptions::default().with_batching(BatchingOptions { max_batch: 64, ..BatchingOptions::default() }),
+        )
+        .build()
+        .unwrap()
+}
+
+fn rows(engine: &InferenceEngine, ensemble: &str, n: usize) -> Vec<Vec<f32>> {
+    let names = engine.ensemble(ensemble).unwrap().feature_names();
+    common::holdout_features(n).iter().map(|f| names.iter().map(|n| f.get(n).unwrap()).collect()).collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap()
+}
+
+/// Every row of `data` predicted at once by asynchronous callers.
+fn all_at_once(engine: &InferenceEngine, ensemble: &str, data: &[Vec<f32>]) -> Vec<quorum::Result<Prediction>> {
+    let handle = engine.ensemble(ensemble).unwrap();
+    runtime().block_on(async {
+        let tasks: Vec<_> = data.iter().map(|row| tokio::spawn(handle.predict_row_async(row))).collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    })
+}
+
+fn quick_breaker() -> BreakerOptions {
+    BreakerOptions {
+        window: SlidingWindow::Count(10),
+        minimum_calls: 5,
+        wait_in_open: Duration::from_secs(60),
+        half_open_calls: 2,
+        ..BreakerOptions::default()
+    }
+}
+
+#[test]
+fn queued_requests_run_together_through_the_fused_model_and_answer_as_inline_calls_do() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine(home.path(), BreakerOptions::default());
+    assert!(engine.ensemble("market").unwrap().fusion().fused);
+    let data = rows(&engine, "market", 300);
+    let handle = engine.ensemble("market").unwrap();
+    let inline: Vec<Prediction> = data.iter().map(|r| handle.predict_row(r).unwrap()).collect();
+    let queued = all_at_once(&engine, "market", &data);
+    for (i, (q, p)) in queued.iter().zip(&inline).enumerate() {
+        let q = q.as_ref().unwrap();
+        assert!(q.fused && !q.degraded, "row {i}: {q:?}");
+        // A batched GEMM may round differently from a one-row one.
+        assert!((q.prediction - p.prediction).abs() < 1e-5, "row {i}: {} vs {}", q.prediction, p.prediction);
+        assert!((q.confidence - p.confidence).abs() < 1e-5, "row {i}");
+        for (a, b) in q.model_contributions.iter().zip(&p.model_contributions) {
+            assert_eq!((&a.model, a.weight), (&b.model, b.weight));
+        }
+        assert_ne!(q.request_id, p.request_id);
+    }
+    // Each request has its own id, tracked like an inline one.
+    let mut ids: Vec<u64> = queued.iter().map(|q| q.as_ref().unwrap().request_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), data.len());
+    engine.record_outcome(ids[0], 1.0).unwrap();
+    // 300 requests at once made fewer, larger batches: one fused run carries several rows.
+    let technical = &engine.replicas(Some("technical"))[0];
+    assert!(technical.batches > 0 && technical.batched_rows == 300, "{technical:?}");
+    assert!(technical.batches < 300, "no two requests shared a batch: {technical:?}");
+    let metrics = engine.metrics_text();
+    let count = metrics
+        .lines()
+        .find(|l| l.starts_with("quorum_queue_batch_rows_count{ensemble=\"market\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(count, Some(technical.batches as f64), "{metrics}");
+}
+
+#[test]
+fn on_the_queued_path_a_failing_member_is_skipped_and_trips_its_breaker_without_touching_the_others() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine(home.path(), quick_breaker());
+    let data = rows(&engine, "market", 8);
+    engine.inject_fault("sentiment", Some(Fault::Fail));
+    // A batch is one call of each member, for its breaker as for its metrics: five waves make at
+    // least five failed calls.
+    for _ in 0..5 {
+        for result in all_at_once(&engine, "market", &data) {
+            let p = result.unwrap();
+            assert!(p.degraded && !p.fused, "{p:?}");
+            assert_eq!(p.skipped.iter().map(|s| &**s).collect::<Vec<_>>(), ["sentiment"]);
+            assert!(p.model_contributions.iter().filter(|c| &*c.model != "sentiment").all(|c| c.error.is_none()));
+        }
+    }
+    assert_eq!(engine.breaker_state("sentiment"), vec![(1, BreakerState::Open)]);
+    assert_eq!(engine.breaker_state("technical"), vec![(1, BreakerState::Closed)]);
+    let p = all_at_once(&engine, "market", &data[..1]).remove(0).unwrap();
+    let c = p.model_contributions.iter().find(|c| &*c.model == "sentiment").unwrap();
+    assert!(c.error.as_deref().unwrap().contains("circuit breaker is open"), "{c:?}");
+    // A panicking member is isolated the same way: the batch answers, the dispatcher lives on.
+    let home = tempfile::tempdir().unwrap();
+    let engine = self::engine(home.path(), quick_breaker());
+    engine.inject_fault("fundamental", Some(Fault::Panic));
+    for result in all_at_once(&engine, "market", &data) {
+        let p = result.unwrap();
+        assert!(p.skipped.iter().any(|s| &**s == "fundamental"), "{p:?}");
+        let c = p.model_contributions.iter().find(|c| &*c.model == "fundamental").unwrap();
+        assert!(c.error.as_deref().unwrap().contains("panic"), "{c:?}");
+    }
+}
+
+#[test]
+fn on_the_queued_path_a_fallback_model_stands_in_for_a_failed_member() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine(home.path(), BreakerOptions::default());
+    let features = common::features_of("technical");
+    engine
+        .register_model(ModelRegistration::new("technical-backup", common::model_file("technical"), features))
+        .unwrap();
+    let mut technical: MemberSpec = "technical".parse().unwrap();
+    technical.fallback = Some("technical-backup".into());
+    let members = vec![technical, "fundamental".parse().unwrap(), "sentiment".parse().unwrap()];
+    engine.create_ensemble(EnsembleConfig::new("backed", members).with_weights(vec![0.4, 0.4, 0.2])).unwrap();
+    let data = rows(&engine, "backed", 30);
+    let normal = all_at_once(&engine, "backed", &data);
+    engine.inject_fault("technical", Some(Fault::Fail));
+    for (p, n) in all_at_once(&engine, "backed", &data).into_iter().zip(normal) {
+        let (p, n) = (p.unwrap(), n.unwrap());
+        assert!(p.degraded && p.skipped.is_empty(), "{p:?}");
+        assert_eq!(p.model_contributions[0].fallback.as_deref(), Some("technical-backup"));
+        assert!((p.prediction - n.prediction).abs() < 1e-5, "the same model, registered twice");
+    }
+}
+
+#[test]
+fn on_the_queued_path_below_quorum_a_request_gets_its_rows_last_good_answer_or_quorum_not_reached() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine(home.path(), BreakerOptions::default());
+    let members = ["technical", "fundamental", "sentiment"].map(|m| m.parse::<MemberSpec>().unwrap());
+    let mut config = EnsembleConfig::new("stale-ok", members).with_non_finite(NonFinitePolicy::Refuse);
+    config.serve_stale = true;
+    engine.create_ensemble(config).unwrap();
+    let data = rows(&engine, "stale-ok", 20);
+    // The first ten rows were answered well once; the other ten never were.
+    let good: Vec<Prediction> = all_at_once(&engine, "stale-ok", &data[..10]).into_iter().map(Result::unwrap).collect();
+    engine.inject_fault("technical", Some(Fault::Fail));
+    engine.inject_fault("fundamental", Some(Fault::Fail));
+    let results = all_at_once(&engine, "stale-ok", &data);
+    for (i, result) in results.iter().enumerate() {
+        match (i < 10, result) {
+            (true, Ok(p)) => {
+                assert!(p.stale && p.degraded, "{p:?}");
+                assert_eq!(p.prediction, good[i].prediction, "row {i} got another row's answer");
+            }
+            (false, Err(Error::QuorumNotReached { succeeded: 1, required: 2, .. })) => {}
+            (_, other) => panic!("row {i}: {other:?}"),
+        }
+    }
+    // Without serve_stale the loss of quorum is every request's error.
+    for result in all_at_once(&engine, "market", &rows(&engine, "market", 5)) {
+        assert!(matches!(result, Err(Error::QuorumNotReached { .. })), "{result:?}");
+    }
+}
+
+#[test]
+fn on_the_queued_path_a_request_past_its_deadline_is_refused_rather_than_served_late() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine(home.path(), BreakerOptions::default());
+    let handle = engine.ensemble("market").unwrap();
+    let row = rows(&engine, "market", 1).remove(0);
+    let rt = runtime();
+    let past = Instant::now() - Duration::from_millis(1);
+    let err = rt.block_on(handle.predict_row_async_by(&row, past)).unwrap_err();
+    assert_eq!(err.code(), "deadline_exceeded");
+    assert!(rt.block_on(handle.predict_row_async_by(&row, Instant::now() + Duration::from_secs(5))).is_ok());
+    // Every batch takes 20 ms: of 16 requests with 5 ms to live, those queued behind the first
+    // batch cannot make it and are refused when their batch forms, not answered late.
+    engine.inject_fault("fundamental", Some(Fault::Slow(Duration::from_millis(20))));
+    assert!(rt.block_on(handle.predict_row_async(&row)).is_ok(), "a first slow batch sets the estimate");
+    let results = rt.block_on(async {
+        let tasks: Vec<_> = (0..16)
+            .map(|_| tokio::spawn(handle.predict_row_async_by(&row, Instant::now() + Duration::from_millis(5))))
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    let refused = results.iter().filter(|r| matches!(r, Err(Error::DeadlineExceeded { .. }))).count();
+    assert!(refused > 0, "{results:?}");
+    for r in &results {
+        assert!(matches!(r, Ok(_) | Err(Error::DeadlineExceeded { .. })), "{r:?}");
+    }
+}
+
+#[test]
+fn synchronous_callers_under_contention_share_batches_and_a_lone_one_runs_inline() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine(home.path(), BreakerOptions::default());
+    let handle = engine.ensemble("market").unwrap();
+    let data = rows(&engine, "market", 64);
+    for row in &data {
+        assert!(handle.predict_row(row).unwrap().fused);
+    }
+    assert_eq!(engine.replicas(Some("technical"))[0].batches, 0, "a lone caller queued");
+    // A slow member holds the inline caller, so the other threads' requests queue behind it.
+    engine.inject_fault("technical", Some(Fault::Slow(Duration::from_millis(2))));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let (handle, data) = (handle.clone(), data.clone());
+            std::thread::spawn(move || {
+                (0..data.len()).filter(|i| i % 8 == t).filter(|&i| handle.predict_row(&data[i]).is_ok()).count()
+            })
+        })
+        .collect();
+    assert_eq!(threads.into_iter().map(|t| t.join().unwrap()).sum::<usize>(), 64);
+    let technical = &engine.replicas(Some("technical"))[0];
+    assert!(technical.batched_rows > technical.batches, "no two requests shared a batch: {technical:?}");
+}
