@@ -114,8 +114,8 @@ impl EnsembleHandle {
     /// Fusion merges the members' graphs into one model that one ONNX Runtime call runs (see
     /// [`crate::fusion`]): for small models, whose cost is mostly ONNX Runtime's per-call overhead,
     /// it makes a prediction markedly faster. It is used for inline predictions (`predict`,
-    /// `predict_row`, `predict_batch`) while every member's breaker is closed; queued (batched or
-    /// asynchronous) requests, and any call the fused model fails, run the members one by one.
+    /// `predict_row`, `predict_batch`) and for queued batches while every member's breaker is
+    /// closed; any call the fused model fails runs the members one by one.
     pub fn fusion(&self) -> FusionStatus {
         let ens = self.slot.load();
         let native =
@@ -293,9 +293,9 @@ impl EnsembleHandle {
         self.predict_row_routed(row, None, Some(deadline))
     }
 
-    /// Predicts one row without blocking the calling executor: every member's call is queued to the
-    /// model's dispatcher threads (batched with other queued rows when the model batches) and the
-    /// future resolves when they answer. Runtime-agnostic (tokio, async-std, a hand-rolled executor).
+    /// Predicts one row without blocking the calling executor: the row is queued to the ensemble's
+    /// dispatcher threads (batched with other queued rows when a member batches) and the future
+    /// resolves when its batch has run. Runtime-agnostic (tokio, async-std, a hand-rolled executor).
     pub fn predict_row_async(&self, row: &[f32]) -> impl Future<Output = Result<Prediction>> + Send + 'static {
         self.predict_row_async_routed(row, None, None)
     }
