@@ -163,7 +163,8 @@ pub(crate) struct Batcher<T> {
     arrived: Condvar,
     /// Requests queued now, read without the lock (a lone caller's "is anyone queued?").
     depth: AtomicUsize,
-    /// Mean µs of recent batch runs (an EWMA), to refuse requests whose deadline cannot be met.
+    /// µs a batch is expected to take (the last slower batch, decaying as an EWMA), to refuse
+    /// requests whose deadline cannot be met.
     recent_batch_us: AtomicU64,
     /// Rows per batch, and each run request's wait from its start to its batch.
     batch_rows: Histogram,
@@ -385,7 +386,9 @@ impl<T> Batcher<T> {
     pub fn note_batch(&self, elapsed: Duration, rows: usize) {
         let us = elapsed.as_micros() as u64;
         let old = self.recent_batch_us.load(Ordering::Relaxed);
-        let new = if old == 0 { us } else { (old * 7 + us) / 8 };
+        // Rises at once and decays slowly: a slower batch is the likelier next one, and refusing a
+        // request early beats answering it after its deadline.
+        let new = if us >= old { us } else { (old * 7 + us) / 8 };
         self.recent_batch_us.store(new, Ordering::Relaxed);
         self.batch_rows.observe(rows as u64);
     }

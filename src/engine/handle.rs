@@ -301,6 +301,9 @@ impl EnsembleHandle {
     }
 
     /// [`EnsembleHandle::predict_row_async`] with a deadline, as in [`EnsembleHandle::predict_row_by`].
+    /// The future has no timer of its own: it resolves when its batch has run, and an answer that
+    /// comes after the deadline is an [`Error::DeadlineExceeded`]. Wrap it in your runtime's timeout
+    /// to stop waiting at the deadline.
     pub fn predict_row_async_by(
         &self,
         row: &[f32],

@@ -400,6 +400,15 @@ async fn queued_row(inner: &EngineInner, call: &Call<'_>) -> Result<Prediction> 
     call.check_deadline()?;
     call.ens.telemetry.path(Path::Queued);
     let answer = call.ens.queue.submit(call.dense, call.deadline, call.started).wait_async().await;
+    // Without a timer of its own the future cannot wake at the deadline; an answer that arrives
+    // after it is refused as the synchronous caller's wait would have been.
+    let answer = match call.deadline {
+        Some(deadline) if answer.is_ok() && Instant::now() > deadline => Err(Error::DeadlineExceeded {
+            what: format!("ensemble {:?}", call.ens.config.name),
+            detail: "its batch finished after the deadline".into(),
+        }),
+        _ => answer,
+    };
     inner.settle_queued(call, key, answer)
 }
 
