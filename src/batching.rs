@@ -163,8 +163,8 @@ pub(crate) struct Batcher<T> {
     arrived: Condvar,
     /// Requests queued now, read without the lock (a lone caller's "is anyone queued?").
     depth: AtomicUsize,
-    /// µs a batch is expected to take (the last slower batch, decaying as an EWMA), to refuse
-    /// requests whose deadline cannot be met.
+    /// µs a batch is expected to take (see [`Batcher::note_run`]), to refuse requests whose deadline
+    /// cannot be met.
     recent_batch_us: AtomicU64,
     /// Rows per batch, and each run request's wait from its start to its batch.
     batch_rows: Histogram,
@@ -360,7 +360,7 @@ impl<T> Batcher<T> {
         rows: &mut Vec<f32>,
         refused: &mut Vec<(T, Error)>,
     ) {
-        let expected = Duration::from_micros(self.recent_batch_us.load(Ordering::Relaxed));
+        let expected = self.expected_batch();
         let now = Instant::now();
         let width = self.width;
         for (i, ticket) in taken.drain(..).enumerate() {
@@ -384,13 +384,27 @@ impl<T> Batcher<T> {
 
     /// Records a batch of `rows` requests that took `elapsed`.
     pub fn note_batch(&self, elapsed: Duration, rows: usize) {
-        let us = elapsed.as_micros() as u64;
-        let old = self.recent_batch_us.load(Ordering::Relaxed);
-        // Rises at once and decays slowly: a slower batch is the likelier next one, and refusing a
-        // request early beats answering it after its deadline.
-        let new = if us >= old { us } else { (old * 7 + us) / 8 };
-        self.recent_batch_us.store(new, Ordering::Relaxed);
+        self.note_run(elapsed);
         self.batch_rows.observe(rows as u64);
+    }
+
+    /// Records a run that took `elapsed` in the expected batch time: a slower run moves the
+    /// estimate halfway at once (refusing a request early beats answering it after its deadline),
+    /// a faster one decays it as an EWMA.
+    pub fn note_run(&self, elapsed: Duration) {
+        let us = (elapsed.as_micros() as u64).max(1);
+        let old = self.recent_batch_us.load(Ordering::Relaxed);
+        let new = match old {
+            0 => us,
+            _ if us > old => (old + us) / 2,
+            _ => (old * 7 + us) / 8,
+        };
+        self.recent_batch_us.store(new, Ordering::Relaxed);
+    }
+
+    /// How long the next batch is expected to take; zero before the first.
+    pub fn expected_batch(&self) -> Duration {
+        Duration::from_micros(self.recent_batch_us.load(Ordering::Relaxed))
     }
 
     fn deadline_error(&self, ticket: &Ticket<T>, deadline: Instant, now: Instant, expected: Duration) -> Error {

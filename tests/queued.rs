@@ -1,7 +1,7 @@
 //! The queued path (per-ensemble dynamic batching): concurrent requests for one ensemble coalesce
 //! into one batch that runs through the fused model, and deadlines, breakers, fallbacks, quorum,
-//! stale answers and fault isolation behave on it as on the inline path. Asynchronous requests
-//! always take the queued path, so each test drives them.
+//! stale answers and fault isolation behave on it as on the inline path. Asynchronous requests take
+//! the queued path unless one finds the ensemble idle and quick, so each test drives many at once.
 
 mod common;
 
@@ -84,10 +84,11 @@ fn queued_requests_run_together_through_the_fused_model_and_answer_as_inline_cal
     ids.dedup();
     assert_eq!(ids.len(), data.len());
     engine.record_outcome(ids[0], 1.0).unwrap();
-    // 300 requests at once made fewer, larger batches: one fused run carries several rows.
+    // 300 requests at once made fewer, larger batches: one fused run carries several rows (a
+    // request that found the ensemble idle ran inline, so not every row is in a batch).
     let technical = &engine.replicas(Some("technical"))[0];
-    assert!(technical.batches > 0 && technical.batched_rows == 300, "{technical:?}");
-    assert!(technical.batches < 300, "no two requests shared a batch: {technical:?}");
+    assert!(technical.batches > 0 && technical.batched_rows <= 300, "{technical:?}");
+    assert!(technical.batched_rows > technical.batches, "no two requests shared a batch: {technical:?}");
     let metrics = engine.metrics_text();
     let count = metrics
         .lines()
@@ -120,8 +121,13 @@ fn on_the_queued_path_a_failing_member_is_skipped_and_trips_its_breaker_without_
     // A panicking member is isolated the same way: the batch answers, the dispatcher lives on.
     let home = tempfile::tempdir().unwrap();
     let engine = self::engine(home.path(), quick_breaker());
+    // Printing the first panic's backtrace (RUST_BACKTRACE in CI) can take longer than the default
+    // latency budget, which would then skip the members after it.
+    let members = ["technical", "fundamental", "sentiment"].map(|m| m.parse().unwrap()).to_vec();
+    let patient = EnsembleConfig::new("patient", members).with_latency_budget(Duration::from_secs(60));
+    engine.create_ensemble(patient.with_weights(vec![0.4, 0.4, 0.2])).unwrap();
     engine.inject_fault("fundamental", Some(Fault::Panic));
-    for result in all_at_once(&engine, "market", &data) {
+    for result in all_at_once(&engine, "patient", &data) {
         let p = result.unwrap();
         assert!(p.skipped.iter().any(|s| &**s == "fundamental"), "{p:?}");
         let c = p.model_contributions.iter().find(|c| &*c.model == "fundamental").unwrap();
@@ -242,4 +248,22 @@ fn synchronous_callers_under_contention_share_batches_and_a_lone_one_runs_inline
     assert_eq!(threads.into_iter().map(|t| t.join().unwrap()).sum::<usize>(), 64);
     let technical = &engine.replicas(Some("technical"))[0];
     assert!(technical.batched_rows > technical.batches, "no two requests shared a batch: {technical:?}");
+}
+
+#[test]
+fn a_lone_async_caller_queues_once_the_ensembles_runs_are_slow() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine(home.path(), BreakerOptions::default());
+    let handle = engine.ensemble("market").unwrap();
+    let row = rows(&engine, "market", 1).remove(0);
+    let rt = runtime();
+    // 2 ms a run is far over what may run on an executor's thread: after one such run every lone
+    // asynchronous request goes to a dispatcher, one batch each.
+    engine.inject_fault("technical", Some(Fault::Slow(Duration::from_millis(2))));
+    handle.predict_row(&row).unwrap();
+    let before = engine.replicas(Some("technical"))[0].batches;
+    for _ in 0..5 {
+        assert!(rt.block_on(handle.predict_row_async(&row)).is_ok());
+    }
+    assert_eq!(engine.replicas(Some("technical"))[0].batches, before + 5);
 }

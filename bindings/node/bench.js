@@ -1,7 +1,8 @@
 'use strict'
 // quorum through Node against the same three models called with onnxruntime-node plus the weighted
 // average written in JavaScript, in one run (`make bench-node`). Goal: quorum at least 3x faster for
-// a single row and no slower for a 1024-row batch.
+// a single row and no slower for a 1024-row batch; predictAsync at most 2x predict and under
+// onnxruntime-node's own async runs.
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
@@ -93,6 +94,8 @@ async function main() {
     'single_row/quorum_node_sync': await timed(() => engine.predict('market', row), 3000),
     'single_row/quorum_node_row': await timed(() => engine.predictRow('market', oneRow), 3000),
     'single_row/quorum_node_async': await timed(() => engine.predictAsync('market', row), 3000),
+    // On ONNX Runtime (the fused model) rather than native plans.
+    'single_row/fused_one_opset_async': await timed(() => oneOpset.predictAsync('market', row), 3000),
     'single_row/quorum_node_unfused': await timed(() => unfused.predict('market', row), 3000),
     'single_row/fused_one_opset': await timed(() => oneOpset.predict('market', row), 3000),
     'single_row/fused_mixed_opsets': await timed(() => mixed.predict('market', row), 3000),
@@ -105,6 +108,10 @@ async function main() {
   const batch = results['batch_1024/onnxruntime_node'] / results['batch_1024/quorum_node_sync']
   const unfusedSingle = results['single_row/onnxruntime_node'] / results['single_row/quorum_node_unfused']
   const across = results['single_row/fused_mixed_opsets'] / results['single_row/fused_one_opset']
+  const asyncRatio = results['single_row/quorum_node_async'] / results['single_row/quorum_node_sync']
+  const asyncOnOrt = results['single_row/fused_one_opset_async'] / results['single_row/fused_one_opset']
+  const asyncVsOrt = results['single_row/fused_one_opset_async'] / results['single_row/onnxruntime_node']
+  console.log(`predictAsync: ${asyncRatio.toFixed(2)}x predict (${asyncOnOrt.toFixed(2)}x on ONNX Runtime; goal at most 2x); on ONNX Runtime ${asyncVsOrt.toFixed(2)}x onnxruntime-node's async runs (goal under 1x)`)
   console.log(`fused across opsets vs at one opset (ONNX Runtime, single row): ${((across - 1) * 100).toFixed(1)}%`)
   console.log(`single row: quorum ${single.toFixed(2)}x faster (${unfusedSingle.toFixed(2)}x unfused); 1024 rows: ${batch.toFixed(2)}x (onnxruntime-node ${require('onnxruntime-node/package.json').version})`)
 }

@@ -113,6 +113,7 @@ const nativePredictRow = proto.predictRow
 const nativePredictAsync = proto.predictAsync
 const nativeSchema = proto.schema
 const nativePredictRowForSchema = proto.predictRowForSchema
+const nativePredictRowAsyncForSchema = proto.predictRowAsyncForSchema
 reportCodes(proto)
 
 // Predictions cross N-API packed — numbers in a Float64Array, strings joined in one string; see
@@ -193,22 +194,22 @@ function schemaOf(engine, ensemble, refresh) {
   return entry
 }
 
+/** Fills the entry's row from `features` by name; false when one is missing or not a number. */
+function fillRow({ names, row }, features) {
+  for (let i = 0; i < names.length; i++) {
+    const value = features[names[i]]
+    if (typeof value !== 'number') return false
+    row[i] = value
+  }
+  return true
+}
+
 proto.predict = function predict(ensemble, features, deadlineMs, routingKey) {
   try {
     if (typeof ensemble === 'string' && features !== null && typeof features === 'object') {
       const entry = schemaOf(this, ensemble, false)
-      const { names, row } = entry
-      let complete = true
-      for (let i = 0; i < names.length; i++) {
-        const value = features[names[i]]
-        if (typeof value !== 'number') {
-          complete = false
-          break
-        }
-        row[i] = value
-      }
-      if (complete) {
-        const result = nativePredictRowForSchema.call(this, ensemble, row, entry.id, scratch, deadlineMs, routingKey)
+      if (fillRow(entry, features)) {
+        const result = nativePredictRowForSchema.call(this, ensemble, entry.row, entry.id, scratch, deadlineMs, routingKey)
         if (result !== '') return unpackScratch(result)
         schemaOf(this, ensemble, true)
       }
@@ -228,18 +229,32 @@ proto.predictRow = function predictRow(ensemble, row, deadlineMs, routingKey) {
     throw withCode(error)
   }
 }
-proto.predictAsync = function predictAsync(ensemble, features, routingKey) {
-  // The features are read synchronously: a bad request still rejects rather than throws.
-  let pending
-  try {
-    checkFeatures(features)
-    pending = nativePredictAsync.call(this, ensemble, features, routingKey)
-  } catch (error) {
-    return Promise.reject(withCode(error))
-  }
+/** A native asynchronous answer as a Promise: already settled when it came at once. */
+function settled(pending) {
+  if (typeof pending === 'string') return Promise.resolve(unpackScratch(pending))
+  if (typeof pending.then !== 'function') return Promise.resolve(unpack(pending))
   return pending.then(unpack, (error) => {
     throw withCode(error)
   })
+}
+
+proto.predictAsync = function predictAsync(ensemble, features, routingKey) {
+  // The features are read synchronously: a bad request still rejects rather than throws. As in
+  // `predict`, the row is filled here when every feature is a number.
+  try {
+    checkFeatures(features)
+    if (typeof ensemble === 'string') {
+      const entry = schemaOf(this, ensemble, false)
+      if (fillRow(entry, features)) {
+        const pending = nativePredictRowAsyncForSchema.call(this, ensemble, entry.row, entry.id, scratch, routingKey)
+        if (pending !== '') return settled(pending)
+        schemaOf(this, ensemble, true)
+      }
+    }
+    return settled(nativePredictAsync.call(this, ensemble, features, routingKey))
+  } catch (error) {
+    return Promise.reject(withCode(error))
+  }
 }
 
 /** Runs `construct` (a native constructor call), reporting its error with its code. */

@@ -60,7 +60,12 @@ export declare class InferenceEngine {
   injectFault(model: string, kind: string, amount?: number | undefined | null): void
   /** Drops the idle replicas of `model` (it loads again on its next call); returns how many. */
   unloadModel(model: string): number
-  /** `predict` on the libuv thread pool (`routingKey` as in `predict`). */
+  /**
+   * `predict` without blocking the event loop (`routingKey` as in `predict`). A lone request to an
+   * ensemble whose runs take microseconds is answered at once, in an already settled Promise;
+   * otherwise it is queued to the ensemble (batched with other queued requests) and awaited on
+   * the libuv thread pool.
+   */
   predictAsync(ensemble: string, features: Record<string, number>, routingKey?: string | undefined | null): Promise<Prediction>
   /**
    * Predicts every row of a row-major Float32Array whose columns are `featureNames` (default: the

@@ -1,8 +1,10 @@
 """quorum through Python against the same three models called with Python's onnxruntime plus the
 weighted average written in Python, in one run. `make bench-python` (or run with the package installed).
 
-Goal: the binding at least 3x faster for a single row, and no slower for a 1024-row batch."""
+Goals: the binding at least 3x faster for a single row, and no slower for a 1024-row batch;
+`await predict_async` at most 2x `predict` (against the hand-written `run_in_executor` too)."""
 
+import asyncio
 import json
 import statistics
 import sys
@@ -27,6 +29,22 @@ def timed(fn, repeat):
         fn()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+def timed_async(make, repeat):
+    """Median of `await make()`, each timed inside one running event loop."""
+
+    async def run():
+        for _ in range(50):
+            await make()
+        samples = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            await make()
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples)
+
+    return asyncio.run(run())
 
 
 def main():
@@ -96,12 +114,27 @@ def main():
         for _ in range(50):
             fn()
         results[label] = timed(fn, repeat) * 1e6
+    results["single_row/quorum_python_async"] = timed_async(lambda: engine.predict_async("market", row), 3000) * 1e6
+    # On ONNX Runtime (the fused model) rather than native plans: a run of about 10 µs.
+    results["single_row/fused_one_opset_async"] = timed_async(lambda: one_opset.predict_async("market", row), 3000) * 1e6
+
+    def in_executor():
+        return asyncio.get_running_loop().run_in_executor(None, engine.predict, "market", row)
+
+    results["single_row/run_in_executor"] = timed_async(in_executor, 3000) * 1e6
     for label, micros in results.items():
         print(f"{label:<32} {micros:10.1f} µs (median)")
     single = results["single_row/onnxruntime_python"] / results["single_row/quorum_python"]
     batch = results["batch_1024/onnxruntime_python"] / results["batch_1024/quorum_python"]
     unfused_single = results["single_row/onnxruntime_python"] / results["single_row/quorum_python_unfused"]
     across = results["single_row/fused_mixed_opsets"] / results["single_row/fused_one_opset"]
+    asynchronous = results["single_row/quorum_python_async"] / results["single_row/quorum_python"]
+    executor = results["single_row/run_in_executor"] / results["single_row/quorum_python"]
+    on_ort = results["single_row/fused_one_opset_async"] / results["single_row/fused_one_opset"]
+    print(
+        f"await predict_async: {asynchronous:.2f}x predict ({on_ort:.2f}x on ONNX Runtime; goal at most 2x); "
+        f"run_in_executor: {executor:.2f}x"
+    )
     print(f"fused across opsets vs at one opset (ONNX Runtime, single row): {(across - 1) * 100:+.1f}%")
     print(
         f"single row: quorum {single:.2f}x faster ({unfused_single:.2f}x unfused); 1024 rows: {batch:.2f}x "

@@ -6,14 +6,16 @@
 //! so that the dispatcher's thread does little besides the batch's run.
 //!
 //! A synchronous caller of an ensemble that batches runs inline while nothing is queued and fewer
-//! than `dispatchers` callers run inline; otherwise it queues and parks. Asynchronous callers always
-//! queue: nothing runs a model on an executor's thread. An ensemble without a batching member
+//! than `dispatchers` callers run inline; otherwise it queues and parks. An asynchronous caller runs
+//! inline, on the executor's thread, only when it is alone (nothing queued, nobody inline) and the
+//! ensemble's runs are quick (under [`QUICK`]): then a hand-off would cost more than the run.
+//! Otherwise it queues, so that concurrent asynchronous callers batch. An ensemble without a batching member
 //! still has a queue for its asynchronous callers, whose requests then run one by one on as many
 //! dispatchers as there are cores.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::loaded::LoadedEnsemble;
 use super::member::Member;
@@ -21,6 +23,11 @@ use super::EngineInner;
 use crate::batching::{Batcher, BatchingOptions, Reply, Ticket};
 use crate::error::Result;
 use crate::prediction::BatchPrediction;
+
+/// The longest an asynchronous caller's run may take to run inline on its executor's thread (the
+/// ensemble's expected run time, [`Batcher::expected_batch`]): tokio's own guidance for work
+/// between two awaits is 10 to 100 µs.
+pub(super) const QUICK: Duration = Duration::from_micros(50);
 
 /// A queued request's answer: the batch it ran in and its row there.
 pub(super) type Answer = Result<(Arc<BatchPrediction>, usize)>;
@@ -76,6 +83,21 @@ impl EnsembleQueue {
         }
         let limit = self.batcher.options().dispatchers.max(1);
         if self.inline.fetch_add(1, Ordering::Relaxed) < limit {
+            Some(InlineSlot(&self.inline))
+        } else {
+            self.inline.fetch_sub(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    /// An asynchronous caller may run inline when it is alone (nothing queued, nobody inline) and
+    /// the ensemble's runs are known to be quick.
+    pub fn try_lone(&self) -> Option<InlineSlot<'_>> {
+        let expected = self.batcher.expected_batch();
+        if expected.is_zero() || expected > QUICK || !self.batcher.is_empty() {
+            return None;
+        }
+        if self.inline.fetch_add(1, Ordering::Relaxed) == 0 {
             Some(InlineSlot(&self.inline))
         } else {
             self.inline.fetch_sub(1, Ordering::Relaxed);
@@ -164,30 +186,23 @@ fn dispatch(queue: &EnsembleQueue) {
             continue;
         }
         if queue.coalesce {
-            run(queue, &inner, &ens, &rows, &mut kept);
+            run(&inner, &ens, &rows, &mut kept);
         } else {
             for (i, ticket) in kept.drain(..).enumerate() {
                 one.push(ticket);
-                run(queue, &inner, &ens, &rows[i * width..(i + 1) * width], &mut one);
+                run(&inner, &ens, &rows[i * width..(i + 1) * width], &mut one);
             }
         }
     }
 }
 
 /// Runs one batch of admitted tickets (their rows `dense`) and credits the members with it.
-fn run(
-    queue: &EnsembleQueue,
-    inner: &EngineInner,
-    ens: &LoadedEnsemble,
-    dense: &[f32],
-    tickets: &mut Vec<Ticket<Request>>,
-) {
+fn run(inner: &EngineInner, ens: &LoadedEnsemble, dense: &[f32], tickets: &mut Vec<Ticket<Request>>) {
     let rows = tickets.len();
-    let started = Instant::now();
-    inner.answer_batch(ens, dense, tickets);
-    queue.batcher.note_batch(started.elapsed(), rows);
+    // Credited before the answers go out, so that a caller who has its answer sees its batch.
     for member in &ens.members {
         member.model.batches.fetch_add(1, Ordering::Relaxed);
         member.model.batched_rows.fetch_add(rows as u64, Ordering::Relaxed);
     }
+    inner.answer_batch(ens, dense, tickets);
 }

@@ -15,7 +15,7 @@ pub(super) enum Path {
     Fused,
     /// Member by member, inline on the caller's thread.
     Members,
-    /// Through the members' queues (asynchronous callers, batching under contention).
+    /// Through the ensemble's queue (asynchronous callers, batching under contention).
     Queued,
 }
 

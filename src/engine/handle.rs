@@ -267,6 +267,25 @@ impl EnsembleHandle {
         }
     }
 
+    /// [`EnsembleHandle::predict_resolved`] without blocking the calling executor, as
+    /// [`EnsembleHandle::predict_row_async_by`] (the deadline optional).
+    pub fn predict_resolved_async(
+        &self,
+        row: ResolvedRow,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
+        let started = Instant::now();
+        let future = predict_queued(self.engine.clone(), row.ens, Ok(row.values), started, deadline);
+        let arm = row.arm;
+        async move {
+            let result = future.await;
+            match arm {
+                Some((running, arm)) => tag(&running, arm, result, started),
+                None => result,
+            }
+        }
+    }
+
     /// Predicts one row given in [`EnsembleHandle::feature_names`] order (no name lookups).
     pub fn predict_row(&self, row: &[f32]) -> Result<Prediction> {
         self.predict_row_routed(row, None, None)
@@ -295,7 +314,9 @@ impl EnsembleHandle {
 
     /// Predicts one row without blocking the calling executor: the row is queued to the ensemble's
     /// dispatcher threads (batched with other queued rows when a member batches) and the future
-    /// resolves when its batch has run. Runtime-agnostic (tokio, async-std, a hand-rolled executor).
+    /// resolves when its batch has run. A lone caller of an ensemble whose runs take microseconds
+    /// runs inline in the first poll instead, where a hand-off would cost more than the run.
+    /// Runtime-agnostic (tokio, async-std, a hand-rolled executor).
     pub fn predict_row_async(&self, row: &[f32]) -> impl Future<Output = Result<Prediction>> + Send + 'static {
         self.predict_row_async_routed(row, None, None)
     }
@@ -333,6 +354,25 @@ impl EnsembleHandle {
         let ens = self.slot.load_full();
         let dense = ens.schema.dense_row(row).map(Cow::into_owned);
         self.queued(ens, dense, started, deadline, routing_key)
+    }
+
+    /// [`EnsembleHandle::predict_row_async_routed`] if the ensemble's features are still those of
+    /// `schema_id`, checked and queued on the same load; `None` when they changed (as
+    /// [`EnsembleHandle::predict_row_for_schema`]).
+    pub fn predict_row_async_for_schema(
+        &self,
+        schema_id: u64,
+        row: &[f32],
+        deadline: Option<Instant>,
+        routing_key: Option<&str>,
+    ) -> Option<impl Future<Output = Result<Prediction>> + Send + 'static> {
+        let started = Instant::now();
+        let ens = self.slot.load_full();
+        if ens.schema_id != schema_id {
+            return None;
+        }
+        let dense = ens.schema.dense_row(row).map(Cow::into_owned);
+        Some(self.queued(ens, dense, started, deadline, routing_key))
     }
 
     /// The queued pipeline on the control's load, or on the arm's during an experiment.

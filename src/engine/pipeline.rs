@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::coalesce::{Answer, Request};
+use super::coalesce::{Answer, InlineSlot, Request};
 use super::counters::Path;
 use super::fused::{run_fused, FusedOutcome};
 use super::loaded::LoadedEnsemble;
@@ -120,8 +120,22 @@ impl EngineInner {
         if call.ens.batched && inline.is_none() {
             return self.queue_and_wait(call, key);
         }
+        self.run_inline(call, published, key, inline)
+    }
+
+    /// Runs one row on the calling thread (holding `slot`, if any, while it runs) and settles it.
+    fn run_inline(
+        &self,
+        call: &Call<'_>,
+        published: Arc<Published>,
+        key: Option<CacheKey>,
+        slot: Option<InlineSlot<'_>>,
+    ) -> Result<Prediction> {
+        let ran = Instant::now();
         let outcome = self.run(call, published);
-        drop(inline);
+        drop(slot);
+        // A one-row batch: keeps the queue's expected run time true while nothing queues.
+        call.ens.queue.batcher.note_run(ran.elapsed());
         let outcome = outcome.map(|batch| batch.row(0));
         settle(call.ens, call.dense, key, outcome, call.started, self)
     }
@@ -157,7 +171,11 @@ impl EngineInner {
         let rows = tickets.len();
         let started = tickets.iter().map(|t| t.enqueued).min().unwrap_or_else(Instant::now);
         let call = Call { ens, dense, rows, started, deadline: None };
-        match self.run(&call, ens.key.learning.published()) {
+        let ran = Instant::now();
+        let outcome = self.run(&call, ens.key.learning.published());
+        // The run alone: waking the callers (an asyncio waker waits for the GIL) is not its cost.
+        ens.queue.batcher.note_batch(ran.elapsed(), rows);
+        match outcome {
             Ok(batch) => {
                 let batch = Arc::new(batch);
                 for (i, ticket) in tickets.drain(..).enumerate() {
@@ -396,6 +414,9 @@ async fn queued_row(inner: &EngineInner, call: &Call<'_>) -> Result<Prediction> 
         Lookup::Hit(p) => return Ok(p),
         Lookup::Miss(key) => key,
     };
+    if let Some(slot) = call.ens.queue.try_lone() {
+        return inner.run_inline(call, published, key, Some(slot));
+    }
     drop(published);
     call.check_deadline()?;
     call.ens.telemetry.path(Path::Queued);

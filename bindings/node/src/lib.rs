@@ -7,6 +7,10 @@ mod optimizer;
 mod registry;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -501,21 +505,62 @@ impl JsInferenceEngine {
         self.inner.unload_model(&model) as u32
     }
 
-    /// `predict` on the libuv thread pool (`routingKey` as in `predict`).
+    /// `predict` without blocking the event loop (`routingKey` as in `predict`). A lone request to an
+    /// ensemble whose runs take microseconds is answered at once, in an already settled Promise;
+    /// otherwise it is queued to the ensemble (batched with other queued requests) and awaited on
+    /// the libuv thread pool.
+    // Natively it returns the packed prediction itself when it was answered at once (index.js wraps
+    // it in a Promise), else a Promise.
     #[napi(ts_return_type = "Promise<Prediction>")]
     pub fn predict_async(
         &self,
         ensemble: String,
         #[napi(ts_arg_type = "Record<string, number>")] features: Object,
         routing_key: Option<String>,
-    ) -> Result<AsyncTask<PredictTask>> {
-        // The features are read here, on the JavaScript thread; the prediction runs on the pool.
-        let (handle, row) = guarded(|| {
+    ) -> Result<Either<PackedPrediction, AsyncTask<PredictTask>>> {
+        // The features are read here, on the JavaScript thread, and the first poll queues the request
+        // (or answers it); only the wait for a queued answer goes to the pool.
+        let pending = guarded(|| {
             let handle = self.inner.ensemble(&ensemble)?;
             let row = resolve(&handle, &features, routing_key.as_deref())?;
-            Ok((handle, row))
+            Ok(Box::pin(handle.predict_resolved_async(row, None)) as Pending)
         })?;
-        Ok(AsyncTask::new(PredictTask { handle, row }))
+        Ok(match first_poll(pending)? {
+            Either::A(p) => Either::A(packed(p)),
+            Either::B(task) => Either::B(task),
+        })
+    }
+
+    /// For index.js: `predictAsync` of a row it filled from the request (see `schema`): the answer in
+    /// `scratch` when it came at once, a Promise when the request was queued, an empty string when
+    /// the ensemble's features changed.
+    #[napi(skip_typescript)]
+    pub fn predict_row_async_for_schema(
+        &self,
+        ensemble: String,
+        row: &[f32],
+        schema: f64,
+        scratch: Float64ArraySlice<'_>,
+        routing_key: Option<String>,
+    ) -> Result<Either3<String, PackedPrediction, AsyncTask<PredictTask>>> {
+        let pending = guarded(|| {
+            let handle = self.inner.ensemble(&ensemble)?;
+            let id = handle.schema_id();
+            if js_schema_id(id) != schema {
+                return Ok(None);
+            }
+            Ok(handle
+                .predict_row_async_for_schema(id, row, None, routing_key.as_deref())
+                .map(|f| Box::pin(f) as Pending))
+        })?;
+        let Some(pending) = pending else { return Ok(Either3::A(String::new())) };
+        Ok(match first_poll(pending)? {
+            Either::A(p) => match into_scratch(p, scratch) {
+                Either::A(marker) => Either3::A(marker),
+                Either::B(whole) => Either3::B(whole),
+            },
+            Either::B(task) => Either3::C(task),
+        })
     }
 
     /// Predicts every row of a row-major Float32Array whose columns are `featureNames` (default: the
@@ -650,22 +695,59 @@ fn run_batch(
     handle.predict_batch(&quorum::Batch::row_major(&names, rows)?)
 }
 
-#[derive(Debug)]
 pub struct PredictTask {
-    handle: quorum::EnsembleHandle,
-    row: quorum::ResolvedRow,
+    pending: Pending,
 }
+
+impl std::fmt::Debug for PredictTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PredictTask")
+    }
+}
+
+/// A queued prediction's future, polled once on the JavaScript thread.
+type Pending = Pin<Box<dyn Future<Output = quorum::Result<quorum::Prediction>> + Send>>;
 
 impl Task for PredictTask {
     type Output = quorum::Prediction;
     type JsValue = PackedPrediction;
 
     fn compute(&mut self) -> Result<Self::Output> {
-        guarded(|| self.handle.predict_resolved(&self.row, None))
+        guarded(|| block_on(self.pending.as_mut()))
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
         Ok(packed(output))
+    }
+}
+
+/// Polls a prediction's future once, on the JavaScript thread: its answer when it came at once
+/// (inline, or from the cache), else the task that waits for it on the pool.
+fn first_poll(mut pending: Pending) -> Result<Either<quorum::Prediction, AsyncTask<PredictTask>>> {
+    guarded(|| match pending.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(result) => result.map(Either::A),
+        Poll::Pending => Ok(Either::B(AsyncTask::new(PredictTask { pending }))),
+    })
+}
+
+/// Wakes a parked pool thread.
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `future` to completion on this (pool) thread, parked between polls.
+fn block_on<T>(mut future: Pin<&mut (dyn Future<Output = T> + Send)>) -> T {
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+            return value;
+        }
+        std::thread::park();
     }
 }
 

@@ -53,6 +53,24 @@ test('many concurrent promises agree with synchronous calls', async () => {
   results.forEach((p, i) => assert.equal(p.prediction, expected[i % 40]))
 })
 
+test('predictAsync of a slow ensemble leaves the event loop free', async () => {
+  const { engine } = marketEngine(quorum)
+  const features = featuresOf(engine, rows[0])
+  const expected = engine.predict('market', features).prediction
+  engine.injectFault('sentiment', 'slow', 60) // under the 100 ms latency budget
+  // The first slow run teaches the engine that its runs are slow; then requests queue.
+  await engine.predictAsync('market', features)
+  let ticks = 0
+  const timer = setInterval(() => ticks++, 5)
+  const started = Date.now()
+  const p = await engine.predictAsync('market', features)
+  clearInterval(timer)
+  assert.ok(!p.degraded && Math.abs(p.prediction - expected) < 1e-6, JSON.stringify(p))
+  assert.ok(Date.now() - started >= 50)
+  // 60 ms or more on a dispatcher: the loop ticked meanwhile (every 5 ms), not once at the end.
+  assert.ok(ticks >= 4, `${ticks} ticks`)
+})
+
 test('prediction cache', () => {
   const { home } = marketEngine(quorum)
   // A second engine on the home reads it without writing state (one writer per state file).

@@ -155,31 +155,32 @@ impl InferenceEngine {
     ) -> PyResult<Prediction> {
         let deadline = deadline_ms.map(quorum::units::deadline_after_ms).transpose().map_err(to_py_err)?;
         let handle = self.inner.ensemble(ensemble).map_err(to_py_err)?;
-        // The ensemble's features are read from the dict under the GIL (no String or map built per
-        // request; keys the ensemble does not use are ignored); the prediction runs without it.
-        let row = handle
-            .resolve_row_routed(
-                |name| match features.get_item(name) {
-                    // A bool is an int to Python, but never a market feature: refused, as in Node.
-                    Ok(Some(value)) if value.is_instance_of::<pyo3::types::PyBool>() => {
-                        Err(quorum::Error::InvalidInput(format!("feature {name:?}: a bool is not a number")))
-                    }
-                    Ok(Some(value)) => value.extract::<f32>().map(Some).map_err(|_| {
-                        let type_name = value.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string());
-                        quorum::Error::InvalidInput(format!("feature {name:?}: a {type_name} is not a number"))
-                    }),
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(quorum::Error::InvalidInput(format!("feature {name:?}: {e}"))),
-                },
-                routing_key,
-            )
-            .map_err(to_py_err)?;
+        let row = resolve(&handle, features, routing_key).map_err(to_py_err)?;
         let inner = guarded(py, || handle.predict_resolved(&row, deadline))?;
         Ok(Prediction { inner })
     }
 
     /// Predicts one row given as a sequence of floats in `feature_names(ensemble)` order (no per-name
     /// lookups); `deadline_ms` and `routing_key` as in `predict`.
+    /// `predict` for asyncio callers: `await engine.predict_async(...)`. A lone request to an
+    /// ensemble whose runs take microseconds runs at once; otherwise it is queued (batched with
+    /// other queued requests) and the event loop is woken when it is answered.
+    #[pyo3(signature = (ensemble, features, deadline_ms=None, routing_key=None))]
+    async fn predict_async(
+        &self,
+        ensemble: String,
+        features: Py<PyDict>,
+        deadline_ms: Option<f64>,
+        routing_key: Option<String>,
+    ) -> PyResult<Prediction> {
+        let deadline = deadline_ms.map(quorum::units::deadline_after_ms).transpose().map_err(to_py_err)?;
+        let handle = self.inner.ensemble(&ensemble).map_err(to_py_err)?;
+        let row =
+            Python::attach(|py| resolve(&handle, features.bind(py), routing_key.as_deref())).map_err(to_py_err)?;
+        let inner = handle.predict_resolved_async(row, deadline).await.map_err(to_py_err)?;
+        Ok(Prediction { inner })
+    }
+
     #[pyo3(signature = (ensemble, row, deadline_ms=None, routing_key=None))]
     fn predict_row(
         &self,
@@ -458,4 +459,28 @@ impl BatchPrediction {
     fn __repr__(&self) -> String {
         format!("BatchPrediction(rows={}, ensemble={:?})", self.inner.len(), &*self.inner.ensemble)
     }
+}
+
+/// Reads the ensemble's features from `features` under the GIL (no String or map built per
+/// request; keys the ensemble does not use are ignored).
+fn resolve(
+    handle: &quorum::EnsembleHandle,
+    features: &Bound<'_, PyDict>,
+    routing_key: Option<&str>,
+) -> quorum::Result<quorum::ResolvedRow> {
+    handle.resolve_row_routed(
+        |name| match features.get_item(name) {
+            // A bool is an int to Python, but never a market feature: refused, as in Node.
+            Ok(Some(value)) if value.is_instance_of::<pyo3::types::PyBool>() => {
+                Err(quorum::Error::InvalidInput(format!("feature {name:?}: a bool is not a number")))
+            }
+            Ok(Some(value)) => value.extract::<f32>().map(Some).map_err(|_| {
+                let type_name = value.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string());
+                quorum::Error::InvalidInput(format!("feature {name:?}: a {type_name} is not a number"))
+            }),
+            Ok(None) => Ok(None),
+            Err(e) => Err(quorum::Error::InvalidInput(format!("feature {name:?}: {e}"))),
+        },
+        routing_key,
+    )
 }

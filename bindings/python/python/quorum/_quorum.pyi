@@ -102,6 +102,13 @@ class InferenceEngine:
         deadline_ms: Optional[float] = None,
         routing_key: Optional[str] = None,
     ) -> Prediction: ...
+    async def predict_async(
+        self,
+        ensemble: str,
+        features: dict[str, float],
+        deadline_ms: Optional[float] = None,
+        routing_key: Optional[str] = None,
+    ) -> Prediction: ...
     def predict_row(
         self,
         ensemble: str,
