@@ -171,9 +171,11 @@ ci-long: load-serve
 PY_BUILD := .venv-py
 PY_TEST := .venv-pytest
 python-wheel:
-	test -x $(PY_BUILD)/bin/maturin || ($(PYTHON) -m venv $(PY_BUILD) && $(PY_BUILD)/bin/pip install --quiet "maturin>=1.5,<2")
+	test -x $(PY_BUILD)/bin/python-zig || ($(PYTHON) -m venv $(PY_BUILD) && $(PY_BUILD)/bin/pip install --quiet "maturin>=1.5,<2" "ziglang>=0.13,<0.18")
 	rm -rf dist
-	$(PY_BUILD)/bin/maturin build --release --strip --quiet -m bindings/python/Cargo.toml -o dist/
+	# Linked by zig against glibc 2.28, so the wheel installs on Debian 10+, Ubuntu 20.04+ and RHEL 8.
+	PATH=$(CURDIR)/$(PY_BUILD)/bin:$$PATH $(PY_BUILD)/bin/maturin build --release --strip --quiet --zig --compatibility manylinux_2_28 -m bindings/python/Cargo.toml -o dist/
+	ls dist/quorum-*-manylinux_2_28_x86_64.whl
 
 python-test: python-wheel
 	rm -rf $(PY_TEST)

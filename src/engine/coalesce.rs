@@ -42,6 +42,8 @@ pub(super) struct EnsembleQueue {
     pub coalesce: bool,
     /// Synchronous callers running inline now.
     inline: AtomicUsize,
+    /// Batches running on the dispatchers now.
+    running: AtomicUsize,
     engine: Weak<EngineInner>,
     ens: Weak<LoadedEnsemble>,
     spawned: OnceLock<()>,
@@ -69,6 +71,7 @@ impl EnsembleQueue {
             batcher: Batcher::new(format!("ensemble {name:?}"), width, options),
             coalesce,
             inline: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
             engine,
             ens,
             spawned: OnceLock::new(),
@@ -90,11 +93,13 @@ impl EnsembleQueue {
         }
     }
 
-    /// An asynchronous caller may run inline when it is alone (nothing queued, nobody inline) and
+    /// An asynchronous caller may run inline when it is alone (nothing queued or running, nobody inline) and
     /// the ensemble's runs are known to be quick.
     pub fn try_lone(&self) -> Option<InlineSlot<'_>> {
         let expected = self.batcher.expected_batch();
-        if expected.is_zero() || expected > QUICK || !self.batcher.is_empty() {
+        // A running batch means others are calling: queue, so that the next batch takes this too.
+        let busy = !self.batcher.is_empty() || self.running.load(Ordering::Relaxed) > 0;
+        if expected.is_zero() || expected > QUICK || busy {
             return None;
         }
         if self.inline.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -186,23 +191,31 @@ fn dispatch(queue: &EnsembleQueue) {
             continue;
         }
         if queue.coalesce {
-            run(&inner, &ens, &rows, &mut kept);
+            run(queue, &inner, &ens, &rows, &mut kept);
         } else {
             for (i, ticket) in kept.drain(..).enumerate() {
                 one.push(ticket);
-                run(&inner, &ens, &rows[i * width..(i + 1) * width], &mut one);
+                run(queue, &inner, &ens, &rows[i * width..(i + 1) * width], &mut one);
             }
         }
     }
 }
 
 /// Runs one batch of admitted tickets (their rows `dense`) and credits the members with it.
-fn run(inner: &EngineInner, ens: &LoadedEnsemble, dense: &[f32], tickets: &mut Vec<Ticket<Request>>) {
+fn run(
+    queue: &EnsembleQueue,
+    inner: &EngineInner,
+    ens: &LoadedEnsemble,
+    dense: &[f32],
+    tickets: &mut Vec<Ticket<Request>>,
+) {
     let rows = tickets.len();
     // Credited before the answers go out, so that a caller who has its answer sees its batch.
     for member in &ens.members {
         member.model.batches.fetch_add(1, Ordering::Relaxed);
         member.model.batched_rows.fetch_add(rows as u64, Ordering::Relaxed);
     }
+    queue.running.fetch_add(1, Ordering::Relaxed);
     inner.answer_batch(ens, dense, tickets);
+    queue.running.fetch_sub(1, Ordering::Relaxed);
 }
