@@ -176,6 +176,8 @@ python-wheel:
 	# Linked by zig against glibc 2.28, so the wheel installs on Debian 10+, Ubuntu 20.04+ and RHEL 8.
 	PATH=$(CURDIR)/$(PY_BUILD)/bin:$$PATH $(PY_BUILD)/bin/maturin build --release --strip --quiet --zig --compatibility manylinux_2_28 -m bindings/python/Cargo.toml -o dist/
 	ls dist/quorum-*-manylinux_2_28_x86_64.whl
+	test -x $(PY_BUILD)/bin/twine || $(PY_BUILD)/bin/pip install --quiet "twine>=5"
+	$(PY_BUILD)/bin/twine check --strict dist/*
 
 python-test: python-wheel
 	rm -rf $(PY_TEST)
