@@ -399,7 +399,10 @@ impl<T> Batcher<T> {
             _ if us > old => (old + us) / 2,
             _ => (old * 7 + us) / 8,
         };
-        self.recent_batch_us.store(new, Ordering::Relaxed);
+        // Unchanged (steady runs): no store, so inline callers on several cores share the line.
+        if new != old {
+            self.recent_batch_us.store(new, Ordering::Relaxed);
+        }
     }
 
     /// How long the next batch is expected to take; zero before the first.

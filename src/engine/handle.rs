@@ -274,16 +274,7 @@ impl EnsembleHandle {
         row: ResolvedRow,
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
-        let started = Instant::now();
-        let future = predict_queued(self.engine.clone(), row.ens, Ok(row.values), started, deadline);
-        let arm = row.arm;
-        async move {
-            let result = future.await;
-            match arm {
-                Some((running, arm)) => tag(&running, arm, result, started),
-                None => result,
-            }
-        }
+        tagged(self.engine.clone(), row.ens, Ok(row.values), Instant::now(), deadline, row.arm)
     }
 
     /// Predicts one row given in [`EnsembleHandle::feature_names`] order (no name lookups).
@@ -398,14 +389,7 @@ impl EnsembleHandle {
             }
             None => (ens, dense),
         };
-        let future = predict_queued(engine, ens, dense, started, deadline);
-        async move {
-            let result = future.await;
-            match route {
-                Some((running, arm)) => tag(&running, arm, result, started),
-                None => result,
-            }
-        }
+        tagged(engine, ens, dense, started, deadline, route)
     }
 
     /// Predicts every row of `batch`; each member runs once for the whole batch.
@@ -483,6 +467,25 @@ impl EnsembleHandle {
 }
 
 /// Counts a routed request for its arm's guardrails and marks its prediction with the arm.
+/// The queued pipeline on `ens`, its answer tagged with the experiment arm it was routed to.
+fn tagged(
+    engine: InferenceEngine,
+    ens: Arc<LoadedEnsemble>,
+    dense: Result<Vec<f32>>,
+    started: Instant,
+    deadline: Option<Instant>,
+    route: Option<(Arc<RunningExperiment>, Arm)>,
+) -> impl Future<Output = Result<Prediction>> + Send + 'static {
+    let future = predict_queued(engine, ens, dense, started, deadline);
+    async move {
+        let result = future.await;
+        match route {
+            Some((running, arm)) => tag(&running, arm, result, started),
+            None => result,
+        }
+    }
+}
+
 fn tag(running: &RunningExperiment, arm: Arm, mut result: Result<Prediction>, started: Instant) -> Result<Prediction> {
     let degraded = result.as_ref().is_ok_and(|p| p.degraded);
     let arm_tag = running.observe(arm, &result, degraded, started);

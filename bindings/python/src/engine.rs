@@ -160,8 +160,6 @@ impl InferenceEngine {
         Ok(Prediction { inner })
     }
 
-    /// Predicts one row given as a sequence of floats in `feature_names(ensemble)` order (no per-name
-    /// lookups); `deadline_ms` and `routing_key` as in `predict`.
     /// `predict` for asyncio callers: `await engine.predict_async(...)`. A lone request to an
     /// ensemble whose runs take microseconds runs at once; otherwise it is queued (batched with
     /// other queued requests) and the event loop is woken when it is answered.
@@ -181,6 +179,8 @@ impl InferenceEngine {
         Ok(Prediction { inner })
     }
 
+    /// Predicts one row given as a sequence of floats in `feature_names(ensemble)` order (no per-name
+    /// lookups); `deadline_ms` and `routing_key` as in `predict`.
     #[pyo3(signature = (ensemble, row, deadline_ms=None, routing_key=None))]
     fn predict_row(
         &self,
