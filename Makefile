@@ -3,6 +3,8 @@
 
 PYTHON ?= python3
 ORT_VERSION := 1.32.0
+# The one version of the crate, the wheel and the npm package (tests/version.rs checks they agree).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # Older ONNX Runtime releases the test suite checks quorum against (the npm package ships 1.30).
 ORT_COMPAT_VERSIONS := 1.30.0 1.31.0
 VENV := .venv
@@ -29,7 +31,7 @@ VENV_SERVE := .venv-serve
 VENV_SERVE_STAMP := $(VENV_SERVE)/.stamp-$(ORT_VERSION)
 SERVE_PORT ?= 8080
 
-.PHONY: demo test monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference volatility-example native-fixtures native-bench-model native-bench exporters-bench opset-history-check
+.PHONY: demo test docs package monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference volatility-example native-fixtures native-bench-model native-bench exporters-bench opset-history-check
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -143,6 +145,7 @@ test: venv ort-compat venv-serve monitoring-tools monitoring-check k8s-check ops
 	cargo test -p quorum --features gpu --test gpu
 	$(MAKE) scale-out-check
 	cargo test --doc
+	$(MAKE) docs
 	$(MAKE) python-test
 	$(MAKE) node-test
 	$(MAKE) fuzz
@@ -164,7 +167,22 @@ load-serve: build venv-serve $(OHA) $(VENV_TRITON)/.stamp
 	  --triton-python $(VENV_TRITON)/bin/python --check
 
 # The longer checks CI runs after `make test`.
-ci-long: load-serve
+ci-long: load-serve package
+
+# The API documentation of every workspace crate, as docs.rs builds it (the core crate with the
+# features docs.rs enables), with every rustdoc warning an error.
+DOC_FEATURES := quorum/ndarray,quorum/postgres,quorum/gpu
+docs:
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --features $(DOC_FEATURES)
+
+# The crates meant for crates.io (quorum, quorum-server, quorum-cli), packaged and built from the
+# packaged sources as `cargo publish` would; the bindings and the fuzzer say publish = false.
+# The core crate must stay under its size budget (the .crate file, compressed).
+CRATE_BUDGET_KIB := 400
+package:
+	cargo package --workspace --exclude quorum-python --exclude quorum-node --allow-dirty
+	size=$$(stat -c %s target/package/quorum-$(VERSION).crate); echo "quorum-$(VERSION).crate: $$((size / 1024)) KiB"; \
+	  test $$size -le $$(($(CRATE_BUDGET_KIB) * 1024)) || (echo "over the $(CRATE_BUDGET_KIB) KiB budget: check include in Cargo.toml"; exit 1)
 
 # The Python package: an abi3 wheel built with maturin, installed into a fresh virtualenv (with its
 # onnxruntime dependency from PyPI), then its tests, the README's Python example and a stub check.

@@ -1,7 +1,7 @@
 //! An ensemble's learning state in the engine: the regime detector, the online and meta learners for
 //! each regime, and the weights they publish for predictions.
 //!
-//! Predictions never wait for learning: they read an immutable [`Published`] snapshot (an `Arc` taken
+//! Predictions never wait for learning: they read an immutable `Published` snapshot (an `Arc` taken
 //! under a read lock held for a pointer copy) and, when regimes are configured, feed the detector one
 //! return (a mutex held for a few arithmetic operations). An outcome updates the learners of the
 //! regime its prediction was made in, in O(members) (a stacking or blending refit, on its schedule,
@@ -23,8 +23,10 @@ use crate::strategy::StrategyKind;
 /// (regimes not listed use the ensemble's strategy). Learners keep separate state per regime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegimeConfig {
+    /// How regimes are detected (the return feature, thresholds, decay).
     #[serde(flatten)]
     pub detector: RegimeOptions,
+    /// The strategy used in each regime (regimes not listed use the ensemble's own).
     #[serde(default)]
     pub strategies: BTreeMap<Regime, StrategyKind>,
 }

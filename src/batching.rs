@@ -1,7 +1,7 @@
 //! Dynamic batching's queue and its one-shot replies: concurrent single-row requests for one
-//! ensemble load wait in a [`Batcher`] until a dispatcher takes them as one batch
+//! ensemble load wait in a `Batcher` until a dispatcher takes them as one batch
 //! (`engine::coalesce` runs it: through the fused model in one ONNX Runtime call when the ensemble
-//! is fused). Each request's answer comes back through its [`Reply`]: a synchronous caller parks on
+//! is fused). Each request's answer comes back through its `Reply`: a synchronous caller parks on
 //! it, an asynchronous one is woken.
 //!
 //! The queue refuses a request past its bound at once ([`Error::Overloaded`]), and a dispatcher

@@ -34,15 +34,19 @@ pub enum SlidingWindow {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BreakerOptions {
+    /// The window rates are judged over: the last N calls, or the last duration.
     pub window: SlidingWindow,
     /// Percentage (0–100] of failed calls that opens the breaker.
     pub failure_rate_threshold: f64,
     /// Percentage (0–100] of slow calls that opens the breaker.
     pub slow_call_rate_threshold: f64,
+    /// A call longer than this counts as slow.
     pub slow_call_duration: Duration,
     /// Calls the window must hold before rates are judged.
     pub minimum_calls: usize,
+    /// How long the breaker stays open before it lets trial calls through.
     pub wait_in_open: Duration,
+    /// Trial calls in the half-open state, which all must pass to close it.
     pub half_open_calls: usize,
 }
 
@@ -61,6 +65,11 @@ impl Default for BreakerOptions {
 }
 
 impl BreakerOptions {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) (code `config`) naming the invalid setting.
     pub fn validate(&self) -> crate::Result<()> {
         let rate = |r: f64| r > 0.0 && r <= 100.0;
         let window_ok = match self.window {
@@ -84,8 +93,11 @@ impl BreakerOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
+    /// Calls go through (the normal state).
     Closed,
+    /// Calls are refused at once until `wait_in_open` has passed.
     Open,
+    /// A few trial calls go through; they decide between closed and open.
     HalfOpen,
 }
 
@@ -118,6 +130,7 @@ pub struct Permit {
 }
 
 impl CircuitBreaker {
+    /// A closed breaker with these settings.
     pub fn new(options: BreakerOptions) -> CircuitBreaker {
         CircuitBreaker {
             options,
@@ -142,6 +155,7 @@ impl CircuitBreaker {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The state now.
     pub fn state(&self) -> BreakerState {
         let mut inner = self.lock();
         self.advance(&mut inner, Instant::now());

@@ -42,8 +42,11 @@ impl Default for CacheOptions {
 /// Hit and miss counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CacheStats {
+    /// Requests answered from the cache.
     pub hits: u64,
+    /// Requests that were not in the cache.
     pub misses: u64,
+    /// Entries held now.
     pub entries: usize,
 }
 

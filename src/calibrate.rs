@@ -20,17 +20,33 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "method")]
 pub enum Calibrator {
+    /// The range is the smallest and largest value seen.
     MinMax,
-    Percentile { percentile: f64, bins: usize },
-    Entropy { bins: usize, quantized_bins: usize },
+    /// The range covers a percentile of the values' magnitudes.
+    Percentile {
+        /// The percentile, e.g. 99.999.
+        percentile: f64,
+        /// Histogram bins.
+        bins: usize,
+    },
+    /// The range that minimises the KL divergence between the values and their quantized form.
+    Entropy {
+        /// Histogram bins.
+        bins: usize,
+        /// Bins after quantization.
+        quantized_bins: usize,
+    },
 }
 
 impl Calibrator {
     /// ONNX Runtime's defaults for each method.
     pub const MIN_MAX: Calibrator = Calibrator::MinMax;
+    /// ONNX Runtime's percentile default (99.999th percentile over 2048 bins).
     pub const PERCENTILE: Calibrator = Calibrator::Percentile { percentile: 99.999, bins: 2048 };
+    /// ONNX Runtime's entropy default (128 bins, 128 quantized bins).
     pub const ENTROPY: Calibrator = Calibrator::Entropy { bins: 128, quantized_bins: 128 };
 
+    /// `minmax`, `percentile` or `entropy`.
     pub fn name(&self) -> &'static str {
         match self {
             Calibrator::MinMax => "minmax",

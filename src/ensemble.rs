@@ -20,7 +20,9 @@ use crate::strategy::{normalise_weights, StrategyKind};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "MemberDocument")]
 pub struct MemberSpec {
+    /// The model's name in the registry.
     pub model: String,
+    /// Which version: the model's default (followed through hot swaps) or a fixed one.
     #[serde(default)]
     pub version: VersionSpec,
     /// A model (its default version) that stands in when this member fails or its breaker is open.
@@ -72,19 +74,43 @@ impl FromStr for MemberSpec {
 }
 
 /// A named, versioned ensemble.
+///
+/// Built in code or read from the same JSON the CLI, the server and the bindings take:
+///
+/// ```
+/// use quorum::{EnsembleConfig, StrategyKind};
+///
+/// # fn main() -> quorum::Result<()> {
+/// let config = EnsembleConfig::new("market", ["technical".parse()?, "fundamental@2".parse()?, "sentiment".parse()?])
+///     .with_strategy(StrategyKind::SoftVote)
+///     .with_weights(vec![0.4, 0.4, 0.2])
+///     .with_min_members(2);
+/// config.validate()?;
+///
+/// let same = EnsembleConfig::from_json(br#"{"name": "market", "members": ["technical", "fundamental@2", "sentiment"],
+///     "strategy": "soft-vote", "weights": [0.4, 0.4, 0.2], "min_members": 2}"#)?;
+/// assert_eq!(same.members, config.members);
+/// assert_eq!(same.required_members(), 2);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnsembleConfig {
+    /// The ensemble's name.
     pub name: String,
     /// Assigned when saved: 1, 2, ...
     #[serde(default)]
     pub version: u32,
+    /// The members, in the order they run and are reported.
     pub members: Vec<MemberSpec>,
+    /// How members' predictions are combined (default soft voting).
     #[serde(default)]
     pub strategy: StrategyKind,
     /// Raw weights, one per member (normalised when the ensemble loads); equal when absent.
     #[serde(default)]
     pub weights: Option<Vec<f32>>,
+    /// What a NaN or infinite feature does: refused (default) or imputed.
     #[serde(default, alias = "nonFinite")]
     pub non_finite: NonFinitePolicy,
     /// How many members must answer for a prediction to be returned (default: a majority,
@@ -112,6 +138,7 @@ pub struct EnsembleConfig {
     /// marked degraded. Members run in configuration order: list slow ones (large networks) last.
     #[serde(default, alias = "latencyBudgetMs", skip_serializing_if = "Option::is_none")]
     pub latency_budget_ms: Option<f64>,
+    /// When this version was saved (RFC 3339 UTC; set by the store).
     #[serde(default)]
     pub created_at: String,
 }
@@ -151,18 +178,21 @@ impl EnsembleConfig {
         std::time::Duration::from_secs_f64(self.latency_budget_ms.unwrap_or(DEFAULT_LATENCY_BUDGET_MS) / 1e3)
     }
 
+    /// Sets the combining strategy.
     #[must_use]
     pub fn with_strategy(mut self, strategy: StrategyKind) -> Self {
         self.strategy = strategy;
         self
     }
 
+    /// Sets one raw weight per member, in member order (normalised at load).
     #[must_use]
     pub fn with_weights(mut self, weights: Vec<f32>) -> Self {
         self.weights = Some(weights);
         self
     }
 
+    /// Sets the policy for NaN and infinite feature values.
     #[must_use]
     pub fn with_non_finite(mut self, policy: NonFinitePolicy) -> Self {
         self.non_finite = policy;
@@ -176,18 +206,21 @@ impl EnsembleConfig {
         self
     }
 
+    /// Sets the online strategies' settings (η, α, weight floor).
     #[must_use]
     pub fn with_online(mut self, online: OnlineOptions) -> Self {
         self.online = online;
         self
     }
 
+    /// Sets stacking's and blending's settings.
     #[must_use]
     pub fn with_meta(mut self, meta: MetaOptions) -> Self {
         self.meta = meta;
         self
     }
 
+    /// Sets how many members must answer (quorum).
     #[must_use]
     pub fn with_min_members(mut self, min: usize) -> Self {
         self.min_members = Some(min);
@@ -252,6 +285,7 @@ impl EnsembleConfig {
         Ok(())
     }
 
+    /// How many members must answer: `min_members`, or a majority when unset.
     pub fn required_members(&self) -> usize {
         self.min_members.unwrap_or(self.members.len() / 2 + 1)
     }
@@ -398,6 +432,11 @@ impl EnsembleStore {
         }
     }
 
+    /// The saved versions of ensemble `name`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] (code `not_found`) when there is no such ensemble; [`Error::Io`] when the store cannot be read.
     pub fn versions(&self, name: &str) -> Result<Vec<u32>> {
         let Ok(entries) = fs::read_dir(self.dir(name)?) else {
             return Ok(Vec::new());
@@ -420,6 +459,11 @@ impl EnsembleStore {
         self.get_version(name, version)
     }
 
+    /// Version `version` of ensemble `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] (code `not_found`) when it does not exist; [`Error::Json`] or [`Error::Io`] when its file cannot be read.
     pub fn get_version(&self, name: &str, version: u32) -> Result<EnsembleConfig> {
         let path = self.dir(name)?.join(format!("{version}.json"));
         let bytes = fs::read(&path).map_err(|e| match e.kind() {

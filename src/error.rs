@@ -6,6 +6,32 @@
 use std::path::PathBuf;
 
 /// Everything quorum can fail with.
+///
+/// Match on the variant in Rust; [`Error::code`] is the stable name the CLI, the server (in its
+/// JSON error body) and the Python and Node packages use.
+///
+/// ```
+/// use quorum::{Error, Features};
+///
+/// # fn main() -> quorum::Result<()> {
+/// # let home = tempfile::tempdir().map_err(|e| quorum::Error::io("tempdir", e))?;
+/// # let engine = quorum::InferenceEngine::builder(home.path()).build()?;
+/// # engine.register_model(quorum::ModelRegistration::new("sentiment", "examples/models/sentiment.onnx",
+/// #     ["vix", "vix_chg_1d", "vix_chg_5d", "vix_rel_20d", "vix_zscore_60d"]))?;
+/// # engine.create_ensemble(quorum::EnsembleConfig::new("market", ["sentiment".parse()?]))?;
+/// match engine.predict("no-such-ensemble", &Features::new()) {
+///     Err(Error::NotFound { what, name }) => assert_eq!((what, name.as_str()), ("ensemble", "no-such-ensemble")),
+///     other => panic!("expected not_found, got {other:?}"),
+/// }
+///
+/// let nan = Features::new().with("vix", f32::NAN).with("vix_chg_1d", 0.0).with("vix_chg_5d", 0.0)
+///     .with("vix_rel_20d", 0.0).with("vix_zscore_60d", 0.0);
+/// let refused = engine.predict("market", &nan).unwrap_err();
+/// assert_eq!(refused.code(), "non_finite");
+/// println!("{refused}"); // says which feature, and how to impute instead
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -15,7 +41,14 @@ pub enum Error {
 
     /// A name or version that cannot be used as a registry path component.
     #[error("invalid {what} {value:?}: {reason}")]
-    InvalidName { what: &'static str, value: String, reason: &'static str },
+    InvalidName {
+        /// What the name is for (`model name`, `version`, ...).
+        what: &'static str,
+        /// The name as given.
+        value: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
 
     /// The request's features cannot be turned into model inputs.
     #[error("invalid input: {0}")]
@@ -23,20 +56,42 @@ pub enum Error {
 
     /// A feature the model consumes is absent from the request.
     #[error("missing feature {feature:?} (needed by model {model:?})")]
-    MissingFeature { feature: String, model: String },
+    MissingFeature {
+        /// The feature's name.
+        feature: String,
+        /// The model that consumes it.
+        model: String,
+    },
 
     /// A NaN or infinite feature value and a policy that refuses it.
     #[error("feature {feature:?} is {value}{}; non-finite values are refused (set the ensemble's non_finite policy to impute them)",
         row.map(|r| format!(" in batch row {r}")).unwrap_or_default())]
-    NonFinite { feature: String, value: f32, row: Option<usize> },
+    NonFinite {
+        /// The feature's name.
+        feature: String,
+        /// The value given (NaN, +inf or -inf).
+        value: f32,
+        /// Its row in a batch (0-based); `None` for a single request.
+        row: Option<usize>,
+    },
 
     /// A model, version, ensemble or request id that does not exist.
     #[error("{what} not found: {name}")]
-    NotFound { what: &'static str, name: String },
+    NotFound {
+        /// What was looked for (`model`, `ensemble`, `request`, ...).
+        what: &'static str,
+        /// The name, `name@version` or id looked for.
+        name: String,
+    },
 
     /// Something with that name and version already exists.
     #[error("{what} already exists: {name}")]
-    AlreadyExists { what: &'static str, name: String },
+    AlreadyExists {
+        /// What exists (`model version`, `experiment`, ...).
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
 
     /// An invalid configuration: ensemble, metadata, runtime options.
     #[error("invalid configuration: {0}")]
@@ -44,15 +99,34 @@ pub enum Error {
 
     /// The artifact on disk does not match the sha256 recorded when it was registered.
     #[error("checksum mismatch for {path}: metadata says {expected}, file has {actual}; the artifact was modified or corrupted, re-register it")]
-    ChecksumMismatch { path: PathBuf, expected: String, actual: String },
+    ChecksumMismatch {
+        /// The artifact's path.
+        path: PathBuf,
+        /// The sha256 (hex) recorded at registration.
+        expected: String,
+        /// The sha256 (hex) of the file now.
+        actual: String,
+    },
 
     /// ONNX Runtime refused the model, or the model does not fit its declared metadata.
     #[error("cannot load model {model:?}: {reason}")]
-    ModelLoad { model: String, reason: String },
+    ModelLoad {
+        /// The model's name (or file).
+        model: String,
+        /// What ONNX Runtime or the check said.
+        reason: String,
+    },
 
     /// A model produced an output that is not what its metadata declares.
     #[error("model {model:?} returned {found}, expected {expected}")]
-    OutputShape { model: String, expected: String, found: String },
+    OutputShape {
+        /// The model's name.
+        model: String,
+        /// The output its metadata declares.
+        expected: String,
+        /// The output it returned.
+        found: String,
+    },
 
     /// ONNX Runtime failed while running a model.
     #[error("inference failed: {0}")]
@@ -61,15 +135,34 @@ pub enum Error {
     /// A member was not run or did not finish: its circuit breaker is open, it panicked, or a fault
     /// was injected.
     #[error("model {model:?} is unavailable: {reason}")]
-    MemberUnavailable { model: String, reason: String },
+    MemberUnavailable {
+        /// The member's model name.
+        model: String,
+        /// Why it did not run (breaker open, panic, injected fault, timeout).
+        reason: String,
+    },
 
     /// Too few ensemble members produced a prediction.
     #[error("ensemble {ensemble:?}: only {succeeded} of {required} required members produced a prediction; first failure: {first_failure}")]
-    QuorumNotReached { ensemble: String, succeeded: usize, required: usize, first_failure: String },
+    QuorumNotReached {
+        /// The ensemble's name.
+        ensemble: String,
+        /// How many members answered.
+        succeeded: usize,
+        /// How many must (`min_members`).
+        required: usize,
+        /// The first member failure, as text.
+        first_failure: String,
+    },
 
     /// A request whose deadline passed, or could not be met, before it ran: refused rather than late.
     #[error("deadline exceeded for {what}: {detail}")]
-    DeadlineExceeded { what: String, detail: String },
+    DeadlineExceeded {
+        /// The ensemble or model the request was for.
+        what: String,
+        /// How much time was left and how much the run was expected to take.
+        detail: String,
+    },
 
     /// The optimizer cannot read, rewrite or judge a model (not ONNX, external data, nothing to
     /// quantize, no data to measure on).
@@ -88,7 +181,9 @@ pub enum Error {
     /// Reading or writing the quorum home failed.
     #[error("{context}: {source}")]
     Io {
+        /// What was being read or written.
         context: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -100,7 +195,9 @@ pub enum Error {
     /// A JSON document (metadata, ensemble config, request) could not be parsed.
     #[error("invalid JSON in {context}: {source}")]
     Json {
+        /// Which document.
         context: String,
+        /// The parser's error (with line and column).
         #[source]
         source: serde_json::Error,
     },
@@ -108,15 +205,34 @@ pub enum Error {
     /// Another process writes this home's SQLite state: one writer at a time, since each would
     /// overwrite the other's learnt weights and tracked sums.
     #[error("{path} is in use by another process ({holder}); one process at a time writes a home's state: stop that one, or share state between processes through PostgreSQL (--state postgres://...)")]
-    Locked { path: PathBuf, holder: String },
+    Locked {
+        /// The state database's path.
+        path: PathBuf,
+        /// The process holding it, as its lock file says (pid and host).
+        holder: String,
+    },
 
     /// Refused because something still uses it (ensembles using a model): change those first, or force.
     #[error("{what} {name:?} is used by {users}; change or remove those first, or force it")]
-    InUse { what: &'static str, name: String, users: String },
+    InUse {
+        /// What is in use (`model`, `model version`).
+        what: &'static str,
+        /// Its name.
+        name: String,
+        /// Who uses it (the ensembles), comma-separated.
+        users: String,
+    },
 
     /// An input over its configured size limit.
     #[error("{what} is larger than the limit of {limit} bytes ({size})")]
-    TooLarge { what: String, size: String, limit: u64 },
+    TooLarge {
+        /// What was too large (a request body, a model file, a batch).
+        what: String,
+        /// Its size, as measured (bytes or rows, with the unit).
+        size: String,
+        /// The configured limit, in bytes.
+        limit: u64,
+    },
 
     /// Written state no longer reaches its store: the home or its database was deleted or replaced
     /// while the engine ran.
@@ -126,17 +242,26 @@ pub enum Error {
     /// An ensemble's request queue is full (`BatchingOptions::max_queued`): refused at once rather
     /// than queued without bound. Retry later, or raise the bound.
     #[error("{what} is overloaded: {queued} requests are queued, the limit is {limit}; retry later or raise batching max_queued")]
-    Overloaded { what: String, queued: usize, limit: usize },
+    Overloaded {
+        /// The ensemble whose queue is full.
+        what: String,
+        /// Requests queued when this one came.
+        queued: usize,
+        /// The bound (`max_queued`).
+        limit: usize,
+    },
 }
 
 /// `Result` with quorum's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An [`Error::Io`] (code `io`) saying what was being read or written.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
     }
 
+    /// An [`Error::Json`] (code `json`) naming the document that did not parse.
     pub fn json(context: impl Into<String>, source: serde_json::Error) -> Self {
         Error::Json { context: context.into(), source }
     }

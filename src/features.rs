@@ -20,19 +20,46 @@ pub enum NonFinitePolicy {
     Refuse,
     /// Replace the value: by the feature's entry in `per_feature`, else by `value`.
     Impute {
+        /// The value that replaces a non-finite one when `per_feature` has no entry for the feature.
         value: f32,
+        /// Replacement values by feature name.
         #[serde(default)]
         per_feature: BTreeMap<String, f32>,
     },
 }
 
 /// One request's named features.
+///
+/// Values are float32; names the ensemble does not use are ignored, and a missing one is an
+/// [`Error::MissingFeature`].
+///
+/// ```
+/// use quorum::Features;
+///
+/// # fn main() -> quorum::Result<()> {
+/// # let home = tempfile::tempdir().map_err(|e| quorum::Error::io("tempdir", e))?;
+/// # let engine = quorum::InferenceEngine::builder(home.path()).build()?;
+/// # engine.register_model(quorum::ModelRegistration::new("sentiment", "examples/models/sentiment.onnx",
+/// #     ["vix", "vix_chg_1d", "vix_chg_5d", "vix_rel_20d", "vix_zscore_60d"]))?;
+/// # engine.create_ensemble(quorum::EnsembleConfig::new("market", ["sentiment".parse()?]))?;
+/// let features = Features::new().with("vix", 13.5).with("vix_chg_1d", -0.02).with("vix_chg_5d", 0.05)
+///     .with("vix_rel_20d", 0.01).with("vix_zscore_60d", -0.4)
+///     .with("unused", 1.0);
+/// assert_eq!(features.get("vix"), Some(13.5));
+/// engine.predict("market", &features)?;
+///
+/// let missing = engine.predict("market", &Features::new().with("vix", 13.5)).unwrap_err();
+/// assert_eq!(missing.code(), "missing_feature");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Features {
     values: HashMap<String, f32>,
 }
 
 impl Features {
+    /// An empty request.
     pub fn new() -> Features {
         Features::default()
     }
@@ -44,6 +71,7 @@ impl Features {
         self
     }
 
+    /// Sets `name` to `value` (replacing an earlier value of the same name).
     pub fn insert(&mut self, name: impl Into<String>, value: f32) {
         self.values.insert(name.into(), value);
     }
@@ -85,6 +113,7 @@ impl Features {
         Ok(Features { values })
     }
 
+    /// The value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<f32> {
         self.values.get(name).copied()
     }
@@ -94,10 +123,12 @@ impl Features {
         self.values.iter().map(|(k, v)| (k.as_str(), *v))
     }
 
+    /// How many features are set.
     pub fn len(&self) -> usize {
         self.values.len()
     }
 
+    /// Whether no feature is set.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
@@ -117,6 +148,31 @@ enum Layout<'a> {
 }
 
 /// Many rows at once. Each member of an ensemble runs once per batch, not once per row.
+///
+/// ```
+/// use quorum::Batch;
+///
+/// # fn main() -> quorum::Result<()> {
+/// # let home = tempfile::tempdir().map_err(|e| quorum::Error::io("tempdir", e))?;
+/// # let engine = quorum::InferenceEngine::builder(home.path()).build()?;
+/// # engine.register_model(quorum::ModelRegistration::new("sentiment", "examples/models/sentiment.onnx",
+/// #     ["vix", "vix_chg_1d", "vix_chg_5d", "vix_rel_20d", "vix_zscore_60d"]))?;
+/// # engine.create_ensemble(quorum::EnsembleConfig::new("market", ["sentiment".parse()?]))?;
+/// let names = ["vix", "vix_chg_1d", "vix_chg_5d", "vix_rel_20d", "vix_zscore_60d"];
+/// let rows = [13.5, -0.02, 0.05, 0.01, -0.4, //
+///             24.0, 0.15, 0.30, 0.20, 2.1];
+/// let answers = engine.predict_batch("market", &Batch::row_major(&names, &rows)?)?;
+/// assert_eq!(answers.len(), 2);
+///
+/// // The same rows by column.
+/// let vix = [13.5, 24.0];
+/// let (d1, d5, rel, z) = ([-0.02, 0.15], [0.05, 0.30], [0.01, 0.20], [-0.4, 2.1]);
+/// let columns = Batch::columnar(&[("vix", &vix[..]), ("vix_chg_1d", &d1[..]), ("vix_chg_5d", &d5[..]),
+///                                  ("vix_rel_20d", &rel[..]), ("vix_zscore_60d", &z[..])])?;
+/// assert_eq!(engine.predict_batch("market", &columns)?.predictions, answers.predictions);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Batch<'a> {
     names: Vec<String>,
@@ -160,10 +216,12 @@ impl<'a> Batch<'a> {
         Ok(Batch { names, rows, layout: Layout::Columnar, columns: columns.iter().map(|(_, c)| *c).collect() })
     }
 
+    /// How many rows the batch holds.
     pub fn rows(&self) -> usize {
         self.rows
     }
 
+    /// The batch's column names, in column order.
     pub fn feature_names(&self) -> &[String] {
         &self.names
     }

@@ -11,10 +11,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InputType {
+    /// float32 (the features as they are).
     #[default]
     Float32,
+    /// float64 (features widened).
     Float64,
+    /// float16 (features rounded).
     Float16,
+    /// int64 (features must be whole numbers).
     Int64,
 }
 
@@ -30,6 +34,7 @@ impl InputType {
         }
     }
 
+    /// Whether the input takes float32 (no conversion).
     pub fn is_float32(&self) -> bool {
         *self == InputType::Float32
     }

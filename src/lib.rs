@@ -1,4 +1,91 @@
-#![doc = include_str!("../README.md")]
+//! Ensembles of ONNX models inside your own process: weighted, tracked, adaptive predictions in
+//! microseconds.
+//!
+//! A trading engine hands quorum market features; quorum asks its models (technical, fundamental,
+//! sentiment, ...), combines their answers with weights that can follow each model's live accuracy,
+//! and returns one [`Prediction`] with a confidence and every model's contribution. A model that fails
+//! or runs late is skipped, replaced by its fallback or cut off by its circuit breaker; the
+//! prediction says so instead of failing.
+//!
+//! ```
+//! use quorum::{EnsembleConfig, Features, InferenceEngine, MemberSpec, ModelKind, ModelRegistration};
+//!
+//! # fn main() -> quorum::Result<()> {
+//! # let home = tempfile::tempdir().map_err(|e| quorum::Error::io("tempdir", e))?;
+//! // One engine per process over a home directory (registry, ensembles, state); clone it freely.
+//! let engine = InferenceEngine::builder(home.path()).build()?;
+//! engine.register_model(
+//!     ModelRegistration::new("sentiment", "examples/models/sentiment.onnx",
+//!                            ["vix", "vix_chg_1d", "vix_chg_5d", "vix_rel_20d", "vix_zscore_60d"])
+//!         .with_kind(ModelKind::Sentiment),
+//! )?;
+//! engine.create_ensemble(EnsembleConfig::new("market", ["sentiment".parse::<MemberSpec>()?]))?;
+//!
+//! let features = Features::new()
+//!     .with("vix", 13.5).with("vix_chg_1d", -0.02).with("vix_chg_5d", 0.05)
+//!     .with("vix_rel_20d", 0.01).with("vix_zscore_60d", -0.4);
+//! let prediction = engine.predict("market", &features)?;
+//! assert!((0.0..=1.0).contains(&prediction.prediction)); // a probability: classification
+//!
+//! // Later, when the market has spoken (1.0: the day went up):
+//! engine.record_outcome(prediction.request_id, 1.0)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # A guide, in the order you meet things
+//!
+//! 1. [`InferenceEngine`] ([`engine`]) over a home directory, built with [`EngineBuilder`]: how models
+//!    are served ([`ModelOptions`]: [`replicas`], [`batching`], [`breaker`], timeouts), the prediction
+//!    [`cache`], fusion and native executors ([`native`]), tracking and state.
+//! 2. [`Registry`] ([`registry`]): versioned ONNX models, registered with a [`ModelRegistration`]
+//!    (file, feature names, output, [`ModelKind`], [`Task`]) and described by [`ModelMetadata`].
+//! 3. [`EnsembleConfig`] ([`ensemble`]): members ([`MemberSpec`]), weights, quorum (`min_members`),
+//!    fallbacks and the combining [`strategy`]: voting, stacking and blending ([`meta`]), online
+//!    weights that follow each member's losses ([`online`], [`adaptive`]), per-regime choices
+//!    ([`regime`]).
+//! 4. [`Features`] and [`Batch`] ([`features`]): named values for one request, or a row-major or
+//!    columnar batch; non-finite values are refused or replaced per [`NonFinitePolicy`].
+//! 5. [`Prediction`] and [`BatchPrediction`] ([`prediction`]): the value, the confidence, the label,
+//!    every member's [`ModelContribution`], and whether the answer was degraded, cached or stale.
+//! 6. [`Error`] ([`error`]): one error type; [`Error::code`] is the stable code the CLI, the HTTP
+//!    server and the Python and Node packages report.
+//! 7. Outcomes: [`InferenceEngine::record_outcome`] joins realised outcomes with predictions
+//!    ([`tracking`]: accuracy, precision, recall, F1, drift), persisted by [`state`]; A/B
+//!    [`experiment`]s between ensemble versions roll back on their own; [`alerts`] and [`telemetry`]
+//!    watch the live metrics.
+//! 8. [`Optimizer`] ([`optimizer`], [`quantize`], [`calibrate`]): INT8 and FP16 rewrites of a model,
+//!    kept only when measured faster and within an accuracy threshold.
+//! 9. Tools over recorded data: [`replay`] and [`backtest`].
+//!
+//! Lower-level modules: [`runtime`] (finding and configuring ONNX Runtime), [`input_map`] and
+//! [`input_type`] (models with several or non-float32 inputs), [`stats`] and [`units`].
+//!
+//! # ONNX Runtime
+//!
+//! quorum loads ONNX Runtime 1.30 to 1.32 at run time and never downloads it: from
+//! [`RuntimeOptions`], `ORT_DYLIB_PATH`, or the `onnxruntime` wheel of a virtualenv (`$VIRTUAL_ENV`,
+//! then `.venv/` in the working directory or a parent). `pip install onnxruntime==1.32.0` is enough.
+//!
+//! # Feature flags
+//!
+//! None is on by default: `cargo add quorum` gives the library alone.
+//!
+//! | Feature | What it adds |
+//! |---|---|
+//! | `ndarray` | Batches in and out as `ndarray` arrays (`EnsembleHandle::predict_array`), zero-copy. |
+//! | `postgres` | PostgreSQL as the state store (`postgres://...`), shared by several processes. |
+//! | `cuda` | ONNX Runtime's CUDA execution provider ([`ExecutionProvider`]); needs an ONNX Runtime built with it (`onnxruntime-gpu`). Implies `nvml`. |
+//! | `tensorrt` | ONNX Runtime's TensorRT execution provider; implies `cuda`. |
+//! | `nvml` | GPU utilisation and memory in the metrics, read through NVML at run time. |
+//! | `gpu` | Native MLP plans on an NVIDIA GPU (`native::gpu`): CUDA, cuBLAS and NVRTC loaded at run time. |
+//!
+//! The GPU features load their libraries at run time: they build, and their tests pass, on a machine
+//! without CUDA.
+//!
+//! The command line is the `quorum-cli` crate and the HTTP server the `quorum-server` crate.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs)]
 // Library code reports errors; tests, benches and examples may unwrap.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -96,3 +183,8 @@ pub use tracking::{
     DriftEvent, DriftOptions, EnsembleMetrics, GroupMetrics, Metrics, MetricsAccumulator, TrackedMetrics,
     TrackingOptions,
 };
+
+/// The README's examples run as doctests too (the crate docs above are the library's own guide).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -248,6 +248,7 @@ pub struct Fitted {
 }
 
 impl PreparedFit {
+    /// Fits the meta-model on the prepared rows (`None` when the fit does not converge).
     pub fn fit(self) -> Option<Fitted> {
         let params = match (self.kind, self.task) {
             (MetaKind::Stacking, Task::Classification) => fit_logistic(&self.x, &self.y, self.l2),
@@ -259,14 +260,17 @@ impl PreparedFit {
 }
 
 impl MetaLearner {
+    /// A stacking learner (logistic or ridge regression on the members' predictions).
     pub fn stacking(task: Task, options: MetaOptions) -> MetaLearner {
         MetaLearner { kind: MetaKind::Stacking, task, history: History::new(options), params: None, window: None }
     }
 
+    /// A blending learner (weights on the simplex fitted to the members' predictions).
     pub fn blending(task: Task, options: MetaOptions) -> MetaLearner {
         MetaLearner { kind: MetaKind::Blending, task, history: History::new(options), params: None, window: None }
     }
 
+    /// Stacking or blending.
     pub fn kind(&self) -> MetaKind {
         self.kind
     }
@@ -328,6 +332,7 @@ impl MetaLearner {
         self.params.as_deref()
     }
 
+    /// The rows the current fit was made on, once fitted.
     pub fn fit_window(&self) -> Option<FitWindow> {
         self.window
     }

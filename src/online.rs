@@ -166,9 +166,13 @@ pub const EWA_MAX_GRID: usize = 16;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "lowercase")]
 pub enum OnlineRule {
+    /// Hedge: exponential weights on the members' losses.
     Hedge(Hedge),
+    /// BOA: Bernstein online aggregation (second-order).
     Boa(Boa),
+    /// ML-Poly: polynomial potential with per-member learning rates.
     Mlpol(Mlpol),
+    /// Exponentially weighted average over a grid of learning rates.
     Ewa(Ewa),
 }
 
@@ -185,6 +189,7 @@ impl OnlineRule {
         })
     }
 
+    /// The rule, to read its weights.
     pub fn rule(&self) -> &dyn OnlineWeights {
         match self {
             OnlineRule::Hedge(r) => r,
@@ -194,6 +199,7 @@ impl OnlineRule {
         }
     }
 
+    /// The rule, to update it.
     pub fn rule_mut(&mut self) -> &mut dyn OnlineWeights {
         match self {
             OnlineRule::Hedge(r) => r,
@@ -327,6 +333,7 @@ pub struct Hedge {
 }
 
 impl Hedge {
+    /// Equal weights over `members` members.
     pub fn new(members: usize, options: OnlineOptions) -> Hedge {
         Hedge::with_prior(&vec![1.0; members], options)
     }
@@ -423,6 +430,7 @@ pub struct Boa {
 }
 
 impl Boa {
+    /// Equal weights over `members` members.
     pub fn new(members: usize, options: OnlineOptions) -> Boa {
         Boa::with_prior(&vec![1.0; members], options)
     }
@@ -509,6 +517,7 @@ pub struct Mlpol {
 const MLPOL_ETA0: f64 = 1.014_232_054_735_004_4e304; // exp(700)
 
 impl Mlpol {
+    /// Equal weights over `members` members.
     pub fn new(members: usize, options: OnlineOptions) -> Mlpol {
         Mlpol::with_prior(&vec![1.0; members], options)
     }
@@ -594,6 +603,7 @@ pub struct Ewa {
 }
 
 impl Ewa {
+    /// Equal weights over `members` members.
     pub fn new(members: usize, options: OnlineOptions) -> Ewa {
         Ewa::with_prior(&vec![1.0; members], options)
     }

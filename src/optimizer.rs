@@ -49,12 +49,17 @@ pub enum Method {
     /// ONNX Runtime's graph optimisations applied offline and saved (float32), up to
     /// [`OptimizeOptions::graph_level`].
     Fp32Optimized,
+    /// INT8 dynamic quantization, one weight scale per tensor.
     Int8Dynamic,
+    /// INT8 dynamic quantization, one weight scale per output channel.
     Int8DynamicPerChannel,
     /// INT8 static (QDQ), activations calibrated by min/max.
     Int8StaticMinmax,
+    /// INT8 static (QDQ), activations calibrated on a percentile of their values.
     Int8StaticPercentile,
+    /// INT8 static (QDQ), activations calibrated by minimising the KL divergence (entropy).
     Int8StaticEntropy,
+    /// Float16 weights and activations (inputs and outputs stay float32).
     Fp16,
     /// The original's native plan on the CPU (no ONNX Runtime call), verified on the probe rows.
     Native,
@@ -65,6 +70,7 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's name on the command line and in reports (`int8-dynamic`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Fp32Optimized => "fp32-optimized",
@@ -193,6 +199,7 @@ impl BenchmarkData {
         Ok(BenchmarkData { rows, width: features.len(), outcomes: outcome_column.map(|_| outcomes) })
     }
 
+    /// How many rows the data holds.
     pub fn len(&self) -> usize {
         self.rows.len() / self.width
     }
@@ -202,6 +209,7 @@ impl BenchmarkData {
         &self.rows[..self.rows.len().min(CALIBRATION_ROWS * self.width)]
     }
 
+    /// Whether the data holds no row.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
@@ -210,9 +218,13 @@ impl BenchmarkData {
 /// Latency of one batch size.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BatchLatency {
+    /// Rows per call.
     pub batch: usize,
+    /// Median latency of one call, in milliseconds.
     pub p50_ms: f64,
+    /// 95th percentile latency of one call, in milliseconds.
     pub p95_ms: f64,
+    /// 99th percentile latency of one call, in milliseconds.
     pub p99_ms: f64,
     /// Rows per second at this batch size (one thread).
     pub throughput: f64,
@@ -221,10 +233,12 @@ pub struct BatchLatency {
 /// What [`benchmark_model`] measured.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelBenchmark {
+    /// The model file's size, in bytes.
     pub size_bytes: u64,
     /// Resident memory added by creating the session and running it once (Linux; noisy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_memory_bytes: Option<u64>,
+    /// Latency and throughput at each batch size measured (1, 8, 64, 512).
     pub latency: Vec<BatchLatency>,
     /// Classification accuracy against the data's outcomes (threshold 0.5).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -232,8 +246,10 @@ pub struct ModelBenchmark {
     /// Share of rows whose predicted class matches the float32 original's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agreement: Option<f64>,
+    /// Largest absolute difference from the original's scores.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_abs_diff: Option<f64>,
+    /// Mean absolute difference from the original's scores.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_abs_diff: Option<f64>,
     #[serde(skip)]
@@ -241,6 +257,7 @@ pub struct ModelBenchmark {
 }
 
 impl ModelBenchmark {
+    /// The median latency at batch size `batch`, in milliseconds, if it was measured.
     pub fn p50_ms(&self, batch: usize) -> Option<f64> {
         self.latency.iter().find(|l| l.batch == batch).map(|l| l.p50_ms)
     }
@@ -267,15 +284,23 @@ pub fn benchmark_model(
 /// What one benchmarked model is: ONNX bytes run on an ONNX Runtime session, or a native plan (of
 /// a file of `size` bytes) run on the CPU or, with feature `gpu`, on a GPU.
 pub enum Subject<'a> {
+    /// A model as ONNX bytes, run on an ONNX Runtime session.
     Onnx(&'a [u8]),
+    /// A native plan, run on the CPU.
     Native {
+        /// The compiled plan.
         plan: &'a NativeModel,
+        /// The size of the model file it was compiled from, in bytes.
         size: usize,
     },
+    /// A native plan, run on a GPU (feature `gpu`).
     #[cfg(feature = "gpu")]
     Gpu {
+        /// The compiled plan.
         plan: &'a NativeModel,
+        /// The size of the model file it was compiled from, in bytes.
         size: usize,
+        /// The device and precision.
         options: crate::native::GpuOptions,
     },
 }
@@ -654,12 +679,17 @@ impl Default for OptimizeOptions {
 /// One candidate as the decision saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Candidate {
+    /// The rewrite.
     pub method: Method,
+    /// Whether it passed the accuracy threshold (and every check before it).
     pub accepted: bool,
+    /// Why it was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Its classification accuracy on the data's outcomes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
+    /// Share of rows whose predicted class matches the original's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agreement: Option<f64>,
     /// p50 latency per batch size ("1", "8", "64", "512").
@@ -668,7 +698,9 @@ pub struct Candidate {
     /// fast); the decision weighs them by `batch_sizes`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub latency_ratio: BTreeMap<usize, f64>,
+    /// Its model file's size, in bytes.
     pub size_bytes: u64,
+    /// Everything measured of it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub benchmark: Option<ModelBenchmark>,
     /// Per node: rewritten or left float, and why.
@@ -679,6 +711,7 @@ pub struct Candidate {
 /// The chosen candidate: registered as a new version, or (a native executor) the original version.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Chosen {
+    /// The rewrite chosen.
     pub method: Method,
     /// The new version, or the original's when nothing was registered.
     pub version: u32,
@@ -727,6 +760,7 @@ impl PerformanceImprovement {
 /// How [`quantize_model`] rewrites one model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizeOptions {
+    /// The rewrite.
     pub method: Method,
     /// INT8 static methods: one weight scale per output channel instead of per tensor.
     pub per_channel: bool,
@@ -737,8 +771,11 @@ pub struct QuantizeOptions {
 /// What [`Optimizer::quantize`] wrote.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QuantizeReport {
+    /// The file written.
     pub out: PathBuf,
+    /// Its size, in bytes.
     pub bytes: usize,
+    /// Per node: rewritten or left float, and why.
     pub nodes: Vec<NodeReport>,
 }
 
@@ -766,9 +803,13 @@ pub fn quantize_model(runtime: &Runtime, bytes: &[u8], options: &QuantizeOptions
 /// What [`Optimizer::optimize`] decided, and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OptimizeReport {
+    /// The model optimized.
     pub model: String,
+    /// The version measured as the original.
     pub version: u32,
+    /// The original's benchmark.
     pub original: ModelBenchmark,
+    /// Every candidate tried, as the decision saw it.
     pub candidates: Vec<Candidate>,
     /// `None` when the original is kept.
     pub chosen: Option<Chosen>,
@@ -780,12 +821,38 @@ pub struct OptimizeReport {
 }
 
 /// Benchmarks and optimizes registered models.
+///
+/// ```
+/// use quorum::{InferenceEngine, ModelRegistration, Optimizer, VersionSpec};
+///
+/// # fn main() -> quorum::Result<()> {
+/// # let home = tempfile::tempdir().map_err(|e| quorum::Error::io("tempdir", e))?;
+/// let engine = InferenceEngine::builder(home.path()).build()?;
+/// engine.register_model(ModelRegistration::new("sentiment", "examples/models/sentiment.onnx",
+///     ["vix", "vix_chg_1d", "vix_chg_5d", "vix_rel_20d", "vix_zscore_60d"]))?;
+///
+/// // A CSV file with the model's features and (optionally) an outcome column.
+/// let data = home.path().join("data.csv");
+/// let mut csv = String::from("vix,vix_chg_1d,vix_chg_5d,vix_rel_20d,vix_zscore_60d,up\n");
+/// for i in 0..64 {
+///     let x = f64::from(i) / 64.0;
+///     csv += &format!("{},{},{},{},{},{}\n", 12.0 + 8.0 * x, x - 0.5, 0.1 - x / 5.0, x / 10.0, 2.0 * x - 1.0, i % 2);
+/// }
+/// std::fs::write(&data, csv).map_err(|e| quorum::Error::io("writing data.csv", e))?;
+///
+/// let bench = Optimizer::new(&engine).benchmark("sentiment", VersionSpec::Default, &data, Some("up"))?;
+/// assert!(bench.p50_ms(1).is_some_and(|ms| ms > 0.0)); // milliseconds per single-row call
+/// assert!(bench.accuracy.is_some_and(|a| (0.0..=1.0).contains(&a)));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Optimizer {
     engine: InferenceEngine,
 }
 
 impl Optimizer {
+    /// An optimizer over `engine`'s registry and runtime.
     pub fn new(engine: &InferenceEngine) -> Optimizer {
         Optimizer { engine: engine.clone() }
     }

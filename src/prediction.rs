@@ -19,14 +19,17 @@ use crate::strategy::StrategyKind;
 pub struct ExperimentArm {
     /// The experiment's name.
     pub name: Arc<str>,
+    /// Which arm: the control (the version serving before the experiment) or the treatment.
     pub arm: Arm,
 }
 
 /// One member's part in a prediction.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelContribution {
+    /// The member's model name (the key of `model_contributions` when serialised).
     #[serde(skip)]
     pub model: Arc<str>,
+    /// The model version that ran.
     pub version: u32,
     /// The class its prediction is the probability of, as the model labels it (`up`, `1`), when
     /// the model has class labels.
@@ -51,11 +54,40 @@ pub struct ModelContribution {
 }
 
 /// The answer to one request (one row).
+///
+/// ```
+/// use quorum::Features;
+///
+/// # fn main() -> quorum::Result<()> {
+/// # let home = tempfile::tempdir().map_err(|e| quorum::Error::io("tempdir", e))?;
+/// # let engine = quorum::InferenceEngine::builder(home.path()).build()?;
+/// # engine.register_model(quorum::ModelRegistration::new("sentiment", "examples/models/sentiment.onnx",
+/// #     ["vix", "vix_chg_1d", "vix_chg_5d", "vix_rel_20d", "vix_zscore_60d"]))?;
+/// # engine.create_ensemble(quorum::EnsembleConfig::new("market", ["sentiment".parse()?]))?;
+/// let features = Features::new().with("vix", 13.5).with("vix_chg_1d", -0.02).with("vix_chg_5d", 0.05)
+///     .with("vix_rel_20d", 0.01).with("vix_zscore_60d", -0.4);
+/// let p = engine.predict("market", &features)?;
+/// assert_eq!(p.label, Some(u8::from(p.prediction >= 0.5))); // a classifier's label
+/// assert!((0.0..=1.0).contains(&p.confidence));
+/// let member = &p.model_contributions[0];
+/// assert_eq!((member.model.as_ref(), member.weight), ("sentiment", 1.0));
+/// assert!(!p.degraded); // every member answered
+///
+/// // The JSON form the CLI, the server and the bindings print: contributions keyed by model.
+/// let json = serde_json::to_value(&p).unwrap();
+/// assert!(json["model_contributions"]["sentiment"]["prediction"].is_number());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
+    /// Unique within the engine: pass it to [`crate::InferenceEngine::record_outcome`] later.
     pub request_id: u64,
+    /// The ensemble's name.
     pub ensemble: Arc<str>,
+    /// The ensemble version that served the request.
     pub ensemble_version: u32,
+    /// The combining strategy's name (`soft-vote`, `majority`, `stacking`, `hedge`, ...).
     pub strategy: &'static str,
     /// Classification: probability of the positive class (or vote share, for majority voting).
     /// Regression: the predicted value.
@@ -65,6 +97,7 @@ pub struct Prediction {
     /// Classification only: 1 when `prediction ≥ 0.5`, else 0.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<u8>,
+    /// Every member's part, in the ensemble's member order (serialised as an object keyed by model name).
     #[serde(serialize_with = "contributions_by_model")]
     pub model_contributions: Vec<ModelContribution>,
     /// The market regime in force, for ensembles with regimes configured.
@@ -109,7 +142,9 @@ fn contributions_by_model<S: Serializer>(list: &[ModelContribution], s: S) -> st
 /// One member's run within a batch: shared by every row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemberRun {
+    /// The member's model name.
     pub model: Arc<str>,
+    /// The model version that ran.
     pub version: u32,
     /// The class its predictions are the probability of, as the model labels it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,12 +172,17 @@ impl MemberRun {
 /// rows in the single-prediction format.
 #[derive(Debug, Clone)]
 pub struct BatchPrediction {
+    /// The ensemble's name.
     pub ensemble: Arc<str>,
+    /// The ensemble version that served the batch.
     pub ensemble_version: u32,
+    /// Classification or regression: whether rows get a label.
     pub task: Task,
     /// Row `i` has request id `first_request_id + i`.
     pub first_request_id: u64,
+    /// One combined prediction per row (probability of the positive class, or the regression value).
     pub predictions: Vec<f32>,
+    /// One confidence per row, in `[0, 1]` (see [`crate::strategy`]).
     pub confidences: Vec<f32>,
     /// Row-major `rows × members`; NaN where a member failed.
     pub member_predictions: Vec<f32>,
@@ -151,6 +191,7 @@ pub struct BatchPrediction {
     pub weights: Vec<f32>,
     /// The regime each row was predicted in (ensembles with regimes configured).
     pub regimes: Vec<Option<Regime>>,
+    /// Every member's run, in the ensemble's member order (the columns of `member_predictions`).
     pub members: Vec<MemberRun>,
     /// The learning snapshot the batch was combined with (strategy, recent losses, fit windows).
     pub(crate) published: Arc<Published>,
@@ -163,14 +204,17 @@ pub struct BatchPrediction {
 }
 
 impl BatchPrediction {
+    /// How many rows the batch answered.
     pub fn len(&self) -> usize {
         self.predictions.len()
     }
 
+    /// Whether the batch had no rows.
     pub fn is_empty(&self) -> bool {
         self.predictions.is_empty()
     }
 
+    /// The request id of row `row` (0-based), for [`crate::InferenceEngine::record_outcome`].
     pub fn request_id(&self, row: usize) -> u64 {
         self.first_request_id + row as u64
     }

@@ -31,7 +31,9 @@ use crate::onnx::{self, ML_DOMAIN};
 /// What happened to one node.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeReport {
+    /// The node's name.
     pub node: String,
+    /// Its operator (`MatMul`, `Gemm`, ...).
     pub op_type: String,
     /// Rewritten (quantized, or converted to float16).
     pub rewritten: bool,
@@ -43,11 +45,14 @@ pub struct NodeReport {
 /// A rewritten model and the per-node report.
 #[derive(Debug, Clone)]
 pub struct Rewritten {
+    /// The rewritten ONNX model.
     pub bytes: Vec<u8>,
+    /// Per node: rewritten or left, and why.
     pub nodes: Vec<NodeReport>,
 }
 
 impl Rewritten {
+    /// How many nodes were rewritten.
     pub fn rewritten_nodes(&self) -> usize {
         self.nodes.iter().filter(|n| n.rewritten).count()
     }
@@ -57,7 +62,9 @@ impl Rewritten {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Granularity {
+    /// One scale for the whole weight tensor.
     PerTensor,
+    /// One scale per output column.
     PerChannel,
 }
 

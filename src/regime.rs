@@ -13,14 +13,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Regime {
+    /// Realised volatility below the low threshold.
     Low,
+    /// Between the thresholds.
     Normal,
+    /// Above the high threshold.
     High,
 }
 
 impl Regime {
+    /// Every regime, low to high.
     pub const ALL: [Regime; 3] = [Regime::Low, Regime::Normal, Regime::High];
 
+    /// `low`, `normal` or `high`.
     pub fn as_str(self) -> &'static str {
         match self {
             Regime::Low => "low",
@@ -29,6 +34,7 @@ impl Regime {
         }
     }
 
+    /// 0, 1 or 2, low to high.
     pub fn index(self) -> usize {
         self as usize
     }
@@ -73,6 +79,7 @@ fn default_warmup() -> usize {
 }
 
 impl RegimeOptions {
+    /// Detection from the return feature `feature`, with default thresholds and decay.
     pub fn new(feature: impl Into<String>) -> RegimeOptions {
         RegimeOptions {
             feature: feature.into(),
@@ -83,6 +90,11 @@ impl RegimeOptions {
         }
     }
 
+    /// Checks the options.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) (code `config`) naming the invalid setting.
     pub fn validate(&self) -> crate::Result<()> {
         let ok = (0.0..1.0).contains(&self.lambda)
             && 0.0 < self.low_quantile
@@ -190,6 +202,7 @@ pub struct RegimeDetector {
 }
 
 impl RegimeDetector {
+    /// A detector with no history yet.
     pub fn new(options: RegimeOptions) -> RegimeDetector {
         RegimeDetector {
             low: P2::new(options.low_quantile),
@@ -200,6 +213,7 @@ impl RegimeDetector {
         }
     }
 
+    /// Its options.
     pub fn options(&self) -> &RegimeOptions {
         &self.options
     }

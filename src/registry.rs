@@ -34,9 +34,13 @@ const DEFAULT_FILE: &str = "default";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
+    /// Looks at prices and volumes.
     Technical,
+    /// Looks at the economy and companies' figures.
     Fundamental,
+    /// Looks at sentiment: volatility indices, news, positioning.
     Sentiment,
+    /// Anything else (the default).
     #[default]
     Other,
 }
@@ -45,8 +49,10 @@ pub enum ModelKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
+    /// Predicts the probability of the positive class (the default).
     #[default]
     Classification,
+    /// Predicts a value.
     Regression,
 }
 
@@ -77,7 +83,9 @@ parse_snake_case_enum!(Task, "task", ["classification" => Task::Classification, 
 /// `probabilities:1`. A regressor's `variable` `[N, 1]` is `variable`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputSpec {
+    /// The ONNX output's name.
     pub name: String,
+    /// The column of a `[N, C]` output holding the prediction (0-based); `None` for a `[N]` or `[N, 1]` output.
     #[serde(default)]
     pub column: Option<usize>,
     /// The class label the column holds: given as `name:LABEL` (resolved to the column at
@@ -118,8 +126,11 @@ impl fmt::Display for OutputSpec {
 /// Where a version came from (filled by the optimizer; empty for a plain registration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lineage {
+    /// The version it was derived from.
     pub parent_version: Option<u32>,
+    /// How (`int8-dynamic`, `fp16`, ...).
     pub method: String,
+    /// What the optimizer measured and decided (free-form JSON).
     #[serde(default)]
     pub details: BTreeMap<String, serde_json::Value>,
 }
@@ -127,18 +138,28 @@ pub struct Lineage {
 /// Everything quorum records about one model version (`metadata.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMetadata {
+    /// The model's name.
     pub name: String,
+    /// Its version (1, 2, ...).
     pub version: u32,
+    /// What it looks at.
     pub kind: ModelKind,
+    /// Classification or regression.
     pub task: Task,
     /// The model's input columns, in the order its input tensor expects them.
     pub features: Vec<String>,
+    /// Which output holds the prediction.
     pub output: OutputSpec,
+    /// The sha256 of the stored ONNX file, in hex (checked by `verify`).
     pub sha256: String,
+    /// The stored file's size, in bytes.
     pub size_bytes: u64,
+    /// When it was registered (RFC 3339 UTC).
     pub created_at: String,
+    /// Free-form metadata given at registration, plus what registration found (ZipMap, input types, ...).
     #[serde(default)]
     pub metadata: BTreeMap<String, serde_json::Value>,
+    /// Where the version came from, for one the optimizer registered.
     #[serde(default)]
     pub lineage: Option<Lineage>,
     /// The most rows one ONNX Runtime call of the model takes: its input's batch dimension when
@@ -289,10 +310,12 @@ impl ModelRegistration {
         self.inputs = Some(inputs);
         self
     }
+    /// Sets what the model looks at (default `other`).
     pub fn with_kind(mut self, kind: ModelKind) -> Self {
         self.kind = kind;
         self
     }
+    /// Sets the task (default classification).
     pub fn with_task(mut self, task: Task) -> Self {
         self.task = task;
         self
@@ -302,10 +325,12 @@ impl ModelRegistration {
         self.version = Some(version);
         self
     }
+    /// Adds a free-form metadata entry.
     pub fn with_metadata(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
         self.metadata.insert(key.into(), value);
         self
     }
+    /// Records where the version came from.
     pub fn with_lineage(mut self, lineage: Lineage) -> Self {
         self.lineage = Some(lineage);
         self
@@ -315,18 +340,25 @@ impl ModelRegistration {
 /// One model name with its versions, as listed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelSummary {
+    /// The model's name.
     pub name: String,
+    /// Its versions, oldest first.
     pub versions: Vec<u32>,
+    /// The version used when none is named.
     pub default_version: u32,
+    /// What the default version looks at.
     pub kind: ModelKind,
+    /// The default version's task.
     pub task: Task,
 }
 
 /// Which version of a model: the default one or a fixed number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum VersionSpec {
+    /// The default version (which may change: ensembles follow it).
     #[default]
     Default,
+    /// A fixed version.
     Exact(u32),
 }
 
@@ -383,6 +415,27 @@ impl<'de> Deserialize<'de> for VersionSpec {
 
 /// A model repository rooted at `<home>/models`. Cheap to clone; safe to share across threads and
 /// processes (all writes are atomic renames).
+///
+/// ```
+/// use quorum::{ModelKind, ModelRegistration, Registry, Runtime, RuntimeOptions, Task, VersionSpec};
+///
+/// # fn main() -> quorum::Result<()> {
+/// # let home = tempfile::tempdir().map_err(|e| quorum::Error::io("tempdir", e))?;
+/// let registry = Registry::open(home.path())?;
+/// let runtime = Runtime::new(RuntimeOptions::default())?; // ONNX Runtime checks each registration
+/// let v1 = registry.register(&runtime, ModelRegistration::new("sentiment", "examples/models/sentiment.onnx",
+///     ["vix", "vix_chg_1d", "vix_chg_5d", "vix_rel_20d", "vix_zscore_60d"]).with_kind(ModelKind::Sentiment))?;
+/// assert_eq!((v1.version, v1.task), (1, Task::Classification));
+/// assert_eq!(v1.output.to_string(), "probabilities:1"); // found in the model: P(class 1)
+///
+/// let v2 = registry.register(&runtime, ModelRegistration::new("sentiment", "examples/models/sentiment.onnx",
+///     ["vix", "vix_chg_1d", "vix_chg_5d", "vix_rel_20d", "vix_zscore_60d"]))?;
+/// assert_eq!(registry.versions("sentiment")?, [1, 2]);
+/// registry.set_default("sentiment", 1)?;
+/// assert_eq!(registry.resolve("sentiment", VersionSpec::Default)?.sha256, v2.sha256); // same file
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Registry {
     root: PathBuf,

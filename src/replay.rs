@@ -33,10 +33,14 @@ pub struct ReplayReport {
     pub rows: usize,
     /// Rows the engine refused (they are not scored).
     pub refused: usize,
+    /// The first refusal's error, as text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_refusal: Option<String>,
+    /// The ensemble's metrics over the scored rows.
     pub ensemble: Metrics,
+    /// Each member's metrics over the scored rows.
     pub members: BTreeMap<String, Metrics>,
+    /// Latency of one prediction, in milliseconds.
     pub latency_ms: LatencyPercentiles,
     /// Predictions per second over the whole replay loop (one thread, predict + record outcome).
     pub throughput: f64,
@@ -45,6 +49,7 @@ pub struct ReplayReport {
 /// Numeric columns of a CSV file, read once.
 #[derive(Debug, Clone)]
 pub struct Table {
+    /// Column names, from the header.
     pub columns: Vec<String>,
     /// Row-major cells, parsed as f64 (outcomes keep every digit); a cell that is not a number is
     /// kept as an error message.
@@ -52,6 +57,11 @@ pub struct Table {
 }
 
 impl Table {
+    /// Reads a CSV file with a header row.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when it cannot be read; [`Error::InvalidInput`] (code `invalid_input`) for a malformed file, with its line.
     pub fn read(path: &Path) -> Result<Table> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         Table::parse_bytes(&bytes)
@@ -110,10 +120,16 @@ impl Table {
         Ok(Table { columns, cells })
     }
 
+    /// How many data rows the table holds.
     pub fn rows(&self) -> usize {
         self.cells.len() / self.columns.len()
     }
 
+    /// The index of column `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] (code `invalid_input`) when there is no such column.
     pub fn column_index(&self, name: &str) -> Result<usize> {
         self.columns.iter().position(|c| c == name).ok_or_else(|| {
             Error::InvalidInput(format!("the CSV file has no column {name:?} (columns: {})", self.columns.join(",")))

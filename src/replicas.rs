@@ -87,6 +87,7 @@ impl ModelOptions {
         self
     }
 
+    /// Eager (load at ensemble load, the default) or lazy (at first call).
     pub fn with_load_policy(mut self, load: LoadPolicy) -> Self {
         self.load = load;
         self
@@ -355,24 +356,35 @@ const FAIR_AFTER: Duration = Duration::from_micros(5000);
 /// A pool's state as reported by [`InferenceEngine::replicas`](crate::InferenceEngine::replicas).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReplicaStatus {
+    /// The model's name.
     pub model: String,
+    /// The loaded version.
     pub version: u32,
+    /// ONNX Runtime sessions in the pool now.
     pub replicas: usize,
+    /// Of those, how many are idle.
     pub idle: usize,
+    /// Calls running now.
     pub in_flight: usize,
+    /// Callers waiting for a replica.
     pub waiting: usize,
     /// Rows queued for the model's dispatchers (batching and asynchronous callers).
     pub queued: usize,
     /// Calls the dispatchers made and the queued rows they carried (their ratio: the mean batch).
     pub batches: u64,
+    /// See `batches`.
     pub batched_rows: u64,
+    /// The pool's least replicas.
     pub min: usize,
+    /// The pool's most replicas.
     pub max: usize,
     /// p95 of recent call latencies (queueing included), when the pool scales and has seen calls.
     pub p95_ms: Option<f64>,
+    /// Calls made since the pool was created.
     pub calls: u64,
     /// Estimated memory: the model file's size per replica (weights dominate a session's memory).
     pub estimated_bytes: u64,
+    /// How long since the last call, in milliseconds.
     pub idle_for_ms: f64,
     /// The configured execution provider ("cpu", "cuda", "tensorrt").
     pub provider: &'static str,

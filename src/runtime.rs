@@ -88,6 +88,7 @@ impl RuntimeOptions {
         self
     }
 
+    /// Sessions per model when the model options do not say (default 1).
     pub fn sessions_per_model(&self) -> usize {
         self.sessions_per_model
     }
@@ -142,6 +143,7 @@ impl Runtime {
         Ok(Runtime { environment: environment()?, options })
     }
 
+    /// The options it was created with.
     pub fn options(&self) -> &RuntimeOptions {
         &self.options
     }
@@ -351,18 +353,24 @@ fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum ExecutionProvider {
+    /// ONNX Runtime's CPU provider (the default).
     #[default]
     Cpu,
+    /// NVIDIA CUDA (feature `cuda`, an ONNX Runtime built with it).
     Cuda {
+        /// The GPU's index.
         #[serde(default)]
         device_id: i32,
     },
     /// TensorRT, with CUDA behind it for the nodes TensorRT does not take.
     TensorRt {
+        /// The GPU's index.
         #[serde(default)]
         device_id: i32,
+        /// Let TensorRT use float16 kernels.
         #[serde(default)]
         fp16: bool,
+        /// Let TensorRT use INT8 kernels (needs calibration tables).
         #[serde(default)]
         int8: bool,
         /// Where built engines are cached (rebuilding one takes seconds to minutes).
@@ -372,6 +380,7 @@ pub enum ExecutionProvider {
 }
 
 impl ExecutionProvider {
+    /// `cpu`, `cuda` or `tensorrt`.
     pub fn name(&self) -> &'static str {
         match self {
             ExecutionProvider::Cpu => "cpu",
@@ -380,6 +389,7 @@ impl ExecutionProvider {
         }
     }
 
+    /// Whether the provider runs on a GPU.
     pub fn is_gpu(&self) -> bool {
         !matches!(self, ExecutionProvider::Cpu)
     }

@@ -27,6 +27,7 @@ pub struct Combined {
     /// Classification: probability of the positive class (soft vote) or weighted vote share for it
     /// (majority). Regression: the value.
     pub prediction: f32,
+    /// How sure the ensemble is, in `[0, 1]` (see the module docs).
     pub confidence: f32,
 }
 
@@ -35,7 +36,9 @@ pub struct Combined {
 /// `values[i]` is member `i`'s prediction (a probability for classification), `weights[i]` its
 /// weight; weights are non-negative and sum to 1 over the members that answered.
 pub trait Strategy: Send + Sync + fmt::Debug {
+    /// The strategy's name in configurations and predictions.
     fn name(&self) -> &'static str;
+    /// Combines one row: the members' predictions and their (normalised) weights.
     fn combine(&self, task: Task, values: &[f32], weights: &[f32]) -> Combined;
 }
 
@@ -210,6 +213,7 @@ fn weighted_std_f64(values: &[f64], weights: &[f32], mean: f64) -> f64 {
 /// the members' agreement (their unweighted spread), as for the votes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stacking {
+    /// The meta-model's intercept.
     pub intercept: f32,
 }
 

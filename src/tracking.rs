@@ -56,8 +56,11 @@ impl Default for TrackingOptions {
 /// within about 20 outcomes), 30 observations.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DriftOptions {
+    /// δ: the loss increase tolerated before it counts towards drift.
     pub delta: f64,
+    /// λ: the statistic above which drift is signalled.
     pub threshold: f64,
+    /// Outcomes needed before drift can be signalled.
     pub min_observations: u64,
 }
 
@@ -94,8 +97,11 @@ impl PageHinkley {
 /// A member whose loss rose significantly.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DriftEvent {
+    /// The ensemble's name.
     pub ensemble: String,
+    /// The ensemble version.
     pub version: u32,
+    /// The member whose loss drifted.
     pub member: String,
     /// Outcomes this member had been scored on in this ensemble version when drift was detected.
     pub observations: u64,
@@ -109,16 +115,23 @@ pub struct DriftEvent {
 /// task, or that are undefined (precision with no positive prediction), are `None`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
 pub struct Metrics {
+    /// Outcomes counted.
     pub count: u64,
+    /// Classification: share of labels that matched the outcome.
     pub accuracy: Option<f64>,
+    /// Classification: share of positive labels that were right.
     pub precision: Option<f64>,
+    /// Classification: share of positive outcomes labelled positive.
     pub recall: Option<f64>,
+    /// Classification: harmonic mean of precision and recall.
     pub f1_score: Option<f64>,
     /// Mean binary cross-entropy (probabilities clipped to [1e-6, 1 − 1e-6]).
     pub log_loss: Option<f64>,
     /// Mean squared error of the probability.
     pub brier: Option<f64>,
+    /// Regression: mean absolute error, in outcome units.
     pub mae: Option<f64>,
+    /// Regression: root mean squared error, in outcome units.
     pub rmse: Option<f64>,
 }
 
@@ -175,6 +188,7 @@ impl MetricsAccumulator {
         self.log_loss -= sign as f64 * (y * p.ln() + (1.0 - y) * (1.0 - p).ln());
     }
 
+    /// The metrics of the outcomes counted so far.
     pub fn metrics(&self, task: Task) -> Metrics {
         let ratio = |num: u64, den: u64| (den > 0).then(|| num as f64 / den as f64);
         let mut m = Metrics { count: self.count, ..Metrics::default() };
@@ -204,6 +218,7 @@ impl MetricsAccumulator {
 /// All-time and sliding-window metrics of one predictor (a member or the ensemble).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct TrackedMetrics {
+    /// Every outcome recorded.
     pub all_time: Metrics,
     /// The last `window` outcomes.
     pub window: Metrics,
@@ -309,16 +324,22 @@ impl Track {
 /// Metrics of the ensemble and of each member, for one regime or overall.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GroupMetrics {
+    /// The ensemble's own metrics.
     pub metrics: TrackedMetrics,
+    /// Each member's metrics, in member order.
     pub members: Vec<(String, TrackedMetrics)>,
 }
 
 /// Metrics of one ensemble version and each of its members.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EnsembleMetrics {
+    /// The ensemble's name.
     pub ensemble: String,
+    /// The ensemble version.
     pub version: u32,
+    /// The ensemble's own metrics.
     pub metrics: TrackedMetrics,
+    /// Each member's metrics, in member order.
     pub members: Vec<(String, TrackedMetrics)>,
     /// Per regime in which outcomes were recorded (ensembles with regimes configured).
     pub regimes: Vec<(Regime, GroupMetrics)>,

@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 pub enum Signal {
     /// Request latency percentiles per ensemble over the window (seconds).
     P50Latency,
+    /// 95th percentile request latency per ensemble over the window (seconds).
     P95Latency,
+    /// 99th percentile request latency per ensemble over the window (seconds).
     P99Latency,
     /// Share of an ensemble's requests that failed over the window.
     ErrorRate,
@@ -54,6 +56,7 @@ impl Signal {
         ("memory_usage", Signal::MemoryUsage),
     ];
 
+    /// The signal's name in conditions (`p95_latency`, `error_rate`, ...).
     pub fn as_str(self) -> &'static str {
         Signal::ALL.iter().find(|(_, s)| *s == self).map_or("", |(n, _)| n)
     }
@@ -72,19 +75,25 @@ impl Signal {
     }
 }
 
+/// How a condition compares its signal with the threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Comparison {
+    /// `>`
     #[serde(rename = ">")]
     Above,
+    /// `>=`
     #[serde(rename = ">=")]
     AtLeast,
+    /// `<`
     #[serde(rename = "<")]
     Below,
+    /// `<=`
     #[serde(rename = "<=")]
     AtMost,
 }
 
 impl Comparison {
+    /// Whether `value` compared with `threshold` holds.
     pub fn holds(self, value: f64, threshold: f64) -> bool {
         match self {
             Comparison::Above => value > threshold,
@@ -98,7 +107,9 @@ impl Comparison {
 /// A parsed condition.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Condition {
+    /// What is measured.
     pub signal: Signal,
+    /// How it is compared with the threshold.
     pub comparison: Comparison,
     /// In base units: seconds, a ratio (5% is 0.05), bytes.
     pub threshold: f64,

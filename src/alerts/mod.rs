@@ -32,8 +32,11 @@ pub(crate) fn serialize_secs<S: Serializer>(d: &Duration, s: S) -> std::result::
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
+    /// The condition, e.g. `p95_latency > 50ms over 1m` or `model_accuracy < 0.55`.
     pub condition: String,
+    /// What to do when it fires: `scale_up_inference_workers`, `notify_ml_team`, `scale_horizontal`, `activate_fallback_model` or `log`.
     pub action: String,
+    /// `info`, `warning` (default) or `critical`.
     #[serde(default)]
     pub severity: Option<String>,
     /// How long the condition must hold before the alert fires (default 0: at once).
@@ -73,20 +76,26 @@ impl AlertAction {
         ("log", AlertAction::Log),
     ];
 
+    /// The action's name in rule files (`notify_ml_team`, ...).
     pub fn as_str(self) -> &'static str {
         AlertAction::ALL.iter().find(|(_, a)| *a == self).map_or("", |(n, _)| n)
     }
 }
 
+/// How urgent an alert is (its label in Prometheus and the events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
+    /// For the record.
     Info,
+    /// Needs attention soon (the default).
     Warning,
+    /// Needs attention now.
     Critical,
 }
 
 impl Severity {
+    /// `info`, `warning` or `critical`.
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -99,18 +108,30 @@ impl Severity {
 /// A checked rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertRule {
+    /// The rule's name (the alert's name in events and metrics).
     pub name: String,
+    /// The parsed condition.
     pub condition: Condition,
+    /// What firing does.
     pub action: AlertAction,
+    /// How urgent it is.
     pub severity: Severity,
+    /// How long the condition must hold before the alert fires.
     #[serde(rename = "for_seconds", serialize_with = "serialize_secs")]
     pub for_: Duration,
+    /// The least time between two firings of the rule for one subject.
     #[serde(rename = "cooldown_seconds", serialize_with = "serialize_secs")]
     pub cooldown: Duration,
+    /// Requests (or tracked outcomes) the window needs before the condition is evaluated at all.
     pub min_samples: u64,
 }
 
 impl AlertRule {
+    /// Checks and parses one rule as written.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (code `config`) naming the rule and what is wrong (unknown signal, action or severity, a bad threshold or duration).
     pub fn from_spec(name: &str, spec: &RuleSpec) -> Result<AlertRule> {
         crate::validate_name("alert", name)?;
         let bad = |what: String| Error::Config(format!("alert {name:?}: {what}"));
@@ -164,43 +185,63 @@ pub type Subject = BTreeMap<&'static str, String>;
 pub struct AlertEvent {
     /// Increasing within a process.
     pub id: u64,
+    /// The rule's name.
     pub alert: String,
+    /// Fired or resolved.
     pub state: EventState,
+    /// The rule's severity.
     pub severity: Severity,
+    /// The rule's action.
     pub action: AlertAction,
+    /// The labels it concerns (`ensemble`, `model`, ...).
     pub subject: Subject,
+    /// The condition as written.
     pub condition: String,
     /// The measured value (base units) when the event happened; `None` when the subject went silent.
     pub value: Option<f64>,
+    /// The threshold, in base units.
     pub threshold: f64,
     /// RFC 3339 UTC, and seconds since the Unix epoch.
     pub at: String,
+    /// See `at`.
     pub at_unix: f64,
     /// When the alert started firing (RFC 3339 and Unix seconds; for a resolution: when it fired).
     pub fired_at: String,
+    /// See `fired_at`.
     pub fired_at_unix: f64,
     /// What the action did, filled in by the driver.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action_result: Option<String>,
 }
 
+/// Whether an [`AlertEvent`] is a firing or a resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventState {
+    /// The condition held for the rule's `for` duration.
     Firing,
+    /// The condition no longer holds.
     Resolved,
 }
 
 /// A pending or firing alert now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ActiveAlert {
+    /// The rule's name.
     pub alert: String,
+    /// `pending` (the condition holds, not yet for long enough) or `firing`.
     pub state: &'static str,
+    /// The rule's severity.
     pub severity: Severity,
+    /// The rule's action.
     pub action: AlertAction,
+    /// The labels it concerns.
     pub subject: Subject,
+    /// The value measured last, in base units.
     pub value: Option<f64>,
+    /// The threshold, in base units.
     pub threshold: f64,
+    /// Since when it has been in this state, in seconds since the Unix epoch.
     pub since_unix: f64,
 }
 
@@ -233,10 +274,12 @@ fn unix_now() -> f64 {
 }
 
 impl Alerting {
+    /// Alerting over checked rules, with no history yet.
     pub fn new(rules: Vec<AlertRule>) -> Alerting {
         Alerting { rules, history: VecDeque::new(), tracks: HashMap::new(), events: VecDeque::new(), next_id: 1 }
     }
 
+    /// The rules, as given.
     pub fn rules(&self) -> &[AlertRule] {
         &self.rules
     }

@@ -49,8 +49,11 @@ pub use oracle::Oracle;
 /// What to backtest.
 #[derive(Debug, Clone)]
 pub struct BacktestOptions {
+    /// The outcome column of the data (0/1 for classification, a value for regression).
     pub outcome: String,
+    /// Settings of the online methods (Hedge, BOA, ...).
     pub online: OnlineOptions,
+    /// Settings of stacking and blending (window, refits).
     pub meta: MetaOptions,
     /// Regime detection for the `regime` method; `None` uses the ensemble's own regime
     /// configuration, and when it has none the method is left out (with a note in the report).
@@ -60,6 +63,7 @@ pub struct BacktestOptions {
 }
 
 impl BacktestOptions {
+    /// Backtest against the outcome column `outcome`, with default settings.
     pub fn new(outcome: impl Into<String>) -> BacktestOptions {
         BacktestOptions {
             outcome: outcome.into(),
@@ -79,19 +83,27 @@ pub const ONLINE_METHODS: [StrategyKind; 4] =
 /// regression: RMSE, MAE (outcome units) and MAPE (a fraction, over rows whose outcome is not 0).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
 pub struct MethodMetrics {
+    /// Rows scored.
     pub count: usize,
+    /// Classification: share of rows whose label matched the outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
+    /// Classification: F1 score of the positive class.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub f1_score: Option<f64>,
+    /// Classification: mean binary cross-entropy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_loss: Option<f64>,
+    /// Classification: mean squared error of the probability.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub brier: Option<f64>,
+    /// Regression: root mean squared error, in outcome units.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rmse: Option<f64>,
+    /// Regression: mean absolute error, in outcome units.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mae: Option<f64>,
+    /// Regression: mean absolute percentage error, as a fraction.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mape: Option<f64>,
 }
@@ -170,6 +182,7 @@ pub struct BacktestReport {
     pub base_rate: f64,
     /// Method names in report order: members, then the combinations.
     pub method_order: Vec<String>,
+    /// Each method's metrics over every scored row, by name.
     pub methods: BTreeMap<String, MethodMetrics>,
     /// Hindsight oracles (not methods: they see every outcome in advance), by name:
     /// `best-member` and `best-convex`.
@@ -185,8 +198,11 @@ pub struct BacktestReport {
 /// Row-by-row record of the backtest (for the report file and the chart).
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Timeline {
+    /// The row's index in the file (0-based, header excluded).
     pub row: Vec<usize>,
+    /// The regime the row was in.
     pub regime: Vec<Regime>,
+    /// The row's outcome.
     pub outcome: Vec<f64>,
     /// Method → its prediction at each scored row.
     pub predictions: BTreeMap<String, Vec<f64>>,

@@ -15,6 +15,7 @@ pub struct Oracle {
     pub hindsight: bool,
     /// Member → weight (summing to 1).
     pub weights: BTreeMap<String, f64>,
+    /// Its metrics over every scored row.
     pub metrics: MethodMetrics,
     /// Its prediction at each scored row (in the report's timeline).
     #[serde(skip)]

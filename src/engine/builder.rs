@@ -47,7 +47,9 @@ pub struct EngineBuilder {
 /// How often the autoscaler looks at the pools, and how long a pool must be quiet before it shrinks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AutoscaleSettings {
+    /// How often the autoscaler looks at the pools.
     pub interval: Duration,
+    /// How long a pool must have had idle replicas before it shrinks.
     pub quiet_for: Duration,
 }
 
@@ -103,6 +105,7 @@ impl EngineBuilder {
         self
     }
 
+    /// How ONNX Runtime is found and configured (library path, threads, graph optimisation).
     pub fn with_runtime_options(mut self, options: RuntimeOptions) -> Self {
         self.runtime = options;
         self
@@ -147,7 +150,7 @@ impl EngineBuilder {
     }
 
     /// Whether ensembles run their members as one fused ONNX model when they can (on by default; see
-    /// [`EnsembleHandle::fusion`]). Off: every member is its own ONNX Runtime call, always.
+    /// [`EnsembleHandle::fusion`](crate::EnsembleHandle::fusion)). Off: every member is its own ONNX Runtime call, always.
     pub fn with_fusion(mut self, fuse: bool) -> Self {
         self.fusion = fuse;
         self
@@ -186,6 +189,11 @@ impl EngineBuilder {
         self
     }
 
+    /// Opens (or creates) the home and builds the engine; ensembles load on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RuntimeUnavailable`](crate::Error::RuntimeUnavailable) (code `runtime_unavailable`) when ONNX Runtime cannot be loaded; [`Error::Config`](crate::Error::Config) for invalid options; [`Error::Locked`](crate::Error::Locked) when another process writes the home's SQLite state; [`Error::Io`](crate::Error::Io) when the home cannot be created.
     pub fn build(self) -> Result<InferenceEngine> {
         // An engine writes state, so it may make its home; read-only tools never do.
         crate::store::create_dir_all(&self.home)?;
@@ -293,8 +301,10 @@ pub struct EngineOptions {
     pub tracking: Option<TrackingSetting>,
     /// Learnt weights and tracked metrics written to `<home>/state.sqlite` (default on).
     pub persistence: Option<bool>,
+    /// ONNX Runtime sessions per model (default 1; `replicas` in the model options supersedes it).
     #[serde(alias = "sessionsPerModel")]
     pub sessions_per_model: Option<usize>,
+    /// Refit stacking and blending on the request thread instead of in the background (for tests).
     #[serde(alias = "synchronousRefits")]
     pub synchronous_refits: Option<bool>,
     /// Entries of the prediction cache (no cache when absent).
@@ -327,7 +337,9 @@ pub struct EngineOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum TrackingSetting {
+    /// `true` or `false`.
     On(bool),
+    /// Tracking on, with these bounds.
     Options(TrackingTable),
 }
 
@@ -380,7 +392,9 @@ impl TrackingTable {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum InferenceLogSetting {
+    /// `true` (default options) or `false`.
     On(bool),
+    /// The log on, with these options.
     Options(InferenceLogOptions),
 }
 

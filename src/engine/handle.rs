@@ -46,6 +46,7 @@ impl ResolvedRow {
 /// See [`EnsembleHandle::fusion`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FusionStatus {
+    /// Whether the members run as one fused ONNX model.
     pub fused: bool,
     /// Fused sessions built so far (they grow on demand up to the members' largest replica count).
     pub sessions: usize,
@@ -112,7 +113,7 @@ impl EnsembleHandle {
     /// Whether the ensemble's members run as one fused ONNX model, and why not when they do not.
     ///
     /// Fusion merges the members' graphs into one model that one ONNX Runtime call runs (see
-    /// [`crate::fusion`]): for small models, whose cost is mostly ONNX Runtime's per-call overhead,
+    /// `fusion`): for small models, whose cost is mostly ONNX Runtime's per-call overhead,
     /// it makes a prediction markedly faster. It is used for inline predictions (`predict`,
     /// `predict_row`, `predict_batch`) and for queued batches while every member's breaker is
     /// closed; any call the fused model fails runs the members one by one.
@@ -145,6 +146,7 @@ impl EnsembleHandle {
         }
     }
 
+    /// Classification or regression.
     pub fn task(&self) -> Task {
         self.slot.load().task
     }
@@ -298,7 +300,7 @@ impl EnsembleHandle {
     }
 
     /// [`EnsembleHandle::predict_row`] that must finish by `deadline`: a request that cannot (it
-    /// would queue past it, or the deadline has passed) fails with [`Error::DeadlineExceeded`].
+    /// would queue past it, or the deadline has passed) fails with [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
     pub fn predict_row_by(&self, row: &[f32], deadline: Instant) -> Result<Prediction> {
         self.predict_row_routed(row, None, Some(deadline))
     }
@@ -314,7 +316,7 @@ impl EnsembleHandle {
 
     /// [`EnsembleHandle::predict_row_async`] with a deadline, as in [`EnsembleHandle::predict_row_by`].
     /// The future has no timer of its own: it resolves when its batch has run, and an answer that
-    /// comes after the deadline is an [`Error::DeadlineExceeded`]. Wrap it in your runtime's timeout
+    /// comes after the deadline is an [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded). Wrap it in your runtime's timeout
     /// to stop waiting at the deadline.
     pub fn predict_row_async_by(
         &self,

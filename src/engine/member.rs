@@ -24,8 +24,11 @@ use crate::runtime::{ExecutionProvider, Runtime};
 /// panics, or sleeps first, or a fraction of calls fails, until cleared.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fault {
+    /// Every call fails.
     Fail,
+    /// Every call panics (the panic is caught and counted as a failure).
     Panic,
+    /// Every call sleeps this long first (cut off at the ensemble's latency budget).
     Slow(Duration),
     /// This fraction of calls (0 to 1) fails, spread evenly (with 0.1, every tenth call).
     FailFraction(f32),

@@ -3,7 +3,7 @@
 //! The rooms of the engine, each a file:
 //! - `mod.rs` (here): the engine, its shared state, accessors and the outcome path;
 //! - `builder.rs`: [`EngineBuilder`], where every option is validated once;
-//! - `loaded.rs`: [`LoadedEnsemble`](loaded::LoadedEnsemble), one ensemble version with its models loaded;
+//! - `loaded.rs`: `LoadedEnsemble`, one ensemble version with its models loaded;
 //! - `load.rs`: creating, loading and hot-swapping ensembles, sharing loaded models;
 //! - `route.rs`: an ensemble's slot (its current load) and, during an experiment, each request's arm;
 //! - `member.rs`: a loaded model (replicas, queue, breaker, injected [`Fault`]) and its output check;
@@ -144,6 +144,25 @@ impl EngineInner {
 /// `Clone` is an `Arc` increment: clone it into every thread that predicts. All methods take `&self`
 /// and are safe to call concurrently; each model keeps a pool of ONNX Runtime sessions so concurrent
 /// predictions do not serialise on one lock.
+///
+/// ```
+/// use quorum::{EnsembleConfig, Features, InferenceEngine, MemberSpec, ModelRegistration};
+///
+/// # fn main() -> quorum::Result<()> {
+/// # let home = tempfile::tempdir().map_err(|e| quorum::Error::io("tempdir", e))?;
+/// let engine = InferenceEngine::builder(home.path()).build()?;
+/// engine.register_model(ModelRegistration::new("sentiment", "examples/models/sentiment.onnx",
+///     ["vix", "vix_chg_1d", "vix_chg_5d", "vix_rel_20d", "vix_zscore_60d"]))?;
+/// engine.create_ensemble(EnsembleConfig::new("market", ["sentiment".parse::<MemberSpec>()?]))?;
+///
+/// let worker = engine.clone(); // the same engine, for another thread
+/// let features = Features::new().with("vix", 13.5).with("vix_chg_1d", -0.02).with("vix_chg_5d", 0.05)
+///     .with("vix_rel_20d", 0.01).with("vix_zscore_60d", -0.4);
+/// let prediction = std::thread::spawn(move || worker.predict("market", &features)).join().unwrap()?;
+/// assert_eq!(prediction.ensemble.as_ref(), "market");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct InferenceEngine {
     inner: Arc<EngineInner>,
@@ -161,10 +180,12 @@ impl InferenceEngine {
         EngineBuilder::new(home.as_ref())
     }
 
+    /// The home directory the engine serves.
     pub fn home(&self) -> &Path {
         &self.inner.home
     }
 
+    /// The model registry.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
     }
@@ -174,10 +195,12 @@ impl InferenceEngine {
         RegistryHandle::Engine(self.clone())
     }
 
+    /// The ensemble configurations.
     pub fn ensemble_store(&self) -> &EnsembleStore {
         &self.inner.ensemble_store
     }
 
+    /// The ONNX Runtime environment the engine's sessions use.
     pub fn runtime(&self) -> &Runtime {
         &self.inner.runtime
     }
@@ -246,6 +269,7 @@ impl InferenceEngine {
             .ok_or_else(|| Error::not_found("tracked outcomes for ensemble", ensemble))
     }
 
+    /// Whether outcome tracking is on.
     pub fn tracking_enabled(&self) -> bool {
         self.inner.tracker.is_some()
     }

@@ -16,7 +16,12 @@ pub enum RegistryHandle {
     /// The engine's registry: setting a default version hot-swaps the engine's loaded ensembles.
     Engine(InferenceEngine),
     /// A home opened without an engine.
-    Standalone { registry: Registry, runtime: Runtime },
+    Standalone {
+        /// The home's registry.
+        registry: Registry,
+        /// The ONNX Runtime that checks registrations.
+        runtime: Runtime,
+    },
 }
 
 impl RegistryHandle {
@@ -25,6 +30,7 @@ impl RegistryHandle {
         Ok(RegistryHandle::Standalone { registry: Registry::open(home)?, runtime: Runtime::new(runtime)? })
     }
 
+    /// The registry itself.
     pub fn registry(&self) -> &Registry {
         match self {
             RegistryHandle::Engine(engine) => engine.registry(),
@@ -41,14 +47,29 @@ impl RegistryHandle {
         self.registry().register(runtime, registration)
     }
 
+    /// Every registered model with its versions.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) or [`Error::Json`](crate::Error::Json) when the registry cannot be read.
     pub fn list(&self) -> Result<Vec<ModelSummary>> {
         self.registry().list()
     }
 
+    /// A model version's metadata.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`](crate::Error::NotFound) (code `not_found`) for an unknown model or version.
     pub fn show(&self, name: &str, version: VersionSpec) -> Result<ModelMetadata> {
         self.registry().resolve(name, version)
     }
 
+    /// A model's versions, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`](crate::Error::NotFound) (code `not_found`) for an unknown model.
     pub fn versions(&self, name: &str) -> Result<Vec<u32>> {
         self.registry().versions(name)
     }

@@ -36,6 +36,7 @@ pub struct SharedStatus {
     pub applied_position: i64,
     /// The log's last position when this process started: ready once applied up to it.
     pub start_position: i64,
+    /// Whether this process has applied the log up to `start_position` (ready to serve).
     pub caught_up: bool,
     /// Entries applied since start.
     pub applied: u64,

@@ -44,6 +44,7 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Every metric, in the order `parse` lists them.
     pub const ALL: [Metric; 6] = [
         Metric::LogLoss,
         Metric::Brier,
@@ -53,6 +54,7 @@ impl Metric {
         Metric::Business,
     ];
 
+    /// The metric's name in configurations and JSON (`log_loss`, `brier`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Metric::LogLoss => "log_loss",
@@ -64,6 +66,11 @@ impl Metric {
         }
     }
 
+    /// The metric named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (code `config`) for an unknown name, listing the known ones.
     pub fn parse(name: &str) -> Result<Metric> {
         Metric::ALL.into_iter().find(|m| m.as_str() == name).ok_or_else(|| {
             let names: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
@@ -71,6 +78,7 @@ impl Metric {
         })
     }
 
+    /// Whether a larger value is better (accuracy, business value) or worse (the losses).
     pub fn higher_is_better(self) -> bool {
         matches!(self, Metric::Accuracy | Metric::Business)
     }
@@ -149,7 +157,9 @@ impl Default for Guardrails {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentConfig {
+    /// The experiment's name (unique among running experiments).
     pub name: String,
+    /// The ensemble whose versions it compares.
     pub ensemble: String,
     /// The ensemble version serving now, which stays the default unless the treatment is promoted.
     pub control: u32,
@@ -165,6 +175,7 @@ pub struct ExperimentConfig {
     /// The primary metric (default: log-loss for classification, squared error for regression).
     #[serde(default)]
     pub metric: Option<Metric>,
+    /// Limits on the treatment's live errors, degraded answers and latency that roll it back at once.
     #[serde(default)]
     pub guardrails: Guardrails,
     /// The test's error rate, valid however often it is looked at (default 0.05).
@@ -227,6 +238,11 @@ impl ExperimentConfig {
         serde_json::from_str(text).map_err(|e| Error::json("experiment configuration", e))
     }
 
+    /// Checks the configuration on its own (steps increasing within (0, 100], alpha in (0, 1), ...).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (code `config`) naming the first invalid field.
     pub fn validate(&self) -> Result<()> {
         crate::store::validate_name("experiment name", &self.name)?;
         crate::store::validate_name("ensemble name", &self.ensemble)?;
@@ -286,11 +302,14 @@ impl ExperimentConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arm {
+    /// The version serving before the experiment.
     Control,
+    /// The candidate version.
     Treatment,
 }
 
 impl Arm {
+    /// `control` or `treatment`.
     pub fn as_str(self) -> &'static str {
         match self {
             Arm::Control => "control",
@@ -330,16 +349,22 @@ fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExperimentState {
+    /// Routing a share of traffic to the treatment and counting outcomes.
     Running,
     /// Stopped by hand for now: all traffic on the control, outcomes not counted.
     Paused,
+    /// Ended: the treatment was worse (or breached a guardrail); the control serves everything.
     RolledBack,
+    /// Ended: the treatment was better (or not worse, under a non-inferiority margin) and is now the default.
     Promoted,
+    /// Ended: `max_outcomes` were counted without a conclusion; the control stays.
     NoDifference,
+    /// Ended by hand; the control stays.
     Stopped,
 }
 
 impl ExperimentState {
+    /// The state's name in JSON (`running`, `rolled_back`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             ExperimentState::Running => "running",
@@ -361,17 +386,26 @@ impl ExperimentState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
+    /// The experiment started at its first step.
     Started,
+    /// The treatment's share moved to the next step.
     Advanced,
+    /// The treatment was rolled back.
     RolledBack,
+    /// The treatment was promoted to the ensemble's default version.
     Promoted,
+    /// Concluded without a difference.
     NoDifference,
+    /// Paused by hand.
     Paused,
+    /// Resumed by hand.
     Resumed,
+    /// Stopped by hand.
     Stopped,
 }
 
 impl Action {
+    /// The action's name in JSON (`started`, `advanced`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Started => "started",
@@ -391,14 +425,20 @@ impl Action {
 pub struct Decision {
     /// RFC 3339 UTC.
     pub at: String,
+    /// What the decision did.
     pub action: Action,
+    /// Why, in words (the figures that crossed a bound).
     pub reason: String,
     /// The treatment's share after the decision, in percent.
     pub split_percent: f64,
+    /// Control outcomes counted when it was taken.
     pub control_outcomes: u64,
+    /// Treatment outcomes counted when it was taken.
     pub treatment_outcomes: u64,
+    /// Treatment − control on the metric, when both arms had outcomes.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub estimate: Option<f64>,
+    /// The always-valid p-value at that moment.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub p_value: Option<f64>,
 }
@@ -406,8 +446,11 @@ pub struct Decision {
 /// The treatment's live requests over one guardrail interval.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ArmWindow {
+    /// Requests the treatment served.
     pub requests: u64,
+    /// Of those, how many failed.
     pub errors: u64,
+    /// Of those, how many were degraded (a member missing or replaced).
     pub degraded: u64,
     /// The interval's 95th percentile latency, when it had requests.
     pub p95_ms: Option<f64>,
@@ -416,10 +459,15 @@ pub struct ArmWindow {
 /// An experiment's whole state: what is persisted, and what every decision reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Experiment {
+    /// The configuration it was started with.
     pub config: ExperimentConfig,
+    /// The primary metric (the configured one or the task's default).
     pub metric: Metric,
+    /// The ensemble's task.
     pub task: Task,
+    /// The seed of request routing (the key → bucket hash).
     pub seed: u64,
+    /// Where it is.
     pub state: ExperimentState,
     /// Index into `config.steps`.
     pub step: usize,
@@ -431,9 +479,11 @@ pub struct Experiment {
     pub p_value: f64,
     /// The confidence sequence has lain wholly on the treatment's worse / better side.
     pub found_worse: bool,
+    /// See `found_worse`.
     pub found_better: bool,
     /// Consecutive guardrail intervals breached.
     pub breaches: u32,
+    /// Every decision taken, oldest first.
     pub decisions: Vec<Decision>,
 }
 
@@ -697,50 +747,70 @@ impl Experiment {
 /// One arm in an [`ExperimentStatus`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ArmStatus {
+    /// The ensemble version this arm serves.
     pub version: u32,
+    /// Its share of traffic now, in percent.
     pub share_percent: f64,
     /// Outcomes counted for the primary metric.
     pub outcomes: u64,
     /// The metric's mean and standard deviation over those outcomes.
     pub mean: Option<f64>,
+    /// See `mean`.
     pub sd: Option<f64>,
     /// Live request counts since this process took the experiment up (absent when read from the store).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<u64>,
+    /// Of those requests, how many failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<u64>,
+    /// Of those requests, how many were degraded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub degraded: Option<u64>,
 }
 
+/// Both arms of an [`ExperimentStatus`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ArmsStatus {
+    /// The control's figures.
     pub control: ArmStatus,
+    /// The treatment's figures.
     pub treatment: ArmStatus,
 }
 
 /// An experiment as `experiment status --json`, the server and the bindings show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExperimentStatus {
+    /// The experiment's name.
     pub name: String,
+    /// The ensemble it runs on.
     pub ensemble: String,
+    /// Where it is.
     pub state: ExperimentState,
     /// 1-based index of the current step.
     pub step: usize,
+    /// The treatment's share at each step, in percent.
     pub steps: Vec<f64>,
     /// The treatment's traffic share now, in percent.
     pub split_percent: f64,
+    /// The primary metric.
     pub metric: Metric,
+    /// Whether a larger metric is better.
     pub higher_is_better: bool,
+    /// The test's error rate.
     pub alpha: f64,
+    /// Each arm's figures.
     pub arms: ArmsStatus,
     /// Treatment − control on the metric, and its always-valid confidence sequence.
     pub estimate: Option<f64>,
+    /// The always-valid (1 − alpha) confidence sequence of the estimate, `[lower, upper]`.
     pub confidence_sequence: Option<[f64; 2]>,
     /// The always-valid p-value.
     pub p_value: f64,
+    /// Consecutive guardrail intervals breached.
     pub guardrail_breaches: u32,
+    /// Every decision taken, oldest first.
     pub decisions: Vec<Decision>,
+    /// The configuration it was started with.
     pub config: ExperimentConfig,
 }
 

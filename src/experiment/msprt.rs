@@ -3,7 +3,7 @@
 //! mixture and plug-in variances.
 //!
 //! Two arms' per-outcome metric values (control `y`, treatment `x`) give the estimate
-//! θ̂ = x̄ − ȳ of θ = E[x] − E[y] and its plug-in variance s² = Var(x)/n_x + Var(y)/n_y. With a
+//! θ̂ = x̄ − ȳ of θ = E\[x\] − E\[y\] and its plug-in variance s² = Var(x)/n_x + Var(y)/n_y. With a
 //! normal mixing distribution N(0, τ²) over θ, the mixture likelihood ratio of θ against 0 is
 //!
 //! ```text
@@ -37,13 +37,16 @@ pub const MIN_ARM_OUTCOMES: u64 = 30;
 /// Running count, mean and sum of squared deviations of one arm's metric (Welford).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Moments {
+    /// Values counted.
     pub count: u64,
+    /// Their mean.
     pub mean: f64,
     /// Σ (x − mean)².
     pub m2: f64,
 }
 
 impl Moments {
+    /// Counts one value.
     pub fn add(&mut self, x: f64) {
         self.count += 1;
         let delta = x - self.mean;
@@ -68,6 +71,7 @@ pub struct Look {
     pub estimate: f64,
     /// The always-valid (1 − α) confidence sequence for θ at this look.
     pub lower: f64,
+    /// See `lower`.
     pub upper: f64,
     /// The mixture likelihood ratio Λ (against θ = 0).
     pub likelihood_ratio: f64,

@@ -21,15 +21,20 @@ pub struct Scenario {
     pub treatment_logit_noise: f64,
     /// Experiments to run.
     pub runs: usize,
+    /// The random seed (a run is reproducible).
     pub seed: u64,
 }
 
 /// The outcome of [`simulate`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimulationReport {
+    /// Experiments run.
     pub runs: usize,
+    /// Of those, how many rolled back.
     pub rolled_back: usize,
+    /// Of those, how many were promoted.
     pub promoted: usize,
+    /// Of those, how many concluded no difference.
     pub no_difference: usize,
     /// Runs in which a two-sample z-test at level α, checked after every outcome (from 30 per arm),
     /// crossed its critical value at least once.

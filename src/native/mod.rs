@@ -42,6 +42,7 @@ pub struct ExecutorInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    /// Float32 weights and activations.
     F32,
     /// Half-precision weights and activations, float32 accumulation in cuBLAS; answers within 1e-2
     /// of the CPU plan's (checked on the probe rows at load).
@@ -53,9 +54,12 @@ pub enum Precision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GpuOptions {
+    /// The CUDA device's index.
     #[serde(default)]
     pub device: usize,
+    /// float32 or float16.
     pub precision: Precision,
+    /// Batches smaller than this run on the CPU plan.
     #[serde(alias = "minRows")]
     pub min_rows: usize,
 }

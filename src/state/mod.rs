@@ -1,15 +1,15 @@
 //! What must outlive the process — learnt weights and their history, tracker sums, experiments, the
 //! inference log — behind one interface with two backends, chosen by URL:
-//! * `sqlite:<path>` (default `<home>/state.sqlite`): embedded, one process ([`sqlite`]).
+//! * `sqlite:<path>` (default `<home>/state.sqlite`): embedded, one process (`sqlite`).
 //! * `postgres://...` (feature `postgres`): shared by every replica of a deployment, which also learn
-//!   from one ordered outcome log and follow one change feed ([`SharedLog`]).
+//!   from one ordered outcome log and follow one change feed (`SharedLog`).
 //!
 //! Tables follow the story's schema (`ensemble_config`, `model_performance`, `inference_logs`) plus
 //! quorum's own; each backend creates and upgrades them by numbered migrations recorded in
 //! `schema_version`, and refuses a database whose schema is newer than it knows.
 //!
 //! Nothing here runs on a prediction's path: the engine's flusher thread writes every
-//! `flush_interval` (default 1 s), and the inference log has its own writer thread ([`inference_log`]).
+//! `flush_interval` (default 1 s), and the inference log has its own writer thread (`inference_log`).
 
 pub(crate) mod inference_log;
 #[cfg(feature = "postgres")]
@@ -47,7 +47,9 @@ impl Default for PersistOptions {
 /// Where state lives, parsed from `sqlite:<path>` or `postgres://...` / `postgresql://...`.
 #[derive(Clone, PartialEq, Eq)]
 pub enum StateUrl {
+    /// `sqlite:<path>`: an embedded database, one process.
     Sqlite(PathBuf),
+    /// `postgres://...`: shared by several processes (feature `postgres`).
     Postgres(String),
 }
 

@@ -9,7 +9,9 @@ pub struct GpuReading {
     pub device: String,
     /// Share of the last sample period a kernel ran (0–1).
     pub utilization: f64,
+    /// Device memory in use, in bytes.
     pub memory_used_bytes: u64,
+    /// Device memory in all, in bytes.
     pub memory_total_bytes: u64,
 }
 

@@ -64,16 +64,19 @@ pub const ROW_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 20
 pub struct Counter(AtomicU64);
 
 impl Counter {
+    /// Adds one.
     #[inline]
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds `n`.
     #[inline]
     pub fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// The count now.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -91,11 +94,14 @@ pub struct Histogram {
 /// A histogram's counts at one moment (per bucket, not cumulative), to difference over a window.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HistogramSnapshot {
+    /// Observations per bucket (the last bucket: above every bound).
     pub buckets: Vec<u64>,
+    /// Sum of the observed values.
     pub sum: u64,
 }
 
 impl Histogram {
+    /// A histogram with these upper bounds (inclusive, increasing).
     pub fn new(bounds: &'static [u64]) -> Histogram {
         Histogram { bounds, buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(), sum: AtomicU64::new(0) }
     }
@@ -105,6 +111,7 @@ impl Histogram {
         Histogram::new(LATENCY_BOUNDS_NS)
     }
 
+    /// Counts one value.
     #[inline]
     pub fn observe(&self, value: u64) {
         let index = self.bounds.partition_point(|&b| b < value);
@@ -112,15 +119,18 @@ impl Histogram {
         self.sum.fetch_add(value, Ordering::Relaxed);
     }
 
+    /// Counts a duration, in nanoseconds.
     #[inline]
     pub fn observe_duration(&self, elapsed: Duration) {
         self.observe(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
     }
 
+    /// The buckets' upper bounds.
     pub fn bounds(&self) -> &'static [u64] {
         self.bounds
     }
 
+    /// The counts now.
     pub fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot {
             buckets: self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
@@ -130,6 +140,7 @@ impl Histogram {
 }
 
 impl HistogramSnapshot {
+    /// Observations in all.
     pub fn count(&self) -> u64 {
         self.buckets.iter().sum()
     }

@@ -5,16 +5,22 @@
 /// not say (anything but Linux).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ProcessStats {
+    /// CPU time used (user + system), in seconds.
     pub cpu_seconds: Option<f64>,
+    /// Resident memory, in bytes.
     pub resident_bytes: Option<u64>,
+    /// Virtual memory, in bytes.
     pub virtual_bytes: Option<u64>,
+    /// Open file descriptors.
     pub open_fds: Option<u64>,
+    /// Threads.
     pub threads: Option<u64>,
     /// Seconds since the Unix epoch at which the process started.
     pub start_time_seconds: Option<f64>,
 }
 
 impl ProcessStats {
+    /// Reads `/proc/self` (all `None` where it cannot be read, e.g. not on Linux).
     pub fn read() -> ProcessStats {
         let mut stats = ProcessStats::default();
         if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {

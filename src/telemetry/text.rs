@@ -9,8 +9,11 @@ use super::HistogramSnapshot;
 /// A metric family's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// Only goes up.
     Counter,
+    /// Goes up and down.
     Gauge,
+    /// Counts in buckets.
     Histogram,
 }
 
@@ -32,6 +35,7 @@ pub struct Exposition {
 }
 
 impl Exposition {
+    /// An empty exposition.
     pub fn new() -> Exposition {
         Exposition { out: String::with_capacity(16 * 1024) }
     }
@@ -88,6 +92,7 @@ impl Exposition {
         self.out.push_str(text);
     }
 
+    /// The text, in the Prometheus exposition format.
     pub fn finish(self) -> String {
         self.out
     }
