@@ -228,6 +228,10 @@ impl EnsembleConfig {
     }
 
     /// Parses and validates an ensemble JSON document.
+    ///
+    /// # Errors
+    ///
+    /// `json` when the document does not parse (unknown keys are refused); `config` when it is invalid.
     pub fn from_json(bytes: &[u8]) -> Result<EnsembleConfig> {
         let config: EnsembleConfig =
             serde_json::from_slice(bytes).map_err(|e| Error::json("ensemble configuration", e))?;
@@ -236,6 +240,11 @@ impl EnsembleConfig {
     }
 
     /// Checks everything that does not need the registry.
+    ///
+    /// # Errors
+    ///
+    /// `config` naming the first problem (no members, a weight per member, quorum above the members, ...);
+    /// `invalid_name` for a bad name.
     pub fn validate(&self) -> Result<()> {
         store::validate_name("ensemble name", &self.name)?;
         if self.members.is_empty() {
@@ -303,6 +312,10 @@ pub struct EnsembleStore {
 impl EnsembleStore {
     /// The ensembles of `home`; nothing is created until a version is saved, so that reading a
     /// mistyped home does not make one.
+    ///
+    /// # Errors
+    ///
+    /// `io` when the store cannot be read or created.
     pub fn open(home: impl AsRef<Path>) -> Result<EnsembleStore> {
         Ok(EnsembleStore { root: home.as_ref().join("ensembles") })
     }
@@ -330,6 +343,10 @@ impl EnsembleStore {
     /// The active ensembles that removing `model` (one version, or all when `removed` is `None`)
     /// would break, as `name@version`: those naming it as a member or a fallback, at that exact
     /// version, or at its default version when no other version remains.
+    ///
+    /// # Errors
+    ///
+    /// `io` or `json` when a saved configuration cannot be read.
     pub fn users_of(&self, model: &str, removed: Option<u32>, remaining: &[u32]) -> Result<Vec<String>> {
         let breaks = |spec: &MemberSpec| {
             spec.model == model
@@ -359,12 +376,20 @@ impl EnsembleStore {
     }
 
     /// Saves `config` as the next version of its name and returns it with version and time filled in.
+    ///
+    /// # Errors
+    ///
+    /// `config` or `invalid_name` for an invalid configuration; `io` when it cannot be written.
     pub fn save(&self, config: EnsembleConfig) -> Result<EnsembleConfig> {
         self.save_as(config, true)
     }
 
     /// Saves `config` as the next version while the active version stays active (pinned): a
     /// candidate to compare in an experiment before any request reaches it.
+    ///
+    /// # Errors
+    ///
+    /// As [`EnsembleStore::save`].
     pub fn save_inactive(&self, config: EnsembleConfig) -> Result<EnsembleConfig> {
         self.save_as(config, false)
     }
@@ -412,12 +437,20 @@ impl EnsembleStore {
     }
 
     /// Pins the version [`EnsembleStore::get`] returns (the active one) until a new version is saved.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown ensemble or version; `io` when it cannot be written.
     pub fn set_default(&self, name: &str, version: u32) -> Result<()> {
         self.get_version(name, version)?;
         store::write_atomic(&self.dir(name)?.join(DEFAULT_FILE), format!("{version}\n").as_bytes())
     }
 
     /// The active version: the pinned one, else the latest.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown ensemble.
     pub fn default_version(&self, name: &str) -> Result<u32> {
         let path = self.dir(name)?.join(DEFAULT_FILE);
         match fs::read_to_string(&path) {
@@ -436,7 +469,8 @@ impl EnsembleStore {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] (code `not_found`) when there is no such ensemble; [`Error::Io`] when the store cannot be read.
+    /// [`Error::NotFound`] (code `not_found`) when there is no such ensemble; [`Error::Io`] when the store cannot be
+    /// read.
     pub fn versions(&self, name: &str) -> Result<Vec<u32>> {
         let Ok(entries) = fs::read_dir(self.dir(name)?) else {
             return Ok(Vec::new());
@@ -454,6 +488,10 @@ impl EnsembleStore {
     }
 
     /// The active version of `name`: the one pinned by [`EnsembleStore::set_default`], else the latest.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown ensemble; `io` or `json` when its file cannot be read.
     pub fn get(&self, name: &str) -> Result<EnsembleConfig> {
         let version = self.default_version(name)?;
         self.get_version(name, version)
@@ -463,7 +501,8 @@ impl EnsembleStore {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] (code `not_found`) when it does not exist; [`Error::Json`] or [`Error::Io`] when its file cannot be read.
+    /// [`Error::NotFound`] (code `not_found`) when it does not exist; [`Error::Json`] or [`Error::Io`] when its file
+    /// cannot be read.
     pub fn get_version(&self, name: &str, version: u32) -> Result<EnsembleConfig> {
         let path = self.dir(name)?.join(format!("{version}.json"));
         let bytes = fs::read(&path).map_err(|e| match e.kind() {

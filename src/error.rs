@@ -345,6 +345,10 @@ impl Error {
 
     /// Runs `f`, turning a panic into [`Error::Internal`]: what every boundary (a binding call, a
     /// command) wraps its work in, so that no panic crosses into Python, JavaScript or a shell.
+    ///
+    /// # Errors
+    ///
+    /// `internal` when `f` panics (with the panic's message); otherwise `f`'s own error.
     pub fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
             .unwrap_or_else(|panic| Err(Error::from_panic(&*panic)))

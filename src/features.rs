@@ -77,6 +77,10 @@ impl Features {
     }
 
     /// Builds from pairs; a name given twice is an error (it would silently hide one value).
+    ///
+    /// # Errors
+    ///
+    /// `invalid_input` for a name given twice.
     pub fn from_pairs<K: Into<String>>(pairs: impl IntoIterator<Item = (K, f32)>) -> Result<Features> {
         let mut values = HashMap::new();
         for (name, value) in pairs {
@@ -183,6 +187,10 @@ pub struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     /// A row-major matrix: `values.len() == rows × feature_names.len()`.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_input` when `values.len()` is not a multiple of the number of names, or a name is given twice.
     pub fn row_major<S: AsRef<str>>(feature_names: &[S], values: &'a [f32]) -> Result<Batch<'a>> {
         let names = unique_names(feature_names.iter().map(AsRef::as_ref))?;
         let width = names.len();
@@ -199,6 +207,10 @@ impl<'a> Batch<'a> {
     }
 
     /// Named columns of equal length.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_input` when the columns' lengths differ or a name is given twice.
     pub fn columnar<S: AsRef<str>>(columns: &[(S, &'a [f32])]) -> Result<Batch<'a>> {
         let names = unique_names(columns.iter().map(|(n, _)| n.as_ref()))?;
         let rows = columns[0].1.len();

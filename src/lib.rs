@@ -86,6 +86,8 @@
 //! The command line is the `quorum-cli` crate and the HTTP server the `quorum-server` crate.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
+// Every fallible public function says which error codes it returns.
+#![warn(clippy::missing_errors_doc)]
 // Library code reports errors; tests, benches and examples may unwrap.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 

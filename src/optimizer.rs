@@ -174,6 +174,10 @@ pub struct BenchmarkData {
 impl BenchmarkData {
     /// The model's features (and `outcome`, if given) from a CSV table; rows with a missing or
     /// non-finite value are skipped. Errors when no row is left.
+    ///
+    /// # Errors
+    ///
+    /// `optimize` when no row is left; `invalid_input` when a feature or the outcome column is missing.
     pub fn from_table(table: &Table, features: &[String], outcome: Option<&str>) -> Result<BenchmarkData> {
         let columns = features.iter().map(|f| table.column_index(f)).collect::<Result<Vec<_>>>()?;
         let outcome_column = outcome.map(|o| table.column_index(o)).transpose()?;
@@ -265,6 +269,11 @@ impl ModelBenchmark {
 
 /// Benchmarks `model` (ONNX bytes) with quorum's session settings; `reference` is the float32
 /// original's benchmark, for agreement and score differences.
+///
+/// # Errors
+///
+/// `model_load` or `inference` when ONNX Runtime refuses or fails on the model; `optimize` when nothing can be
+/// measured.
 pub fn benchmark_model(
     runtime: &Runtime,
     model: &[u8],
@@ -385,6 +394,10 @@ impl Runner<'_> {
 /// so that warm-up and the machine's other load fall on all of them alike (measured one after the
 /// other, whichever ran first looked ~40% slower on this machine). The first model is the reference
 /// of the others' agreement and score differences. A model that does not load or run gets its error.
+///
+/// # Errors
+///
+/// `optimize` when there is no data to measure on (each model's own failure is in its entry).
 pub fn benchmark_models(
     runtime: &Runtime,
     models: &[Subject<'_>],
@@ -555,6 +568,10 @@ pub struct OptimizeOptions {
 
 impl OptimizeOptions {
     /// Parses `1:0.2,64:0.8` (the CLI's `--batch-sizes`); weights are normalised by the decision.
+    ///
+    /// # Errors
+    ///
+    /// `config` for a malformed list or a batch size other than 1, 8, 64 and 512.
     pub fn parse_batch_sizes(text: &str) -> Result<BTreeMap<usize, f64>> {
         text.split(',')
             .filter(|p| !p.trim().is_empty())
@@ -626,6 +643,10 @@ struct OptimizeDocument {
 impl OptimizeOptions {
     /// The options from a JSON document (or `null`) such as `{"accuracy_threshold": 0.01, "methods":
     /// ["int8-dynamic"], "target_latency_ms": 0.05}`; the defaults for every key left out.
+    ///
+    /// # Errors
+    ///
+    /// `json` for a document of another shape; `config` for invalid values.
     pub fn from_json(value: serde_json::Value) -> Result<OptimizeOptions> {
         // No document (a binding's absent options argument) means every default.
         let value = if value.is_null() { serde_json::json!({}) } else { value };
@@ -782,6 +803,11 @@ pub struct QuantizeReport {
 /// Rewrites the ONNX model `bytes` with one method: INT8 dynamic (per tensor or per channel), INT8
 /// static calibrated on data, or FP16. `fp32-optimized` is a session setting that only
 /// [`Optimizer::optimize`] applies.
+///
+/// # Errors
+///
+/// `config` for `fp32-optimized` or a static method without calibration data; `optimize` when the model cannot be
+/// rewritten (not ONNX, external data, nothing to quantize).
 pub fn quantize_model(runtime: &Runtime, bytes: &[u8], options: &QuantizeOptions) -> Result<quantize::Rewritten> {
     let granularity = if options.per_channel { Granularity::PerChannel } else { Granularity::PerTensor };
     match options.method {
@@ -858,6 +884,10 @@ impl Optimizer {
     }
 
     /// Rewrites the ONNX file `input` with one method into `output` (see [`quantize_model`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`quantize_model`], and `io` when a file cannot be read or written.
     pub fn quantize(&self, input: &Path, output: &Path, options: &QuantizeOptions) -> Result<QuantizeReport> {
         let bytes = std::fs::read(input).map_err(|e| Error::io(format!("reading {}", input.display()), e))?;
         let rewritten = quantize_model(self.engine.runtime(), &bytes, options)?;
@@ -866,6 +896,11 @@ impl Optimizer {
     }
 
     /// Benchmarks a registered model on a CSV file (`outcome`: the column to score accuracy on).
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown model or version; `io` or `invalid_input` for the data; `checksum_mismatch` when the
+    /// stored file changed; otherwise as [`benchmark_model`].
     pub fn benchmark(
         &self,
         model: &str,
@@ -880,6 +915,11 @@ impl Optimizer {
     }
 
     /// Builds, benchmarks and judges every candidate; registers the winner as a new version.
+    ///
+    /// # Errors
+    ///
+    /// `config` for invalid options; otherwise as [`Optimizer::benchmark`] (a candidate's own failure is in the report,
+    /// not an error).
     pub fn optimize(
         &self,
         model: &str,

@@ -139,6 +139,10 @@ pub fn quantize_weight(values: &[f32], k: usize, n: usize, granularity: Granular
 }
 
 /// INT8 dynamic quantization of every MatMul / Gemm with a constant 2-D weight.
+///
+/// # Errors
+///
+/// `optimize` when the bytes are not an ONNX model, use external data, or have nothing to quantize.
 pub fn quantize_dynamic(model: &[u8], granularity: Granularity) -> Result<Rewritten> {
     let mut model = onnx::decode(model)?;
     {
@@ -364,6 +368,11 @@ fn plan_integer_matmul(
 /// `DequantizeLinear` (per tensor or per output channel), and a constant Gemm bias as int32 with
 /// `scale = s_input · s_weight`. ONNX Runtime fuses the pattern into `QLinearMatMul` and friends when
 /// it loads the model.
+///
+/// # Errors
+///
+/// `optimize` as for [`quantize_dynamic`]; `model_load` or `inference` when ONNX Runtime cannot run the model to
+/// calibrate.
 pub fn quantize_static(
     runtime: &crate::runtime::Runtime,
     model: &[u8],
@@ -581,6 +590,10 @@ fn collect_activations(
 }
 
 /// Converts a model to float16 (see the module documentation).
+///
+/// # Errors
+///
+/// `optimize` when the bytes are not an ONNX model or use external data.
 pub fn convert_fp16(model: &[u8]) -> Result<Rewritten> {
     let mut model = onnx::decode(model)?;
     let graph = model.graph.as_mut().ok_or_else(|| Error::Optimize("the model has no graph".into()))?;

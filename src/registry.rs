@@ -176,6 +176,10 @@ pub struct ModelMetadata {
 
 impl ModelMetadata {
     /// Parses and validates a `metadata.json` document.
+    ///
+    /// # Errors
+    ///
+    /// `json` when it does not parse; `config` or `invalid_name` when it is inconsistent.
     pub fn from_json(bytes: &[u8]) -> Result<ModelMetadata> {
         let meta: ModelMetadata = serde_json::from_slice(bytes).map_err(|e| Error::json("model metadata", e))?;
         meta.validate()?;
@@ -203,6 +207,10 @@ fn validate_version(version: u32) -> Result<()> {
 
 /// A version given as a number by a caller (a JavaScript number, a Python int): an integer from 1
 /// to [`MAX_VERSION`], else `invalid_name`, never silently truncated or wrapped.
+///
+/// # Errors
+///
+/// `invalid_name` for a value that is not a whole number from 1 to [`MAX_VERSION`].
 pub fn check_version(what: &'static str, value: f64) -> Result<u32> {
     let invalid = |reason| Error::InvalidName { what, value: value.to_string(), reason };
     if value.fract() != 0.0 || !value.is_finite() {
@@ -444,6 +452,10 @@ pub struct Registry {
 impl Registry {
     /// Opens the registry under `home`. Nothing is created until a model is registered, so that
     /// reading a mistyped home does not make one; leftovers of killed writes are cleared here.
+    ///
+    /// # Errors
+    ///
+    /// `io` when the home exists but cannot be read.
     pub fn open(home: impl AsRef<Path>) -> Result<Registry> {
         let registry = Registry { root: home.as_ref().join("models") };
         registry.clear_leftovers();
@@ -485,6 +497,13 @@ impl Registry {
     /// Copies the artifact in after checking that ONNX Runtime loads it, that it has one float input
     /// whose width matches the declared features, and that the declared output exists with a usable
     /// shape (one row of zeros is run through it).
+    ///
+    /// # Errors
+    ///
+    /// `invalid_name` for a bad name or version; `already_exists` for a version that exists; `io` when the file cannot
+    /// be read or copied; `too_large` over the size limit; `model_load` when ONNX Runtime refuses it or its inputs do
+    /// not match the features; `output_shape` when its output is not what `output` says; `config` for an inconsistent
+    /// registration.
     pub fn register(&self, runtime: &Runtime, registration: ModelRegistration) -> Result<ModelMetadata> {
         let r = registration;
         store::validate_name("model name", &r.name)?;
@@ -622,6 +641,10 @@ impl Registry {
     }
 
     /// The published versions of `name`, ascending (empty when the model is unknown).
+    ///
+    /// # Errors
+    ///
+    /// `invalid_name` for a bad name; `io` when the registry cannot be read.
     pub fn versions(&self, name: &str) -> Result<Vec<u32>> {
         let dir = self.model_dir(name)?;
         let Ok(entries) = fs::read_dir(&dir) else {
@@ -637,6 +660,10 @@ impl Registry {
     }
 
     /// The metadata of one version.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown model or version; `json` for a damaged `metadata.json`.
     pub fn get(&self, name: &str, version: u32) -> Result<ModelMetadata> {
         let path = self.version_dir(name, version)?.join(METADATA_FILE);
         let bytes = fs::read(&path).map_err(|e| match e.kind() {
@@ -656,12 +683,20 @@ impl Registry {
     }
 
     /// The highest version of `name`.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown model.
     pub fn latest(&self, name: &str) -> Result<ModelMetadata> {
         let version = *self.versions(name)?.last().ok_or_else(|| Error::not_found("model", name))?;
         self.get(name, version)
     }
 
     /// The version set with [`Registry::set_default`], else the latest.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown model.
     pub fn default_version(&self, name: &str) -> Result<u32> {
         let path = self.model_dir(name)?.join(DEFAULT_FILE);
         match fs::read_to_string(&path) {
@@ -678,6 +713,10 @@ impl Registry {
     }
 
     /// Resolves a [`VersionSpec`] to registered metadata.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown model or version.
     pub fn resolve(&self, name: &str, version: VersionSpec) -> Result<ModelMetadata> {
         match version {
             VersionSpec::Default => self.get(name, self.default_version(name)?),
@@ -686,6 +725,10 @@ impl Registry {
     }
 
     /// Makes `version` the one `default` resolves to.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown model or version; `io` when it cannot be written.
     pub fn set_default(&self, name: &str, version: u32) -> Result<()> {
         self.get(name, version)?;
         store::write_atomic(&self.model_dir(name)?.join(DEFAULT_FILE), format!("{version}\n").as_bytes())
@@ -695,6 +738,10 @@ impl Registry {
     ///
     /// This does not look at ensembles: [`crate::EnsembleStore::remove_model`], what the CLI and the
     /// bindings call, refuses while active ensembles use the model.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown model or version; `io` when it cannot be removed.
     pub fn remove(&self, name: &str, version: Option<u32>) -> Result<()> {
         let model_dir = self.model_dir(name)?;
         let (target, label) = match version {
@@ -726,11 +773,19 @@ impl Registry {
     }
 
     /// Path of a version's ONNX file.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown model or version.
     pub fn model_path(&self, name: &str, version: u32) -> Result<PathBuf> {
         Ok(self.version_dir(name, version)?.join(MODEL_FILE))
     }
 
     /// Reads a version's ONNX bytes and verifies them against the recorded sha256.
+    ///
+    /// # Errors
+    ///
+    /// `io` when the file cannot be read; `checksum_mismatch` when it changed since registration.
     pub fn read_verified(&self, meta: &ModelMetadata) -> Result<Vec<u8>> {
         let path = self.model_path(&meta.name, meta.version)?;
         let bytes = fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;

@@ -61,13 +61,18 @@ impl Table {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when it cannot be read; [`Error::InvalidInput`] (code `invalid_input`) for a malformed file, with its line.
+    /// [`Error::Io`] when it cannot be read; [`Error::InvalidInput`] (code `invalid_input`) for a malformed file, with
+    /// its line.
     pub fn read(path: &Path) -> Result<Table> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         Table::parse_bytes(&bytes)
     }
 
     /// Parses CSV text; see [`Table::parse_bytes`].
+    ///
+    /// # Errors
+    ///
+    /// `invalid_input` for malformed CSV (with its line): no header, a row of another width.
     pub fn parse(text: &str) -> Result<Table> {
         Table::parse_bytes(text.as_bytes())
     }
@@ -137,11 +142,19 @@ impl Table {
     }
 
     /// A cell as parsed (f64): outcomes.
+    ///
+    /// # Errors
+    ///
+    /// The cell's text when it is not a number.
     pub fn cell(&self, row: usize, column: usize) -> std::result::Result<f64, &str> {
         self.cells[row * self.columns.len() + column].as_ref().copied().map_err(String::as_str)
     }
 
     /// A cell as a model input (f32).
+    ///
+    /// # Errors
+    ///
+    /// The cell's text when it is not a number.
     pub fn feature(&self, row: usize, column: usize) -> std::result::Result<f32, &str> {
         self.cell(row, column).map(|v| v as f32)
     }
@@ -155,12 +168,21 @@ fn parse_cell(text: &str, column: &str, line: u64) -> std::result::Result<f64, S
 }
 
 /// Replays `data` through `ensemble` in file order.
+///
+/// # Errors
+///
+/// `io` or `invalid_input` when the file cannot be read or lacks the features or the outcome column; `not_found` for an
+/// unknown ensemble; `tracking_disabled` when tracking is off.
 pub fn replay(engine: &InferenceEngine, ensemble: &str, data: &Path, options: &ReplayOptions) -> Result<ReplayReport> {
     let table = Table::read(data)?;
     replay_table(engine, ensemble, &table, options)
 }
 
 /// Replays an already-read table.
+///
+/// # Errors
+///
+/// As [`replay`].
 pub fn replay_table(
     engine: &InferenceEngine,
     ensemble: &str,

@@ -137,6 +137,11 @@ fn environment() -> Result<Environment> {
 
 impl Runtime {
     /// Loads ONNX Runtime (once per process) and prepares an environment.
+    ///
+    /// # Errors
+    ///
+    /// `runtime_unavailable` when the library cannot be found or loaded, or its version is outside 1.30 to 1.32;
+    /// `config` for invalid options.
     pub fn new(options: RuntimeOptions) -> Result<Runtime> {
         options.validate()?;
         load_library(options.dylib_path.as_deref())?;

@@ -14,6 +14,10 @@ pub const MAX_NAME_LEN: usize = 128;
 
 /// Checks that `value` can be used as one path component: 1–128 characters of `A-Z a-z 0-9 . _ -`,
 /// not starting with `.` (hidden and temporary entries start with a dot) and not `.`/`..`.
+///
+/// # Errors
+///
+/// `invalid_name` naming the rule broken.
 pub fn validate_name(what: &'static str, value: &str) -> Result<()> {
     let invalid = |reason| Err(Error::InvalidName { what, value: value.to_string(), reason });
     if value.is_empty() {
@@ -106,6 +110,10 @@ fn size_on_disk(path: &Path) -> u64 {
 }
 
 /// Writes `bytes` to `path` so that readers see either the old file or the whole new one.
+///
+/// # Errors
+///
+/// `io` when the temporary file cannot be written, synced or renamed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().ok_or_else(|| Error::Config(format!("{} has no parent directory", path.display())))?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");

@@ -259,6 +259,10 @@ impl Strategy for Stacking {
 }
 
 /// Checks raw configured weights and returns them normalised to sum to 1 (equal when absent).
+///
+/// # Errors
+///
+/// `config` when the count differs from `members`, or a weight is negative, not finite, or all are 0.
 pub fn normalise_weights(weights: Option<&[f32]>, members: usize) -> Result<Vec<f32>> {
     let Some(weights) = weights else {
         return Ok(vec![1.0 / members as f32; members]);

@@ -7,6 +7,10 @@ use crate::error::{Error, Result};
 
 /// `ms` milliseconds as a duration; a negative, NaN, infinite or absurd value is a configuration
 /// error naming `what`.
+///
+/// # Errors
+///
+/// `invalid_input` for a negative, non-finite or overlong duration.
 pub fn duration_from_ms(what: &str, ms: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(ms / 1e3)
         .map_err(|_| Error::Config(format!("{what} {ms} is not a duration in milliseconds")))
@@ -14,6 +18,10 @@ pub fn duration_from_ms(what: &str, ms: f64) -> Result<Duration> {
 
 /// The instant `ms` milliseconds from now, for a request's deadline; a value that is not a
 /// duration is invalid input.
+///
+/// # Errors
+///
+/// `invalid_input` for a negative, non-finite or overlong duration.
 pub fn deadline_after_ms(ms: f64) -> Result<Instant> {
     Duration::try_from_secs_f64(ms / 1e3)
         .ok()

@@ -186,6 +186,10 @@ fn parse_threshold(text: &str, quantity: Quantity) -> std::result::Result<f64, S
 }
 
 /// `500ms`, `30s`, `5m`, `1h` (a bare number is seconds).
+///
+/// # Errors
+///
+/// The text that was not a duration, with the reason (the caller turns it into `config`).
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);

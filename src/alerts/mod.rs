@@ -34,7 +34,8 @@ pub(crate) fn serialize_secs<S: Serializer>(d: &Duration, s: S) -> std::result::
 pub struct RuleSpec {
     /// The condition, e.g. `p95_latency > 50ms over 1m` or `model_accuracy < 0.55`.
     pub condition: String,
-    /// What to do when it fires: `scale_up_inference_workers`, `notify_ml_team`, `scale_horizontal`, `activate_fallback_model` or `log`.
+    /// What to do when it fires: `scale_up_inference_workers`, `notify_ml_team`, `scale_horizontal`,
+    /// `activate_fallback_model` or `log`.
     pub action: String,
     /// `info`, `warning` (default) or `critical`.
     #[serde(default)]
@@ -131,7 +132,8 @@ impl AlertRule {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] (code `config`) naming the rule and what is wrong (unknown signal, action or severity, a bad threshold or duration).
+    /// [`Error::Config`] (code `config`) naming the rule and what is wrong (unknown signal, action or severity, a bad
+    /// threshold or duration).
     pub fn from_spec(name: &str, spec: &RuleSpec) -> Result<AlertRule> {
         crate::validate_name("alert", name)?;
         let bad = |what: String| Error::Config(format!("alert {name:?}: {what}"));
@@ -173,6 +175,10 @@ impl AlertRule {
 }
 
 /// Rules from a rule file already read into specs (any serde format), in name order.
+///
+/// # Errors
+///
+/// `config` naming the first invalid rule (unknown signal, action or severity; bad threshold or duration).
 pub fn rules_from_specs(specs: &BTreeMap<String, RuleSpec>) -> Result<Vec<AlertRule>> {
     specs.iter().map(|(name, spec)| AlertRule::from_spec(name, spec)).collect()
 }

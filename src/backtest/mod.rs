@@ -252,6 +252,10 @@ impl BacktestReport {
 
     /// Writes `backtest.json` (everything, including the timeline) and `backtest.svg` (weights over
     /// time, cumulative loss per method) into `dir`.
+    ///
+    /// # Errors
+    ///
+    /// `io` when a file cannot be written.
     pub fn write(&self, dir: &Path) -> Result<(PathBuf, PathBuf)> {
         store::create_dir_all(dir)?;
         let json_path = dir.join("backtest.json");
@@ -264,6 +268,11 @@ impl BacktestReport {
 }
 
 /// Runs the backtest of `ensemble` over the CSV file `data`.
+///
+/// # Errors
+///
+/// `not_found` for an unknown ensemble; `io` or `invalid_input` when the file cannot be read or lacks a feature or the
+/// outcome column; `config` for invalid options.
 pub fn backtest(
     engine: &InferenceEngine,
     ensemble: &str,
@@ -274,6 +283,10 @@ pub fn backtest(
 }
 
 /// Runs the backtest over an already-read table.
+///
+/// # Errors
+///
+/// As [`backtest`]: `not_found`, `invalid_input` (a missing column) or `config`.
 pub fn backtest_table(
     engine: &InferenceEngine,
     ensemble: &str,

@@ -150,7 +150,8 @@ impl EngineBuilder {
     }
 
     /// Whether ensembles run their members as one fused ONNX model when they can (on by default; see
-    /// [`EnsembleHandle::fusion`](crate::EnsembleHandle::fusion)). Off: every member is its own ONNX Runtime call, always.
+    /// [`EnsembleHandle::fusion`](crate::EnsembleHandle::fusion)). Off: every member is its own ONNX Runtime call,
+    /// always.
     pub fn with_fusion(mut self, fuse: bool) -> Self {
         self.fusion = fuse;
         self
@@ -193,7 +194,10 @@ impl EngineBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::RuntimeUnavailable`](crate::Error::RuntimeUnavailable) (code `runtime_unavailable`) when ONNX Runtime cannot be loaded; [`Error::Config`](crate::Error::Config) for invalid options; [`Error::Locked`](crate::Error::Locked) when another process writes the home's SQLite state; [`Error::Io`](crate::Error::Io) when the home cannot be created.
+    /// [`Error::RuntimeUnavailable`](crate::Error::RuntimeUnavailable) (code `runtime_unavailable`) when ONNX Runtime
+    /// cannot be loaded; [`Error::Config`](crate::Error::Config) for invalid options;
+    /// [`Error::Locked`](crate::Error::Locked) when another process writes the home's SQLite state;
+    /// [`Error::Io`](crate::Error::Io) when the home cannot be created.
     pub fn build(self) -> Result<InferenceEngine> {
         // An engine writes state, so it may make its home; read-only tools never do.
         crate::store::create_dir_all(&self.home)?;
@@ -400,6 +404,10 @@ pub enum InferenceLogSetting {
 
 impl EngineOptions {
     /// The options parsed from a JSON document; `null` (no options given) is every default.
+    ///
+    /// # Errors
+    ///
+    /// `json` when the document does not have the options' shape (unknown keys are refused).
     pub fn from_json(value: serde_json::Value) -> Result<EngineOptions> {
         if value.is_null() {
             return Ok(EngineOptions::default());
@@ -408,6 +416,10 @@ impl EngineOptions {
     }
 
     /// A builder over `home` with these options applied (validated by [`EngineBuilder::build`]).
+    ///
+    /// # Errors
+    ///
+    /// `config` for a value that cannot apply (a zero or inverted replica range, a bad state URL).
     pub fn builder(self, home: &Path) -> Result<EngineBuilder> {
         let mut runtime = RuntimeOptions::default();
         if let Some(path) = self.ort_library {

@@ -19,6 +19,11 @@ impl InferenceEngine {
     /// the control becomes (or stays) the ensemble's active version, the treatment is loaded beside
     /// it, and from now on every prediction of the ensemble is routed to an arm. One experiment runs
     /// per ensemble; names are unique in the home.
+    ///
+    /// # Errors
+    ///
+    /// `config` for an invalid configuration, `not_found` for an unknown ensemble or version, `already_exists` when the
+    /// ensemble already runs an experiment or the name is taken.
     pub fn start_experiment(&self, config: ExperimentConfig) -> Result<ExperimentStatus> {
         config.validate()?;
         // Without outcomes nothing could be decided.
@@ -99,6 +104,10 @@ impl InferenceEngine {
     }
 
     /// An experiment's status: live when this engine runs it, else as the state store last saw it.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown experiment; `state_lost` or `io` when the state store cannot be read.
     pub fn experiment_status(&self, name: &str) -> Result<ExperimentStatus> {
         if let Some(running) = self.inner.lock_experiments().iter().find(|r| *r.name == *name) {
             return Ok(running.status());
@@ -107,6 +116,10 @@ impl InferenceEngine {
     }
 
     /// Every experiment (this engine's and the state store's), by name.
+    ///
+    /// # Errors
+    ///
+    /// `state_lost` or `io` when the state store cannot be read.
     pub fn experiments(&self) -> Result<Vec<ExperimentStatus>> {
         let mut list: Vec<ExperimentStatus> = self.inner.lock_experiments().iter().map(|r| r.status()).collect();
         if let Some(store) = self.state_store() {
@@ -124,16 +137,28 @@ impl InferenceEngine {
 
     /// Pauses a running experiment: every request goes to the control and outcomes are not counted
     /// until [`InferenceEngine::resume_experiment`].
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown experiment; `config` when it is not running.
     pub fn pause_experiment(&self, name: &str) -> Result<ExperimentStatus> {
         self.act_on_experiment(name, Action::Paused, "")
     }
 
     /// Resumes a paused experiment at the step it was paused in.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown experiment; `config` when it is not paused.
     pub fn resume_experiment(&self, name: &str) -> Result<ExperimentStatus> {
         self.act_on_experiment(name, Action::Resumed, "")
     }
 
     /// Stops an experiment for good: the control stays the active version.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown experiment; `config` when it has already ended.
     pub fn stop_experiment(&self, name: &str, reason: &str) -> Result<ExperimentStatus> {
         self.act_on_experiment(name, Action::Stopped, reason)
     }

@@ -177,11 +177,20 @@ impl EnsembleHandle {
     }
 
     /// Predicts one request given by name.
+    ///
+    /// # Errors
+    ///
+    /// `missing_feature` or `non_finite` for the features; `quorum_not_reached` when too few members answer;
+    /// `deadline_exceeded` when the ensemble's latency budget runs out first; `overloaded` when its queue is full.
     pub fn predict(&self, features: &Features) -> Result<Prediction> {
         self.predict_routed(features, None, None)
     }
 
     /// [`EnsembleHandle::predict`] that must finish by `deadline` (see [`EnsembleHandle::predict_row_by`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`EnsembleHandle::predict`], and `deadline_exceeded` when `deadline` cannot be met.
     pub fn predict_by(&self, features: &Features, deadline: Instant) -> Result<Prediction> {
         self.predict_routed(features, None, Some(deadline))
     }
@@ -190,6 +199,10 @@ impl EnsembleHandle {
     /// ensemble runs an experiment, the key's hash picks the arm, so the same key lands in the same
     /// arm on every call and in every process; without a key each request is assigned on its own.
     /// Without an experiment the key is ignored.
+    ///
+    /// # Errors
+    ///
+    /// As [`EnsembleHandle::predict`].
     pub fn predict_routed(
         &self,
         features: &Features,
@@ -208,12 +221,20 @@ impl EnsembleHandle {
     /// callers whose features live in a map of their own — the Python and Node bindings read their
     /// dict / object this way, without building [`Features`], then predict with
     /// [`EnsembleHandle::predict_resolved`] (which they can run without holding their interpreter lock).
+    ///
+    /// # Errors
+    ///
+    /// `missing_feature` or `non_finite`, or the error `value_of` returns.
     pub fn resolve_row(&self, value_of: impl FnMut(&str) -> Result<Option<f32>>) -> Result<ResolvedRow> {
         self.resolve_row_routed(value_of, None)
     }
 
     /// [`EnsembleHandle::resolve_row`] that also picks the request's experiment arm by its routing
     /// key (see [`EnsembleHandle::predict_routed`]): the row is resolved against that arm's load.
+    ///
+    /// # Errors
+    ///
+    /// As [`EnsembleHandle::resolve_row`].
     pub fn resolve_row_routed(
         &self,
         value_of: impl FnMut(&str) -> Result<Option<f32>>,
@@ -242,6 +263,11 @@ impl EnsembleHandle {
     /// [`EnsembleHandle::predict_row`] if the ensemble's features are still those of `schema_id`,
     /// checked and predicted on the same load; `Ok(None)` when they changed (fetch the names again).
     /// `routing_key` as in [`EnsembleHandle::predict_routed`].
+    ///
+    /// # Errors
+    ///
+    /// `invalid_input` when the row's length does not match the schema, or the schema is no longer the ensemble's;
+    /// otherwise as [`EnsembleHandle::predict`].
     pub fn predict_row_for_schema(
         &self,
         schema_id: u64,
@@ -260,6 +286,10 @@ impl EnsembleHandle {
 
     /// Predicts a [`ResolvedRow`] on the load it was resolved against (after a hot swap in between,
     /// on the old one, as a call already running would), by `deadline` if given.
+    ///
+    /// # Errors
+    ///
+    /// As [`EnsembleHandle::predict`]; `deadline_exceeded` when `deadline` cannot be met.
     pub fn predict_resolved(&self, row: &ResolvedRow, deadline: Option<Instant>) -> Result<Prediction> {
         let started = Instant::now();
         let result = self.engine.inner.single(&Call { ens: &row.ens, dense: &row.values, rows: 1, started, deadline });
@@ -280,6 +310,10 @@ impl EnsembleHandle {
     }
 
     /// Predicts one row given in [`EnsembleHandle::feature_names`] order (no name lookups).
+    ///
+    /// # Errors
+    ///
+    /// `invalid_input` when the row's length is not the number of features; otherwise as [`EnsembleHandle::predict`].
     pub fn predict_row(&self, row: &[f32]) -> Result<Prediction> {
         self.predict_row_routed(row, None, None)
     }
@@ -287,6 +321,10 @@ impl EnsembleHandle {
     /// [`EnsembleHandle::predict_row`] with a routing key and an optional deadline (see
     /// [`EnsembleHandle::predict_routed`]). The row is in the control's feature order; a treatment
     /// that consumes fewer or reordered features gets its own columns picked from it.
+    ///
+    /// # Errors
+    ///
+    /// As [`EnsembleHandle::predict_row`].
     pub fn predict_row_routed(
         &self,
         row: &[f32],
@@ -300,7 +338,12 @@ impl EnsembleHandle {
     }
 
     /// [`EnsembleHandle::predict_row`] that must finish by `deadline`: a request that cannot (it
-    /// would queue past it, or the deadline has passed) fails with [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
+    /// would queue past it, or the deadline has passed) fails with
+    /// [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
+    ///
+    /// # Errors
+    ///
+    /// As [`EnsembleHandle::predict_row`], and `deadline_exceeded`.
     pub fn predict_row_by(&self, row: &[f32], deadline: Instant) -> Result<Prediction> {
         self.predict_row_routed(row, None, Some(deadline))
     }
@@ -316,7 +359,8 @@ impl EnsembleHandle {
 
     /// [`EnsembleHandle::predict_row_async`] with a deadline, as in [`EnsembleHandle::predict_row_by`].
     /// The future has no timer of its own: it resolves when its batch has run, and an answer that
-    /// comes after the deadline is an [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded). Wrap it in your runtime's timeout
+    /// comes after the deadline is an [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded). Wrap it in your
+    /// runtime's timeout
     /// to stop waiting at the deadline.
     pub fn predict_row_async_by(
         &self,
@@ -395,12 +439,21 @@ impl EnsembleHandle {
     }
 
     /// Predicts every row of `batch`; each member runs once for the whole batch.
+    ///
+    /// # Errors
+    ///
+    /// `missing_feature` when a column the members need is absent, `non_finite` (with the row), `quorum_not_reached`,
+    /// `too_large` over the batch limit.
     pub fn predict_batch(&self, batch: &Batch<'_>) -> Result<BatchPrediction> {
         self.run_batch(batch, Instant::now(), None)
     }
 
     /// [`EnsembleHandle::predict_batch`] with a routing key: during an experiment the whole batch is
     /// one request and goes to one arm (see [`EnsembleHandle::predict_routed`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`EnsembleHandle::predict_batch`].
     pub fn predict_batch_routed(&self, batch: &Batch<'_>, routing_key: Option<&str>) -> Result<BatchPrediction> {
         self.run_batch(batch, Instant::now(), routing_key)
     }

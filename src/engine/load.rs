@@ -27,6 +27,11 @@ const LAST_GOOD_ROWS: usize = 10_000;
 
 impl InferenceEngine {
     /// Validates `config` against the registry, saves it as the ensemble's next version and loads it.
+    ///
+    /// # Errors
+    ///
+    /// `config` for an invalid configuration; `not_found` for a member or fallback model (or version) that is not
+    /// registered; `model_load` when a member cannot be loaded; `io` when it cannot be saved.
     pub fn create_ensemble(&self, config: EnsembleConfig) -> Result<EnsembleConfig> {
         config.validate()?;
         self.check_members(&config)?;
@@ -47,6 +52,10 @@ impl InferenceEngine {
     /// Validates `config` against the registry and saves it as the ensemble's next version without
     /// making it active: the active version keeps serving (pinned), and the new one can be the
     /// treatment of an experiment ([`InferenceEngine::start_experiment`]) before any request reaches it.
+    ///
+    /// # Errors
+    ///
+    /// As [`InferenceEngine::create_ensemble`].
     pub fn create_ensemble_inactive(&self, config: EnsembleConfig) -> Result<EnsembleConfig> {
         config.validate()?;
         self.check_members(&config)?;
@@ -74,6 +83,10 @@ impl InferenceEngine {
     }
 
     /// (Re)loads the latest saved version of an ensemble and makes it the one predictions use.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown ensemble; `model_load` when a member cannot be loaded.
     pub fn load_ensemble(&self, name: &str) -> Result<EnsembleHandle> {
         let config = self.inner.ensemble_store.get(name)?;
         self.load_config(config)
@@ -224,6 +237,11 @@ impl InferenceEngine {
     /// model's default version onto it (a hot swap): new predictions use the new version at once,
     /// predictions already running finish on the old one, none is dropped or failed. Returns the
     /// ensembles reloaded.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown model or version; `model_load` when a reloaded ensemble cannot load it (the old
+    /// version keeps serving).
     pub fn set_default_version(&self, model: &str, version: u32) -> Result<Vec<String>> {
         let reloaded = self.set_default_version_local(model, version)?;
         self.announce("model", model, Some(version))?;
@@ -256,6 +274,10 @@ impl InferenceEngine {
 
     /// Makes `version` the active version of ensemble `name` (pinned in the home until a new version
     /// is created) and loads it in place of the current one: a hot swap, as for a model's default.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown ensemble or version; `model_load` as for a load.
     pub fn set_default_ensemble_version(&self, name: &str, version: u32) -> Result<EnsembleHandle> {
         let handle = self.set_default_ensemble_version_local(name, version)?;
         self.announce("ensemble", name, Some(version))?;
@@ -305,6 +327,10 @@ impl InferenceEngine {
 
     /// A handle on a loaded ensemble (loading it from the home on first use). Predicting through a
     /// handle skips the by-name lookup.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown ensemble; `model_load` when it cannot be loaded.
     pub fn ensemble(&self, name: &str) -> Result<EnsembleHandle> {
         let found = self.inner.ensembles.read().unwrap_or_else(|p| p.into_inner()).get(name).map(Arc::clone);
         if let Some(slot) = found {

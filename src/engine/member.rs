@@ -453,7 +453,8 @@ pub(super) struct OutputTarget<'a> {
 }
 
 impl OutputTarget<'_> {
-    /// Checks the output (present, declared shape, finite, a probability for a classifier) and writes row `r`'s value to
+    /// Checks the output (present, declared shape, finite, a probability for a classifier) and writes row `r`'s value
+    /// to
     /// `out[r * stride + member]`.
     #[inline]
     /// `produced`: the rows the model was given (a fixed batch size may exceed `rows`, the rows

@@ -212,27 +212,48 @@ impl InferenceEngine {
     }
 
     /// Registers a model version (see [`Registry::register`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::register`].
     pub fn register_model(&self, registration: ModelRegistration) -> Result<ModelMetadata> {
         self.inner.registry.register(&self.inner.runtime, registration)
     }
 
     /// Predicts one request with the named ensemble.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown ensemble; otherwise as [`EnsembleHandle::predict`].
     pub fn predict(&self, ensemble: &str, features: &Features) -> Result<Prediction> {
         self.ensemble(ensemble)?.predict(features)
     }
 
     /// Predicts every row of `batch`; each member runs once for the whole batch.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown ensemble; otherwise as [`EnsembleHandle::predict_batch`].
     pub fn predict_batch(&self, ensemble: &str, batch: &Batch<'_>) -> Result<BatchPrediction> {
         self.ensemble(ensemble)?.predict_batch(batch)
     }
 
     /// Joins a realised outcome with the prediction `request_id` (classification: 0 or 1).
+    ///
+    /// # Errors
+    ///
+    /// `tracking_disabled` when tracking is off; `not_found` for an unknown (or expired) request id; `outcome` for an
+    /// outcome that is not finite, or not 0 or 1 for classification.
     pub fn record_outcome(&self, request_id: u64, outcome: f64) -> Result<()> {
         self.record_outcome_valued(request_id, outcome, None)
     }
 
     /// [`InferenceEngine::record_outcome`] with the outcome's business value (for example the
     /// trade's P&L; higher is better), which an experiment with the `business` metric compares.
+    ///
+    /// # Errors
+    ///
+    /// As [`InferenceEngine::record_outcome`].
     pub fn record_outcome_valued(&self, request_id: u64, outcome: f64, business_value: Option<f64>) -> Result<()> {
         if let Some(v) = business_value.filter(|v| !v.is_finite()) {
             return Err(Error::Outcome(format!("business value {v} for request {request_id} is not finite")));
@@ -261,6 +282,10 @@ impl InferenceEngine {
     }
 
     /// Tracked metrics of the ensemble's most recent tracked version.
+    ///
+    /// # Errors
+    ///
+    /// `tracking_disabled` when tracking is off; `not_found` for an ensemble with no tracked version.
     pub fn metrics(&self, ensemble: &str) -> Result<EnsembleMetrics> {
         self.inner
             .tracker()?
@@ -281,6 +306,10 @@ impl InferenceEngine {
 
     /// Writes learnt weights and tracked metrics to the state database now (the engine also does it
     /// every `flush_interval` and when its last clone is dropped).
+    ///
+    /// # Errors
+    ///
+    /// `io`, `state_lost` or `locked` when the state store cannot be written.
     pub fn flush(&self) -> Result<()> {
         self.inner.flush()
     }

@@ -26,6 +26,10 @@ pub enum RegistryHandle {
 
 impl RegistryHandle {
     /// Opens the registry of `home` without an engine.
+    ///
+    /// # Errors
+    ///
+    /// `runtime_unavailable` when ONNX Runtime cannot be loaded; `io` when the home cannot be opened.
     pub fn open(home: &Path, runtime: RuntimeOptions) -> Result<RegistryHandle> {
         Ok(RegistryHandle::Standalone { registry: Registry::open(home)?, runtime: Runtime::new(runtime)? })
     }
@@ -39,6 +43,10 @@ impl RegistryHandle {
     }
 
     /// See [`Registry::register`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::register`].
     pub fn register(&self, registration: ModelRegistration) -> Result<ModelMetadata> {
         let runtime = match self {
             RegistryHandle::Engine(engine) => engine.runtime(),
@@ -75,6 +83,10 @@ impl RegistryHandle {
     }
 
     /// See [`EnsembleStore::remove_model`]: refused while this home's ensembles use it, unless `force`.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown model or version; `in_use` while ensembles use it (without `force`).
     pub fn remove(&self, name: &str, version: Option<u32>, force: bool) -> Result<()> {
         let registry = self.registry();
         EnsembleStore::open(registry.home())?.remove_model(registry, name, version, force)
@@ -82,6 +94,10 @@ impl RegistryHandle {
 
     /// Makes `version` the model's default; through an engine, its loaded ensembles move onto it
     /// (see [`InferenceEngine::set_default_version`]). Returns the ensembles reloaded.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown model or version.
     pub fn set_default(&self, name: &str, version: u32) -> Result<Vec<String>> {
         match self {
             RegistryHandle::Engine(engine) => engine.set_default_version(name, version),
@@ -90,6 +106,10 @@ impl RegistryHandle {
     }
 
     /// Checks a version's file against the sha256 recorded at registration; returns its metadata.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown model or version; `checksum_mismatch` when the file was changed.
     pub fn verify(&self, name: &str, version: VersionSpec) -> Result<ModelMetadata> {
         let meta = self.registry().resolve(name, version)?;
         self.registry().read_verified(&meta)?;

@@ -96,6 +96,10 @@ impl InferenceEngine {
     /// Adds one replica to the pool of each member model of `ensemble` (within each pool's max):
     /// what the latency alert's `scale_up_inference_workers` does. Returns `(model, replicas after,
     /// grew)` per member.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown ensemble.
     pub fn scale_up(&self, ensemble: &str) -> Result<Vec<(String, usize, bool)>> {
         let handle = self.ensemble(ensemble)?;
         let ens = handle.slot.load_full();

@@ -234,6 +234,10 @@ impl ExperimentConfig {
     }
 
     /// Parses a JSON configuration (unknown fields refused).
+    ///
+    /// # Errors
+    ///
+    /// `json` when it does not parse or has unknown fields.
     pub fn from_json(text: &str) -> Result<Self> {
         serde_json::from_str(text).map_err(|e| Error::json("experiment configuration", e))
     }
@@ -489,6 +493,10 @@ pub struct Experiment {
 
 impl Experiment {
     /// A new experiment on an ensemble of `task`, at its first step.
+    ///
+    /// # Errors
+    ///
+    /// `config` for an invalid configuration or a metric that does not suit the task.
     pub fn new(config: ExperimentConfig, task: Task) -> Result<Experiment> {
         config.validate()?;
         let metric = config.metric.unwrap_or(Metric::default_for(task));
@@ -656,6 +664,10 @@ impl Experiment {
     }
 
     /// Pauses (all traffic to the control), resumes or stops by hand.
+    ///
+    /// # Errors
+    ///
+    /// `config` when the action does not apply to the experiment's state (pausing one that is not running, ...).
     pub fn act(&mut self, action: Action, reason: &str) -> Result<()> {
         let refuse = |state: ExperimentState| {
             Err(Error::Config(format!(

@@ -112,6 +112,10 @@ fn erfc(x: f64) -> f64 {
 
 /// Runs `scenario.runs` experiments of `config` (its metric must be log-loss, the default for
 /// classification) until each decides or reaches `max_outcomes`.
+///
+/// # Errors
+///
+/// `config` for an invalid configuration.
 pub fn simulate(config: &ExperimentConfig, scenario: &Scenario) -> Result<SimulationReport> {
     if config.metric.is_some_and(|m| m != Metric::LogLoss) {
         return Err(Error::Config("the simulation compares log-loss".into()));

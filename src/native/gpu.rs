@@ -295,7 +295,8 @@ impl GpuMlp {
         Ok(gpu)
     }
 
-    /// Runs `rows` rows of `input` (row-major) and writes one prediction per row into `out`; the error is the CUDA or cuBLAS failure, as text.
+    /// Runs `rows` rows of `input` (row-major) and writes one prediction per row into `out`; the error is the CUDA or
+    /// cuBLAS failure, as text.
     pub fn run(&mut self, input: &[f32], rows: usize, out: &mut Vec<f32>) -> Result<(), String> {
         if rows == 0 {
             out.clear();

@@ -125,6 +125,10 @@ thread_local! {
 impl NativeModel {
     /// Compiles the part of an ONNX model that `output` needs, for an input of `features` columns;
     /// `Err` names the node and what is not supported about it.
+    ///
+    /// # Errors
+    ///
+    /// The node and what about it has no native plan, as text (the model then stays on ONNX Runtime).
     pub fn compile(bytes: &[u8], output: &str, features: usize) -> Result<NativeModel, String> {
         compile::compile(bytes, output, features)
     }

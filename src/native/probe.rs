@@ -9,6 +9,10 @@ use crate::runtime::Runtime;
 
 /// Compiles `bytes` for `output` and checks the plan against ONNX Runtime on `rows` (the probe rows
 /// when `None`); `Err` says why the model keeps ONNX Runtime.
+///
+/// # Errors
+///
+/// Why the plan was not taken, as text.
 pub fn verified(
     runtime: &Runtime,
     model: &str,
@@ -33,6 +37,10 @@ pub fn verified(
 
 /// Runs `rows` through both; the first disagreement, or an output ONNX Runtime computes but the
 /// plan cannot match in shape, is the error.
+///
+/// # Errors
+///
+/// The first mismatch, as text.
 pub fn compare(
     plan: &NativeModel,
     session: &mut Session,
