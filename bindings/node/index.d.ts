@@ -2,6 +2,7 @@
 // native.d.ts (checked in `make test`); this file adds what index.js adds.
 
 export * from './native'
+export * from './results'
 
 /** The stable code of every error quorum-engine throws, by name. */
 export declare const ErrorCode: Readonly<{
@@ -41,6 +42,9 @@ export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode]
 export interface QuorumError extends Error {
   code: ErrorCodeValue
 }
+
+/** quorum's version: the npm package's, the Python wheel's and the Rust crate's. */
+export declare const version: string
 
 /** The ONNX Runtime library inside the installed onnxruntime-node package, if any. */
 export declare function onnxruntimeLibrary(): string | undefined

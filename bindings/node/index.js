@@ -328,4 +328,12 @@ const ErrorCode = Object.freeze({
   OVERLOADED: 'overloaded',
 })
 
-module.exports = { InferenceEngine, Registry, Optimizer, ErrorCode, errorCodes: native.errorCodes, onnxruntimeLibrary }
+module.exports = {
+  InferenceEngine,
+  Registry,
+  Optimizer,
+  ErrorCode,
+  errorCodes: native.errorCodes,
+  version: native.version(),
+  onnxruntimeLibrary,
+}

@@ -29,6 +29,12 @@ fn guarded<T>(f: impl FnOnce() -> quorum::Result<T>) -> Result<T> {
     quorum::Error::guard(f).map_err(js_error)
 }
 
+/// The version of quorum this addon was built from (index.js exports it as the `version` string).
+#[napi(skip_typescript)]
+pub fn version() -> String {
+    env!("CARGO_PKG_VERSION").to_string()
+}
+
 /// Every code the core's errors carry (`quorum.ErrorCode` in index.js names each; a test checks).
 #[napi]
 pub fn error_codes() -> Vec<String> {
@@ -228,8 +234,10 @@ pub struct EngineOptions {
     pub cache_ttl_ms: Option<f64>,
     /// How every model is served: `{replicas?: [min, max], load?: "eager" | "lazy", timeoutMs?,
     /// latencyTargetMs?, shareWeights?, batching?: {maxBatch?, maxDelayUs?, dispatchers?, maxQueued?}}`.
+    #[napi(ts_type = "ModelServing")]
     pub default_model: Option<serde_json::Value>,
     /// The same, per model name.
+    #[napi(ts_type = "Record<string, ModelServing>")]
     pub models: Option<HashMap<String, serde_json::Value>>,
     /// Unload idle models (least recently used first) while their estimated memory exceeds this.
     pub memory_budget_bytes: Option<f64>,
@@ -319,6 +327,8 @@ impl JsInferenceEngine {
 
 #[napi]
 impl JsInferenceEngine {
+    /// Opens (or creates) the quorum home `home` and loads ONNX Runtime (from `options.ortLibrary`,
+    /// else the onnxruntime-node package). Throws `runtime_unavailable`, `config` or `locked`.
     #[napi(constructor, ts_args_type = "home: string, options?: EngineOptions | undefined | null")]
     pub fn new(home: String, options: Option<serde_json::Value>) -> Result<Self> {
         let inner = guarded(|| {
@@ -341,7 +351,7 @@ impl JsInferenceEngine {
     }
 
     /// `registry.register(...)`: copies a model into the registry as a new version.
-    #[napi]
+    #[napi(ts_return_type = "ModelMetadata")]
     pub fn register_model(
         &self,
         name: String,
@@ -353,14 +363,14 @@ impl JsInferenceEngine {
     }
 
     /// `registry.list()`: every registered model.
-    #[napi]
+    #[napi(ts_return_type = "ModelSummary[]")]
     pub fn list_models(&self) -> Result<serde_json::Value> {
         self.registry().list()
     }
 
     /// Creates (a new version of) an ensemble from quorum's ensemble JSON: `{name, members, strategy?,
     /// weights?, minMembers?, ...}`; members are "model" / "model@version" strings or objects.
-    #[napi]
+    #[napi(ts_args_type = "config: EnsembleConfigInput", ts_return_type = "EnsembleConfig")]
     pub fn create_ensemble(&self, config: serde_json::Value) -> Result<serde_json::Value> {
         let saved = guarded(|| {
             let parsed: quorum::EnsembleConfig =
@@ -463,27 +473,27 @@ impl JsInferenceEngine {
     }
 
     /// The replica pools of every loaded version of `model` (all models when absent).
-    #[napi]
+    #[napi(ts_return_type = "ReplicaStatus[]")]
     pub fn replicas(&self, model: Option<String>) -> Result<serde_json::Value> {
         to_json(&self.inner.replicas(model.as_deref()))
     }
 
     /// Whether the ensemble's members run as one fused ONNX model: `fused`, `sessions`, and
     /// `reason` when they do not.
-    #[napi]
+    #[napi(ts_return_type = "FusionStatus")]
     pub fn fusion(&self, ensemble: String) -> Result<serde_json::Value> {
         to_json(&guarded(|| Ok(self.inner.ensemble(&ensemble)?.fusion()))?)
     }
 
     /// The inference log's counters (`written`, `dropped`, `write_errors`, `waiting`, `last_error`), or
     /// null when logging is off.
-    #[napi]
+    #[napi(ts_return_type = "InferenceLogStats | null")]
     pub fn inference_log_stats(&self) -> Result<serde_json::Value> {
         to_json(&self.inner.inference_log_stats())
     }
 
     /// Where this process stands in a shared (PostgreSQL) state's outcome log, or null.
-    #[napi]
+    #[napi(ts_return_type = "SharedStatus | null")]
     pub fn shared_status(&self) -> Result<serde_json::Value> {
         to_json(&self.inner.shared_status())
     }
@@ -577,7 +587,7 @@ impl JsInferenceEngine {
     }
 
     /// `predictBatch` on the libuv thread pool.
-    #[napi]
+    #[napi(ts_return_type = "Promise<BatchResult>")]
     pub fn predict_batch_async(
         &self,
         ensemble: String,
@@ -602,7 +612,7 @@ impl JsInferenceEngine {
     /// Starts an A/B experiment from quorum's experiment JSON (`name`, `ensemble`, `control`,
     /// `treatment`, optionally `steps`, `min_outcomes_per_step`, `metric`, `guardrails`, `alpha`,
     /// `max_outcomes`, `non_inferiority_margin`, `mixing_sd`, `seed`). Returns its status.
-    #[napi]
+    #[napi(ts_args_type = "config: ExperimentConfigInput", ts_return_type = "ExperimentStatus")]
     pub fn start_experiment(&self, config: serde_json::Value) -> Result<serde_json::Value> {
         let status = guarded(|| {
             let parsed: quorum::ExperimentConfig =
@@ -613,48 +623,49 @@ impl JsInferenceEngine {
     }
 
     /// An experiment's arms, counts, metric and confidence sequence, p-value, step and decisions.
-    #[napi]
+    #[napi(ts_return_type = "ExperimentStatus")]
     pub fn experiment_status(&self, name: String) -> Result<serde_json::Value> {
         to_json(&guarded(|| self.inner.experiment_status(&name))?)
     }
 
     /// Every experiment's status, by name.
-    #[napi]
+    #[napi(ts_return_type = "ExperimentStatus[]")]
     pub fn experiments(&self) -> Result<serde_json::Value> {
         to_json(&guarded(|| self.inner.experiments())?)
     }
 
     /// Routes every request to the control until `resumeExperiment`.
-    #[napi]
+    #[napi(ts_return_type = "ExperimentStatus")]
     pub fn pause_experiment(&self, name: String) -> Result<serde_json::Value> {
         to_json(&guarded(|| self.inner.pause_experiment(&name))?)
     }
 
-    #[napi]
+    /// Resumes a paused experiment at the step it was paused in.
+    #[napi(ts_return_type = "ExperimentStatus")]
     pub fn resume_experiment(&self, name: String) -> Result<serde_json::Value> {
         to_json(&guarded(|| self.inner.resume_experiment(&name))?)
     }
 
     /// Ends an experiment; the control stays the active version.
-    #[napi]
+    #[napi(ts_return_type = "ExperimentStatus")]
     pub fn stop_experiment(&self, name: String, reason: Option<String>) -> Result<serde_json::Value> {
         to_json(&guarded(|| self.inner.stop_experiment(&name, reason.as_deref().unwrap_or("")))?)
     }
 
     /// Tracked metrics of an ensemble.
-    #[napi]
+    #[napi(ts_return_type = "EnsembleMetrics")]
     pub fn metrics(&self, ensemble: String) -> Result<serde_json::Value> {
         to_json(&guarded(|| self.inner.metrics(&ensemble))?)
     }
 
     /// Members whose loss drifted upwards (Page-Hinkley), oldest first.
-    #[napi]
+    #[napi(ts_return_type = "DriftEvent[]")]
     pub fn drift_events(&self) -> Result<serde_json::Value> {
         to_json(&self.inner.drift_events())
     }
 
     /// `optimizer.optimize(...)`.
-    #[napi]
+    #[napi(ts_return_type = "OptimizeReport")]
     pub fn optimize(
         &self,
         model: String,
@@ -666,7 +677,7 @@ impl JsInferenceEngine {
     }
 
     /// `optimizer.benchmark(...)`.
-    #[napi]
+    #[napi(ts_return_type = "ModelBenchmark")]
     pub fn benchmark(&self, model: String, data: String, outcome: Option<String>) -> Result<serde_json::Value> {
         self.optimizer().benchmark(model, data, outcome)
     }

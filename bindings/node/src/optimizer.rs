@@ -33,6 +33,7 @@ impl JsOptimizer {
 
 #[napi]
 impl JsOptimizer {
+    /// An optimizer over `engine`'s registry and ONNX Runtime.
     #[napi(constructor)]
     pub fn new(engine: &JsInferenceEngine) -> Self {
         JsOptimizer::of_engine(engine.core())
@@ -41,7 +42,7 @@ impl JsOptimizer {
     /// Builds INT8 / optimised candidates of a registered model (`name` or `name@version`),
     /// benchmarks them on a CSV file and registers the fastest one within the accuracy threshold as a
     /// new version (or keeps the original). Returns the report.
-    #[napi]
+    #[napi(ts_return_type = "OptimizeReport")]
     pub fn optimize(
         &self,
         model: String,
@@ -67,7 +68,7 @@ impl JsOptimizer {
 
     /// Latency at batch 1/8/64/512, throughput, size, session memory and (with `outcome`) accuracy
     /// of a registered model (`name` or `name@version`) on a CSV file.
-    #[napi]
+    #[napi(ts_return_type = "ModelBenchmark")]
     pub fn benchmark(&self, model: String, data: String, outcome: Option<String>) -> Result<serde_json::Value> {
         let bench = guarded(|| {
             let spec: quorum::MemberSpec = model.parse()?;
@@ -79,7 +80,7 @@ impl JsOptimizer {
     /// Rewrites the ONNX file `file` with one method into `out` (int8-dynamic,
     /// int8-dynamic-per-channel, int8-static-minmax / -percentile / -entropy with `data` and
     /// `features`, fp16). Returns `out`, `bytes` and the per-node report.
-    #[napi]
+    #[napi(ts_return_type = "QuantizeReport")]
     pub fn quantize(
         &self,
         file: String,

@@ -28,6 +28,7 @@ impl JsRegistry {
 
 #[napi]
 impl JsRegistry {
+    /// Opens (or creates) the registry of the quorum home `home`, without an engine.
     #[napi(constructor)]
     pub fn new(home: String, options: Option<RegistryOptions>) -> Result<Self> {
         let mut runtime = quorum::RuntimeOptions::default();
@@ -39,7 +40,7 @@ impl JsRegistry {
 
     /// Copies a model into the registry as a new version (ONNX Runtime loads it and its inputs and
     /// output are checked first); returns its metadata.
-    #[napi]
+    #[napi(ts_return_type = "ModelMetadata")]
     pub fn register(
         &self,
         name: String,
@@ -72,13 +73,13 @@ impl JsRegistry {
     }
 
     /// Every registered model: name, versions, default version, kind, task.
-    #[napi]
+    #[napi(ts_return_type = "ModelSummary[]")]
     pub fn list(&self) -> Result<serde_json::Value> {
         to_json(&guarded(|| self.inner.list())?)
     }
 
     /// A model's metadata: `name` (its default version) or `name@version`.
-    #[napi]
+    #[napi(ts_return_type = "ModelMetadata")]
     pub fn show(&self, model: String) -> Result<serde_json::Value> {
         to_json(&guarded(|| {
             let spec: quorum::MemberSpec = model.parse()?;
@@ -111,7 +112,7 @@ impl JsRegistry {
 
     /// Checks a model's file (`name` or `name@version`) against the sha256 recorded at registration;
     /// returns its metadata, or throws `checksum_mismatch`.
-    #[napi]
+    #[napi(ts_return_type = "ModelMetadata")]
     pub fn verify(&self, model: String) -> Result<serde_json::Value> {
         to_json(&guarded(|| {
             let spec: quorum::MemberSpec = model.parse()?;
