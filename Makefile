@@ -203,7 +203,12 @@ python-test: python-wheel
 	$(PY_TEST)/bin/pip install --quiet dist/quorum-*.whl pytest mypy
 	cd bindings/python/tests && ../../../$(PY_TEST)/bin/python -m pytest -q -p no:cacheprovider
 	$(PY_TEST)/bin/python -m mypy.stubtest quorum._quorum
-	$(PY_TEST)/bin/python -m mypy -p quorum
+	$(PY_TEST)/bin/python -m mypy --strict -p quorum
+	# The tests and the READMEs' Python examples type-check under --strict against the installed stubs.
+	cd bindings/python/tests && ../../../$(PY_TEST)/bin/python -m mypy --strict --cache-dir=/dev/null .
+	tmp=$$(mktemp -d) && for readme in README.md bindings/python/README.md; do \
+	  awk '/^```python$$/{f=1;next} /^```$$/{f=0} f' $$readme > $$tmp/$$(echo $$readme | tr / _ | sed 's/.md$$//').py; done && \
+	  $(PY_TEST)/bin/python -m mypy --strict --cache-dir=/dev/null $$tmp/*.py; status=$$?; rm -rf $$tmp; exit $$status
 
 # The Node package: napi-rs addon built by @napi-rs/cli, its generated native.d.ts checked against the
 # committed one, packed with npm and installed from the tarball into an empty directory (with its

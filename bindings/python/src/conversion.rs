@@ -25,10 +25,10 @@ pub fn guarded<T: Send>(py: Python<'_>, f: impl FnOnce() -> quorum::Result<T> + 
     py.detach(|| quorum::Error::guard(f)).map_err(to_py_err)
 }
 
-/// Any serialisable quorum value as plain Python objects (dicts, lists, floats), through JSON.
+/// Any serialisable quorum value as plain Python objects: dicts, lists, tuples (serde tuples, such as
+/// `(member, metrics)` pairs), floats, ints, `None`, as the stubs' TypedDicts describe them.
 pub fn to_python<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
-    let text = serde_json::to_string(value).map_err(|e| to_py_err(quorum::Error::json("result", e)))?;
-    py.import("json")?.call_method1("loads", (text,))
+    pythonize::pythonize(py, value).map_err(|e| to_py_err(quorum::Error::Internal(format!("result conversion: {e}"))))
 }
 
 /// A Python object (dict, list, numbers) as a serde value, through JSON.

@@ -1,3 +1,6 @@
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple, Type
+
 import numpy
 import pytest
 
@@ -5,16 +8,17 @@ import quorum
 from conftest import MODELS
 
 
-def test_every_error_is_a_quorum_error_with_a_code(engine, rows):
+def test_every_error_is_a_quorum_error_with_a_code(engine: quorum.InferenceEngine, rows: List[Dict[str, float]]) -> None:
     names = engine.feature_names("market")
     good = {n: rows[0][n] for n in names}
-    cases = [
+    cases: List[Tuple[Callable[[], object], Type[quorum.QuorumError], str]] = [
         (lambda: engine.predict("market", {"ret_1d": 0.1}), quorum.MissingFeatureError, "missing_feature"),
         (lambda: engine.predict("nope", good), quorum.NotFoundError, "not_found"),
         (lambda: engine.predict("market", {**good, "vix": float("nan")}), quorum.NonFiniteError, "non_finite"),
         (lambda: engine.predict("market", {**good, "vix": float("inf")}), quorum.NonFiniteError, "non_finite"),
-        (lambda: engine.predict("market", {**good, "vix": "high"}), quorum.InvalidInputError, "invalid_input"),
-        (lambda: engine.predict("market", {**good, "vix": None}), quorum.InvalidInputError, "invalid_input"),
+        # Deliberately wrong types below: the runtime must refuse them with typed errors.
+        (lambda: engine.predict("market", {**good, "vix": "high"}), quorum.InvalidInputError, "invalid_input"),  # type: ignore[dict-item]
+        (lambda: engine.predict("market", {**good, "vix": None}), quorum.InvalidInputError, "invalid_input"),  # type: ignore[dict-item]
         (lambda: engine.predict_batch("market", numpy.zeros((3, 5), numpy.float32)), quorum.InvalidInputError, "invalid_input"),
         (lambda: engine.predict_batch("market", numpy.zeros((0, len(names)), numpy.float32)), quorum.InvalidInputError, "invalid_input"),
         (lambda: engine.predict_batch("market", numpy.zeros(5, numpy.float32)), quorum.InvalidInputError, "invalid_input"),
@@ -23,8 +27,8 @@ def test_every_error_is_a_quorum_error_with_a_code(engine, rows):
         (lambda: engine.register_model("x", MODELS / "missing.onnx", ["a"]), quorum.StorageError, "io"),
         (lambda: engine.register_model("x", MODELS / "sentiment.onnx", ["a", "b"]), quorum.ModelLoadError, "model_load"),
         (lambda: engine.create_ensemble({"name": "e", "members": ["technical"], "weights": [1, 2]}), quorum.ConfigError, "config"),
-        (lambda: engine.create_ensemble({"name": "e", "members": ["technical"], "strategy": "vibes"}), quorum.JSONError, "json"),
-        (lambda: engine.create_ensemble({"name": "e"}), quorum.JSONError, "json"),
+        (lambda: engine.create_ensemble({"name": "e", "members": ["technical"], "strategy": "vibes"}), quorum.JSONError, "json"),  # type: ignore[typeddict-item]
+        (lambda: engine.create_ensemble({"name": "e"}), quorum.JSONError, "json"),  # type: ignore[typeddict-item]
     ]
     for call, kind, code in cases:
         with pytest.raises(kind) as caught:
@@ -33,7 +37,7 @@ def test_every_error_is_a_quorum_error_with_a_code(engine, rows):
         assert caught.value.code == code, (kind, caught.value)
 
 
-def test_builtin_bases_are_natural(engine):
+def test_builtin_bases_are_natural(engine: quorum.InferenceEngine) -> None:
     assert issubclass(quorum.NotFoundError, LookupError)
     assert issubclass(quorum.InvalidInputError, ValueError)
     assert issubclass(quorum.StorageError, OSError)
@@ -41,7 +45,7 @@ def test_builtin_bases_are_natural(engine):
         engine.predict("nope", {})
 
 
-def test_a_second_onnxruntime_library_is_refused(engine, tmp_path):
+def test_a_second_onnxruntime_library_is_refused(engine: quorum.InferenceEngine, tmp_path: Path) -> None:
     # A process can load one ONNX Runtime (the `engine` fixture loaded it): the one in use is kept and
     # a different path is a configuration error (a missing library in a fresh process is
     # runtime_unavailable: tested by the Rust CLI tests, each in its own process).
@@ -51,7 +55,7 @@ def test_a_second_onnxruntime_library_is_refused(engine, tmp_path):
     assert "already loaded" in str(caught.value)
 
 
-def test_every_core_error_code_has_its_exception_class():
+def test_every_core_error_code_has_its_exception_class() -> None:
     # The core's list of codes, from the native module: a new code without a class fails here.
     codes = quorum._quorum.ERROR_CODES
     assert len(codes) == len(set(codes)) and "internal" in codes
@@ -63,7 +67,7 @@ def test_every_core_error_code_has_its_exception_class():
     assert len(set(quorum.errors.BY_CODE.values())) == len(codes)
 
 
-def test_tracking_disabled_is_one_category_for_outcomes_and_metrics(tmp_path):
+def test_tracking_disabled_is_one_category_for_outcomes_and_metrics(tmp_path: Path) -> None:
     e = quorum.InferenceEngine(tmp_path, tracking=False, persistence=False)
     for call in (lambda: e.record_outcome(1, 1.0), lambda: e.metrics("market")):
         with pytest.raises(quorum.TrackingDisabledError) as caught:
@@ -71,7 +75,7 @@ def test_tracking_disabled_is_one_category_for_outcomes_and_metrics(tmp_path):
         assert caught.value.code == "tracking_disabled"
 
 
-def test_versions_and_booleans_follow_one_rule_with_node(engine, rows):
+def test_versions_and_booleans_follow_one_rule_with_node(engine: quorum.InferenceEngine, rows: List[Dict[str, float]]) -> None:
     names = engine.feature_names("market")
     good = {n: rows[0][n] for n in names}
     with pytest.raises(quorum.InvalidInputError) as caught:
@@ -79,13 +83,13 @@ def test_versions_and_booleans_follow_one_rule_with_node(engine, rows):
     assert "bool" in str(caught.value)
     for bad in (-1, 0, 1.5, True, 2**32, 2**70):
         with pytest.raises(quorum.InvalidNameError):
-            engine.set_default_version("technical", bad)
+            engine.set_default_version("technical", bad)  # type: ignore[arg-type]  # deliberately not an int
         with pytest.raises(quorum.InvalidNameError):
-            engine.register_model("vh", MODELS / "technical.onnx", engine.registry.show("technical")["features"], version=bad)
+            engine.register_model("vh", MODELS / "technical.onnx", engine.registry.show("technical")["features"], version=bad)  # type: ignore[arg-type]
     assert engine.registry.versions("vh") == []
 
 
-def test_a_model_in_use_is_removed_only_when_forced(engine):
+def test_a_model_in_use_is_removed_only_when_forced(engine: quorum.InferenceEngine) -> None:
     with pytest.raises(quorum.InUseError) as caught:
         engine.remove_model("sentiment")
     assert caught.value.code == "in_use" and "market@" in str(caught.value)
@@ -93,7 +97,7 @@ def test_a_model_in_use_is_removed_only_when_forced(engine):
     assert "sentiment" not in [m["name"] for m in engine.list_models()]
 
 
-def test_a_second_engine_on_one_state_is_refused_and_tracking_bounds_are_settable(tmp_path):
+def test_a_second_engine_on_one_state_is_refused_and_tracking_bounds_are_settable(tmp_path: Path) -> None:
     other_home = tmp_path / "other"
     bounded = quorum.InferenceEngine(str(other_home), tracking={"window": 50, "window_seconds": 60})
     with pytest.raises(quorum.LockedError) as caught:
@@ -104,7 +108,7 @@ def test_a_second_engine_on_one_state_is_refused_and_tracking_bounds_are_settabl
     del bounded
 
 
-def test_faults_can_be_injected_to_rehearse_failures(engine, rows):
+def test_faults_can_be_injected_to_rehearse_failures(engine: quorum.InferenceEngine, rows: List[Dict[str, float]]) -> None:
     names = engine.feature_names("market")
     good = {n: rows[0][n] for n in names}
     engine.inject_fault("sentiment", "fail")

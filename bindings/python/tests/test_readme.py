@@ -2,11 +2,14 @@
 
 import os
 import re
+from pathlib import Path
+
+import pytest
 
 from conftest import REPO
 
 
-def test_readme_python_example_runs(tmp_path, monkeypatch):
+def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = (REPO / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert blocks, "README.md has no python example"

@@ -1,12 +1,14 @@
 """Registry, Optimizer and InferenceEngine as three types over one home, in one process."""
 
+from pathlib import Path
+
 import pytest
 
 import quorum
 from conftest import HOLDOUT, MODELS, manifest
 
 
-def test_a_standalone_registry_and_an_engine_share_one_home(tmp_path):
+def test_a_standalone_registry_and_an_engine_share_one_home(tmp_path: Path) -> None:
     home = tmp_path / "home"
     registry = quorum.Registry(home)
     m = manifest()[2]
@@ -21,7 +23,7 @@ def test_a_standalone_registry_and_an_engine_share_one_home(tmp_path):
     assert engine.model(m["name"])["version"] == registry.show(m["name"])["version"]
 
 
-def test_set_default_through_the_engine_registry_hot_swaps_loaded_ensembles(engine):
+def test_set_default_through_the_engine_registry_hot_swaps_loaded_ensembles(engine: quorum.InferenceEngine) -> None:
     t = manifest()[0]
     engine.registry.register(t["name"], MODELS / f"{t['name']}.onnx", t["features"], kind=t["kind"])
     assert engine.registry.set_default(t["name"], 2) == ["market"]
@@ -29,7 +31,7 @@ def test_set_default_through_the_engine_registry_hot_swaps_loaded_ensembles(engi
     assert contributions[t["name"]]["version"] == 2
 
 
-def test_a_registry_verify_reports_a_tampered_file(tmp_path):
+def test_a_registry_verify_reports_a_tampered_file(tmp_path: Path) -> None:
     home = tmp_path / "home"
     registry = quorum.Registry(home)
     m = manifest()[2]
@@ -42,7 +44,7 @@ def test_a_registry_verify_reports_a_tampered_file(tmp_path):
         registry.verify(m["name"])
 
 
-def test_the_optimizer_quantizes_one_file_and_benchmarks_a_registered_model(engine, tmp_path):
+def test_the_optimizer_quantizes_one_file_and_benchmarks_a_registered_model(engine: quorum.InferenceEngine, tmp_path: Path) -> None:
     optimizer = quorum.Optimizer(engine)
     out = tmp_path / "technical-int8.onnx"
     report = optimizer.quantize(MODELS / "technical.onnx", out, "int8-dynamic")

@@ -1,16 +1,19 @@
 import threading
+from typing import Dict, List
 
 import numpy
 
+import quorum
 
-def test_many_threads_predict_at_once_and_agree(engine, rows):
+
+def test_many_threads_predict_at_once_and_agree(engine: quorum.InferenceEngine, rows: List[Dict[str, float]]) -> None:
     names = engine.feature_names("market")
     requests = [{n: r[n] for n in names} for r in rows[:40]]
     expected = [engine.predict("market", f).prediction for f in requests]
     matrix = numpy.array([[f[n] for n in names] for f in requests], dtype=numpy.float32)
     failures = []
 
-    def worker(t):
+    def worker(t: int) -> None:
         try:
             for i in range(300):
                 k = (i * 7 + t) % len(requests)

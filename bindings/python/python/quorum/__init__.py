@@ -13,15 +13,17 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 import numpy
+import numpy.typing
 
-from . import errors
+from . import errors, results
 from ._quorum import BatchPrediction, Optimizer, Prediction, __version__
 from ._quorum import InferenceEngine as _NativeEngine
 from ._quorum import Registry as _NativeRegistry
 from .errors import *  # noqa: F401,F403  (the exception classes are part of the package's API)
+from .results import ModelBenchmark, ModelMetadata, ModelServing, ModelSummary, OptimizeReport
 
 
 def onnxruntime_library() -> Optional[str]:
@@ -48,18 +50,18 @@ class InferenceEngine(_NativeEngine):
         cls,
         home: "str | os.PathLike[str]",
         ort_library: "Optional[str | os.PathLike[str]]" = None,
-        tracking: Union[bool, Dict[str, float]] = True,
+        tracking: Union[bool, Mapping[str, float]] = True,
         persistence: bool = True,
         sessions_per_model: Optional[int] = None,
         synchronous_refits: bool = False,
         cache_capacity: Optional[int] = None,
         cache_ttl_ms: Optional[float] = None,
-        default_model: Optional[dict] = None,
-        models: Optional[dict] = None,
+        default_model: Optional[ModelServing] = None,
+        models: Optional[Mapping[str, ModelServing]] = None,
         memory_budget_bytes: Optional[int] = None,
         fusion: bool = True,
         state: Optional[str] = None,
-        inference_log: "bool | dict | None" = None,
+        inference_log: "bool | Mapping[str, float] | None" = None,
         native: bool = True,
     ) -> "InferenceEngine":
         """`default_model` and `models` (by model name) say how models are served, each a dict with
@@ -109,16 +111,16 @@ class InferenceEngine(_NativeEngine):
         task: str = "classification",
         version: Optional[int] = None,
         inputs: Optional[str] = None,
-    ) -> Dict[str, Any]:
+    ) -> ModelMetadata:
         """`Registry.register` on the engine's registry. `inputs` maps features to the inputs of a
         model with several (`"x1=a,b;x2=c,d"`); without it they must be named as the features."""
         return self.registry.register(name, file, list(features), output, kind, task, version, inputs)
 
-    def list_models(self) -> List[Dict[str, Any]]:
+    def list_models(self) -> List[ModelSummary]:
         """`Registry.list` on the engine's registry."""
         return self.registry.list()
 
-    def model(self, name: str, version: Optional[int] = None) -> Dict[str, Any]:
+    def model(self, name: str, version: Optional[int] = None) -> ModelMetadata:
         """`Registry.show` on the engine's registry."""
         return self.registry.show(name, version)
 
@@ -135,8 +137,8 @@ class InferenceEngine(_NativeEngine):
         methods: Optional[Sequence[str]] = None,
         target_latency_ms: Optional[float] = None,
         version: Optional[int] = None,
-        batch_sizes: Optional[Dict[int, float]] = None,
-    ) -> Dict[str, Any]:
+        batch_sizes: Optional[Mapping[int, float]] = None,
+    ) -> OptimizeReport:
         """`Optimizer.optimize` on the engine's registry; `batch_sizes` ({1: 0.2, 64: 0.8}) is the
         workload the decision weighs (default single rows)."""
         listed = list(methods) if methods is not None else None
@@ -150,14 +152,14 @@ class InferenceEngine(_NativeEngine):
         data: "str | os.PathLike[str]",
         outcome: Optional[str] = None,
         version: Optional[int] = None,
-    ) -> Dict[str, Any]:
+    ) -> ModelBenchmark:
         """`Optimizer.benchmark` on the engine's registry."""
         return self.optimizer.benchmark(model, data, outcome, version)
 
     def predict_batch(
         self,
         ensemble: str,
-        rows,
+        rows: numpy.typing.ArrayLike,
         feature_names: Optional[Sequence[str]] = None,
         routing_key: Optional[str] = None,
     ) -> BatchPrediction:
@@ -187,6 +189,7 @@ __all__ = [
     "Prediction",
     "BatchPrediction",
     "errors",
+    "results",
     "onnxruntime_library",
     "__version__",
 ]

@@ -148,4 +148,32 @@ BY_CODE = {
     "overloaded": OverloadedError,
 }
 
-__all__ = [name for name, value in list(globals().items()) if isinstance(value, type) and issubclass(value, QuorumError)]
+__all__ = [
+    "QuorumError",
+    "RuntimeUnavailableError",
+    "InvalidInputError",
+    "MissingFeatureError",
+    "NonFiniteError",
+    "InvalidNameError",
+    "NotFoundError",
+    "AlreadyExistsError",
+    "ConfigError",
+    "ChecksumMismatchError",
+    "ModelLoadError",
+    "OutputShapeError",
+    "InferenceError",
+    "MemberUnavailableError",
+    "QuorumNotReachedError",
+    "DeadlineExceededError",
+    "OptimizeError",
+    "TrackingDisabledError",
+    "InternalError",
+    "OutcomeError",
+    "StorageError",
+    "JSONError",
+    "LockedError",
+    "InUseError",
+    "TooLargeError",
+    "StateLostError",
+    "OverloadedError",
+]
