@@ -169,9 +169,9 @@ load-serve: build venv-serve $(OHA) $(VENV_TRITON)/.stamp
 # The longer checks CI runs after `make test`.
 ci-long: load-serve package
 
-# The API documentation of every workspace crate, as docs.rs builds it (the core crate with the
-# features docs.rs enables), with every rustdoc warning an error.
-DOC_FEATURES := quorum/ndarray,quorum/postgres,quorum/gpu
+# The API documentation of every workspace crate, as docs.rs builds it (the core crate with every
+# feature), with every rustdoc warning an error.
+DOC_FEATURES := quorum/ndarray,quorum/postgres,quorum/gpu,quorum/cuda,quorum/tensorrt,quorum/nvml
 docs:
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --features $(DOC_FEATURES)
 

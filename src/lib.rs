@@ -81,7 +81,7 @@
 //! | `gpu` | Native MLP plans on an NVIDIA GPU (`native::gpu`): CUDA, cuBLAS and NVRTC loaded at run time. |
 //!
 //! The GPU features load their libraries at run time: they build, and their tests pass, on a machine
-//! without CUDA.
+//! without CUDA; docs.rs documents every feature.
 //!
 //! The command line is the `quorum-cli` crate and the HTTP server the `quorum-server` crate.
 #![cfg_attr(docsrs, feature(doc_cfg))]
