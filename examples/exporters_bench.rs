@@ -86,6 +86,14 @@ fn fixed_batch_under_concurrency(home: &std::path::Path) {
     hammer(&queued, 64, 10_000, &values);
     let (base, base_p99, base_failed) = hammer(&inline, cores, calls, &values);
     let (rate, p99, failed) = hammer(&queued, 64, calls, &values);
+    // Where a shortfall comes from: the 64 threads (the same engine as the baseline, 64 callers) or
+    // the batching configuration (the batching engine, one caller per core).
+    let (inline_64, _, _) = hammer(&inline, 64, calls, &values);
+    let (queued_cores, _, _) = hammer(&queued, cores, calls, &values);
+    println!(
+        "fixed batch 1, split: the baseline engine on 64 threads {inline_64:.0} rows/s | the batching engine on \
+         {cores} threads {queued_cores:.0} rows/s"
+    );
     println!(
         "fixed batch 1 on onnxruntime: inline on {cores} threads {base:.0} rows/s (p99 {base_p99:.3} ms, {base_failed} failed) | \
          64 callers, batching on {rate:.0} rows/s (p99 {p99:.3} ms, {failed} failed) | ratio {:.3}",
