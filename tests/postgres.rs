@@ -230,6 +230,28 @@ fn engines_sharing_a_state_learn_as_one_and_a_late_one_catches_up() {
 }
 
 #[test]
+fn a_retried_outcome_whose_prediction_never_reached_the_inference_log_is_already_recorded() {
+    // As when a replica logs an outcome and is killed before it answers, and before its queue writes
+    // the prediction's row: the client's retry reaches another replica, which must say "already
+    // recorded", not "unknown request id".
+    let Some(db) = common::scratch_database("q_retry") else { return };
+    let url = db.url.clone();
+    let home = tempfile::tempdir().unwrap();
+    let a = engine(home.path(), &url, None);
+    let b = engine(home.path(), &url, None);
+    register_models(&a);
+    a.create_ensemble(boa("retried")).unwrap();
+    wait_for("b to load the ensemble", Duration::from_secs(10), || b.ensemble("retried").is_ok());
+    let p = a.predict("retried", &common::holdout_features(1)[0]).unwrap();
+    a.record_outcome(p.request_id, 1.0).unwrap();
+    let logged: i64 = psql(&url, "SELECT count(*) FROM inference_logs").unwrap().parse().unwrap();
+    assert_eq!(logged, 0, "this test needs the prediction absent from the inference log");
+    let retry = b.record_outcome(p.request_id, 1.0).unwrap_err();
+    assert_eq!(retry.code(), "outcome");
+    assert!(retry.to_string().contains("already recorded"), "{retry}");
+}
+
+#[test]
 fn an_experiment_is_credited_with_its_predictions_outcomes_posted_to_another_engine() {
     let Some(db) = common::scratch_database("q_ab") else { return };
     let home = tempfile::tempdir().unwrap();

@@ -223,7 +223,8 @@ pub(crate) trait SharedLog: Send + Sync {
     fn outcomes_after(&self, position: i64, limit: usize) -> Result<Vec<OutcomeEntry>>;
     /// The last position committed.
     fn head(&self) -> Result<i64>;
-    /// A prediction from the inference log (made by any replica), by request id.
+    /// A prediction made by any replica, by request id: from the outcome log when its outcome is
+    /// already there, else from the inference log.
     fn find_prediction(&self, request_id: u64) -> Result<Option<LoggedPrediction>>;
     fn append_change(&self, kind: &str, name: &str, version: Option<u32>) -> Result<()>;
     fn changes_after(&self, position: i64) -> Result<Vec<Change>>;

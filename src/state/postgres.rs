@@ -651,7 +651,30 @@ impl SharedLog for Postgres {
 
     fn find_prediction(&self, request_id: u64) -> Result<Option<LoggedPrediction>> {
         let id = request_id.to_string();
+        let key = i64::try_from(request_id).ok();
         with_pool(self, move |client| async move {
+            // An outcome already logged carries its prediction: a replica killed after logging it but
+            // before answering leaves the client's retry to find it here, and the retry is then told
+            // "already recorded" (the prediction's own row may have died in that replica's queue).
+            if let Some(key) = key {
+                let row = client
+                    .query_opt(
+                        "SELECT ensemble_name, ensemble_version, regime, prediction, member_values FROM outcome_log
+                         WHERE request_id = $1",
+                        &[&key],
+                    )
+                    .await
+                    .map_err(pg("reading outcome_log"))?;
+                if let Some(r) = row {
+                    return Ok(Some(LoggedPrediction {
+                        ensemble: r.get(0),
+                        version: r.get::<_, i32>(1) as u32,
+                        regime: regime_from_code(r.get(2)),
+                        prediction: r.get(3),
+                        members: r.get(4),
+                    }));
+                }
+            }
             let row = client
                 .query_opt(
                     "SELECT model_ensemble, ensemble_version, regime, prediction, member_values FROM inference_logs
