@@ -122,6 +122,7 @@ mod fusion;
 mod initializers;
 pub mod native;
 pub mod prediction;
+pub mod remote;
 pub mod replicas;
 pub mod runtime;
 
@@ -169,9 +170,10 @@ pub use onnx::{graph_io, GraphIo, TensorInfo};
 pub use optimizer::{OptimizeOptions, OptimizeReport, Optimizer};
 pub use prediction::{BatchPrediction, ExperimentArm, MemberRun, ModelContribution, Prediction};
 pub use registry::{
-    check_version, Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry, Task,
-    VersionSpec, MAX_VERSION,
+    check_version, Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry,
+    RemoteRegistration, Task, VersionSpec, MAX_VERSION,
 };
+pub use remote::{RemoteSource, RemoteSpec};
 pub use replay::{ReplayOptions, ReplayReport};
 pub use replicas::{LoadPolicy, ModelOptions, ReplicaStatus};
 pub use runtime::{ExecutionProvider, ProviderFallback, Runtime, RuntimeOptions};

@@ -172,6 +172,10 @@ pub struct ModelMetadata {
     /// (see [`InputType`]). Absent in the metadata for float32.
     #[serde(default, skip_serializing_if = "InputType::is_float32")]
     pub input_type: InputType,
+    /// For a model served by another server: how it is reached. It has no ONNX file then; its
+    /// `sha256` is that of the server's model metadata read at registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::remote::RemoteSpec>,
 }
 
 impl ModelMetadata {
@@ -270,6 +274,69 @@ pub struct ModelRegistration {
     metadata: BTreeMap<String, serde_json::Value>,
     lineage: Option<Lineage>,
     max_bytes: u64,
+    /// A model served by another server instead of a file.
+    remote: Option<crate::remote::RemoteSource>,
+}
+
+/// A remote model's registration as one document — what Python's `register_remote`, Node's
+/// `registerRemote` and the command line hand over: `{name, url, features, token_env?, output?,
+/// kind?, task?, version?}` (camelCase accepted), read and checked in one place.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteRegistration {
+    /// The model's name in this registry.
+    pub name: String,
+    /// `http://host:port/v2/models/MODEL[/versions/V]`.
+    pub url: String,
+    /// The features it takes, in order.
+    pub features: Vec<String>,
+    /// The environment variable holding the server's bearer token.
+    #[serde(default, alias = "tokenEnv")]
+    pub token_env: Option<String>,
+    /// `name`, `name:column` or `name:CLASS`.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// technical, fundamental, sentiment or other.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// classification or regression.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// An explicit version (a whole number from 1 to 2147483647).
+    #[serde(default)]
+    pub version: Option<f64>,
+}
+
+impl RemoteRegistration {
+    /// Reads the document.
+    ///
+    /// # Errors
+    /// [`Error::Json`] for a malformed document or an unknown field.
+    pub fn from_json(value: serde_json::Value) -> Result<RemoteRegistration> {
+        serde_json::from_value(value).map_err(|e| Error::json("remote registration", e))
+    }
+
+    /// The registration it describes.
+    ///
+    /// # Errors
+    /// [`Error::Config`] or [`Error::InvalidName`] for an output, kind, task or version that does
+    /// not parse.
+    pub fn into_registration(self) -> Result<ModelRegistration> {
+        let mut r = ModelRegistration::remote(self.name, self.url, self.token_env, self.features);
+        if let Some(output) = self.output {
+            r = r.with_output(output.parse()?);
+        }
+        if let Some(kind) = self.kind {
+            r = r.with_kind(kind.parse()?);
+        }
+        if let Some(task) = self.task {
+            r = r.with_task(task.parse()?);
+        }
+        if let Some(version) = self.version {
+            r = r.with_version(check_version("version", version)?);
+        }
+        Ok(r)
+    }
 }
 
 /// The default limit on a model file's size: 2 GiB, protobuf's own limit on one ONNX file.
@@ -295,7 +362,24 @@ impl ModelRegistration {
             metadata: BTreeMap::new(),
             lineage: None,
             max_bytes: DEFAULT_MAX_MODEL_BYTES,
+            remote: None,
         }
+    }
+
+    /// A model served by another server over the Open Inference Protocol v2, at `url`
+    /// (`http://host:port/v2/models/MODEL[/versions/V]`). Registration reads the server's model
+    /// metadata, checks it against the features and output, and probes it on one row of zeros and
+    /// on two. `token_env` names the environment variable holding its bearer token: the name is
+    /// stored, the token is read when the model loads and never written anywhere.
+    pub fn remote(
+        name: impl Into<String>,
+        url: impl Into<String>,
+        token_env: Option<String>,
+        features: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        let mut registration = ModelRegistration::new(name, PathBuf::new(), features);
+        registration.remote = Some(crate::remote::RemoteSource { url: url.into(), token_env });
+        registration
     }
     /// The largest file accepted, in bytes (default [`DEFAULT_MAX_MODEL_BYTES`]).
     pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
@@ -496,18 +580,22 @@ impl Registry {
 
     /// Copies the artifact in after checking that ONNX Runtime loads it, that it has one float input
     /// whose width matches the declared features, and that the declared output exists with a usable
-    /// shape (one row of zeros is run through it).
+    /// shape (one row of zeros is run through it). A remote model ([`ModelRegistration::remote`]) is
+    /// checked the same way against its server's metadata and a probe inference.
     ///
     /// # Errors
     ///
     /// `invalid_name` for a bad name or version; `already_exists` for a version that exists; `io` when the file cannot
     /// be read or copied; `too_large` over the size limit; `model_load` when ONNX Runtime refuses it or its inputs do
-    /// not match the features; `output_shape` when its output is not what `output` says; `config` for an inconsistent
-    /// registration.
+    /// not match the features, or when a remote server cannot be reached or answers otherwise than declared;
+    /// `output_shape` when its output is not what `output` says; `config` for an inconsistent registration.
     pub fn register(&self, runtime: &Runtime, registration: ModelRegistration) -> Result<ModelMetadata> {
         let r = registration;
         store::validate_name("model name", &r.name)?;
         validate_features(&r.name, &r.features)?;
+        if let Some(source) = &r.remote {
+            return self.register_remote(source.clone(), r);
+        }
         let bytes = read_model_file(&r.file, r.max_bytes)?;
         let mut metadata = r.metadata;
         let mut notes = Vec::new();
@@ -543,7 +631,7 @@ impl Registry {
 
         let model_dir = self.model_dir(&r.name)?;
         store::create_dir_all(&model_dir)?;
-        let mut meta = ModelMetadata {
+        let meta = ModelMetadata {
             name: r.name.clone(),
             version: 0,
             kind: r.kind,
@@ -557,17 +645,64 @@ impl Registry {
             lineage: r.lineage,
             max_batch: trial.max_batch.map(|n| n as u32),
             input_type: trial.input_type,
+            remote: None,
         };
-        if let Some(v) = r.version {
+        self.publish_next(&model_dir, meta, r.version, Some(&bytes))
+    }
+
+    /// [`Registry::register`] for a remote model: its server's metadata and probes instead of a file.
+    fn register_remote(&self, source: crate::remote::RemoteSource, r: ModelRegistration) -> Result<ModelMetadata> {
+        if !r.file.as_os_str().is_empty() || r.inputs.is_some() {
+            return Err(Error::Config(format!(
+                "model {}: a remote model has no file and takes its inputs as its server declares them",
+                r.name
+            )));
+        }
+        let found = crate::remote::register(&r.name, &source, &r.features, r.output.as_ref(), r.task)?;
+        TrialRun { value: found.value, max_batch: None, input_type: InputType::Float32 }.check_task(&r.name, r.task)?;
+        let mut metadata = r.metadata;
+        if !found.notes.is_empty() {
+            metadata.insert("remote".into(), serde_json::Value::String(found.notes.join("; ")));
+        }
+        let model_dir = self.model_dir(&r.name)?;
+        store::create_dir_all(&model_dir)?;
+        let meta = ModelMetadata {
+            name: r.name.clone(),
+            version: 0,
+            kind: r.kind,
+            task: r.task,
+            features: r.features,
+            output: found.output,
+            sha256: sha256_hex(&found.metadata),
+            size_bytes: 0,
+            created_at: store::now_rfc3339(),
+            metadata,
+            lineage: r.lineage,
+            max_batch: found.max_batch,
+            input_type: InputType::Float32,
+            remote: Some(found.spec),
+        };
+        self.publish_next(&model_dir, meta, r.version, None)
+    }
+
+    /// Publishes `meta` as version `version`, or as the next free one.
+    fn publish_next(
+        &self,
+        model_dir: &Path,
+        mut meta: ModelMetadata,
+        version: Option<u32>,
+        bytes: Option<&[u8]>,
+    ) -> Result<ModelMetadata> {
+        if let Some(v) = version {
             validate_version(v)?;
             meta.version = v;
-            self.publish(&model_dir, &meta, &bytes)?;
+            self.publish(model_dir, &meta, bytes)?;
             return Ok(meta);
         }
         // Another writer may take the version we picked between listing and renaming: pick again.
         for _ in 0..32 {
-            meta.version = next_version("model", &meta.name, highest_numbered_entry(&model_dir))?;
-            match self.publish(&model_dir, &meta, &bytes) {
+            meta.version = next_version("model", &meta.name, highest_numbered_entry(model_dir))?;
+            match self.publish(model_dir, &meta, bytes) {
                 Err(Error::AlreadyExists { .. }) => continue,
                 other => return other.map(|()| meta),
             }
@@ -579,7 +714,8 @@ impl Registry {
     }
 
     /// Writes the version into a hidden staging directory, then renames it into place.
-    fn publish(&self, model_dir: &Path, meta: &ModelMetadata, bytes: &[u8]) -> Result<()> {
+    /// `bytes`: the ONNX file (none for a remote model).
+    fn publish(&self, model_dir: &Path, meta: &ModelMetadata, bytes: Option<&[u8]>) -> Result<()> {
         let version = meta.version;
         let already = || Error::AlreadyExists { what: "model version", name: format!("{}@{version}", meta.name) };
         let final_dir = model_dir.join(version.to_string());
@@ -589,7 +725,9 @@ impl Registry {
         let staging = model_dir.join(store::temporary_name(&version.to_string()));
         let publish = || -> Result<()> {
             store::create_dir_all(&staging)?;
-            store::write_synced(&staging.join(MODEL_FILE), bytes)?;
+            if let Some(bytes) = bytes {
+                store::write_synced(&staging.join(MODEL_FILE), bytes)?;
+            }
             let json = serde_json::to_vec_pretty(meta).map_err(|e| Error::json("model metadata", e))?;
             store::write_synced(&staging.join(METADATA_FILE), &json)?;
             store::sync_dir(&staging);
@@ -785,8 +923,15 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// `io` when the file cannot be read; `checksum_mismatch` when it changed since registration.
+    /// `io` when the file cannot be read; `checksum_mismatch` when it changed since registration;
+    /// `invalid_input` for a remote model, which has no file.
     pub fn read_verified(&self, meta: &ModelMetadata) -> Result<Vec<u8>> {
+        if let Some(remote) = &meta.remote {
+            return Err(Error::InvalidInput(format!(
+                "model {}@{} is served remotely ({}): it has no ONNX file here",
+                meta.name, meta.version, remote.url
+            )));
+        }
         let path = self.model_path(&meta.name, meta.version)?;
         let bytes = fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let actual = sha256_hex(&bytes);

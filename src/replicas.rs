@@ -634,7 +634,7 @@ impl ReplicaPool {
             provider: self.source.provider.name(),
             provider_fallback: self.source.fell_back.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             // The pool knows only its sessions; the engine says whether the model runs natively.
-            executor: ExecutorInfo { kind: "onnxruntime".into(), reason: None, gpu: None },
+            executor: ExecutorInfo { kind: "onnxruntime".into(), reason: None, gpu: None, url: None },
         }
     }
 }

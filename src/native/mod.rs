@@ -26,7 +26,7 @@ pub use probe::{compare, verified};
 /// Which executor runs a model, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecutorInfo {
-    /// `"native"` or `"onnxruntime"`.
+    /// `"native"`, `"onnxruntime"` or `"remote"`.
     pub kind: String,
     /// Why the model is not native (an operator, an attribute, a failed probe, native turned off);
     /// `None` when it is.
@@ -36,6 +36,9 @@ pub struct ExecutorInfo {
     /// or why they stay on the CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<String>,
+    /// For a remote model: the URL it is served at (never its token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// How a GPU plan stores weights and activations (feature `gpu`).
@@ -67,12 +70,17 @@ pub struct GpuOptions {
 impl ExecutorInfo {
     /// The model runs on its native plan.
     pub fn native() -> ExecutorInfo {
-        ExecutorInfo { kind: "native".into(), reason: None, gpu: None }
+        ExecutorInfo { kind: "native".into(), reason: None, gpu: None, url: None }
     }
 
     /// The model runs on ONNX Runtime, for `reason`.
     pub fn onnxruntime(reason: impl Into<String>) -> ExecutorInfo {
-        ExecutorInfo { kind: "onnxruntime".into(), reason: Some(reason.into()), gpu: None }
+        ExecutorInfo { kind: "onnxruntime".into(), reason: Some(reason.into()), gpu: None, url: None }
+    }
+
+    /// The model is served by another server, at `url`.
+    pub fn remote(url: impl Into<String>) -> ExecutorInfo {
+        ExecutorInfo { kind: "remote".into(), reason: None, gpu: None, url: Some(url.into()) }
     }
 
     /// Whether the model runs on its native plan.
