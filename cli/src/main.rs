@@ -260,11 +260,22 @@ struct ServeArgs {
 
 #[derive(Subcommand, Debug)]
 enum ModelsCommand {
-    /// Copy a model into the registry as a new version.
+    /// Copy a model into the registry as a new version, or register one served by another server
+    /// (--remote).
     Register {
         name: String,
-        #[arg(long)]
-        file: PathBuf,
+        /// The ONNX file.
+        #[arg(long, required_unless_present = "remote", conflicts_with = "remote")]
+        file: Option<PathBuf>,
+        /// A model served by another server over the Open Inference Protocol v2 (Triton, KServe,
+        /// MLServer, quorum serve): http://host:port/v2/models/MODEL[/versions/V]. Its metadata is
+        /// read and checked against --features and --output, and it is probed on a row of zeros.
+        #[arg(long, conflicts_with = "inputs")]
+        remote: Option<String>,
+        /// The environment variable holding the remote server's bearer token (the name is stored,
+        /// the token never is).
+        #[arg(long, requires = "remote")]
+        remote_token_env: Option<String>,
         /// The model's input features, in input order: f1,f2,...
         #[arg(long, value_delimiter = ',')]
         features: Vec<String>,
@@ -298,7 +309,7 @@ enum ModelsCommand {
         json: bool,
     },
     /// Show a model's metadata (the default version unless --version) and its `executor`: `native`,
-    /// or `onnxruntime` with the reason, decided as an engine decides at load.
+    /// or `onnxruntime` with the reason, decided as an engine decides at load, or `remote` with its URL.
     Show {
         name: String,
         #[arg(long, value_parser = version_arg)]
@@ -975,6 +986,8 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
         ModelsCommand::Register {
             name,
             file,
+            remote,
+            remote_token_env,
             features,
             output,
             inputs,
@@ -986,7 +999,12 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
         } => {
             let features: Vec<String> =
                 features.into_iter().map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect();
-            let mut registration = ModelRegistration::new(&name, file, features)
+            let registration = match (file, remote) {
+                (_, Some(url)) => ModelRegistration::remote(&name, url, remote_token_env, features),
+                (Some(file), None) => ModelRegistration::new(&name, file, features),
+                (None, None) => return Err(quorum::Error::Config("give --file or --remote".into())),
+            };
+            let mut registration = registration
                 .with_max_bytes(max_bytes)
                 .with_kind(kind.parse::<ModelKind>()?)
                 .with_task(task.parse::<Task>()?);
@@ -1011,8 +1029,10 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
                 meta.features.len(),
                 &meta.sha256[..12]
             );
-            if let Some(note) = meta.metadata.get("exported").and_then(|v| v.as_str()) {
-                out!("{note}");
+            for key in ["exported", "remote"] {
+                if let Some(note) = meta.metadata.get(key).and_then(|v| v.as_str()) {
+                    out!("{note}");
+                }
             }
             if let Some(n) = meta.max_batch {
                 let fill = if n > 1 { ", a short last one filled up" } else { "" };
@@ -1047,18 +1067,23 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
             };
             let meta = registry.get(&name, version)?;
             // Which executor an engine would run it on, decided as at load (plan + probe rows).
-            let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default())?;
-            let bytes = registry.read_verified(&meta)?;
-            let executor = match quorum::native::verified(
-                &runtime,
-                &meta.name,
-                &bytes,
-                &meta.output.name,
-                meta.features.len(),
-                None,
-            ) {
-                Ok(_) => quorum::native::ExecutorInfo::native(),
-                Err(why) => quorum::native::ExecutorInfo::onnxruntime(why),
+            let executor = match &meta.remote {
+                Some(remote) => quorum::native::ExecutorInfo::remote(&remote.url),
+                None => {
+                    let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default())?;
+                    let bytes = registry.read_verified(&meta)?;
+                    match quorum::native::verified(
+                        &runtime,
+                        &meta.name,
+                        &bytes,
+                        &meta.output.name,
+                        meta.features.len(),
+                        None,
+                    ) {
+                        Ok(_) => quorum::native::ExecutorInfo::native(),
+                        Err(why) => quorum::native::ExecutorInfo::onnxruntime(why),
+                    }
+                }
             };
             let mut document = serde_json::to_value(&meta).map_err(|e| quorum::Error::json("model metadata", e))?;
             document["executor"] = serde_json::to_value(&executor).map_err(|e| quorum::Error::json("executor", e))?;

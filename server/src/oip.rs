@@ -161,20 +161,34 @@ fn metadata(state: &AppState, name: &str, version: Option<&str>) -> OipResult<Mo
         }
         Target::Model(meta) => {
             let versions = state.engine().registry().versions(name)?;
-            let (input, outputs) = model_io(state, &meta)?;
+            let (inputs, outputs) = model_io(state, &meta)?;
             ModelMetadata {
                 name: name.to_string(),
                 versions: versions.iter().map(u32::to_string).collect(),
-                platform: "onnxruntime_onnx".into(),
-                inputs: vec![input],
+                platform: if meta.remote.is_some() { "quorum_remote" } else { "onnxruntime_onnx" }.into(),
+                inputs,
                 outputs,
             }
         }
     })
 }
 
-/// A registered model's own input and outputs, read from its ONNX file.
-fn model_io(state: &AppState, meta: &quorum::ModelMetadata) -> OipResult<(TensorMetadata, Vec<TensorMetadata>)> {
+/// A registered model's own inputs and outputs, read from its ONNX file (for a remote model, as
+/// registration settled them: the inputs it is sent and the output read).
+fn model_io(state: &AppState, meta: &quorum::ModelMetadata) -> OipResult<(Vec<TensorMetadata>, Vec<TensorMetadata>)> {
+    if let Some(remote) = &meta.remote {
+        let typed = |name: &str, shape: Vec<i64>| TensorMetadata {
+            name: name.to_string(),
+            datatype: remote.datatype.clone(),
+            shape,
+        };
+        let inputs = match (&remote.input, remote.feature_rank) {
+            (Some(name), _) => vec![typed(name, vec![-1, meta.features.len() as i64])],
+            (None, Some(2)) => meta.features.iter().map(|f| typed(f, vec![-1, 1])).collect(),
+            (None, _) => meta.features.iter().map(|f| typed(f, vec![-1])).collect(),
+        };
+        return Ok((inputs, vec![tensor(&meta.output.name, vec![-1, -1])]));
+    }
     let bytes = state.engine().registry().read_verified(meta)?;
     let io = quorum::graph_io(&bytes)?;
     let input = io.inputs.into_iter().next().map_or_else(
@@ -183,7 +197,7 @@ fn model_io(state: &AppState, meta: &quorum::ModelMetadata) -> OipResult<(Tensor
     );
     let outputs =
         io.outputs.into_iter().map(|o| TensorMetadata { name: o.name, datatype: o.datatype, shape: o.shape }).collect();
-    Ok((input, outputs))
+    Ok((vec![input], outputs))
 }
 
 /// Model (or ensemble) metadata.

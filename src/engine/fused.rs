@@ -49,7 +49,9 @@ impl InferenceEngine {
         for &i in &on_ort {
             let meta = &members[i].model.meta;
             let options = self.inner.options_of(&meta.name);
-            let reason = if options.timeout.is_some() {
+            let reason = if members[i].model.is_remote() {
+                "is served remotely".to_string()
+            } else if options.timeout.is_some() {
                 "has a per-call timeout".to_string()
             } else if !matches!(options.provider, ExecutionProvider::Cpu) {
                 "runs on another execution provider than the CPU".to_string()

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::features::gather;
 use crate::native::{self, ExecutorInfo, NativeModel};
 use crate::registry::{self, ModelMetadata, OutputSpec, Registry};
+use crate::remote::{RemoteModel, DEFAULT_REMOTE_TIMEOUT};
 use crate::replicas::{LoadPolicy, ModelOptions, ReplicaPool, RunOutcome};
 use crate::runtime::{ExecutionProvider, Runtime};
 
@@ -142,6 +143,8 @@ pub(super) struct LoadedModel {
     pub native: Option<NativeModel>,
     /// Which executor runs the model, and why not native.
     pub executor: ExecutorInfo,
+    /// For a model served by another server: its client. Its pool then stays unloaded.
+    remote: Option<RemoteModel>,
     /// Large batches of a native MLP on a GPU, and from how many rows (feature `gpu`).
     #[cfg(feature = "gpu")]
     gpu: Option<(std::sync::Mutex<crate::native::gpu::GpuMlp>, usize)>,
@@ -179,7 +182,15 @@ impl LoadedModel {
     ) -> Result<LoadedModel> {
         let range = options.validate(runtime.options().sessions_per_model())?;
         let width = meta.features.len();
-        let plan = if !native {
+        let remote = match &meta.remote {
+            Some(spec) => Some(RemoteModel::open(spec, &meta.features, &meta.output.name).map_err(|reason| {
+                Error::ModelLoad { model: meta.name.clone(), reason: format!("remote {}: {reason}", spec.url) }
+            })?),
+            None => None,
+        };
+        let plan = if let Some(remote) = &remote {
+            Err(format!("it is served remotely ({})", remote.url()))
+        } else if !native {
             Err("native executors are off (EngineBuilder::with_native)".to_string())
         } else if !matches!(options.provider, ExecutionProvider::Cpu) {
             Err(format!("it is configured for the {} execution provider", options.provider.name()))
@@ -189,9 +200,10 @@ impl LoadedModel {
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| native::verified(runtime, &meta.name, &bytes, &meta.output.name, width, None))
         };
-        let (native, executor) = match plan {
-            Ok(plan) => (Some(plan), ExecutorInfo::native()),
-            Err(why) => (None, ExecutorInfo::onnxruntime(why)),
+        let (native, executor) = match (plan, &remote) {
+            (_, Some(remote)) => (None, ExecutorInfo::remote(remote.url())),
+            (Ok(plan), None) => (Some(plan), ExecutorInfo::native()),
+            (Err(why), None) => (None, ExecutorInfo::onnxruntime(why)),
         };
         #[cfg(feature = "gpu")]
         let mut executor = executor;
@@ -210,10 +222,16 @@ impl LoadedModel {
             _ => None,
         };
 
-        // A native model needs no session: its pool loads one only if asked.
+        // A native or remote model needs no session: its pool loads one only if asked (a remote
+        // one never is).
         let lazy;
-        let options = if native.is_some() {
-            lazy = options.clone().with_load_policy(LoadPolicy::Lazy);
+        let options = if native.is_some() || remote.is_some() {
+            let mut o = options.clone().with_load_policy(LoadPolicy::Lazy);
+            // Concurrent rows for a remote model are worth one request: coalesce them by default.
+            if remote.is_some() && o.batching.is_none() {
+                o.batching = Some(BatchingOptions::default());
+            }
+            lazy = o;
             &lazy
         } else {
             options
@@ -232,6 +250,7 @@ impl LoadedModel {
             pool,
             native,
             executor,
+            remote,
             #[cfg(feature = "gpu")]
             gpu,
             breaker: CircuitBreaker::new(breaker),
@@ -244,6 +263,11 @@ impl LoadedModel {
             telemetry: ModelTelemetry::new(),
             forced_fallback: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the model is served by another server (it then never joins a fused session).
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
     }
 
     /// Whether a fault is injected now (the fused path then leaves the call to the members' own).
@@ -354,6 +378,9 @@ impl LoadedModel {
         if self.native.is_some() {
             return self.run_native(rows, count, out, stride, member, limit);
         }
+        if self.remote.is_some() {
+            return self.run_remote(rows, count, out, stride, member, limit);
+        }
         let mut replica = self.pool.checkout(started)?;
         // The model's own timeout, or what is left of the budget when that is shorter.
         let (timeout, by_budget) = self.time_left(limit);
@@ -439,6 +466,62 @@ impl LoadedModel {
             target.check_rows(|r| values[r * columns + column], rows, out, stride, member)?;
             Ok(rows)
         })
+    }
+}
+
+impl LoadedModel {
+    /// [`LoadedModel::run`] as requests to the model's server, on this thread: as many as its
+    /// batch limit takes, each bounded by what is left of the model's timeout or the budget (or
+    /// [`DEFAULT_REMOTE_TIMEOUT`] when neither applies). Any failure — unreachable, refused, late,
+    /// malformed — is this call's, for the breaker and the fallback.
+    fn run_remote(
+        &self,
+        rows: Rows<'_>,
+        count: usize,
+        out: &mut [f32],
+        stride: usize,
+        member: usize,
+        limit: Option<Instant>,
+    ) -> Result<usize> {
+        let Some(remote) = &self.remote else { return Err(Error::Internal("no remote client".into())) };
+        let (timeout, by_budget) = self.time_left(limit);
+        let timeout = timeout.unwrap_or(DEFAULT_REMOTE_TIMEOUT);
+        if timeout.is_zero() {
+            return Err(self.timed_out(Duration::ZERO, by_budget));
+        }
+        self.injected_delay(Some(timeout), by_budget)?;
+        let deadline = Instant::now() + timeout;
+        let width = self.meta.features.len();
+        let mut input = Vec::with_capacity(count * width);
+        gather(rows.dense, rows.width, rows.indices, &mut input);
+        let meta = &self.meta;
+        let target = OutputTarget { model: &meta.name, spec: &meta.output, name: &meta.output.name, task: meta.task };
+        let column = meta.output.column.unwrap_or(0);
+        let per_request = meta.max_batch.map_or(count, |n| (n as usize).max(1));
+        let mut first = 0;
+        while first < count {
+            let n = per_request.min(count - first);
+            let answer = remote.infer(&input[first * width..(first + n) * width], n, deadline).map_err(|reason| {
+                let late = Instant::now() >= deadline;
+                if late {
+                    self.timed_out(timeout, by_budget)
+                } else {
+                    Error::MemberUnavailable { model: meta.name.clone(), reason: format!("remote: {reason}") }
+                }
+            })?;
+            if column >= answer.columns {
+                return Err(Error::OutputShape {
+                    model: meta.name.clone(),
+                    expected: format!("column {column} of output {:?}", meta.output.name),
+                    found: format!("{} column(s)", answer.columns),
+                });
+            }
+            let values = &answer.values;
+            let columns = answer.columns;
+            target.check_rows(|r| values[r * columns + column], n, &mut out[first * stride..], stride, member)?;
+            first += n;
+        }
+        Ok(count)
     }
 }
 

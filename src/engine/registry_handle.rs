@@ -105,14 +105,17 @@ impl RegistryHandle {
         }
     }
 
-    /// Checks a version's file against the sha256 recorded at registration; returns its metadata.
+    /// Checks a version's file against the sha256 recorded at registration (a remote model has
+    /// none to check); returns its metadata.
     ///
     /// # Errors
     ///
     /// `not_found` for an unknown model or version; `checksum_mismatch` when the file was changed.
     pub fn verify(&self, name: &str, version: VersionSpec) -> Result<ModelMetadata> {
         let meta = self.registry().resolve(name, version)?;
-        self.registry().read_verified(&meta)?;
+        if meta.remote.is_none() {
+            self.registry().read_verified(&meta)?;
+        }
         Ok(meta)
     }
 }
