@@ -290,3 +290,113 @@ fn top_and_alerts_list_read_a_running_server_with_the_token_from_the_environment
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_served_ensemble_joins_another_home_as_a_remote_member_registered_on_the_command_line() {
+    // Home A serves `market` behind tokens; home B registers it by URL, next to a local model.
+    let upstream_home = tempfile::tempdir().unwrap();
+    // The served home is built and closed (the server takes its state lock); a twin home built the
+    // same way gives the answers the server should compute.
+    drop(common::market_engine(upstream_home.path()));
+    let twin_home = tempfile::tempdir().unwrap();
+    let upstream = common::market_engine(twin_home.path());
+    let features = upstream.ensemble("market").unwrap().feature_names();
+    let tokens = upstream_home.path().join("tokens");
+    std::fs::write(&tokens, format!("admin {ADMIN}\npredict {PREDICT}\n")).unwrap();
+    let (child, addr, lines, _) = serve(upstream_home.path(), &["--tokens", tokens.to_str().unwrap()]);
+    // A failed assertion must not leave the server running (it holds the test's output pipe).
+    let mut child = KillOnDrop(child);
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let home = tempfile::tempdir().unwrap();
+    let url = format!("http://{addr}/v2/models/market");
+    let quorum = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_quorum"))
+            .arg("--home")
+            .arg(home.path())
+            .args(args)
+            .env("QUORUM_TEST_UPSTREAM_TOKEN", PREDICT)
+            .output()
+            .unwrap()
+    };
+    let register = |extra: &[&str]| {
+        let mut args = vec!["models", "register", "upstream", "--remote", &url, "--output", "prediction"];
+        let joined = features.join(",");
+        args.extend(["--features", &joined]);
+        args.extend(extra);
+        quorum(&args)
+    };
+    let unauthorized = register(&[]);
+    assert!(!unauthorized.status.success());
+    assert!(String::from_utf8_lossy(&unauthorized.stderr).contains("401"), "{unauthorized:?}");
+    let both = quorum(&["models", "register", "x", "--remote", &url, "--file", "m.onnx", "--features", "a"]);
+    assert!(!both.status.success(), "--file and --remote conflict");
+
+    let registered = register(&["--remote-token-env", "QUORUM_TEST_UPSTREAM_TOKEN"]);
+    assert!(registered.status.success(), "{}", String::from_utf8_lossy(&registered.stderr));
+    assert!(String::from_utf8_lossy(&registered.stdout).contains("registered upstream@1"));
+    let shown = quorum(&["models", "show", "upstream"]);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!((shown["executor"]["kind"].as_str(), shown["executor"]["url"].as_str()), (Some("remote"), Some(&*url)));
+    // quorum serve lists one input per feature and speaks the binary tensor extension.
+    assert_eq!(shown["remote"]["input"], serde_json::Value::Null);
+    assert_eq!(shown["remote"]["binary"], true);
+    for entry in walk(home.path()) {
+        let text = std::fs::read(&entry).unwrap();
+        assert!(!String::from_utf8_lossy(&text).contains(PREDICT), "the token reached {}", entry.display());
+    }
+
+    // The engine reads the token from the variable registration named, in its own process.
+    std::env::set_var("QUORUM_TEST_UPSTREAM_TOKEN", PREDICT);
+    let engine = quorum::InferenceEngine::builder(home.path()).build().unwrap();
+    engine
+        .register_model(ModelRegistration::new(
+            "technical",
+            common::model_file("technical"),
+            common::features_of("technical"),
+        ))
+        .unwrap();
+    let members = ["technical", "upstream"].map(|m| m.parse::<MemberSpec>().unwrap());
+    engine.create_ensemble(EnsembleConfig::new("desk", members).with_min_members(1)).unwrap();
+    for f in common::holdout_features(6) {
+        let local = upstream.predict("market", &f).unwrap();
+        let p = engine.predict("desk", &f).unwrap();
+        assert!(!p.degraded, "{:?}", p.model_contributions[1].error);
+        let remote = p.model_contributions[1].prediction.unwrap();
+        assert!((remote - local.prediction).abs() < 1e-6, "remote {remote} vs served {}", local.prediction);
+    }
+
+    // The server goes away: the desk still answers, from its local member, within its budget.
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let f = &common::holdout_features(1)[0];
+    let started = Instant::now();
+    let p = engine.predict("desk", f).unwrap();
+    assert!(p.degraded && started.elapsed() < Duration::from_millis(300), "{:?}", started.elapsed());
+    assert_eq!(p.skipped.iter().map(|s| &**s).collect::<Vec<_>>(), ["upstream"]);
+}
+
+/// A server process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
