@@ -109,6 +109,7 @@ mod exported;
 pub mod features;
 pub mod input_map;
 pub mod input_type;
+mod model_spec;
 #[doc(hidden)] // the ONNX protobuf, public only for the optimizer's integration tests
 pub mod onnx;
 pub mod registry;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::registry::{OutputSpec, Task};
+use crate::model_spec::{OutputSpec, Task};
 
 pub(crate) use oip::Layout;
 
