@@ -168,6 +168,11 @@ export declare class Registry {
    * output are checked first); returns its metadata.
    */
   register(name: string, file: string, features: Array<string>, options?: ModelOptions | undefined | null): ModelMetadata
+  /**
+   * Registers a model served by another server over the Open Inference Protocol v2 (Triton,
+   * KServe, MLServer, `quorum serve`) at `url`, after reading its metadata and probing it.
+   */
+  registerRemote(name: string, url: string, features: Array<string>, options?: RemoteModelOptions | undefined | null): ModelMetadata
   /** Every registered model: name, versions, default version, kind, task. */
   list(): ModelSummary[]
   /** A model's metadata: `name` (its default version) or `name@version`. */
@@ -369,4 +374,18 @@ export interface QuantizeOptions {
 export interface RegistryOptions {
   /** Path of libonnxruntime (default: the one bundled in `onnxruntime-node`). */
   ortLibrary?: string
+}
+
+/** Options of `registerRemote`. */
+export interface RemoteModelOptions {
+  /** The environment variable holding the server's bearer token (only its name is stored). */
+  tokenEnv?: string
+  /** Output holding the prediction, `name`, `name:column` or `name:CLASS`. */
+  output?: string
+  /** technical, fundamental, sentiment or other. */
+  kind?: string
+  /** classification or regression. */
+  task?: string
+  /** A whole number from 1 to 2147483647 (anything else throws `invalid_name`). */
+  version?: number
 }

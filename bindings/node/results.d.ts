@@ -55,6 +55,24 @@ export interface ModelMetadata {
   max_batch?: number
   /** The input's element type, when it is not float32. */
   input_type?: 'float64' | 'float16' | 'int64'
+  /** For a model served by another server: how it is reached. */
+  remote?: RemoteSpec
+}
+
+/** How a remote model is reached (Open Inference Protocol v2); names its token's variable, never the token. */
+export interface RemoteSpec {
+  /** `http://host:port/v2/models/MODEL[/versions/V]`. */
+  url: string
+  /** The environment variable holding the bearer token. */
+  token_env?: string
+  /** The input taking `[rows, features]`; absent when there is one input per feature. */
+  input?: string
+  /** With one input per feature: 1 for `[rows]`, 2 for `[rows, 1]`. */
+  feature_rank?: number
+  /** The input datatype sent: `FP32`, `FP64`, `INT64` or `INT32`. */
+  datatype: string
+  /** Whether requests use the binary tensor data extension. */
+  binary: boolean
 }
 
 /** One model name with its versions, as listed. */
@@ -185,12 +203,14 @@ export interface ModelServing {
 
 /** Which executor runs a model, and why. */
 export interface ExecutorInfo {
-  /** `native` or `onnxruntime`. */
+  /** `native`, `onnxruntime` or `remote`. */
   kind: string
   /** Why the model is not native. */
   reason?: string
   /** Where large batches of a native MLP run, or why not on a GPU. */
   gpu?: string
+  /** For a remote model: the URL it is served at (never its token). */
+  url?: string
 }
 
 /** One loaded model version's replica pool. */

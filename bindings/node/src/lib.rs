@@ -285,6 +285,22 @@ pub struct ModelOptions {
     pub version: Option<f64>,
 }
 
+/// Options of `registerRemote`.
+#[derive(Debug)]
+#[napi(object)]
+pub struct RemoteModelOptions {
+    /// The environment variable holding the server's bearer token (only its name is stored).
+    pub token_env: Option<String>,
+    /// Output holding the prediction, `name`, `name:column` or `name:CLASS`.
+    pub output: Option<String>,
+    /// technical, fundamental, sentiment or other.
+    pub kind: Option<String>,
+    /// classification or regression.
+    pub task: Option<String>,
+    /// A whole number from 1 to 2147483647 (anything else throws `invalid_name`).
+    pub version: Option<f64>,
+}
+
 /// A batch's answers by column.
 #[allow(missing_debug_implementations)] // napi's typed arrays implement no Debug
 #[napi(object)]

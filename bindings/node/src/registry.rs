@@ -3,7 +3,7 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::{guarded, to_json, ModelOptions};
+use crate::{guarded, to_json, ModelOptions, RemoteModelOptions};
 
 /// Options of `new Registry(home, options)`.
 #[derive(Debug)]
@@ -68,6 +68,39 @@ impl JsRegistry {
                 }
             }
             self.inner.register(r)
+        })?;
+        to_json(&meta)
+    }
+
+    /// Registers a model served by another server over the Open Inference Protocol v2 (Triton,
+    /// KServe, MLServer, `quorum serve`) at `url`, after reading its metadata and probing it.
+    #[napi(ts_return_type = "ModelMetadata")]
+    pub fn register_remote(
+        &self,
+        name: String,
+        url: String,
+        features: Vec<String>,
+        options: Option<RemoteModelOptions>,
+    ) -> Result<serde_json::Value> {
+        let o = options.unwrap_or(RemoteModelOptions {
+            token_env: None,
+            output: None,
+            kind: None,
+            task: None,
+            version: None,
+        });
+        let meta = guarded(|| {
+            let document = quorum::RemoteRegistration {
+                name,
+                url,
+                features,
+                token_env: o.token_env,
+                output: o.output,
+                kind: o.kind,
+                task: o.task,
+                version: o.version,
+            };
+            self.inner.register(document.into_registration()?)
         })?;
         to_json(&meta)
     }

@@ -1,8 +1,9 @@
 //! `quorum.Registry`: the model registry of a quorum home, on its own or the one an engine uses.
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
-use crate::conversion::{guarded, to_py_err, to_python, version_spec, Version};
+use crate::conversion::{from_python, guarded, to_py_err, to_python, version_spec, Version};
 
 /// The models of a quorum home: `<home>/models/<name>/<version>/`. Thread-safe.
 #[derive(Debug)]
@@ -63,6 +64,35 @@ impl Registry {
             Ok(r)
         };
         let registration = parse().map_err(to_py_err)?;
+        let meta = guarded(py, || self.inner.register(registration))?;
+        to_python(py, &meta)
+    }
+
+    /// Registers a model served by another server over the Open Inference Protocol v2 (Triton,
+    /// KServe, MLServer, `quorum serve`) at `url`, after reading its metadata and probing it.
+    /// Keyword options: `token_env` (the environment variable holding its bearer token; only the
+    /// name is stored), `output`, `kind`, `task`, `version`.
+    #[pyo3(signature = (name, url, features, **options))]
+    fn register_remote<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        url: String,
+        features: Vec<String>,
+        options: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut document = match options {
+            Some(options) => {
+                from_python::<serde_json::Map<String, serde_json::Value>>(py, options.as_any(), "options")?
+            }
+            None => serde_json::Map::new(),
+        };
+        document.insert("name".into(), name.into());
+        document.insert("url".into(), url.into());
+        document.insert("features".into(), features.into());
+        let registration = quorum::RemoteRegistration::from_json(document.into())
+            .and_then(quorum::RemoteRegistration::into_registration)
+            .map_err(to_py_err)?;
         let meta = guarded(py, || self.inner.register(registration))?;
         to_python(py, &meta)
     }

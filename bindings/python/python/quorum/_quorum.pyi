@@ -174,6 +174,18 @@ class Registry:
         version: Optional[int] = None,
         inputs: Optional[str] = None,
     ) -> ModelMetadata: ...
+    def register_remote(
+        self,
+        name: str,
+        url: str,
+        features: builtins.list[str],
+        *,
+        token_env: Optional[str] = None,
+        output: Optional[str] = None,
+        kind: str = "other",
+        task: str = "classification",
+        version: Optional[int] = None,
+    ) -> ModelMetadata: ...
     def list(self) -> builtins.list[ModelSummary]: ...
     def show(self, name: str, version: Optional[int] = None) -> ModelMetadata: ...
     def versions(self, name: str) -> builtins.list[int]: ...

@@ -59,6 +59,7 @@ __all__ = [
     "Regime",
     "RegimeConfig",
     "RegimeInput",
+    "RemoteSpec",
     "ReplicaStatus",
     "SharedStatus",
     "StrategyKind",
@@ -105,6 +106,17 @@ class Lineage(TypedDict):
     details: Dict[str, JsonValue]
 
 
+class RemoteSpec(TypedDict):
+    """How a remote model is reached (Open Inference Protocol v2); names its token's variable, never the token."""
+
+    url: str
+    token_env: NotRequired[str]
+    input: NotRequired[str]
+    feature_rank: NotRequired[int]
+    datatype: str
+    binary: bool
+
+
 class ModelMetadata(TypedDict):
     """Everything quorum records about one model version."""
 
@@ -122,6 +134,7 @@ class ModelMetadata(TypedDict):
     lineage: Optional[Lineage]
     max_batch: NotRequired[int]
     input_type: NotRequired[Literal["float64", "float16", "int64"]]
+    remote: NotRequired[RemoteSpec]
 
 
 class ModelSummary(TypedDict):
@@ -260,6 +273,7 @@ class ExecutorInfo(TypedDict):
     kind: str
     reason: NotRequired[str]
     gpu: NotRequired[str]
+    url: NotRequired[str]
 
 
 class ReplicaStatus(TypedDict):
