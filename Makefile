@@ -31,7 +31,7 @@ VENV_SERVE := .venv-serve
 VENV_SERVE_STAMP := $(VENV_SERVE)/.stamp-$(ORT_VERSION)
 SERVE_PORT ?= 8080
 
-.PHONY: demo test docs package monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference volatility-example native-fixtures native-bench-model native-bench exporters-bench opset-history-check
+.PHONY: demo test docs package monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve remote-triton ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference volatility-example native-fixtures native-bench-model native-bench exporters-bench opset-history-check
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -166,8 +166,16 @@ load-serve: build venv-serve $(OHA) $(VENV_TRITON)/.stamp
 	$(VENV_SERVE)/bin/python benches/serve_load.py --quorum target/release/quorum --oha $(OHA) \
 	  --triton-python $(VENV_TRITON)/bin/python --check
 
+# Remote members against a real Triton (benches/remote_triton.py): registration, agreement with the
+# local ensemble, overhead and 64 callers against raw tritonclient, a kill -9 under load. With the
+# wheel `make python-test` built (built here when missing).
+remote-triton: venv-serve $(VENV_TRITON)/.stamp
+	test -n "$$(ls dist/quorum-*.whl 2>/dev/null)" || $(MAKE) python-wheel
+	$(VENV_SERVE)/bin/pip install --quiet --force-reinstall --no-deps dist/quorum-*.whl
+	$(VENV_SERVE)/bin/python benches/remote_triton.py --triton-python $(VENV_TRITON)/bin/python --check
+
 # The longer checks CI runs after `make test`.
-ci-long: load-serve package
+ci-long: load-serve package remote-triton
 
 # The API documentation of every workspace crate, as docs.rs builds it (the core crate with every
 # feature), with every rustdoc warning an error.

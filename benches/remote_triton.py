@@ -1,0 +1,244 @@
+"""Remote members against a real NVIDIA Triton Inference Server (benches/triton_peer.py: the tritonserver
+binary inside PyPI's nvidia-pytriton serving the example ensemble as `market`, one FP32 input per
+feature, output `prediction`), in one run on this machine:
+
+1. registration: quorum reads Triton's metadata, probes it and registers `triton_market` by URL;
+2. agreement: the remote member's answers against quorum's own `market` on the held-out rows;
+3. overhead: one caller, interleaved blocks, quorum's remote member (`predict_row`) against a raw
+   `tritonclient.http` call of the same model with binary tensors — the difference of the medians;
+4. 64 callers: throughput of quorum's remote member and of 64 raw tritonclient callers, and how many
+   inference requests Triton counted for each (its `nv_inference_request_success` metric);
+5. a kill -9 of Triton under load: every prediction of an ensemble with a local member and the remote
+   one still answers, degraded, within its latency budget;
+6. Triton restarted on the same port: the member answers again once its breaker lets a trial through.
+
+Everything goes to 127.0.0.1, each phase is bounded, and Triton is stopped at the end. With --check
+the run fails when agreement or the fault phase fails; the timing goals are printed, never asserted.
+
+    python benches/remote_triton.py --triton-python .venv-triton/bin/python [--calls 3000] [--check]
+"""
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import tritonclient.http as httpclient
+
+import quorum
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_load import REPO, free_port, holdout_rows, wait_ready  # noqa: E402
+
+MODELS = os.path.join(REPO, "examples/models")
+BUDGET_MS = 100.0
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def triton_requests(metrics_port):
+    """Inference requests Triton has answered for `market` (its own counter)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith("nv_inference_request_success{") and 'model="market"' in line:
+            return int(float(line.rsplit(" ", 1)[1]))
+    raise SystemExit("Triton's metrics have no nv_inference_request_success for market")
+
+
+class RawTriton:
+    """A raw tritonclient call of `market`, as a user writes it: one [1, 1] FP32 input per feature,
+    binary tensors, the `prediction` output."""
+
+    def __init__(self, port, features):
+        self.client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+        self.features = features
+        self.outputs = [httpclient.InferRequestedOutput("prediction", binary_data=True)]
+
+    def __call__(self, row):
+        inputs = []
+        for name, value in zip(self.features, row):
+            tensor = httpclient.InferInput(name, [1, 1], "FP32")
+            tensor.set_data_from_numpy(np.array([[value]], dtype=np.float32), binary_data=True)
+            inputs.append(tensor)
+        return float(self.client.infer("market", inputs, outputs=self.outputs).as_numpy("prediction")[0, 0])
+
+
+def many_callers(call, rows, callers, per_caller):
+    """`callers` threads making `per_caller` calls each; predictions per second and failures."""
+    failures = []
+
+    def caller(k):
+        try:
+            for i in range(per_caller):
+                call(k, rows[(k * per_caller + i) % len(rows)])
+        except Exception as e:  # noqa: BLE001 — reported, not hidden
+            failures.append(repr(e))
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(callers)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return callers * per_caller / (time.perf_counter() - started), failures
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--triton-python", required=True, help="a Python with nvidia-pytriton")
+    parser.add_argument("--calls", type=int, default=3000, help="single-caller calls per side")
+    parser.add_argument("--callers", type=int, default=64)
+    parser.add_argument("--per-caller", type=int, default=40)
+    parser.add_argument("--check", action="store_true", help="fail when agreement or the fault phase fails")
+    args = parser.parse_args()
+
+    port = free_port(span=3)
+    log = tempfile.NamedTemporaryFile(prefix="quorum-triton-", suffix=".log", delete=False)
+    # Its own session, so the kill reaches the Python backend's stubs too.
+    triton = subprocess.Popen([args.triton_python, os.path.join(REPO, "benches/triton_peer.py"), str(port)],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    home = tempfile.mkdtemp(prefix="quorum-remote-")
+    problems = []
+    try:
+        wait_ready(port, "/v2/models/market/ready", seconds=180)
+        manifest = json.load(open(os.path.join(MODELS, "manifest.json")))["models"]
+        features = []
+        for m in manifest:
+            features += [f for f in m["features"] if f not in features]
+        engine = quorum.InferenceEngine(home, persistence=False)
+        for m in manifest:
+            engine.register_model(m["name"], os.path.join(MODELS, m["name"] + ".onnx"), m["features"], kind=m["kind"])
+        engine.create_ensemble({"name": "market", "members": [m["name"] for m in manifest], "weights": [0.4, 0.4, 0.2]})
+        url = f"http://127.0.0.1:{port}/v2/models/market"
+        meta = engine.registry.register_remote("triton_market", url, features, output="prediction")
+        print(f"# Remote members against a real Triton ({cpu_model()}, {os.cpu_count()} CPUs)\n")
+        print(f"registered triton_market@{meta['version']}: {json.dumps(meta['remote'])}")
+        engine.create_ensemble({"name": "remote", "members": ["triton_market"]})
+        engine.create_ensemble({"name": "desk", "members": ["technical", "triton_market"], "min_members": 1,
+                                "latency_budget_ms": BUDGET_MS})
+        order = engine.feature_names("remote")
+        rows = [[r[f] for f in order] for r in holdout_rows()]
+
+        # 2. Agreement with quorum's own ensemble of the same three models.
+        worst = max(abs(engine.predict_row("remote", row).prediction
+                        - engine.predict("market", dict(zip(order, row))).prediction) for row in rows)
+        print(f"agreement: |triton_market - market| at most {worst:.2e} over {len(rows)} held-out rows")
+        if worst > 1e-4:
+            problems.append(f"the remote member disagrees with the local ensemble by {worst}")
+
+        # 3. One caller: quorum's remote member against raw tritonclient, interleaved blocks.
+        raw = RawTriton(port, order)
+        quorum_us, raw_us = [], []
+        for block in range(2 * args.calls // 100):
+            side = quorum_us if block % 2 == 0 else raw_us
+            for i in range(100):
+                row = rows[(block * 100 + i) % len(rows)]
+                t = time.perf_counter()
+                if side is quorum_us:
+                    engine.predict_row("remote", row)
+                else:
+                    raw(row)
+                side.append((time.perf_counter() - t) * 1e6)
+        q50, r50 = statistics.median(quorum_us[200:]), statistics.median(raw_us[200:])
+        print("\n| one caller | p50 µs | p99 µs |\n|---|---|---|")
+        for name, s in (("quorum remote member (predict_row)", quorum_us), ("raw tritonclient.http infer", raw_us)):
+            s = sorted(s[200:])
+            print(f"| {name} | {statistics.median(s):.1f} | {s[int(len(s) * 0.99)]:.1f} |")
+        print(f"\noverhead of the remote path over raw tritonclient: {q50 - r50:+.1f} µs per prediction "
+              f"(goal ≤ 20 µs: {'met' if q50 - r50 <= 20 else 'not met'})")
+
+        # 4. Many callers: throughput and the requests Triton saw.
+        before = triton_requests(port + 2)
+        q_rate, q_fail = many_callers(lambda k, row: engine.predict_row("remote", row), rows, args.callers,
+                                      args.per_caller)
+        q_requests = triton_requests(port + 2) - before
+        clients = [RawTriton(port, order) for _ in range(args.callers)]
+        before = triton_requests(port + 2)
+        r_rate, r_fail = many_callers(lambda k, row: clients[k](row), rows, args.callers, args.per_caller)
+        r_requests = triton_requests(port + 2) - before
+        predictions = args.callers * args.per_caller
+        print(f"\n| {args.callers} callers × {args.per_caller} | predictions/s | Triton requests | failures |\n|---|---|---|---|")
+        print(f"| quorum remote member | {q_rate:,.0f} | {q_requests} | {len(q_fail)} |")
+        print(f"| raw tritonclient | {r_rate:,.0f} | {r_requests} | {len(r_fail)} |")
+        print(f"\nrequests per prediction: {q_requests / predictions:.3f} (goal ≤ 0.25: "
+              f"{'met' if q_requests * 4 <= predictions else 'not met'}); throughput against raw tritonclient: "
+              f"{q_rate / r_rate:.2f}× (goal ≥ 1: {'met' if q_rate >= r_rate else 'not met'})")
+        if q_fail:
+            problems.append(f"{len(q_fail)} quorum callers failed: {q_fail[:3]}")
+
+        # 5. kill -9 under load: the desk answers from its local member, degraded, on time.
+        calls, failed = [], []  # (started after the kill, degraded, ms)
+        kill_at = time.perf_counter() + 0.3
+        stop_at = kill_at + 1.0
+
+        def desk_caller(k):
+            i = k
+            while time.perf_counter() < stop_at:
+                row = rows[i % len(rows)]
+                i += 16
+                t = time.perf_counter()
+                try:
+                    p = engine.predict_row("desk", row)
+                except quorum.QuorumError as e:
+                    failed.append(repr(e))
+                    continue
+                calls.append((t > kill_at, p.degraded, (time.perf_counter() - t) * 1e3))
+
+        threads = [threading.Thread(target=desk_caller, args=(k,)) for k in range(16)]
+        for t in threads:
+            t.start()
+        time.sleep(max(0.0, kill_at - time.perf_counter()))
+        os.killpg(triton.pid, signal.SIGKILL)
+        kill_at = time.perf_counter()  # calls that started before this instant may have been answered
+        for t in threads:
+            t.join()
+        after = [c for c in calls if c[0]]
+        slowest = max(c[2] for c in calls)
+        late = [c for c in calls if c[2] > BUDGET_MS + 50]
+        print(f"\nkill -9 of Triton under 16 callers: {len(calls)} answered (slowest {slowest:.1f} ms, budget "
+              f"{BUDGET_MS:.0f} ms), {len(failed)} failed, {len(late)} past the budget by 50 ms; "
+              f"{sum(c[1] for c in after)} of {len(after)} calls started after the kill answered degraded")
+        if failed or late or not after or not all(c[1] for c in after):
+            problems.append("the desk did not answer degraded and on time after Triton was killed")
+
+        # 6. Triton comes back on the same port: the member recovers once its breaker lets a trial through.
+        triton = subprocess.Popen([args.triton_python, os.path.join(REPO, "benches/triton_peer.py"), str(port)],
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_ready(port, "/v2/models/market/ready", seconds=180)
+        back = time.perf_counter()
+        while time.perf_counter() - back < 30 and engine.predict_row("desk", rows[0]).degraded:
+            time.sleep(0.05)
+        recovered = not engine.predict_row("desk", rows[0]).degraded
+        print(f"Triton restarted: the member answers again after {time.perf_counter() - back:.1f} s "
+              f"(the breaker waits 5 s while open)" if recovered else "Triton restarted: the member did not recover in 30 s")
+        if not recovered:
+            problems.append("the remote member did not recover after Triton came back")
+    finally:
+        if triton.poll() is None:
+            os.killpg(triton.pid, signal.SIGKILL)
+        triton.wait()
+        subprocess.run(["rm", "-rf", home])
+        os.unlink(log.name)
+    if problems:
+        print("\nPROBLEMS:\n- " + "\n- ".join(problems))
+        if args.check:
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
