@@ -237,6 +237,56 @@ fn uploads_take_models_as_exporters_write_them() {
 }
 
 #[test]
+fn a_json_body_registers_a_remote_model_served_by_another_server() {
+    let upstream = Running::market(|_| {});
+    let server = Running::market(|_| {});
+    let engine = server.state().engine();
+    let features = serde_json::to_string(&engine.ensemble("market").unwrap().feature_names()).unwrap();
+    let url = format!("http://{}/v2/models/market", upstream.addr);
+    let register = |body: String| server.post("/api/v1/ml/models", &body);
+    let cases = [
+        (format!(r#"{{"name": "up", "url": "{url}", "features": {features}, "token": "x"}}"#), 422, "json"),
+        (
+            format!(r#"{{"name": "up", "url": "{url}", "features": {features}, "set_default": "yes"}}"#),
+            422,
+            "invalid_input",
+        ),
+        (
+            format!(r#"{{"name": "up", "url": "{}", "features": {features}}}"#, url.replace("http:", "https:")),
+            422,
+            "config",
+        ),
+        (format!(r#"{{"name": "up", "url": "{url}", "features": ["a"], "output": "prediction"}}"#), 422, "model_load"),
+    ];
+    for (body, status, code) in cases {
+        let reply = register(body.clone());
+        assert_eq!(
+            (reply.status, reply.code().as_str()),
+            (status, code),
+            "{body}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+    let plain = send(server.addr, "POST", "/api/v1/ml/models", &[("content-type", "text/plain")], b"up");
+    assert_eq!((plain.status, plain.code().as_str()), (415, "unsupported_media_type"));
+    assert!(engine.registry().versions("up").unwrap_or_default().is_empty());
+
+    let reply = register(format!(
+        r#"{{"name": "up", "url": "{url}", "features": {features}, "output": "prediction", "kind": "technical"}}"#
+    ));
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    let meta = reply.json();
+    assert_eq!((meta["remote"]["url"].as_str(), meta["kind"].as_str()), (Some(&*url), Some("technical")));
+    let members = ["technical", "up"].map(|m| m.parse::<quorum::MemberSpec>().unwrap());
+    engine.create_ensemble(quorum::EnsembleConfig::new("desk", members)).unwrap();
+    for f in common::holdout_features(3) {
+        let p = engine.predict("desk", &f).unwrap();
+        let remote = p.model_contributions[1].prediction.expect("the remote member answered");
+        assert!((remote - engine.predict("market", &f).unwrap().prediction).abs() < 1e-6);
+    }
+}
+
+#[test]
 fn benchmark_and_optimize_run_on_an_uploaded_dataset() {
     let server = Running::market(|c| c.limits.sync_job_wait_ms = 60_000);
     let csv = std::fs::read(common::repo().join("examples/data/holdout.csv")).unwrap();

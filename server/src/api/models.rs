@@ -1,11 +1,11 @@
 //! The model registry over HTTP: upload (multipart: a `metadata` JSON part and a `model` file part,
 //! streamed to disk with its SHA-256, then registered — ONNX Runtime loads it and one row runs through
-//! it before the version becomes visible), list, show, set-default (a hot swap of every ensemble that
+//! it before the version becomes visible), a remote model by URL (a JSON body), list, show, set-default (a hot swap of every ensemble that
 //! follows the default) and the tracked performance of a model.
 
 use std::io::Write;
 
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -67,19 +67,51 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", message)
 }
 
-/// Register a model version from an uploaded ONNX file.
+/// A remote model, registered by URL (`POST /api/v1/ml/models` with `content-type:
+/// application/json`): read by the core's `RemoteRegistration`, with `set_default` beside it.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // the schema of the JSON body
+pub struct RemoteForm {
+    name: String,
+    /// `http://host:port/v2/models/MODEL[/versions/V]` (Open Inference Protocol v2).
+    url: String,
+    features: Vec<String>,
+    /// The environment variable, in the server's environment, holding the remote server's token.
+    token_env: Option<String>,
+    output: Option<String>,
+    kind: Option<String>,
+    task: Option<String>,
+    version: Option<u32>,
+    set_default: Option<bool>,
+}
+
+/// Register a model version from an uploaded ONNX file (multipart), or a model served by another
+/// server by its URL (JSON).
 #[utoipa::path(post, path = "/api/v1/ml/models", tag = "models",
-    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    request_body(content(
+        (UploadForm = "multipart/form-data"),
+        (RemoteForm = "application/json"),
+    )),
     responses((status = 201, description = "registered: the version's metadata"),
               (status = 422, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
               (status = 413, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn upload(
-    _scope: Admin,
-    State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    mut form: Multipart,
-) -> ApiResult<Response> {
+pub async fn upload(_scope: Admin, State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    let headers = request.headers().clone();
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if content_type.to_ascii_lowercase().starts_with("application/json") {
+        return register_remote(&state, request).await;
+    }
+    let mut form = Multipart::from_request(request, &state).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "{}: upload a model as multipart/form-data, or register a remote one as application/json",
+                e.body_text()
+            ),
+        )
+    })?;
     let limits = &state.config().limits;
     let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_upload_bytes as u64 + limits.max_body_bytes as u64) {
@@ -152,12 +184,36 @@ pub async fn upload(
     for (key, value) in meta.metadata.unwrap_or_default() {
         registration = registration.with_metadata(key, value);
     }
+    register(&state, registration, meta.set_default, Some(path)).await
+}
+
+/// A remote model from a JSON body: `set_default` taken out, the rest read by the core.
+async fn register_remote(state: &AppState, request: Request) -> ApiResult<Response> {
+    let Body(bytes) = Body::from_request(request, state).await?;
+    let mut document: serde_json::Map<String, serde_json::Value> =
+        parse(&bytes, state.config().limits.max_json_depth, "the remote registration")?;
+    let set_default = match document.remove("set_default") {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(other) => return Err(bad(format!("set_default must be true or false, not {other}"))),
+    };
+    let registration = quorum::RemoteRegistration::from_json(document.into())?.into_registration()?;
+    register(state, registration, set_default, None).await
+}
+
+/// Registers off the async threads (registration loads and probes the model), then sets the
+/// default when asked; a staged upload is removed once the registry holds its copy.
+async fn register(
+    state: &AppState,
+    registration: ModelRegistration,
+    set_default: bool,
+    staged: Option<tempfile::TempPath>,
+) -> ApiResult<Response> {
     let engine = state.engine().clone();
-    let set_default = meta.set_default;
     let registered = tokio::task::spawn_blocking(move || {
         quorum::Error::guard(|| {
             let registered = engine.register_model(registration)?;
-            drop(path); // the staged upload is removed once the registry holds its copy
+            drop(staged);
             if set_default {
                 engine.set_default_version(&registered.name, registered.version)?;
             }
