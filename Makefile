@@ -31,7 +31,7 @@ VENV_SERVE := .venv-serve
 VENV_SERVE_STAMP := $(VENV_SERVE)/.stamp-$(ORT_VERSION)
 SERVE_PORT ?= 8080
 
-.PHONY: demo test docs package monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve remote-triton ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference volatility-example native-fixtures native-bench-model native-bench exporters-bench opset-history-check
+.PHONY: demo test docs package monitoring-tools monitoring-check scale-tools postgres-test scale-out-check k8s-check venv venv-serve serve-demo load-serve remote-triton remote-mlserver ci-long ort-compat build models bench bench-python bench-node python-wheel python-test node-build node-test fuzz clean replica-memory load load-matrix onnx-proto quantization-reference volatility-example native-fixtures native-bench-model native-bench exporters-bench opset-history-check
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP):
@@ -174,8 +174,22 @@ remote-triton: venv-serve $(VENV_TRITON)/.stamp
 	$(VENV_SERVE)/bin/pip install --quiet --force-reinstall --no-deps dist/quorum-*.whl
 	$(VENV_SERVE)/bin/python benches/remote_triton.py --triton-python $(VENV_TRITON)/bin/python --check
 
+# Remote members against a real MLServer with its sklearn runtime (benches/remote_mlserver.py): metadata
+# without inputs or outputs, float64 answers, agreement with the skl2onnx export, a kill -9 under load.
+VENV_MLSERVER := .venv-mlserver
+$(VENV_MLSERVER)/.stamp:
+	/usr/bin/python3.11 -m venv $(VENV_MLSERVER)
+	$(VENV_MLSERVER)/bin/pip install --quiet "mlserver==1.7.1" "mlserver-sklearn==1.7.1" "uvloop<0.21" scikit-learn skl2onnx \
+	  onnxruntime==$(ORT_VERSION)
+	touch $@
+
+remote-mlserver: $(VENV_MLSERVER)/.stamp
+	test -n "$$(ls dist/quorum-*.whl 2>/dev/null)" || $(MAKE) python-wheel
+	$(VENV_MLSERVER)/bin/pip install --quiet --force-reinstall --no-deps dist/quorum-*.whl
+	$(VENV_MLSERVER)/bin/python benches/remote_mlserver.py --check
+
 # The longer checks CI runs after `make test`.
-ci-long: load-serve package remote-triton
+ci-long: load-serve package remote-triton remote-mlserver
 
 # The API documentation of every workspace crate, as docs.rs builds it (the core crate with every
 # feature), with every rustdoc warning an error.
@@ -336,4 +350,4 @@ fuzz:
 
 clean:
 	cargo clean
-	rm -rf $(HOME_DIR) .ort .tools $(TOOLS_CACHE) $(VENV_SERVE) $(VENV_TRITON)
+	rm -rf $(HOME_DIR) .ort .tools $(TOOLS_CACHE) $(VENV_SERVE) $(VENV_TRITON) $(VENV_MLSERVER)
