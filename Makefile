@@ -193,7 +193,7 @@ ci-long: load-serve package remote-triton remote-mlserver
 
 # The API documentation of every workspace crate, as docs.rs builds it (the core crate with every
 # feature), with every rustdoc warning an error.
-DOC_FEATURES := quorum/ndarray,quorum/postgres,quorum/gpu,quorum/cuda,quorum/tensorrt,quorum/nvml
+DOC_FEATURES := quorum/ndarray,quorum/postgres,quorum/gpu,quorum/cuda,quorum/tensorrt,quorum/nvml,quorum/remote-tls
 docs:
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --features $(DOC_FEATURES)
 

@@ -194,7 +194,7 @@ pub struct ModelRegistration {
 pub struct RemoteRegistration {
     /// The model's name in this registry.
     pub name: String,
-    /// `http://host:port/v2/models/MODEL[/versions/V]`.
+    /// `http(s)://host:port/v2/models/MODEL[/versions/V]`.
     pub url: String,
     /// The features it takes, in order.
     pub features: Vec<String>,
@@ -275,7 +275,7 @@ impl ModelRegistration {
     }
 
     /// A model served by another server over the Open Inference Protocol v2, at `url`
-    /// (`http://host:port/v2/models/MODEL[/versions/V]`). Registration reads the server's model
+    /// (`http(s)://host:port/v2/models/MODEL[/versions/V]`). Registration reads the server's model
     /// metadata, checks it against the features and output, and probes it on one row of zeros and
     /// on two. `token_env` names the environment variable holding its bearer token: the name is
     /// stored, the token is read when the model loads and never written anywhere.

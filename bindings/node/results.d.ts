@@ -61,7 +61,7 @@ export interface ModelMetadata {
 
 /** How a remote model is reached (Open Inference Protocol v2); names its token's variable, never the token. */
 export interface RemoteSpec {
-  /** `http://host:port/v2/models/MODEL[/versions/V]`. */
+  /** `http(s)://host:port/v2/models/MODEL[/versions/V]`. */
   url: string
   /** The environment variable holding the bearer token. */
   token_env?: string

@@ -268,7 +268,7 @@ enum ModelsCommand {
         #[arg(long, required_unless_present = "remote", conflicts_with = "remote")]
         file: Option<PathBuf>,
         /// A model served by another server over the Open Inference Protocol v2 (Triton, KServe,
-        /// MLServer, quorum serve): http://host:port/v2/models/MODEL[/versions/V]. Its metadata is
+        /// MLServer, quorum serve): http(s)://host:port/v2/models/MODEL[/versions/V]. Its metadata is
         /// read and checked against --features and --output, and it is probed on a row of zeros.
         #[arg(long, conflicts_with = "inputs")]
         remote: Option<String>,

@@ -251,11 +251,13 @@ fn a_json_body_registers_a_remote_model_served_by_another_server() {
             422,
             "invalid_input",
         ),
+        // TLS to a plain-HTTP server: the handshake fails.
         (
             format!(r#"{{"name": "up", "url": "{}", "features": {features}}}"#, url.replace("http:", "https:")),
             422,
-            "config",
+            "model_load",
         ),
+        (format!(r#"{{"name": "up", "url": "ftp://x/v2/models/m", "features": {features}}}"#), 422, "config"),
         (format!(r#"{{"name": "up", "url": "{url}", "features": ["a"], "output": "prediction"}}"#), 422, "model_load"),
     ];
     for (body, status, code) in cases {

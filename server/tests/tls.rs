@@ -50,3 +50,46 @@ fn the_server_speaks_tls_with_its_certificate() {
     let _ = plain.read_to_end(&mut answer);
     assert!(!answer.starts_with(b"HTTP/1.1 200"));
 }
+
+#[test]
+fn a_remote_member_reaches_a_tls_server_trusting_ssl_cert_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    drop(support::common::market_engine(home.path()));
+    let upstream = support::Running::start(home, |c| {
+        c.tls = Some(quorum_server::TlsConfig { cert: cert_path.clone(), key: key_path.clone() });
+    });
+    let local_home = tempfile::tempdir().unwrap();
+    let engine = support::common::market_engine(local_home.path());
+    let features = engine.ensemble("market").unwrap().feature_names().to_vec();
+    let register = |url: String| {
+        engine.register_model(
+            quorum::ModelRegistration::remote("up", url, None, features.clone())
+                .with_output("prediction".parse().unwrap()),
+        )
+    };
+    let url = format!("https://localhost:{}/v2/models/market", upstream.addr.port());
+
+    // The system's bundle does not trust a self-signed certificate: the handshake fails.
+    std::env::remove_var("SSL_CERT_FILE");
+    let refused = register(url.clone()).unwrap_err();
+    assert!(
+        matches!(refused, quorum::Error::ModelLoad { .. }) && refused.to_string().contains("certificate"),
+        "{refused}"
+    );
+    std::env::set_var("SSL_CERT_FILE", &cert_path);
+    let meta = register(url.clone()).unwrap();
+    assert_eq!(meta.remote.unwrap().url, url);
+    let members = ["technical", "up"].map(|m| m.parse::<quorum::MemberSpec>().unwrap());
+    engine.create_ensemble(quorum::EnsembleConfig::new("desk", members)).unwrap();
+    for f in support::common::holdout_features(3) {
+        let p = engine.predict("desk", &f).unwrap();
+        assert!(!p.degraded, "{:?}", p.model_contributions[1].error);
+        let remote = p.model_contributions[1].prediction.unwrap();
+        assert!((remote - engine.predict("market", &f).unwrap().prediction).abs() < 1e-6);
+    }
+}

@@ -1,10 +1,12 @@
 //! A small blocking HTTP/1.1 client for remote members: keep-alive connections pooled per server,
 //! every request bounded by one deadline (connect, each write and each read get what is left of it,
 //! so a server that dribbles its answer a byte at a time still costs at most the deadline), and
-//! responses bounded in size. Plain HTTP only; no lock is held while a request is on the wire.
+//! responses bounded in size. Plain or TLS (`conn.rs`); no lock is held while a request is on the wire.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+
+use super::conn::{Conn, Security};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,28 +15,30 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Idle connections kept per server.
 const MAX_IDLE: usize = 64;
 
-/// Where requests go: `host:port`, resolved once.
+/// Where requests go: `host:port`, resolved once, and how connections are secured.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoint {
     /// `host:port` as given (the `Host` header).
     pub authority: String,
     addresses: Vec<SocketAddr>,
+    security: Security,
 }
 
 impl Endpoint {
-    /// Resolves `authority` (`host:port`, or `host` for port 80).
-    pub fn resolve(authority: &str) -> Result<Endpoint, String> {
-        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
+    /// Resolves `authority` (`host:port`, or `host` for port 80, 443 with TLS).
+    pub fn resolve(authority: &str, tls: bool) -> Result<Endpoint, String> {
+        let has_port = authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+        let host = if has_port { authority.rsplit_once(':').map_or(authority, |(h, _)| h) } else { authority };
+        let security =
+            if tls { Security::tls(host.trim_start_matches('[').trim_end_matches(']'))? } else { Security::Plain };
+        let with_port =
+            if has_port { authority.to_string() } else { format!("{authority}:{}", if tls { 443 } else { 80 }) };
         let addresses: Vec<SocketAddr> =
             with_port.to_socket_addrs().map_err(|e| format!("cannot resolve {authority}: {e}"))?.collect();
         if addresses.is_empty() {
             return Err(format!("{authority} resolves to no address"));
         }
-        Ok(Endpoint { authority: authority.to_string(), addresses })
+        Ok(Endpoint { authority: authority.to_string(), addresses, security })
     }
 }
 
@@ -51,7 +55,7 @@ pub(crate) struct Response {
 #[derive(Debug)]
 pub(crate) struct Client {
     endpoint: Endpoint,
-    idle: Mutex<Vec<TcpStream>>,
+    idle: Mutex<Vec<Conn>>,
     /// The largest response body accepted.
     max_body: usize,
 }
@@ -103,7 +107,7 @@ impl Client {
         self.exchange(stream, head.as_bytes(), body, deadline).map_err(|f| f.message)
     }
 
-    fn connect(&self, deadline: Instant) -> Result<TcpStream, Failure> {
+    fn connect(&self, deadline: Instant) -> Result<Conn, Failure> {
         let mut last = String::new();
         for address in &self.endpoint.addresses {
             let left = left(deadline)?;
@@ -111,7 +115,7 @@ impl Client {
                 Ok(stream) => {
                     // Requests are small and answered at once: Nagle's delay would cost milliseconds.
                     let _ = stream.set_nodelay(true);
-                    return Ok(stream);
+                    return self.endpoint.security.wrap(stream).map_err(failure);
                 }
                 Err(e) => last = format!("connecting to {address}: {e}"),
             }
@@ -119,35 +123,45 @@ impl Client {
         Err(failure(last))
     }
 
-    fn exchange(
-        &self,
-        mut stream: TcpStream,
-        head: &[u8],
-        body: &[u8],
-        deadline: Instant,
-    ) -> Result<Response, Failure> {
+    fn exchange(&self, mut stream: Conn, head: &[u8], body: &[u8], deadline: Instant) -> Result<Response, Failure> {
+        use std::io::ErrorKind;
         let io = |what: &str, e: std::io::Error| {
-            let timed_out = matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+            let timed_out = matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+            // A connection the server had closed (over TLS an unexpected end, not an empty read):
+            // worth one more try on a new connection, as an inference request has no side effect.
+            let closed = matches!(
+                e.kind(),
+                ErrorKind::UnexpectedEof
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+            );
             if timed_out {
                 failure(format!("no answer within the deadline ({what})"))
             } else {
-                failure(format!("{what}: {e}"))
+                Failure { message: format!("{what}: {e}"), stale: closed }
             }
         };
-        stream.set_write_timeout(Some(left(deadline)?)).map_err(|e| io("writing", e))?;
+        // Both timeouts before the first write: a TLS handshake reads and writes there.
+        let timeout = left(deadline)?;
+        let socket = stream.socket();
+        socket
+            .set_write_timeout(Some(timeout))
+            .and_then(|()| socket.set_read_timeout(Some(timeout)))
+            .map_err(|e| io("writing", e))?;
         // A write to a connection the server closed may still succeed (the kernel buffers it): that
         // shows as an empty read below, which is retried the same way.
-        let written = stream.write_all(head).and_then(|()| stream.write_all(body));
+        let written = stream.write_all(head).and_then(|()| stream.write_all(body)).and_then(|()| stream.flush());
         if let Err(e) = written {
             return Err(Failure { stale: true, ..io("sending the request", e) });
         }
-        let mut reader = BufReader::with_capacity(16 * 1024, &stream);
+        let mut reader = BufReader::with_capacity(16 * 1024, &mut stream);
         let mut line = Vec::with_capacity(128);
         let mut head_bytes = 0usize;
-        let mut read_line = |reader: &mut BufReader<&TcpStream>, line: &mut Vec<u8>| -> Result<usize, Failure> {
+        let mut read_line = |reader: &mut BufReader<&mut Conn>, line: &mut Vec<u8>| -> Result<usize, Failure> {
             line.clear();
             loop {
-                reader.get_ref().set_read_timeout(Some(left(deadline)?)).map_err(|e| io("reading", e))?;
+                reader.get_ref().socket().set_read_timeout(Some(left(deadline)?)).map_err(|e| io("reading", e))?;
                 let available = match reader.fill_buf() {
                     Ok(b) => b,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -213,12 +227,12 @@ impl Client {
         let too_large =
             |n: usize| failure(format!("the answer's body ({n} bytes or more) is over {} bytes", self.max_body));
         let mut body = Vec::new();
-        let read_exact = |reader: &mut BufReader<&TcpStream>, n: usize, body: &mut Vec<u8>| -> Result<(), Failure> {
+        let read_exact = |reader: &mut BufReader<&mut Conn>, n: usize, body: &mut Vec<u8>| -> Result<(), Failure> {
             let start = body.len();
             body.resize(start + n, 0);
             let mut filled = start;
             while filled < body.len() {
-                reader.get_ref().set_read_timeout(Some(left(deadline)?)).map_err(|e| io("reading", e))?;
+                reader.get_ref().socket().set_read_timeout(Some(left(deadline)?)).map_err(|e| io("reading", e))?;
                 match reader.read(&mut body[filled..]) {
                     Ok(0) => return Err(failure("the connection closed inside the answer's body")),
                     Ok(k) => filled += k,
@@ -257,7 +271,7 @@ impl Client {
             // No length: the body ends when the server closes the connection.
             close = true;
             loop {
-                reader.get_ref().set_read_timeout(Some(left(deadline)?)).map_err(|e| io("reading", e))?;
+                reader.get_ref().socket().set_read_timeout(Some(left(deadline)?)).map_err(|e| io("reading", e))?;
                 let mut chunk = [0u8; 8192];
                 match reader.read(&mut chunk) {
                     Ok(0) => break,
@@ -318,7 +332,7 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(500));
         });
-        (Endpoint::resolve(&address.to_string()).unwrap(), handle)
+        (Endpoint::resolve(&address.to_string(), false).unwrap(), handle)
     }
 
     fn soon() -> Instant {
@@ -364,7 +378,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         drop(listener);
-        let client = Client::new(Endpoint::resolve(&address.to_string()).unwrap(), 1024);
+        let client = Client::new(Endpoint::resolve(&address.to_string(), false).unwrap(), 1024);
         let e = client.request("GET", "/", &[], b"", soon()).unwrap_err();
         assert!(e.contains("connecting to"), "{e}");
     }

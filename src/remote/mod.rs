@@ -5,6 +5,7 @@
 //! is bounded by a deadline and its failures are the member's. The bearer token is read from an
 //! environment variable named at registration and never stored or shown.
 
+mod conn;
 mod http;
 pub(crate) mod oip;
 
@@ -29,7 +30,7 @@ const MAX_ANSWER_BYTES: usize = 64 << 20;
 /// names the environment variable holding the token, never the token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteSpec {
-    /// `http://host:port/v2/models/MODEL[/versions/V]`.
+    /// `http(s)://host:port/v2/models/MODEL[/versions/V]`.
     pub url: String,
     /// The environment variable whose value is sent as `Authorization: Bearer ...`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,7 +51,7 @@ pub struct RemoteSpec {
 /// What to reach a remote model at, given to registration ([`crate::ModelRegistration::remote`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteSource {
-    /// `http://host:port/v2/models/MODEL[/versions/V]`.
+    /// `http(s)://host:port/v2/models/MODEL[/versions/V]`.
     pub url: String,
     /// The environment variable holding the bearer token, if the server wants one.
     pub token_env: Option<String>,
@@ -62,17 +63,17 @@ struct Target {
     authority: String,
     /// `/v2/models/MODEL[/versions/V]`.
     path: String,
+    /// `https://`.
+    tls: bool,
 }
 
 fn parse_url(url: &str) -> std::result::Result<Target, String> {
-    let shape = "give http://host:port/v2/models/MODEL or http://host:port/v2/models/MODEL/versions/V";
-    if url.starts_with("https://") {
-        return Err(format!(
-            "{url}: quorum's remote client speaks plain HTTP only (no TLS yet): reach the server over a private \
-             network, or through a local proxy that adds TLS"
-        ));
-    }
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?} is not an http:// URL: {shape}"))?;
+    let shape = "give http(s)://host:port/v2/models/MODEL or http(s)://host:port/v2/models/MODEL/versions/V";
+    let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (None, Some(rest)) => (true, rest),
+        (None, None) => return Err(format!("{url:?} is not an http:// or https:// URL: {shape}")),
+    };
     let (authority, path) = rest.split_once('/').ok_or_else(|| format!("{url:?} has no path: {shape}"))?;
     if authority.is_empty() || authority.contains('@') {
         return Err(format!("{url:?}: the host is empty or carries credentials (use --remote-token-env)"));
@@ -88,7 +89,7 @@ fn parse_url(url: &str) -> std::result::Result<Target, String> {
     if !ok {
         return Err(format!("{url:?}: {shape} (names of letters, digits, '.', '_' and '-')"));
     }
-    Ok(Target { authority: authority.to_string(), path: format!("/{path}") })
+    Ok(Target { authority: authority.to_string(), path: format!("/{path}"), tls })
 }
 
 /// The `Authorization` header line for a token variable, read now.
@@ -157,7 +158,7 @@ impl RemoteModel {
         wire: Wire,
     ) -> std::result::Result<RemoteModel, String> {
         oip::check_input_datatype(&wire.datatype)?;
-        let endpoint = http::Endpoint::resolve(&target.authority)?;
+        let endpoint = http::Endpoint::resolve(&target.authority, target.tls)?;
         let mut headers = vec!["Content-Type: application/json".to_string()];
         headers.extend(authorization(token_env)?);
         Ok(RemoteModel {
@@ -249,6 +250,10 @@ pub(crate) fn register(
         reason: format!("remote {}: {reason}", source.url),
     };
     let target = parse_url(&source.url).map_err(|e| Error::Config(format!("model {model}: {e}")))?;
+    if target.tls && !cfg!(feature = "remote-tls") {
+        let why = conn::Security::tls("").err().unwrap_or_default();
+        return Err(Error::Config(format!("model {model}: {}: {why}", source.url)));
+    }
     if let Some(var) = &source.token_env {
         if var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(Error::Config(format!("model {model}: {var:?} is not an environment variable name")));
@@ -424,7 +429,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_name_a_model_and_maybe_a_version_over_plain_http() {
+    fn urls_name_a_model_and_maybe_a_version_over_http_or_https() {
         let t = parse_url("http://127.0.0.1:8000/v2/models/deep/versions/3/").unwrap();
         assert_eq!((t.authority.as_str(), t.path.as_str()), ("127.0.0.1:8000", "/v2/models/deep/versions/3"));
         for bad in [
@@ -437,7 +442,8 @@ mod tests {
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
-        assert!(parse_url("https://x/v2/models/m").unwrap_err().contains("plain HTTP only"));
+        let t = parse_url("https://x/v2/models/m").unwrap();
+        assert_eq!((t.authority.as_str(), t.tls), ("x", true));
     }
 
     #[test]

@@ -73,7 +73,7 @@ fn bad(message: impl Into<String>) -> ApiError {
 #[allow(dead_code)] // the schema of the JSON body
 pub struct RemoteForm {
     name: String,
-    /// `http://host:port/v2/models/MODEL[/versions/V]` (Open Inference Protocol v2).
+    /// `http(s)://host:port/v2/models/MODEL[/versions/V]` (Open Inference Protocol v2).
     url: String,
     features: Vec<String>,
     /// The environment variable, in the server's environment, holding the remote server's token.
