@@ -24,8 +24,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 import joblib
 import numpy as np
@@ -35,6 +33,7 @@ from sklearn.linear_model import LogisticRegression
 import quorum
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from remote_faults import kill_under_load  # noqa: E402
 from serve_load import REPO, free_port, wait_ready  # noqa: E402
 
 BUDGET_MS = 100.0
@@ -105,37 +104,14 @@ def main():
         if np.abs(remote - expected).max() > 1e-5 or np.abs(batch - expected).max() > 1e-5:
             problems.append("the MLServer member disagrees with sklearn")
 
-        calls, failed = [], []
-        kill_at = time.perf_counter() + 0.3
-        stop_at = kill_at + 1.0
+        def kill():
+            os.killpg(mlserver.pid, signal.SIGKILL)
+            mlserver.wait()
 
-        def desk_caller(k):
-            i = k
-            while time.perf_counter() < stop_at:
-                t = time.perf_counter()
-                try:
-                    p = engine.predict_row("desk", rows[i % len(rows)])
-                except quorum.QuorumError as e:
-                    failed.append(repr(e))
-                    continue
-                calls.append((t > kill_at, p.degraded, (time.perf_counter() - t) * 1e3))
-                i += 8
-
-        threads = [threading.Thread(target=desk_caller, args=(k,)) for k in range(8)]
-        for t in threads:
-            t.start()
-        time.sleep(max(0.0, kill_at - time.perf_counter()))
-        os.killpg(mlserver.pid, signal.SIGKILL)
-        kill_at = time.perf_counter()
-        for t in threads:
-            t.join()
-        after = [c for c in calls if c[0]]
-        late = [c for c in calls if c[2] > BUDGET_MS + 50]
-        print(f"kill -9 of MLServer under 8 callers: {len(calls)} answered (slowest {max(c[2] for c in calls):.1f} ms, "
-              f"budget {BUDGET_MS:.0f} ms), {len(failed)} failed, {len(late)} past the budget by 50 ms; "
-              f"{sum(c[1] for c in after)} of {len(after)} calls started after the kill answered degraded")
-        if failed or late or not after or not all(c[1] for c in after):
-            problems.append("the desk did not answer degraded and on time after MLServer was killed")
+        line, problem = kill_under_load(engine, "desk", rows, kill, 8, BUDGET_MS)
+        print(f"kill -9 of MLServer under 8 callers: {line}")
+        if problem:
+            problems.append(problem)
     finally:
         if mlserver.poll() is None:
             os.killpg(mlserver.pid, signal.SIGKILL)

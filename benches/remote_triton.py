@@ -37,6 +37,7 @@ import tritonclient.http as httpclient
 import quorum
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from remote_faults import kill_under_load  # noqa: E402
 from serve_load import REPO, free_port, holdout_rows, wait_ready  # noqa: E402
 
 MODELS = os.path.join(REPO, "examples/models")
@@ -182,39 +183,14 @@ def main():
             problems.append(f"{len(q_fail)} quorum callers failed: {q_fail[:3]}")
 
         # 5. kill -9 under load: the desk answers from its local member, degraded, on time.
-        calls, failed = [], []  # (started after the kill, degraded, ms)
-        kill_at = time.perf_counter() + 0.3
-        stop_at = kill_at + 1.0
+        def kill():
+            os.killpg(triton.pid, signal.SIGKILL)
+            triton.wait()
 
-        def desk_caller(k):
-            i = k
-            while time.perf_counter() < stop_at:
-                row = rows[i % len(rows)]
-                i += 16
-                t = time.perf_counter()
-                try:
-                    p = engine.predict_row("desk", row)
-                except quorum.QuorumError as e:
-                    failed.append(repr(e))
-                    continue
-                calls.append((t > kill_at, p.degraded, (time.perf_counter() - t) * 1e3))
-
-        threads = [threading.Thread(target=desk_caller, args=(k,)) for k in range(16)]
-        for t in threads:
-            t.start()
-        time.sleep(max(0.0, kill_at - time.perf_counter()))
-        os.killpg(triton.pid, signal.SIGKILL)
-        kill_at = time.perf_counter()  # calls that started before this instant may have been answered
-        for t in threads:
-            t.join()
-        after = [c for c in calls if c[0]]
-        slowest = max(c[2] for c in calls)
-        late = [c for c in calls if c[2] > BUDGET_MS + 50]
-        print(f"\nkill -9 of Triton under 16 callers: {len(calls)} answered (slowest {slowest:.1f} ms, budget "
-              f"{BUDGET_MS:.0f} ms), {len(failed)} failed, {len(late)} past the budget by 50 ms; "
-              f"{sum(c[1] for c in after)} of {len(after)} calls started after the kill answered degraded")
-        if failed or late or not after or not all(c[1] for c in after):
-            problems.append("the desk did not answer degraded and on time after Triton was killed")
+        line, problem = kill_under_load(engine, "desk", rows, kill, 16, BUDGET_MS)
+        print(f"kill -9 of Triton under 16 callers: {line}")
+        if problem:
+            problems.append(problem)
 
         # 6. Triton comes back on the same port: the member recovers once its breaker lets a trial through.
         triton = subprocess.Popen([args.triton_python, os.path.join(REPO, "benches/triton_peer.py"), str(port)],
