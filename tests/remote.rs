@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use quorum::{
-    BreakerOptions, BreakerState, EnsembleConfig, Error, InferenceEngine, MemberSpec, ModelRegistration, SlidingWindow,
-};
+use quorum::{BreakerOptions, BreakerState, EnsembleConfig, Error, InferenceEngine, MemberSpec, ModelRegistration};
 
 /// How the server answers inference requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,16 +220,6 @@ fn respond(writer: &mut TcpStream, status: u16, body: &[u8]) {
     let _ = writer.write_all(body);
 }
 
-fn quick_breaker() -> BreakerOptions {
-    BreakerOptions {
-        window: SlidingWindow::Count(10),
-        minimum_calls: 5,
-        wait_in_open: Duration::from_millis(100),
-        half_open_calls: 2,
-        ..BreakerOptions::default()
-    }
-}
-
 /// The example models and `far` at `server`, in ensemble `mixed` (far is member 3).
 fn engine_with_far(home: &std::path::Path, server: &FakeServer, breaker: BreakerOptions) -> InferenceEngine {
     std::env::set_var(TOKEN_VAR, TOKEN);
@@ -372,7 +360,7 @@ fn registration_refuses_a_server_that_does_not_match_the_declaration() {
 fn a_misbehaving_server_degrades_the_member_on_time_and_the_member_recovers() {
     let server = FakeServer::start(common::features_of("technical").len());
     let home = tempfile::tempdir().unwrap();
-    let engine = engine_with_far(home.path(), &server, quick_breaker());
+    let engine = engine_with_far(home.path(), &server, common::quick_breaker());
     let f = &common::holdout_features(1)[0];
     let healthy = engine.predict("mixed", f).unwrap();
     assert!(!healthy.degraded);

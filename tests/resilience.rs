@@ -7,18 +7,7 @@ use std::time::{Duration, Instant};
 
 use quorum::{
     BreakerOptions, BreakerState, EnsembleConfig, Error, Fault, InferenceEngine, MemberSpec, ModelRegistration,
-    SlidingWindow,
 };
-
-fn quick_breaker() -> BreakerOptions {
-    BreakerOptions {
-        window: SlidingWindow::Count(10),
-        minimum_calls: 5,
-        wait_in_open: Duration::from_millis(100),
-        half_open_calls: 2,
-        ..BreakerOptions::default()
-    }
-}
 
 fn engine_with(home: &std::path::Path, breaker: BreakerOptions) -> InferenceEngine {
     common::market_engine(home);
@@ -65,7 +54,7 @@ fn a_failing_or_panicking_member_is_skipped_and_reported() {
 #[test]
 fn the_breaker_opens_skips_calls_and_closes_after_good_trials() {
     let home = tempfile::tempdir().unwrap();
-    let engine = engine_with(home.path(), quick_breaker());
+    let engine = engine_with(home.path(), common::quick_breaker());
     let f = &common::holdout_features(1)[0];
     engine.predict("market", f).unwrap();
     engine.inject_fault("technical", Some(Fault::Fail));
@@ -91,7 +80,7 @@ fn the_breaker_opens_skips_calls_and_closes_after_good_trials() {
 #[test]
 fn slow_calls_open_the_breaker() {
     let home = tempfile::tempdir().unwrap();
-    let breaker = BreakerOptions { slow_call_duration: Duration::from_millis(2), ..quick_breaker() };
+    let breaker = BreakerOptions { slow_call_duration: Duration::from_millis(2), ..common::quick_breaker() };
     let engine = engine_with(home.path(), breaker);
     let f = &common::holdout_features(1)[0];
     // Injected before the model is loaded: applied when it loads.
@@ -144,5 +133,8 @@ fn below_quorum_the_request_fails_clearly() {
         }
         other => panic!("{other}"),
     }
-    assert!(matches!(BreakerOptions { half_open_calls: 0, ..quick_breaker() }.validate(), Err(Error::Config(_))));
+    assert!(matches!(
+        BreakerOptions { half_open_calls: 0, ..common::quick_breaker() }.validate(),
+        Err(Error::Config(_))
+    ));
 }

@@ -421,6 +421,19 @@ impl LoadedModel {
 }
 
 impl LoadedModel {
+    /// For a call that cannot be cut off once started (a native plan, a remote request bounded by
+    /// its own deadline): the time it may take (see `time_left`, else `default`), refused when none
+    /// is left, after any injected slow call.
+    fn admit(&self, limit: Option<Instant>, default: Option<Duration>) -> Result<(Option<Duration>, bool)> {
+        let (timeout, by_budget) = self.time_left(limit);
+        let timeout = timeout.or(default);
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return Err(self.timed_out(Duration::ZERO, by_budget));
+        }
+        self.injected_delay(timeout, by_budget)?;
+        Ok((timeout, by_budget))
+    }
+
     /// [`LoadedModel::run`] on the native plan, on this thread. A plan runs in microseconds and
     /// cannot be interrupted: the budget and an injected slow call are honoured before it starts.
     fn run_native(
@@ -432,11 +445,7 @@ impl LoadedModel {
         member: usize,
         limit: Option<Instant>,
     ) -> Result<usize> {
-        let (timeout, by_budget) = self.time_left(limit);
-        if timeout.is_some_and(|t| t.is_zero()) {
-            return Err(self.timed_out(Duration::ZERO, by_budget));
-        }
-        self.injected_delay(timeout, by_budget)?;
+        self.admit(limit, None)?;
         let Some(plan) = &self.native else { return Err(Error::Internal("no native plan".into())) };
         let width = self.meta.features.len();
         let mut fill = |input: &mut Vec<f32>| -> usize {
@@ -484,12 +493,8 @@ impl LoadedModel {
         limit: Option<Instant>,
     ) -> Result<usize> {
         let Some(remote) = &self.remote else { return Err(Error::Internal("no remote client".into())) };
-        let (timeout, by_budget) = self.time_left(limit);
+        let (timeout, by_budget) = self.admit(limit, Some(DEFAULT_REMOTE_TIMEOUT))?;
         let timeout = timeout.unwrap_or(DEFAULT_REMOTE_TIMEOUT);
-        if timeout.is_zero() {
-            return Err(self.timed_out(Duration::ZERO, by_budget));
-        }
-        self.injected_delay(Some(timeout), by_budget)?;
         let deadline = Instant::now() + timeout;
         let width = self.meta.features.len();
         let mut input = Vec::with_capacity(count * width);

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use quorum::{EnsembleConfig, Features, InferenceEngine, MemberSpec, ModelKind, ModelRegistration};
+use quorum::{
+    BreakerOptions, EnsembleConfig, Features, InferenceEngine, MemberSpec, ModelKind, ModelRegistration, SlidingWindow,
+};
 
 /// The repository root (the core crate's directory; the CLI crate's tests include this file too).
 pub fn repo() -> PathBuf {
@@ -196,5 +198,17 @@ impl Drop for ScratchDatabase {
             "postgres://postgres@127.0.0.1:5432/test",
             &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
         );
+    }
+}
+
+/// A breaker that opens after 5 calls in a window of 10 and tries again after 100 ms: fault tests
+/// see it open and close within a test.
+pub fn quick_breaker() -> BreakerOptions {
+    BreakerOptions {
+        window: SlidingWindow::Count(10),
+        minimum_calls: 5,
+        wait_in_open: std::time::Duration::from_millis(100),
+        half_open_calls: 2,
+        ..BreakerOptions::default()
     }
 }
