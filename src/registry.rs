@@ -184,11 +184,14 @@ pub struct ModelRegistration {
     max_bytes: u64,
     /// A model served by another server instead of a file.
     remote: Option<crate::remote::RemoteSource>,
+    /// Hedged requests for a remote model: `Some(None)` to the same server, `Some(Some(url))` to a
+    /// second one.
+    hedge: Option<Option<String>>,
 }
 
 /// A remote model's registration as one document — what Python's `register_remote`, Node's
 /// `registerRemote` and the command line hand over: `{name, url, features, token_env?, output?,
-/// kind?, task?, version?}` (camelCase accepted), read and checked in one place.
+/// kind?, task?, version?, hedge?, hedge_url?}` (camelCase accepted), read and checked in one place.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteRegistration {
@@ -213,6 +216,12 @@ pub struct RemoteRegistration {
     /// An explicit version (a whole number from 1 to 2147483647).
     #[serde(default)]
     pub version: Option<f64>,
+    /// Hedged requests (see [`ModelRegistration::with_hedge`]); implied by `hedge_url`.
+    #[serde(default)]
+    pub hedge: bool,
+    /// A second server of the same model, where hedged requests go.
+    #[serde(default, alias = "hedgeUrl")]
+    pub hedge_url: Option<String>,
 }
 
 impl RemoteRegistration {
@@ -243,6 +252,9 @@ impl RemoteRegistration {
         if let Some(version) = self.version {
             r = r.with_version(check_version("version", version)?);
         }
+        if self.hedge || self.hedge_url.is_some() {
+            r = r.with_hedge(self.hedge_url);
+        }
         Ok(r)
     }
 }
@@ -271,6 +283,7 @@ impl ModelRegistration {
             lineage: None,
             max_bytes: DEFAULT_MAX_MODEL_BYTES,
             remote: None,
+            hedge: None,
         }
     }
 
@@ -288,6 +301,16 @@ impl ModelRegistration {
         let mut registration = ModelRegistration::new(name, PathBuf::new(), features);
         registration.remote = Some(crate::remote::RemoteSource { url: url.into(), token_env });
         registration
+    }
+
+    /// A remote model's requests hedged: one not answered by the model's recent 95th percentile
+    /// of answer times goes out a second time, to `url` (a second server of the same model, which
+    /// registration probes; a request that fails outright is tried there too) or, without one, to
+    /// the same server on another connection. The first good answer wins. Registering a local
+    /// file with it is an `Error::Config`.
+    pub fn with_hedge(mut self, url: Option<String>) -> Self {
+        self.hedge = Some(url);
+        self
     }
     /// The largest file accepted, in bytes (default [`DEFAULT_MAX_MODEL_BYTES`]).
     pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
@@ -504,6 +527,9 @@ impl Registry {
         if let Some(source) = &r.remote {
             return self.register_remote(source.clone(), r);
         }
+        if r.hedge.is_some() {
+            return Err(Error::Config(format!("model {}: only a remote model's requests are hedged", r.name)));
+        }
         let bytes = read_model_file(&r.file, r.max_bytes)?;
         let mut metadata = r.metadata;
         let mut notes = Vec::new();
@@ -566,7 +592,14 @@ impl Registry {
                 r.name
             )));
         }
-        let found = crate::remote::register(&r.name, &source, &r.features, r.output.as_ref(), r.task)?;
+        let found = crate::remote::register(
+            &r.name,
+            &source,
+            &r.features,
+            r.output.as_ref(),
+            r.task,
+            r.hedge.as_ref().map(Option::as_deref),
+        )?;
         TrialRun { value: found.value, max_batch: None, input_type: InputType::Float32 }.check_task(&r.name, r.task)?;
         let mut metadata = r.metadata;
         if !found.notes.is_empty() {

@@ -24,6 +24,14 @@ enum Mode {
     ServerError = 2,
     Close = 3,
     Stall = 4,
+    /// One row more than asked for.
+    WrongShape = 5,
+    /// Strings where numbers belong.
+    WrongDatatype = 6,
+    /// NaN, in the binary tensor extension (JSON cannot carry it).
+    NotANumber = 7,
+    /// A good answer, one byte every 20 ms.
+    SlowLoris = 8,
 }
 
 const TOKEN_VAR: &str = "QUORUM_TEST_REMOTE_MEMBER_TOKEN";
@@ -174,30 +182,73 @@ fn serve(stream: TcpStream, width: usize, mode: &AtomicU8, stop: &AtomicBool, se
             continue;
         }
         seen.requests.fetch_add(1, Ordering::Relaxed);
-        let mode = match mode.load(Ordering::Relaxed) {
-            0 => Mode::Good,
-            1 => Mode::Garbage,
-            2 => Mode::ServerError,
-            3 => Mode::Close,
-            _ => Mode::Stall,
+        let mode = [
+            Mode::Good,
+            Mode::Garbage,
+            Mode::ServerError,
+            Mode::Close,
+            Mode::Stall,
+            Mode::WrongShape,
+            Mode::WrongDatatype,
+            Mode::NotANumber,
+            Mode::SlowLoris,
+        ][usize::from(mode.load(Ordering::Relaxed))];
+        let computed = || {
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let input = &request["inputs"][0];
+            assert_eq!(input["name"], "x");
+            let rows = input["shape"][0].as_u64().unwrap() as usize;
+            seen.most_rows.fetch_max(rows, Ordering::Relaxed);
+            let data: Vec<f32> = input["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            data.chunks(width).map(expected).collect::<Vec<f32>>()
         };
         match mode {
-            Mode::Good => {
+            Mode::Good | Mode::WrongShape | Mode::SlowLoris => {
                 // A real server takes a while; concurrent callers queue up meanwhile.
                 std::thread::sleep(Duration::from_micros(500));
-                let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                let input = &request["inputs"][0];
-                assert_eq!(input["name"], "x");
-                let rows = input["shape"][0].as_u64().unwrap() as usize;
-                seen.most_rows.fetch_max(rows, Ordering::Relaxed);
-                let data: Vec<f32> =
-                    input["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-                let y: Vec<f32> = data.chunks(width).map(expected).collect();
+                let mut y = computed();
+                if mode == Mode::WrongShape {
+                    y.push(0.5);
+                }
                 let answer = serde_json::json!({
                     "model_name": "far",
-                    "outputs": [{"name": "y", "datatype": "FP32", "shape": [rows, 1], "data": y}],
+                    "outputs": [{"name": "y", "datatype": "FP32", "shape": [y.len(), 1], "data": y}],
+                });
+                if mode == Mode::SlowLoris {
+                    let body = answer.to_string();
+                    let _ = write!(writer, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    for byte in body.bytes() {
+                        if stop.load(Ordering::Relaxed) || writer.write_all(&[byte]).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                } else {
+                    respond(&mut writer, 200, answer.to_string().as_bytes());
+                }
+            }
+            Mode::WrongDatatype => {
+                let rows = computed().len();
+                let answer = serde_json::json!({
+                    "outputs": [{"name": "y", "datatype": "BYTES", "shape": [rows, 1], "data": vec!["up"; rows]}],
                 });
                 respond(&mut writer, 200, answer.to_string().as_bytes());
+            }
+            Mode::NotANumber => {
+                let rows = computed().len();
+                let header = serde_json::json!({
+                    "outputs": [{"name": "y", "datatype": "FP32", "shape": [rows, 1],
+                                 "parameters": {"binary_data_size": rows * 4}}],
+                })
+                .to_string();
+                let mut answer = header.clone().into_bytes();
+                answer.extend((0..rows).flat_map(|_| f32::NAN.to_le_bytes()));
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ninference-header-content-length: {}\r\ncontent-length: {}\r\n\r\n",
+                    header.len(),
+                    answer.len()
+                );
+                let _ = writer.write_all(&[head.as_bytes(), &answer].concat());
             }
             Mode::Garbage => respond(&mut writer, 200, b"<html>not an inference answer</html>"),
             Mode::ServerError => respond(&mut writer, 500, br#"{"error":"the model crashed"}"#),
@@ -216,23 +267,23 @@ fn serve(stream: TcpStream, width: usize, mode: &AtomicU8, stop: &AtomicBool, se
 fn respond(writer: &mut TcpStream, status: u16, body: &[u8]) {
     let head =
         format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
-    let _ = writer.write_all(head.as_bytes());
-    let _ = writer.write_all(body);
+    // One write: with Nagle's algorithm a second small one waits for the client's delayed ACK.
+    let _ = writer.write_all(&[head.as_bytes(), body].concat());
 }
 
 /// The example models and `far` at `server`, in ensemble `mixed` (far is member 3).
 fn engine_with_far(home: &std::path::Path, server: &FakeServer, breaker: BreakerOptions) -> InferenceEngine {
+    let registration =
+        ModelRegistration::remote("far", server.url(), Some(TOKEN_VAR.into()), common::features_of("technical"));
+    engine_with(home, registration, breaker)
+}
+
+/// The example models and the remote `registration` (as `far`), in ensemble `mixed` (member 3).
+fn engine_with(home: &std::path::Path, registration: ModelRegistration, breaker: BreakerOptions) -> InferenceEngine {
     std::env::set_var(TOKEN_VAR, TOKEN);
     common::market_engine(home);
     let engine = InferenceEngine::builder(home).with_circuit_breaker(breaker).build().unwrap();
-    engine
-        .register_model(ModelRegistration::remote(
-            "far",
-            server.url(),
-            Some(TOKEN_VAR.into()),
-            common::features_of("technical"),
-        ))
-        .unwrap();
+    engine.register_model(registration).unwrap();
     let members = ["technical", "fundamental", "sentiment", "far"].map(|m| m.parse::<MemberSpec>().unwrap());
     engine.create_ensemble(EnsembleConfig::new("mixed", members)).unwrap();
     engine
@@ -418,4 +469,97 @@ fn a_misbehaving_server_degrades_the_member_on_time_and_the_member_recovers() {
     let p = recovered.unwrap_or_else(|| panic!("the member did not recover: {:?}", engine.breaker_state("far")));
     assert_eq!(p.prediction, healthy.prediction);
     drop(back);
+}
+
+#[test]
+fn wrong_shapes_datatypes_nan_and_a_dribbled_answer_are_the_members_failures_on_time() {
+    let server = FakeServer::start(common::features_of("technical").len());
+    let home = tempfile::tempdir().unwrap();
+    // A breaker that stays closed: every call reaches the server.
+    let patient = BreakerOptions { minimum_calls: 1000, ..BreakerOptions::default() };
+    let engine = engine_with_far(home.path(), &server, patient);
+    let f = &common::holdout_features(1)[0];
+    let budget = Duration::from_secs_f64(quorum::ensemble::DEFAULT_LATENCY_BUDGET_MS / 1e3);
+    for (mode, says) in [
+        (Mode::WrongShape, "shape"),
+        (Mode::WrongDatatype, "datatype \"BYTES\" is not a number"),
+        (Mode::NotANumber, "finite"),
+        (Mode::SlowLoris, "budget"),
+    ] {
+        server.set(mode);
+        let started = Instant::now();
+        let p = engine.predict("mixed", f).unwrap();
+        let took = started.elapsed();
+        assert_eq!(p.skipped.iter().map(|s| &**s).collect::<Vec<_>>(), ["far"], "{mode:?}");
+        let why = p.model_contributions[3].error.clone().unwrap();
+        assert!(why.contains(says), "{mode:?}: {why}");
+        assert!(took < budget * 3, "{mode:?} took {took:?}");
+        assert!(p.prediction.is_finite() && p.confidence.is_finite(), "{mode:?}: {p:?}");
+    }
+    server.set(Mode::Good);
+    let p = engine.predict("mixed", f).unwrap();
+    assert!(!p.degraded, "{:?}", p.model_contributions[3].error);
+}
+
+#[test]
+fn a_late_request_is_hedged_to_the_second_server_and_a_refused_one_fails_over_to_it() {
+    let width = common::features_of("technical").len();
+    let (first, second) = (FakeServer::start(width), FakeServer::start(width));
+    let home = tempfile::tempdir().unwrap();
+    let registration =
+        ModelRegistration::remote("far", first.url(), Some(TOKEN_VAR.into()), common::features_of("technical"))
+            .with_hedge(Some(second.url()));
+    let engine = engine_with(home.path(), registration, BreakerOptions::default());
+    let spec = engine.registry().get("far", 1).unwrap().remote.clone().unwrap();
+    assert_eq!((spec.hedge, spec.hedge_url.as_deref()), (true, Some(second.url().as_str())));
+    let rows = common::holdout_features(40);
+    // Enough answers for the member's 95th percentile; none of them late enough to hedge.
+    for f in &rows {
+        assert!(!engine.predict("mixed", f).unwrap().degraded);
+    }
+    let hedged_before = second.seen.requests.load(Ordering::Relaxed);
+
+    // The first server stalls: each request goes to the second one after the percentile, and the
+    // answer comes from there, well within the budget.
+    first.set(Mode::Stall);
+    let budget = Duration::from_secs_f64(quorum::ensemble::DEFAULT_LATENCY_BUDGET_MS / 1e3);
+    for f in &rows[..5] {
+        let started = Instant::now();
+        let p = engine.predict("mixed", f).unwrap();
+        let took = started.elapsed();
+        assert!(!p.degraded, "{:?}", p.model_contributions[3].error);
+        let far = p.model_contributions[3].prediction.unwrap();
+        assert!((far - expected(&far_input(f))).abs() < 1e-6, "{far}");
+        assert!(took < budget / 2, "{took:?}");
+    }
+    assert!(second.seen.requests.load(Ordering::Relaxed) >= hedged_before + 5);
+
+    // The first server is gone: requests fail over to the second at once.
+    let _ = first.kill();
+    for f in &rows[..5] {
+        let p = engine.predict("mixed", f).unwrap();
+        assert!(!p.degraded, "{:?}", p.model_contributions[3].error);
+    }
+    assert_eq!(engine.breaker_state("far"), vec![(1, BreakerState::Closed)]);
+}
+
+#[test]
+fn hedging_is_refused_for_a_local_file_and_for_a_second_url_that_is_another_model() {
+    let width = common::features_of("technical").len();
+    let (server, other) = (FakeServer::start(width), FakeServer::start(width - 1));
+    std::env::set_var(TOKEN_VAR, TOKEN);
+    let home = tempfile::tempdir().unwrap();
+    let engine = InferenceEngine::builder(home.path()).without_persistence().build().unwrap();
+    let remote = |hedge: String| {
+        ModelRegistration::remote("far", server.url(), Some(TOKEN_VAR.into()), common::features_of("technical"))
+            .with_hedge(Some(hedge))
+    };
+    let e = engine.register_model(remote(other.url())).unwrap_err().to_string();
+    assert!(e.contains("hedge URL") && e.contains(&other.url()), "{e}");
+    let e = engine.register_model(remote("ftp://nowhere/v2/models/far".into())).unwrap_err();
+    assert!(matches!(e, Error::Config(_)), "{e:?}");
+    let file = common::model_file("technical");
+    let local = ModelRegistration::new("local", file, common::features_of("technical")).with_hedge(None);
+    assert!(matches!(engine.register_model(local), Err(Error::Config(_))));
+    assert!(engine.registry().versions("far").unwrap_or_default().is_empty());
 }

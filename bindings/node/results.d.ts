@@ -73,6 +73,10 @@ export interface RemoteSpec {
   datatype: string
   /** Whether requests use the binary tensor data extension. */
   binary: boolean
+  /** Whether late requests are sent a second time (after the model's recent 95th percentile). */
+  hedge?: boolean
+  /** A second server of the same model, where hedged requests go. */
+  hedge_url?: string
 }
 
 /** One model name with its versions, as listed. */

@@ -258,6 +258,30 @@ struct ServeArgs {
     print_config: bool,
 }
 
+/// `models register`'s options for a model served by another server (boxed: they are most of the
+/// command's size).
+#[derive(Args, Debug)]
+struct RemoteArgs {
+    /// A model served by another server over the Open Inference Protocol v2 (Triton, KServe,
+    /// MLServer, quorum serve): http(s)://host:port/v2/models/MODEL[/versions/V]. Its metadata is
+    /// read and checked against --features and --output, and it is probed on a row of zeros.
+    #[arg(long, conflicts_with = "inputs")]
+    remote: Option<String>,
+    /// The environment variable holding the remote server's bearer token (the name is stored,
+    /// the token never is).
+    #[arg(long, requires = "remote")]
+    remote_token_env: Option<String>,
+    /// Send a remote request not answered by the model's recent 95th percentile of answer times
+    /// a second time, on another connection (or to --remote-hedge-url); the first answer wins.
+    #[arg(long, requires = "remote")]
+    remote_hedge: bool,
+    /// A second server of the same model (same URL form as --remote; probed at registration):
+    /// where hedged requests go, and where a request that failed outright is tried again.
+    /// Implies --remote-hedge.
+    #[arg(long, requires = "remote")]
+    remote_hedge_url: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum ModelsCommand {
     /// Copy a model into the registry as a new version, or register one served by another server
@@ -267,15 +291,8 @@ enum ModelsCommand {
         /// The ONNX file.
         #[arg(long, required_unless_present = "remote", conflicts_with = "remote")]
         file: Option<PathBuf>,
-        /// A model served by another server over the Open Inference Protocol v2 (Triton, KServe,
-        /// MLServer, quorum serve): http(s)://host:port/v2/models/MODEL[/versions/V]. Its metadata is
-        /// read and checked against --features and --output, and it is probed on a row of zeros.
-        #[arg(long, conflicts_with = "inputs")]
-        remote: Option<String>,
-        /// The environment variable holding the remote server's bearer token (the name is stored,
-        /// the token never is).
-        #[arg(long, requires = "remote")]
-        remote_token_env: Option<String>,
+        #[command(flatten)]
+        remote: Box<RemoteArgs>,
         /// The model's input features, in input order: f1,f2,...
         #[arg(long, value_delimiter = ',')]
         features: Vec<String>,
@@ -987,7 +1004,6 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
             name,
             file,
             remote,
-            remote_token_env,
             features,
             output,
             inputs,
@@ -999,11 +1015,16 @@ fn models(home: &std::path::Path, cmd: ModelsCommand) -> Result<()> {
         } => {
             let features: Vec<String> =
                 features.into_iter().map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect();
+            let RemoteArgs { remote, remote_token_env, remote_hedge, remote_hedge_url } = *remote;
             let registration = match (file, remote) {
                 (_, Some(url)) => ModelRegistration::remote(&name, url, remote_token_env, features),
                 (Some(file), None) => ModelRegistration::new(&name, file, features),
                 (None, None) => return Err(quorum::Error::Config("give --file or --remote".into())),
             };
+            let mut registration = registration;
+            if remote_hedge || remote_hedge_url.is_some() {
+                registration = registration.with_hedge(remote_hedge_url);
+            }
             let mut registration = registration
                 .with_max_bytes(max_bytes)
                 .with_kind(kind.parse::<ModelKind>()?)

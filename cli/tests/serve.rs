@@ -331,8 +331,10 @@ fn a_served_ensemble_joins_another_home_as_a_remote_member_registered_on_the_com
     assert!(String::from_utf8_lossy(&unauthorized.stderr).contains("401"), "{unauthorized:?}");
     let both = quorum(&["models", "register", "x", "--remote", &url, "--file", "m.onnx", "--features", "a"]);
     assert!(!both.status.success(), "--file and --remote conflict");
+    let hedged_file = quorum(&["models", "register", "x", "--file", "m.onnx", "--features", "a", "--remote-hedge"]);
+    assert!(!hedged_file.status.success(), "--remote-hedge needs --remote");
 
-    let registered = register(&["--remote-token-env", "QUORUM_TEST_UPSTREAM_TOKEN"]);
+    let registered = register(&["--remote-token-env", "QUORUM_TEST_UPSTREAM_TOKEN", "--remote-hedge"]);
     assert!(registered.status.success(), "{}", String::from_utf8_lossy(&registered.stderr));
     assert!(String::from_utf8_lossy(&registered.stdout).contains("registered upstream@1"));
     let shown = quorum(&["models", "show", "upstream"]);
@@ -342,6 +344,7 @@ fn a_served_ensemble_joins_another_home_as_a_remote_member_registered_on_the_com
     // quorum serve lists one input per feature and speaks the binary tensor extension.
     assert_eq!(shown["remote"]["input"], serde_json::Value::Null);
     assert_eq!(shown["remote"]["binary"], true);
+    assert_eq!((shown["remote"]["hedge"].as_bool(), shown["remote"].get("hedge_url")), (Some(true), None));
     for entry in walk(home.path()) {
         let text = std::fs::read(&entry).unwrap();
         assert!(!String::from_utf8_lossy(&text).contains(PREDICT), "the token reached {}", entry.display());

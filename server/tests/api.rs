@@ -259,6 +259,11 @@ fn a_json_body_registers_a_remote_model_served_by_another_server() {
         ),
         (format!(r#"{{"name": "up", "url": "ftp://x/v2/models/m", "features": {features}}}"#), 422, "config"),
         (format!(r#"{{"name": "up", "url": "{url}", "features": ["a"], "output": "prediction"}}"#), 422, "model_load"),
+        (
+            format!(r#"{{"name": "up", "url": "{url}", "features": {features}, "hedge_url": "http://x/v3/m"}}"#),
+            422,
+            "config",
+        ),
     ];
     for (body, status, code) in cases {
         let reply = register(body.clone());
@@ -274,11 +279,12 @@ fn a_json_body_registers_a_remote_model_served_by_another_server() {
     assert!(engine.registry().versions("up").unwrap_or_default().is_empty());
 
     let reply = register(format!(
-        r#"{{"name": "up", "url": "{url}", "features": {features}, "output": "prediction", "kind": "technical"}}"#
+        r#"{{"name": "up", "url": "{url}", "features": {features}, "output": "prediction", "kind": "technical", "hedge": true}}"#
     ));
     assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
     let meta = reply.json();
     assert_eq!((meta["remote"]["url"].as_str(), meta["kind"].as_str()), (Some(&*url), Some("technical")));
+    assert_eq!(meta["remote"]["hedge"], true);
     let members = ["technical", "up"].map(|m| m.parse::<quorum::MemberSpec>().unwrap());
     engine.create_ensemble(quorum::EnsembleConfig::new("desk", members)).unwrap();
     for f in common::holdout_features(3) {

@@ -25,6 +25,38 @@ impl Conn {
     }
 }
 
+/// Whether `socket` has something to read (or has ended) within `wait`. Precise to the microsecond
+/// on Linux: a socket read timeout would round `wait` up to whole scheduler ticks.
+#[cfg(unix)]
+#[allow(unsafe_code)] // one poll(2) on a descriptor this process owns; see the SAFETY note
+pub(crate) fn readable_within(socket: &TcpStream, wait: std::time::Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: `fd` is one valid, initialised pollfd for the call's duration and the count says
+    // one; the descriptor stays open because `socket` is borrowed across the call.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let ready = unsafe {
+        let timeout = libc::timespec { tv_sec: wait.as_secs() as libc::time_t, tv_nsec: wait.subsec_nanos().into() };
+        libc::ppoll(&mut fd, 1, &timeout, std::ptr::null())
+    };
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let ready = unsafe { libc::poll(&mut fd, 1, wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32) };
+    // An error from poll itself (EINTR) reads as "not yet": the caller hedges, which is safe.
+    ready > 0
+}
+
+/// Without poll(2): the socket's read timeout, coarser.
+#[cfg(not(unix))]
+pub(crate) fn readable_within(socket: &TcpStream, wait: std::time::Duration) -> bool {
+    if socket.set_read_timeout(Some(wait)).is_err() {
+        return true;
+    }
+    match socket.peek(&mut [0u8; 1]) {
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        Ok(_) => true,
+    }
+}
+
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {

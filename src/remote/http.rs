@@ -86,6 +86,13 @@ impl Client {
         body: &[u8],
         deadline: Instant,
     ) -> Result<Response, String> {
+        let head = self.head(method, path, headers, body);
+        let sent = self.send(&head, body, deadline)?;
+        self.finish(sent, &head, body, deadline)
+    }
+
+    /// The request line and headers of a request carrying `body`.
+    pub fn head(&self, method: &str, path: &str, headers: &[String], body: &[u8]) -> Vec<u8> {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.endpoint.authority);
         for h in headers {
             head.push_str(h);
@@ -95,16 +102,58 @@ impl Client {
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         head.push_str("\r\n");
-        // A pooled connection may have been closed by the server meanwhile: one more try on a new one.
+        head.into_bytes()
+    }
+
+    /// Sends a request on a pooled connection, or on a new one when there is none or the pooled
+    /// one turns out closed.
+    pub fn send(&self, head: &[u8], body: &[u8], deadline: Instant) -> Result<Sent, String> {
         let pooled = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
-        if let Some(stream) = pooled {
-            match self.exchange(stream, head.as_bytes(), body, deadline) {
+        if let Some(mut stream) = pooled {
+            match write_request(&mut stream, head, body, deadline) {
+                Ok(()) => return Ok(Sent { stream, pooled: true }),
                 Err(f) if f.stale => {}
-                other => return other.map_err(|f| f.message),
+                Err(f) => return Err(f.message),
             }
         }
-        let stream = self.connect(deadline).map_err(|f| f.message)?;
-        self.exchange(stream, head.as_bytes(), body, deadline).map_err(|f| f.message)
+        let mut stream = self.connect(deadline).map_err(|f| f.message)?;
+        write_request(&mut stream, head, body, deadline).map_err(|f| f.message)?;
+        Ok(Sent { stream, pooled: false })
+    }
+
+    /// Reads the answer to `sent` and keeps its connection for the next request. A pooled
+    /// connection the server had closed before the request reached it gets one more try on a new
+    /// one: an inference request has no side effect.
+    pub fn finish(&self, sent: Sent, head: &[u8], body: &[u8], deadline: Instant) -> Result<Response, String> {
+        match self.read_response(sent.stream, deadline) {
+            Ok((response, reusable)) => {
+                self.release(reusable);
+                Ok(response)
+            }
+            Err(f) if f.stale && sent.pooled => {
+                let mut stream = self.connect(deadline).map_err(|f| f.message)?;
+                write_request(&mut stream, head, body, deadline).map_err(|f| f.message)?;
+                let (response, reusable) = self.read_response(stream, deadline).map_err(|f| f.message)?;
+                self.release(reusable);
+                Ok(response)
+            }
+            Err(f) => Err(f.message),
+        }
+    }
+
+    /// Reads the answer to `sent` without a second try, handing back its connection when it can
+    /// serve another request (for [`Client::release`], once the caller knows it may).
+    pub fn read(&self, sent: Sent, deadline: Instant) -> Result<(Response, Option<Conn>), String> {
+        self.read_response(sent.stream, deadline).map_err(|f| f.message)
+    }
+
+    /// Keeps a connection for the next request.
+    pub fn release(&self, stream: Option<Conn>) {
+        if let (Some(stream), Ok(mut idle)) = (stream, self.idle.lock()) {
+            if idle.len() < MAX_IDLE {
+                idle.push(stream);
+            }
+        }
     }
 
     fn connect(&self, deadline: Instant) -> Result<Conn, Failure> {
@@ -123,38 +172,7 @@ impl Client {
         Err(failure(last))
     }
 
-    fn exchange(&self, mut stream: Conn, head: &[u8], body: &[u8], deadline: Instant) -> Result<Response, Failure> {
-        use std::io::ErrorKind;
-        let io = |what: &str, e: std::io::Error| {
-            let timed_out = matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
-            // A connection the server had closed (over TLS an unexpected end, not an empty read):
-            // worth one more try on a new connection, as an inference request has no side effect.
-            let closed = matches!(
-                e.kind(),
-                ErrorKind::UnexpectedEof
-                    | ErrorKind::ConnectionReset
-                    | ErrorKind::ConnectionAborted
-                    | ErrorKind::BrokenPipe
-            );
-            if timed_out {
-                failure(format!("no answer within the deadline ({what})"))
-            } else {
-                Failure { message: format!("{what}: {e}"), stale: closed }
-            }
-        };
-        // Both timeouts before the first write: a TLS handshake reads and writes there.
-        let timeout = left(deadline)?;
-        let socket = stream.socket();
-        socket
-            .set_write_timeout(Some(timeout))
-            .and_then(|()| socket.set_read_timeout(Some(timeout)))
-            .map_err(|e| io("writing", e))?;
-        // A write to a connection the server closed may still succeed (the kernel buffers it): that
-        // shows as an empty read below, which is retried the same way.
-        let written = stream.write_all(head).and_then(|()| stream.write_all(body)).and_then(|()| stream.flush());
-        if let Err(e) = written {
-            return Err(Failure { stale: true, ..io("sending the request", e) });
-        }
+    fn read_response(&self, mut stream: Conn, deadline: Instant) -> Result<(Response, Option<Conn>), Failure> {
         let mut reader = BufReader::with_capacity(16 * 1024, &mut stream);
         let mut line = Vec::with_capacity(128);
         let mut head_bytes = 0usize;
@@ -284,14 +302,61 @@ impl Client {
         }
         let leftover = !reader.buffer().is_empty();
         drop(reader);
-        if !close && !leftover {
-            if let Ok(mut idle) = self.idle.lock() {
-                if idle.len() < MAX_IDLE {
-                    idle.push(stream);
-                }
-            }
-        }
-        Ok(Response { status, inference_header_length, body })
+        let reusable = (!close && !leftover).then_some(stream);
+        Ok((Response { status, inference_header_length, body }, reusable))
+    }
+}
+
+/// Why an I/O error ended a request: a timeout is the deadline's; a connection the server had
+/// closed (over TLS an unexpected end, not an empty read) is `stale`, worth a new connection.
+fn io(what: &str, e: std::io::Error) -> Failure {
+    use std::io::ErrorKind;
+    let timed_out = matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+    let closed = matches!(
+        e.kind(),
+        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+    );
+    if timed_out {
+        failure(format!("no answer within the deadline ({what})"))
+    } else {
+        Failure { message: format!("{what}: {e}"), stale: closed }
+    }
+}
+
+/// Writes a request's head and body before `deadline`.
+fn write_request(stream: &mut Conn, head: &[u8], body: &[u8], deadline: Instant) -> Result<(), Failure> {
+    // Both timeouts before the first write: a TLS handshake reads and writes there.
+    let timeout = left(deadline)?;
+    let socket = stream.socket();
+    socket
+        .set_write_timeout(Some(timeout))
+        .and_then(|()| socket.set_read_timeout(Some(timeout)))
+        .map_err(|e| io("writing", e))?;
+    // A write to a connection the server closed may still succeed (the kernel buffers it): that
+    // shows as an empty read of the answer, which is retried the same way.
+    let written = stream.write_all(head).and_then(|()| stream.write_all(body)).and_then(|()| stream.flush());
+    written.map_err(|e| Failure { stale: true, ..io("sending the request", e) })
+}
+
+/// A request written to a connection, its answer not yet read.
+#[derive(Debug)]
+pub(crate) struct Sent {
+    stream: Conn,
+    /// Taken from the pool (so possibly closed by the server meanwhile).
+    pooled: bool,
+}
+
+impl Sent {
+    /// Waits until the answer starts arriving (or the connection ends), at most until `until`:
+    /// false when nothing came by then. TLS records count as the answer's start.
+    pub fn answer_started(&self, until: Instant) -> bool {
+        let wait = until.saturating_duration_since(Instant::now());
+        super::conn::readable_within(self.stream.socket(), wait)
+    }
+
+    /// A second handle on the socket, through which another thread may cut the request off.
+    pub fn socket(&self) -> Option<TcpStream> {
+        self.stream.socket().try_clone().ok()
     }
 }
 

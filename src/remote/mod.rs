@@ -6,9 +6,11 @@
 //! environment variable named at registration and never stored or shown.
 
 mod conn;
+mod hedge;
 mod http;
 pub(crate) mod oip;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +48,14 @@ pub struct RemoteSpec {
     pub datatype: String,
     /// Whether requests use the binary tensor data extension (the server advertised it).
     pub binary: bool,
+    /// Whether a request not answered by the model's recent 95th percentile of answer times is
+    /// sent a second time (to `hedge_url`, else to the same server on another connection).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hedge: bool,
+    /// A second server of the same model (`http(s)://host:port/v2/models/MODEL[/versions/V]`):
+    /// where hedged attempts go, and where a request that failed outright is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge_url: Option<String>,
 }
 
 /// What to reach a remote model at, given to registration ([`crate::ModelRegistration::remote`]).
@@ -120,11 +130,13 @@ struct Wire {
 /// A remote model ready to call: its pooled connections and the request it sends.
 pub(crate) struct RemoteModel {
     url: String,
-    client: http::Client,
+    client: Arc<http::Client>,
     infer_path: String,
     /// Header lines sent with each request (the token's among them: never printed).
     headers: Vec<String>,
     wire: Wire,
+    /// Second attempts, when registered with them.
+    hedge: Option<hedge::Hedge>,
 }
 
 impl std::fmt::Debug for RemoteModel {
@@ -148,7 +160,19 @@ impl RemoteModel {
             binary: spec.binary,
             width: features.len(),
         };
-        RemoteModel::build(&spec.url, &target, spec.token_env.as_deref(), wire)
+        let mut model = RemoteModel::build(&spec.url, &target, spec.token_env.as_deref(), wire)?;
+        if spec.hedge {
+            model.hedge = Some(match &spec.hedge_url {
+                Some(url) => {
+                    let other = parse_url(url)?;
+                    let endpoint = http::Endpoint::resolve(&other.authority, other.tls)?;
+                    let client = Arc::new(http::Client::new(endpoint, MAX_ANSWER_BYTES));
+                    hedge::Hedge::new(client, format!("{}/infer", other.path), true)
+                }
+                None => hedge::Hedge::new(model.client.clone(), model.infer_path.clone(), false),
+            });
+        }
+        Ok(model)
     }
 
     fn build(
@@ -163,10 +187,11 @@ impl RemoteModel {
         headers.extend(authorization(token_env)?);
         Ok(RemoteModel {
             url: url.to_string(),
-            client: http::Client::new(endpoint, MAX_ANSWER_BYTES),
+            client: Arc::new(http::Client::new(endpoint, MAX_ANSWER_BYTES)),
             infer_path: format!("{}/infer", target.path),
             headers,
             wire,
+            hedge: None,
         })
     }
 
@@ -178,6 +203,7 @@ impl RemoteModel {
     /// Runs `rows` rows (`input`, row-major, `width` each) as one inference request answered
     /// before `deadline`; the declared output as float32.
     pub fn infer(&self, input: &[f32], rows: usize, deadline: Instant) -> std::result::Result<oip::Output, String> {
+        let start = Instant::now();
         let wire = &self.wire;
         let request =
             oip::Request { layout: &wire.layout, datatype: &wire.datatype, output: &wire.output, binary: wire.binary };
@@ -192,11 +218,21 @@ impl RemoteModel {
         } else {
             head.into_bytes()
         };
-        let response = self.client.request("POST", &self.infer_path, &headers, &body, deadline)?;
-        if response.status != 200 {
-            return Err(format!("HTTP {}: {}", response.status, error_text(&response.body)));
+        let response = match &self.hedge {
+            None => {
+                self.client.request("POST", &self.infer_path, &headers, &body, deadline).and_then(hedge::accepted)?
+            }
+            Some(h) => {
+                let request =
+                    hedge::Request { path: &self.infer_path, headers: &headers, body: &body, start, deadline };
+                h.request(&self.client, &request)?
+            }
+        };
+        let output = oip::decode(&response.body, response.inference_header_length, &wire.output, rows)?;
+        if let Some(h) = &self.hedge {
+            h.record(start.elapsed());
         }
-        oip::decode(&response.body, response.inference_header_length, &wire.output, rows)
+        Ok(output)
     }
 
     fn get(&self, path: &str) -> std::result::Result<serde_json::Value, String> {
@@ -237,22 +273,27 @@ pub(crate) struct Registered {
 }
 
 /// Reads a remote model's metadata, settles its input layout and output against the declared
-/// features and output, and probes it on one row of zeros and on two.
+/// features and output, and probes it on one row of zeros and on two. `hedge`: hedged requests,
+/// to a second URL or not (which is probed too, and must answer as the first).
 pub(crate) fn register(
     model: &str,
     source: &RemoteSource,
     features: &[String],
     output: Option<&OutputSpec>,
     task: Task,
+    hedge: Option<Option<&str>>,
 ) -> Result<Registered> {
     let fail = |reason: String| Error::ModelLoad {
         model: model.to_string(),
         reason: format!("remote {}: {reason}", source.url),
     };
     let target = parse_url(&source.url).map_err(|e| Error::Config(format!("model {model}: {e}")))?;
-    if target.tls && !cfg!(feature = "remote-tls") {
-        let why = conn::Security::tls("").err().unwrap_or_default();
-        return Err(Error::Config(format!("model {model}: {}: {why}", source.url)));
+    for url in std::iter::once(source.url.as_str()).chain(hedge.flatten()) {
+        let target = parse_url(url).map_err(|e| Error::Config(format!("model {model}: {e}")))?;
+        if target.tls && !cfg!(feature = "remote-tls") {
+            let why = conn::Security::tls("").err().unwrap_or_default();
+            return Err(Error::Config(format!("model {model}: {url}: {why}")));
+        }
     }
     if let Some(var) = &source.token_env {
         if var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
@@ -386,6 +427,8 @@ pub(crate) fn register(
         },
         datatype,
         binary,
+        hedge: hedge.is_some(),
+        hedge_url: hedge.flatten().map(str::to_string),
     };
     let model_run = RemoteModel::open(&spec, features, &output.name).map_err(fail)?;
     let probe_rows = |rows: usize| {
@@ -410,6 +453,24 @@ pub(crate) fn register(
         _ => {}
     }
     let value = one.values[output.column.unwrap_or(0)];
+    if let Some(url) = &spec.hedge_url {
+        let second = RemoteSpec { url: url.clone(), hedge: false, hedge_url: None, ..spec.clone() };
+        let fail = |reason: String| Error::ModelLoad {
+            model: model.to_string(),
+            reason: format!("hedge URL {url}: {reason}"),
+        };
+        let answer = RemoteModel::open(&second, features, &output.name)
+            .and_then(|m| m.infer(&vec![0f32; features.len()], 1, Instant::now() + REGISTRATION_TIMEOUT))
+            .map_err(|e| fail(format!("a probe inference on one row of zeros failed: {e}")))?;
+        let theirs = answer.values.get(output.column.unwrap_or(0)).copied().unwrap_or(f32::NAN);
+        let agrees = (theirs - value).abs() <= 1e-4 * value.abs().max(1.0);
+        if !agrees {
+            return Err(fail(format!(
+                "it answers {theirs} on a row of zeros where {} answers {value}: not the same model",
+                source.url
+            )));
+        }
+    }
     // Two rows: a server (or model) that cannot take batches is found here, not under load.
     let max_batch = match probe_rows(2) {
         Ok(_) => None,
@@ -457,6 +518,8 @@ mod tests {
             feature_rank: None,
             datatype: "FP32".into(),
             binary: false,
+            hedge: false,
+            hedge_url: None,
         };
         let model = RemoteModel::open(&spec, &["a".into()], "y").unwrap();
         assert!(model.headers.iter().any(|h| h.contains("s3cret-token")));

@@ -209,6 +209,9 @@ pub(crate) fn decode(body: &[u8], header_length: Option<usize>, name: &str, rows
         None => {
             let data =
                 tensor.data.as_ref().ok_or_else(|| format!("output {name:?} has neither data nor binary data"))?;
+            if !NUMERIC.contains(&tensor.datatype.as_str()) {
+                return Err(format!("output {name:?}: datatype {:?} is not a number quorum reads", tensor.datatype));
+            }
             let mut values = Vec::new();
             flatten(data, &mut values).map_err(|e| format!("output {name:?}: {e}"))?;
             values
@@ -228,6 +231,10 @@ pub(crate) fn decode(body: &[u8], header_length: Option<usize>, name: &str, rows
     let columns = values.len() / rows;
     Ok(Output { values, columns, datatype: tensor.datatype, shape: tensor.shape })
 }
+
+/// The Open Inference Protocol's numeric datatypes: what JSON `data` may carry as numbers.
+const NUMERIC: [&str; 12] =
+    ["FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "BOOL"];
 
 /// Raw little-endian values of a numeric datatype as float32.
 fn from_bytes(datatype: &str, bytes: &[u8]) -> Result<Vec<f32>, String> {

@@ -299,6 +299,10 @@ pub struct RemoteModelOptions {
     pub task: Option<String>,
     /// A whole number from 1 to 2147483647 (anything else throws `invalid_name`).
     pub version: Option<f64>,
+    /// Send a request not answered by the model's recent 95th percentile a second time.
+    pub hedge: Option<bool>,
+    /// A second server of the same model, where hedged requests go (implies `hedge`).
+    pub hedge_url: Option<String>,
 }
 
 /// A batch's answers by column.

@@ -88,6 +88,8 @@ impl JsRegistry {
             kind: None,
             task: None,
             version: None,
+            hedge: None,
+            hedge_url: None,
         });
         let meta = guarded(|| {
             let document = quorum::RemoteRegistration {
@@ -99,6 +101,8 @@ impl JsRegistry {
                 kind: o.kind,
                 task: o.task,
                 version: o.version,
+                hedge: o.hedge.unwrap_or(false),
+                hedge_url: o.hedge_url,
             };
             self.inner.register(document.into_registration()?)
         })?;

@@ -95,8 +95,8 @@ test('a remote model registers by url and answers in an ensemble', async () => {
     const engine = new quorum.InferenceEngine(home, { persistence: false })
     assert.throws(() => engine.registry.registerRemote('far', url, m.features), (e) => e.code === quorum.ErrorCode.MODEL_LOAD)
     process.env.QUORUM_NODE_TEST_TOKEN = 'node-secret-1'
-    const meta = engine.registry.registerRemote('far', url, m.features, { tokenEnv: 'QUORUM_NODE_TEST_TOKEN', output: 'y' })
-    assert.deepEqual([meta.remote.url, meta.remote.token_env], [url, 'QUORUM_NODE_TEST_TOKEN'])
+    const meta = engine.registry.registerRemote('far', url, m.features, { tokenEnv: 'QUORUM_NODE_TEST_TOKEN', output: 'y', hedge: true })
+    assert.deepEqual([meta.remote.url, meta.remote.token_env, meta.remote.hedge], [url, 'QUORUM_NODE_TEST_TOKEN', true])
     assert.ok(!JSON.stringify(meta).includes('node-secret-1'))
     engine.registerModel(m.name, path.join(MODELS, `${m.name}.onnx`), m.features)
     engine.createEnsemble({ name: 'desk', members: [m.name, 'far'] })

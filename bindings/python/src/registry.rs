@@ -71,7 +71,8 @@ impl Registry {
     /// Registers a model served by another server over the Open Inference Protocol v2 (Triton,
     /// KServe, MLServer, `quorum serve`) at `url`, after reading its metadata and probing it.
     /// Keyword options: `token_env` (the environment variable holding its bearer token; only the
-    /// name is stored), `output`, `kind`, `task`, `version`.
+    /// name is stored), `output`, `kind`, `task`, `version`, `hedge` (send late requests a second
+    /// time) and `hedge_url` (a second server of the same model, where they go).
     #[pyo3(signature = (name, url, features, **options))]
     fn register_remote<'py>(
         &self,

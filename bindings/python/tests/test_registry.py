@@ -111,9 +111,10 @@ def test_a_remote_model_registers_by_url_and_answers_in_an_ensemble(tmp_path: Pa
         with pytest.raises(quorum.JSONError):
             engine.registry.register_remote("far", url, m["features"], token=("not", "stored"))  # type: ignore[call-arg]
         meta = engine.registry.register_remote(
-            "far", url, m["features"], token_env="QUORUM_PY_TEST_TOKEN", output="y", kind="technical"
+            "far", url, m["features"], token_env="QUORUM_PY_TEST_TOKEN", output="y", kind="technical", hedge_url=url
         )
         assert meta["remote"]["url"] == url and meta["remote"]["token_env"] == "QUORUM_PY_TEST_TOKEN"
+        assert meta["remote"].get("hedge") is True and meta["remote"].get("hedge_url") == url
         assert "py-secret-1" not in json.dumps(meta)
         engine.register_model(m["name"], MODELS / f"{m['name']}.onnx", m["features"], kind=m["kind"])
         engine.create_ensemble({"name": "desk", "members": [m["name"], "far"]})

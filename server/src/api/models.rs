@@ -82,6 +82,10 @@ pub struct RemoteForm {
     kind: Option<String>,
     task: Option<String>,
     version: Option<u32>,
+    /// Send a request not answered by the model's recent 95th percentile a second time.
+    hedge: Option<bool>,
+    /// A second server of the same model, where hedged requests go (implies `hedge`).
+    hedge_url: Option<String>,
     set_default: Option<bool>,
 }
 

@@ -115,6 +115,8 @@ class RemoteSpec(TypedDict):
     feature_rank: NotRequired[int]
     datatype: str
     binary: bool
+    hedge: NotRequired[bool]
+    hedge_url: NotRequired[str]
 
 
 class ModelMetadata(TypedDict):
