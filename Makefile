@@ -144,7 +144,7 @@ test: venv ort-compat venv-serve monitoring-tools monitoring-check k8s-check ops
 	cargo test -p quorum --features ndarray --test ndarray
 	cargo test -p quorum --features gpu --test gpu
 	$(MAKE) scale-out-check
-	cargo test --doc
+	RUSTDOCFLAGS="--cfg quorum_repo_readme" cargo test --doc
 	$(MAKE) docs
 	$(MAKE) python-test
 	$(MAKE) node-test

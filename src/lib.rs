@@ -79,6 +79,7 @@
 //! | `tensorrt` | ONNX Runtime's TensorRT execution provider; implies `cuda`. |
 //! | `nvml` | GPU utilisation and memory in the metrics, read through NVML at run time. |
 //! | `gpu` | Native MLP plans on an NVIDIA GPU (`native::gpu`): CUDA, cuBLAS and NVRTC loaded at run time. |
+//! | `remote-tls` | `https://` remote members (rustls, trusting `SSL_CERT_FILE` or the system's CA bundle). |
 //!
 //! The GPU features load their libraries at run time: they build, and their tests pass, on a machine
 //! without CUDA; docs.rs documents every feature.
@@ -189,7 +190,14 @@ pub use tracking::{
     TrackingOptions,
 };
 
-/// The README's examples run as doctests too (the crate docs above are the library's own guide).
-#[cfg(doctest)]
+/// The repository README's examples run as doctests too (the crate docs above are the library's own
+/// guide), in the repository only (`make test` sets the cfg): the published crate ships a README of
+/// its own instead.
+#[cfg(all(doctest, quorum_repo_readme))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The published crate's README, whose example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/crate-README.md")]
+pub struct CrateReadmeDoctests;

@@ -388,4 +388,8 @@ export interface RemoteModelOptions {
   task?: string
   /** A whole number from 1 to 2147483647 (anything else throws `invalid_name`). */
   version?: number
+  /** Send a request not answered by the model's recent 95th percentile a second time. */
+  hedge?: boolean
+  /** A second server of the same model, where hedged requests go (implies `hedge`). */
+  hedgeUrl?: string
 }
