@@ -39,12 +39,13 @@ $(VENV_STAMP):
 	$(VENV)/bin/pip install --quiet onnxruntime==$(ORT_VERSION)
 	touch $@
 
-# The server's test clients and its load-test peer: tritonclient[http] (the real client), FastAPI and
+# The server's test clients and its load-test peer: tritonclient[http,grpc] (the real clients; gRPC for
+# remote-triton's transport comparison), FastAPI and
 # uvicorn with onnxruntime (what a team would write instead), pytest.
 venv-serve: $(VENV_SERVE_STAMP)
 $(VENV_SERVE_STAMP):
 	$(PYTHON) -m venv $(VENV_SERVE)
-	$(VENV_SERVE)/bin/pip install --quiet "tritonclient[http]" numpy fastapi uvicorn onnxruntime==$(ORT_VERSION) pytest
+	$(VENV_SERVE)/bin/pip install --quiet "tritonclient[http,grpc]" numpy fastapi uvicorn onnxruntime==$(ORT_VERSION) pytest
 	touch $@
 
 # The `onnx` package whose operator schemas and version converter src/onnx/history.rs is generated

@@ -6,6 +6,8 @@ feature, output `prediction`), in one run on this machine:
 2. agreement: the remote member's answers against quorum's own `market` on the held-out rows;
 3. overhead: one caller, interleaved blocks, quorum's remote member (`predict_row`) against a raw
    `tritonclient.http` call of the same model with binary tensors — the difference of the medians;
+   The same for raw tritonclient over HTTP against raw tritonclient over gRPC (what a gRPC transport
+   could save, clients included), and for the member registered with hedging against without;
 4. 64 callers: throughput of quorum's remote member and of 64 raw tritonclient callers, and how many
    inference requests Triton counted for each (its `nv_inference_request_success` metric);
 5. a kill -9 of Triton under load: every prediction of an ensemble with a local member and the remote
@@ -79,6 +81,48 @@ class RawTriton:
         return float(self.client.infer("market", inputs, outputs=self.outputs).as_numpy("prediction")[0, 0])
 
 
+class RawTritonGrpc:
+    """The same call over Triton's gRPC endpoint (KServe's grpc_service.proto) with tritonclient.grpc."""
+
+    def __init__(self, port, features):
+        import tritonclient.grpc as grpcclient
+
+        self.grpc = grpcclient
+        self.client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        self.features = features
+        self.outputs = [grpcclient.InferRequestedOutput("prediction")]
+
+    def __call__(self, row):
+        inputs = []
+        for name, value in zip(self.features, row):
+            tensor = self.grpc.InferInput(name, [1, 1], "FP32")
+            tensor.set_data_from_numpy(np.array([[value]], dtype=np.float32))
+            inputs.append(tensor)
+        return float(self.client.infer("market", inputs, outputs=self.outputs).as_numpy("prediction")[0, 0])
+
+
+def interleaved(sides, rows, calls):
+    """Single-caller latencies in µs of each of `sides` (name → call of one row), in alternating blocks of
+    100 calls so that drift hits every side alike; the first two blocks of each are warm-up, dropped."""
+    times = {name: [] for name in sides}
+    names = list(sides)
+    for block in range(len(names) * calls // 100):
+        name = names[block % len(names)]
+        call = sides[name]
+        for i in range(100):
+            row = rows[(block * 100 + i) % len(rows)]
+            t = time.perf_counter()
+            call(row)
+            times[name].append((time.perf_counter() - t) * 1e6)
+    return {name: sorted(s[200:]) for name, s in times.items()}
+
+
+def latency_table(times):
+    print("\n| one caller | p50 µs | p99 µs |\n|---|---|---|")
+    for name, s in times.items():
+        print(f"| {name} | {statistics.median(s):.1f} | {s[int(len(s) * 0.99)]:.1f} |")
+
+
 def many_callers(call, rows, callers, per_caller):
     """`callers` threads making `per_caller` calls each; predictions per second and failures."""
     failures = []
@@ -144,24 +188,36 @@ def main():
 
         # 3. One caller: quorum's remote member against raw tritonclient, interleaved blocks.
         raw = RawTriton(port, order)
-        quorum_us, raw_us = [], []
-        for block in range(2 * args.calls // 100):
-            side = quorum_us if block % 2 == 0 else raw_us
-            for i in range(100):
-                row = rows[(block * 100 + i) % len(rows)]
-                t = time.perf_counter()
-                if side is quorum_us:
-                    engine.predict_row("remote", row)
-                else:
-                    raw(row)
-                side.append((time.perf_counter() - t) * 1e6)
-        q50, r50 = statistics.median(quorum_us[200:]), statistics.median(raw_us[200:])
-        print("\n| one caller | p50 µs | p99 µs |\n|---|---|---|")
-        for name, s in (("quorum remote member (predict_row)", quorum_us), ("raw tritonclient.http infer", raw_us)):
-            s = sorted(s[200:])
-            print(f"| {name} | {statistics.median(s):.1f} | {s[int(len(s) * 0.99)]:.1f} |")
+        times = interleaved({"quorum remote member (predict_row)": lambda row: engine.predict_row("remote", row),
+                             "raw tritonclient.http infer": raw}, rows, args.calls)
+        latency_table(times)
+        q50, r50 = (statistics.median(s) for s in times.values())
         print(f"\noverhead of the remote path over raw tritonclient: {q50 - r50:+.1f} µs per prediction "
               f"(goal ≤ 20 µs: {'met' if q50 - r50 <= 20 else 'not met'})")
+
+        # 3b. The transport: would gRPC pay? Raw tritonclient over HTTP and over gRPC, same model.
+        try:
+            grpc = RawTritonGrpc(port + 1, order)
+        except ImportError:
+            print("\ngRPC: tritonclient[grpc] is not installed here; not measured")
+        else:
+            times = interleaved({"raw tritonclient.http infer": raw, "raw tritonclient.grpc infer": grpc}, rows,
+                                args.calls)
+            latency_table(times)
+            h50, g50 = (statistics.median(s) for s in times.values())
+            print(f"\ngRPC against HTTP/1.1 with binary tensors, clients included: {g50 - h50:+.1f} µs per call")
+
+        # 3c. Hedging in steady state: the member registered with --remote-hedge against without.
+        engine.registry.register_remote("triton_hedged", url, features, output="prediction", hedge=True)
+        engine.create_ensemble({"name": "hedged", "members": ["triton_hedged"]})
+        before = triton_requests(port + 2)
+        times = interleaved({"quorum remote member": lambda row: engine.predict_row("remote", row),
+                             "quorum remote member, hedged": lambda row: engine.predict_row("hedged", row)},
+                            rows, args.calls)
+        hedged_requests = triton_requests(port + 2) - before
+        latency_table(times)
+        print(f"\nTriton requests while both ran {2 * args.calls} predictions: {hedged_requests} "
+              f"({hedged_requests - 2 * args.calls:+d}: the hedged member's second attempts)")
 
         # 4. Many callers: throughput and the requests Triton saw.
         before = triton_requests(port + 2)
