@@ -161,7 +161,8 @@ impl RemoteModel {
             width: features.len(),
         };
         let mut model = RemoteModel::build(&spec.url, &target, spec.token_env.as_deref(), wire)?;
-        if spec.hedge {
+        // A hedge URL implies hedging, even in a metadata file edited by hand.
+        if spec.hedge || spec.hedge_url.is_some() {
             model.hedge = Some(match &spec.hedge_url {
                 Some(url) => {
                     let other = parse_url(url)?;
