@@ -1,4 +1,4 @@
-"""Writes src/onnx/history.rs: ONNX's operator version history and its version converter's upward
+"""Writes crates/onnx/src/history.rs: ONNX's operator version history and its version converter's upward
 adapters, read from the installed `onnx` package, so that fusion lifts members to one opset by
 ONNX's own rules (issue 21).
 
@@ -20,7 +20,7 @@ import onnx
 import onnx.defs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUT = ROOT / "src" / "onnx" / "history.rs"
+OUT = ROOT / "crates" / "onnx" / "src" / "history.rs"
 CONVERT_H = pathlib.Path(onnx.__file__).parent / "version_converter" / "convert.h"
 
 

@@ -255,6 +255,13 @@ pub enum Error {
 /// `Result` with quorum's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<quorum_onnx::Error> for Error {
+    /// A model the ONNX layer cannot read or rewrite is the optimizer's `optimize` error.
+    fn from(e: quorum_onnx::Error) -> Self {
+        Error::Optimize(e.0)
+    }
+}
+
 impl Error {
     /// An [`Error::Io`] (code `io`) saying what was being read or written.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {

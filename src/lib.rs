@@ -56,7 +56,8 @@
 //!    watch the live metrics.
 //! 8. [`Optimizer`] ([`optimizer`], [`quantize`], [`calibrate`]): INT8 and FP16 rewrites of a model,
 //!    kept only when measured faster and within an accuracy threshold.
-//! 9. Tools over recorded data: [`replay`] and [`backtest`].
+//! 9. Tools over recorded data: [`replay`]; the walk-forward backtest of every combining method is
+//!    the `quorum-backtest` crate.
 //!
 //! Lower-level modules: [`runtime`] (finding and configuring ONNX Runtime), [`input_map`] and
 //! [`input_type`] (models with several or non-float32 inputs), [`stats`] and [`units`].
@@ -111,8 +112,8 @@ pub mod features;
 pub mod input_map;
 pub mod input_type;
 mod model_spec;
-#[doc(hidden)] // the ONNX protobuf, public only for the optimizer's integration tests
-pub mod onnx;
+#[doc(no_inline)]
+pub use quorum_onnx as onnx;
 pub mod registry;
 
 // Execution: ONNX Runtime, replica pools, batching queues, fusion, circuit breakers, the engine.
@@ -149,8 +150,7 @@ pub mod quantize;
 // Operations: alert rules evaluated on the engine's live metrics.
 pub mod alerts;
 
-// Tools: replaying and backtesting recorded data.
-pub mod backtest;
+// Tools: replaying recorded data (the walk-forward backtest is the quorum-backtest crate).
 pub mod replay;
 
 pub use batching::BatchingOptions;

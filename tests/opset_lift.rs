@@ -68,7 +68,7 @@ fn a_node_without_an_adapter_is_refused_naming_it() {
     graph.initializer.push(quorum::onnx::f32_tensor("updates", &[1, 1], &[0.5]));
     model.opset_import[0].version = Some(10);
     let err = quorum::onnx::lift(&quorum::onnx::encode(&model), Opsets { default: Some(13), ml: None }).unwrap_err();
-    assert_eq!(err.code(), "optimize");
+    assert_eq!(quorum::Error::from(err.clone()).code(), "optimize");
     assert!(err.to_string().contains("Scatter") && err.to_string().contains("10 to 11"), "{err}");
 }
 

@@ -27,7 +27,16 @@ fn the_python_package_takes_its_version_from_the_crate() {
         !pyproject.lines().any(|l| l.trim_start().starts_with("version =")),
         "pyproject.toml states a version of its own"
     );
-    for manifest in ["bindings/python/Cargo.toml", "bindings/node/Cargo.toml", "cli/Cargo.toml", "server/Cargo.toml"] {
+    for manifest in [
+        "bindings/python/Cargo.toml",
+        "bindings/node/Cargo.toml",
+        "cli/Cargo.toml",
+        "server/Cargo.toml",
+        "crates/onnx/Cargo.toml",
+        "crates/native/Cargo.toml",
+        "crates/oip/Cargo.toml",
+        "crates/backtest/Cargo.toml",
+    ] {
         assert!(read(manifest).contains("version.workspace = true"), "{manifest} does not use the workspace version");
     }
 }
@@ -35,9 +44,17 @@ fn the_python_package_takes_its_version_from_the_crate() {
 #[test]
 fn crates_depend_on_each_other_at_the_workspace_version() {
     let pin = format!(r#"version = "{VERSION}""#);
-    for (manifest, dependency) in
-        [("cli/Cargo.toml", "quorum ="), ("cli/Cargo.toml", "quorum-server ="), ("server/Cargo.toml", "quorum =")]
-    {
+    for (manifest, dependency) in [
+        ("cli/Cargo.toml", "quorum ="),
+        ("cli/Cargo.toml", "quorum-server ="),
+        ("cli/Cargo.toml", "quorum-backtest ="),
+        ("server/Cargo.toml", "quorum ="),
+        ("Cargo.toml", "quorum-onnx ="),
+        ("Cargo.toml", "quorum-native ="),
+        ("Cargo.toml", "quorum-oip ="),
+        ("crates/native/Cargo.toml", "quorum-onnx ="),
+        ("crates/backtest/Cargo.toml", "quorum ="),
+    ] {
         let text = read(manifest);
         let line =
             text.lines().find(|l| l.starts_with(dependency)).unwrap_or_else(|| panic!("{manifest}: no {dependency}"));

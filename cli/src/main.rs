@@ -611,14 +611,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Backtest { ensemble, data, outcome, online, regime_feature, report_dir, json } => {
             let engine = engine(&home)?;
-            let mut options = quorum::backtest::BacktestOptions::new(outcome);
+            let mut options = quorum_backtest::BacktestOptions::new(outcome);
             options.online = online.apply(engine.ensemble(&ensemble)?.config().online)?;
             match regime_feature.as_deref() {
                 Some("none") => options.without_regimes = true,
                 Some(feature) => options.regime = Some(quorum::regime::RegimeOptions::new(feature)),
                 None => {}
             }
-            let report = quorum::backtest::backtest(&engine, &ensemble, &data, &options)?;
+            let report = quorum_backtest::backtest(&engine, &ensemble, &data, &options)?;
             let dir = report_dir.unwrap_or_else(|| home.join("reports").join(&ensemble));
             let (json_path, svg_path) = report.write(&dir)?;
             if json {

@@ -190,7 +190,7 @@ fn model_io(state: &AppState, meta: &quorum::ModelMetadata) -> OipResult<(Vec<Te
         return Ok((inputs, vec![tensor(&meta.output.name, vec![-1, -1])]));
     }
     let bytes = state.engine().registry().read_verified(meta)?;
-    let io = quorum::graph_io(&bytes)?;
+    let io = quorum::graph_io(&bytes).map_err(quorum::Error::from)?;
     let input = io.inputs.into_iter().next().map_or_else(
         || tensor("input", vec![-1, meta.features.len() as i64]),
         |i| TensorMetadata { name: i.name, datatype: i.datatype, shape: i.shape },

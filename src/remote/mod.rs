@@ -5,10 +5,7 @@
 //! is bounded by a deadline and its failures are the member's. The bearer token is read from an
 //! environment variable named at registration and never stored or shown.
 
-mod conn;
-mod hedge;
-mod http;
-pub(crate) mod oip;
+use quorum_oip::{conn, error_text, hedge, http, protocol as oip};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model_spec::{OutputSpec, Task};
 
-pub(crate) use oip::Layout;
+pub(crate) use quorum_oip::protocol::Layout;
 
 /// The deadline of a remote call when neither the model's timeout nor an ensemble's latency
 /// budget sets one: a remote member never waits longer.
@@ -243,19 +240,6 @@ impl RemoteModel {
             return Err(format!("GET {path}: HTTP {}: {}", response.status, error_text(&response.body)));
         }
         serde_json::from_slice(&response.body).map_err(|e| format!("GET {path}: not JSON: {e}"))
-    }
-}
-
-/// The error text of a failed answer: its `error` field when it has one, else its start.
-fn error_text(body: &[u8]) -> String {
-    let text = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string)))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    let text = text.trim();
-    match text.char_indices().nth(200) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_string(),
     }
 }
 

@@ -22,7 +22,7 @@ const MAX_IN_FLIGHT: usize = 4;
 const MIN_AFTER: Duration = Duration::from_micros(200);
 
 /// Where and when one remote model's requests are hedged.
-pub(crate) struct Hedge {
+pub struct Hedge {
     /// Where second attempts go.
     client: Arc<Client>,
     infer_path: String,
@@ -57,12 +57,17 @@ impl Drop for Slot {
 
 /// One request as it goes out: its header lines (not the head, whose `Host` differs per server)
 /// and body.
-pub(crate) struct Request<'a> {
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The request target (`/v2/models/NAME/infer`).
     pub path: &'a str,
+    /// Extra header lines (`Name: value`, no CRLF).
     pub headers: &'a [String],
+    /// The request body.
     pub body: &'a [u8],
     /// When the call started (for its answer time) and when it must be answered.
     pub start: Instant,
+    /// The call's deadline: no attempt runs past it.
     pub deadline: Instant,
 }
 
@@ -181,11 +186,11 @@ impl Hedge {
 }
 
 /// A 200 answer, or the failure another status is.
-pub(crate) fn accepted(response: Response) -> Result<Response, String> {
+pub fn accepted(response: Response) -> Result<Response, String> {
     if response.status == 200 {
         return Ok(response);
     }
-    Err(format!("HTTP {}: {}", response.status, super::error_text(&response.body)))
+    Err(format!("HTTP {}: {}", response.status, crate::error_text(&response.body)))
 }
 
 #[cfg(test)]
@@ -194,7 +199,7 @@ mod tests {
 
     #[test]
     fn the_wait_is_the_95th_percentile_of_recent_answers_once_enough_came() {
-        let endpoint = super::super::http::Endpoint::resolve("127.0.0.1:9", false).unwrap();
+        let endpoint = crate::http::Endpoint::resolve("127.0.0.1:9", false).unwrap();
         let hedge = Hedge::new(Arc::new(Client::new(endpoint, 1024)), "/v2/models/m/infer".into(), false);
         for i in 0..REFRESH - 1 {
             hedge.record(Duration::from_millis(1 + i as u64 % 2));

@@ -1,4 +1,4 @@
-//! One connection to a remote server: a plain TCP stream, or (feature `remote-tls`) TLS over it with
+//! One connection to a remote server: a plain TCP stream, or (feature `tls`; quorum's `remote-tls`) TLS over it with
 //! rustls (ring provider). Timeouts are set on the socket underneath, so the HTTP client's deadline
 //! bounds the handshake and every TLS record alike. Trust: the PEM bundle named by `SSL_CERT_FILE`,
 //! else the system's (as OpenSSL finds it), read when a remote model is opened.
@@ -8,9 +8,11 @@ use std::net::TcpStream;
 
 /// A connection, plain or TLS.
 #[derive(Debug)]
-pub(crate) enum Conn {
+pub enum Conn {
+    /// Plain TCP.
     Plain(TcpStream),
-    #[cfg(feature = "remote-tls")]
+    /// TLS over TCP (feature `tls`).
+    #[cfg(feature = "tls")]
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
@@ -19,7 +21,7 @@ impl Conn {
     pub fn socket(&self) -> &TcpStream {
         match self {
             Conn::Plain(s) => s,
-            #[cfg(feature = "remote-tls")]
+            #[cfg(feature = "tls")]
             Conn::Tls(s) => s.get_ref(),
         }
     }
@@ -29,7 +31,7 @@ impl Conn {
 /// on Linux: a socket read timeout would round `wait` up to whole scheduler ticks.
 #[cfg(unix)]
 #[allow(unsafe_code)] // one poll(2) on a descriptor this process owns; see the SAFETY note
-pub(crate) fn readable_within(socket: &TcpStream, wait: std::time::Duration) -> bool {
+pub fn readable_within(socket: &TcpStream, wait: std::time::Duration) -> bool {
     use std::os::fd::AsRawFd;
     let mut fd = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: `fd` is one valid, initialised pollfd for the call's duration and the count says
@@ -47,7 +49,7 @@ pub(crate) fn readable_within(socket: &TcpStream, wait: std::time::Duration) -> 
 
 /// Without poll(2): the socket's read timeout, coarser.
 #[cfg(not(unix))]
-pub(crate) fn readable_within(socket: &TcpStream, wait: std::time::Duration) -> bool {
+pub fn readable_within(socket: &TcpStream, wait: std::time::Duration) -> bool {
     if socket.set_read_timeout(Some(wait)).is_err() {
         return true;
     }
@@ -61,7 +63,7 @@ impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Conn::Plain(s) => s.read(buf),
-            #[cfg(feature = "remote-tls")]
+            #[cfg(feature = "tls")]
             Conn::Tls(s) => s.read(buf),
         }
     }
@@ -71,7 +73,7 @@ impl Write for Conn {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
             Conn::Plain(s) => s.write(buf),
-            #[cfg(feature = "remote-tls")]
+            #[cfg(feature = "tls")]
             Conn::Tls(s) => s.write(buf),
         }
     }
@@ -79,7 +81,7 @@ impl Write for Conn {
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Conn::Plain(s) => s.flush(),
-            #[cfg(feature = "remote-tls")]
+            #[cfg(feature = "tls")]
             Conn::Tls(s) => s.flush(),
         }
     }
@@ -87,18 +89,22 @@ impl Write for Conn {
 
 /// How connections to one server are secured.
 #[derive(Debug, Clone)]
-pub(crate) enum Security {
+pub enum Security {
+    /// `http://`: plain TCP.
     Plain,
-    #[cfg(feature = "remote-tls")]
+    /// `https://` (feature `tls`).
+    #[cfg(feature = "tls")]
     Tls {
+        /// The client configuration: the trusted roots.
         config: std::sync::Arc<rustls::ClientConfig>,
+        /// The name the server's certificate must carry.
         name: rustls::pki_types::ServerName<'static>,
     },
 }
 
 impl Security {
-    /// TLS to `host` (feature `remote-tls`), trusting `SSL_CERT_FILE` or the system's bundle.
-    #[cfg(feature = "remote-tls")]
+    /// TLS to `host` (feature `tls`; quorum's `remote-tls`), trusting `SSL_CERT_FILE` or the system's bundle.
+    #[cfg(feature = "tls")]
     pub fn tls(host: &str) -> Result<Security, String> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, ServerName};
@@ -132,8 +138,8 @@ impl Security {
         Ok(Security::Tls { config: std::sync::Arc::new(config), name })
     }
 
-    /// Without feature `remote-tls`: the reason `https://` is refused.
-    #[cfg(not(feature = "remote-tls"))]
+    /// Without feature `tls`: the reason `https://` is refused.
+    #[cfg(not(feature = "tls"))]
     pub fn tls(_host: &str) -> Result<Security, String> {
         Err("this build of quorum has no TLS client (the `remote-tls` feature): reach the server over plain \
              http:// on a private network, or through a local proxy that adds TLS"
@@ -145,7 +151,7 @@ impl Security {
     pub fn wrap(&self, stream: TcpStream) -> Result<Conn, String> {
         match self {
             Security::Plain => Ok(Conn::Plain(stream)),
-            #[cfg(feature = "remote-tls")]
+            #[cfg(feature = "tls")]
             Security::Tls { config, name } => {
                 let connection = rustls::ClientConnection::new(config.clone(), name.clone())
                     .map_err(|e| format!("starting TLS: {e}"))?;

@@ -10,7 +10,7 @@ use super::attributes::{attr_floats, attr_i, attr_ints, attr_s, attr_strings, kn
 use super::ml::{post_transform_row, PostTransform};
 use super::perfect::Perfect;
 use super::quickscorer::{Forest, QuickScorer};
-use crate::onnx::proto::NodeProto;
+use quorum_onnx::proto::NodeProto;
 
 /// A child index with this bit set is a leaf (the rest is the leaf's index).
 const LEAF: u32 = 1 << 31;

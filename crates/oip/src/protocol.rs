@@ -9,10 +9,13 @@ use serde::{Deserialize, Serialize};
 
 /// A tensor as a server's model metadata describes it (`shape` -1 for a free dimension).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct TensorMetadata {
+pub struct TensorMetadata {
+    /// The tensor's name.
     pub name: String,
+    /// Its datatype (`FP32`, `INT64`, `BYTES`, ...); empty when the server leaves it out.
     #[serde(default)]
     pub datatype: String,
+    /// Its dimensions.
     #[serde(default)]
     pub shape: Vec<i64>,
 }
@@ -20,22 +23,25 @@ pub(crate) struct TensorMetadata {
 /// `GET /v2/models/NAME[/versions/V]`: what inputs and outputs the model declares (MLServer lists
 /// none unless its model settings declare them).
 #[derive(Debug, Clone, Deserialize)]
-pub(crate) struct ModelMetadata {
+pub struct ModelMetadata {
+    /// The inputs the model takes.
     #[serde(default)]
     pub inputs: Vec<TensorMetadata>,
+    /// The outputs it answers with.
     #[serde(default)]
     pub outputs: Vec<TensorMetadata>,
 }
 
 /// `GET /v2`: the extensions a server supports.
 #[derive(Debug, Clone, Deserialize)]
-pub(crate) struct ServerMetadata {
+pub struct ServerMetadata {
+    /// The protocol extensions named (`binary_tensor_data`, ...).
     #[serde(default)]
     pub extensions: Vec<String>,
 }
 
 /// The input datatypes quorum sends (features are float32; others converted once per request).
-pub(crate) fn check_input_datatype(datatype: &str) -> Result<(), String> {
+pub fn check_input_datatype(datatype: &str) -> Result<(), String> {
     match datatype {
         "FP32" | "FP64" | "INT64" | "INT32" => Ok(()),
         other => Err(format!(
@@ -49,21 +55,38 @@ pub(crate) fn check_input_datatype(datatype: &str) -> Result<(), String> {
 /// feature (`[rows]` or `[rows, 1]`, as a pipeline converted from DataFrame columns or `quorum
 /// serve`'s ensembles take them).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Layout {
-    Single { name: String },
-    PerFeature { names: Vec<String>, rank: usize },
+pub enum Layout {
+    /// One `[rows, features]` tensor.
+    Single {
+        /// The model's input name.
+        name: String,
+    },
+    /// One tensor per feature.
+    PerFeature {
+        /// The inputs' names, in feature order.
+        names: Vec<String>,
+        /// 1 (`[rows]`) or 2 (`[rows, 1]`).
+        rank: usize,
+    },
 }
 
 /// Writes an inference request for `rows` rows of `width` features into `head` (JSON) and, with
 /// `binary`, the tensors' bytes into `tail`.
-pub(crate) struct Request<'a> {
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// How the features go out.
     pub layout: &'a Layout,
+    /// The input datatype the model takes (see [`check_input_datatype`]).
     pub datatype: &'a str,
+    /// The one output asked for.
     pub output: &'a str,
+    /// Binary tensor extension (inputs and the output) instead of JSON numbers.
     pub binary: bool,
 }
 
 impl Request<'_> {
+    /// Writes the request for `rows` rows of `width` features in `input` (row-major): the JSON
+    /// into `head`, and with `binary` the tensors' bytes into `tail` (both cleared first).
     pub fn encode(&self, input: &[f32], rows: usize, width: usize, head: &mut String, tail: &mut Vec<u8>) {
         head.clear();
         tail.clear();
@@ -141,7 +164,7 @@ impl Request<'_> {
 }
 
 /// A JSON string literal (names are quorum names, but a server's may hold anything).
-pub(crate) fn push_json_string(out: &mut String, s: &str) {
+pub fn push_json_string(out: &mut String, s: &str) {
     out.push_str(&serde_json::Value::String(s.to_string()).to_string());
 }
 
@@ -166,16 +189,20 @@ struct OutputTensor {
 
 /// One output of an answer, as float32: `rows × columns` values, row-major.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Output {
+pub struct Output {
+    /// The values, converted to float32.
     pub values: Vec<f32>,
+    /// Values per row.
     pub columns: usize,
+    /// The datatype the server answered in.
     pub datatype: String,
+    /// The shape the server answered with.
     pub shape: Vec<i64>,
 }
 
 /// Reads output `name` from an answer's body (`header_length`: the binary extension's JSON
 /// header length, when the server used it), checking it holds `rows` rows.
-pub(crate) fn decode(body: &[u8], header_length: Option<usize>, name: &str, rows: usize) -> Result<Output, String> {
+pub fn decode(body: &[u8], header_length: Option<usize>, name: &str, rows: usize) -> Result<Output, String> {
     let (header, mut binary) = match header_length {
         Some(n) if n <= body.len() => (&body[..n], &body[n..]),
         Some(n) => return Err(format!("Inference-Header-Content-Length {n} is past the body's {} bytes", body.len())),

@@ -1,10 +1,11 @@
 //! Walk-forward backtest: JSON contract, no look-ahead, and no skill on shuffled outcomes.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
-use quorum::backtest::{backtest_table, BacktestOptions, BacktestReport};
 use quorum::regime::RegimeOptions;
 use quorum::replay::Table;
+use quorum_backtest::{backtest_table, BacktestOptions, BacktestReport};
 
 const METHODS: [&str; 12] = [
     "technical",

@@ -4,7 +4,7 @@
 
 use super::attributes::{attr_floats, attr_i, attr_ints, attr_s, attr_strings, known_attributes};
 use super::dense::{sigmoid, softmax};
-use crate::onnx::proto::NodeProto;
+use quorum_onnx::proto::NodeProto;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PostTransform {

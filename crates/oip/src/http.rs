@@ -17,7 +17,7 @@ const MAX_IDLE: usize = 64;
 
 /// Where requests go: `host:port`, resolved once, and how connections are secured.
 #[derive(Debug, Clone)]
-pub(crate) struct Endpoint {
+pub struct Endpoint {
     /// `host:port` as given (the `Host` header).
     pub authority: String,
     addresses: Vec<SocketAddr>,
@@ -44,16 +44,18 @@ impl Endpoint {
 
 /// One answer: its status, the headers this client reads, and the body.
 #[derive(Debug)]
-pub(crate) struct Response {
+pub struct Response {
+    /// The HTTP status code.
     pub status: u16,
     /// The `Inference-Header-Content-Length` header (the Open Inference Protocol's binary extension).
     pub inference_header_length: Option<usize>,
+    /// The body (at most the client's `max_body` bytes).
     pub body: Vec<u8>,
 }
 
 /// Keep-alive connections to one server.
 #[derive(Debug)]
-pub(crate) struct Client {
+pub struct Client {
     endpoint: Endpoint,
     idle: Mutex<Vec<Conn>>,
     /// The largest response body accepted.
@@ -72,6 +74,7 @@ fn failure(message: impl Into<String>) -> Failure {
 }
 
 impl Client {
+    /// A client of `endpoint` with no connection yet; answers larger than `max_body` bytes fail.
     pub fn new(endpoint: Endpoint, max_body: usize) -> Client {
         Client { endpoint, idle: Mutex::new(Vec::new()), max_body }
     }
@@ -340,7 +343,7 @@ fn write_request(stream: &mut Conn, head: &[u8], body: &[u8], deadline: Instant)
 
 /// A request written to a connection, its answer not yet read.
 #[derive(Debug)]
-pub(crate) struct Sent {
+pub struct Sent {
     stream: Conn,
     /// Taken from the pool (so possibly closed by the server meanwhile).
     pooled: bool,

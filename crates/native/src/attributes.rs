@@ -1,6 +1,6 @@
 //! Reading an ONNX node's attributes for the native compiler, and refusing the ones it does not know.
 
-use crate::onnx::proto::{AttributeProto, NodeProto};
+use quorum_onnx::proto::{AttributeProto, NodeProto};
 
 /// Refuses an attribute this compiler does not know for the operator: it might change the result.
 pub(super) fn known_attributes(node: &NodeProto, known: &[&str]) -> Result<(), String> {

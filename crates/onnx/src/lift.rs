@@ -1,7 +1,7 @@
 //! Lifting a graph's nodes to a higher opset, by ONNX's own rules: a node keeps its meaning when
 //! its operator's schema is the same at both opsets (the same `since_version`, from
-//! [`super::history::SINCE`]); where the schema changed, each step from opset N to N+1 is adapted
-//! the way ONNX's version converter does ([`super::history::STEPS`]): attributes that became
+//! `history::SINCE`); where the schema changed, each step from opset N to N+1 is adapted
+//! the way ONNX's version converter does (`history::STEPS`): attributes that became
 //! inputs (axes, Clip's bounds, TopK's k, Split's sizes, Pad, Slice, Dropout's ratio) are moved into
 //! constant inputs, Softmax-like axis semantics get a Flatten/Reshape where the input may not be
 //! 2-D, and a step with no adapter here refuses the node with the reason. Fusion lifts its members
@@ -19,7 +19,9 @@ use super::ML_DOMAIN;
 /// The opset versions of the two domains quorum lifts (`None`: the domain is not imported).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Opsets {
+    /// The `ai.onnx` (default domain) opset.
     pub default: Option<i64>,
+    /// The `ai.onnx.ml` opset.
     pub ml: Option<i64>,
 }
 
@@ -44,8 +46,11 @@ impl Opsets {
 
 /// What lifting added to the graph beside the rewritten nodes.
 #[derive(Debug, Default)]
-pub(crate) struct Lifted {
+pub struct Lifted {
+    /// The nodes, rewritten where their schema changed, in their original order (an adapter may add
+    /// helper nodes before the node it adapts).
     pub nodes: Vec<NodeProto>,
+    /// Constant inputs the adapters made of former attributes.
     pub initializers: Vec<TensorProto>,
     /// How many nodes an adapter rewrote (a node whose schema did not change counts for nothing).
     pub adapted: usize,
@@ -53,7 +58,7 @@ pub(crate) struct Lifted {
 
 /// Lifts `nodes` (of `graph`, read for ranks and names) from `from` to `to`; `Err` names the first
 /// node that cannot be lifted and why.
-pub(crate) fn lift_nodes(graph: &GraphProto, nodes: &[NodeProto], from: Opsets, to: Opsets) -> Result<Lifted, String> {
+pub fn lift_nodes(graph: &GraphProto, nodes: &[NodeProto], from: Opsets, to: Opsets) -> Result<Lifted, String> {
     let mut ctx = Context::new(graph);
     let mut lifted = Lifted::default();
     for node in nodes {
@@ -85,7 +90,7 @@ pub(crate) fn lift_nodes(graph: &GraphProto, nodes: &[NodeProto], from: Opsets, 
 
 /// Lifts a whole model to `to` in place (graph nodes, opset imports); `Ok(false)` when it already
 /// is there.
-pub(crate) fn lift_model(model: &mut ModelProto, to: Opsets) -> Result<bool, String> {
+pub fn lift_model(model: &mut ModelProto, to: Opsets) -> Result<bool, String> {
     let from = Opsets::of(model);
     let target = from.max(to);
     if target == from {

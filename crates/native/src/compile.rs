@@ -9,9 +9,9 @@ use super::dense::{Binary, BinaryOp, Dense, Operand, Unary};
 use super::ml::MlOp;
 use super::trees::TreeEnsemble;
 use super::{Kernel, NativeModel, Step};
-use crate::onnx::proto::tensor_proto::DataType;
-use crate::onnx::proto::{NodeProto, TensorProto};
-use crate::onnx::{self, ML_DOMAIN};
+use quorum_onnx::proto::tensor_proto::DataType;
+use quorum_onnx::proto::{NodeProto, TensorProto};
+use quorum_onnx::{self as onnx, ML_DOMAIN};
 
 type Refusal = String;
 
@@ -128,8 +128,8 @@ pub(crate) fn compile(bytes: &[u8], output: &str, features: usize) -> Result<Nat
     Ok(NativeModel { steps: b.steps, widths: b.widths, offsets, arena_width, output: slot, operators: b.operators })
 }
 
-fn check_input_type(input: &crate::onnx::proto::ValueInfoProto, features: usize) -> Result<(), Refusal> {
-    use crate::onnx::proto::type_proto::Value as T;
+fn check_input_type(input: &quorum_onnx::proto::ValueInfoProto, features: usize) -> Result<(), Refusal> {
+    use quorum_onnx::proto::type_proto::Value as T;
     let Some(T::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         return Err(format!("input {:?} is not a tensor", input.name()));
     };
@@ -143,7 +143,7 @@ fn check_input_type(input: &crate::onnx::proto::ValueInfoProto, features: usize)
         // A fixed batch size is fine: every supported operator keeps rows independent (a Reshape
         // naming the batch size is refused below), and the probe runs ONNX Runtime in calls of that
         // size. The plan then takes any number of rows.
-        use crate::onnx::proto::tensor_shape_proto::dimension::Value as D;
+        use quorum_onnx::proto::tensor_shape_proto::dimension::Value as D;
         if let Some(D::DimValue(w)) = shape.dim[1].value {
             if w != features as i64 {
                 return Err(format!("input {:?} has {w} columns, {features} features were declared", input.name()));

@@ -8,7 +8,7 @@
 //!
 //! Methods: each member alone; `equal` weights; `static` (the ensemble's configured weights); the
 //! online rules `hedge` (Fixed-Share, AdaHedge's rate), `boa`, `mlpol` and `ewa` (see
-//! [`crate::online`]), each starting from the configured weights as its prior; `stacking` (logistic
+//! [`quorum::online`]), each starting from the configured weights as its prior; `stacking` (logistic
 //! regression on member logits, or ridge regression for a regression ensemble, walk-forward);
 //! `blending` (convex weights on the recent window); `regime` (Hedge weights kept separately per
 //! volatility regime). Stacking and blending predict with the configured weights until their first
@@ -25,6 +25,20 @@
 //! The learners are the engine's own (`online`, `meta`, `regime`): an ensemble configured with
 //! `hedge`, `boa`, `stacking` or `blending` and fed its outcomes in order predicts what this backtest
 //! reports for that method (`tests/adaptive.rs` checks it).
+//!
+//! ```no_run
+//! # fn main() -> quorum::Result<()> {
+//! let engine = quorum::InferenceEngine::builder("quorum-home").build()?;
+//! let mut options = quorum_backtest::BacktestOptions::new("next_day_up");
+//! options.regime = Some(quorum::regime::RegimeOptions::new("ret_1d"));
+//! let report = quorum_backtest::backtest(&engine, "market", "holdout.csv".as_ref(), &options)?;
+//! let (json, svg) = report.write("reports/market".as_ref())?;
+//! println!("{} and {}", json.display(), svg.display());
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,15 +48,13 @@ use serde::Serialize;
 mod chart;
 mod oracle;
 
-use crate::engine::InferenceEngine;
-use crate::error::{Error, Result};
-use crate::meta::{MetaLearner, MetaOptions};
-use crate::online::{OnlineOptions, OnlineRule};
-use crate::regime::{Regime, RegimeDetector, RegimeOptions};
-use crate::registry::Task;
-use crate::replay::Table;
-use crate::store;
-use crate::strategy::{normalise_weights, StrategyKind};
+use quorum::meta::{MetaLearner, MetaOptions};
+use quorum::online::{OnlineOptions, OnlineRule};
+use quorum::regime::{Regime, RegimeDetector, RegimeOptions};
+use quorum::registry::Task;
+use quorum::replay::Table;
+use quorum::strategy::{normalise_weights, StrategyKind};
+use quorum::{Error, InferenceEngine, Result};
 
 pub use oracle::Oracle;
 
@@ -257,14 +269,28 @@ impl BacktestReport {
     ///
     /// `io` when a file cannot be written.
     pub fn write(&self, dir: &Path) -> Result<(PathBuf, PathBuf)> {
-        store::create_dir_all(dir)?;
-        let json_path = dir.join("backtest.json");
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::json("backtest report", e))?;
-        store::write_atomic(&json_path, &json)?;
+        let svg = chart::backtest_svg(self)?;
+        let json_path = dir.join("backtest.json");
         let svg_path = dir.join("backtest.svg");
-        chart::backtest_svg(self, &svg_path)?;
+        write_whole(&json_path, &json)?;
+        write_whole(&svg_path, svg.as_bytes())?;
         Ok((json_path, svg_path))
     }
+}
+
+/// Writes `bytes` beside `path` and renames it over `path`: a reader, or a run killed mid-write,
+/// sees the previous report or the whole new one.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(format!("writing {}", path.display()), e)
+    })
 }
 
 /// Runs the backtest of `ensemble` over the CSV file `data`.
