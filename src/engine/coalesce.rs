@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::loaded::LoadedEnsemble;
 use super::member::Member;
 use super::EngineInner;
 use crate::batching::{Batcher, BatchingOptions, Reply, Ticket};
@@ -35,6 +34,14 @@ pub(super) type Answer = Result<(Arc<BatchPrediction>, usize)>;
 /// One queued request: where its answer goes.
 pub(super) type Request = Arc<Reply<Answer>>;
 
+/// What a queue's dispatchers run a batch through: an ensemble's load (`LoadedEnsemble`, which
+/// owns the queue: a trait here, so that this file does not import the load that imports it).
+pub(super) trait BatchTarget: Send + Sync {
+    /// Runs one batch of admitted tickets (their rows `dense`), credits the members with it and
+    /// answers every ticket.
+    fn run_batch(&self, inner: &EngineInner, dense: &[f32], tickets: &mut Vec<Ticket<Request>>);
+}
+
 /// An ensemble load's queue and what its dispatchers need.
 pub(super) struct EnsembleQueue {
     pub batcher: Batcher<Request>,
@@ -45,7 +52,7 @@ pub(super) struct EnsembleQueue {
     /// Batches running on the dispatchers now.
     running: AtomicUsize,
     engine: Weak<EngineInner>,
-    ens: Weak<LoadedEnsemble>,
+    ens: Weak<dyn BatchTarget>,
     spawned: OnceLock<()>,
 }
 
@@ -64,7 +71,7 @@ impl EnsembleQueue {
         width: usize,
         members: &[Member],
         engine: Weak<EngineInner>,
-        ens: Weak<LoadedEnsemble>,
+        ens: Weak<dyn BatchTarget>,
     ) -> EnsembleQueue {
         let (options, coalesce) = options(members);
         EnsembleQueue {
@@ -191,31 +198,25 @@ fn dispatch(queue: &EnsembleQueue) {
             continue;
         }
         if queue.coalesce {
-            run(queue, &inner, &ens, &rows, &mut kept);
+            run(queue, &inner, &*ens, &rows, &mut kept);
         } else {
             for (i, ticket) in kept.drain(..).enumerate() {
                 one.push(ticket);
-                run(queue, &inner, &ens, &rows[i * width..(i + 1) * width], &mut one);
+                run(queue, &inner, &*ens, &rows[i * width..(i + 1) * width], &mut one);
             }
         }
     }
 }
 
-/// Runs one batch of admitted tickets (their rows `dense`) and credits the members with it.
+/// Runs one batch through the load, counted as running while it does.
 fn run(
     queue: &EnsembleQueue,
     inner: &EngineInner,
-    ens: &LoadedEnsemble,
+    ens: &dyn BatchTarget,
     dense: &[f32],
     tickets: &mut Vec<Ticket<Request>>,
 ) {
-    let rows = tickets.len();
-    // Credited before the answers go out, so that a caller who has its answer sees its batch.
-    for member in &ens.members {
-        member.model.batches.fetch_add(1, Ordering::Relaxed);
-        member.model.batched_rows.fetch_add(rows as u64, Ordering::Relaxed);
-    }
     queue.running.fetch_add(1, Ordering::Relaxed);
-    inner.answer_batch(ens, dense, tickets);
+    ens.run_batch(inner, dense, tickets);
     queue.running.fetch_sub(1, Ordering::Relaxed);
 }

@@ -193,7 +193,7 @@ impl InferenceEngine {
         let log_context = Arc::new(LogContext::new(&config.name, config.version, schema.names(), &member_names));
         static LOADS: AtomicU64 = AtomicU64::new(1);
         let (engine, width) = (Arc::downgrade(&self.inner), schema.names().len());
-        let loaded = Arc::new_cyclic(|me| LoadedEnsemble {
+        let loaded = Arc::new_cyclic(|me: &std::sync::Weak<LoadedEnsemble>| LoadedEnsemble {
             id: LOADS.fetch_add(1, Ordering::Relaxed),
             key: EnsembleKey {
                 name: Arc::from(config.name.as_str()),

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
-use super::coalesce::EnsembleQueue;
+use super::coalesce::{BatchTarget, EnsembleQueue, Request};
 use super::counters::EnsembleTelemetry;
 use super::member::Member;
+use super::EngineInner;
+use crate::batching::Ticket;
 use crate::ensemble::EnsembleConfig;
 use crate::features::Schema;
 use crate::fusion::FusedSessions;
@@ -37,6 +39,18 @@ pub(super) struct LoadedEnsemble {
     pub telemetry: Arc<EnsembleTelemetry>,
     /// What this load's inference log records share.
     pub log_context: Arc<LogContext>,
+}
+
+impl BatchTarget for LoadedEnsemble {
+    fn run_batch(&self, inner: &EngineInner, dense: &[f32], tickets: &mut Vec<Ticket<Request>>) {
+        let rows = tickets.len();
+        // Credited before the answers go out, so that a caller who has its answer sees its batch.
+        for member in &self.members {
+            member.model.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            member.model.batched_rows.fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        inner.answer_batch(self, dense, tickets);
+    }
 }
 
 impl Drop for LoadedEnsemble {
