@@ -3,8 +3,9 @@
 //! - the example ensemble at 1 and 1,024 rows: three direct ONNX Runtime calls plus the soft vote
 //!   (the `ensemble` bench's baseline), the engine on native plans, the engine on ONNX Runtime
 //!   (fused), and the three native plans alone;
-//! - a 500-tree LightGBM classifier at batch 100 (`make native-bench-model` trains it): its native
-//!   plan against its ONNX Runtime session.
+//! - 500-tree LightGBM classifiers at batch 100 (`make native-bench-model` trains them): at most 31
+//!   leaves per tree (LightGBM's default; 32-bit leaf sets) and at most 63 (64-bit), each native
+//!   plan against its ONNX Runtime session, and at 1 row.
 //!
 //! `cargo run --release --example native_bench`
 #[path = "../tests/common/mod.rs"]
@@ -159,27 +160,31 @@ fn compare_one(runtime: &quorum::Runtime, name: &str, bytes: &[u8], features: &[
     );
 }
 
-/// The 500-tree LightGBM model at batch 100, when `make native-bench-model` has written it.
+/// The 500-tree LightGBM models at batch 100 and at 1 row, when `make native-bench-model` has
+/// written them.
 fn lightgbm() {
-    let dir = common::repo().join("target/quorum-models");
-    let Ok(bytes) = std::fs::read(dir.join("lightgbm500.onnx")) else {
-        println!("lightgbm500: skipped (run `make native-bench-model` to train it)");
-        return;
-    };
-    let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("lightgbm500.json")).unwrap()).unwrap();
-    let width = meta["features"].as_array().unwrap().len();
-    let features: Vec<String> =
-        meta["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
-    let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default()).unwrap();
-    // Real rows: held-out days of the features it was trained on.
-    let rows = 100;
-    let values: Vec<f32> = common::holdout_features(rows)
-        .iter()
-        .flat_map(|f| features.iter().map(|n| f.get(n).unwrap()).collect::<Vec<f32>>())
-        .collect();
-    assert_eq!(values.len(), rows * width);
-    compare_one(&runtime, "lightgbm500", &bytes, &features, &values, rows);
+    for name in ["lightgbm500", "lightgbm500-63"] {
+        let dir = common::repo().join("target/quorum-models");
+        let Ok(bytes) = std::fs::read(dir.join(format!("{name}.onnx"))) else {
+            println!("{name}: skipped (run `make native-bench-model` to train it)");
+            continue;
+        };
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+        let features: Vec<String> =
+            meta["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+        let width = features.len();
+        let runtime = quorum::Runtime::new(quorum::RuntimeOptions::default()).unwrap();
+        // Real rows: held-out days of the features it was trained on.
+        let rows = 100;
+        let values: Vec<f32> = common::holdout_features(rows)
+            .iter()
+            .flat_map(|f| features.iter().map(|n| f.get(n).unwrap()).collect::<Vec<f32>>())
+            .collect();
+        assert_eq!(values.len(), rows * width);
+        compare_one(&runtime, name, &bytes, &features, &values, rows);
+        compare_one(&runtime, name, &bytes, &features, &values[..width], 1);
+    }
 }
 
 fn cpu_model() -> String {

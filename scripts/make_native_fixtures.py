@@ -1,6 +1,6 @@
 """Writes the exporter models the native-executor tests check against ONNX Runtime
-(tests/fixtures/native/*.onnx and its manifest.json) and, with --bench, the 500-tree LightGBM model
-the native benchmark uses (target/quorum-models/lightgbm500.onnx, not committed: 2 MB).
+(tests/fixtures/native/*.onnx and its manifest.json) and, with --bench, the 500-tree LightGBM models
+the native benchmark uses (target/quorum-models/lightgbm500*.onnx, not committed: 2 MB and more).
 
 Models are written as each exporter writes them with its defaults (zipmap off so the probability
 tensor is the output), at several opsets: sklearn MLPs and logistic regressions from skl2onnx at
@@ -143,7 +143,8 @@ def fixtures():
 
 
 def bench_model():
-    """A 500-tree LightGBM classifier on the example data (the technical model's features)."""
+    """500-tree LightGBM classifiers on the example data (the technical model's features): 31 leaves
+    at most per tree (LightGBM's default), and 63 (trees past 32 leaves take 64-bit leaf sets)."""
     import lightgbm
     import pandas as pd
     from onnxmltools import convert_lightgbm
@@ -154,13 +155,16 @@ def bench_model():
     frame = pd.read_csv(ROOT / "examples/data/holdout.csv").replace([np.inf, -np.inf], np.nan).dropna()
     x = frame[features].to_numpy(np.float32)
     y = frame[manifest["target"]].to_numpy(np.int64)
-    model = lightgbm.LGBMClassifier(n_estimators=500, num_leaves=31, min_child_samples=5, verbose=-1, random_state=0).fit(x, y)
-    onx = convert_lightgbm(model, initial_types=[("input", FloatTensorType([None, len(features)]))], zipmap=False)
     out = ROOT / "target" / "quorum-models"
     out.mkdir(parents=True, exist_ok=True)
-    onnx.save(onx, out / "lightgbm500.onnx")
-    (out / "lightgbm500.json").write_text(json.dumps({"features": features, "output": "probabilities:1"}) + "\n")
-    print(f"wrote {out / 'lightgbm500.onnx'}")
+    for name, leaves, min_child in [("lightgbm500", 31, 5), ("lightgbm500-63", 63, 2)]:
+        model = lightgbm.LGBMClassifier(
+            n_estimators=500, num_leaves=leaves, min_child_samples=min_child, verbose=-1, random_state=0
+        ).fit(x, y)
+        onx = convert_lightgbm(model, initial_types=[("input", FloatTensorType([None, len(features)]))], zipmap=False)
+        onnx.save(onx, out / f"{name}.onnx")
+        (out / f"{name}.json").write_text(json.dumps({"features": features, "output": "probabilities:1"}) + "\n")
+        print(f"wrote {out / (name + '.onnx')}")
 
 
 if __name__ == "__main__":

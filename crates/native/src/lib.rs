@@ -50,6 +50,8 @@ pub mod gpu;
 mod ml;
 mod perfect;
 mod quickscorer;
+#[cfg(test)]
+mod random_forest;
 mod trees;
 
 use std::cell::RefCell;
