@@ -196,6 +196,8 @@ impl MlOp {
         match self {
             MlOp::Linear { coefficients, intercepts, targets, transform, second_class } => {
                 let stride = if *second_class { 2 } else { *targets };
+                // A logistic over every score runs once over the whole output, where it vectorises.
+                let elementwise = !*second_class && *targets > 1 && *transform == PostTransform::Logistic;
                 for r in 0..rows {
                     let row = &x[r * width..(r + 1) * width];
                     let scores = &mut out[r * stride..(r + 1) * stride];
@@ -212,9 +214,12 @@ impl MlOp {
                         if *transform == PostTransform::Probit {
                             scores[0] = probit(scores[0]);
                         }
-                    } else {
+                    } else if !elementwise {
                         post_transform_row(scores, *transform);
                     }
+                }
+                if elementwise {
+                    out[..rows * stride].iter_mut().for_each(|v| *v = sigmoid(*v));
                 }
             }
             MlOp::Scaler { offset, scale } => {
