@@ -254,6 +254,9 @@ impl QuickScorer {
     }
 
     /// One row at a time.
+    // A function of its own: inlined into the tree ensemble's `run` beside the other layouts, one
+    // row took a third longer (4.7 → 6.3 µs for 500 trees).
+    #[inline(never)]
     fn run_rows(&self, x: &[f32], width: usize, rows: usize, mut leaf: impl FnMut(usize, usize)) {
         LEAF_SETS.with(|sets| {
             let mut sets = sets.borrow_mut();
