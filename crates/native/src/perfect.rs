@@ -353,20 +353,10 @@ mod tests {
             let values: Vec<f32> = (0..flat.leaves).map(|_| rng.below(1000) as f32 / 7.0 - 60.0).collect();
             // 8-row blocks and a remainder; values on, around and between the thresholds, and NaN.
             let rows = 1 + rng.below(30);
-            let x: Vec<f32> = (0..rows * width)
-                .map(|_| match rng.below(6) {
-                    0 => f32::NAN,
-                    1 => rng.below(5) as f32 - 2.0,
-                    _ => rng.below(1000) as f32 / 150.0 - 3.3,
-                })
-                .collect();
+            let x = rng.rows(rows, width);
             let forest = flat.forest(width, strict);
             let Some(perfect) = Perfect::new(&forest) else { panic!("depth {depth} is within MAX_DEPTH") };
-            let expected: Vec<Vec<usize>> = (0..rows)
-                .map(|r| {
-                    flat.roots.iter().map(|&root| flat.leaf(root, &x[r * width..(r + 1) * width], strict)).collect()
-                })
-                .collect();
+            let expected = flat.leaves(&x, width, strict);
             let mut walked = vec![Vec::new(); rows];
             perfect.run(&x, width, rows, |r, leaf| walked[r].push(leaf));
             assert_eq!(walked, expected, "case {case}: depth {depth}, strict {strict}");

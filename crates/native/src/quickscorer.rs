@@ -77,7 +77,7 @@ const LANES: usize = 8;
 
 /// A tree's leaf set: 32 bits when every tree has at most 32 leaves (8 rows in one 256-bit vector),
 /// else 64.
-trait LeafSet: Copy + std::ops::BitAndAssign + Send + 'static {
+trait LeafSet: Copy + std::ops::BitAndAssign {
     const ALL: Self;
     fn lowest(self) -> usize;
 }
@@ -336,18 +336,8 @@ mod tests {
                 wide += 1;
             }
             let rows = 1 + rng.below(30);
-            let x: Vec<f32> = (0..rows * width)
-                .map(|_| match rng.below(6) {
-                    0 => f32::NAN,
-                    1 => rng.below(5) as f32 - 2.0,
-                    _ => rng.below(1000) as f32 / 150.0 - 3.3,
-                })
-                .collect();
-            let expected: Vec<Vec<usize>> = (0..rows)
-                .map(|r| {
-                    flat.roots.iter().map(|&root| flat.leaf(root, &x[r * width..(r + 1) * width], strict)).collect()
-                })
-                .collect();
+            let x = rng.rows(rows, width);
+            let expected = flat.leaves(&x, width, strict);
             let mut scanned = vec![Vec::new(); rows];
             quick.run(&x, width, rows, |r, leaf| scanned[r].push(leaf));
             assert_eq!(scanned, expected, "case {case}: {rows} rows, strict {strict}, narrow {}", quick.narrow);

@@ -20,6 +20,18 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
+
+    /// `rows` rows of `width` values: on, around and between the thresholds [`Flat::grow`] draws,
+    /// and NaN one time in six.
+    pub fn rows(&mut self, rows: usize, width: usize) -> Vec<f32> {
+        (0..rows * width)
+            .map(|_| match self.below(6) {
+                0 => f32::NAN,
+                1 => self.below(5) as f32 - 2.0,
+                _ => self.below(1000) as f32 / 150.0 - 3.3,
+            })
+            .collect()
+    }
 }
 
 /// A forest in the flat form [`Forest`] borrows.
@@ -77,5 +89,10 @@ impl Flat {
             at = if pass || (self.missing_yes[i] && v.is_nan()) { self.yes[i] } else { self.no[i] };
         }
         (at & !LEAF) as usize
+    }
+
+    /// Each row's leaf in each tree, by a plain walk: what the layouts must reach.
+    pub fn leaves(&self, x: &[f32], width: usize, strict: bool) -> Vec<Vec<usize>> {
+        x.chunks_exact(width).map(|row| self.roots.iter().map(|&root| self.leaf(root, row, strict)).collect()).collect()
     }
 }
