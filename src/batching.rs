@@ -239,26 +239,42 @@ impl<T> Batcher<T> {
         deadline: Option<Instant>,
         enqueued: Instant,
     ) -> std::result::Result<(), (T, Error)> {
+        self.push(row, Ticket { request, deadline, enqueued }, true)
+    }
+
+    /// [`Batcher::enqueue`] without waking a parked dispatcher: for a caller that runs what is
+    /// queued itself, or hands it over with [`Batcher::wake_dispatcher`].
+    pub fn enqueue_quiet(
+        &self,
+        row: &[f32],
+        request: T,
+        deadline: Option<Instant>,
+        enqueued: Instant,
+    ) -> std::result::Result<(), (T, Error)> {
+        self.push(row, Ticket { request, deadline, enqueued }, false)
+    }
+
+    fn push(&self, row: &[f32], ticket: Ticket<T>, wake: bool) -> std::result::Result<(), (T, Error)> {
         debug_assert_eq!(row.len(), self.width);
         let mut queue = self.lock();
         if queue.closed {
-            return Err((request, self.closed_error()));
+            return Err((ticket.request, self.closed_error()));
         }
         let queued = queue.tickets.len();
         if queued >= self.options.max_queued {
             drop(queue);
             let overloaded = Error::Overloaded { what: self.what.clone(), queued, limit: self.options.max_queued };
-            return Err((request, overloaded));
+            return Err((ticket.request, overloaded));
         }
         queue.rows.extend(row.iter().copied());
-        queue.tickets.push_back(Ticket { request, deadline, enqueued });
+        queue.tickets.push_back(ticket);
         self.depth.store(queue.tickets.len(), Ordering::Relaxed);
         // The batch a dispatcher holds open is full: wake it (once).
         let filled = queue.want > 0 && queue.tickets.len() >= queue.want;
         if filled {
             queue.want = 0;
         }
-        let wake = queue.idle > queue.notified;
+        let wake = wake && queue.idle > queue.notified;
         if wake {
             queue.notified += 1;
         }
@@ -348,6 +364,33 @@ impl<T> Batcher<T> {
             self.arrived.notify_one();
         }
         Some(())
+    }
+
+    /// Takes up to `max_batch` tickets and their rows without waiting; false when nothing is
+    /// queued (or the queue is closed).
+    pub fn take_now(&self, tickets: &mut Vec<Ticket<T>>, rows: &mut Vec<f32>) -> bool {
+        let mut queue = self.lock();
+        if queue.closed || queue.tickets.is_empty() {
+            return false;
+        }
+        let take = queue.tickets.len().min(self.options.max_batch);
+        tickets.extend(queue.tickets.drain(..take));
+        rows.extend(queue.rows.drain(..take * self.width));
+        self.depth.store(queue.tickets.len(), Ordering::Relaxed);
+        true
+    }
+
+    /// Wakes a parked dispatcher, unless one was woken already and has not yet looked.
+    pub fn wake_dispatcher(&self) {
+        let mut queue = self.lock();
+        let wake = queue.idle > queue.notified;
+        if wake {
+            queue.notified += 1;
+        }
+        drop(queue);
+        if wake {
+            self.arrived.notify_one();
+        }
     }
 
     /// Admits the taken tickets (drained from `taken`) for a run starting now: one whose deadline

@@ -5,6 +5,9 @@
 
 mod common;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use quorum::{
@@ -266,4 +269,89 @@ fn a_lone_async_caller_queues_once_the_ensembles_runs_are_slow() {
         assert!(rt.block_on(handle.predict_row_async(&row)).is_ok());
     }
     assert_eq!(engine.replicas(Some("technical"))[0].batches, before + 5);
+}
+
+/// Polls `future` once, with a waker that does nothing (the test polls again itself).
+fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+fn ready<T>(poll: Poll<T>, what: &str) -> T {
+    match poll {
+        Poll::Ready(value) => value,
+        Poll::Pending => panic!("{what}: still pending"),
+    }
+}
+
+/// The technical member's (batches, rows) so far.
+fn batches(engine: &InferenceEngine) -> (u64, u64) {
+    let r = &engine.replicas(Some("technical"))[0];
+    (r.batches, r.batched_rows)
+}
+
+/// Polls `future` until it is ready (a dispatcher answers it on its own thread).
+fn wait<F: Future>(mut future: Pin<&mut F>) -> F::Output {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Poll::Ready(value) = poll_once(future.as_mut()) {
+            return value;
+        }
+        assert!(Instant::now() < end, "a queued request was never served");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn async_requests_made_together_are_served_as_one_batch_by_the_first_of_them_on_its_own_thread() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine(home.path(), BreakerOptions::default());
+    let handle = engine.ensemble("market").unwrap();
+    let data = rows(&engine, "market", 32);
+    // A request runs on its caller's thread only while the ensemble's runs are known to be quick
+    // (the last inline runs tell): a run preempted by the other tests running beside this one
+    // sends the requests to the dispatcher instead, so a few attempts are allowed.
+    for attempt in 1..=5 {
+        let inline: Vec<Prediction> = data.iter().map(|r| handle.predict_row(r).unwrap()).collect();
+        let before = batches(&engine);
+        let mut futures: Vec<_> = data.iter().map(|r| Box::pin(handle.predict_row_async(r))).collect();
+        // First polls: the first request claims the queue and yields, the others queue behind it;
+        // no dispatcher is woken, so nothing runs until it is polled again.
+        let pending = futures.iter_mut().all(|f| poll_once(f.as_mut()).is_pending());
+        std::thread::sleep(Duration::from_millis(20));
+        let first = if pending && batches(&engine) == before { poll_once(futures[0].as_mut()) } else { Poll::Pending };
+        let Poll::Ready(first) = first else {
+            futures.iter_mut().skip(1).for_each(|f| drop(wait(f.as_mut())));
+            assert!(attempt < 5, "the requests never coalesced on their callers' thread");
+            continue;
+        };
+        // Its second poll ran every queued row in one batch, here, and answered them all.
+        let mut queued = vec![first];
+        for (i, f) in futures.iter_mut().enumerate().skip(1) {
+            queued.push(ready(poll_once(f.as_mut()), &format!("request {i}")));
+        }
+        assert_eq!(batches(&engine), (before.0 + 1, before.1 + 32));
+        for (i, (q, p)) in queued.iter().zip(&inline).enumerate() {
+            let q = q.as_ref().unwrap();
+            assert!(q.fused && !q.degraded, "row {i}: {q:?}");
+            assert!((q.prediction - p.prediction).abs() < 1e-5, "row {i}: {} vs {}", q.prediction, p.prediction);
+        }
+        return;
+    }
+}
+
+#[test]
+fn a_claiming_request_dropped_before_it_serves_hands_the_queue_to_a_dispatcher() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine(home.path(), BreakerOptions::default());
+    let handle = engine.ensemble("market").unwrap();
+    let data = rows(&engine, "market", 2);
+    let inline = handle.predict_row(&data[1]).unwrap();
+    let mut claiming = Box::pin(handle.predict_row_async(&data[0]));
+    let mut waiting = Box::pin(handle.predict_row_async(&data[1]));
+    assert!(poll_once(claiming.as_mut()).is_pending());
+    assert!(poll_once(waiting.as_mut()).is_pending());
+    // Cancelled (a timeout, a dropped task): the row queued behind it must still be served.
+    drop(claiming);
+    let answer = wait(waiting.as_mut()).unwrap();
+    assert!((answer.prediction - inline.prediction).abs() < 1e-5);
 }

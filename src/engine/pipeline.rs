@@ -4,13 +4,14 @@
 //! quorum check and combination → tracking → settle (cache and last good answer stored, or the last
 //! good answer served stale below quorum). Every stage takes the request's [`Call`].
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::coalesce::{Answer, InlineSlot, Request};
+use super::coalesce::{Answer, InlineSlot, Request, YieldOnce};
 use super::counters::Path;
 use super::fused::{run_fused, FusedOutcome};
-use super::loaded::LoadedEnsemble;
+use super::loaded::{LoadedEnsemble, Outstanding};
 use super::member::{LoadedModel, Rows};
 use super::{EngineInner, InferenceEngine};
 use crate::adaptive::{Published, RegimeWeights};
@@ -392,20 +393,24 @@ impl EngineInner {
     }
 }
 
-/// One row without blocking the calling executor: queued to the ensemble's dispatcher, and the
-/// future resolves when it is answered.
-pub(super) async fn predict_queued(
+/// One row without blocking the calling executor: queued to the ensemble (or run at once when it
+/// is alone and quick), and the future resolves when it is answered. The request counts as
+/// outstanding from now, before its first poll.
+pub(super) fn predict_queued(
     engine: InferenceEngine,
     ens: Arc<LoadedEnsemble>,
     dense: Result<Vec<f32>>,
     started: Instant,
     deadline: Option<Instant>,
-) -> Result<Prediction> {
-    let dense = dense?;
-    let call = Call { ens: &ens, dense: &dense, rows: 1, started, deadline };
-    let result = queued_row(&engine.inner, &call).await;
-    ens.telemetry.single(&result, started);
-    result
+) -> impl Future<Output = Result<Prediction>> + Send + 'static {
+    let ens = Outstanding::new(ens);
+    async move {
+        let dense = dense?;
+        let call = Call { ens: &ens, dense: &dense, rows: 1, started, deadline };
+        let result = queued_row(&engine.inner, &call).await;
+        ens.telemetry.single(&result, started);
+        result
+    }
 }
 
 async fn queued_row(inner: &EngineInner, call: &Call<'_>) -> Result<Prediction> {
@@ -420,7 +425,12 @@ async fn queued_row(inner: &EngineInner, call: &Call<'_>) -> Result<Prediction> 
     drop(published);
     call.check_deadline()?;
     call.ens.telemetry.path(Path::Queued);
-    let answer = call.ens.queue.submit(call.dense, call.deadline, call.started).wait_async().await;
+    let (reply, claim) = call.ens.queue.submit_async(call.dense, call.deadline, call.started);
+    if let Some(claim) = claim {
+        YieldOnce(false).await;
+        claim.serve(inner, call.ens);
+    }
+    let answer = reply.wait_async().await;
     // Without a timer of its own the future cannot wake at the deadline; an answer that arrives
     // after it is refused as the synchronous caller's wait would have been.
     let answer = match call.deadline {
