@@ -11,8 +11,10 @@
 //! name; rows with non-finite values are skipped (counted in the report). `--native off` runs every
 //! member on ONNX Runtime (the fused model) rather than on native plans. `--baseline` (market
 //! ensemble only) also measures the three models called directly through ort on batches of 64 rows:
-//! on as many threads as the engine has dispatchers (the ratio the report gives), and on one thread
-//! per core.
+//! on as many threads as the engine has dispatchers (with batching on, the batches of an ensemble
+//! run one at a time per dispatcher: on the dispatcher, or on the caller holding the queue's claim;
+//! both at once only around a hand-off), which is the ratio the report gives, and on one thread per
+//! core (a ratio that also charges the engine with the callers' own work, which the raw loop lacks).
 //!
 //! Prints throughput, p50/p95/p99 and the counts of successes and failures; `--json` prints
 //! `{"throughput", "p50_ms", "p95_ms", "p99_ms", "ok", "failed", ...}`.
@@ -251,7 +253,7 @@ fn main() -> Result<()> {
         println!("ok {ok}, failed {failures}{}", first_error.map(|e| format!(" (first: {e})")).unwrap_or_default());
         if let Some((same, per_core)) = baseline {
             println!(
-                "baseline: the three models through raw ort at batch {BASELINE_BATCH}: {same:.0} rows/s on {engine_threads} thread(s) (as many as the engine's dispatchers), quorum reaches {:.1}%; {per_core:.0} rows/s on {cores} threads ({:.1}%)",
+                "baseline: the three models through raw ort at batch {BASELINE_BATCH}: {same:.0} rows/s on {engine_threads} thread(s) (one per dispatcher), quorum reaches {:.1}%; {per_core:.0} rows/s on {cores} threads ({:.1}%)",
                 100.0 * throughput / same,
                 100.0 * throughput / per_core
             );
