@@ -355,3 +355,28 @@ fn a_claiming_request_dropped_before_it_serves_hands_the_queue_to_a_dispatcher()
     let answer = wait(waiting.as_mut()).unwrap();
     assert!((answer.prediction - inline.prediction).abs() < 1e-5);
 }
+
+#[test]
+fn without_batching_concurrent_async_requests_to_a_quick_ensemble_each_run_at_their_first_poll() {
+    let home = tempfile::tempdir().unwrap();
+    common::market_engine(home.path());
+    let engine = InferenceEngine::builder(home.path()).without_persistence().with_native(false).build().unwrap();
+    let handle = engine.ensemble("market").unwrap();
+    let data = rows(&engine, "market", 16);
+    // As above, a run preempted by the tests beside this one may send the requests to a dispatcher.
+    for attempt in 1..=5 {
+        let inline: Vec<Prediction> = data.iter().map(|r| handle.predict_row(r).unwrap()).collect();
+        let mut futures: Vec<_> = data.iter().map(|r| Box::pin(handle.predict_row_async(r))).collect();
+        let answers: Vec<_> = futures.iter_mut().map(|f| poll_once(f.as_mut())).collect();
+        if answers.iter().any(Poll::is_pending) {
+            futures.iter_mut().zip(&answers).filter(|(_, a)| a.is_pending()).for_each(|(f, _)| drop(wait(f.as_mut())));
+            assert!(attempt < 5, "the requests never ran at their first poll");
+            continue;
+        }
+        for (i, (a, p)) in answers.into_iter().zip(&inline).enumerate() {
+            let a = ready(a, "an answered request").unwrap();
+            assert!((a.prediction - p.prediction).abs() < 1e-6, "row {i}");
+        }
+        return;
+    }
+}

@@ -19,8 +19,11 @@
 //! up to [`COMBINE_FOR`]; the rest goes to the dispatcher. Under load the batches then form on the
 //! executors' threads with no hand-off and no wake-up of another thread per batch (measured,
 //! `examples/load.rs`, 64 callers on 2 cores: 1.5× the dispatcher's throughput and half its p99).
-//! An ensemble without a batching member still has a queue for its asynchronous callers, whose
-//! requests then run one by one on as many dispatchers as there are cores.
+//! An ensemble without a batching member still has a queue for its asynchronous callers: while its
+//! runs are quick each request runs inline on its caller's thread, whoever else is calling (there is
+//! nothing to batch with, and the hand-off would cost more than the run: 64 callers then reach what
+//! two threads calling inline do); a slower one's requests run one by one on as many dispatchers as
+//! there are cores.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -138,6 +141,12 @@ impl EnsembleQueue {
     /// but they are outstanding, and they should queue together rather than run one by one.
     pub fn try_lone(&self) -> Option<InlineSlot<'_>> {
         let expected = self.batcher.expected_batch();
+        if !self.coalesce && !expected.is_zero() && expected <= QUICK {
+            // Nothing to batch with: a quick run costs less on the caller's thread than a
+            // hand-off, however many others are calling (as synchronous callers run inline).
+            self.inline.fetch_add(1, Ordering::Relaxed);
+            return Some(InlineSlot(&self.inline));
+        }
         let busy = self.outstanding.load(Ordering::Relaxed) > 1
             || !self.batcher.is_empty()
             || self.running.load(Ordering::Relaxed) > 0;
