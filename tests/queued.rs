@@ -301,48 +301,59 @@ fn wait<F: Future>(mut future: Pin<&mut F>) -> F::Output {
     }
 }
 
+/// The market ensemble on ONNX Runtime (fused) with `batching` on its members, where an
+/// asynchronous request may run on its caller's thread however long the ensemble's runs take (so
+/// that the choice does not depend on how fast a debug build on a busy machine runs them).
+fn engine_inline_async(home: &std::path::Path, batching: Option<BatchingOptions>) -> InferenceEngine {
+    common::market_engine(home);
+    let options = batching.map_or_else(ModelOptions::default, |b| ModelOptions::default().with_batching(b));
+    InferenceEngine::builder(home)
+        .without_persistence()
+        .with_native(false)
+        .with_default_model_options(options)
+        .with_async_inline_limit(Duration::from_secs(1))
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn async_requests_made_together_are_served_as_one_batch_by_the_first_of_them_on_its_own_thread() {
     let home = tempfile::tempdir().unwrap();
-    let engine = engine(home.path(), BreakerOptions::default());
+    let batching = BatchingOptions { max_batch: 64, ..BatchingOptions::default() };
+    let engine = engine_inline_async(home.path(), Some(batching));
     let handle = engine.ensemble("market").unwrap();
     let data = rows(&engine, "market", 32);
-    // A request runs on its caller's thread only while the ensemble's runs are known to be quick
-    // (the last inline runs tell): a run preempted by the other tests running beside this one
-    // sends the requests to the dispatcher instead, so a few attempts are allowed.
-    for attempt in 1..=5 {
-        let inline: Vec<Prediction> = data.iter().map(|r| handle.predict_row(r).unwrap()).collect();
-        let before = batches(&engine);
-        let mut futures: Vec<_> = data.iter().map(|r| Box::pin(handle.predict_row_async(r))).collect();
-        // First polls: the first request claims the queue and yields, the others queue behind it;
-        // no dispatcher is woken, so nothing runs until it is polled again.
-        let pending = futures.iter_mut().all(|f| poll_once(f.as_mut()).is_pending());
-        std::thread::sleep(Duration::from_millis(20));
-        let first = if pending && batches(&engine) == before { poll_once(futures[0].as_mut()) } else { Poll::Pending };
-        let Poll::Ready(first) = first else {
-            futures.iter_mut().skip(1).for_each(|f| drop(wait(f.as_mut())));
-            assert!(attempt < 5, "the requests never coalesced on their callers' thread");
-            continue;
-        };
-        // Its second poll ran every queued row in one batch, here, and answered them all.
-        let mut queued = vec![first];
-        for (i, f) in futures.iter_mut().enumerate().skip(1) {
-            queued.push(ready(poll_once(f.as_mut()), &format!("request {i}")));
-        }
-        assert_eq!(batches(&engine), (before.0 + 1, before.1 + 32));
-        for (i, (q, p)) in queued.iter().zip(&inline).enumerate() {
-            let q = q.as_ref().unwrap();
-            assert!(q.fused && !q.degraded, "row {i}: {q:?}");
-            assert!((q.prediction - p.prediction).abs() < 1e-5, "row {i}: {} vs {}", q.prediction, p.prediction);
-        }
-        return;
+    // Inline runs, which also give the queue its expected run time.
+    let inline: Vec<Prediction> = data.iter().map(|r| handle.predict_row(r).unwrap()).collect();
+    // The queue's first use starts its dispatcher, which serves whatever it finds queued when it
+    // starts: a first round of queued requests, so that the dispatcher is parked before the second.
+    let mut first_round: Vec<_> = data[..2].iter().map(|r| Box::pin(handle.predict_row_async(r))).collect();
+    first_round.iter_mut().for_each(|f| drop(wait(f.as_mut())));
+    std::thread::sleep(Duration::from_millis(100));
+    let before = batches(&engine);
+    let mut futures: Vec<_> = data.iter().map(|r| Box::pin(handle.predict_row_async(r))).collect();
+    // First polls: the first request claims the queue and yields, the others queue behind it; no
+    // dispatcher is woken, so nothing runs until it is polled again.
+    for (i, f) in futures.iter_mut().enumerate() {
+        assert!(poll_once(f.as_mut()).is_pending(), "request {i} was answered at its first poll");
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(batches(&engine), before);
+    // Its second poll runs every queued row in one batch, here, and answers them all.
+    let queued: Vec<_> =
+        futures.iter_mut().enumerate().map(|(i, f)| ready(poll_once(f.as_mut()), &format!("request {i}"))).collect();
+    assert_eq!(batches(&engine), (before.0 + 1, before.1 + 32));
+    for (i, (q, p)) in queued.iter().zip(&inline).enumerate() {
+        let q = q.as_ref().unwrap();
+        assert!(q.fused && !q.degraded, "row {i}: {q:?}");
+        assert!((q.prediction - p.prediction).abs() < 1e-5, "row {i}: {} vs {}", q.prediction, p.prediction);
     }
 }
 
 #[test]
 fn a_claiming_request_dropped_before_it_serves_hands_the_queue_to_a_dispatcher() {
     let home = tempfile::tempdir().unwrap();
-    let engine = engine(home.path(), BreakerOptions::default());
+    let engine = engine_inline_async(home.path(), Some(BatchingOptions::default()));
     let handle = engine.ensemble("market").unwrap();
     let data = rows(&engine, "market", 2);
     let inline = handle.predict_row(&data[1]).unwrap();
@@ -359,24 +370,38 @@ fn a_claiming_request_dropped_before_it_serves_hands_the_queue_to_a_dispatcher()
 #[test]
 fn without_batching_concurrent_async_requests_to_a_quick_ensemble_each_run_at_their_first_poll() {
     let home = tempfile::tempdir().unwrap();
-    common::market_engine(home.path());
-    let engine = InferenceEngine::builder(home.path()).without_persistence().with_native(false).build().unwrap();
+    let engine = engine_inline_async(home.path(), None);
     let handle = engine.ensemble("market").unwrap();
     let data = rows(&engine, "market", 16);
-    // As above, a run preempted by the tests beside this one may send the requests to a dispatcher.
-    for attempt in 1..=5 {
-        let inline: Vec<Prediction> = data.iter().map(|r| handle.predict_row(r).unwrap()).collect();
-        let mut futures: Vec<_> = data.iter().map(|r| Box::pin(handle.predict_row_async(r))).collect();
-        let answers: Vec<_> = futures.iter_mut().map(|f| poll_once(f.as_mut())).collect();
-        if answers.iter().any(Poll::is_pending) {
-            futures.iter_mut().zip(&answers).filter(|(_, a)| a.is_pending()).for_each(|(f, _)| drop(wait(f.as_mut())));
-            assert!(attempt < 5, "the requests never ran at their first poll");
-            continue;
-        }
-        for (i, (a, p)) in answers.into_iter().zip(&inline).enumerate() {
-            let a = ready(a, "an answered request").unwrap();
-            assert!((a.prediction - p.prediction).abs() < 1e-6, "row {i}");
-        }
-        return;
+    let inline: Vec<Prediction> = data.iter().map(|r| handle.predict_row(r).unwrap()).collect();
+    let mut futures: Vec<_> = data.iter().map(|r| Box::pin(handle.predict_row_async(r))).collect();
+    for (i, (f, p)) in futures.iter_mut().zip(&inline).enumerate() {
+        let answer = ready(poll_once(f.as_mut()), &format!("request {i}")).unwrap();
+        assert!((answer.prediction - p.prediction).abs() < 1e-6, "row {i}");
     }
+}
+
+#[test]
+fn with_a_max_delay_async_requests_wait_for_the_dispatcher_to_hold_their_batch_open() {
+    let home = tempfile::tempdir().unwrap();
+    let delay = Duration::from_millis(30);
+    let batching = BatchingOptions { max_batch: 64, max_delay: delay, ..BatchingOptions::default() };
+    let engine = engine_inline_async(home.path(), Some(batching));
+    let handle = engine.ensemble("market").unwrap();
+    let data = rows(&engine, "market", 3);
+    // Were it not for the delay, a caller would serve the queue (as in the tests above).
+    for r in &data {
+        handle.predict_row(r).unwrap();
+    }
+    let before = batches(&engine);
+    let made = Instant::now();
+    let mut futures: Vec<_> = data.iter().map(|r| Box::pin(handle.predict_row_async(r))).collect();
+    assert!(futures.iter_mut().all(|f| poll_once(f.as_mut()).is_pending()));
+    // No caller serves the queue in its place: the first request is not answered at its next poll.
+    assert!(poll_once(futures[0].as_mut()).is_pending());
+    for f in &mut futures {
+        wait(f.as_mut()).unwrap();
+    }
+    assert!(made.elapsed() >= delay, "answered after {:?}", made.elapsed());
+    assert_eq!(batches(&engine), (before.0 + 1, before.1 + 3));
 }

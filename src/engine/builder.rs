@@ -40,6 +40,7 @@ pub struct EngineBuilder {
     autoscale: AutoscaleSettings,
     fusion: bool,
     native: bool,
+    async_inline_limit: Duration,
     state_url: Option<StateUrl>,
     inference_log: Option<InferenceLogOptions>,
 }
@@ -75,6 +76,7 @@ impl EngineBuilder {
             autoscale: AutoscaleSettings::default(),
             fusion: true,
             native: true,
+            async_inline_limit: super::coalesce::QUICK,
             state_url: None,
             inference_log: None,
         }
@@ -164,6 +166,16 @@ impl EngineBuilder {
     /// model runs on, and why.
     pub fn with_native(mut self, native: bool) -> Self {
         self.native = native;
+        self
+    }
+
+    /// The longest an asynchronous request may run on its caller's thread — alone, or serving the
+    /// queued requests of others with its own — judged by the ensemble's recent runs (default
+    /// 50 µs, tokio's guidance for work between two awaits being 10 to 100 µs). An ensemble whose
+    /// runs take longer has its asynchronous requests served by its dispatcher threads; zero sends
+    /// them all there.
+    pub fn with_async_inline_limit(mut self, limit: Duration) -> Self {
+        self.async_inline_limit = limit;
         self
     }
 
@@ -274,6 +286,7 @@ impl EngineBuilder {
             memory_budget: self.memory_budget,
             fusion: self.fusion,
             native: self.native,
+            async_inline_limit: self.async_inline_limit,
             experiments: Mutex::new(Vec::new()),
             flush_errors: Default::default(),
             gpus: if on_gpu { crate::telemetry::Gpus::open() } else { None },

@@ -8,8 +8,8 @@
 //! A synchronous caller of an ensemble that batches runs inline while nothing is queued and fewer
 //! than `dispatchers` callers run inline; otherwise it queues and parks. An asynchronous caller runs
 //! inline, on the executor's thread, only when it is alone (no other asynchronous request
-//! outstanding, nothing queued or running, nobody inline) and the ensemble's runs are quick (under
-//! [`QUICK`]): then a hand-off would cost more than the run. Otherwise it queues, so that
+//! outstanding, nothing queued or running, nobody inline) and the ensemble's runs are quick (by
+//! default under [`QUICK`]): then a hand-off would cost more than the run. Otherwise it queues, so that
 //! concurrent asynchronous callers batch.
 //!
 //! While the ensemble's runs are quick, queued asynchronous requests are served by their callers
@@ -35,9 +35,10 @@ use crate::batching::{Batcher, BatchingOptions, Reply, Ticket};
 use crate::error::Result;
 use crate::prediction::BatchPrediction;
 
-/// The longest an asynchronous caller's run may take to run inline on its executor's thread (the
-/// ensemble's expected run time, [`Batcher::expected_batch`]): tokio's own guidance for work
-/// between two awaits is 10 to 100 µs.
+/// The default longest an asynchronous caller's run may take to run on its executor's thread (the
+/// ensemble's expected run time, [`Batcher::expected_batch`]; see
+/// [`EngineBuilder::with_async_inline_limit`](super::EngineBuilder::with_async_inline_limit)):
+/// tokio's own guidance for work between two awaits is 10 to 100 µs.
 pub(super) const QUICK: Duration = Duration::from_micros(50);
 
 /// How long an asynchronous caller may go on serving the queue before it hands what is still
@@ -65,6 +66,8 @@ pub(super) struct EnsembleQueue {
     pub batcher: Batcher<Request>,
     /// Some member batches: queued requests run together. Otherwise each runs on its own.
     pub coalesce: bool,
+    /// The longest expected run an asynchronous caller runs on its own thread (default [`QUICK`]).
+    quick: Duration,
     /// Synchronous callers running inline now.
     inline: AtomicUsize,
     /// Batches running now (on the dispatchers or a combining caller).
@@ -88,9 +91,11 @@ impl Drop for InlineSlot<'_> {
 }
 
 impl EnsembleQueue {
+    /// A queue of rows of `width` values; `quick` as in [`EnsembleQueue::is_quick`].
     pub fn new(
         name: &str,
         width: usize,
+        quick: Duration,
         members: &[Member],
         engine: Weak<EngineInner>,
         ens: Weak<dyn BatchTarget>,
@@ -99,6 +104,7 @@ impl EnsembleQueue {
         EnsembleQueue {
             batcher: Batcher::new(format!("ensemble {name:?}"), width, options),
             coalesce,
+            quick,
             inline: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             combining: AtomicBool::new(false),
@@ -141,7 +147,7 @@ impl EnsembleQueue {
     /// but they are outstanding, and they should queue together rather than run one by one.
     pub fn try_lone(&self) -> Option<InlineSlot<'_>> {
         let expected = self.batcher.expected_batch();
-        if !self.coalesce && !expected.is_zero() && expected <= QUICK {
+        if !self.coalesce && self.is_quick(expected) {
             // Nothing to batch with: a quick run costs less on the caller's thread than a
             // hand-off, however many others are calling (as synchronous callers run inline).
             self.inline.fetch_add(1, Ordering::Relaxed);
@@ -150,7 +156,7 @@ impl EnsembleQueue {
         let busy = self.outstanding.load(Ordering::Relaxed) > 1
             || !self.batcher.is_empty()
             || self.running.load(Ordering::Relaxed) > 0;
-        if expected.is_zero() || expected > QUICK || busy {
+        if !self.is_quick(expected) || busy {
             return None;
         }
         if self.inline.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -173,7 +179,7 @@ impl EnsembleQueue {
     }
 
     /// An asynchronous caller's [`EnsembleQueue::submit`]: while the ensemble's batches are quick
-    /// and it coalesces, the row is queued without waking the dispatcher, and the first caller to
+    /// and it coalesces without a `max_delay`, the row is queued without waking the dispatcher, and the first caller to
     /// find nobody serving the queue gets the [`Claim`] to serve it: it yields once (so that the
     /// other callers ready on its executor queue their rows first) and then runs what is queued,
     /// its own row included, on its own thread.
@@ -184,7 +190,9 @@ impl EnsembleQueue {
         started: Instant,
     ) -> (Request, Option<Claim<'_>>) {
         let expected = self.batcher.expected_batch();
-        if !self.coalesce || expected.is_zero() || expected > QUICK {
+        // A batch held open for `max_delay` is the dispatcher's to hold: a caller never waits.
+        let held_open = !self.batcher.options().max_delay.is_zero();
+        if !self.coalesce || held_open || !self.is_quick(expected) {
             return (self.submit(row, deadline, started), None);
         }
         self.spawn_once();
@@ -198,6 +206,12 @@ impl EnsembleQueue {
         fence(Ordering::SeqCst);
         let claim = self.try_claim().then(|| Claim { queue: self, live: true });
         (reply, claim)
+    }
+
+    /// Whether runs expected to take `expected` may run on an asynchronous caller's thread (not
+    /// before the first run is measured).
+    fn is_quick(&self, expected: Duration) -> bool {
+        !expected.is_zero() && expected <= self.quick
     }
 
     fn try_claim(&self) -> bool {

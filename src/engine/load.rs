@@ -193,6 +193,7 @@ impl InferenceEngine {
         let log_context = Arc::new(LogContext::new(&config.name, config.version, schema.names(), &member_names));
         static LOADS: AtomicU64 = AtomicU64::new(1);
         let (engine, width) = (Arc::downgrade(&self.inner), schema.names().len());
+        let quick = self.inner.async_inline_limit;
         let loaded = Arc::new_cyclic(|me: &std::sync::Weak<LoadedEnsemble>| LoadedEnsemble {
             id: LOADS.fetch_add(1, Ordering::Relaxed),
             key: EnsembleKey {
@@ -205,7 +206,7 @@ impl InferenceEngine {
             task,
             schema,
             batched: members.iter().any(|m| m.model.batching.is_some()),
-            queue: Arc::new(EnsembleQueue::new(&config.name, width, &members, engine, me.clone())),
+            queue: Arc::new(EnsembleQueue::new(&config.name, width, quick, &members, engine, me.clone())),
             fused,
             schema_id,
             members,

@@ -112,6 +112,8 @@ struct EngineInner {
     fusion: bool,
     /// Whether models whose graphs compile run on their native plans.
     native: bool,
+    /// See [`EngineBuilder::with_async_inline_limit`].
+    async_inline_limit: std::time::Duration,
     /// Experiments this engine has taken up (running, paused or ended since).
     experiments: Mutex<Vec<Arc<route::RunningExperiment>>>,
     /// Failed background writes to the state store (a metric; the next flush retries).
