@@ -230,31 +230,10 @@ impl<T> Batcher<T> {
         (self.batch_rows.snapshot(), self.queue_wait.snapshot())
     }
 
-    /// Queues one row; `enqueued` is when the request began. A closed or full queue hands the
-    /// request back with the error to answer it with.
-    pub fn enqueue(
-        &self,
-        row: &[f32],
-        request: T,
-        deadline: Option<Instant>,
-        enqueued: Instant,
-    ) -> std::result::Result<(), (T, Error)> {
-        self.push(row, Ticket { request, deadline, enqueued }, true)
-    }
-
-    /// [`Batcher::enqueue`] without waking a parked dispatcher: for a caller that runs what is
-    /// queued itself, or hands it over with [`Batcher::wake_dispatcher`].
-    pub fn enqueue_quiet(
-        &self,
-        row: &[f32],
-        request: T,
-        deadline: Option<Instant>,
-        enqueued: Instant,
-    ) -> std::result::Result<(), (T, Error)> {
-        self.push(row, Ticket { request, deadline, enqueued }, false)
-    }
-
-    fn push(&self, row: &[f32], ticket: Ticket<T>, wake: bool) -> std::result::Result<(), (T, Error)> {
+    /// Queues one row (its ticket's `enqueued` is when the request began), waking a parked
+    /// dispatcher if `wake` (a caller that serves the queue itself does not). A closed or full
+    /// queue hands the request back with the error to answer it with.
+    pub fn enqueue(&self, row: &[f32], ticket: Ticket<T>, wake: bool) -> std::result::Result<(), (T, Error)> {
         debug_assert_eq!(row.len(), self.width);
         let mut queue = self.lock();
         if queue.closed {

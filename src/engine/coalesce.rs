@@ -170,12 +170,21 @@ impl EnsembleQueue {
     /// Queues one dense row (schema order); the reply resolves with its batch, or at once with the
     /// error of a full or closed queue.
     pub fn submit(self: &Arc<Self>, row: &[f32], deadline: Option<Instant>, started: Instant) -> Request {
+        self.push(row, Ticket { request: Reply::new(), deadline, enqueued: started }, true).0
+    }
+
+    /// Queues `ticket`'s row (see [`Batcher::enqueue`]); its reply, and whether it was queued
+    /// (otherwise it is answered with the refusal already).
+    fn push(self: &Arc<Self>, row: &[f32], ticket: Ticket<Request>, wake: bool) -> (Request, bool) {
         self.spawn_once();
-        let reply = Reply::new();
-        if let Err((request, error)) = self.batcher.enqueue(row, Arc::clone(&reply), deadline, started) {
-            request.send(Err(error));
+        let reply = Arc::clone(&ticket.request);
+        match self.batcher.enqueue(row, ticket, wake) {
+            Ok(()) => (reply, true),
+            Err((request, error)) => {
+                request.send(Err(error));
+                (reply, false)
+            }
         }
-        reply
     }
 
     /// An asynchronous caller's [`EnsembleQueue::submit`]: while the ensemble's batches are quick
@@ -195,10 +204,8 @@ impl EnsembleQueue {
         if !self.coalesce || held_open || !self.is_quick(expected) {
             return (self.submit(row, deadline, started), None);
         }
-        self.spawn_once();
-        let reply = Reply::new();
-        if let Err((request, error)) = self.batcher.enqueue_quiet(row, Arc::clone(&reply), deadline, started) {
-            request.send(Err(error));
+        let (reply, queued) = self.push(row, Ticket { request: Reply::new(), deadline, enqueued: started }, false);
+        if !queued {
             return (reply, None);
         }
         // Pairs with the fence after a claim is let go: either the holder sees this row, or this
