@@ -316,6 +316,14 @@ fn engine_inline_async(home: &std::path::Path, batching: Option<BatchingOptions>
         .unwrap()
 }
 
+/// The queue's first use starts its dispatcher, which serves whatever it finds queued when it
+/// starts: a first round of queued requests, so that the dispatcher is parked before the test's.
+fn park_the_dispatcher(handle: &quorum::EnsembleHandle, data: &[Vec<f32>]) {
+    let mut first_round: Vec<_> = data[..2].iter().map(|r| Box::pin(handle.predict_row_async(r))).collect();
+    first_round.iter_mut().for_each(|f| drop(wait(f.as_mut())));
+    std::thread::sleep(Duration::from_millis(100));
+}
+
 #[test]
 fn async_requests_made_together_are_served_as_one_batch_by_the_first_of_them_on_its_own_thread() {
     let home = tempfile::tempdir().unwrap();
@@ -325,11 +333,7 @@ fn async_requests_made_together_are_served_as_one_batch_by_the_first_of_them_on_
     let data = rows(&engine, "market", 32);
     // Inline runs, which also give the queue its expected run time.
     let inline: Vec<Prediction> = data.iter().map(|r| handle.predict_row(r).unwrap()).collect();
-    // The queue's first use starts its dispatcher, which serves whatever it finds queued when it
-    // starts: a first round of queued requests, so that the dispatcher is parked before the second.
-    let mut first_round: Vec<_> = data[..2].iter().map(|r| Box::pin(handle.predict_row_async(r))).collect();
-    first_round.iter_mut().for_each(|f| drop(wait(f.as_mut())));
-    std::thread::sleep(Duration::from_millis(100));
+    park_the_dispatcher(&handle, &data);
     let before = batches(&engine);
     let mut futures: Vec<_> = data.iter().map(|r| Box::pin(handle.predict_row_async(r))).collect();
     // First polls: the first request claims the queue and yields, the others queue behind it; no
@@ -357,6 +361,7 @@ fn a_claiming_request_dropped_before_it_serves_hands_the_queue_to_a_dispatcher()
     let handle = engine.ensemble("market").unwrap();
     let data = rows(&engine, "market", 2);
     let inline = handle.predict_row(&data[1]).unwrap();
+    park_the_dispatcher(&handle, &data);
     let mut claiming = Box::pin(handle.predict_row_async(&data[0]));
     let mut waiting = Box::pin(handle.predict_row_async(&data[1]));
     assert!(poll_once(claiming.as_mut()).is_pending());
