@@ -170,7 +170,7 @@ pub use input_map::InputMap;
 /// A model's declared inputs and outputs, as serving protocols describe them.
 pub use onnx::{graph_io, GraphIo, TensorInfo};
 pub use optimizer::{OptimizeOptions, OptimizeReport, Optimizer};
-pub use prediction::{BatchPrediction, ExperimentArm, MemberRun, ModelContribution, Prediction};
+pub use prediction::{BatchPrediction, ExperimentArm, MemberRun, ModelContribution, Name, Prediction};
 pub use registry::{
     check_version, Lineage, ModelKind, ModelMetadata, ModelRegistration, ModelSummary, OutputSpec, Registry,
     RemoteRegistration, Task, VersionSpec, MAX_VERSION,

@@ -161,7 +161,7 @@ impl EngineInner {
 /// let features = Features::new().with("vix", 13.5).with("vix_chg_1d", -0.02).with("vix_chg_5d", 0.05)
 ///     .with("vix_rel_20d", 0.01).with("vix_zscore_60d", -0.4);
 /// let prediction = std::thread::spawn(move || worker.predict("market", &features)).join().unwrap()?;
-/// assert_eq!(prediction.ensemble.as_ref(), "market");
+/// assert_eq!(prediction.ensemble.as_str(), "market");
 /// # Ok(())
 /// # }
 /// ```

@@ -18,7 +18,7 @@ use crate::adaptive::{Published, RegimeWeights};
 use crate::batching::Ticket;
 use crate::cache::CacheKey;
 use crate::error::{Error, Result};
-use crate::prediction::{BatchPrediction, MemberRun, Prediction};
+use crate::prediction::{name_of, BatchPrediction, MemberRun, Prediction};
 use crate::regime::Regime;
 use crate::state::inference_log::InferenceRecord;
 use crate::strategy::{MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
@@ -80,16 +80,16 @@ impl Answers {
     fn stood_in(&mut self, i: usize, stand_in: &LoadedModel, answered: bool, latency_ms: f64) {
         self.runs[i].latency_ms += latency_ms;
         if answered {
-            self.runs[i].fallback = Some(Arc::clone(&stand_in.name));
+            self.runs[i].fallback = Some(name_of(&stand_in.name));
         }
     }
 }
 
 fn member_run(model: &LoadedModel, latency_ms: f64, error: Option<String>) -> MemberRun {
     MemberRun {
-        model: Arc::clone(&model.name),
+        model: name_of(&model.name),
         version: model.meta.version,
-        class: model.class.clone(),
+        class: model.class.as_ref().map(name_of),
         latency_ms,
         error,
         fallback: None,
@@ -253,9 +253,15 @@ impl EngineInner {
     }
 
     /// A cache hit (tracked like any prediction, under a new request id), or the key to store under.
+    /// Whether `ens`'s predictions go through the prediction cache (not with regimes: a row's
+    /// regime depends on the rows before it).
+    fn caches(&self, ens: &LoadedEnsemble) -> bool {
+        self.cache.is_some() && !ens.key.learning.has_regimes()
+    }
+
     fn lookup(&self, call: &Call<'_>, published: &Published) -> Lookup {
         let ens = call.ens;
-        let Some(cache) = self.cache.as_ref().filter(|_| !ens.key.learning.has_regimes()) else {
+        let Some(cache) = self.cache.as_ref().filter(|_| self.caches(ens)) else {
             return Lookup::Miss(None);
         };
         // The key's epoch is the snapshot's the prediction is computed with.
@@ -375,7 +381,7 @@ impl EngineInner {
             regimes.push(regime);
         }
         Ok(BatchPrediction {
-            ensemble: Arc::clone(&ens.key.name),
+            ensemble: name_of(&ens.key.name),
             ensemble_version: ens.key.version,
             task: ens.task,
             first_request_id,
@@ -414,12 +420,19 @@ pub(super) fn predict_queued(
 }
 
 async fn queued_row(inner: &EngineInner, call: &Call<'_>) -> Result<Prediction> {
-    let published = call.ens.key.learning.published();
-    let key = match inner.lookup(call, &published) {
-        Lookup::Hit(p) => return Ok(p),
-        Lookup::Miss(key) => key,
-    };
+    // The learning snapshot only where it is used here (the cache's key, a lone run): a queued row's
+    // batch reads its own, and each read takes a lock and a count that every caller shares.
+    let (mut published, mut key) = (None, None);
+    if inner.caches(call.ens) {
+        let snapshot = call.ens.key.learning.published();
+        key = match inner.lookup(call, &snapshot) {
+            Lookup::Hit(p) => return Ok(p),
+            Lookup::Miss(key) => key,
+        };
+        published = Some(snapshot);
+    }
     if let Some(slot) = call.ens.queue.try_lone() {
+        let published = published.unwrap_or_else(|| call.ens.key.learning.published());
         return inner.run_inline(call, published, key, Some(slot));
     }
     drop(published);

@@ -166,7 +166,7 @@ impl RunningExperiment {
             .collect::<Result<Vec<usize>>>()?;
         let same = indices.len() == control_names.len() && indices.iter().enumerate().all(|(i, &j)| i == j);
         let name: Arc<str> = Arc::from(experiment.config.name.as_str());
-        let tag = |arm| ExperimentArm { name: Arc::clone(&name), arm };
+        let tag = |arm| ExperimentArm { name: crate::prediction::name_of(&name), arm };
         Ok(RunningExperiment {
             control_version: experiment.config.control,
             treatment_version: treatment.config.version,
