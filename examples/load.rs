@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example load -- [--home DIR] [--ensemble NAME] [--data FILE.csv]
 //!     [--concurrency C] [--seconds T] [--batching on|off] [--max-batch N] [--max-delay-us US]
+//!     [--dispatchers N]
 //!     [--cache on|off] [--native on|off] [--baseline] [--json]
 //! ```
 //!
@@ -41,6 +42,7 @@ struct Args {
     batching: bool,
     max_batch: usize,
     max_delay_us: u64,
+    dispatchers: usize,
     cache: bool,
     native: bool,
     baseline: bool,
@@ -57,6 +59,7 @@ fn parse_args() -> Result<Args> {
         batching: true,
         max_batch: 256,
         max_delay_us: 0,
+        dispatchers: 1,
         cache: false,
         native: true,
         baseline: false,
@@ -80,6 +83,10 @@ fn parse_args() -> Result<Args> {
             "--batching" => args.batching = on_off(it.next(), "--batching")?,
             "--max-batch" => args.max_batch = value()?.parse().map_err(|_| bad("--max-batch takes a count"))?,
             "--max-delay-us" => args.max_delay_us = value()?.parse().map_err(|_| bad("--max-delay-us takes µs"))?,
+            "--dispatchers" => {
+                args.dispatchers =
+                    value()?.parse().ok().filter(|&n| n > 0).ok_or_else(|| bad("--dispatchers takes a count ≥ 1"))?;
+            }
             "--cache" => args.cache = on_off(it.next(), "--cache")?,
             "--native" => args.native = on_off(it.next(), "--native")?,
             "--baseline" => args.baseline = true,
@@ -137,6 +144,7 @@ fn main() -> Result<()> {
     let batching = BatchingOptions {
         max_batch: args.max_batch,
         max_delay: Duration::from_micros(args.max_delay_us),
+        dispatchers: args.dispatchers,
         ..BatchingOptions::default()
     };
     let model_options =

@@ -16,6 +16,7 @@ use crate::adaptive::Learning;
 use crate::ensemble::EnsembleConfig;
 use crate::error::{Error, Result};
 use crate::features::Schema;
+use crate::prediction::Name;
 use crate::registry::{ModelMetadata, VersionSpec};
 use crate::state::inference_log::LogContext;
 use crate::state::{Flush, WeightsRow};
@@ -189,17 +190,18 @@ impl InferenceEngine {
             None => Arc::new(EnsembleTelemetry::new()),
         };
         let schema_id = schema.fingerprint();
-        let member_names: Vec<Arc<str>> = members.iter().map(|m| Arc::clone(&m.model.name)).collect();
+        let member_names: Vec<Arc<str>> = members.iter().map(|m| Arc::from(m.model.name.as_str())).collect();
         let log_context = Arc::new(LogContext::new(&config.name, config.version, schema.names(), &member_names));
         static LOADS: AtomicU64 = AtomicU64::new(1);
         let (engine, width) = (Arc::downgrade(&self.inner), schema.names().len());
         let quick = self.inner.async_inline_limit;
         let loaded = Arc::new_cyclic(|me: &std::sync::Weak<LoadedEnsemble>| LoadedEnsemble {
             id: LOADS.fetch_add(1, Ordering::Relaxed),
+            name: Name::new(&config.name),
             key: EnsembleKey {
                 name: Arc::from(config.name.as_str()),
                 version: config.version,
-                members: members.iter().map(|m| Arc::clone(&m.model.name)).collect(),
+                members: member_names.iter().map(Arc::clone).collect(),
                 member_versions: members.iter().map(|m| m.model.meta.version).collect(),
                 learning,
             },

@@ -11,7 +11,7 @@ use crate::batching::Ticket;
 use crate::ensemble::EnsembleConfig;
 use crate::features::Schema;
 use crate::fusion::FusedSessions;
-use crate::prediction::Prediction;
+use crate::prediction::{Name, Prediction};
 use crate::registry::Task;
 use crate::state::inference_log::LogContext;
 use crate::tracking::EnsembleKey;
@@ -20,6 +20,8 @@ use crate::tracking::EnsembleKey;
 pub(super) struct LoadedEnsemble {
     /// Unique per load: pins the ensemble version and its members' versions in cache keys.
     pub id: u64,
+    /// The ensemble's name, as its predictions report it.
+    pub name: Name,
     pub config: EnsembleConfig,
     pub key: EnsembleKey,
     pub task: Task,

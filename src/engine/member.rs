@@ -16,6 +16,7 @@ use crate::breaker::{BreakerOptions, CircuitBreaker};
 use crate::error::{Error, Result};
 use crate::features::gather;
 use crate::native::{self, ExecutorInfo, NativeModel};
+use crate::prediction::Name;
 use crate::registry::{self, ModelMetadata, OutputSpec, Registry};
 use crate::remote::{RemoteModel, DEFAULT_REMOTE_TIMEOUT};
 use crate::replicas::{LoadPolicy, ModelOptions, ReplicaPool, RunOutcome};
@@ -132,10 +133,10 @@ impl FaultSlot {
 
 /// A model with its replicas, its request queue and its circuit breaker.
 pub(super) struct LoadedModel {
-    pub name: Arc<str>,
-    /// The class label its prediction is the probability of (`output.label`), shared by every
-    /// prediction that reports it.
-    pub class: Option<Arc<str>>,
+    /// Its name, as every prediction reports it (a [`Name`]: cloned per row without a shared count).
+    pub name: Name,
+    /// The class label its prediction is the probability of (`output.label`).
+    pub class: Option<Name>,
     pub meta: ModelMetadata,
     pub pool: ReplicaPool,
     /// The model's native plan, when it has one that agreed with ONNX Runtime at load: every call
@@ -241,8 +242,8 @@ impl LoadedModel {
         // callers run inline on the pool.
         let batching = options.batching.filter(|_| meta.max_batch != Some(1));
         Ok(LoadedModel {
-            name: Arc::from(meta.name.as_str()),
-            class: meta.output.label.as_deref().map(Arc::from),
+            name: Name::new(&meta.name),
+            class: meta.output.label.as_deref().map(Name::new),
             batching,
             batches: AtomicU64::new(0),
             batched_rows: AtomicU64::new(0),

@@ -18,7 +18,7 @@ use crate::adaptive::{Published, RegimeWeights};
 use crate::batching::Ticket;
 use crate::cache::CacheKey;
 use crate::error::{Error, Result};
-use crate::prediction::{name_of, BatchPrediction, MemberRun, Prediction};
+use crate::prediction::{BatchPrediction, MemberRun, Prediction};
 use crate::regime::Regime;
 use crate::state::inference_log::InferenceRecord;
 use crate::strategy::{MajorityVote, SoftVote, Stacking, Strategy, StrategyKind};
@@ -80,16 +80,16 @@ impl Answers {
     fn stood_in(&mut self, i: usize, stand_in: &LoadedModel, answered: bool, latency_ms: f64) {
         self.runs[i].latency_ms += latency_ms;
         if answered {
-            self.runs[i].fallback = Some(name_of(&stand_in.name));
+            self.runs[i].fallback = Some(stand_in.name.clone());
         }
     }
 }
 
 fn member_run(model: &LoadedModel, latency_ms: f64, error: Option<String>) -> MemberRun {
     MemberRun {
-        model: name_of(&model.name),
+        model: model.name.clone(),
         version: model.meta.version,
-        class: model.class.as_ref().map(name_of),
+        class: model.class.clone(),
         latency_ms,
         error,
         fallback: None,
@@ -381,7 +381,7 @@ impl EngineInner {
             regimes.push(regime);
         }
         Ok(BatchPrediction {
-            ensemble: name_of(&ens.key.name),
+            ensemble: ens.name.clone(),
             ensemble_version: ens.key.version,
             task: ens.task,
             first_request_id,

@@ -89,7 +89,8 @@ fn stripe() -> usize {
     })
 }
 
-/// A monotonically increasing count.
+/// A monotonically increasing count (its stripes on the heap, so that a struct of counters stays
+/// small).
 #[derive(Debug, Default)]
 pub struct Counter(Box<[Line; STRIPES]>);
 
