@@ -213,6 +213,30 @@ fn the_same_keys_land_in_the_same_arm_in_two_engines_and_the_split_holds() {
 }
 
 #[test]
+fn an_async_request_is_tagged_with_the_arm_a_synchronous_one_with_its_key_gets() {
+    let home = tempfile::tempdir().expect("home");
+    let engine = market_engine(home.path());
+    market_version(&engine, ["technical", "fundamental", "sentiment"]);
+    let mut config = ExperimentConfig::new("async", "market", 1, 2);
+    config.steps = vec![50.0, 100.0];
+    engine.start_experiment(config).expect("start");
+    let handle = engine.ensemble("market").expect("handle");
+    let features = &holdout_features(1)[0];
+    let row: Vec<f32> = handle.feature_names().iter().map(|n| features.get(n).expect("feature")).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let mut treated = 0;
+    for i in 0..200 {
+        let key = format!("account-{i}");
+        let sync = handle.predict_routed(features, Some(&key), None).expect("predict");
+        let queued = runtime.block_on(handle.predict_row_async_routed(&row, Some(&key), None)).expect("predict");
+        let arm = queued.experiment.expect("tagged").arm;
+        assert_eq!(sync.experiment.expect("tagged").arm, arm, "{key}");
+        treated += usize::from(arm == Arm::Treatment);
+    }
+    assert!(treated > 0 && treated < 200, "{treated} of 200 keys treated");
+}
+
+#[test]
 fn a_restarted_engine_continues_the_experiment_where_it_was() {
     let home = tempfile::tempdir().expect("home");
     let before = {

@@ -271,6 +271,20 @@ fn a_lone_async_caller_queues_once_the_ensembles_runs_are_slow() {
     assert_eq!(engine.replicas(Some("technical"))[0].batches, before + 5);
 }
 
+#[test]
+fn an_async_request_future_is_at_most_512_bytes() {
+    // Every outstanding request holds one (a flood of 100,000 holds that many), and each `.await`
+    // moves it: a future awaited inside another is held twice (744 bytes before it was one).
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine(home.path(), BreakerOptions::default());
+    let handle = engine.ensemble("market").unwrap();
+    let row = rows(&engine, "market", 1).remove(0);
+    let future = handle.predict_row_async(&row);
+    let size = std::mem::size_of_val(&future);
+    assert!(size <= 512, "{size} bytes");
+    drop(future);
+}
+
 /// Polls `future` once, with a waker that does nothing (the test polls again itself).
 fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
     future.poll(&mut Context::from_waker(Waker::noop()))

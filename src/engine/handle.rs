@@ -521,7 +521,6 @@ impl EnsembleHandle {
     }
 }
 
-/// Counts a routed request for its arm's guardrails and marks its prediction with the arm.
 /// The queued pipeline on `ens`, its answer tagged with the experiment arm it was routed to.
 fn tagged(
     engine: InferenceEngine,
@@ -531,16 +530,13 @@ fn tagged(
     deadline: Option<Instant>,
     route: Option<(Arc<RunningExperiment>, Arm)>,
 ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
-    let future = predict_queued(engine, ens, dense, started, deadline);
-    async move {
-        let result = future.await;
-        match route {
-            Some((running, arm)) => tag(&running, arm, result, started),
-            None => result,
-        }
-    }
+    predict_queued(engine, ens, dense, started, deadline, move |result| match route {
+        Some((running, arm)) => tag(&running, arm, result, started),
+        None => result,
+    })
 }
 
+/// Counts a routed request for its arm's guardrails and marks its prediction with the arm.
 fn tag(running: &RunningExperiment, arm: Arm, mut result: Result<Prediction>, started: Instant) -> Result<Prediction> {
     let degraded = result.as_ref().is_ok_and(|p| p.degraded);
     let arm_tag = running.observe(arm, &result, degraded, started);

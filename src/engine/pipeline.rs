@@ -402,20 +402,27 @@ impl EngineInner {
 /// One row without blocking the calling executor: queued to the ensemble (or run at once when it
 /// is alone and quick), and the future resolves when it is answered. The request counts as
 /// outstanding from now, before its first poll.
+/// `finish` sees every result last (an experiment tags it with its arm): one future, not a future
+/// awaited inside another, which would hold this one twice (an awaited future is moved out of the
+/// outer one's captures into its own slot).
 pub(super) fn predict_queued(
     engine: InferenceEngine,
     ens: Arc<LoadedEnsemble>,
     dense: Result<Vec<f32>>,
     started: Instant,
     deadline: Option<Instant>,
+    finish: impl FnOnce(Result<Prediction>) -> Result<Prediction> + Send + 'static,
 ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
     let ens = Outstanding::new(ens);
     async move {
-        let dense = dense?;
+        let dense = match dense {
+            Ok(dense) => dense,
+            Err(e) => return finish(Err(e)),
+        };
         let call = Call { ens: &ens, dense: &dense, rows: 1, started, deadline };
         let result = queued_row(&engine.inner, &call).await;
         ens.telemetry.single(&result, started);
-        result
+        finish(result)
     }
 }
 
