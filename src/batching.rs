@@ -288,14 +288,21 @@ impl<T> Batcher<T> {
 
     /// Waits for work, then takes up to `max_batch` tickets and their rows (`fair`: at most an
     /// even share of what is queued among `dispatchers`, so that dispatchers running one row at a
-    /// time all get work). `None` once closed.
-    pub fn next_batch(&self, tickets: &mut Vec<Ticket<T>>, rows: &mut Vec<f32>, fair: bool) -> Option<()> {
+    /// time all get work). While `served_elsewhere` holds, what is queued is somebody else's to
+    /// take, and the dispatcher waits to be woken. `None` once closed.
+    pub fn next_batch(
+        &self,
+        tickets: &mut Vec<Ticket<T>>,
+        rows: &mut Vec<f32>,
+        fair: bool,
+        served_elsewhere: &dyn Fn() -> bool,
+    ) -> Option<()> {
         let mut queue = self.lock();
         loop {
             if queue.closed {
                 return None;
             }
-            if !queue.tickets.is_empty() {
+            if !queue.tickets.is_empty() && !served_elsewhere() {
                 break;
             }
             // No spinning before parking: measured (examples/load.rs, 2 cores), a 10–50 µs look for

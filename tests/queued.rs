@@ -357,15 +357,61 @@ fn async_requests_made_together_are_served_as_one_batch_by_the_first_of_them_on_
     }
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(batches(&engine), before);
-    // Its second poll runs every queued row in one batch, here, and answers them all.
-    let queued: Vec<_> =
-        futures.iter_mut().enumerate().map(|(i, f)| ready(poll_once(f.as_mut()), &format!("request {i}"))).collect();
+    // Its second poll runs every queued row in one batch, here, and answers them all. With few
+    // requests outstanding it then yields once, still holding the claim, for rows its answers
+    // bring; its next poll finds none and returns its own answer.
+    let first = poll_once(futures[0].as_mut());
+    assert_eq!(batches(&engine), (before.0 + 1, before.1 + 32));
+    let mut queued: Vec<_> = futures[1..]
+        .iter_mut()
+        .enumerate()
+        .map(|(i, f)| ready(poll_once(f.as_mut()), &format!("request {}", i + 1)))
+        .collect();
+    let first = match first {
+        Poll::Ready(answer) => answer,
+        Poll::Pending => ready(poll_once(futures[0].as_mut()), "request 0"),
+    };
+    queued.insert(0, first);
     assert_eq!(batches(&engine), (before.0 + 1, before.1 + 32));
     for (i, (q, p)) in queued.iter().zip(&inline).enumerate() {
         let q = q.as_ref().unwrap();
         assert!(q.fused && !q.degraded, "row {i}: {q:?}");
         assert!((q.prediction - p.prediction).abs() < 1e-5, "row {i}: {} vs {}", q.prediction, p.prediction);
     }
+}
+
+#[test]
+fn a_request_queued_while_the_serving_caller_yields_is_answered_when_that_caller_is_dropped() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine_inline_async(home.path(), Some(BatchingOptions::default()));
+    let handle = engine.ensemble("market").unwrap();
+    let data = rows(&engine, "market", 3);
+    let inline = handle.predict_row(&data[2]).unwrap();
+    park_the_dispatcher(&handle, &data);
+    // Its second poll serves both rows and, few requests being outstanding, yields holding its
+    // claim; unless that batch alone took longer than a claim may serve (a slow debug build on a
+    // busy machine), in which case the round is tried again.
+    let mut serving = None;
+    for _ in 0..50 {
+        let mut first = Box::pin(handle.predict_row_async(&data[0]));
+        let mut answered = Box::pin(handle.predict_row_async(&data[1]));
+        assert!(poll_once(first.as_mut()).is_pending());
+        assert!(poll_once(answered.as_mut()).is_pending());
+        let yielded = poll_once(first.as_mut()).is_pending();
+        assert!(wait(answered.as_mut()).is_ok());
+        if yielded {
+            serving = Some(first);
+            break;
+        }
+    }
+    let serving = serving.expect("the serving caller never yielded between batches");
+    // A row queued now, and the serving caller cancelled: the row is still served (by a claim of its
+    // own where there are cores for two, by the dispatcher otherwise).
+    let mut late = Box::pin(handle.predict_row_async(&data[2]));
+    assert!(poll_once(late.as_mut()).is_pending());
+    drop(serving);
+    let answer = wait(late.as_mut()).unwrap();
+    assert!((answer.prediction - inline.prediction).abs() < 1e-5);
 }
 
 #[test]

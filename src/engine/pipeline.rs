@@ -446,9 +446,11 @@ async fn queued_row(inner: &EngineInner, call: &Call<'_>) -> Result<Prediction> 
     call.check_deadline()?;
     call.ens.telemetry.path(Path::Queued);
     let (reply, claim) = call.ens.queue.submit_async(call.dense, call.deadline, call.started);
-    if let Some(claim) = claim {
+    if let Some(mut claim) = claim {
         YieldOnce(false).await;
-        claim.serve(inner, call.ens);
+        while claim.serve(inner, call.ens) {
+            YieldOnce(false).await;
+        }
     }
     let answer = reply.wait_async().await;
     // Without a timer of its own the future cannot wake at the deadline; an answer that arrives
