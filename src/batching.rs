@@ -146,6 +146,16 @@ impl<T> Future for ReplyFuture<T> {
     }
 }
 
+/// Moves the first `n` values of `from` to the end of `to`, slice by slice: a drain's iterator
+/// copied them one value at a time, under the queue's lock.
+fn take_front(from: &mut VecDeque<f32>, n: usize, to: &mut Vec<f32>) {
+    let (front, back) = from.as_slices();
+    let in_front = n.min(front.len());
+    to.extend_from_slice(&front[..in_front]);
+    to.extend_from_slice(&back[..n - in_front]);
+    from.drain(..n);
+}
+
 /// One queued request: what the dispatcher answers to, its deadline and when it began.
 pub(crate) struct Ticket<T> {
     pub request: T,
@@ -245,7 +255,7 @@ impl<T> Batcher<T> {
             let overloaded = Error::Overloaded { what: self.what.clone(), queued, limit: self.options.max_queued };
             return Err((ticket.request, overloaded));
         }
-        queue.rows.extend(row.iter().copied());
+        queue.rows.extend(row);
         queue.tickets.push_back(ticket);
         self.depth.store(queue.tickets.len(), Ordering::Relaxed);
         // The batch a dispatcher holds open is full: wake it (once).
@@ -338,7 +348,7 @@ impl<T> Batcher<T> {
         let share = if fair { queued.div_ceil(self.options.dispatchers.max(1)) } else { queued };
         let take = share.min(max).max(1);
         tickets.extend(queue.tickets.drain(..take));
-        rows.extend(queue.rows.drain(..take * self.width));
+        take_front(&mut queue.rows, take * self.width, rows);
         self.depth.store(queue.tickets.len(), Ordering::Relaxed);
         // Work left for another parked dispatcher.
         let wake = !queue.tickets.is_empty() && queue.idle > queue.notified;
@@ -361,7 +371,7 @@ impl<T> Batcher<T> {
         }
         let take = queue.tickets.len().min(self.options.max_batch);
         tickets.extend(queue.tickets.drain(..take));
-        rows.extend(queue.rows.drain(..take * self.width));
+        take_front(&mut queue.rows, take * self.width, rows);
         self.depth.store(queue.tickets.len(), Ordering::Relaxed);
         true
     }
@@ -452,5 +462,26 @@ impl<T> Batcher<T> {
                 }
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_front_moves_the_first_values_in_order_when_the_deque_wraps() {
+        let mut from: VecDeque<f32> = VecDeque::with_capacity(8);
+        from.extend([0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0]);
+        from.drain(..5);
+        from.extend([3.0, 4.0, 5.0, 6.0]);
+        assert!(!from.as_slices().1.is_empty(), "the test needs a deque in two parts");
+        let mut to = vec![9.0];
+        take_front(&mut from, 4, &mut to);
+        assert_eq!(to, [9.0, 1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(from.iter().copied().collect::<Vec<_>>(), [5.0, 6.0]);
+        take_front(&mut from, 2, &mut to);
+        assert_eq!(to, [9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert!(from.is_empty());
     }
 }
