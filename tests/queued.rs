@@ -100,6 +100,53 @@ fn queued_requests_run_together_through_the_fused_model_and_answer_as_inline_cal
     assert_eq!(count, Some(technical.batches as f64), "{metrics}");
 }
 
+/// The first sample of `name` (with its labels) in the metrics text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn async_requests_from_several_threads_answer_as_inline_calls_do_and_every_batch_is_in_the_queue_metrics() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine(home.path(), BreakerOptions::default());
+    let data = rows(&engine, "market", 64);
+    let handle = engine.ensemble("market").unwrap();
+    let inline: Vec<Prediction> = data.iter().map(|r| handle.predict_row(r).unwrap()).collect();
+    // Each thread's requests queue on that thread's queue (one per core): four threads cover them.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                for _ in 0..5 {
+                    let answers = runtime.block_on(async {
+                        let tasks: Vec<_> =
+                            data.iter().map(|row| tokio::spawn(handle.predict_row_async(row))).collect();
+                        let mut out = Vec::new();
+                        for t in tasks {
+                            out.push(t.await.unwrap().unwrap());
+                        }
+                        out
+                    });
+                    for (i, (q, p)) in answers.iter().zip(&inline).enumerate() {
+                        assert!((q.prediction - p.prediction).abs() < 1e-5, "row {i}: {q:?} vs {p:?}");
+                    }
+                }
+            });
+        }
+    });
+    let technical = &engine.replicas(Some("technical"))[0];
+    assert!(technical.batches > 0 && technical.queued == 0, "{technical:?}");
+    let text = engine.metrics_text();
+    let e = "{ensemble=\"market\",version=\"1\"}";
+    assert_eq!(metric(&text, &format!("quorum_queue_batch_rows_count{e}")), Some(technical.batches as f64), "{text}");
+    assert_eq!(
+        metric(&text, &format!("quorum_queue_batch_rows_sum{e}")),
+        Some(technical.batched_rows as f64),
+        "{text}"
+    );
+    assert_eq!(metric(&text, &format!("quorum_queue_depth{e}")), Some(0.0), "{text}");
+}
+
 #[test]
 fn on_the_queued_path_a_failing_member_is_skipped_and_trips_its_breaker_without_touching_the_others() {
     let home = tempfile::tempdir().unwrap();

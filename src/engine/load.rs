@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use super::coalesce::EnsembleQueue;
+use super::coalesce::{QueueSpec, Queues};
 use super::counters::EnsembleTelemetry;
 use super::loaded::{LastGood, LoadedEnsemble};
 use super::member::{LoadedModel, Member};
@@ -208,7 +208,7 @@ impl InferenceEngine {
             task,
             schema,
             batched: members.iter().any(|m| m.model.batching.is_some()),
-            queue: Arc::new(EnsembleQueue::new(&config.name, width, quick, &members, engine, me.clone())),
+            queues: Queues::new(QueueSpec { name: &config.name, width, quick, engine, ens: me.clone() }, &members),
             fused,
             schema_id,
             members,

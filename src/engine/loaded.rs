@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::coalesce::{BatchTarget, EnsembleQueue, Request};
+use super::coalesce::{BatchTarget, EnsembleQueue, Queues, Request};
 use super::counters::EnsembleTelemetry;
 use super::member::Member;
 use super::EngineInner;
@@ -30,7 +30,7 @@ pub(super) struct LoadedEnsemble {
     /// Some member batches: synchronous single rows go through the queue under contention.
     pub batched: bool,
     /// Queued requests (asynchronous ones, and synchronous ones under contention when batched).
-    pub queue: Arc<EnsembleQueue>,
+    pub queues: Queues,
     /// The last good prediction per feature row, when the ensemble serves stale answers below quorum.
     pub last_good: Option<Arc<LastGood>>,
     /// The members that run on ONNX Runtime as one fused model, or why they are not.
@@ -44,32 +44,32 @@ pub(super) struct LoadedEnsemble {
 }
 
 impl BatchTarget for LoadedEnsemble {
-    fn run_batch(&self, inner: &EngineInner, dense: &[f32], tickets: &mut Vec<Ticket<Request>>) {
+    fn run_batch(&self, inner: &EngineInner, queue: &EnsembleQueue, dense: &[f32], tickets: &mut Vec<Ticket<Request>>) {
         let rows = tickets.len();
         // Credited before the answers go out, so that a caller who has its answer sees its batch.
         for member in &self.members {
             member.model.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             member.model.batched_rows.fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        inner.answer_batch(self, dense, tickets);
+        inner.answer_batch(self, queue, dense, tickets);
     }
 }
 
 impl Drop for LoadedEnsemble {
     fn drop(&mut self) {
         // Nobody can be waiting (a queued caller holds the load): this stops the dispatchers.
-        self.queue.close();
+        self.queues.close();
     }
 }
 
 /// An asynchronous request's hold on its load: counts the request as outstanding on the load's
-/// queue from when it is made until it is answered or its future dropped (see
+/// queues from when it is made until it is answered or its future dropped (see
 /// [`EnsembleQueue::try_lone`]).
 pub(super) struct Outstanding(Arc<LoadedEnsemble>);
 
 impl Outstanding {
     pub fn new(ens: Arc<LoadedEnsemble>) -> Outstanding {
-        ens.queue.begin_async();
+        ens.queues.begin_async();
         Outstanding(ens)
     }
 }
@@ -84,7 +84,7 @@ impl std::ops::Deref for Outstanding {
 
 impl Drop for Outstanding {
     fn drop(&mut self) {
-        self.0.queue.end_async();
+        self.0.queues.end_async();
     }
 }
 

@@ -347,7 +347,7 @@ impl InferenceEngine {
                 let queued = loads
                     .iter()
                     .filter(|l| l.members.iter().any(|x| Arc::ptr_eq(&x.model, &m)))
-                    .map(|l| l.queue.batcher.queued())
+                    .map(|l| l.queues.queued())
                     .sum();
                 let pool = m.pool.status();
                 // A native model's calls never reach its pool.

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::coalesce::{Answer, InlineSlot, Request, YieldOnce};
+use super::coalesce::{Answer, EnsembleQueue, InlineSlot, Request, YieldOnce};
 use super::counters::Path;
 use super::fused::{run_fused, FusedOutcome};
 use super::loaded::{LoadedEnsemble, Outstanding};
@@ -117,26 +117,28 @@ impl EngineInner {
             Lookup::Hit(p) => return Ok(p),
             Lookup::Miss(key) => key,
         };
-        let inline = if call.ens.batched { call.ens.queue.try_inline() } else { None };
+        let queue = call.ens.queues.main();
+        let inline = if call.ens.batched { queue.try_inline() } else { None };
         if call.ens.batched && inline.is_none() {
             return self.queue_and_wait(call, key);
         }
-        self.run_inline(call, published, key, inline)
+        self.run_inline(call, published, key, (queue, inline))
     }
 
-    /// Runs one row on the calling thread (holding `slot`, if any, while it runs) and settles it.
+    /// Runs one row on the calling thread (holding the queue's `slot`, if any, while it runs) and
+    /// settles it.
     fn run_inline(
         &self,
         call: &Call<'_>,
         published: Arc<Published>,
         key: Option<CacheKey>,
-        slot: Option<InlineSlot<'_>>,
+        (queue, slot): (&EnsembleQueue, Option<InlineSlot<'_>>),
     ) -> Result<Prediction> {
         let ran = Instant::now();
         let outcome = self.run(call, published);
         drop(slot);
         // A one-row batch: keeps the queue's expected run time true while nothing queues.
-        call.ens.queue.batcher.note_run(ran.elapsed());
+        queue.batcher.note_run(ran.elapsed());
         let outcome = outcome.map(|batch| batch.row(0));
         settle(call.ens, call.dense, key, outcome, call.started, self)
     }
@@ -146,7 +148,7 @@ impl EngineInner {
     fn queue_and_wait(&self, call: &Call<'_>, key: Option<CacheKey>) -> Result<Prediction> {
         call.check_deadline()?;
         call.ens.telemetry.path(Path::Queued);
-        let reply = call.ens.queue.submit(call.dense, call.deadline, call.started);
+        let reply = call.ens.queues.main().submit(call.dense, call.deadline, call.started);
         let answer = reply.wait_until(call.deadline).unwrap_or_else(|| {
             Err(Error::DeadlineExceeded {
                 what: format!("ensemble {:?}", call.ens.config.name),
@@ -168,14 +170,20 @@ impl EngineInner {
 
     /// Runs queued requests (their rows `dense`, in ticket order) as one call through the members
     /// and answers each with the shared batch (or the batch's error).
-    pub(super) fn answer_batch(&self, ens: &LoadedEnsemble, dense: &[f32], tickets: &mut Vec<Ticket<Request>>) {
+    pub(super) fn answer_batch(
+        &self,
+        ens: &LoadedEnsemble,
+        queue: &EnsembleQueue,
+        dense: &[f32],
+        tickets: &mut Vec<Ticket<Request>>,
+    ) {
         let rows = tickets.len();
         let started = tickets.iter().map(|t| t.enqueued).min().unwrap_or_else(Instant::now);
         let call = Call { ens, dense, rows, started, deadline: None };
         let ran = Instant::now();
         let outcome = self.run(&call, ens.key.learning.published());
         // The run alone: waking the callers (an asyncio waker waits for the GIL) is not its cost.
-        ens.queue.batcher.note_batch(ran.elapsed(), rows);
+        queue.batcher.note_batch(ran.elapsed(), rows);
         match outcome {
             Ok(batch) => {
                 let batch = Arc::new(batch);
@@ -438,14 +446,15 @@ async fn queued_row(inner: &EngineInner, call: &Call<'_>) -> Result<Prediction> 
         };
         published = Some(snapshot);
     }
-    if let Some(slot) = call.ens.queue.try_lone() {
+    let queue = call.ens.queues.here();
+    if let Some(slot) = queue.try_lone() {
         let published = published.unwrap_or_else(|| call.ens.key.learning.published());
-        return inner.run_inline(call, published, key, Some(slot));
+        return inner.run_inline(call, published, key, (queue, Some(slot)));
     }
     drop(published);
     call.check_deadline()?;
     call.ens.telemetry.path(Path::Queued);
-    let (reply, claim) = call.ens.queue.submit_async(call.dense, call.deadline, call.started);
+    let (reply, claim) = queue.submit_async(call.dense, call.deadline, call.started);
     if let Some(mut claim) = claim {
         YieldOnce(false).await;
         while claim.serve(inner, call.ens) {

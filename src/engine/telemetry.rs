@@ -196,9 +196,9 @@ impl EngineInner {
         let versions: Vec<String> = loads.iter().map(|l| l.config.version.to_string()).collect();
         for (l, version) in loads.iter().zip(&versions) {
             let labels = [("ensemble", &*l.config.name), ("version", version)];
-            e.sample("quorum_queue_depth", &labels, l.queue.batcher.queued() as f64);
+            e.sample("quorum_queue_depth", &labels, l.queues.queued() as f64);
         }
-        let histograms: Vec<_> = loads.iter().map(|l| l.queue.batcher.histograms()).collect();
+        let histograms: Vec<_> = loads.iter().map(|l| l.queues.histograms()).collect();
         e.family("quorum_queue_batch_rows", Kind::Histogram, "Requests per batch the ensemble's dispatchers ran.");
         for ((l, version), (rows, _)) in loads.iter().zip(&versions).zip(&histograms) {
             let labels = [("ensemble", &*l.config.name), ("version", version)];

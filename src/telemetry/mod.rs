@@ -185,6 +185,17 @@ impl HistogramSnapshot {
         self.buckets.iter().sum()
     }
 
+    /// Adds what `other` (a histogram with the same bounds) counted: one view of several.
+    pub fn add(&mut self, other: &HistogramSnapshot) {
+        if self.buckets.len() < other.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a = a.wrapping_add(*b);
+        }
+        self.sum = self.sum.wrapping_add(other.sum);
+    }
+
     /// What was observed since `before` (a snapshot of the same histogram taken earlier).
     pub fn since(&self, before: &HistogramSnapshot) -> HistogramSnapshot {
         let buckets = if before.buckets.len() == self.buckets.len() {
@@ -234,6 +245,24 @@ impl HistogramSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adding_snapshots_sums_their_buckets_and_sums() {
+        let (a, b) = (Histogram::new(ROW_BOUNDS), Histogram::new(ROW_BOUNDS));
+        a.observe(1);
+        b.observe(1);
+        b.observe(1_000_000);
+        let mut total = a.snapshot();
+        total.add(&b.snapshot());
+        assert_eq!(total.count(), 3);
+        assert_eq!(total.sum, 1_000_002);
+        assert_eq!(total.buckets[0], 2);
+        assert_eq!(*total.buckets.last().unwrap(), 1);
+        // An empty snapshot (no buckets yet) takes the other's.
+        let mut empty = HistogramSnapshot::default();
+        empty.add(&total);
+        assert_eq!(empty, total);
+    }
 
     #[test]
     fn counts_from_more_threads_than_stripes_all_add_up() {
