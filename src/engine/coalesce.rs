@@ -131,8 +131,8 @@ pub(super) struct Queues {
     shards: Box<[Arc<EnsembleQueue>]>,
 }
 
-/// The most queues an ensemble load has for its asynchronous callers (each one a dispatcher
-/// thread, started when first used).
+/// The most queues an ensemble load has for its asynchronous callers (each with its own
+/// dispatcher threads, started when first used).
 pub(super) const SHARDS: usize = 8;
 
 impl Queues {
