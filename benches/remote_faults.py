@@ -13,7 +13,7 @@ def kill_under_load(engine, ensemble, rows, kill, callers, budget_ms, before_s=0
     """Calls `kill()` `before_s` into the load (it returns once the server is gone: a call started
     later must find it gone) and keeps the load on `after_s` longer. Returns a summary line and the
     problem found, if any."""
-    calls, failed = [], []  # (started after the kill, degraded, ms)
+    calls, failed = [], []  # (started, degraded, ms)
     kill_at = time.perf_counter() + before_s
     stop_at = kill_at + after_s
 
@@ -26,7 +26,7 @@ def kill_under_load(engine, ensemble, rows, kill, callers, budget_ms, before_s=0
             except quorum.QuorumError as e:
                 failed.append(repr(e))
                 continue
-            calls.append((t > kill_at, p.degraded, (time.perf_counter() - t) * 1e3))
+            calls.append((t, p.degraded, (time.perf_counter() - t) * 1e3))
             i += callers
 
     threads = [threading.Thread(target=caller, args=(k,)) for k in range(callers)]
@@ -34,10 +34,13 @@ def kill_under_load(engine, ensemble, rows, kill, callers, budget_ms, before_s=0
         t.start()
     time.sleep(max(0.0, kill_at - time.perf_counter()))
     kill()
-    kill_at = time.perf_counter()  # calls that started before this instant may have been answered
+    # Calls that started before this instant (while the kill was under way too) may have been
+    # answered: only later ones are judged, once all are in (a caller comparing with `kill_at` as
+    # it ran would have judged those started during the kill as well).
+    killed_at = time.perf_counter()
     for t in threads:
         t.join()
-    after = [c for c in calls if c[0]]
+    after = [c for c in calls if c[0] > killed_at]
     late = [c for c in calls if c[2] > budget_ms + 50]
     line = (f"{len(calls)} answered (slowest {max(c[2] for c in calls):.1f} ms, budget {budget_ms:.0f} ms), "
             f"{len(failed)} failed, {len(late)} past the budget by 50 ms; "
