@@ -8,7 +8,7 @@ mod common;
 
 use quorum::{
     BatchingOptions, EnsembleConfig, InferenceEngine, MemberSpec, ModelOptions, ModelRegistration, Optimizer,
-    VersionSpec,
+    RuntimeOptions, VersionSpec,
 };
 
 const FEATURES: [&str; 3] = ["ret_1d", "ret_5d", "vix"];
@@ -159,4 +159,30 @@ fn concurrent_callers_with_batching_on_never_send_a_fixed_batch_model_more_rows_
             });
         }
     });
+}
+
+#[test]
+fn a_model_that_takes_one_row_per_call_gets_two_replicas_per_default_session_unless_its_options_set_them() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = InferenceEngine::builder(home.path())
+        .without_persistence()
+        .with_native(false)
+        .with_runtime_options(RuntimeOptions::default().with_sessions_per_model(3))
+        .with_model_options("reshape_batch1", ModelOptions::default().with_replicas(1, 1))
+        .build()
+        .unwrap();
+    for (name, _) in MODELS {
+        engine.register_model(ModelRegistration::new(name, fixture(name), features())).unwrap();
+    }
+    for name in ["fixed_batch1", "fixed_batch4", "reshape_batch1"] {
+        engine.create_ensemble(EnsembleConfig::new(format!("{name}_alone"), [name.parse().unwrap()])).unwrap();
+        engine.ensemble(&format!("{name}_alone")).unwrap().predict_row(&[0.1, 0.2, 0.3]).unwrap();
+    }
+    let replicas = |model: &str| engine.replicas(None).into_iter().find(|r| r.model == model).unwrap();
+    let one_row = replicas("fixed_batch1");
+    assert_eq!((one_row.replicas, one_row.min, one_row.max), (6, 6, 6));
+    let four_rows = replicas("fixed_batch4");
+    assert_eq!((four_rows.replicas, four_rows.min, four_rows.max), (3, 3, 3));
+    let pinned = replicas("reshape_batch1");
+    assert_eq!((pinned.replicas, pinned.min, pinned.max), (1, 1, 1));
 }

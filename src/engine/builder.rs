@@ -318,7 +318,8 @@ pub struct EngineOptions {
     pub tracking: Option<TrackingSetting>,
     /// Learnt weights and tracked metrics written to `<home>/state.sqlite` (default on).
     pub persistence: Option<bool>,
-    /// ONNX Runtime sessions per model (default 1; `replicas` in the model options supersedes it).
+    /// ONNX Runtime sessions per model (default one per core, at most 8; twice that for a model that
+    /// takes one row per call; `replicas` in the model options supersedes it).
     #[serde(alias = "sessionsPerModel")]
     pub sessions_per_model: Option<usize>,
     /// Refit stacking and blending on the request thread instead of in the background (for tests).
