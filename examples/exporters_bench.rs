@@ -2,7 +2,8 @@
 //! under 64 concurrent single-row callers with batching on (the queue splits every batch into
 //! one-row calls), against the same model called inline by as many threads as the machine has
 //! cores, batching off: throughput, p99 and failures over a fixed count of calls, in alternating
-//! rounds (medians, and the worst p99). Compare the figures only within one run. (The ZipMap goal
+//! rounds (medians, and the worst p99). The 64 callers are threads calling `predict_row`, and
+//! then tokio tasks on one worker thread per core calling `predict_row_async`. Compare the figures only within one run. (The ZipMap goal
 //! is `profile_loop ROWS zipmap`.)
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -68,6 +69,46 @@ fn hammer(handle: &EnsembleHandle, threads: usize, calls: usize, values: &Arc<Ve
     (sorted.len() as f64 / elapsed, p99, failures.load(Ordering::Relaxed))
 }
 
+/// As [`hammer`], from `tasks` asynchronous callers (tokio tasks) on one worker thread per core.
+fn hammer_async(handle: &EnsembleHandle, tasks: usize, calls: usize, values: &Arc<Vec<f32>>) -> (f64, f64, usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores).build().unwrap();
+    let failures = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let latencies: Vec<f64> = runtime.block_on(async {
+        let workers: Vec<_> = (0..tasks)
+            .map(|t| {
+                let (handle, values, failures) = (handle.clone(), Arc::clone(values), Arc::clone(&failures));
+                tokio::spawn(async move {
+                    let rows = values.len() / 3;
+                    let mut latencies = Vec::with_capacity(calls / tasks + 1);
+                    for i in (t..calls).step_by(tasks) {
+                        let row = &values[(i % rows) * 3..(i % rows) * 3 + 3];
+                        let t0 = Instant::now();
+                        if let Err(e) = handle.predict_row_async(row).await {
+                            if failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                                eprintln!("first failure: {e}");
+                            }
+                        }
+                        latencies.push(t0.elapsed().as_secs_f64() * 1e3);
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(calls);
+        for w in workers {
+            all.extend(w.await.unwrap());
+        }
+        all
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut sorted = latencies;
+    sorted.sort_by(f64::total_cmp);
+    let p99 = sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)];
+    (sorted.len() as f64 / elapsed, p99, failures.load(Ordering::Relaxed))
+}
+
 fn fixed_batch_under_concurrency(home: &std::path::Path) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let values = Arc::new(rows(256));
@@ -85,29 +126,35 @@ fn fixed_batch_under_concurrency(home: &std::path::Path) {
     let queued = alone(&queued, "fixed_batch1");
     hammer(&inline, cores, 10_000, &values); // warm-up
     hammer(&queued, 64, 10_000, &values);
-    // Short rounds, alternating which goes first, so that both sides see the same machine: a
+    hammer_async(&queued, 64, 10_000, &values);
+    // Short rounds, rotating which goes first, so that every side sees the same machine: a
     // shared VM's speed drifts by 2× within minutes. Medians over the rounds.
-    let (mut base, mut rate, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut base_p99, mut p99, mut base_failed, mut failed) = (0f64, 0f64, 0, 0);
+    let (mut base, mut rate, mut ratio, mut tasks, mut tasks_ratio) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut base_p99, mut p99, mut tasks_p99) = (0f64, 0f64, 0f64);
+    let (mut base_failed, mut failed, mut tasks_failed) = (0, 0, 0);
     for round in 0..ROUNDS {
-        let mut pair = [(0.0, 0.0, 0); 2];
-        for side in [round % 2, 1 - round % 2] {
-            pair[side] = if side == 0 {
-                hammer(&inline, cores, calls / ROUNDS, &values)
-            } else {
-                hammer(&queued, 64, calls / ROUNDS, &values)
+        let mut run = [(0.0, 0.0, 0); 3];
+        for k in 0..3 {
+            let side = (round + k) % 3;
+            run[side] = match side {
+                0 => hammer(&inline, cores, calls / ROUNDS, &values),
+                1 => hammer(&queued, 64, calls / ROUNDS, &values),
+                _ => hammer_async(&queued, 64, calls / ROUNDS, &values),
             };
         }
-        let [(b, bp, bf), (r, rp, rf)] = pair;
-        (base_p99, p99) = (base_p99.max(bp), p99.max(rp));
-        (base_failed, failed) = (base_failed + bf, failed + rf);
+        let [(b, bp, bf), (r, rp, rf), (a, ap, af)] = run;
+        (base_p99, p99, tasks_p99) = (base_p99.max(bp), p99.max(rp), tasks_p99.max(ap));
+        (base_failed, failed, tasks_failed) = (base_failed + bf, failed + rf, tasks_failed + af);
         base.push(b);
         rate.push(r);
         ratio.push(r / b);
+        tasks.push(a);
+        tasks_ratio.push(a / b);
     }
     let (base, rate) = (median(&mut base), median(&mut rate));
     let ratios = ratio.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" ");
     let ratio = median(&mut ratio);
+    let (tasks, tasks_ratio) = (median(&mut tasks), median(&mut tasks_ratio));
     // Where a shortfall comes from: the 64 threads (the same engine as the baseline, 64 callers) or
     // the batching configuration (the batching engine, one caller per core).
     let (inline_64, _, _) = hammer(&inline, 64, calls / ROUNDS, &values);
@@ -120,6 +167,11 @@ fn fixed_batch_under_concurrency(home: &std::path::Path) {
         "fixed batch 1 on onnxruntime, medians of {ROUNDS} rounds: inline on {cores} threads {base:.0} rows/s (p99 \
          {base_p99:.3} ms, {base_failed} failed) | 64 callers, batching on {rate:.0} rows/s (p99 {p99:.3} ms, \
          {failed} failed) | ratio {ratio:.3} (rounds: {ratios})"
+    );
+    println!(
+        "fixed batch 1, 64 asynchronous callers (tokio tasks on {cores} worker threads, `predict_row_async`): \
+         {tasks:.0} rows/s (p99 {tasks_p99:.3} ms, {tasks_failed} failed) | ratio to inline on {cores} threads \
+         {tasks_ratio:.3}"
     );
 }
 
