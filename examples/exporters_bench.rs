@@ -159,9 +159,22 @@ fn fixed_batch_under_concurrency(home: &std::path::Path) {
     // the batching configuration (the batching engine, one caller per core).
     let (inline_64, _, _) = hammer(&inline, 64, calls / ROUNDS, &values);
     let (queued_cores, _, _) = hammer(&queued, cores, calls / ROUNDS, &values);
+    // The ceiling for 64 threads: a session each, so that no caller ever waits for one (what the
+    // operating system's time-sharing of 64 threads costs by itself).
+    let own = ModelOptions::default().with_replicas(64, 64);
+    let own = InferenceEngine::builder(home)
+        .without_persistence()
+        .with_native(false)
+        .with_default_model_options(own)
+        .build()
+        .unwrap();
+    let own = alone(&own, "fixed_batch1");
+    hammer(&own, 64, 10_000, &values);
+    let (own_64, _, own_failed) = hammer(&own, 64, calls / ROUNDS, &values);
     println!(
         "fixed batch 1, split: the baseline engine on 64 threads {inline_64:.0} rows/s | the batching engine on \
-         {cores} threads {queued_cores:.0} rows/s"
+         {cores} threads {queued_cores:.0} rows/s | 64 threads with a session each {own_64:.0} rows/s \
+         ({own_failed} failed)"
     );
     println!(
         "fixed batch 1 on onnxruntime, medians of {ROUNDS} rounds: inline on {cores} threads {base:.0} rows/s (p99 \
