@@ -1,10 +1,11 @@
 //! Issue 22's concurrency goal (`make exporters-bench`): a model whose batch is fixed to one row,
-//! under 64 concurrent single-row callers with batching on (the queue splits every batch into
-//! one-row calls), against the same model called inline by as many threads as the machine has
-//! cores, batching off: throughput, p99 and failures over a fixed count of calls, in alternating
-//! rounds (medians, and the worst p99). The 64 callers are threads calling `predict_row`, and
-//! then tokio tasks on one worker thread per core calling `predict_row_async`. Compare the figures only within one run. (The ZipMap goal
-//! is `profile_loop ROWS zipmap`.)
+//! under 64 concurrent single-row callers on an engine configured to batch (a one-row model is
+//! never coalesced: threads run inline on its replicas, queued rows run one per call), against
+//! the same model called inline by as many threads as the machine has cores, batching off:
+//! throughput, p99 and failures over a fixed count of calls, in rounds of rotating order
+//! (medians, and the worst p99). The 64 callers are threads calling `predict_row`, then tokio
+//! tasks on one worker thread per core calling `predict_row_async`. Compare the figures only
+//! within one run. (The ZipMap goal is `profile_loop ROWS zipmap`.)
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -35,26 +36,72 @@ fn alone(engine: &InferenceEngine, name: &str) -> EnsembleHandle {
     engine.ensemble(&ensemble).unwrap()
 }
 
+/// Caller `t` of `callers`: its rows of `values`, and whether it reports its first failure.
+struct Caller {
+    t: usize,
+    callers: usize,
+    values: Arc<Vec<f32>>,
+    failures: Arc<AtomicUsize>,
+}
+
+impl Caller {
+    /// The rows this caller predicts, by index into the `calls` of the run.
+    fn rows(&self, calls: usize) -> impl Iterator<Item = &[f32]> {
+        let rows = self.values.len() / 3;
+        (self.t..calls).step_by(self.callers).map(move |i| &self.values[(i % rows) * 3..(i % rows) * 3 + 3])
+    }
+
+    fn count(&self, result: quorum::Result<quorum::Prediction>) {
+        if let Err(e) = result {
+            if self.failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                eprintln!("first failure: {e}");
+            }
+        }
+    }
+}
+
+/// The callers of one run, and what they measured: (rows/s, p99 ms, failures).
+struct Run {
+    callers: usize,
+    values: Arc<Vec<f32>>,
+    failures: Arc<AtomicUsize>,
+    started: Instant,
+}
+
+impl Run {
+    fn new(callers: usize, values: &Arc<Vec<f32>>) -> Run {
+        Run { callers, values: Arc::clone(values), failures: Arc::default(), started: Instant::now() }
+    }
+
+    fn caller(&self, t: usize) -> Caller {
+        Caller { t, callers: self.callers, values: Arc::clone(&self.values), failures: Arc::clone(&self.failures) }
+    }
+
+    fn summary(self, mut latencies: Vec<f64>) -> (f64, f64, usize) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        latencies.sort_by(f64::total_cmp);
+        let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+        (latencies.len() as f64 / elapsed, p99, self.failures.load(Ordering::Relaxed))
+    }
+}
+
+fn millis_since(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1e3
+}
+
 /// Runs `calls` single-row predictions spread over `threads` threads; (rows/s, p99 ms, failures).
 fn hammer(handle: &EnsembleHandle, threads: usize, calls: usize, values: &Arc<Vec<f32>>) -> (f64, f64, usize) {
-    let failures = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    let run = Run::new(threads, values);
     let latencies: Vec<f64> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
-                let (handle, values, failures) = (handle.clone(), Arc::clone(values), Arc::clone(&failures));
+                let (handle, caller) = (handle.clone(), run.caller(t));
                 s.spawn(move || {
-                    let rows = values.len() / 3;
                     let mut latencies = Vec::with_capacity(calls / threads + 1);
-                    for i in (t..calls).step_by(threads) {
-                        let row = &values[(i % rows) * 3..(i % rows) * 3 + 3];
+                    for row in caller.rows(calls) {
                         let t0 = Instant::now();
-                        if let Err(e) = handle.predict_row(row) {
-                            if failures.fetch_add(1, Ordering::Relaxed) == 0 {
-                                eprintln!("first failure: {e}");
-                            }
-                        }
-                        latencies.push(t0.elapsed().as_secs_f64() * 1e3);
+                        caller.count(handle.predict_row(row));
+                        latencies.push(millis_since(t0));
                     }
                     latencies
                 })
@@ -62,35 +109,24 @@ fn hammer(handle: &EnsembleHandle, threads: usize, calls: usize, values: &Arc<Ve
             .collect();
         workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
     });
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut sorted = latencies;
-    sorted.sort_by(f64::total_cmp);
-    let p99 = sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)];
-    (sorted.len() as f64 / elapsed, p99, failures.load(Ordering::Relaxed))
+    run.summary(latencies)
 }
 
 /// As [`hammer`], from `tasks` asynchronous callers (tokio tasks) on one worker thread per core.
 fn hammer_async(handle: &EnsembleHandle, tasks: usize, calls: usize, values: &Arc<Vec<f32>>) -> (f64, f64, usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores).build().unwrap();
-    let failures = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    let run = Run::new(tasks, values);
     let latencies: Vec<f64> = runtime.block_on(async {
         let workers: Vec<_> = (0..tasks)
             .map(|t| {
-                let (handle, values, failures) = (handle.clone(), Arc::clone(values), Arc::clone(&failures));
+                let (handle, caller) = (handle.clone(), run.caller(t));
                 tokio::spawn(async move {
-                    let rows = values.len() / 3;
                     let mut latencies = Vec::with_capacity(calls / tasks + 1);
-                    for i in (t..calls).step_by(tasks) {
-                        let row = &values[(i % rows) * 3..(i % rows) * 3 + 3];
+                    for row in caller.rows(calls) {
                         let t0 = Instant::now();
-                        if let Err(e) = handle.predict_row_async(row).await {
-                            if failures.fetch_add(1, Ordering::Relaxed) == 0 {
-                                eprintln!("first failure: {e}");
-                            }
-                        }
-                        latencies.push(t0.elapsed().as_secs_f64() * 1e3);
+                        caller.count(handle.predict_row_async(row).await);
+                        latencies.push(millis_since(t0));
                     }
                     latencies
                 })
@@ -102,11 +138,7 @@ fn hammer_async(handle: &EnsembleHandle, tasks: usize, calls: usize, values: &Ar
         }
         all
     });
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut sorted = latencies;
-    sorted.sort_by(f64::total_cmp);
-    let p99 = sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)];
-    (sorted.len() as f64 / elapsed, p99, failures.load(Ordering::Relaxed))
+    run.summary(latencies)
 }
 
 fn fixed_batch_under_concurrency(home: &std::path::Path) {

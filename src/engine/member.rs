@@ -177,8 +177,9 @@ pub(super) struct Rows<'a> {
 /// outnumber cores, a replica held by a caller the scheduler has set aside idles. On a 2-core AMD
 /// EPYC, 64 callers made a median 0.84 of two inline threads with one replica per core and 0.88
 /// with two (`examples/exporters_bench.rs`, six alternating runs, each run ahead); four per core
-/// made about 0.95 but let calls wait past a 100 ms latency budget (8 and 27 failed in a run), so
-/// two it is. The replicas share their weights (`share_weights`).
+/// made 0.90–1.06 but let calls wait past a 100 ms latency budget (1 to 27 of 400,000 failed in a
+/// run), so two it is. The replicas share their weights (`share_weights`). Native and remote
+/// models, which load no session unless asked, keep the default.
 const ONE_ROW_REPLICAS: usize = 2;
 
 impl LoadedModel {
@@ -235,7 +236,8 @@ impl LoadedModel {
         // A native or remote model needs no session: its pool loads one only if asked (a remote
         // one never is).
         let lazy;
-        let options = if native.is_some() || remote.is_some() {
+        let lazy_pool = native.is_some() || remote.is_some();
+        let options = if lazy_pool {
             let mut o = options.clone().with_load_policy(LoadPolicy::Lazy);
             // Concurrent rows for a remote model are worth one request: coalesce them by default.
             if remote.is_some() && o.batching.is_none() {
@@ -247,7 +249,7 @@ impl LoadedModel {
             options
         };
         let range = match range {
-            (min, max) if options.replicas.is_none() && meta.max_batch == Some(1) && native.is_none() => {
+            (min, max) if options.replicas.is_none() && meta.max_batch == Some(1) && !lazy_pool => {
                 (min * ONE_ROW_REPLICAS, max * ONE_ROW_REPLICAS)
             }
             range => range,
