@@ -284,7 +284,7 @@ replica-memory:
 
 # Load on the example ensemble from async callers (see examples/load.rs for the flags).
 load: venv
-	cargo run --release --example load -- --concurrency 64 --seconds 5 --batching on --baseline
+	cargo run --release --example load -- --concurrency 64 --seconds 6 --rounds 12 --batching on --baseline
 
 # Batching on and off at 1, 8, 64, 512 callers, and 10 000 callers: a markdown table.
 load-matrix: venv

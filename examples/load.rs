@@ -4,7 +4,7 @@
 //! cargo run --release --example load -- [--home DIR] [--ensemble NAME] [--data FILE.csv]
 //!     [--concurrency C] [--seconds T] [--batching on|off] [--max-batch N] [--max-delay-us US]
 //!     [--dispatchers N]
-//!     [--cache on|off] [--native on|off] [--baseline] [--json]
+//!     [--cache on|off] [--native on|off] [--baseline] [--rounds R] [--json]
 //! ```
 //!
 //! Without `--home`, a temporary home gets the three example models and the `market` ensemble; the
@@ -20,6 +20,13 @@
 //! Prints throughput, p50/p95/p99 and the counts of successes and failures, and (on more than one
 //! core) how long a cache line takes to go to another core and back, read before the run; `--json`
 //! prints `{"throughput", "p50_ms", "p95_ms", "p99_ms", "ok", "failed", "core_round_trip_ns", ...}`.
+//!
+//! `--rounds R` (default 1) splits the callers' time into R equal slices; with `--baseline` each
+//! slice sits beside the two raw ort loops, each as long as the slice, in an order that rotates
+//! from round to round. The throughputs are then totals over the rounds, and the report adds each
+//! round's ratios and their medians (`rounds`, `baseline_ratio_median`,
+//! `baseline_per_core_ratio_median`): a shared virtual machine's speed drifts within seconds, and
+//! only figures taken side by side compare.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -47,6 +54,7 @@ struct Args {
     cache: bool,
     native: bool,
     baseline: bool,
+    rounds: usize,
     json: bool,
 }
 
@@ -64,6 +72,7 @@ fn parse_args() -> Result<Args> {
         cache: false,
         native: true,
         baseline: false,
+        rounds: 1,
         json: false,
     };
     let mut it = std::env::args().skip(1);
@@ -91,6 +100,10 @@ fn parse_args() -> Result<Args> {
             "--cache" => args.cache = on_off(it.next(), "--cache")?,
             "--native" => args.native = on_off(it.next(), "--native")?,
             "--baseline" => args.baseline = true,
+            "--rounds" => {
+                args.rounds =
+                    value()?.parse().ok().filter(|&n| n > 0).ok_or_else(|| bad("--rounds takes a count ≥ 1"))?;
+            }
             "--json" => args.json = true,
             other => return Err(bad(&format!("unknown argument {other:?}"))),
         }
@@ -169,66 +182,42 @@ fn main() -> Result<()> {
         .map_err(|e| Error::io("starting tokio", e))?;
     // Read before the run: a queue's rows and replies crossing cores cost this, raw ort nothing.
     let round_trip = (cores > 1).then(core_round_trip_ns);
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let (latencies, failures, first_error) = runtime.block_on(async {
-        let tasks: Vec<_> = (0..args.concurrency)
-            .map(|t| {
-                let (handle, rows, stop) = (handle.clone(), Arc::clone(&rows), Arc::clone(&stop));
-                tokio::spawn(async move {
-                    let (mut latencies, mut failures, mut first_error) = (Vec::new(), 0usize, None);
-                    let mut i = t;
-                    while !stop.load(Ordering::Relaxed) {
-                        let start = Instant::now();
-                        match handle.predict_row_async(&rows[i % rows.len()]).await {
-                            Ok(_) => latencies.push(start.elapsed().as_secs_f64() * 1e3),
-                            Err(e) => {
-                                failures += 1;
-                                first_error.get_or_insert(e.to_string());
-                            }
-                        }
-                        i += args.concurrency;
-                    }
-                    (latencies, failures, first_error)
-                })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
-        stop.store(true, Ordering::Relaxed);
-        let (mut all, mut failures, mut first_error) = (Vec::new(), 0, None);
-        for task in tasks {
-            // A panicking task counts as a failure rather than hiding the figures of the others.
-            match task.await {
-                Ok((l, f, e)) => {
-                    all.extend(l);
-                    failures += f;
-                    first_error = first_error.or(e);
-                }
-                Err(e) => {
-                    failures += 1;
-                    first_error.get_or_insert(e.to_string());
-                }
-            }
+    // The engine's model work runs on its dispatcher threads (batching on) or on one per core.
+    let engine_threads = if args.batching { args.dispatchers } else { cores };
+    let with_baseline = args.baseline && args.ensemble == "market" && args.home.is_none();
+    let names = handle.feature_names();
+    let slice = args.seconds / args.rounds as f64;
+    let callers = Callers { runtime: &runtime, handle: &handle, rows: &rows, concurrency: args.concurrency };
+    let mut raw = with_baseline.then(|| RawOrt::new(&engine, &names, &rows, BASELINE_BATCH, engine_threads.max(cores)));
+    let mut run = CallerRun::default();
+    let mut rounds = Vec::with_capacity(args.rounds);
+    for round in 0..args.rounds {
+        let mut figures = [0.0; 3];
+        let sides = if with_baseline { 3 } else { 1 };
+        for k in 0..sides {
+            let side = (round + k) % sides;
+            figures[side] = match side {
+                0 => callers.run(slice, &mut run),
+                1 => raw.as_mut().map_or(0.0, |raw| raw.throughput(engine_threads, slice)),
+                _ => raw.as_mut().map_or(0.0, |raw| raw.throughput(cores, slice)),
+            };
         }
-        (all, failures, first_error)
-    });
-    let elapsed = started.elapsed().as_secs_f64();
+        rounds.push(figures);
+    }
+    let CallerRun { latencies, failures, first_error, elapsed } = run;
     let ok = latencies.len();
     let mut latencies = latencies;
     let p = percentiles(&mut latencies);
     let replicas = engine.replicas(None);
     let (batches, batched_rows) = replicas.iter().fold((0, 0), |(b, r), s| (b + s.batches, r + s.batched_rows));
     let mean_batch = if batches > 0 { batched_rows as f64 / batches as f64 } else { 1.0 };
-    // The engine's model work runs on its dispatcher threads (batching on) or on one per core.
-    let engine_threads = if args.batching { batching.dispatchers } else { cores };
-    let baseline = if args.baseline && args.ensemble == "market" && args.home.is_none() {
-        let names = handle.feature_names();
-        let same = direct_throughput(&engine, &names, &rows, BASELINE_BATCH, engine_threads)?;
-        let per_core = direct_throughput(&engine, &names, &rows, BASELINE_BATCH, cores)?;
-        Some((same, per_core))
-    } else {
-        None
-    };
+    // Totals over the rounds (each raw loop ran as long as each slice of callers), and the medians
+    // of the rounds' own ratios.
+    let baseline = with_baseline.then(|| {
+        let mean = |i: usize| rounds.iter().map(|r| r[i]).sum::<f64>() / rounds.len() as f64;
+        let ratios = |i: usize| median(&mut rounds.iter().map(|r| r[0] / r[i]).collect::<Vec<_>>());
+        (mean(1), mean(2), ratios(1), ratios(2))
+    });
     let throughput = ok as f64 / elapsed;
     if args.json {
         let report = serde_json::json!({
@@ -247,6 +236,16 @@ fn main() -> Result<()> {
             "baseline_throughput": baseline.map(|b| b.0),
             "baseline_ratio": baseline.map(|b| throughput / b.0),
             "baseline_per_core_throughput": baseline.map(|b| b.1),
+            "baseline_per_core_ratio": baseline.map(|b| throughput / b.1),
+            "baseline_ratio_median": baseline.map(|b| b.2),
+            "baseline_per_core_ratio_median": baseline.map(|b| b.3),
+            "rounds": rounds.iter().map(|r| {
+                if with_baseline {
+                    serde_json::json!({"throughput": r[0], "baseline_throughput": r[1], "baseline_per_core_throughput": r[2]})
+                } else {
+                    serde_json::json!({"throughput": r[0]})
+                }
+            }).collect::<Vec<_>>(),
             "core_round_trip_ns": round_trip,
             "first_error": first_error,
         });
@@ -266,12 +265,21 @@ fn main() -> Result<()> {
         if let Some(ns) = round_trip {
             println!("a cache line's round trip between two threads (cores): {ns:.0} ns");
         }
-        if let Some((same, per_core)) = baseline {
+        if let Some((same, per_core, same_median, per_core_median)) = baseline {
             println!(
                 "baseline: the three models through raw ort at batch {BASELINE_BATCH}: {same:.0} rows/s on {engine_threads} thread(s) (one per dispatcher), quorum reaches {:.1}%; {per_core:.0} rows/s on {cores} threads ({:.1}%)",
                 100.0 * throughput / same,
                 100.0 * throughput / per_core
             );
+            if rounds.len() > 1 {
+                let each = rounds.iter().map(|r| format!("{:.0}%", 100.0 * r[0] / r[2])).collect::<Vec<_>>().join(" ");
+                println!(
+                    "{} rounds side by side: median {:.1}% of raw ort on {engine_threads} thread(s), {:.1}% on {cores} threads (each round: {each})",
+                    rounds.len(),
+                    100.0 * same_median,
+                    100.0 * per_core_median
+                );
+            }
         }
     }
     Ok(())
@@ -321,39 +329,133 @@ fn core_round_trip_ns() -> f64 {
     rounds[2]
 }
 
+/// What the callers measured over every slice they ran.
+#[derive(Default)]
+struct CallerRun {
+    latencies: Vec<f64>,
+    failures: usize,
+    first_error: Option<String>,
+    /// Seconds the callers ran, all slices together.
+    elapsed: f64,
+}
+
+/// The async callers: `concurrency` tokio tasks on `runtime`, each predicting rows in turn.
+struct Callers<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    handle: &'a quorum::EnsembleHandle,
+    rows: &'a Arc<Vec<Vec<f32>>>,
+    concurrency: usize,
+}
+
+impl Callers<'_> {
+    /// Runs the callers for `seconds`, adding what they measured to `run`; their throughput.
+    fn run(&self, seconds: f64, run: &mut CallerRun) -> f64 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let before = run.latencies.len();
+        self.runtime.block_on(async {
+            let tasks: Vec<_> = (0..self.concurrency)
+                .map(|t| {
+                    let (handle, rows, stop) = (self.handle.clone(), Arc::clone(self.rows), Arc::clone(&stop));
+                    let step = self.concurrency;
+                    tokio::spawn(async move {
+                        let (mut latencies, mut failures, mut first_error) = (Vec::new(), 0usize, None);
+                        let mut i = t;
+                        while !stop.load(Ordering::Relaxed) {
+                            let start = Instant::now();
+                            match handle.predict_row_async(&rows[i % rows.len()]).await {
+                                Ok(_) => latencies.push(start.elapsed().as_secs_f64() * 1e3),
+                                Err(e) => {
+                                    failures += 1;
+                                    first_error.get_or_insert(e.to_string());
+                                }
+                            }
+                            i += step;
+                        }
+                        (latencies, failures, first_error)
+                    })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+            stop.store(true, Ordering::Relaxed);
+            for task in tasks {
+                // A panicking task counts as a failure rather than hiding the figures of the others.
+                match task.await {
+                    Ok((l, f, e)) => {
+                        run.latencies.extend(l);
+                        run.failures += f;
+                        run.first_error = run.first_error.take().or(e);
+                    }
+                    Err(e) => {
+                        run.failures += 1;
+                        run.first_error.get_or_insert(e.to_string());
+                    }
+                }
+            }
+        });
+        let elapsed = started.elapsed().as_secs_f64();
+        run.elapsed += elapsed;
+        (run.latencies.len() - before) as f64 / elapsed
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    (values[(n - 1) / 2] + values[n / 2]) / 2.0
+}
+
 /// The batch size of the raw ort baseline.
 const BASELINE_BATCH: usize = 64;
 
-/// Rows per second of the three example models called directly through ort on `batch`-row batches,
-/// one thread (with its own sessions) per core, for two seconds.
-fn direct_throughput(
-    engine: &InferenceEngine,
-    schema: &[String],
-    rows: &[Vec<f32>],
+/// The raw ort loops: one [`direct::Direct`] (its own sessions) per thread, built and warmed up
+/// once, so that each round times the loop itself and not a fresh session's first calls.
+struct RawOrt {
+    directs: Vec<direct::Direct>,
+    dense: Vec<f32>,
     batch: usize,
-    threads: usize,
-) -> Result<f64> {
-    let batch = batch.max(1);
-    let dense: Vec<f32> = rows.iter().cycle().take(batch).flatten().copied().collect();
-    let seconds = 2.0;
-    let done: usize = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
+}
+
+impl RawOrt {
+    fn new(engine: &InferenceEngine, schema: &[String], rows: &[Vec<f32>], batch: usize, threads: usize) -> RawOrt {
+        let batch = batch.max(1);
+        let dense: Vec<f32> = rows.iter().cycle().take(batch).flatten().copied().collect();
+        let mut out = Vec::new();
+        let directs = (0..threads)
             .map(|_| {
-                let dense = &dense;
-                scope.spawn(move || {
-                    let mut direct = direct::Direct::new(engine, schema);
-                    let mut out = Vec::new();
-                    let until = Instant::now() + Duration::from_secs_f64(seconds);
-                    let mut n = 0;
-                    while Instant::now() < until {
-                        direct.predict(dense, batch, &mut out);
-                        n += batch;
-                    }
-                    n
-                })
+                let mut direct = direct::Direct::new(engine, schema);
+                (0..WARM_UP_CALLS).for_each(|_| direct.predict(&dense, batch, &mut out));
+                direct
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
-    });
-    Ok(done as f64 / seconds)
+        RawOrt { directs, dense, batch }
+    }
+
+    /// Rows per second of the three example models called directly through ort on batches of
+    /// `batch` rows, on `threads` threads at once, for `seconds`.
+    fn throughput(&mut self, threads: usize, seconds: f64) -> f64 {
+        let (dense, batch) = (&self.dense, self.batch);
+        let done: usize = std::thread::scope(|scope| {
+            let workers: Vec<_> = self.directs[..threads]
+                .iter_mut()
+                .map(|direct| {
+                    scope.spawn(move || {
+                        let mut out = Vec::new();
+                        let until = Instant::now() + Duration::from_secs_f64(seconds);
+                        let mut n = 0;
+                        while Instant::now() < until {
+                            direct.predict(dense, batch, &mut out);
+                            n += batch;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
+        });
+        done as f64 / seconds
+    }
 }
+
+/// Calls each raw ort loop makes before it is timed.
+const WARM_UP_CALLS: usize = 200;
