@@ -517,3 +517,46 @@ fn with_a_max_delay_async_requests_wait_for_the_dispatcher_to_hold_their_batch_o
     assert!(made.elapsed() >= delay, "answered after {:?}", made.elapsed());
     assert_eq!(batches(&engine), (before.0 + 1, before.1 + 3));
 }
+
+#[test]
+fn a_request_made_after_a_hot_swap_runs_on_the_new_version_while_an_older_one_still_waits() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine_inline_async(home.path(), Some(BatchingOptions::default()));
+    let handle = engine.ensemble("market").unwrap();
+    let data = rows(&engine, "market", 2);
+    // Two at once: the first takes the queue's claim and the second queues behind it, so both stay
+    // outstanding (and this thread's hold on version 1 with them) until polled again.
+    let (mut first, mut second) =
+        (Box::pin(handle.predict_row_async(&data[0])), Box::pin(handle.predict_row_async(&data[1])));
+    let _ = poll_once(first.as_mut());
+    let members = ["technical", "fundamental"].map(|m| m.parse::<MemberSpec>().unwrap());
+    assert_eq!(engine.create_ensemble(EnsembleConfig::new("market", members)).unwrap().version, 2);
+    let row = &rows(&engine, "market", 1)[0];
+    let after = wait(Box::pin(handle.predict_row_async(row)).as_mut()).unwrap();
+    assert_eq!((after.ensemble_version, after.model_contributions.len()), (2, 2));
+    let (first, second) = (wait(first.as_mut()).unwrap(), wait(second.as_mut()).unwrap());
+    assert_eq!((first.ensemble_version, second.ensemble_version), (1, 1));
+}
+
+#[test]
+fn a_thread_that_made_async_requests_does_not_keep_a_dropped_engine_alive() {
+    let home = tempfile::tempdir().unwrap();
+    common::market_engine(home.path());
+    // With persistence: one engine at a time may write a home's state, so a second one can be
+    // built only once the first is gone.
+    let build = || {
+        InferenceEngine::builder(home.path())
+            .with_default_model_options(ModelOptions::default().with_batching(BatchingOptions::default()))
+            .build()
+    };
+    let engine = build().unwrap();
+    let handle = engine.ensemble("market").unwrap();
+    let data = rows(&engine, "market", 3);
+    for row in &data {
+        assert!(wait(Box::pin(handle.predict_row_async(row)).as_mut()).is_ok());
+    }
+    drop(handle);
+    drop(engine);
+    let again = build().unwrap_or_else(|e| panic!("the first engine is still alive: {e}"));
+    assert!(wait(Box::pin(again.ensemble("market").unwrap().predict_row_async(&data[0])).as_mut()).is_ok());
+}

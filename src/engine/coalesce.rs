@@ -191,14 +191,15 @@ impl Queues {
         &self.shards[THREAD.with(|t| *t) % self.shards.len()]
     }
 
-    /// Counts an asynchronous request as outstanding, from when it is made (its future created)
-    /// until [`Queues::end_async`] (answered, or its future dropped).
-    pub fn begin_async(&self) {
-        self.main().outstanding.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn end_async(&self) {
-        self.main().outstanding.fetch_sub(1, Ordering::Relaxed);
+    /// Counts asynchronous requests as outstanding (`delta` > 0) or no longer (< 0): each counts
+    /// from when it is made (its future created) until it is answered or its future dropped, on its
+    /// thread's lease first (see [`Outstanding`](super::lease::Outstanding)).
+    pub fn count_async(&self, delta: isize) {
+        if delta >= 0 {
+            self.main().outstanding.fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            self.main().outstanding.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
     }
 
     /// Requests queued now, on all of them.
@@ -622,15 +623,11 @@ mod tests {
     #[test]
     fn beyond_few_outstanding_requests_every_thread_queues_on_the_first_queue() {
         let queues = queues(true, 2);
-        for _ in 0..=FEW {
-            queues.begin_async();
-        }
+        queues.count_async(FEW as isize + 1);
         let used: Vec<usize> =
             std::thread::scope(|s| (0..4).map(|_| s.spawn(|| index_here(&queues)).join().unwrap()).collect());
         assert_eq!(used, [0; 4]);
-        for _ in 0..=FEW {
-            queues.end_async();
-        }
+        queues.count_async(-(FEW as isize + 1));
         assert_eq!(queues.main().outstanding.load(Ordering::Relaxed), 0);
     }
 }

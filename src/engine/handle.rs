@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::lease::Lease;
 use super::loaded::LoadedEnsemble;
 use super::pipeline::{predict_queued, Call};
 use super::route::{EnsembleSlot, RunningExperiment};
@@ -306,7 +307,7 @@ impl EnsembleHandle {
         row: ResolvedRow,
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
-        tagged(self.engine.clone(), row.ens, Ok(row.values), Instant::now(), deadline, row.arm)
+        tagged(Lease::of(&self.engine, &row.ens), Ok(row.values), Instant::now(), deadline, row.arm)
     }
 
     /// Predicts one row given in [`EnsembleHandle::feature_names`] order (no name lookups).
@@ -373,10 +374,10 @@ impl EnsembleHandle {
     /// [`EnsembleHandle::predict`] without blocking the calling executor.
     pub fn predict_async(&self, features: &Features) -> impl Future<Output = Result<Prediction>> + Send + 'static {
         let started = Instant::now();
-        let ens = self.slot.load_full();
+        let ens = self.slot.load();
         let mut dense = Vec::with_capacity(ens.schema.names().len());
         let filled = ens.schema.fill_from_features(features, &mut dense);
-        self.queued(ens, filled.map(|()| dense), started, None, None)
+        self.queued(&ens, filled.map(|()| dense), started, None, None)
     }
 
     /// [`EnsembleHandle::predict_row_async`] with a routing key and an optional deadline (see
@@ -388,9 +389,9 @@ impl EnsembleHandle {
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
         let started = Instant::now();
-        let ens = self.slot.load_full();
+        let ens = self.slot.load();
         let dense = ens.schema.dense_row(row).map(Cow::into_owned);
-        self.queued(ens, dense, started, deadline, routing_key)
+        self.queued(&ens, dense, started, deadline, routing_key)
     }
 
     /// [`EnsembleHandle::predict_row_async_routed`] if the ensemble's features are still those of
@@ -404,38 +405,35 @@ impl EnsembleHandle {
         routing_key: Option<&str>,
     ) -> Option<impl Future<Output = Result<Prediction>> + Send + 'static> {
         let started = Instant::now();
-        let ens = self.slot.load_full();
+        let ens = self.slot.load();
         if ens.schema_id != schema_id {
             return None;
         }
         let dense = ens.schema.dense_row(row).map(Cow::into_owned);
-        Some(self.queued(ens, dense, started, deadline, routing_key))
+        Some(self.queued(&ens, dense, started, deadline, routing_key))
     }
 
     /// The queued pipeline on the control's load, or on the arm's during an experiment.
+    /// The request holds the load through its thread's [`Lease`] on it.
     fn queued(
         &self,
-        ens: Arc<LoadedEnsemble>,
+        ens: &Arc<LoadedEnsemble>,
         dense: Result<Vec<f32>>,
         started: Instant,
         deadline: Option<Instant>,
         routing_key: Option<&str>,
     ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
-        let engine = self.engine.clone();
-        let mut route = None;
-        let (ens, dense) = match self.running_experiment(&ens) {
-            Some(running) => {
-                let (arm, treatment) = running.route(routing_key);
-                let routed = match treatment {
-                    Some(treatment) => (treatment, dense.map(|d| running.treatment_rows(&d).into_owned())),
-                    None => (ens, dense),
-                };
-                route = Some((running, arm));
-                routed
-            }
-            None => (ens, dense),
+        let Some(running) = self.running_experiment(ens) else {
+            return tagged(Lease::of(&self.engine, ens), dense, started, deadline, None);
         };
-        tagged(engine, ens, dense, started, deadline, route)
+        let (arm, treatment) = running.route(routing_key);
+        let (lease, dense) = match treatment {
+            Some(treatment) => {
+                (Lease::of(&self.engine, &treatment), dense.map(|d| running.treatment_rows(&d).into_owned()))
+            }
+            None => (Lease::of(&self.engine, ens), dense),
+        };
+        tagged(lease, dense, started, deadline, Some((running, arm)))
     }
 
     /// Predicts every row of `batch`; each member runs once for the whole batch.
@@ -523,14 +521,13 @@ impl EnsembleHandle {
 
 /// The queued pipeline on `ens`, its answer tagged with the experiment arm it was routed to.
 fn tagged(
-    engine: InferenceEngine,
-    ens: Arc<LoadedEnsemble>,
+    lease: Arc<Lease>,
     dense: Result<Vec<f32>>,
     started: Instant,
     deadline: Option<Instant>,
     route: Option<(Arc<RunningExperiment>, Arm)>,
 ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
-    predict_queued(engine, ens, dense, started, deadline, move |result| match route {
+    predict_queued(lease, dense, started, deadline, move |result| match route {
         Some((running, arm)) => tag(&running, arm, result, started),
         None => result,
     })

@@ -62,32 +62,6 @@ impl Drop for LoadedEnsemble {
     }
 }
 
-/// An asynchronous request's hold on its load: counts the request as outstanding on the load's
-/// queues from when it is made until it is answered or its future dropped (see
-/// [`EnsembleQueue::try_lone`]).
-pub(super) struct Outstanding(Arc<LoadedEnsemble>);
-
-impl Outstanding {
-    pub fn new(ens: Arc<LoadedEnsemble>) -> Outstanding {
-        ens.queues.begin_async();
-        Outstanding(ens)
-    }
-}
-
-impl std::ops::Deref for Outstanding {
-    type Target = LoadedEnsemble;
-
-    fn deref(&self) -> &LoadedEnsemble {
-        &self.0
-    }
-}
-
-impl Drop for Outstanding {
-    fn drop(&mut self) {
-        self.0.queues.end_async();
-    }
-}
-
 /// The fused model and which members it holds (members on native plans stay out of it).
 pub(super) struct Fused {
     pub sessions: FusedSessions,

@@ -26,6 +26,7 @@ mod counters;
 mod experiment;
 mod fused;
 mod handle;
+mod lease;
 mod load;
 mod loaded;
 mod member;

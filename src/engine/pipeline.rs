@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use super::coalesce::{Answer, EnsembleQueue, InlineSlot, Request, YieldOnce};
 use super::counters::Path;
 use super::fused::{run_fused, FusedOutcome};
-use super::loaded::{LoadedEnsemble, Outstanding};
+use super::lease::{Lease, Outstanding};
+use super::loaded::LoadedEnsemble;
 use super::member::{LoadedModel, Rows};
-use super::{EngineInner, InferenceEngine};
+use super::EngineInner;
 use crate::adaptive::{Published, RegimeWeights};
 use crate::batching::Ticket;
 use crate::cache::CacheKey;
@@ -414,21 +415,20 @@ impl EngineInner {
 /// awaited inside another, which would hold this one twice (an awaited future is moved out of the
 /// outer one's captures into its own slot).
 pub(super) fn predict_queued(
-    engine: InferenceEngine,
-    ens: Arc<LoadedEnsemble>,
+    lease: Arc<Lease>,
     dense: Result<Vec<f32>>,
     started: Instant,
     deadline: Option<Instant>,
     finish: impl FnOnce(Result<Prediction>) -> Result<Prediction> + Send + 'static,
 ) -> impl Future<Output = Result<Prediction>> + Send + 'static {
-    let ens = Outstanding::new(ens);
+    let ens = Outstanding::new(lease);
     async move {
         let dense = match dense {
             Ok(dense) => dense,
             Err(e) => return finish(Err(e)),
         };
         let call = Call { ens: &ens, dense: &dense, rows: 1, started, deadline };
-        let result = queued_row(&engine.inner, &call).await;
+        let result = queued_row(&ens.engine().inner, &call).await;
         ens.telemetry.single(&result, started);
         finish(result)
     }
