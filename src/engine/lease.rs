@@ -28,7 +28,7 @@ pub(super) struct Lease {
     outstanding: AtomicUsize,
 }
 
-/// Leases a thread keeps, for as many loads (most recently made first out).
+/// Leases a thread keeps, for as many loads (a new one replaces the longest kept).
 const KEPT: usize = 4;
 
 /// A thread's leases: each with the address of its load, to find it without upgrading every one.
@@ -74,7 +74,7 @@ impl Lease {
 
 /// What a lease with `n` outstanding requests has added to the load's shared count: `n` up to 2,
 /// so that "at most one request outstanding" reads exactly there, then steps of [`STEP`], so that
-/// the shared count (read against [`FEW`](super::coalesce) and the like) stays within a step per
+/// the shared count (read against [`FEW`](super::coalesce::FEW) and the like) stays within a step per
 /// thread of the true total while a thread's requests come and go without touching it.
 fn charge(n: usize) -> usize {
     n.min(2) + STEP * (n / STEP)
