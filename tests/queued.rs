@@ -524,8 +524,8 @@ fn a_request_made_after_a_hot_swap_runs_on_the_new_version_while_an_older_one_st
     let engine = engine_inline_async(home.path(), Some(BatchingOptions::default()));
     let handle = engine.ensemble("market").unwrap();
     let data = rows(&engine, "market", 2);
-    // Two at once: the first takes the queue's claim and the second queues behind it, so both stay
-    // outstanding (and this thread's hold on version 1 with them) until polled again.
+    // Two made at once, so neither is alone: the first's poll queues its row and takes the claim;
+    // both stay outstanding (and this thread's lease on version 1 with them) until polled again.
     let (mut first, mut second) =
         (Box::pin(handle.predict_row_async(&data[0])), Box::pin(handle.predict_row_async(&data[1])));
     let _ = poll_once(first.as_mut());
