@@ -142,7 +142,8 @@ pub struct Prediction {
     /// The experiment and arm that served the request, while the ensemble runs an experiment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub experiment: Option<ExperimentArm>,
-    /// Wall time inside the engine (for a batch: the whole batch).
+    /// Wall time inside the engine (for a batch: the whole batch; for a queued request: from the
+    /// call to its batch's answer, the caller's wake-up after it left out).
     pub latency_ms: f64,
 }
 

@@ -428,6 +428,29 @@ fn async_requests_made_together_are_served_as_one_batch_by_the_first_of_them_on_
 }
 
 #[test]
+fn a_queued_requests_latency_ends_at_its_batchs_answer_not_at_its_callers_late_poll() {
+    let home = tempfile::tempdir().unwrap();
+    let engine = engine_inline_async(home.path(), Some(BatchingOptions::default()));
+    let handle = engine.ensemble("market").unwrap();
+    let data = rows(&engine, "market", 2);
+    park_the_dispatcher(&handle, &data);
+    let before = batches(&engine);
+    let made = Instant::now();
+    let mut first = Box::pin(handle.predict_row_async(&data[0]));
+    let mut second = Box::pin(handle.predict_row_async(&data[1]));
+    assert!(poll_once(first.as_mut()).is_pending());
+    assert!(poll_once(second.as_mut()).is_pending());
+    // The first's second poll runs both rows; the second is answered and polled only later.
+    let _ = poll_once(first.as_mut());
+    assert_eq!(batches(&engine), (before.0 + 1, before.1 + 2));
+    let ran = made.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    let late = ready(poll_once(second.as_mut()), "the second request").unwrap();
+    assert!(late.latency_ms <= ran.as_secs_f64() * 1e3, "{} ms, batch done at {ran:?}", late.latency_ms);
+    assert!(late.latency_ms > 0.0);
+}
+
+#[test]
 fn a_request_queued_while_the_serving_caller_yields_is_answered_when_that_caller_is_dropped() {
     let home = tempfile::tempdir().unwrap();
     let engine = engine_inline_async(home.path(), Some(BatchingOptions::default()));

@@ -59,8 +59,9 @@ pub(super) const COMBINE_FOR: Duration = Duration::from_micros(500);
 /// lost a quarter of their throughput to it, and 512 had a p99 a quarter to a third higher.
 pub(super) const FEW: usize = 256;
 
-/// A queued request's answer: the batch it ran in and its row there.
-pub(super) type Answer = Result<(Arc<BatchPrediction>, usize)>;
+/// A queued request's answer: the batch it ran in, its row there, and when the batch was answered
+/// (read once per batch: each caller's latency and deadline are measured to it, not to its wake-up).
+pub(super) type Answer = Result<(Arc<BatchPrediction>, usize, Instant)>;
 
 /// One queued request: where its answer goes.
 pub(super) type Request = Arc<Reply<Answer>>;

@@ -159,11 +159,12 @@ impl EngineInner {
         self.settle_queued(call, key, answer)
     }
 
-    /// A queued request's row of its batch, settled on the caller's thread.
+    /// A queued request's row of its batch, settled on the caller's thread. Its latency runs from
+    /// the call to its batch's answer: the wake-up after it is the caller's scheduler's.
     fn settle_queued(&self, call: &Call<'_>, key: Option<CacheKey>, answer: Answer) -> Result<Prediction> {
-        let outcome = answer.map(|(batch, row)| {
+        let outcome = answer.map(|(batch, row, answered)| {
             let mut p = batch.row(row);
-            p.latency_ms = call.started.elapsed().as_secs_f64() * 1e3;
+            p.latency_ms = answered.saturating_duration_since(call.started).as_secs_f64() * 1e3;
             p
         });
         settle(call.ens, call.dense, key, outcome, call.started, self)
@@ -183,13 +184,14 @@ impl EngineInner {
         let call = Call { ens, dense, rows, started, deadline: None };
         let ran = Instant::now();
         let outcome = self.run(&call, ens.key.learning.published());
+        let answered = Instant::now();
         // The run alone: waking the callers (an asyncio waker waits for the GIL) is not its cost.
-        queue.batcher.note_batch(ran.elapsed(), rows);
+        queue.batcher.note_batch(answered - ran, rows);
         match outcome {
             Ok(batch) => {
                 let batch = Arc::new(batch);
                 for (i, ticket) in tickets.drain(..).enumerate() {
-                    ticket.request.send(Ok((Arc::clone(&batch), i)));
+                    ticket.request.send(Ok((Arc::clone(&batch), i, answered)));
                 }
             }
             Err(e) => {
@@ -462,10 +464,10 @@ async fn queued_row(inner: &EngineInner, call: &Call<'_>) -> Result<Prediction> 
         }
     }
     let answer = reply.wait_async().await;
-    // Without a timer of its own the future cannot wake at the deadline; an answer that arrives
-    // after it is refused as the synchronous caller's wait would have been.
-    let answer = match call.deadline {
-        Some(deadline) if answer.is_ok() && Instant::now() > deadline => Err(Error::DeadlineExceeded {
+    // Without a timer of its own the future cannot wake at the deadline; a batch answered after it
+    // is refused as the synchronous caller's wait would have refused it.
+    let answer = match (call.deadline, &answer) {
+        (Some(deadline), Ok((_, _, answered))) if *answered > deadline => Err(Error::DeadlineExceeded {
             what: format!("ensemble {:?}", call.ens.config.name),
             detail: "its batch finished after the deadline".into(),
         }),
