@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example load -- [--home DIR] [--ensemble NAME] [--data FILE.csv]
 //!     [--concurrency C] [--seconds T] [--batching on|off] [--max-batch N] [--max-delay-us US]
-//!     [--dispatchers N]
+//!     [--dispatchers N] [--async-inline-limit-us US]
 //!     [--cache on|off] [--native on|off] [--baseline] [--rounds R] [--time-every N] [--json]
 //! ```
 //!
@@ -56,6 +56,7 @@ struct Args {
     max_batch: usize,
     max_delay_us: u64,
     dispatchers: usize,
+    async_inline_limit_us: Option<u64>,
     cache: bool,
     native: bool,
     baseline: bool,
@@ -75,6 +76,7 @@ fn parse_args() -> Result<Args> {
         max_batch: 256,
         max_delay_us: 0,
         dispatchers: 1,
+        async_inline_limit_us: None,
         cache: false,
         native: true,
         baseline: false,
@@ -103,6 +105,10 @@ fn parse_args() -> Result<Args> {
             "--dispatchers" => {
                 args.dispatchers =
                     value()?.parse().ok().filter(|&n| n > 0).ok_or_else(|| bad("--dispatchers takes a count ≥ 1"))?;
+            }
+            "--async-inline-limit-us" => {
+                let us = value()?.parse().map_err(|_| bad("--async-inline-limit-us takes µs"))?;
+                args.async_inline_limit_us = Some(us);
             }
             "--cache" => args.cache = on_off(it.next(), "--cache")?,
             "--native" => args.native = on_off(it.next(), "--native")?,
@@ -180,6 +186,9 @@ fn main() -> Result<()> {
         .with_default_model_options(model_options);
     if args.cache {
         builder = builder.with_prediction_cache(CacheOptions::default());
+    }
+    if let Some(us) = args.async_inline_limit_us {
+        builder = builder.with_async_inline_limit(Duration::from_micros(us));
     }
     let engine = builder.build()?;
     let handle = engine.ensemble(&args.ensemble)?;
