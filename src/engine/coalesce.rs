@@ -55,7 +55,7 @@ pub(super) const QUICK: Duration = Duration::from_micros(200);
 /// Beyond [`FEW`] outstanding requests, the async inline limit is divided by this: there one claim
 /// serves batches of up to `max_batch` back to back, and the dispatcher helps. Measured
 /// (examples/load.rs, 512 callers, 2 cores, the fused ONNX Runtime model, six alternating pairs):
-/// 200 µs rather than 50 there lost in five pairs, with a p99 of 1.5–2.5 ms against 1.0–1.7.
+/// 200 µs rather than 50 there lost in five pairs, with a median p99 of 2.2 ms against 1.3.
 const CROWDED: u32 = 4;
 
 /// How long an asynchronous caller may go on serving the queue before it hands what is still
