@@ -3,8 +3,8 @@
 //! never coalesced: threads run inline on its replicas, queued rows run one per call), against
 //! the same model called inline, batching off, by as many threads (64) and by one thread per core
 //! (the stricter reading): throughput, p99 and failures over a fixed count of calls, in rounds of
-//! rotating order (medians, and the worst p99). The 64 callers are threads calling `predict_row`, then tokio
-//! tasks on one worker thread per core calling `predict_row_async`. Compare the figures only
+//! rotating order (medians, and the worst p99). The 64 callers are threads calling `predict_row`,
+//! then tokio tasks on one worker thread per core calling `predict_row_async`. Compare the figures only
 //! within one run. (The ZipMap goal is `profile_loop ROWS zipmap`.)
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -28,6 +28,9 @@
 //! `baseline_per_core_ratio_median`): a shared virtual machine's speed drifts within seconds, and
 //! only figures taken side by side compare.
 //!
+//! `--async-inline-limit-us US` sets `EngineBuilder::with_async_inline_limit` (default 200 µs: the
+//! longest expected run an asynchronous caller runs on its own thread, alone or serving others).
+//!
 //! `--time-every N` (default 8) times one call in N, picked at random per call, for the latency
 //! percentiles (every call counts for the throughput): two clock reads around each of ~1 µs calls
 //! cost the callers several percent that the raw loops, which read no clock per row, do not pay.
